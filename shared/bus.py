@@ -1,0 +1,321 @@
+"""The one bus client: JetStream streams, publishing with de-duplication and
+per-aggregate optimistic concurrency, durable pull consumers, replay, agent logs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+
+import nats
+from nats.aio.msg import Msg
+from nats.js import api as jsapi
+from nats.js.errors import APIError, NotFoundError
+
+from shared import telemetry
+from shared.events import DeliveryFailed, Event, decode, encode, subject_token
+
+log = logging.getLogger("yokeflow.bus")
+
+WRONG_LAST_SEQUENCE = 10071  # JetStream: Nats-Expected-Last-Subject-Sequence did not match
+MSG_ID = "Nats-Msg-Id"
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+
+
+class BusError(RuntimeError):
+    pass
+
+
+class ConcurrencyConflict(BusError):
+    """Another writer appended to the aggregate first; reload and decide again."""
+
+
+@dataclass(frozen=True)
+class Published:
+    seq: int
+    duplicate: bool
+    event: Event
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An event as a consumer receives it, with its place in the log."""
+
+    event: Event
+    seq: int
+    subject: str
+    deliveries: int
+    msg: Msg | None = field(default=None, compare=False, repr=False)
+
+    async def in_progress(self) -> None:
+        if self.msg is not None:
+            await self.msg.in_progress()
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class Bus:
+    def __init__(self, nc: nats.NATS, *, prefix: str = "yf", stream: str = "YF_EVENTS",
+                 log_stream: str = "YF_LOGS", replicas: int = 1):
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.prefix = prefix
+        self.stream = stream
+        self.log_stream = log_stream
+        self.replicas = replicas
+
+    @classmethod
+    async def connect(cls, url: str, *, name: str = "yokeflow", connect_timeout: float = 5.0,
+                      **kwargs: Any) -> "Bus":
+        try:
+            nc = await nats.connect(url, name=name, connect_timeout=connect_timeout,
+                                    max_reconnect_attempts=-1, allow_reconnect=True,
+                                    reconnect_time_wait=0.5)
+        except Exception as exc:  # nats raises a handful of unrelated types here
+            raise BusError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from exc
+        bus = cls(nc, **kwargs)
+        await bus.ensure_streams()
+        return bus
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+
+    # ------------------------------------------------------------------ subjects
+    @property
+    def events_subject(self) -> str:
+        return f"{self.prefix}.evt.>"
+
+    def subject_of(self, event: Event) -> str:
+        return event.subject(self.prefix)
+
+    def aggregate_filter(self, event: Event) -> str:
+        return ".".join((self.prefix, "evt", subject_token(event.project_id), event.aggregate,
+                         subject_token(event.aggregate_id), "*"))
+
+    def type_filter(self, event_type: str, project: str = "*", aggregate: str = "*") -> str:
+        return f"{self.prefix}.evt.{project}.{aggregate}.*.{event_type}"
+
+    # ------------------------------------------------------------------ streams
+    async def ensure_streams(self) -> None:
+        events = jsapi.StreamConfig(
+            name=self.stream, subjects=[self.events_subject],
+            retention=jsapi.RetentionPolicy.LIMITS, storage=jsapi.StorageType.FILE,
+            num_replicas=self.replicas, deny_delete=True, deny_purge=True,
+            duplicate_window=120.0, allow_direct=True,
+        )
+        logs = jsapi.StreamConfig(
+            name=self.log_stream, subjects=[f"{self.prefix}.log.>"],
+            retention=jsapi.RetentionPolicy.LIMITS, storage=jsapi.StorageType.FILE,
+            num_replicas=self.replicas, max_age=7 * 24 * 3600.0, max_bytes=1 << 30,
+            allow_direct=True,
+        )
+        for cfg in (events, logs):
+            try:
+                await self.js.add_stream(cfg)
+            except APIError as exc:
+                if exc.err_code == 10058:  # stream name already in use with a different configuration
+                    await self.js.update_stream(cfg)
+                else:
+                    raise
+
+    async def last_seq(self) -> int:
+        info = await self.js.stream_info(self.stream)
+        return info.state.last_seq
+
+    # ------------------------------------------------------------------ publish
+    async def publish(self, event: Event, *, msg_id: str | None = None,
+                      expected_seq: int | None = None, timeout: float = 10.0) -> Published:
+        """Append one event. `msg_id` de-duplicates (a duplicate is success);
+        `expected_seq` is the last stream sequence of the event's aggregate the caller saw."""
+        headers: dict[str, str] = {MSG_ID: msg_id or event.event_id}
+        telemetry.inject(headers)
+        if expected_seq is not None:
+            headers[EXPECTED_LAST_SUBJECT_SEQ] = str(expected_seq)
+            headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = self.aggregate_filter(event)
+        try:
+            ack = await self.js.publish(self.subject_of(event), encode(event), timeout=timeout, headers=headers)
+        except APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                raise ConcurrencyConflict(f"{event.aggregate} {event.aggregate_id} moved on: {exc.description}") from exc
+            raise
+        return Published(seq=ack.seq, duplicate=bool(ack.duplicate), event=event)
+
+    async def aggregate_seq(self, event: Event) -> int:
+        """The stream sequence of the latest event of this event's aggregate (0 if none)."""
+        try:
+            msg = await self.js._jsm.get_msg(self.stream, subject=self.aggregate_filter(event), direct=True)
+        except NotFoundError:
+            return 0
+        return msg.seq or 0
+
+    async def append(self, decide: Callable[[list[Event]], Sequence[tuple[Event, str | None]]],
+                     probe: Event, *, attempts: int = 10) -> list[Published]:
+        """Optimistic write to one aggregate: read its events, decide, append the first new
+        event with the sequence seen, retry on conflict. `probe` names the aggregate."""
+        for _ in range(attempts):
+            history = [d async for d in self.read([self.aggregate_filter(probe)])]
+            seq = history[-1].seq if history else 0
+            decisions = list(decide([d.event for d in history]))
+            if not decisions:
+                return []
+            out: list[Published] = []
+            try:
+                for i, (event, msg_id) in enumerate(decisions):
+                    if i == 0:
+                        out.append(await self.publish(event, msg_id=msg_id, expected_seq=seq))
+                    else:
+                        out.append(await self.publish(event, msg_id=msg_id))
+                return out
+            except ConcurrencyConflict:
+                await asyncio.sleep(0.01)
+        raise ConcurrencyConflict(f"gave up after {attempts} conflicting writes to {self.aggregate_filter(probe)}")
+
+    # ------------------------------------------------------------------ read / replay
+    async def read(self, filter_subjects: Iterable[str] | None = None, *, start_seq: int = 1,
+                   stop_at_end: bool = True) -> AsyncIterator[Delivery]:
+        """Events in log order from `start_seq`, through an ephemeral consumer.
+        With `stop_at_end` it stops at the end of the log as it was when it began."""
+        subjects = list(filter_subjects or [self.events_subject])
+        cfg = jsapi.ConsumerConfig(
+            deliver_policy=jsapi.DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else jsapi.DeliverPolicy.ALL,
+            opt_start_seq=start_seq if start_seq > 1 else None,
+            ack_policy=jsapi.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
+            filter_subjects=subjects if len(subjects) > 1 else None,
+            filter_subject=subjects[0] if len(subjects) == 1 else None,
+        )
+        info = await self.js._jsm.add_consumer(self.stream, config=cfg)
+        sub = await self.js.pull_subscribe_bind(consumer=info.name, stream=self.stream)
+        try:
+            pending = info.num_pending
+            if stop_at_end and pending == 0:
+                return
+            while True:
+                try:
+                    msgs = await sub.fetch(batch=min(max(pending, 1), 256), timeout=1.0 if stop_at_end else 5.0)
+                except nats.errors.TimeoutError:
+                    if stop_at_end:
+                        return
+                    continue
+                for msg in msgs:
+                    meta = msg.metadata
+                    yield Delivery(decode(msg.data), meta.sequence.stream, msg.subject, meta.num_delivered)
+                    pending = meta.num_pending
+                if stop_at_end and pending == 0:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await self.js._jsm.delete_consumer(self.stream, info.name)
+
+    # ------------------------------------------------------------------ durable consumers
+    async def consume(self, durable: str, filter_subjects: Sequence[str], handler: Handler, *,
+                      stop: asyncio.Event | None = None, concurrency: int = 1, ack_wait: float = 30.0,
+                      max_deliver: int = 5, backoff: Sequence[float] = (0.5, 2.0, 5.0, 15.0)) -> None:
+        """Run `handler` for each event on a durable pull consumer with explicit acks.
+        Handlers heartbeat with in_progress(); a failure is retried with backoff and,
+        after `max_deliver` deliveries, becomes a `DeliveryFailed` event."""
+        stop = stop or asyncio.Event()
+        durable = subject_token(durable)
+        cfg = jsapi.ConsumerConfig(
+            durable_name=durable, name=durable, ack_policy=jsapi.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait, max_deliver=max_deliver,
+            filter_subjects=list(filter_subjects) if len(filter_subjects) > 1 else None,
+            filter_subject=filter_subjects[0] if len(filter_subjects) == 1 else None,
+            max_ack_pending=max(concurrency * 4, 16),
+        )
+        try:
+            await self.js._jsm.add_consumer(self.stream, config=cfg)
+        except APIError as exc:
+            if exc.err_code != 10148:  # consumer already exists with other settings: update it
+                raise
+            await self.js._jsm.add_consumer(self.stream, config=cfg)
+        sub = await self.js.pull_subscribe_bind(durable=durable, stream=self.stream)
+        running: set[asyncio.Task] = set()
+        try:
+            while not stop.is_set():
+                free = concurrency - len(running)
+                if free <= 0:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    msgs = await sub.fetch(batch=free, timeout=0.5)
+                except nats.errors.TimeoutError:
+                    continue
+                except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
+                    return
+                for msg in msgs:
+                    if concurrency == 1:
+                        await self._handle(durable, msg, handler, ack_wait, max_deliver, backoff)
+                    else:
+                        t = asyncio.create_task(self._handle(durable, msg, handler, ack_wait, max_deliver, backoff))
+                        running.add(t)
+                        t.add_done_callback(running.discard)
+        finally:
+            for t in list(running):
+                t.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _handle(self, consumer: str, msg: Msg, handler: Handler, ack_wait: float,
+                      max_deliver: int, backoff: Sequence[float]) -> None:
+        meta = msg.metadata
+        seq, deliveries = meta.sequence.stream, meta.num_delivered
+        try:
+            event = decode(msg.data)
+        except Exception as exc:  # an undecodable message is parked, never retried forever
+            log.error("undecodable message seq=%s on %s: %s", seq, msg.subject, exc)
+            await msg.term()
+            return
+        delivery = Delivery(event, seq, msg.subject, deliveries, msg)
+        beat = asyncio.create_task(_heartbeat(msg, ack_wait / 3))
+        try:
+            with telemetry.span_from_headers(f"{consumer} handle {event.type}", msg.headers,
+                                             {"yf.event": event.type, "yf.seq": seq}):
+                await handler(delivery)
+        except asyncio.CancelledError:
+            beat.cancel()
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        except Exception as exc:
+            beat.cancel()
+            log.exception("%s failed on %s seq=%s (delivery %s/%s)", consumer, event.type, seq, deliveries, max_deliver)
+            if deliveries >= max_deliver:
+                failure = event.caused(
+                    DeliveryFailed, aggregate_id=event.project_id, consumer=consumer, failed_subject=msg.subject,
+                    stream_seq=seq, deliveries=deliveries, error=f"{type(exc).__name__}: {exc}"[:2000],
+                    event_type=event.type,
+                )
+                await self.publish(failure, msg_id=f"{consumer}:{seq}:DeliveryFailed")
+                await msg.term()
+            else:
+                delay = backoff[min(deliveries - 1, len(backoff) - 1)] if backoff else None
+                await msg.nak(delay=delay)
+            return
+        beat.cancel()
+        await msg.ack_sync()
+
+    # ------------------------------------------------------------------ agent logs
+    async def log(self, project_id: str, task_key: str, kind: str, data: dict[str, Any]) -> None:
+        subject = f"{self.prefix}.log.{subject_token(project_id)}.{subject_token(task_key)}.{subject_token(kind)}"
+        await self.nc.publish(subject, json.dumps(data, default=str).encode())
+
+    async def subscribe_live(self, subject: str, callback: Callable[[Msg], Awaitable[None]]):
+        """Core NATS subscription for live views (gateway, `events tail`); not durable."""
+        return await self.nc.subscribe(subject, cb=callback)
+
+
+async def _heartbeat(msg: Msg, every: float) -> None:
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        while True:
+            await asyncio.sleep(every)
+            await msg.in_progress()

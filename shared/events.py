@@ -1,0 +1,342 @@
+"""Every event of YokeFlow: frozen, tagged msgspec structs, JSON on the wire.
+
+The class name is the event type, part of the NATS subject and of the contract:
+new fields get defaults, a field's type never changes.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Any, ClassVar, TypeVar, Union
+
+import msgspec
+
+SCHEMA_VERSION = 1
+_TOKEN_BAD = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+def subject_token(value: object) -> str:
+    """A value made safe as one NATS subject token (no dots, spaces or wildcards)."""
+    token = _TOKEN_BAD.sub("_", str(value))
+    return token or "_"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+E = TypeVar("E", bound="Event")
+
+
+class Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
+    """Envelope shared by every event."""
+
+    aggregate: ClassVar[str] = "project"
+
+    project_id: str
+    aggregate_id: str
+    event_id: str = msgspec.field(default_factory=new_id)
+    aggregate_version: int = 0
+    occurred_at: str = msgspec.field(default_factory=now)
+    correlation_id: str = ""
+    causation_id: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+    def subject(self, prefix: str = "yf") -> str:
+        return ".".join(
+            (prefix, "evt", subject_token(self.project_id), self.aggregate,
+             subject_token(self.aggregate_id), self.type)
+        )
+
+    def caused(self, cls: type[E], **fields: Any) -> E:
+        """A new event caused by this one, carrying the correlation chain."""
+        fields.setdefault("project_id", self.project_id)
+        fields.setdefault("correlation_id", self.correlation_id or self.event_id)
+        fields.setdefault("causation_id", self.event_id)
+        return cls(**fields)
+
+
+def task_aggregate_id(run_id: str, task_id: str) -> str:
+    return f"{subject_token(run_id)}-{subject_token(task_id)}"
+
+
+# ---------------------------------------------------------------- project / plan
+class ProjectCreated(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "project"
+    name: str
+    repo_path: str
+    target_branch: str = "main"
+
+
+class PlanRequested(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "plan"
+    spec: str
+    repo_path: str = ""
+
+
+class PlanProduced(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "plan"
+    plan: dict[str, Any]
+    source: str = ""
+    path: str = ""
+
+
+class PlanRejected(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "plan"
+    errors: list[dict[str, Any]]
+
+
+class PlanApproved(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "plan"
+    approved_by: str = ""
+
+
+class BatchesComputed(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "run"
+    run_id: str
+    batches: list[list[str]]
+    critical_path: list[str] = []
+    critical_path_minutes: float = 0.0
+
+
+# ---------------------------------------------------------------- run
+class RunStarted(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "run"
+    run_id: str
+    plan: dict[str, Any]
+    repo_path: str
+    target_branch: str = "main"
+    settings: dict[str, Any] = {}
+
+
+class RunCancelled(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "run"
+    run_id: str
+    reason: str = ""
+
+
+class RunCompleted(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "run"
+    run_id: str
+    counts: dict[str, int] = {}
+    stats: dict[str, Any] = {}
+
+
+class RunFailed(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "run"
+    run_id: str
+    reason: str = ""
+    counts: dict[str, int] = {}
+    stats: dict[str, Any] = {}
+
+
+# ---------------------------------------------------------------- task
+class TaskEvent(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "task"
+    run_id: str
+    task_id: str
+
+
+class TaskReady(TaskEvent, frozen=True, kw_only=True):
+    attempt: int = 1
+    epic_id: str = ""
+    title: str = ""
+    description: str = ""
+    domain: str = "general"
+    complexity: str = "medium"
+    tests: list[str] = []
+    model: str = ""
+    provider: str = "replay"
+    provider_options: dict[str, Any] = {}
+    repo_path: str = ""
+    target_branch: str = "main"
+    branch: str = ""
+    worktree: str = ""
+    dependency_summaries: list[dict[str, str]] = []
+    previous_attempt: dict[str, Any] = {}
+
+
+class AgentStarted(TaskEvent, frozen=True, kw_only=True):
+    attempt: int = 1
+    model: str = ""
+    provider: str = ""
+    executor: str = ""
+
+
+class AgentFinished(TaskEvent, frozen=True, kw_only=True):
+    attempt: int = 1
+    outcome: str = "success"  # success | failure | cancelled
+    summary: str = ""
+    error: str = ""
+    commit: str = ""
+    branch: str = ""
+    worktree: str = ""
+    repo_path: str = ""
+    model: str = ""
+    turns: int = 0
+    duration_s: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    checks: list[dict[str, Any]] = []
+
+
+class TaskCompleted(TaskEvent, frozen=True, kw_only=True):
+    attempt: int = 1
+    commit: str = ""
+
+
+class TaskFailed(TaskEvent, frozen=True, kw_only=True):
+    attempt: int = 1
+    reason: str = ""
+    final: bool = True
+
+
+class TaskBlocked(TaskEvent, frozen=True, kw_only=True):
+    reason: str = ""
+    blocked_by: list[str] = []
+
+
+class TaskCancelled(TaskEvent, frozen=True, kw_only=True):
+    reason: str = ""
+
+
+class CostRecorded(TaskEvent, frozen=True, kw_only=True):
+    attempt: int = 1
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    call: int = 0
+
+
+# ---------------------------------------------------------------- worktree / merge / batch
+class WorktreeCreated(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "worktree"
+    run_id: str
+    task_id: str
+    path: str
+    branch: str
+    base_commit: str = ""
+    reused: bool = False
+
+
+class MergeRequested(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "merge"
+    run_id: str
+    task_id: str
+    branch: str = ""
+    requested_by: str = ""
+
+
+class BranchMerged(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "merge"
+    run_id: str
+    task_id: str
+    branch: str
+    target_branch: str = "main"
+    commit: str = ""
+    tree: str = ""
+    status: str = "merged"  # merged | up_to_date
+
+
+class MergeConflicted(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "merge"
+    run_id: str
+    task_id: str
+    branch: str
+    target_branch: str = "main"
+    conflicts: list[dict[str, Any]] = []
+    reason: str = ""
+
+
+class BatchMerged(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "batch"
+    run_id: str
+    batch: int
+    task_ids: list[str] = []
+
+
+# ---------------------------------------------------------------- learning / budget
+class LearningExtracted(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "expertise"
+    run_id: str = ""
+    task_id: str = ""
+    domain: str = "general"
+    learnings: list[str] = []
+
+
+class ExpertiseUpdated(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "expertise"
+    domain: str
+    version: int
+    lines: int = 0
+    content: str = ""
+
+
+class BudgetWarning(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "budget"
+    run_id: str = ""
+    spent_usd: float = 0.0
+    limit_usd: float = 0.0
+
+
+class BudgetExhausted(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "budget"
+    run_id: str = ""
+    spent_usd: float = 0.0
+    limit_usd: float = 0.0
+
+
+# ---------------------------------------------------------------- delivery
+class DeliveryFailed(Event, frozen=True, kw_only=True):
+    """A message a consumer could not handle after its last delivery: visible, never dropped."""
+
+    aggregate: ClassVar[str] = "project"
+    consumer: str
+    failed_subject: str
+    stream_seq: int
+    deliveries: int
+    error: str
+    event_type: str = ""
+
+
+AnyEvent = Union[
+    ProjectCreated, PlanRequested, PlanProduced, PlanRejected, PlanApproved, BatchesComputed,
+    RunStarted, RunCancelled, RunCompleted, RunFailed,
+    TaskReady, AgentStarted, AgentFinished, TaskCompleted, TaskFailed, TaskBlocked,
+    TaskCancelled, CostRecorded,
+    WorktreeCreated, MergeRequested, BranchMerged, MergeConflicted, BatchMerged,
+    LearningExtracted, ExpertiseUpdated, BudgetWarning, BudgetExhausted, DeliveryFailed,
+]
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}  # type: ignore[attr-defined]
+
+_decoder = msgspec.json.Decoder(AnyEvent)
+_encoder = msgspec.json.Encoder()
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> Event:
+    return _decoder.decode(data)
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    return msgspec.to_builtins(event)

@@ -1,0 +1,139 @@
+"""The event bus against a real NATS JetStream server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shared.bus import ConcurrencyConflict
+from shared.events import DeliveryFailed, ProjectCreated, TaskReady, TaskCompleted, task_aggregate_id
+
+pytestmark = pytest.mark.integration
+
+
+def ready(task="1", attempt=1, **kw):
+    return TaskReady(project_id="p", aggregate_id=task_aggregate_id("r", task), run_id="r", task_id=task,
+                     attempt=attempt, **kw)
+
+
+async def all_events(bus):
+    return [d async for d in bus.read()]
+
+
+async def test_duplicate_publish_is_deduplicated(bus):
+    e = ready()
+    first = await bus.publish(e, msg_id="r:1:1:TaskReady")
+    again = await bus.publish(ready(), msg_id="r:1:1:TaskReady")
+    assert not first.duplicate and again.duplicate
+    assert again.seq == first.seq
+    assert [d.event.event_id for d in await all_events(bus)] == [e.event_id]
+
+
+async def test_subject_names_type_and_aggregate(bus):
+    await bus.publish(ready(task="7"))
+    [d] = await all_events(bus)
+    assert d.subject == f"{bus.prefix}.evt.p.task.r-7.TaskReady"
+    assert isinstance(d.event, TaskReady) and d.event.task_id == "7"
+
+
+async def test_concurrent_write_to_same_aggregate_is_rejected_then_retried(bus):
+    probe = ready()
+    seq = await bus.aggregate_seq(probe)
+    assert seq == 0
+    await bus.publish(ready(), expected_seq=0)
+    # A second writer that also saw "no events yet" loses.
+    with pytest.raises(ConcurrencyConflict):
+        await bus.publish(ready(attempt=2), expected_seq=0)
+    # Other aggregates are independent.
+    await bus.publish(ready(task="2"), expected_seq=0)
+
+    # append() reloads and decides again: two racing writers both land, in order, each once.
+    def decide_next(history):
+        attempts = [e.attempt for e in history if isinstance(e, TaskReady)]
+        nxt = max(attempts) + 1
+        return [(ready(attempt=nxt), f"r:1:{nxt}:TaskReady")]
+
+    await asyncio.gather(bus.append(decide_next, probe), bus.append(decide_next, probe))
+    attempts = [d.event.attempt for d in await all_events(bus) if d.event.task_id == "1"]
+    assert attempts == [1, 2, 3]
+
+
+async def test_redelivered_event_is_applied_once(bus):
+    applied: list[int] = []
+    seen: set[str] = set()
+    calls = 0
+    stop = asyncio.Event()
+
+    async def handler(d):
+        nonlocal calls
+        calls += 1
+        if d.event.event_id not in seen:  # idempotent by event id
+            seen.add(d.event.event_id)
+            applied.append(d.seq)
+        if calls == 1:
+            raise RuntimeError("crash after applying, before ack")
+        stop.set()
+
+    await bus.publish(ready())
+    await asyncio.wait_for(bus.consume("c1", [bus.events_subject], handler, stop=stop, backoff=[0.1]), 20)
+    assert calls == 2 and len(applied) == 1
+
+
+async def test_consumer_that_dies_before_ack_gets_the_message_again(bus, nats_server):
+    from shared.bus import Bus
+
+    await bus.publish(ready())
+    other = await Bus.connect(nats_server.url, prefix=bus.prefix, stream=bus.stream, log_stream=bus.log_stream)
+    got_first = asyncio.Event()
+
+    async def dies(d):
+        got_first.set()
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(other.consume("worker", [bus.events_subject], dies, ack_wait=1.0))
+    await asyncio.wait_for(got_first.wait(), 10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await other.nc.close()  # the process is gone: no ack, no nak ever reaches the server
+
+    received = []
+    stop = asyncio.Event()
+
+    async def survives(d):
+        received.append(d)
+        stop.set()
+
+    await asyncio.wait_for(bus.consume("worker", [bus.events_subject], survives, stop=stop, ack_wait=1.0), 20)
+    assert received[0].event.type == "TaskReady"
+
+
+async def test_exhausted_message_becomes_visible_failure(bus):
+    stop = asyncio.Event()
+    calls = 0
+
+    async def always_fails(d):
+        nonlocal calls
+        if isinstance(d.event, DeliveryFailed):
+            stop.set()
+            return
+        calls += 1
+        raise ValueError("broken handler")
+
+    await bus.publish(ProjectCreated(project_id="p", aggregate_id="p", name="x", repo_path="/r"))
+    await asyncio.wait_for(
+        bus.consume("fragile", [bus.events_subject], always_fails, stop=stop, max_deliver=3, backoff=[0.05]), 20)
+    failures = [d.event for d in await all_events(bus) if isinstance(d.event, DeliveryFailed)]
+    assert calls == 3
+    assert len(failures) == 1 and failures[0].consumer == "fragile" and "broken handler" in failures[0].error
+    assert failures[0].event_type == "ProjectCreated"
+
+
+async def test_read_filters_and_starts_at_sequence(bus):
+    for t in ("1", "2", "3"):
+        await bus.publish(ready(task=t))
+    await bus.publish(TaskCompleted(project_id="p", aggregate_id=task_aggregate_id("r", "2"), run_id="r", task_id="2"))
+    only_completed = [d.event.type async for d in bus.read([bus.type_filter("TaskCompleted")])]
+    assert only_completed == ["TaskCompleted"]
+    tail = [d.seq async for d in bus.read(start_seq=3)]
+    assert tail == [3, 4]
