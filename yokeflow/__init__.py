@@ -1,0 +1,3 @@
+"""YokeFlow: run many AI coding agents in parallel on one codebase."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from yokeflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,58 @@
+"""The `yokeflow` command line. Each command group lives in yokeflow/commands/<name>.py
+and exposes `register(subparsers)`; a command's handler returns its exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from yokeflow import __version__
+from yokeflow.errors import CliError
+
+COMMAND_MODULES = [
+    "yokeflow.commands.runtime",  # up, run, status, events, demo
+    "yokeflow.commands.plan",     # plan check / show / create / approve
+    "yokeflow.commands.git",      # git merge
+    "yokeflow.commands.worktrees",
+    "yokeflow.commands.projections",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yokeflow", description="Run many AI coding agents in parallel on one codebase.")
+    parser.add_argument("--version", action="version", version=f"yokeflow {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the services do")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # command group not built into this installation
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        code = args.func(args)
+    except CliError as exc:
+        print(f"yokeflow: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
