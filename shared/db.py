@@ -1,0 +1,270 @@
+"""Projection tables (PostgreSQL through SQLAlchemy asyncio + asyncpg) and their migrations.
+
+Every projection table lives in one schema (default `yf`). The ledger writes rows and the
+`projection_tracking` position in the same transaction (exactly-once projection); a rebuild
+replays the log into a fresh schema and swaps it in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Float, Integer, MetaData, String, Table, Text, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+SCHEMA = "yf"
+metadata = MetaData()
+
+
+projects = Table(
+    "projects", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("repo_path", Text, nullable=False),
+    Column("target_branch", String(200), nullable=False, server_default="main"),
+    Column("created_at", String(40), nullable=False),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("project_id", String(64), nullable=False, index=True),
+    Column("plan_name", Text, nullable=False),
+    Column("status", String(20), nullable=False),  # running | completed | failed | cancelled
+    Column("repo_path", Text, nullable=False),
+    Column("target_branch", String(200), nullable=False),
+    Column("settings", JSON, nullable=False),
+    Column("counts", JSON, nullable=False, server_default="{}"),
+    Column("stats", JSON, nullable=False, server_default="{}"),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("cost_usd", Float, nullable=False, server_default="0"),
+    Column("started_at", String(40), nullable=False),
+    Column("ended_at", String(40), nullable=False, server_default=""),
+)
+
+epics = Table(
+    "epics", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("id", String(200), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("depends_on", JSON, nullable=False),
+    Column("position", Integer, nullable=False),
+)
+
+tasks = Table(
+    "tasks", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("id", String(200), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("epic_id", String(200), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("depends_on", JSON, nullable=False),
+    Column("dependency_type", String(10), nullable=False),
+    Column("domain", String(40), nullable=False),
+    Column("complexity", String(10), nullable=False),
+    Column("batch", Integer, nullable=False, server_default="0"),
+    Column("position", Integer, nullable=False),
+    # pending | ready | running | done | failed | blocked | cancelled
+    Column("status", String(20), nullable=False, server_default="pending"),
+    # "" | merged | conflict
+    Column("merge_status", String(20), nullable=False, server_default=""),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("model", String(100), nullable=False, server_default=""),
+    Column("branch", Text, nullable=False, server_default=""),
+    Column("worktree", Text, nullable=False, server_default=""),
+    Column("commit", String(64), nullable=False, server_default=""),
+    Column("merge_commit", String(64), nullable=False, server_default=""),
+    Column("summary", Text, nullable=False, server_default=""),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("cost_usd", Float, nullable=False, server_default="0"),
+    Column("started_at", String(40), nullable=False, server_default=""),
+    Column("finished_at", String(40), nullable=False, server_default=""),
+)
+
+parallel_batches = Table(
+    "parallel_batches", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("batch", Integer, primary_key=True),
+    Column("task_ids", JSON, nullable=False),
+    Column("status", String(20), nullable=False, server_default="pending"),  # pending | merged
+)
+
+worktrees = Table(
+    "worktrees", metadata,
+    Column("path", Text, primary_key=True),
+    Column("run_id", String(64), nullable=False),
+    Column("task_id", String(200), nullable=False),
+    Column("branch", Text, nullable=False),
+    Column("base_commit", String(64), nullable=False),
+    Column("status", String(20), nullable=False),  # active | merged
+    Column("created_at", String(40), nullable=False),
+)
+
+attempts = Table(
+    "attempts", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("task_id", String(200), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("model", String(100), nullable=False, server_default=""),
+    Column("provider", String(100), nullable=False, server_default=""),
+    Column("outcome", String(20), nullable=False, server_default="running"),
+    Column("summary", Text, nullable=False, server_default=""),
+    Column("error", Text, nullable=False, server_default=""),
+    Column("commit", String(64), nullable=False, server_default=""),
+    Column("turns", Integer, nullable=False, server_default="0"),
+    Column("duration_s", Float, nullable=False, server_default="0"),
+    Column("input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("output_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cache_read_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cache_write_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cost_usd", Float, nullable=False, server_default="0"),
+    Column("started_at", String(40), nullable=False, server_default=""),
+    Column("finished_at", String(40), nullable=False, server_default=""),
+)
+
+merges = Table(
+    "merges", metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("run_id", String(64), nullable=False, index=True),
+    Column("task_id", String(200), nullable=False),
+    Column("branch", Text, nullable=False),
+    Column("target_branch", String(200), nullable=False),
+    Column("status", String(20), nullable=False),  # merged | up_to_date | conflict
+    Column("commit", String(64), nullable=False, server_default=""),
+    Column("conflicts", JSON, nullable=False, server_default="[]"),
+    Column("occurred_at", String(40), nullable=False),
+)
+
+agent_costs = Table(
+    "agent_costs", metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("project_id", String(64), nullable=False, index=True),
+    Column("run_id", String(64), nullable=False, index=True),
+    Column("task_id", String(200), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("model", String(100), nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_read_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+    Column("occurred_at", String(40), nullable=False),
+)
+
+expertise_files = Table(
+    "expertise_files", metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("domain", String(40), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("lines", Integer, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("updated_at", String(40), nullable=False),
+)
+
+event_log = Table(  # a readable index of the log for the UI timeline and `status`
+    "event_log", metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("event_id", String(64), nullable=False),
+    Column("project_id", String(64), nullable=False, index=True),
+    Column("run_id", String(64), nullable=False, server_default="", index=True),
+    Column("type", String(60), nullable=False),
+    Column("aggregate", String(20), nullable=False),
+    Column("aggregate_id", String(300), nullable=False),
+    Column("occurred_at", String(40), nullable=False),
+    Column("data", JSON, nullable=False),
+)
+
+projection_tracking = Table(
+    "projection_tracking", metadata,
+    Column("projection", String(60), primary_key=True),
+    Column("last_stream_seq", BigInteger, nullable=False),
+)
+
+budget_alerts = Table(
+    "budget_alerts", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("level", String(20), primary_key=True),  # warning | exhausted
+)
+
+# ------------------------------------------------------------------------ migrations
+# Each migration runs once per schema, in order, inside one transaction under an advisory lock.
+# A new table or column is a new entry; existing entries never change.
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, "initial projection tables"),
+]
+
+
+def engine_for(url: str) -> AsyncEngine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+asyncpg://" + url[len("postgresql://"):]
+    return create_async_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+
+
+async def migrate(engine: AsyncEngine, schema: str = SCHEMA) -> int:
+    """Bring `schema` up to the latest migration; returns the version it is at."""
+    async with engine.begin() as conn:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": f"yokeflow-migrate-{schema}"})
+        await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        await conn.execute(text(
+            f'CREATE TABLE IF NOT EXISTS "{schema}".schema_version (version INTEGER PRIMARY KEY, '
+            f"description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"))
+        current = (await conn.execute(text(f'SELECT coalesce(max(version), 0) FROM "{schema}".schema_version'))).scalar_one()
+        for version, description in MIGRATIONS:
+            if version <= current:
+                continue
+            await _apply_migration(conn, version, schema)
+            await conn.execute(text(f'INSERT INTO "{schema}".schema_version (version, description) VALUES (:v, :d)'),
+                               {"v": version, "d": description})
+            current = version
+        return current
+
+
+async def _apply_migration(conn: AsyncConnection, version: int, schema: str) -> None:
+    if version == 1:
+        await conn.run_sync(lambda sync: metadata.create_all(
+            sync.execution_options(schema_translate_map={None: schema})))
+        return
+    raise RuntimeError(f"unknown migration {version}")
+
+
+class Database:
+    """An engine bound to the projection schema."""
+
+    def __init__(self, url: str, schema: str = SCHEMA):
+        self.url = url
+        self.schema = schema
+        self.engine = engine_for(url)
+
+    def begin(self):
+        return self.engine.begin()
+
+    async def execution(self, conn: AsyncConnection) -> AsyncConnection:
+        return await conn.execution_options(schema_translate_map={None: self.schema})
+
+    async def migrate(self) -> int:
+        return await migrate(self.engine, self.schema)
+
+    async def fetch(self, stmt: Any) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(schema_translate_map={None: self.schema})
+            result = await conn.execute(stmt)
+            return [dict(r._mapping) for r in result]
+
+    async def position(self, projection: str) -> int:
+        rows = await self.fetch(projection_tracking.select().where(projection_tracking.c.projection == projection))
+        return int(rows[0]["last_stream_seq"]) if rows else 0
+
+    async def wait_for(self, projection: str, seq: int, timeout: float = 30.0) -> None:
+        """Read-your-writes: wait until the projection has applied stream sequence `seq`."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while await self.position(projection) < seq:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"projection {projection} did not reach sequence {seq} within {timeout:.0f}s")
+            await asyncio.sleep(0.05)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
