@@ -1,0 +1,356 @@
+"""The scheduler as a fold over a run's events (pure: no I/O).
+
+`RunState.apply(event)` folds; `decide(state)` returns the events the planner must append
+next. Because the state is rebuilt from the log, a restarted planner decides exactly what
+was left undecided: nothing is lost and nothing is dispatched twice.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from shared import events as ev
+from shared.git import branch_name, slugify
+from shared.plan import Plan, parse_plan
+from services.planner.models import select_model
+from services.planner.resolver import dependencies, dispatch_order_key, remaining_minutes, resolve
+
+# task lifecycle in the scheduler
+PENDING, DISPATCHED, SUCCEEDED, MERGED, CONFLICT = "pending", "dispatched", "succeeded", "merged", "conflict"
+RETRY, FAILED, BLOCKED, CANCELLED = "retry", "failed", "blocked", "cancelled"
+TERMINAL = {MERGED, FAILED, BLOCKED, CANCELLED}
+FINISHED = TERMINAL | {SUCCEEDED, CONFLICT}  # "finished, success or not": enough for a soft dependency
+
+
+@dataclass
+class TaskState:
+    id: str
+    epic_id: str
+    status: str = PENDING
+    attempt: int = 0
+    summary: str = ""
+    commit: str = ""
+    merged_at: str = ""
+    ready_at: str = ""
+    last_failure: dict[str, Any] = field(default_factory=dict)
+    finished_attempts: dict[int, str] = field(default_factory=dict)  # attempt -> outcome
+    decided_attempts: set[int] = field(default_factory=set)          # attempts the planner has judged
+
+
+@dataclass
+class RunState:
+    run_id: str
+    project_id: str
+    plan: Plan
+    repo_path: str
+    target_branch: str
+    settings: dict[str, Any]
+    started: ev.RunStarted
+    tasks: dict[str, TaskState]
+    deps: dict[str, list[tuple[str, str]]]
+    batches: list[list[str]]
+    remaining: dict[str, float]
+    invalid: list[dict[str, Any]] = field(default_factory=list)
+    batches_announced: bool = False
+    cancelled: bool = False
+    budget_exhausted: bool = False
+    ended: bool = False
+    seen: set[str] = field(default_factory=set)
+    ready_latencies: list[float] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ settings
+    def _setting(self, section: str, key: str, default: Any) -> Any:
+        return (self.settings.get(section) or {}).get(key, default)
+
+    @property
+    def max_concurrency(self) -> int:
+        return int(self._setting("parallel", "max_concurrency", 3))
+
+    @property
+    def strategy(self) -> str:
+        return str(self._setting("parallel", "strategy", "by_epic"))
+
+    @property
+    def max_attempts(self) -> int:
+        return int(self._setting("parallel", "max_attempts", 2))
+
+    @property
+    def batch_barrier(self) -> bool:
+        return bool(self._setting("parallel", "batch_barrier", False))
+
+    # ------------------------------------------------------------------ fold
+    @classmethod
+    def start(cls, e: ev.RunStarted) -> "RunState":
+        plan = parse_plan(e.plan)
+        resolution = resolve(plan)
+        tasks = {t.id: TaskState(t.id, t.epic_id) for t in plan.tasks()}
+        state = cls(
+            run_id=e.run_id, project_id=e.project_id, plan=plan, repo_path=e.repo_path,
+            target_branch=e.target_branch, settings=dict(e.settings), started=e, tasks=tasks,
+            deps=dependencies(plan), batches=resolution.batches, remaining=remaining_minutes(plan),
+            invalid=[{"code": p.code, "ids": list(p.ids), "message": p.message} for p in resolution.errors],
+        )
+        state.seen.add(e.event_id)
+        return state
+
+    def apply(self, e: ev.Event) -> bool:
+        """Fold one event in; False when it was already folded (redelivery)."""
+        if e.event_id in self.seen:
+            return False
+        self.seen.add(e.event_id)
+        task = self.tasks.get(getattr(e, "task_id", None) or "")
+        match e:
+            case ev.BatchesComputed():
+                self.batches_announced = True
+            case ev.TaskReady() if task:
+                task.attempt = max(task.attempt, e.attempt)
+                task.status = DISPATCHED
+                task.ready_at = e.occurred_at
+                self._record_ready_latency(task, e.occurred_at)
+            case ev.AgentFinished() if task:
+                task.finished_attempts[e.attempt] = e.outcome
+                if e.outcome == "success":
+                    task.summary = e.summary
+                    task.commit = e.commit
+                else:
+                    task.last_failure = {"attempt": e.attempt, "outcome": e.outcome, "error": e.error,
+                                         "summary": e.summary, "checks": e.checks}
+            case ev.TaskCompleted() if task:
+                task.decided_attempts.add(e.attempt)
+                if task.status not in (MERGED, CONFLICT):
+                    task.status = SUCCEEDED
+            case ev.TaskFailed() if task:
+                task.decided_attempts.add(e.attempt)
+                task.status = FAILED if e.final else RETRY
+            case ev.TaskBlocked() if task:
+                task.status = BLOCKED
+            case ev.TaskCancelled() if task:
+                task.status = CANCELLED
+                task.decided_attempts.add(task.attempt)
+            case ev.BranchMerged() if task:
+                task.status = MERGED
+                task.merged_at = e.occurred_at
+            case ev.MergeConflicted() if task:
+                if task.status != MERGED:
+                    task.status = CONFLICT
+            case ev.RunCancelled():
+                self.cancelled = True
+            case ev.BudgetExhausted():
+                self.budget_exhausted = True
+            case ev.RunCompleted() | ev.RunFailed():
+                self.ended = True
+        return True
+
+    def _record_ready_latency(self, task: TaskState, ready_at: str) -> None:
+        hard = [d for d, kind in self.deps.get(task.id, []) if kind == "hard"]
+        merged = [self.tasks[d].merged_at for d in hard if d in self.tasks and self.tasks[d].merged_at]
+        if task.attempt == 1 and hard and len(merged) == len(hard):
+            self.ready_latencies.append(_seconds_between(max(merged), ready_at))
+
+    # ------------------------------------------------------------------ queries
+    def in_flight(self) -> int:
+        return sum(1 for t in self.tasks.values() if t.status == DISPATCHED)
+
+    def epic_busy(self, epic_id: str) -> bool:
+        busy = {DISPATCHED, SUCCEEDED, CONFLICT}  # the epic's branch is in use until merged
+        return any(t.epic_id == epic_id and t.status in busy for t in self.tasks.values())
+
+    def counts(self) -> dict[str, int]:
+        names = {MERGED: "done", FAILED: "failed", BLOCKED: "blocked", CANCELLED: "cancelled"}
+        out = {v: 0 for v in names.values()}
+        for t in self.tasks.values():
+            if t.status in names:
+                out[names[t.status]] += 1
+        out["total"] = len(self.tasks)
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        lat = self.ready_latencies
+        return {
+            "dependency_ready_latency_s": {
+                "count": len(lat),
+                "mean": round(statistics.fmean(lat), 4) if lat else 0.0,
+                "p50": round(statistics.median(lat), 4) if lat else 0.0,
+                "max": round(max(lat), 4) if lat else 0.0,
+            },
+            "attempts": sum(t.attempt for t in self.tasks.values()),
+        }
+
+
+def _seconds_between(a: str, b: str) -> float:
+    return max(0.0, (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds())
+
+
+# ---------------------------------------------------------------------- decisions
+Decision = tuple[ev.Event, str]  # (event, Nats-Msg-Id)
+
+
+def decide(state: RunState) -> list[Decision]:
+    if state.ended:
+        return []
+    origin = state.started
+    out: list[Decision] = []
+    if state.invalid:
+        reason = "; ".join(p["message"] for p in state.invalid)
+        return [(origin.caused(ev.RunFailed, aggregate_id=state.run_id, run_id=state.run_id,
+                               reason=f"invalid plan: {reason}", counts=state.counts()),
+                 f"{state.run_id}:RunFailed")]
+    if not state.batches_announced:
+        res = resolve(state.plan)
+        out.append((origin.caused(ev.BatchesComputed, aggregate_id=state.run_id, run_id=state.run_id,
+                                  batches=res.batches, critical_path=res.critical_path,
+                                  critical_path_minutes=res.critical_path_minutes),
+                    f"{state.run_id}:BatchesComputed"))
+    out += _judge_finished_attempts(state)
+    out += _block_or_cancel(state)
+    if not state.cancelled and not state.budget_exhausted:
+        out += _dispatch(state)
+    out += _maybe_end(state, out)
+    return out
+
+
+def _task_event(state: RunState, cls, task_id: str, **fields) -> ev.Event:
+    return state.started.caused(cls, aggregate_id=ev.task_aggregate_id(state.run_id, task_id),
+                                run_id=state.run_id, task_id=task_id, **fields)
+
+
+def _judge_finished_attempts(state: RunState) -> list[Decision]:
+    out: list[Decision] = []
+    for t in state.tasks.values():
+        for attempt, outcome in sorted(t.finished_attempts.items()):
+            if attempt in t.decided_attempts:
+                continue
+            key = f"{state.run_id}:{t.id}:{attempt}"
+            if outcome == "success":
+                out.append((_task_event(state, ev.TaskCompleted, t.id, attempt=attempt, commit=t.commit),
+                            f"{key}:TaskCompleted"))
+            elif outcome == "cancelled" or state.cancelled:
+                out.append((_task_event(state, ev.TaskCancelled, t.id, reason="cancelled while running"),
+                            f"{state.run_id}:{t.id}:TaskCancelled"))
+            else:
+                final = attempt >= state.max_attempts
+                reason = t.last_failure.get("error") or t.last_failure.get("outcome") or "agent failed"
+                out.append((_task_event(state, ev.TaskFailed, t.id, attempt=attempt, final=final,
+                                        reason=f"attempt {attempt}/{state.max_attempts}: {reason}"[:2000]),
+                            f"{key}:TaskFailed"))
+    for e, _ in out:
+        state.apply(e)
+    return out
+
+
+def _block_or_cancel(state: RunState) -> list[Decision]:
+    out: list[Decision] = []
+    changed = True
+    while changed:  # blocking propagates down the graph in one decision
+        changed = False
+        for t in state.tasks.values():
+            if t.status not in (PENDING, RETRY):
+                continue
+            if state.cancelled or state.budget_exhausted:
+                why = "run cancelled" if state.cancelled else "budget exhausted"
+                e = _task_event(state, ev.TaskCancelled, t.id, reason=why)
+                out.append((e, f"{state.run_id}:{t.id}:TaskCancelled"))
+                state.apply(e)
+                changed = True
+                continue
+            dead = [d for d, kind in state.deps.get(t.id, [])
+                    if kind == "hard" and state.tasks[d].status in (FAILED, BLOCKED, CANCELLED)]
+            if dead:
+                why = ", ".join(f"{d} {state.tasks[d].status}" for d in dead)
+                e = _task_event(state, ev.TaskBlocked, t.id, blocked_by=dead,
+                                reason=f"hard dependency did not succeed: {why}")
+                out.append((e, f"{state.run_id}:{t.id}:TaskBlocked"))
+                state.apply(e)
+                changed = True
+    return out
+
+
+def _is_ready(state: RunState, t: TaskState) -> bool:
+    if t.status not in (PENDING, RETRY):
+        return False
+    for dep, kind in state.deps.get(t.id, []):
+        status = state.tasks[dep].status
+        if kind == "hard" and status != MERGED:
+            return False
+        if kind == "soft" and status not in FINISHED:
+            return False
+    if state.batch_barrier:
+        batch_of = {tid: i for i, ids in enumerate(state.batches) for tid in ids}
+        mine = batch_of.get(t.id, 0)
+        for earlier in state.batches[:mine]:
+            if any(state.tasks[x].status not in TERMINAL for x in earlier):
+                return False
+    return True
+
+
+def _dispatch(state: RunState) -> list[Decision]:
+    out: list[Decision] = []
+    ready = [t for t in state.tasks.values() if _is_ready(state, t)]
+    ready.sort(key=lambda t: dispatch_order_key(state.plan, t.id, state.remaining))
+    for t in ready:
+        if state.in_flight() >= state.max_concurrency:
+            break
+        if state.strategy == "by_epic" and state.epic_busy(t.epic_id):
+            continue
+        e = _task_event(state, ev.TaskReady, t.id, **_ready_fields(state, t))
+        out.append((e, f"{state.run_id}:{t.id}:{e.attempt}:TaskReady"))
+        state.apply(e)
+    return out
+
+
+def _ready_fields(state: RunState, t: TaskState) -> dict[str, Any]:
+    task = state.plan.task(t.id)
+    epic = state.plan.epic(t.epic_id)
+    attempt = t.attempt + 1
+    if state.strategy == "by_epic":
+        branch = branch_name("epic", epic.id, epic.name)
+    else:
+        branch = branch_name("task", task.id, task.title)
+    agent = state.settings.get("agent") or {}
+    provider = str(agent.get("provider", "replay"))
+    options: dict[str, Any] = {"max_turns": agent.get("max_turns", 40),
+                               "max_fix_rounds": agent.get("max_fix_rounds", 2),
+                               "command_timeout_s": agent.get("command_timeout_s", 300.0)}
+    if agent.get("base_url"):
+        options["base_url"] = agent["base_url"]
+    if provider == "replay" and agent.get("transcripts"):
+        options["transcript"] = str(Path(agent["transcripts"]) / f"{task.id}.json")
+    cost = state.settings.get("cost") or {}
+    deps = [{"task_id": d, "title": state.plan.task(d).title, "summary": state.tasks[d].summary}
+            for d, _ in state.deps.get(t.id, []) if state.tasks[d].summary]
+    return dict(
+        attempt=attempt, epic_id=epic.id, title=task.title, description=task.description,
+        domain=task.domain, complexity=task.complexity or "medium", tests=list(task.tests),
+        model=select_model(task.complexity or "medium", attempt, default=str(cost.get("default_model", "sonnet"))),
+        provider=provider, provider_options=options, repo_path=state.repo_path,
+        target_branch=state.target_branch, branch=branch, worktree=slugify(branch.replace("/", "-"), 80),
+        dependency_summaries=deps, previous_attempt=dict(t.last_failure) if t.last_failure else {},
+    )
+
+
+def _maybe_end(state: RunState, pending: list[Decision]) -> list[Decision]:
+    if any(t.status not in TERMINAL for t in state.tasks.values()):
+        return []
+    counts = state.counts()
+    origin = state.started
+    if state.cancelled:
+        return []  # RunCancelled already ends the run
+    if state.budget_exhausted and counts["done"] < counts["total"]:
+        e = origin.caused(ev.RunFailed, aggregate_id=state.run_id, run_id=state.run_id, counts=counts,
+                          stats=state.stats(), reason="budget exhausted")
+        out = [(e, f"{state.run_id}:RunFailed")]
+    elif counts["done"] == counts["total"]:
+        e = origin.caused(ev.RunCompleted, aggregate_id=state.run_id, run_id=state.run_id, counts=counts,
+                          stats=state.stats())
+        out = [(e, f"{state.run_id}:RunCompleted")]
+    else:
+        e = origin.caused(ev.RunFailed, aggregate_id=state.run_id, run_id=state.run_id, counts=counts,
+                          stats=state.stats(),
+                          reason=f"{counts['failed']} failed, {counts['blocked']} blocked, {counts['cancelled']} cancelled")
+        out = [(e, f"{state.run_id}:RunFailed")]
+    state.apply(e)
+    return out

@@ -1,0 +1,109 @@
+"""The planner's wiring: fold the log into run states, decide, append the decisions.
+
+On start it reads the whole log (so a restarted planner resumes exactly where it was),
+decides once for every active run, then follows its durable consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from shared import events as ev
+from shared.bus import Bus, ConcurrencyConflict, Delivery
+from shared.config import Config
+from shared.plan import PlanError
+from services.planner.scheduler import RunState, decide
+
+log = logging.getLogger("yokeflow.planner")
+
+
+class Planner:
+    def __init__(self, bus: Bus):
+        self.bus = bus
+        self.runs: dict[str, RunState] = {}
+        self.rejected: set[str] = set()
+        self.plan_errors: dict[str, str] = {}
+        self.aggregate_seq: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+
+    def fold(self, d: Delivery) -> RunState | ev.RunStarted | None:
+        """Fold a delivery in; returns the run it concerns (or a RunStarted whose plan does not parse)."""
+        e = d.event
+        key = self.bus.aggregate_filter(e)
+        self.aggregate_seq[key] = max(self.aggregate_seq.get(key, 0), d.seq)
+        if isinstance(e, ev.RunStarted):
+            if e.run_id in self.runs or e.run_id in self.rejected:
+                return self.runs.get(e.run_id)
+            try:
+                self.runs[e.run_id] = RunState.start(e)
+            except PlanError as exc:
+                self.plan_errors[e.run_id] = str(exc)
+                return e
+            return self.runs[e.run_id]
+        if isinstance(e, ev.RunFailed) and e.run_id not in self.runs:
+            self.rejected.add(e.run_id)
+            return None
+        state = self.runs.get(getattr(e, "run_id", "") or "")
+        if state is not None:
+            state.apply(e)
+        return state
+
+    async def catch_up(self) -> None:
+        async for d in self.bus.read():
+            self.fold(d)
+
+    async def handle(self, d: Delivery) -> None:
+        async with self._lock:
+            target = self.fold(d)
+            if isinstance(target, ev.RunStarted):
+                await self._reject(target)
+            elif target is not None:
+                await self._decide(target)
+
+    async def _reject(self, e: ev.RunStarted) -> None:
+        reason = f"invalid plan: {self.plan_errors.pop(e.run_id, 'it does not parse')}"
+        failed = e.caused(ev.RunFailed, aggregate_id=e.run_id, run_id=e.run_id, reason=reason[:4000])
+        await self.bus.publish(failed, msg_id=f"{e.run_id}:RunFailed")
+        self.rejected.add(e.run_id)
+
+    async def _decide(self, state: RunState, attempts: int = 5) -> None:
+        for _ in range(attempts):
+            decisions = decide(state)  # applies them to `state` as it goes
+            try:
+                for event, msg_id in decisions:
+                    key = self.bus.aggregate_filter(event)
+                    expected = self.aggregate_seq.get(key, 0) if isinstance(event, ev.TaskReady) else None
+                    published = await self.bus.publish(event, msg_id=msg_id, expected_seq=expected)
+                    self.aggregate_seq[key] = max(self.aggregate_seq.get(key, 0), published.seq)
+                return
+            except ConcurrencyConflict:
+                # Someone appended to the task first: reload the run from the log and decide again.
+                log.info("run %s: concurrent write, reloading", state.run_id)
+                state = await self._reload(state.run_id)
+            except Exception:
+                await self._reload(state.run_id)
+                raise
+        raise ConcurrencyConflict(f"run {state.run_id}: could not append decisions after {attempts} reloads")
+
+    async def _reload(self, run_id: str) -> RunState:
+        self.runs.pop(run_id, None)
+        async for d in self.bus.read():
+            if getattr(d.event, "run_id", None) == run_id:
+                self.fold(d)
+        return self.runs[run_id]
+
+    async def resume(self) -> None:
+        for state in list(self.runs.values()):
+            if not state.ended:
+                async with self._lock:
+                    await self._decide(state)
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        await self.catch_up()
+        await self.resume()
+        await self.bus.consume("planner", [self.bus.events_subject], self.handle, stop=stop, max_deliver=10)
+
+
+async def serve(bus: Bus, config: Config, stop: asyncio.Event) -> None:
+    await Planner(bus).serve(stop)
