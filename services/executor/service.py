@@ -1,0 +1,180 @@
+"""The executor's wiring: a `TaskReady` becomes committed, checked work on a branch.
+
+Several executor processes share one durable consumer; the scheduler, not the executor,
+bounds how many tasks run at once. Cancellation reaches every executor through a live
+subscription; a task redelivered after a crash resumes in the same worktree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from shared import events as ev
+from shared.bus import Bus, Delivery
+from shared.config import Config
+from shared.git import Worktree, WorktreeManager
+from shared.llm import make_provider
+from services.executor.agent.loop import AgentResult, CallRecord, run_agent
+from services.executor.agent.prompt import build_system_prompt, build_task_prompt, repo_map
+from services.executor.agent.tools import Sandbox
+
+log = logging.getLogger("yokeflow.executor")
+
+
+class Executor:
+    def __init__(self, bus: Bus, config: Config, *, name: str | None = None, concurrency: int = 4):
+        self.bus = bus
+        self.config = config
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.concurrency = concurrency
+        self.running: dict[tuple[str, str], asyncio.Event] = {}
+
+    # ------------------------------------------------------------------ history
+    async def _task_history(self, e: ev.TaskReady) -> list[ev.Event]:
+        return [d.event async for d in self.bus.read([self.bus.aggregate_filter(e)])]
+
+    async def _run_cancelled(self, e: ev.TaskReady) -> bool:
+        subject = f"{self.bus.prefix}.evt.{ev.subject_token(e.project_id)}.run.{ev.subject_token(e.run_id)}.RunCancelled"
+        return any(True async for _ in self.bus.read([subject]))
+
+    async def _expertise(self, project_id: str, domain: str) -> str:
+        subject = (f"{self.bus.prefix}.evt.{ev.subject_token(project_id)}.expertise."
+                   f"{ev.subject_token(domain)}.ExpertiseUpdated")
+        try:
+            msg = await self.bus.js._jsm.get_msg(self.bus.stream, subject=subject, direct=True)
+        except Exception:  # no expertise yet for this domain
+            return ""
+        event = ev.decode(msg.data)
+        return getattr(event, "content", "")
+
+    # ------------------------------------------------------------------ handling
+    async def handle(self, d: Delivery) -> None:
+        e = d.event
+        if not isinstance(e, ev.TaskReady):
+            return
+        history = await self._task_history(e)
+        if any(isinstance(h, ev.AgentFinished) and h.attempt == e.attempt for h in history):
+            return  # redelivered after it finished: nothing to do twice
+        if any(isinstance(h, ev.TaskCancelled) for h in history) or await self._run_cancelled(e):
+            await self._finish(e, AgentResult(outcome="cancelled", summary="", error="cancelled before start"),
+                               commit="", wt=None, started=time.monotonic())
+            return
+        crashed = [h for h in history if isinstance(h, ev.AgentStarted) and h.attempt == e.attempt]
+        await self._execute(e, d, resumed_after=len(crashed))
+
+    async def _execute(self, e: ev.TaskReady, d: Delivery, resumed_after: int) -> None:
+        started = time.monotonic()
+        parallel = self.config.parallel
+        manager = WorktreeManager(e.repo_path, target_branch=e.target_branch,
+                                  setup_command=parallel.setup_command or None, port_base=parallel.port_base)
+        wt = await asyncio.to_thread(manager.acquire, e.worktree, e.branch)
+        await self.bus.publish(e.caused(ev.WorktreeCreated, aggregate_id=ev.task_aggregate_id(e.run_id, e.task_id),
+                                        run_id=e.run_id, task_id=e.task_id, path=str(wt.path), branch=wt.branch,
+                                        base_commit=wt.base_commit, reused=wt.reused),
+                               msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{d.deliveries}:WorktreeCreated")
+        await self.bus.publish(e.caused(ev.AgentStarted, aggregate_id=e.aggregate_id, run_id=e.run_id,
+                                        task_id=e.task_id, attempt=e.attempt, model=e.model, provider=e.provider,
+                                        executor=self.name),
+                               msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{d.deliveries}:AgentStarted")
+        previous = dict(e.previous_attempt)
+        if resumed_after:
+            previous.setdefault("resumed", f"attempt {e.attempt} was interrupted {resumed_after} time(s); "
+                                           f"the worktree holds the branch's last commit {wt.head[:12]}")
+        options = e.provider_options
+        sandbox = Sandbox(wt.path, command_timeout_s=float(options.get("command_timeout_s", 300.0)),
+                          env={"YOKEFLOW_PORT_BASE": str(wt.port_base)})
+        cancel = asyncio.Event()
+        self.running[(e.run_id, e.task_id)] = cancel
+        calls = 0
+
+        async def on_call(record: CallRecord) -> None:
+            nonlocal calls
+            calls += 1
+            u = record.usage
+            await self.bus.publish(
+                e.caused(ev.CostRecorded, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id,
+                         attempt=e.attempt, model=record.model, input_tokens=u.input_tokens,
+                         output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
+                         cache_write_tokens=u.cache_write_tokens, cost_usd=record.cost_usd, call=record.call),
+                msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{d.deliveries}:{record.call}:CostRecorded")
+            await d.in_progress()
+
+        async def on_log(kind: str, data: dict[str, Any]) -> None:
+            await self.bus.log(e.project_id, e.aggregate_id, kind,
+                               {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, **data})
+
+        try:
+            provider = make_provider(e.provider, {**options, "model": e.model})
+            task = {"id": e.task_id, "title": e.title, "description": e.description, "tests": e.tests,
+                    "domain": e.domain, "complexity": e.complexity}
+            result = await run_agent(
+                provider=provider, model=e.model,
+                system=build_system_prompt(expertise=await self._expertise(e.project_id, e.domain),
+                                           repo_map=await asyncio.to_thread(repo_map, wt.path)),
+                task_prompt=build_task_prompt(task, {"id": e.epic_id}, e.dependency_summaries, previous or None),
+                sandbox=sandbox, checks=list(e.tests), max_turns=int(options.get("max_turns", 40)),
+                max_fix_rounds=int(options.get("max_fix_rounds", 2)), on_call=on_call, on_log=on_log,
+                cancel=cancel)
+        except Exception as exc:  # a provider that cannot start is the task's failure, not the consumer's
+            log.exception("task %s attempt %s: agent could not run", e.task_id, e.attempt)
+            result = AgentResult(outcome="failure", summary="", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.running.pop((e.run_id, e.task_id), None)
+        commit = ""
+        if result.outcome == "success":
+            message = _commit_message(e, result)
+            # Nothing new to commit (e.g. work committed before a crash): the branch head stands.
+            commit = await asyncio.to_thread(manager.commit_all, wt, message) or wt.head
+        await self._finish(e, result, commit=commit, wt=wt, started=started)
+
+    async def _finish(self, e: ev.TaskReady, result: AgentResult, *, commit: str, wt: Worktree | None,
+                      started: float) -> None:
+        u = result.usage
+        finished = e.caused(
+            ev.AgentFinished, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id, attempt=e.attempt,
+            outcome=result.outcome, summary=result.summary, error=result.error, commit=commit,
+            branch=wt.branch if wt else e.branch, worktree=str(wt.path) if wt else "", repo_path=e.repo_path,
+            model=e.model, turns=result.turns, duration_s=round(time.monotonic() - started, 3),
+            input_tokens=u.input_tokens, output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
+            cache_write_tokens=u.cache_write_tokens, cost_usd=result.cost_usd, checks=result.checks)
+        await self.bus.publish(finished, msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:AgentFinished")
+
+    # ------------------------------------------------------------------ cancellation
+    async def _on_cancel(self, msg) -> None:
+        try:
+            e = ev.decode(msg.data)
+        except Exception:
+            return
+        for (run_id, task_id), cancel in list(self.running.items()):
+            if run_id == getattr(e, "run_id", None) and (isinstance(e, ev.RunCancelled) or task_id == e.task_id):
+                cancel.set()
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        subs = [await self.bus.subscribe_live(self.bus.type_filter("RunCancelled"), self._on_cancel),
+                await self.bus.subscribe_live(self.bus.type_filter("TaskCancelled"), self._on_cancel)]
+        try:
+            await self.bus.consume("executor", [self.bus.type_filter("TaskReady")], self.handle, stop=stop,
+                                   concurrency=self.concurrency, ack_wait=60.0, max_deliver=5)
+        finally:
+            for cancel in self.running.values():
+                cancel.set()
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+
+def _commit_message(e: ev.TaskReady, result: AgentResult) -> str:
+    body = result.summary.strip() or "(no summary)"
+    return (f"task {e.task_id}: {e.title}\n\n{body}\n\n"
+            f"YokeFlow-Task: {e.task_id}\nYokeFlow-Run: {e.run_id}\nYokeFlow-Attempt: {e.attempt}\n"
+            f"YokeFlow-Model: {e.model}\nYokeFlow-Cost-USD: {result.cost_usd:.6f}\n")
+
+
+async def serve(bus: Bus, config: Config, stop: asyncio.Event) -> None:
+    await Executor(bus, config, concurrency=int(os.environ.get("YOKEFLOW_EXECUTOR_SLOTS", "4"))).serve(stop)
