@@ -1,0 +1,1 @@
+"""Learner: extracts learnings from finished tasks into per-domain expertise files."""

@@ -1,0 +1,1 @@
+"""Merger: merges finished branches into the target branch, reports conflicts, cleans up."""
