@@ -1,0 +1,92 @@
+"""Commands a person issues (through the CLI or the gateway), turned into events.
+
+One code path for both front doors: validate, then append. Each raises CommandError with
+a message that names the thing at fault; nothing is appended when validation fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+from typing import Any
+
+from shared import events as ev
+from shared.bus import Bus
+from shared.config import Config
+from shared.plan import Plan, PlanError, parse_plan, plan_to_dict
+from shared.resolver import resolve
+
+
+class CommandError(ValueError):
+    def __init__(self, message: str, field: str = "", problems: list[dict] | None = None):
+        super().__init__(message)
+        self.field = field
+        self.problems = problems or []
+
+
+def project_id_for(repo_path: Path | str) -> str:
+    """A stable, readable project id for a repository: its folder name plus a short hash of its path."""
+    path = Path(repo_path).resolve()
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    return f"{ev.subject_token(path.name)[:40]}-{digest}"
+
+
+def new_run_id() -> str:
+    return "r" + uuid.uuid4().hex[:11]
+
+
+def check_repo(repo_path: Path | str) -> Path:
+    path = Path(repo_path).expanduser().resolve()
+    if not path.is_dir():
+        raise CommandError(f"repository {path} does not exist: create it or pass --repo", "repo_path")
+    if not (path / ".git").exists():
+        raise CommandError(f"{path} is not a git repository: run `git init` there first", "repo_path")
+    return path
+
+
+async def start_run(bus: Bus, plan: Plan | dict, repo_path: Path | str, config: Config, *,
+                    target_branch: str | None = None, run_id: str | None = None,
+                    settings_override: dict[str, Any] | None = None) -> ev.RunStarted:
+    """Validate the plan and the repository, then append ProjectCreated (once) and RunStarted."""
+    if isinstance(plan, dict):
+        try:
+            plan = parse_plan(plan)
+        except PlanError as exc:
+            raise CommandError(str(exc), "plan", [_problem(p) for p in exc.problems]) from None
+    problems = [_problem(p) for p in resolve(plan).errors]
+    if problems:
+        raise CommandError("plan is invalid:\n" + "\n".join(p["message"] for p in problems), "plan", problems)
+    repo = check_repo(repo_path)
+    project_id = project_id_for(repo)
+    target = target_branch or config.merge.target_branch
+    settings = config.run_settings()
+    for section, values in (settings_override or {}).items():
+        settings.setdefault(section, {}).update(values)
+    created = ev.ProjectCreated(project_id=project_id, aggregate_id=project_id, name=repo.name,
+                                repo_path=str(repo), target_branch=target)
+    await bus.publish(created, msg_id=f"{project_id}:ProjectCreated")
+    run_id = run_id or new_run_id()
+    started = ev.RunStarted(project_id=project_id, aggregate_id=run_id, run_id=run_id, plan=plan_to_dict(plan),
+                            repo_path=str(repo), target_branch=target, settings=settings,
+                            correlation_id=run_id)
+    await bus.publish(started, msg_id=f"{run_id}:RunStarted")
+    return started
+
+
+def _problem(p: Any) -> dict[str, Any]:
+    return {"code": p.code, "ids": list(p.ids), "message": p.message, "path": getattr(p, "path", "")}
+
+
+async def cancel_run(bus: Bus, project_id: str, run_id: str, reason: str = "cancelled by a person") -> ev.RunCancelled:
+    e = ev.RunCancelled(project_id=project_id, aggregate_id=run_id, run_id=run_id, reason=reason,
+                        correlation_id=run_id)
+    await bus.publish(e, msg_id=f"{run_id}:RunCancelled")
+    return e
+
+
+async def request_merge(bus: Bus, project_id: str, run_id: str, task_id: str, requested_by: str = "person") -> ev.MergeRequested:
+    e = ev.MergeRequested(project_id=project_id, aggregate_id=ev.task_aggregate_id(run_id, task_id), run_id=run_id,
+                          task_id=task_id, requested_by=requested_by, correlation_id=run_id)
+    await bus.publish(e)
+    return e

@@ -1,0 +1,156 @@
+"""Where the servers are, and every service in one process.
+
+`open_endpoint` finds the NATS and PostgreSQL a command should use: the ones named by
+YOKEFLOW_NATS_URL / YOKEFLOW_DATABASE_URL, else those of a live `yokeflow up` on the state
+folder, else embedded servers it starts on that folder itself (and stops afterwards).
+`System` runs the services as asyncio tasks, each with its own NATS connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from shared.bus import Bus, BusError
+from shared.config import Config
+from shared.infra import EmbeddedServers, InfraError, read_endpoint
+from yokeflow.errors import CliError
+
+log = logging.getLogger("yokeflow.system")
+
+DEFAULT_STATE_DIR = Path(".yokeflow")
+
+
+@dataclass
+class Endpoint:
+    nats_url: str
+    database_url: str
+    source: str  # "environment" | "up" | "embedded"
+    gateway_url: str = ""
+    servers: EmbeddedServers | None = None
+    bus_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def services_running(self) -> bool:
+        """Whether services already consume this log (so a command only publishes and watches)."""
+        return self.source in ("environment", "up")
+
+    async def bus(self, name: str = "yokeflow-cli") -> Bus:
+        try:
+            return await Bus.connect(self.nats_url, name=name, **self.bus_options)
+        except BusError as exc:
+            hint = " (check YOKEFLOW_NATS_URL)" if self.source == "environment" else ""
+            raise CliError(f"{exc}{hint}") from None
+
+
+@contextlib.asynccontextmanager
+async def open_endpoint(config: Config, state_dir: Path, *, need_database: bool = True,
+                        start_embedded: bool = True) -> AsyncIterator[Endpoint]:
+    if config.nats_url:
+        if need_database and not config.database_url:
+            raise CliError("YOKEFLOW_NATS_URL is set but YOKEFLOW_DATABASE_URL is not: set both to use existing servers")
+        yield Endpoint(config.nats_url, config.database_url, "environment")
+        return
+    live = read_endpoint(state_dir)
+    if live:
+        yield Endpoint(live["nats_url"], live["database_url"], "up", gateway_url=live.get("gateway_url", ""))
+        return
+    if not start_embedded:
+        raise CliError(f"no `yokeflow up` is running on {state_dir}: start one, or set YOKEFLOW_NATS_URL")
+    servers = EmbeddedServers(state_dir)
+    try:
+        await asyncio.to_thread(servers.start)
+    except (InfraError, OSError) as exc:
+        raise CliError(f"could not start the embedded servers in {state_dir}: {exc}") from None
+    try:
+        assert servers.nats and servers.postgres
+        yield Endpoint(servers.nats.url, servers.postgres.url, "embedded", servers=servers)
+    finally:
+        await asyncio.to_thread(servers.stop)
+
+
+class System:
+    """All services in this process."""
+
+    SERVICES = ("ledger", "planner", "executor", "merger", "learner")
+
+    def __init__(self, endpoint: Endpoint, config: Config, *, gateway: bool = False, gateway_host: str = "127.0.0.1",
+                 gateway_port: int = 8765, executor_slots: int = 4, services: tuple[str, ...] | None = None):
+        self.endpoint = endpoint
+        self.config = config
+        self.gateway = gateway
+        self.gateway_host = gateway_host
+        self.gateway_port = gateway_port
+        self.executor_slots = executor_slots
+        self.services = services or self.SERVICES
+        self.stop_event = asyncio.Event()
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.buses: list[Bus] = []
+        self.gateway_url = ""
+
+    async def _bus(self, name: str) -> Bus:
+        bus = await self.endpoint.bus(f"yokeflow-{name}")
+        self.buses.append(bus)
+        return bus
+
+    async def start(self) -> "System":
+        from services.executor.service import Executor
+        from services.learner.service import Learner
+        from services.ledger.service import Ledger
+        from services.merger.service import Merger
+        from services.planner.service import Planner
+        from shared.db import Database
+
+        stop = self.stop_event
+        self.database = Database(self.endpoint.database_url)
+        await self.database.migrate()
+        makers = {
+            "ledger": lambda b: Ledger(b, self.database).serve(stop),
+            "planner": lambda b: Planner(b).serve(stop),
+            "executor": lambda b: Executor(b, self.config, concurrency=self.executor_slots).serve(stop),
+            "merger": lambda b: Merger(b).serve(stop),
+            "learner": lambda b: Learner(b, self.config).serve(stop),
+        }
+        for name in self.services:
+            bus = await self._bus(name)
+            self.tasks[name] = asyncio.create_task(makers[name](bus), name=name)
+        if self.gateway:
+            await self._start_gateway()
+        return self
+
+    async def _start_gateway(self) -> None:
+        from services.gateway.service import serve as serve_gateway
+
+        bus = await self._bus("gateway")
+        ready, bound = asyncio.Event(), []
+        self.tasks["gateway"] = asyncio.create_task(serve_gateway(
+            bus, self.config, self.stop_event, database_url=self.endpoint.database_url, host=self.gateway_host,
+            port=self.gateway_port, ready=ready, bound=bound), name="gateway")
+        done, _ = await asyncio.wait([asyncio.create_task(ready.wait()), self.tasks["gateway"]],
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if self.tasks["gateway"] in done:
+            exc = self.tasks["gateway"].exception()
+            raise CliError(f"the gateway could not start on {self.gateway_host}:{self.gateway_port}: {exc}")
+        self.gateway_url = f"http://{self.gateway_host}:{bound[0] if bound else self.gateway_port}"
+
+    def failed(self) -> str | None:
+        for name, task in self.tasks.items():
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                return f"{name}: {task.exception()}"
+        return None
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        if self.tasks:
+            _, pending = await asyncio.wait(list(self.tasks.values()), timeout=15)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        for bus in self.buses:
+            await bus.close()
+        if hasattr(self, "database"):
+            await self.database.dispose()
