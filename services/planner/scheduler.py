@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import events as ev
-from shared.git import branch_name, slugify
+from shared.gitops.names import branch_name, slugify
 from shared.plan import Plan, parse_plan
 from services.planner.models import select_model
 from services.planner.resolver import dependencies, dispatch_order_key, remaining_minutes, resolve

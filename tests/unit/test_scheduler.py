@@ -1,0 +1,176 @@
+"""The scheduler as a pure fold: decisions from events, no I/O."""
+
+from __future__ import annotations
+
+from shared import events as ev
+from services.planner.scheduler import RunState, decide
+
+DIAMOND = {"name": "d", "epics": [
+    {"id": "E1", "name": "One", "tasks": [
+        {"id": "a", "title": "A", "estimate_minutes": 1},
+        {"id": "b", "title": "B", "depends_on": ["a"], "estimate_minutes": 5},
+    ]},
+    {"id": "E2", "name": "Two", "tasks": [
+        {"id": "c", "title": "C", "depends_on": ["a"], "estimate_minutes": 1},
+        {"id": "d", "title": "D", "depends_on": ["b", "c"], "complexity": "low"},
+    ]},
+]}
+
+
+def started(plan=DIAMOND, **parallel):
+    settings = {"parallel": {"max_concurrency": 3, "strategy": "by_task", "max_attempts": 2, **parallel},
+                "agent": {"provider": "replay", "transcripts": "/t"}}
+    return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=plan, repo_path="/repo",
+                         settings=settings)
+
+
+def apply_all(state, decisions):
+    for e, _ in decisions:
+        state.apply(e)
+    return [e for e, _ in decisions]
+
+
+def ready_ids(events):
+    return [e.task_id for e in events if isinstance(e, ev.TaskReady)]
+
+
+def finish(state, task, outcome="success", attempt=1, error=""):
+    e = ev.AgentFinished(project_id="p", aggregate_id=f"r-{task}", run_id="r", task_id=task, attempt=attempt,
+                         outcome=outcome, summary=f"did {task}", error=error, commit="c" + task)
+    state.apply(e)
+    return e
+
+
+def merge(state, task):
+    state.apply(ev.BranchMerged(project_id="p", aggregate_id=f"r-{task}", run_id="r", task_id=task,
+                                branch=f"task/{task}", commit="m" + task))
+
+
+def test_dependents_wait_for_merge_not_just_success():
+    state = RunState.start(started())
+    first = apply_all(state, decide(state))
+    assert [e.type for e in first][:1] == ["BatchesComputed"]
+    assert ready_ids(first) == ["a"]
+    finish(state, "a")
+    after_success = apply_all(state, decide(state))
+    assert [e.type for e in after_success] == ["TaskCompleted"]  # not merged yet: nothing new runs
+    merge(state, "a")
+    after_merge = apply_all(state, decide(state))
+    assert ready_ids(after_merge) == ["b", "c"]  # critical path first: b (5 min) before c (1 min)
+    ready_b = next(e for e in after_merge if e.task_id == "b")
+    assert ready_b.dependency_summaries == [{"task_id": "a", "title": "A", "summary": "did a"}]
+    assert ready_b.provider_options["transcript"] == "/t/b.json"
+
+
+def test_concurrency_cap_and_by_epic_exclusivity():
+    wide = {"name": "w", "epics": [
+        {"id": "E1", "name": "One", "tasks": [{"id": f"x{i}", "title": f"X{i}"} for i in range(5)]},
+        {"id": "E2", "name": "Two", "tasks": [{"id": f"y{i}", "title": f"Y{i}"} for i in range(5)]},
+    ]}
+    state = RunState.start(started(wide, max_concurrency=3))
+    assert len(ready_ids(apply_all(state, decide(state)))) == 3
+    assert decide(state) == []  # the cap holds until something finishes
+    finish(state, "x0")
+    assert len(ready_ids(apply_all(state, decide(state)))) == 1
+
+    state = RunState.start(started(wide, strategy="by_epic", max_concurrency=3))
+    first = ready_ids(apply_all(state, decide(state)))
+    assert first == ["x0", "y0"]  # one task per epic at a time
+    assert ready_ids(apply_all(state, decide(state))) == []
+    finish(state, "x0")
+    apply_all(state, decide(state))
+    assert ready_ids(apply_all(state, decide(state))) == []  # x0's branch is not merged yet
+    merge(state, "x0")
+    [x1] = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)]
+    assert x1.task_id == "x1" and x1.branch == "epic/e1-one"  # the epic's branch, reused
+
+
+def test_failure_retries_with_a_stronger_model_then_blocks_dependents():
+    state = RunState.start(started())
+    apply_all(state, decide(state))
+    finish(state, "a", outcome="failure", error="tests failed")
+    retry = apply_all(state, decide(state))
+    assert [e.type for e in retry] == ["TaskFailed", "TaskReady"]
+    assert retry[0].final is False and retry[1].attempt == 2
+    assert retry[1].previous_attempt["error"] == "tests failed"
+    assert retry[1].model == "opus"  # medium -> sonnet on attempt 1, escalated on attempt 2
+    finish(state, "a", outcome="failure", attempt=2, error="still failing")
+    final = apply_all(state, decide(state))
+    types = [e.type for e in final]
+    assert types[0] == "TaskFailed" and final[0].final is True
+    blocked = {e.task_id: e for e in final if isinstance(e, ev.TaskBlocked)}
+    assert set(blocked) == {"b", "c", "d"}
+    assert "a failed" in blocked["b"].reason
+    assert types[-1] == "RunFailed" and final[-1].counts == {"done": 0, "failed": 1, "blocked": 3,
+                                                             "cancelled": 0, "total": 4}
+
+
+def test_run_completes_with_counts_and_latency_stats():
+    state = RunState.start(started())
+    apply_all(state, decide(state))
+    for wave in (["a"], ["b", "c"], ["d"]):
+        for t in wave:
+            finish(state, t)
+            merge(state, t)
+        out = apply_all(state, decide(state))
+    assert out[-1].type == "RunCompleted"
+    assert out[-1].counts["done"] == 4
+    assert out[-1].stats["dependency_ready_latency_s"]["count"] == 3
+    assert decide(state) == []
+
+
+def test_restarted_planner_decides_nothing_twice():
+    state = RunState.start(started())
+    log = [started()]
+    log += apply_all(state, decide(state))
+    log.append(finish(state, "a"))
+    log += apply_all(state, decide(state))
+    # A new planner folds the same log and has nothing left to decide...
+    fresh = RunState.start(log[0])
+    for e in log[1:]:
+        fresh.apply(e)
+    assert decide(fresh) == []
+    # ...and a redelivered event changes nothing.
+    assert fresh.apply(log[-1]) is False
+
+
+def test_batch_barrier_waits_for_the_whole_previous_batch():
+    plan = {"name": "b", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": "a", "title": "A"}, {"id": "s", "title": "Slow"},
+        {"id": "b", "title": "B", "depends_on": ["a"]}]}]}
+    free = RunState.start(started(plan))
+    apply_all(free, decide(free))
+    finish(free, "a"), merge(free, "a")
+    assert ready_ids(apply_all(free, decide(free))) == ["b"]  # default: no barrier
+
+    barrier = RunState.start(started(plan, batch_barrier=True))
+    apply_all(barrier, decide(barrier))
+    finish(barrier, "a"), merge(barrier, "a")
+    assert ready_ids(apply_all(barrier, decide(barrier))) == []  # "s" of batch 0 still running
+    finish(barrier, "s"), merge(barrier, "s")
+    assert ready_ids(apply_all(barrier, decide(barrier))) == ["b"]
+
+
+def test_cancellation_and_budget_stop_dispatch():
+    state = RunState.start(started())
+    apply_all(state, decide(state))
+    state.apply(ev.RunCancelled(project_id="p", aggregate_id="r", run_id="r"))
+    out = apply_all(state, decide(state))
+    assert {e.task_id for e in out if isinstance(e, ev.TaskCancelled)} == {"b", "c", "d"}
+    assert not ready_ids(out)
+
+    state = RunState.start(started())
+    apply_all(state, decide(state))
+    state.apply(ev.BudgetExhausted(project_id="p", aggregate_id="r", run_id="r"))
+    finish(state, "a"), merge(state, "a")
+    out = apply_all(state, decide(state))
+    assert not ready_ids(out)
+    assert out[-1].type == "RunFailed" and out[-1].reason == "budget exhausted"
+
+
+def test_invalid_plan_fails_the_run_naming_the_cycle():
+    cyclic = {"name": "c", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": "a", "title": "A", "depends_on": ["b"]}, {"id": "b", "title": "B", "depends_on": ["a"]}]}]}
+    state = RunState.start(started(cyclic))
+    [(failed, _)] = decide(state)
+    assert failed.type == "RunFailed" and "cycle" in failed.reason
