@@ -12,7 +12,8 @@ from yokeflow import __version__
 from yokeflow.errors import CliError
 
 COMMAND_MODULES = [
-    "yokeflow.commands.runtime",  # up, run, status, events, demo
+    "yokeflow.commands.runtime",  # up, run, status, events
+    "yokeflow.commands.demo",
     "yokeflow.commands.plan",     # plan check / show / create / approve
     "yokeflow.commands.git",      # git merge
     "yokeflow.commands.worktrees",

@@ -1,0 +1,282 @@
+"""`yokeflow up | run | status | events` — the system's front door on one machine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared import events as ev
+from shared.commands import CommandError, start_run
+from shared.config import Config, ConfigError, load_config
+from shared.plan import PlanError, load_plan
+from yokeflow.errors import CliError
+from yokeflow.progress import describe, follow_run
+from yokeflow.system import DEFAULT_STATE_DIR, Endpoint, System, open_endpoint
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="start NATS, PostgreSQL, every service and the gateway; Ctrl-C stops them")
+    _state_arg(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=int(os.environ.get("YOKEFLOW_GATEWAY_PORT", "8765")))
+    p.set_defaults(func=lambda a: _async(cmd_up(a)))
+
+    p = sub.add_parser("run", help="run a plan file against a git repository")
+    p.add_argument("plan", help="plan file (YAML or JSON; see docs/plan-format.md)")
+    p.add_argument("--repo", required=True, help="git repository the agents work on")
+    _state_arg(p)
+    _run_settings_args(p)
+    p.add_argument("--detach", action="store_true", help="start the run and return (needs a running `yokeflow up`)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=lambda a: _async(cmd_run(a)))
+
+    p = sub.add_parser("status", help="projects, runs and tasks as the projections see them")
+    _state_arg(p)
+    p.add_argument("--run", help="one run (default: the latest run of each project)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=lambda a: _async(cmd_status(a)))
+
+    p = sub.add_parser("events", help="inspect the event log")
+    esub = p.add_subparsers(dest="events_cmd", metavar="SUBCOMMAND", required=True)
+    t = esub.add_parser("tail", help="print events as they arrive (like `nats sub 'yf.evt.>'`)")
+    _state_arg(t)
+    t.add_argument("--project", default="*", help="project id")
+    t.add_argument("--type", default="*", dest="event_type", help="event type, e.g. AgentFinished")
+    t.add_argument("--history", action="store_true", help="print the events already in the log first")
+    t.add_argument("--json", action="store_true", help="one JSON object per line")
+    t.set_defaults(func=lambda a: _async(cmd_events_tail(a)))
+
+
+def _state_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", type=Path, default=Path(os.environ.get("YOKEFLOW_STATE_DIR", DEFAULT_STATE_DIR)),
+                   help="where the embedded servers keep their data (default ./.yokeflow)")
+
+
+def _run_settings_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", choices=["by_epic", "by_task", "smart"])
+    p.add_argument("--max-concurrency", type=int)
+    p.add_argument("--provider", help="agent provider: anthropic | replay | sleep:<ms> | claude-code")
+    p.add_argument("--transcripts", help="folder of <task_id>.json transcripts for the replay provider")
+    p.add_argument("--batch-barrier", action="store_true", help="run batch by batch (the PRD's mode)")
+
+
+def _async(coro) -> int:
+    return asyncio.run(coro)
+
+
+def _config(repo: Path | None = None) -> Config:
+    try:
+        return load_config(repo if repo is not None else Path.cwd())
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def settings_override(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {"parallel": {}, "agent": {}}
+    if getattr(args, "strategy", None):
+        out["parallel"]["strategy"] = args.strategy
+    if getattr(args, "max_concurrency", None):
+        if args.max_concurrency < 1:
+            raise CliError("--max-concurrency must be at least 1")
+        out["parallel"]["max_concurrency"] = args.max_concurrency
+    if getattr(args, "batch_barrier", False):
+        out["parallel"]["batch_barrier"] = True
+    if getattr(args, "provider", None):
+        out["agent"]["provider"] = args.provider
+    if getattr(args, "transcripts", None):
+        path = Path(args.transcripts).resolve()
+        if not path.is_dir():
+            raise CliError(f"transcripts folder {path} does not exist")
+        out["agent"]["transcripts"] = str(path)
+    return out
+
+
+# --------------------------------------------------------------------------- up
+async def cmd_up(args: argparse.Namespace) -> int:
+    config = _config()
+    from shared.infra import read_endpoint
+
+    if read_endpoint(args.state_dir):
+        raise CliError(f"`yokeflow up` already runs on {args.state_dir}")
+    async with open_endpoint(config, args.state_dir) as endpoint:
+        system = System(endpoint, config, gateway=True, gateway_host=args.host, gateway_port=args.port)
+        await system.start()
+        if endpoint.servers is not None:
+            endpoint.servers.write_endpoint(os.getpid(), system.gateway_url)
+        print(f"YokeFlow is up: gateway {system.gateway_url}  NATS {endpoint.nats_url}  "
+              f"PostgreSQL {endpoint.database_url}  (state in {args.state_dir})", flush=True)
+        print("Ctrl-C stops everything; data stays for the next `yokeflow up`.", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except asyncio.TimeoutError:
+                problem = system.failed()
+                if problem:
+                    print(f"yokeflow: service stopped: {problem}", file=sys.stderr)
+                    break
+        print("stopping…", flush=True)
+        await system.stop()
+        (args.state_dir / "endpoint.json").unlink(missing_ok=True)
+    return 0
+
+
+# --------------------------------------------------------------------------- run
+def load_plan_or_fail(path: str):
+    try:
+        return load_plan(path)
+    except PlanError as exc:
+        raise CliError(str(exc), code=2) from None
+
+
+async def execute_run(endpoint: Endpoint, config: Config, plan, repo: Path, overrides: dict, *,
+                      detach: bool = False, quiet: bool = False):
+    """Start a run on this endpoint and follow it to its end (starting the services here when none run)."""
+    system = None
+    if not endpoint.services_running:
+        if detach:
+            raise CliError("--detach needs a running `yokeflow up` (or YOKEFLOW_NATS_URL) to carry the run on")
+        system = await System(endpoint, config).start()
+    bus = await endpoint.bus()
+    try:
+        try:
+            started = await start_run(bus, plan, repo, config, settings_override=overrides)
+        except CommandError as exc:
+            raise CliError(str(exc), code=2) from None
+        if detach:
+            print(started.run_id)
+            return started, None
+        outcome = await follow_run(bus, started, quiet=quiet)
+        if system is not None:  # let the ledger project the whole run before the servers go away
+            await system.database.wait_for("ledger", await bus.last_seq(), timeout=60)
+        return started, outcome
+    finally:
+        await bus.close()
+        if system is not None:
+            await system.stop()
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    repo = Path(args.repo).expanduser().resolve()
+    plan = load_plan_or_fail(args.plan)
+    config = _config(repo)
+    overrides = settings_override(args)
+    async with open_endpoint(config, args.state_dir) as endpoint:
+        started, outcome = await execute_run(endpoint, config, plan, repo, overrides,
+                                             detach=args.detach, quiet=args.quiet)
+    if outcome is None:
+        return 0
+    print(f"run {started.run_id}: {len(outcome.merged)} task(s) merged into {started.target_branch}, "
+          f"cost ${outcome.cost_usd:.4f}")
+    return 0 if outcome.succeeded else 1
+
+
+# --------------------------------------------------------------------------- status
+async def collect_status(endpoint: Endpoint, run_id: str | None = None) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from shared import db
+    from services.ledger.service import Ledger
+
+    database = db.Database(endpoint.database_url)
+    try:
+        await database.migrate()
+        if not endpoint.services_running:  # no ledger runs: bring the projections up to the log first
+            bus = await endpoint.bus()
+            try:
+                ledger = Ledger(bus, database, publish_alerts=False)
+                async for d in bus.read(start_seq=await database.position("ledger") + 1):
+                    await ledger.handle(d)
+            finally:
+                await bus.close()
+        runs = await database.fetch(select(db.runs).order_by(db.runs.c.started_at))
+        if run_id:
+            runs = [r for r in runs if r["id"] == run_id]
+            if not runs:
+                raise CliError(f"no run {run_id}: `yokeflow status` lists the runs")
+        else:
+            latest: dict[str, dict] = {}
+            for r in runs:
+                latest[r["project_id"]] = r
+            runs = list(latest.values())
+        projects = {p["id"]: p for p in await database.fetch(select(db.projects))}
+        out = []
+        for r in runs:
+            tasks = await database.fetch(select(db.tasks).where(db.tasks.c.run_id == r["id"]).order_by(db.tasks.c.position))
+            out.append({
+                "id": r["id"], "project_id": r["project_id"], "project": projects.get(r["project_id"], {}).get("name", ""),
+                "plan": r["plan_name"], "status": r["status"], "repo_path": r["repo_path"],
+                "target_branch": r["target_branch"], "counts": r["counts"], "stats": r["stats"], "reason": r["reason"],
+                "cost_usd": round(r["cost_usd"], 6), "started_at": r["started_at"], "ended_at": r["ended_at"],
+                "tasks": [{
+                    "id": t["id"], "epic_id": t["epic_id"], "title": t["title"], "status": t["status"],
+                    "merge_status": t["merge_status"] or "unmerged", "merged": t["merge_status"] == "merged",
+                    "attempt": t["attempt"], "batch": t["batch"], "branch": t["branch"], "commit": t["commit"],
+                    "merge_commit": t["merge_commit"], "model": t["model"], "cost_usd": round(t["cost_usd"], 6),
+                    "reason": t["reason"],
+                } for t in tasks],
+            })
+        return {"runs": out}
+    finally:
+        await database.dispose()
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    config = _config()
+    async with open_endpoint(config, args.state_dir) as endpoint:
+        status = await collect_status(endpoint, args.run)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    if not status["runs"]:
+        print("no runs yet: `yokeflow run PLAN --repo PATH` or `yokeflow demo` starts one")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for run in status["runs"]:
+        console.print(f"[bold]run {run['id']}[/bold] {run['plan']} on {run['repo_path']} — {run['status']}, "
+                      f"${run['cost_usd']:.4f}")
+        table = Table("task", "epic", "title", "status", "merge", "attempt", "branch", "merge commit")
+        for t in run["tasks"]:
+            table.add_row(t["id"], t["epic_id"], t["title"], t["status"], t["merge_status"], str(t["attempt"]),
+                          t["branch"], t["merge_commit"][:12])
+        console.print(table)
+    return 0
+
+
+# --------------------------------------------------------------------------- events
+async def cmd_events_tail(args: argparse.Namespace) -> int:
+    config = _config()
+    async with open_endpoint(config, args.state_dir, need_database=False) as endpoint:
+        bus = await endpoint.bus()
+        project = ev.subject_token(args.project) if args.project != "*" else "*"
+        subject = f"{bus.prefix}.evt.{project}.*.*.{args.event_type}"
+
+        def show(e: ev.Event, seq: int | None) -> None:
+            if args.json:
+                print(json.dumps({"seq": seq, **ev.to_dict(e)}), flush=True)
+            else:
+                print(f"{e.occurred_at[11:23]} {seq or '':>6} {e.type:<18} {e.project_id:<24} {describe(e)}", flush=True)
+
+        try:
+            start = 1 if args.history else await bus.last_seq() + 1
+            async for d in bus.read([subject], start_seq=start, stop_at_end=False):
+                show(d.event, d.seq)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            pass
+        finally:
+            await bus.close()
+    return 0
+
+
