@@ -78,7 +78,7 @@ def walk_files(root: Path, start: Path | None = None) -> Iterator[Path]:
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not ignored(d, True))
         for name in sorted(filenames):
             path = here / name
-            if ignored(name, False) or (path.is_symlink() and not inside(root, path)):
+            if name == ".git" or ignored(name, False) or (path.is_symlink() and not inside(root, path)):
                 continue
             yield path
 

@@ -1,0 +1,198 @@
+"""The agent loop: model turn → tool results → … → `finish`; then the task's checks, with a
+bounded number of fix rounds; success only when every check passes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+
+from services.executor.agent.tools import TOOL_DEFINITIONS, Sandbox
+from shared.llm import pricing
+from shared.llm.types import ModelTurn, Provider, RateLimited, Usage
+
+T = TypeVar("T")
+CHECK_OUTPUT_TAIL = 4000
+
+
+@dataclass
+class CallRecord:
+    call: int
+    model: str
+    usage: Usage
+    cost_usd: float
+
+
+@dataclass
+class AgentResult:
+    outcome: str  # success | failure | cancelled | rate_limited
+    summary: str = ""
+    error: str = ""
+    turns: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    checks: list[dict] = field(default_factory=list)
+    duration_s: float = 0.0
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _Run:
+    """One agent run's state; run_agent is its public face."""
+
+    def __init__(self, *, provider: Provider, model: str, system: list[dict], sandbox: Sandbox,
+                 max_tokens: int, on_call, on_log, cancel: asyncio.Event):
+        self.provider, self.model, self.system, self.sandbox = provider, model, system, sandbox
+        self.max_tokens, self.on_call, self.on_log, self.cancel = max_tokens, on_call, on_log, cancel
+        self.messages: list[dict] = []
+        self.result = AgentResult(outcome="failure")
+
+    async def guarded(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` unless or until cancellation: then stop it (and the sandbox's commands)."""
+        if self.cancel.is_set():
+            work.close()
+            raise _Cancelled
+        task = asyncio.ensure_future(work)
+        waiter = asyncio.ensure_future(self.cancel.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if task.done():
+            return task.result()
+        self.sandbox.cancel()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise _Cancelled
+
+    async def log(self, kind: str, data: dict) -> None:
+        if self.on_log is not None:
+            await self.on_log(kind, data)
+
+    async def call_model(self) -> ModelTurn:
+        turn = await self.guarded(self.provider.create(
+            model=self.model, system=self.system, messages=self.messages, tools=TOOL_DEFINITIONS,
+            max_tokens=self.max_tokens))
+        self.result.turns += 1
+        priced = turn.model if pricing.is_priced(turn.model) else self.model
+        cost = pricing.cost_usd(priced, turn.usage)
+        self.result.usage = self.result.usage + turn.usage
+        self.result.cost_usd = round(self.result.cost_usd + cost, 8)
+        self.messages.append({"role": "assistant", "content": turn.content})
+        if self.on_call is not None:
+            await self.on_call(CallRecord(call=self.result.turns, model=turn.model or self.model,
+                                          usage=turn.usage, cost_usd=cost))
+        if turn.text():
+            await self.log("text", {"turn": self.result.turns, "text": turn.text()})
+        return turn
+
+    async def run_tools(self, turn: ModelTurn) -> str | None:
+        """Answer every tool call of the turn; the `finish` summary if the agent finished."""
+        results, finished = [], None
+        for use in turn.tool_uses():
+            await self.log("tool_call", {"turn": self.result.turns, "id": use.get("id"), "name": use.get("name"),
+                                         "input": use.get("input")})
+            outcome = await self.guarded(self.sandbox.run(use.get("name", ""), use.get("input") or {}))
+            await self.log("tool_result", {"turn": self.result.turns, "id": use.get("id"), "name": use.get("name"),
+                                           "is_error": outcome.is_error, "text": outcome.text[:2000]})
+            results.append({"type": "tool_result", "tool_use_id": use.get("id"), "content": outcome.text,
+                            "is_error": outcome.is_error})
+            if outcome.finished is not None:
+                finished = outcome.finished
+        self.messages.append({"role": "user", "content": results})
+        return finished
+
+    def say(self, text: str) -> None:
+        """Add text for the agent, in the pending user message if there is one (roles alternate)."""
+        if self.messages and self.messages[-1]["role"] == "user":
+            content = self.messages[-1]["content"]
+            if isinstance(content, str):
+                self.messages[-1]["content"] = [{"type": "text", "text": content}]
+            self.messages[-1]["content"].append({"type": "text", "text": text})
+        else:
+            self.messages.append({"role": "user", "content": [{"type": "text", "text": text}]})
+
+    async def run_checks(self, checks: list[str]) -> list[dict]:
+        ran = []
+        for command in checks:
+            await self.log("check", {"command": command})
+            res = await self.guarded(self.sandbox.run_command(command))
+            passed = res.passed
+            ran.append({"command": command, "exit_code": res.exit_code, "output": res.output[-CHECK_OUTPUT_TAIL:],
+                        "passed": passed, "timed_out": res.timed_out})
+            await self.log("check_result", {"command": command, "exit_code": res.exit_code, "passed": passed})
+        return ran
+
+
+def _failures_message(checks: list[dict], round_no: int, rounds: int) -> str:
+    parts = [f"The task's checks failed (fix round {round_no} of {rounds}). Fix the work, run the checks, "
+             "then call `finish` again."]
+    for c in checks:
+        if not c["passed"]:
+            status = "timed out" if c.get("timed_out") else f"exit code {c['exit_code']}"
+            parts.append(f"`{c['command']}` → {status}\n```\n{c['output'].strip()}\n```")
+    return "\n\n".join(parts)
+
+
+async def run_agent(*, provider: Provider, model: str, system: list[dict], task_prompt: str, sandbox: Sandbox,
+                    checks: list[str] | tuple[str, ...] = (), max_turns: int = 40, max_fix_rounds: int = 2,
+                    max_tokens: int = 8192,
+                    on_call: Callable[[CallRecord], Awaitable[None]] | None = None,
+                    on_log: Callable[[str, dict], Awaitable[None]] | None = None,
+                    cancel: asyncio.Event | None = None) -> AgentResult:
+    started = time.monotonic()
+    run = _Run(provider=provider, model=model, system=system, sandbox=sandbox, max_tokens=max_tokens,
+               on_call=on_call, on_log=on_log, cancel=cancel or asyncio.Event())
+    result = run.result
+    if not pricing.is_priced(model) and not pricing.is_priced(provider.name):
+        result.error = str(_unknown_model(model))
+        return result
+    run.messages.append({"role": "user", "content": task_prompt})
+    checks = [c for c in checks if c.strip()]
+    fix_rounds = 0
+    try:
+        while True:
+            if result.turns >= max_turns:
+                result.error = (f"the agent used all {max_turns} turns without finishing; raise max_turns "
+                                "or split the task")
+                break
+            turn = await run.call_model()
+            summary = await run.run_tools(turn) if turn.tool_uses() else None
+            if summary is None:
+                if turn.tool_uses():
+                    continue
+                if turn.stop_reason == "max_tokens":
+                    run.say("Your reply was cut off at the token limit. Continue, in smaller steps.")
+                    continue
+                summary = turn.text()  # end_turn without `finish`: the agent considers itself done
+            result.summary = summary
+            result.checks = await run.run_checks(checks)
+            if all(c["passed"] for c in result.checks):
+                result.outcome, result.error = "success", ""
+                break
+            failed = ", ".join(f"`{c['command']}`" for c in result.checks if not c["passed"])
+            if fix_rounds >= max_fix_rounds:
+                result.error = f"checks still failing after {max_fix_rounds} fix round(s): {failed}"
+                break
+            fix_rounds += 1
+            await run.log("fix_round", {"round": fix_rounds, "failed": failed})
+            run.say(_failures_message(result.checks, fix_rounds, max_fix_rounds))
+    except _Cancelled:
+        result.outcome, result.error = "cancelled", "cancelled while the agent was working"
+    except RateLimited as exc:
+        result.outcome, result.error = "rate_limited", str(exc)
+    except Exception as exc:  # a provider or tool failure ends this attempt; the scheduler decides on retries
+        result.outcome, result.error = "failure", f"{type(exc).__name__}: {exc}"
+    result.duration_s = round(time.monotonic() - started, 3)
+    return result
+
+
+def _unknown_model(model: str) -> Exception:
+    try:
+        pricing.price_for(model)
+    except pricing.UnknownModel as exc:
+        return exc
+    return pricing.UnknownModel(model)

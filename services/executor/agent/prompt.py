@@ -1,0 +1,139 @@
+"""What the agent reads: a stable, cacheable system prompt (rules, domain expertise, repository
+map) and a task prompt (the task, its epic, its checks, its dependencies, a previous attempt)."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from services.executor.agent.files import human_size, walk_files
+
+RULES = """\
+You are a software engineer working on one task of a larger plan, inside your own git worktree.
+Other engineers work on other tasks in parallel, in other worktrees; their finished work is merged later.
+
+How to work:
+- Use the tools. Every path is relative to the worktree root; you cannot reach files outside it or inside .git.
+- Read before you edit: list_files and grep to find your way, read_file before edit_file.
+- Keep to the task: change what it needs, follow the code's existing style, do not rewrite unrelated code.
+- Run the task's checks yourself with run_command before you finish, and fix what fails.
+- Do not commit, push or switch branches: YokeFlow commits your work on the task's branch.
+- Do not print or look for secrets; the environment has none for you.
+- When the work is done, call `finish` with a short summary (what changed, where, anything left open).
+  The task's checks then run; if they fail you get their output and can fix the work."""
+
+
+def build_system_prompt(*, expertise: str, repo_map: str) -> list[dict]:
+    """Rules, then the domain's expertise, then the repository map: most to least shared, so
+    the cached prefix is reused as widely as possible. cache_control marks its end."""
+    blocks = [{"type": "text", "text": RULES}]
+    if expertise.strip():
+        blocks.append({"type": "text", "text": "# What this project has learned in this domain\n\n" + expertise.strip()})
+    if repo_map.strip():
+        blocks.append({"type": "text", "text": "# Repository map (when the task started)\n\n" + repo_map.strip()})
+    blocks[-1]["cache_control"] = {"type": "ephemeral"}
+    return blocks
+
+
+def _field(d: dict, *names: str, default: str = "") -> str:
+    for name in names:
+        if d.get(name):
+            return str(d[name])
+    return default
+
+
+def build_task_prompt(task: dict, epic: dict | None, dependency_summaries: list[dict],
+                      previous_attempt: dict | None) -> str:
+    task_id = _field(task, "task_id", "id", default="?")
+    parts = [f"# Task {task_id}: {_field(task, 'title', 'name', default='(untitled)')}"]
+    meta = [f"{k}: {task[k]}" for k in ("domain", "complexity") if task.get(k)]
+    if meta:
+        parts.append(" · ".join(meta))
+    parts.append(_field(task, "description", default="(no description given)"))
+    if epic:
+        epic_text = f"## Epic {_field(epic, 'epic_id', 'id', default='?')}: {_field(epic, 'title', 'name')}"
+        if epic.get("description"):
+            epic_text += "\n" + str(epic["description"])
+        parts.append(epic_text)
+    tests = [t for t in task.get("tests") or [] if str(t).strip()]
+    if tests:
+        lines = "\n".join(f"- `{t}`" for t in tests)
+        parts.append("## Checks\nThe task is done only when every one of these commands exits 0 in the "
+                     f"worktree root:\n{lines}")
+    else:
+        parts.append("## Checks\nThis task declares no check commands; test your work yourself.")
+    if dependency_summaries:
+        deps = []
+        for dep in dependency_summaries:
+            head = f"- {_field(dep, 'task_id', 'id', default='?')} {_field(dep, 'title')}".rstrip()
+            deps.append(head + (f": {dep['summary']}" if dep.get("summary") else ""))
+        parts.append("## Finished work this task builds on (already merged)\n" + "\n".join(deps))
+    if previous_attempt:
+        parts.append(_previous_attempt(previous_attempt))
+    parts.append("Start by looking at the repository, then do the task and call `finish`.")
+    return "\n\n".join(parts)
+
+
+def _previous_attempt(prev: dict) -> str:
+    lines = [f"## A previous attempt (attempt {prev.get('attempt', '?')}) did not complete this task",
+             "Its work so far is in this worktree (the branch's last commit and any uncommitted files). "
+             "Continue from it; do not start over unless it is wrong."]
+    for key, label in (("outcome", "Outcome"), ("summary", "Its summary"), ("error", "Error"), ("commit", "Commit")):
+        if prev.get(key):
+            lines.append(f"- {label}: {prev[key]}")
+    for check in prev.get("checks") or []:
+        if not check.get("passed"):
+            output = str(check.get("output", "")).strip()[-1500:]
+            lines.append(f"- Failed check `{check.get('command')}` (exit {check.get('exit_code')}):\n```\n{output}\n```")
+    rest = {k: v for k, v in prev.items() if k not in ("attempt", "outcome", "summary", "error", "commit", "checks")}
+    for key, value in rest.items():
+        lines.append(f"- {key}: {value}")
+    return "\n".join(lines)
+
+
+def repo_map(root: Path, max_lines: int = 200) -> str:
+    """Folders and files with sizes, ignoring .git, caches and gitignored files. When the tree is
+    longer than max_lines, deep folders are folded into one line each (file count, total size)."""
+    root = Path(os.path.realpath(root))
+    files = [(p.relative_to(root).as_posix(), p.lstat().st_size) for p in walk_files(root)]
+    if not files:
+        return "(empty repository)"
+    for depth in range(max(len(r.split("/")) for r, _ in files), 0, -1):
+        lines = _render(files, depth)
+        if len(lines) <= max_lines:
+            return "\n".join(lines)
+    lines = _render(files, 1)
+    return "\n".join(lines[: max_lines - 1] + [f"… and {len(lines) - max_lines + 1} more entries"])
+
+
+def _render(files: list[tuple[str, int]], depth: int) -> list[str]:
+    """One line per folder and file down to `depth` levels; deeper content folds into its folder."""
+    folded: dict[str, list[int]] = defaultdict(list)
+    shown_dirs: set[str] = set()
+    lines: list[str] = []
+    for rel, size in files:
+        parts = rel.split("/")
+        headed = len(parts) - 1 if len(parts) <= depth else depth - 1
+        for level in range(1, headed + 1):
+            folder = "/".join(parts[:level])
+            if folder not in shown_dirs:
+                shown_dirs.add(folder)
+                lines.append(("  " * (level - 1)) + parts[level - 1] + "/")
+        if len(parts) <= depth:
+            lines.append(("  " * (len(parts) - 1)) + f"{parts[-1]} ({human_size(size)})")
+        else:
+            key = "/".join(parts[:depth])
+            if key not in folded:
+                lines.append(f"\0{key}")
+            folded[key].append(size)
+    out = []
+    for line in lines:
+        if line.startswith("\0"):
+            key = line[1:]
+            sizes = folded[key]
+            indent = "  " * (key.count("/"))
+            out.append(f"{indent}{key.rsplit('/', 1)[-1]}/ … {len(sizes)} files, {human_size(sum(sizes))}")
+        else:
+            out.append(line)
+    return out
