@@ -37,7 +37,8 @@ def service_main(name: str, serve: Serve, *, needs_database: bool = False) -> No
             loop.add_signal_handler(sig, stop.set)
         try:
             bus = await Bus.connect(config.nats_url, name=f"yokeflow-{name}",
-                                    prefix=os.environ.get("YOKEFLOW_SUBJECT_PREFIX", "yf"))
+                                    prefix=os.environ.get("YOKEFLOW_SUBJECT_PREFIX", "yf"),
+                                    replicas=int(os.environ.get("YOKEFLOW_STREAM_REPLICAS", "1")))
         except BusError as exc:
             sys.exit(f"{name}: {exc}")
         try:
