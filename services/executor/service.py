@@ -110,7 +110,7 @@ class Executor:
                                {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, **data})
 
         try:
-            provider = make_provider(e.provider, {**options, "model": e.model})
+            provider = make_provider(e.provider, _provider_options(e.provider, options, wt))
             task = {"id": e.task_id, "title": e.title, "description": e.description, "tests": e.tests,
                     "domain": e.domain, "complexity": e.complexity}
             result = await run_agent(
@@ -167,6 +167,16 @@ class Executor:
             for sub in subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+
+
+def _provider_options(spec: str, options: dict[str, Any], wt: Worktree) -> dict[str, Any]:
+    """The options a provider takes, out of the attempt's options (the rest steer the loop)."""
+    kind = spec.partition(":")[0]
+    keys = {"anthropic": ("base_url",), "replay": ("transcript",)}.get(kind, ())
+    picked = {k: options[k] for k in keys if options.get(k)}
+    if kind == "claude-code":
+        picked["cwd"] = str(wt.path)
+    return picked
 
 
 def _commit_message(e: ev.TaskReady, result: AgentResult) -> str:
