@@ -140,6 +140,12 @@ async def test_a_hanging_command_is_killed_with_its_children_at_the_timeout(sand
     assert outcome.is_error and "timed out after 0.3 s" in outcome.text
 
 
+async def test_background_children_end_with_their_command_which_does_not_wait_for_them(sandbox, worktree):
+    result = await sandbox.run_command("sleep 300 & echo $! > bg.pid; echo started", timeout_s=30)
+    assert result.passed and not result.timed_out and result.output == "started\n"
+    assert await wait_dead(int((worktree / "bg.pid").read_text()))
+
+
 async def test_cancel_kills_a_running_command_and_refuses_new_ones(sandbox, worktree):
     running = asyncio.create_task(sandbox.run_command("sleep 300 & echo $! > child.pid; sleep 300"))
     while not (worktree / "child.pid").exists() or not (worktree / "child.pid").read_text().strip():

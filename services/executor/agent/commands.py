@@ -8,9 +8,10 @@ import contextlib
 import os
 import shutil
 import signal
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import BinaryIO, Callable, Mapping
 
 SECRET_NAMES = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"})
 SECRET_PREFIXES = ("YOKEFLOW_",)
@@ -42,30 +43,17 @@ class CommandResult:
         return self.exit_code == 0 and not self.timed_out and not self.cancelled
 
 
-class CappedOutput:
-    """Keeps the first and last halves of at most `cap` bytes: errors usually sit at the end."""
-
-    def __init__(self, cap: int):
-        self.cap = max(cap, 64)
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.total = 0
-
-    def feed(self, chunk: bytes) -> None:
-        self.total += len(chunk)
-        room = self.cap // 2 - len(self.head)
-        if room > 0:
-            self.head += chunk[:room]
-            chunk = chunk[room:]
-        if chunk:
-            self.tail += chunk
-            del self.tail[: max(0, len(self.tail) - self.cap // 2)]
-
-    def text(self) -> str:
-        omitted = self.total - len(self.head) - len(self.tail)
-        head = self.head.decode("utf-8", "replace")
-        tail = self.tail.decode("utf-8", "replace")
-        return head + tail if omitted <= 0 else f"{head}\n… [{omitted} bytes of output omitted] …\n{tail}"
+def read_capped(f: BinaryIO, cap: int) -> str:
+    """The first and last halves of at most `cap` bytes of a file: errors usually sit at the end."""
+    size = os.fstat(f.fileno()).st_size
+    half = max(cap, 64) // 2
+    f.seek(0)
+    if size <= 2 * half:
+        return f.read().decode("utf-8", "replace")
+    head = f.read(half).decode("utf-8", "replace")
+    f.seek(size - half)
+    tail = f.read(half).decode("utf-8", "replace")
+    return f"{head}\n… [{size - 2 * half} bytes of output omitted] …\n{tail}"
 
 
 def kill_group(pgid: int) -> None:
@@ -76,36 +64,23 @@ def kill_group(pgid: int) -> None:
 async def run_shell(command: str, *, cwd: Path, env: dict[str, str], timeout_s: float, output_cap: int,
                     on_start: Callable[[int], None] = lambda pgid: None,
                     on_end: Callable[[int], None] = lambda pgid: None) -> CommandResult:
-    proc = await asyncio.create_subprocess_exec(
-        SHELL, "-c", command, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
-    pgid = proc.pid  # start_new_session: the shell leads a new process group
-    on_start(pgid)
-    output = CappedOutput(output_cap)
-
-    async def pump() -> None:
-        assert proc.stdout is not None
-        while chunk := await proc.stdout.read(65536):
-            output.feed(chunk)
-
-    reader = asyncio.create_task(pump())
-    timed_out = False
-    try:
+    # Output goes to an unlinked file, not a pipe: a background child holding a pipe open would
+    # keep the command "running" after the shell exited.
+    with tempfile.TemporaryFile(prefix="yf-cmd-") as out:
+        proc = await asyncio.create_subprocess_exec(
+            SHELL, "-c", command, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=out, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        pgid = proc.pid  # start_new_session: the shell leads a new process group
+        on_start(pgid)
+        timed_out = False
         try:
             await asyncio.wait_for(proc.wait(), timeout_s)
         except asyncio.TimeoutError:
             timed_out = True
-    except asyncio.CancelledError:
-        reader.cancel()
-        raise
-    finally:
-        # Also on cancellation: background children of the command end with it.
-        kill_group(pgid)
-        on_end(pgid)
-    await proc.wait()
-    try:
-        await asyncio.wait_for(reader, 2.0)
-    except asyncio.TimeoutError:
-        reader.cancel()  # a child that left the group still holds the pipe
-    exit_code = None if timed_out else proc.returncode
-    return CommandResult(exit_code=exit_code, output=output.text(), timed_out=timed_out)
+        finally:
+            # Also on cancellation: the command's children end with it.
+            kill_group(pgid)
+            on_end(pgid)
+        await proc.wait()
+        return CommandResult(exit_code=None if timed_out else proc.returncode,
+                             output=read_capped(out, output_cap), timed_out=timed_out)

@@ -1,0 +1,49 @@
+"""Running the whole system in-process against the session's real NATS and PostgreSQL,
+isolated by a unique subject prefix, stream names and database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from shared import events as ev
+from shared.config import Config, parse_config
+from yokeflow.system import Endpoint, System
+
+
+def endpoint_for(nats_url: str, database_url: str, unique: str) -> Endpoint:
+    return Endpoint(nats_url, database_url, "embedded",
+                    bus_options={"prefix": f"t{unique}", "stream": f"EV_{unique}", "log_stream": f"LOG_{unique}"})
+
+
+def write_transcripts(folder: Path, scripts: dict[str, list[dict]]) -> Path:
+    """Replay transcripts from {task_id: [turn, ...]} (turns as in tests.support.fake_anthropic)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for task_id, turns in scripts.items():
+        (folder / f"{task_id}.json").write_text(json.dumps({"model": "claude-sonnet-4-5", "turns": turns}))
+    return folder
+
+
+def config(**sections: dict[str, Any]) -> Config:
+    return parse_config(sections)
+
+
+async def events_of(bus, run_id: str) -> list[ev.Event]:
+    return [d.event async for d in bus.read() if getattr(d.event, "run_id", None) == run_id]
+
+
+async def wait_for_end(bus, run_id: str, timeout: float = 120.0) -> ev.Event:
+    async def watch() -> ev.Event:
+        async for d in bus.read(stop_at_end=False):
+            if getattr(d.event, "run_id", None) == run_id and isinstance(
+                    d.event, (ev.RunCompleted, ev.RunFailed, ev.RunCancelled)):
+                return d.event
+        raise AssertionError("log ended")
+
+    return await asyncio.wait_for(watch(), timeout)
+
+
+async def start_system(endpoint: Endpoint, cfg: Config, **kwargs: Any) -> System:
+    return await System(endpoint, cfg, **kwargs).start()
