@@ -1,0 +1,134 @@
+"""Queries over the projection tables, shaped for the API (plain dicts, JSON-ready)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import and_, func, select
+
+from shared import db
+from shared.db import Database
+from services.gateway import summary
+
+
+async def list_projects(database: Database) -> list[dict[str, Any]]:
+    projects = await database.fetch(select(db.projects).order_by(db.projects.c.created_at.desc()))
+    counts = {r["project_id"]: r for r in await database.fetch(
+        select(db.runs.c.project_id, func.count().label("runs"), func.max(db.runs.c.started_at).label("last_run_at"))
+        .group_by(db.runs.c.project_id))}
+    for p in projects:
+        c = counts.get(p["id"], {})
+        p["runs"] = int(c.get("runs") or 0)
+        p["last_run_at"] = c.get("last_run_at") or ""
+    return projects
+
+
+async def get_project(database: Database, project_id: str) -> dict[str, Any] | None:
+    rows = await database.fetch(select(db.projects).where(db.projects.c.id == project_id))
+    return rows[0] if rows else None
+
+
+async def list_runs(database: Database, project_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    r = db.runs
+    stmt = select(r.c.id, r.c.project_id, r.c.plan_name, r.c.status, r.c.repo_path, r.c.target_branch, r.c.reason,
+                  r.c.cost_usd, r.c.started_at, r.c.ended_at).order_by(r.c.started_at.desc()).limit(limit)
+    if project_id:
+        stmt = stmt.where(r.c.project_id == project_id)
+    runs = await database.fetch(stmt)
+    if not runs:
+        return []
+    t = db.tasks
+    rows = await database.fetch(select(t.c.run_id, t.c.status, t.c.merge_status, func.count().label("n"))
+                                .where(t.c.run_id.in_([run["id"] for run in runs]))
+                                .group_by(t.c.run_id, t.c.status, t.c.merge_status))
+    for run in runs:
+        states: dict[str, int] = {}
+        for row in rows:
+            if row["run_id"] == run["id"]:
+                state = summary.task_state(row)
+                states[state] = states.get(state, 0) + int(row["n"])
+        run["tasks"] = {"total": sum(states.values()), "by_state": states}
+    return runs
+
+
+async def get_run(database: Database, run_id: str) -> dict[str, Any] | None:
+    rows = await database.fetch(select(db.runs).where(db.runs.c.id == run_id))
+    return rows[0] if rows else None
+
+
+async def plan_estimates(database: Database, run_id: str) -> dict[str, float]:
+    """The plan's estimate_minutes per task, from the RunStarted entry of the event log."""
+    e = db.event_log
+    rows = await database.fetch(select(e.c.data).where(and_(e.c.run_id == run_id, e.c.type == "RunStarted")).limit(1))
+    if not rows:
+        return {}
+    plan = (rows[0]["data"] or {}).get("plan") or {}
+    return {str(t.get("id")): float(t.get("estimate_minutes") or 1.0)
+            for epic in plan.get("epics", []) for t in epic.get("tasks", [])}
+
+
+async def run_detail(database: Database, run_id: str, now: datetime | None = None) -> dict[str, Any] | None:
+    run = await get_run(database, run_id)
+    if run is None:
+        return None
+    now = now or datetime.now(timezone.utc)
+    epics = await database.fetch(select(db.epics).where(db.epics.c.run_id == run_id).order_by(db.epics.c.position))
+    tasks = await database.fetch(select(db.tasks).where(db.tasks.c.run_id == run_id).order_by(db.tasks.c.position))
+    batches = await database.fetch(select(db.parallel_batches).where(db.parallel_batches.c.run_id == run_id))
+    costs = await database.fetch(select(db.agent_costs).where(db.agent_costs.c.run_id == run_id))
+    for t in tasks:
+        t["state"] = summary.task_state(t)
+    elapsed_end = summary.parse_time(run["ended_at"]) or now
+    started = summary.parse_time(run["started_at"])
+    totals = {
+        "tasks": len(tasks),
+        "by_state": summary.state_counts(tasks),
+        "cost_usd": round(float(run["cost_usd"] or 0.0), 6),
+        "tokens": summary.token_totals(costs),
+        "model_calls": len(costs),
+        "elapsed_s": round((elapsed_end - started).total_seconds(), 1) if started else None,
+        "running": summary.running_agents(tasks, now),
+        "eta": summary.estimate_eta(run, tasks, now, await plan_estimates(database, run_id)),
+    }
+    return {"run": run, "epics": epics, "tasks": tasks, "batches": summary.batch_progress(batches, tasks),
+            "totals": totals, "as_of": now.isoformat(), "ledger_position": await database.position("ledger")}
+
+
+async def task_detail(database: Database, run_id: str, task_id: str) -> dict[str, Any] | None:
+    t = db.tasks
+    rows = await database.fetch(select(t).where(t.c.run_id == run_id, t.c.id == task_id))
+    if not rows:
+        return None
+    task = rows[0]
+    task["state"] = summary.task_state(task)
+    a, m, c, w = db.attempts, db.merges, db.agent_costs, db.worktrees
+    attempts = await database.fetch(select(a).where(a.c.run_id == run_id, a.c.task_id == task_id).order_by(a.c.attempt))
+    merges = await database.fetch(select(m).where(m.c.run_id == run_id, m.c.task_id == task_id).order_by(m.c.occurred_at))
+    costs = await database.fetch(select(c).where(c.c.run_id == run_id, c.c.task_id == task_id).order_by(c.c.occurred_at))
+    worktrees = await database.fetch(select(w).where(w.c.run_id == run_id, w.c.task_id == task_id))
+    return {"task": task, "attempts": attempts, "merges": merges, "costs": costs, "worktrees": worktrees,
+            "totals": {"cost_usd": round(sum(float(x["cost_usd"]) for x in costs), 6),
+                       "tokens": summary.token_totals(costs)}}
+
+
+async def run_events(database: Database, run_id: str, after: int = 0, limit: int = 500,
+                     tail: int | None = None) -> list[dict[str, Any]]:
+    """The run's events after `after` in log order; with `tail`, only the last `tail` of them."""
+    e = db.event_log
+    stmt = select(e).where(e.c.run_id == run_id, e.c.seq > after)
+    if tail is not None:
+        return list(reversed(await database.fetch(stmt.order_by(e.c.seq.desc()).limit(tail))))
+    return await database.fetch(stmt.order_by(e.c.seq).limit(limit))
+
+
+async def expertise(database: Database, project_id: str) -> list[dict[str, Any]]:
+    """Per domain: the latest version's content and the list of versions."""
+    x = db.expertise_files
+    rows = await database.fetch(select(x).where(x.c.project_id == project_id).order_by(x.c.domain, x.c.version))
+    domains: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = domains.setdefault(row["domain"], {"domain": row["domain"], "versions": []})
+        entry["versions"].append({"version": row["version"], "lines": row["lines"], "updated_at": row["updated_at"]})
+        entry.update(version=row["version"], lines=row["lines"], content=row["content"], updated_at=row["updated_at"])
+    return list(domains.values())

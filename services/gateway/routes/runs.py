@@ -1,0 +1,108 @@
+"""Runs: list, read (with totals and ETA), start, cancel, and the run's event history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from shared import commands
+from shared.config import ConfigError, parse_config
+from services.gateway import readmodel, writes
+from services.gateway.deps import ApiError, BusDep, ConfigDep, DatabaseDep, WaitTimeoutDep
+
+router = APIRouter(tags=["runs"])
+
+RUN_ENDED = {"completed", "failed", "cancelled"}
+
+
+class StartRun(BaseModel):
+    plan: Any = Field(default=None, description="the plan object (docs/plan-format.md)")
+    repo_path: str = Field(default="", description="a git repository on the gateway's machine")
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict, description="overrides per config section")
+    target_branch: str | None = None
+
+
+class CancelRun(BaseModel):
+    reason: str = "cancelled by a person"
+
+
+async def run_or_404(database: DatabaseDep, run_id: str) -> dict[str, Any]:
+    run = await readmodel.get_run(database, run_id)
+    if run is None:
+        raise ApiError(404, f"no run {run_id!r}: GET /api/runs lists the known runs", "run_id")
+    return run
+
+
+def check_settings(config: ConfigDep, settings: dict[str, dict[str, Any]]) -> None:
+    base = config.run_settings()
+    for section in settings:
+        if section not in base:
+            raise ApiError(422, f"settings has no section {section!r}: use one of {', '.join(sorted(base))}",
+                           f"settings.{section}")
+    merged = msgspec.to_builtins(config)
+    for section, values in settings.items():
+        merged[section] = {**merged[section], **values}
+    try:
+        parse_config(merged, source="settings")
+    except ConfigError as exc:
+        raise ApiError(422, str(exc), "settings") from None
+
+
+@router.get("/api/runs")
+async def list_runs(database: DatabaseDep, project: str | None = None,
+                    limit: int = Query(default=200, ge=1, le=1000)) -> dict[str, Any]:
+    return {"runs": await readmodel.list_runs(database, project, limit)}
+
+
+@router.get("/api/runs/{run_id}")
+async def get_run(run_id: str, database: DatabaseDep) -> dict[str, Any]:
+    detail = await readmodel.run_detail(database, run_id)
+    if detail is None:
+        raise ApiError(404, f"no run {run_id!r}: GET /api/runs lists the known runs", "run_id")
+    return detail
+
+
+@router.get("/api/runs/{run_id}/events")
+async def get_run_events(run_id: str, database: DatabaseDep, after: int = Query(default=0, ge=0),
+                         limit: int = Query(default=500, ge=1, le=5000),
+                         tail: int | None = Query(default=None, ge=1, le=5000)) -> dict[str, Any]:
+    await run_or_404(database, run_id)
+    events = await readmodel.run_events(database, run_id, after, limit, tail)
+    return {"run_id": run_id, "events": events, "last_seq": events[-1]["seq"] if events else after,
+            "more": tail is None and len(events) == limit}
+
+
+@router.post("/api/runs", status_code=201)
+async def start_run(body: StartRun, bus: BusDep, database: DatabaseDep, config: ConfigDep,
+                    wait_timeout: WaitTimeoutDep, wait: bool = False) -> JSONResponse:
+    if body.plan is None:
+        raise ApiError(422, "plan is required: send the plan object with `name` and `epics` (docs/plan-format.md)",
+                       "plan")
+    if not body.repo_path.strip():
+        raise ApiError(422, "repo_path is required: the path of a git repository on the gateway's machine",
+                       "repo_path")
+    check_settings(config, body.settings)
+    try:
+        started = await commands.start_run(bus, body.plan, body.repo_path, config, target_branch=body.target_branch,
+                                           settings_override=body.settings)
+    except commands.CommandError as exc:
+        raise ApiError(422, str(exc), exc.field or None, problems=exc.problems) from None
+    landed = await writes.settle(bus, database, started, wait=wait, timeout=wait_timeout)
+    return JSONResponse({"run_id": started.run_id, "project_id": started.project_id, **landed}, status_code=201,
+                        headers={"Location": f"/api/runs/{started.run_id}"})
+
+
+@router.post("/api/runs/{run_id}/cancel", status_code=202)
+async def cancel_run(run_id: str, bus: BusDep, database: DatabaseDep, wait_timeout: WaitTimeoutDep,
+                     body: CancelRun | None = None, wait: bool = False) -> dict[str, Any]:
+    run = await run_or_404(database, run_id)
+    if run["status"] in RUN_ENDED:
+        raise ApiError(409, f"run {run_id} is already {run['status']}: only a running run can be cancelled", "run_id")
+    cancelled = await commands.cancel_run(bus, run["project_id"], run_id, (body or CancelRun()).reason)
+    landed = await writes.settle(bus, database, cancelled, wait=wait, timeout=wait_timeout)
+    return {"run_id": run_id, "status": "cancelling", **landed}
+

@@ -1,0 +1,83 @@
+"""Running the gateway: uvicorn in this process and event loop, until `stop` is set."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from typing import Iterator
+
+import uvicorn
+
+from shared.bus import Bus
+from shared.config import Config
+from shared.db import Database
+from services.gateway.app import create_app
+from services.gateway.deps import check_api_token
+
+log = logging.getLogger("yokeflow.gateway")
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the host process owns the signals; this server stops when `stop` is set
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind before serving, so a taken port is a clear error here and port 0 gives a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"the gateway cannot listen on {host}:{port}: {exc.strerror}; "
+                      "choose another port with YOKEFLOW_GATEWAY_PORT") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(bus: Bus, config: Config, stop: asyncio.Event, *, database_url: str,
+                host: str | None = None, port: int | None = None, ready: asyncio.Event | None = None,
+                bound: list | None = None, api_token: str | None = None) -> None:
+    """Serve REST, WebSocket and the UI until `stop` is set. Host and port default to
+    YOKEFLOW_GATEWAY_HOST / YOKEFLOW_GATEWAY_PORT (127.0.0.1:8765); the token to YOKEFLOW_API_TOKEN."""
+    host = host or os.environ.get("YOKEFLOW_GATEWAY_HOST", "127.0.0.1")
+    port = int(os.environ.get("YOKEFLOW_GATEWAY_PORT", "8765")) if port is None else port
+    token = check_api_token(api_token if api_token is not None else os.environ.get("YOKEFLOW_API_TOKEN"))
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("the gateway listens on %s without YOKEFLOW_API_TOKEN: anyone who reaches it can start runs", host)
+    database = Database(database_url)
+    sock = None
+    try:
+        await database.migrate()
+        sock = bind(host, port)
+        app = create_app(bus, database, config, api_token=token)
+        server = _EmbeddedServer(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
+                                                timeout_graceful_shutdown=5))
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if serving.done():
+            serving.result()  # raises what stopped it
+            raise RuntimeError("the gateway stopped while starting")
+        actual = sock.getsockname()[1]
+        if bound is not None:
+            bound.append(actual)
+        log.info("gateway on http://%s:%s", host, actual)
+        if ready is not None:
+            ready.set()
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        waiter.cancel()
+        await serving
+    finally:
+        if sock is not None:
+            sock.close()
+        await database.dispose()

@@ -1,0 +1,134 @@
+// Wiring: pick a run, load it, keep it fresh over the WebSocket (polling while that is down).
+import { api, liveEvents, setToken, AuthRequired } from "./api.js";
+import { el, duration } from "./format.js";
+import { renderBoard, drawArrows } from "./board.js";
+import { renderSummary, renderBatches, renderAgents, renderLegend, renderTaskPanel, Feed } from "./panels.js";
+
+const $ = (id) => document.getElementById(id);
+const state = { runId: "", detail: null, live: null, poll: null, refreshTimer: null, clockSkew: 0 };
+const feed = new Feed($("feed"));
+
+const elapsedOf = (iso) => (iso ? (Date.now() + state.clockSkew - Date.parse(iso)) / 1000 : null);
+
+function message(text, kind = "error") {
+  const node = $("message");
+  node.hidden = !text;
+  node.className = `message message-${kind}`;
+  node.textContent = text || "";
+}
+
+function setConn(mode) {
+  const node = $("conn");
+  node.className = `conn conn-${mode}`;
+  node.textContent = { live: "live", reconnecting: "reconnecting · polling", polling: "polling", off: "offline" }[mode] || mode;
+  if (mode === "live") stopPolling(); else startPolling();
+}
+
+async function guarded(fn) {
+  try {
+    $("auth").hidden = true;
+    return await fn();
+  } catch (err) {
+    if (err instanceof AuthRequired) { $("auth").hidden = false; message(""); }
+    else message(err.message);
+    return null;
+  }
+}
+
+async function loadRuns() {
+  const data = await guarded(() => api("/api/runs"));
+  if (!data) return;
+  const picker = $("run-picker");
+  picker.replaceChildren(...data.runs.map((r) => el("option", { value: r.id },
+    `${r.plan_name || r.id} · ${r.status} · ${r.id}`)));
+  if (!data.runs.length) {
+    picker.append(el("option", { value: "" }, "no runs yet"));
+    message("No runs yet: start one with `yokeflow run` or POST /api/runs.", "info");
+    return;
+  }
+  const wanted = new URLSearchParams(location.hash.slice(1)).get("run");
+  const chosen = data.runs.some((r) => r.id === wanted) ? wanted : data.runs[0].id;
+  picker.value = chosen;
+  await selectRun(chosen);
+}
+
+async function selectRun(runId) {
+  if (state.live) state.live.close();
+  state.runId = runId;
+  const params = new URLSearchParams(location.hash.slice(1));
+  params.set("run", runId);
+  history.replaceState(null, "", `#${params}`);
+  feed.reset();
+  await refresh();
+  const past = await guarded(() => api(`/api/runs/${encodeURIComponent(runId)}/events?tail=100`));
+  if (past) past.events.forEach((e) => feed.add(e));
+  state.live = liveEvents({ run: runId, onState: setConn, onMessage: onLive });
+}
+
+function onLive(msg) {
+  if (msg.kind !== "event" || msg.run_id !== state.runId) return;
+  feed.add(msg);
+  // The ledger projects the event a moment after it is published: refresh now and once more shortly after.
+  clearTimeout(state.refreshTimer);
+  state.refreshTimer = setTimeout(() => { refresh(); setTimeout(refresh, 1200); }, 250);
+}
+
+async function refresh() {
+  if (!state.runId) return;
+  const detail = await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}`));
+  if (!detail || detail.run.id !== state.runId) return;
+  message("");
+  state.detail = detail;
+  state.clockSkew = Date.parse(detail.as_of) - Date.now();
+  renderSummary($("summary"), detail, elapsedOf);
+  renderBatches($("batches"), detail.batches);
+  renderBoard($("board"), detail, { onCard: openTask, elapsedOf });
+  renderAgents($("agents"), detail.totals.running, elapsedOf);
+  drawArrows($("arrows"), $("board-wrap"), detail.tasks);
+  $("cancel-run").hidden = detail.run.status !== "running";
+  document.title = `YokeFlow · ${detail.run.plan_name} · ${detail.run.status}`;
+}
+
+async function openTask(task) {
+  const info = await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/tasks/${encodeURIComponent(task.id)}`));
+  if (!info) return;
+  renderTaskPanel($("task-panel"), info, {
+    onClose: () => { $("task-panel").hidden = true; },
+    onMerge: async (t) => {
+      const ok = await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/tasks/${encodeURIComponent(t.id)}/merge`, { method: "POST" }));
+      if (ok) message(`Merge of task ${t.id} requested.`, "info");
+    },
+  });
+}
+
+function startPolling() {
+  if (!state.poll) state.poll = setInterval(refresh, 3000);
+}
+
+function stopPolling() {
+  clearInterval(state.poll);
+  state.poll = null;
+}
+
+function tick() {
+  document.querySelectorAll(".elapsed[data-since]").forEach((node) => {
+    node.textContent = duration(elapsedOf(node.dataset.since));
+  });
+}
+
+$("run-picker").addEventListener("change", (e) => selectRun(e.target.value));
+$("cancel-run").addEventListener("click", async () => {
+  if (!state.runId || !confirm(`Cancel run ${state.runId}? Running agents are stopped.`)) return;
+  if (await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/cancel`, { method: "POST", body: {} }))) refresh();
+});
+$("auth").addEventListener("submit", (e) => {
+  e.preventDefault();
+  setToken($("auth-token").value);
+  loadRuns();
+});
+window.addEventListener("resize", () => state.detail && drawArrows($("arrows"), $("board-wrap"), state.detail.tasks));
+setInterval(tick, 1000);
+setInterval(() => { if (!state.poll) refresh(); }, 15000);  // a safety net even while live
+renderLegend($("legend"));
+setConn("off");
+loadRuns();

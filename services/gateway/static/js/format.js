@@ -1,0 +1,76 @@
+// Small formatters shared by the views.
+export const STATES = ["pending", "ready", "running", "retrying", "done", "merged", "conflict", "failed", "blocked", "cancelled"];
+
+export function money(usd) {
+  const v = Number(usd || 0);
+  return v >= 100 ? `$${v.toFixed(0)}` : v >= 1 ? `$${v.toFixed(2)}` : `$${v.toFixed(v ? 3 : 2)}`;
+}
+
+export function count(n) {
+  const v = Number(n || 0);
+  if (v >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
+  if (v >= 1e4) return `${(v / 1e3).toFixed(0)}k`;
+  if (v >= 1e3) return `${(v / 1e3).toFixed(1)}k`;
+  return String(v);
+}
+
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined || !isFinite(seconds)) return "—";
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
+  if (m) return `${m}m ${String(r).padStart(2, "0")}s`;
+  return `${r}s`;
+}
+
+export function clock(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return isNaN(d) ? "" : d.toLocaleTimeString([], { hour12: false });
+}
+
+// An element with attributes and children; strings become text nodes (never HTML).
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+// One line per event for the feed: what happened to which task.
+export function describe(e) {
+  const d = e.data || {};
+  const task = d.task_id ? `task ${d.task_id}` : "";
+  switch (e.type) {
+    case "RunStarted": return `run started: ${(d.plan && d.plan.name) || ""}`;
+    case "BatchesComputed": return `${(d.batches || []).length} batches planned`;
+    case "TaskReady": return `${task} ready (attempt ${d.attempt}${d.model ? ", " + d.model : ""})`;
+    case "WorktreeCreated": return `${task} worktree ${d.branch}${d.reused ? " (reused)" : ""}`;
+    case "AgentStarted": return `${task} agent started${d.model ? " · " + d.model : ""}`;
+    case "AgentFinished": return `${task} agent ${d.outcome} · ${money(d.cost_usd)}`;
+    case "CostRecorded": return `${task} ${count((d.input_tokens || 0) + (d.output_tokens || 0))} tokens · ${money(d.cost_usd)}`;
+    case "TaskCompleted": return `${task} completed`;
+    case "TaskFailed": return `${task} failed${d.final ? "" : " (will retry)"}: ${d.reason || ""}`;
+    case "TaskBlocked": return `${task} blocked: ${d.reason || ""}`;
+    case "TaskCancelled": return `${task} cancelled`;
+    case "MergeRequested": return `${task} merge requested`;
+    case "BranchMerged": return `${task} merged into ${d.target_branch} ${String(d.commit || "").slice(0, 8)}`;
+    case "MergeConflicted": return `${task} merge conflict in ${(d.conflicts || []).length} file(s)`;
+    case "BatchMerged": return `batch ${Number(d.batch) + 1} merged`;
+    case "BudgetWarning": return `budget warning: ${money(d.spent_usd)} of ${money(d.limit_usd)}`;
+    case "BudgetExhausted": return `budget exhausted: ${money(d.spent_usd)} of ${money(d.limit_usd)}`;
+    case "RunCompleted": return "run completed";
+    case "RunFailed": return `run failed: ${d.reason || ""}`;
+    case "RunCancelled": return `run cancelled: ${d.reason || ""}`;
+    default: return task || e.aggregate_id || "";
+  }
+}
