@@ -26,6 +26,7 @@ PLAN_FIELDS = ("name", "epics")
 EPIC_FIELDS = ("id", "name", "description", "priority", "depends_on", "tasks")
 TASK_FIELDS = ("id", "title", "description", "priority", "depends_on", "dependency_type",
                "domain", "complexity", "estimate_minutes", "tests")
+MAX_NESTING = 50  # a plan is about 6 levels deep; far deeper input is junk
 MAX_FIELD_PROBLEMS = 1000  # junk input can hold millions of bad fields; the rest are counted
 
 
@@ -181,6 +182,7 @@ def _decode_yaml(text: str, source: str) -> Any:
     loader = _StrictYamlLoader(text)
     loader.duplicate_keys = []
     try:
+        _check_nesting(text, source)
         data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -192,6 +194,22 @@ def _decode_yaml(text: str, source: str) -> Any:
     if loader.duplicate_keys:
         raise PlanError([_invalid(f"{source}: {d}") for d in loader.duplicate_keys])
     return data
+
+
+def _check_nesting(text: str, source: str) -> None:
+    """libyaml's composer recurses in C and crashes the process on very deep nesting, so the
+    (iterative) parser's events are counted first."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_StrictYamlLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_NESTING:
+                mark = event.start_mark
+                raise PlanError([_invalid(f"{source} is nested more than {MAX_NESTING} levels deep at "
+                                          f"line {mark.line + 1}, column {mark.column + 1}; a plan is "
+                                          "about 6 levels deep")])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -241,7 +259,9 @@ class _FieldChecker:
             self.bad(path, f"{what} must be a mapping of fields, got {_kind(value)}")
             return None
         for key in value:
-            if key not in allowed:
+            if key not in allowed and len(self.problems) >= MAX_FIELD_PROBLEMS:
+                self.more += 1  # counted without the costly did-you-mean lookup
+            elif key not in allowed:
                 hint = difflib.get_close_matches(str(key), allowed, n=1)
                 did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.bad(_join(path, str(key)), f"unknown field {key!r} in {what}{did_you_mean}; "

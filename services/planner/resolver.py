@@ -292,25 +292,38 @@ def _kahn(graph: _Graph) -> tuple[list[int], list[list[int]]]:
     return order, dependents
 
 
+def _remaining(graph: _Graph, order: list[int], dependents: list[list[int]]) -> tuple[list[float], list[int]]:
+    """Minutes of the longest chain from each node to the end (itself included) over the
+    resolved nodes, and the chain's next node (ties to the earlier task in the file)."""
+    size = len(graph.deps)
+    placed = [False] * size
+    for v in order:
+        placed[v] = True
+    remaining = list(graph.weights)
+    nearest = list(range(size))  # the first task on the node's chain, to break ties by file order
+    following = [-1] * size
+    for v in reversed(order):
+        best, pick = 0.0, -1
+        for u in dependents[v]:
+            if placed[u] and (pick < 0 or remaining[u] > best or
+                              (remaining[u] == best and nearest[u] < nearest[pick])):
+                best, pick = remaining[u], u
+        remaining[v] = graph.weights[v] + best
+        following[v] = pick
+        if v >= graph.n:
+            nearest[v] = nearest[pick] if pick >= 0 else size
+    return remaining, following
+
+
 def resolve(plan: Plan) -> Resolution:
     """Batches, critical path, and every error and warning of a plan, all at once."""
     graph = _Graph(plan)
-    order, _ = _kahn(graph)
-    n, deps, weights = graph.n, graph.deps, graph.weights
+    order, dependents = _kahn(graph)
+    n, deps = graph.n, graph.deps
     level = [0] * len(deps)  # tasks: batch number; epic nodes: highest batch they wait for
-    longest = [0.0] * len(deps)  # minutes of the longest chain ending at the node
-    via = [-1] * len(deps)  # the dependency that chain comes through
-    first_task = [0] * len(deps)  # earliest task on that chain, to break ties by file order
     for v in order:
-        top, best, pred = -1, 0.0, -1
-        for d in deps[v]:
-            top = max(top, level[d])
-            if longest[d] > best or (longest[d] == best and pred >= 0 and first_task[d] < first_task[pred]):
-                best, pred = longest[d], d
+        top = max((level[d] for d in deps[v]), default=-1)
         level[v] = top + 1 if v < n else top
-        longest[v] = best + weights[v]
-        via[v] = pred
-        first_task[v] = v if v < n else (first_task[pred] if pred >= 0 else len(deps))
 
     resolved = sorted(v for v in order if v < n)
     batches: list[list[int]] = [[] for _ in range(max((level[v] for v in resolved), default=-1) + 1)]
@@ -321,12 +334,13 @@ def resolve(plan: Plan) -> Resolution:
         batch.sort(key=lambda v: (epics[graph.task_epic[v]].priority, graph.tasks[v].priority,
                                   graph.tasks[v].position, v))
 
-    end = max(resolved, key=lambda v: (longest[v], -v), default=-1)
-    path: list[int] = []
-    while end >= 0:
-        if end < n:
-            path.append(end)
-        end = via[end]
+    remaining, following = _remaining(graph, order, dependents)
+    start = max(resolved, key=lambda v: (remaining[v], -v), default=-1)
+    path, node = [], start
+    while node >= 0:
+        if node < n:
+            path.append(graph.tasks[node].id)
+        node = following[node]
 
     placed = set(order)
     unresolved = [v for v in range(len(deps)) if v not in placed]
@@ -341,9 +355,8 @@ def resolve(plan: Plan) -> Resolution:
                                     "it is broken"))
     errors = graph.errors + epic_problems + task_problems
     return Resolution(
-        valid=not errors, batches=[[graph.tasks[v].id for v in b] for b in batches],
-        critical_path=[graph.tasks[v].id for v in reversed(path)],
-        critical_path_minutes=longest[path[0]] if path else 0.0, errors=errors, warnings=warnings,
+        valid=not errors, batches=[[graph.tasks[v].id for v in b] for b in batches], critical_path=path,
+        critical_path_minutes=remaining[start] if start >= 0 else 0.0, errors=errors, warnings=warnings,
         unresolved=[graph.tasks[v].id for v in unresolved if v < n])
 
 
@@ -352,9 +365,7 @@ def remaining_minutes(plan: Plan) -> dict[str, float]:
     the graph; tasks on or behind a cycle count only themselves."""
     graph = _Graph(plan)
     order, dependents = _kahn(graph)
-    remaining = list(graph.weights)
-    for v in reversed(order):
-        remaining[v] = graph.weights[v] + max((remaining[u] for u in dependents[v]), default=0.0)
+    remaining, _ = _remaining(graph, order, dependents)
     return {task.id: remaining[v] for v, task in enumerate(graph.tasks)}
 
 
