@@ -1,0 +1,18 @@
+"""Public face of the git layer; the implementation lives in shared/gitops/."""
+
+from shared.gitops import (  # noqa: F401
+    GitError,
+    MergeResult,
+    Worktree,
+    WorktreeManager,
+    branch_name,
+    head_of,
+    is_ancestor,
+    merge_branch,
+    slugify,
+)
+
+__all__ = [
+    "GitError", "MergeResult", "Worktree", "WorktreeManager",
+    "branch_name", "head_of", "is_ancestor", "merge_branch", "slugify",
+]

@@ -1,0 +1,166 @@
+"""Working-tree operations without the `git` binary: is a checkout clean, stage everything
+(`git add -A`), and move a checkout from one tree to another."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from dulwich.diff_tree import tree_changes
+from dulwich.ignore import IgnoreFilterManager
+from dulwich.index import (
+    Index,
+    build_index_from_tree,
+    get_unstaged_changes,
+    index_entry_from_stat,
+    update_working_tree,
+)
+from dulwich.objects import Blob
+from dulwich.repo import Repo
+
+
+def head_tree(repo: Repo) -> bytes | None:
+    try:
+        return repo[repo.head()].tree
+    except KeyError:
+        return None
+
+
+def _index_tree(repo: Repo, index: Index) -> bytes:
+    return index.commit(repo.object_store)
+
+
+def dirty_paths(repo: Repo, limit: int = 20) -> list[str]:
+    """Tracked paths whose index or working file differs from HEAD (untracked files do not count)."""
+    index = repo.open_index()
+    found: list[str] = []
+    head = head_tree(repo)
+    if head is not None and _index_tree(repo, index) != head:
+        for ch in tree_changes(repo.object_store, head, _index_tree(repo, index)):
+            found.append(((ch.new or ch.old).path or (ch.old.path)).decode(errors="replace"))
+            if len(found) >= limit:
+                return found
+    for raw in get_unstaged_changes(index, repo.path):
+        found.append(raw.decode(errors="replace"))
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _mode_of(st: os.stat_result) -> int:
+    if stat.S_ISLNK(st.st_mode):
+        return 0o120000
+    return 0o100755 if st.st_mode & 0o111 else 0o100644
+
+
+def stage_all(repo: Repo) -> bytes:
+    """Like `git add -A`: adds, edits, deletions and mode changes; honours .gitignore.
+    Writes the index and returns the tree it describes."""
+    root = os.fsencode(repo.path)
+    index = repo.open_index()
+    ignore = IgnoreFilterManager.from_repo(repo)
+    tracked = {path for path in index.paths()}
+    tracked_dirs = {os.path.dirname(p) for p in tracked}
+    tracked_dirs |= {d for p in list(tracked_dirs) for d in _parents(p)}
+    seen: set[bytes] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = b"" if rel_dir == b"." else rel_dir
+        keep = []
+        for d in dirnames:
+            rel = os.path.join(rel_dir, d) if rel_dir else d
+            full = os.path.join(dirpath, d)
+            if d == b".git" or os.path.exists(os.path.join(full, b".git")):
+                continue  # git metadata, nested repositories and linked worktrees are not content
+            if os.path.islink(full):
+                filenames.append(d)
+                continue
+            if rel not in tracked_dirs and ignore.is_ignored(rel.decode(errors="surrogateescape") + "/"):
+                continue
+            keep.append(d)
+        dirnames[:] = keep
+        for f in filenames:
+            rel = os.path.join(rel_dir, f) if rel_dir else f
+            if rel not in tracked and ignore.is_ignored(rel.decode(errors="surrogateescape")):
+                continue
+            full = os.path.join(dirpath, f)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                continue
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                continue
+            seen.add(rel)
+            mode = _mode_of(st)
+            if rel in tracked:
+                entry = index[rel]
+                if entry.mode == mode and entry.size == (st.st_size & 0xFFFFFFFF) and _same_mtime(entry, st):
+                    continue
+            data = os.readlink(full) if stat.S_ISLNK(st.st_mode) else Path(os.fsdecode(full)).read_bytes()
+            blob = Blob.from_string(data)
+            if rel not in tracked or index[rel].sha != blob.id or index[rel].mode != mode:
+                repo.object_store.add_object(blob)
+            index[rel] = index_entry_from_stat(st, blob.id, mode)
+    for rel in tracked - seen:
+        del index[rel]
+    index.write()
+    return _index_tree(repo, index)
+
+
+def _parents(p: bytes):
+    while p:
+        p = os.path.dirname(p)
+        if p:
+            yield p
+
+
+def _same_mtime(entry, st: os.stat_result) -> bool:
+    mtime = entry.mtime if isinstance(entry.mtime, tuple) else (int(entry.mtime), 0)
+    return mtime[0] == int(st.st_mtime) and mtime[1] == st.st_mtime_ns % 1_000_000_000
+
+
+def switch_tree(repo: Repo, old_tree: bytes | None, new_tree: bytes) -> None:
+    """Move a clean checkout (working files and index) from old_tree to new_tree."""
+    if old_tree is None:
+        build_index_from_tree(repo.path, repo.index_path(), repo.object_store, new_tree)
+        return
+    changes = tree_changes(repo.object_store, old_tree, new_tree)
+    update_working_tree(repo, old_tree, new_tree, changes, allow_overwrite_modified=True)
+
+
+def reset_hard(repo: Repo, tree: bytes) -> None:
+    """Working files and index exactly match `tree`; untracked files that are not ignored are removed
+    (ignored ones such as .env and dependency folders stay)."""
+    root = Path(repo.path)
+    index_file = Path(repo.index_path())
+    if index_file.exists():
+        index_file.unlink()
+    for child in root.iterdir():
+        if child.name == ".git":
+            continue
+        _remove_unignored(repo, root, child)
+    build_index_from_tree(repo.path, repo.index_path(), repo.object_store, tree)
+
+
+def _remove_unignored(repo: Repo, root: Path, path: Path) -> None:
+    ignore = IgnoreFilterManager.from_repo(repo)
+    stack = [path]
+    while stack:
+        p = stack.pop()
+        rel = p.relative_to(root).as_posix()
+        if p.is_dir() and not p.is_symlink():
+            if ignore.is_ignored(rel + "/") or (p / ".git").exists():
+                continue
+            stack.extend(p.iterdir())
+            continue
+        if not ignore.is_ignored(rel):
+            p.unlink()
+    for dirpath, dirnames, filenames in os.walk(path, topdown=False) if path.is_dir() and not path.is_symlink() else []:
+        if not os.listdir(dirpath):
+            os.rmdir(dirpath)
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,214 @@
+"""merge_branch: an in-memory merge of a branch into a target branch, published by a
+compare-and-swap of the target ref. Idempotent, race-safe, never touches a dirty checkout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dulwich.index import build_index_from_tree
+from dulwich.objects import Commit
+from dulwich.repo import Repo
+
+from shared.gitops.checkout import dirty_paths, switch_tree
+from shared.gitops.errors import GitError
+from shared.gitops.repo import (
+    branch_ref,
+    commit_is_ancestor,
+    identity,
+    main_worktree_branch,
+    merge_bases,
+    open_repo,
+    read_ref,
+    require_branch,
+    timezone_offset,
+)
+from shared.gitops.treemerge import merge_trees
+
+SQUASH_TRAILER = "YokeFlow-Squashed-Head"
+_MAX_RACES = 50          # re-merges on a moving target before giving up
+_HISTORY_SCAN = 2000     # first-parent commits searched for the commit that brought a branch in
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    status: str                       # "merged" | "up_to_date" | "conflict" | "rejected"
+    commit: str | None
+    tree: str | None
+    conflicts: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    output: str = ""                  # validate_command output when status == "rejected"
+
+    def to_json(self) -> dict:
+        data = {"status": self.status, "commit": self.commit, "tree": self.tree, "conflicts": self.conflicts}
+        if self.warnings:
+            data["warnings"] = self.warnings
+        if self.status == "rejected":
+            data["output"] = self.output
+        return data
+
+
+def _signature(author: str) -> tuple[bytes, int, int]:
+    return identity(author), int(time.time()), timezone_offset()
+
+
+def make_commit(repo: Repo, tree: bytes, parents: list[bytes], message: str, author: str) -> Commit:
+    who, now, tz = _signature(author)
+    c = Commit()
+    c.tree, c.parents = tree, parents
+    c.author = c.committer = who
+    c.author_time = c.commit_time = now
+    c.author_timezone = c.commit_timezone = tz
+    c.message = message.encode() if message.endswith("\n") else (message + "\n").encode()
+    repo.object_store.add_object(c)
+    return c
+
+
+def _first_parent_walk(repo: Repo, start: bytes, limit: int = _HISTORY_SCAN):
+    sha: bytes | None = start
+    for _ in range(limit):
+        if sha is None:
+            return
+        commit = repo[sha]
+        yield commit
+        sha = commit.parents[0] if commit.parents else None
+
+
+def _commit_that_brought_in(repo: Repo, target_tip: bytes, head: bytes) -> bytes:
+    for commit in _first_parent_walk(repo, target_tip):
+        if commit.id == head or head in commit.parents[1:]:
+            return commit.id
+    return target_tip
+
+
+def _squash_commit_for(repo: Repo, target_tip: bytes, head: bytes) -> bytes | None:
+    needle = f"{SQUASH_TRAILER}: {head.decode()}".encode()
+    for commit in _first_parent_walk(repo, target_tip):
+        if needle in commit.message:
+            return commit.id
+    return None
+
+
+def _base_tree(repo: Repo, ours: bytes, theirs: bytes, depth: int = 0) -> bytes | None:
+    bases = merge_bases(repo, ours, theirs)
+    if not bases:
+        raise GitError(f"{theirs.decode()[:12]} and {ours.decode()[:12]} share no history in {repo.path}; "
+                       "they cannot be merged (create the branch from the target branch)")
+    tree = repo[bases[0]].tree
+    # several best common ancestors: merge them into one virtual base, as git's recursive strategies do
+    for other in bases[1:]:
+        inner = _base_tree(repo, bases[0], other, depth + 1) if depth < 4 else None
+        tm = merge_trees(repo.object_store, inner, tree, repo[other].tree, virtual=True)
+        repo.object_store.add_objects([(o, None) for o in tm.objects])
+        tree = tm.tree
+    return tree
+
+
+def _linked_worktrees_on(repo: Repo, ref: bytes) -> list[Path]:
+    """Linked worktrees (not the main one) that have `ref` checked out."""
+    found = []
+    admin = Path(repo.controldir()) / "worktrees"
+    if not admin.is_dir():
+        return found
+    for wt in admin.iterdir():
+        head = (wt / "HEAD")
+        gitdir = (wt / "gitdir")
+        if head.exists() and gitdir.exists() and head.read_bytes().strip() == b"ref: " + ref:
+            path = Path(gitdir.read_text().strip()).parent
+            if path.exists():
+                found.append(path)
+    return found
+
+
+def _validate(repo: Repo, tree: bytes, command: str) -> tuple[bool, str]:
+    with tempfile.TemporaryDirectory(prefix="yf-validate-") as tmp:
+        build_index_from_tree(tmp, os.path.join(tmp, ".yf-index"), repo.object_store, tree)
+        os.unlink(os.path.join(tmp, ".yf-index"))
+        proc = subprocess.run(command, shell=True, cwd=tmp, capture_output=True, text=True, errors="replace",
+                              timeout=3600)
+    return proc.returncode == 0, (proc.stdout + proc.stderr)[-20000:]
+
+
+def merge_branch(repo_path: Path | str, branch: str, *, into: str = "main", mode: str = "merge",
+                 message: str | None = None, validate_command: str | None = None,
+                 author: str = "YokeFlow Merger <merger@yokeflow.dev>") -> MergeResult:
+    """Merge `branch` into `into` without a working tree; see docs/git.md for the full contract."""
+    if mode not in ("merge", "squash"):
+        raise GitError(f"merge mode must be 'merge' or 'squash', not {mode!r}")
+    identity(author)
+    with open_repo(repo_path) as repo:
+        theirs = require_branch(repo, branch)
+        target_ref = branch_ref(into)
+        if read_ref(repo, into) is None:
+            require_branch(repo, into)
+        for _ in range(_MAX_RACES):
+            ours = require_branch(repo, into)
+            if commit_is_ancestor(repo, theirs, ours):
+                done = _commit_that_brought_in(repo, ours, theirs)
+                return MergeResult("up_to_date", done.decode(), repo[done].tree.decode())
+            if mode == "squash":
+                done = _squash_commit_for(repo, ours, theirs)
+                if done is not None:
+                    return MergeResult("up_to_date", done.decode(), repo[done].tree.decode())
+            base = _base_tree(repo, ours, theirs)
+            tm = merge_trees(repo.object_store, base, repo[ours].tree, repo[theirs].tree, labels=(into, branch))
+            if tm.conflicts:
+                return MergeResult("conflict", None, None, tm.conflicts)
+            repo.object_store.add_objects([(o, None) for o in tm.objects])
+            commit = _new_commit(repo, tm.tree, ours, theirs, branch, into, mode, message, author)
+            if validate_command:
+                ok, output = _validate(repo, tm.tree, validate_command)
+                if not ok:
+                    return MergeResult("rejected", None, tm.tree.decode(), [], [
+                        f"validate command failed; {into} was not moved"], output)
+            for wt in _linked_worktrees_on(repo, target_ref):
+                with Repo(str(wt)) as wt_repo:
+                    if dirty_paths(wt_repo, 1):
+                        raise GitError(f"{into} is checked out at {wt} with local changes; commit or discard "
+                                       f"them there (or check out another branch) and merge again")
+            if repo.refs.set_if_equals(target_ref, ours, commit.id,
+                                       message=f"yokeflow: merge {branch}".encode()):
+                warnings = _follow_checkouts(repo, target_ref, ours, commit)
+                return MergeResult("merged", commit.id.decode(), tm.tree.decode(), [], warnings)
+            # lost the race: someone moved the target; merge again on its new tip
+        raise GitError(f"{into} in {repo.path} kept moving during {_MAX_RACES} merge attempts; retry later")
+
+
+def _new_commit(repo: Repo, tree: bytes, ours: bytes, theirs: bytes, branch: str, into: str,
+                mode: str, message: str | None, author: str) -> Commit:
+    if mode == "squash":
+        text = message or f"Squashed branch '{branch}' into {into}"
+        text = text.rstrip("\n") + f"\n\n{SQUASH_TRAILER}: {theirs.decode()}\n"
+        return make_commit(repo, tree, [ours], text, author)
+    text = message or f"Merge branch '{branch}' into {into}"
+    return make_commit(repo, tree, [ours, theirs], text, author)
+
+
+def _follow_checkouts(repo: Repo, target_ref: bytes, old: bytes, new: Commit) -> list[str]:
+    """The person's checkout of the target follows the new commit only when it is clean."""
+    warnings: list[str] = []
+    checkouts: list[Path] = []
+    if main_worktree_branch(repo) == target_ref:
+        checkouts.append(Path(repo.path))
+    checkouts += _linked_worktrees_on(repo, target_ref)
+    old_tree = repo[old].tree
+    for path in checkouts:
+        with Repo(str(path)) as wt:
+            # the ref already moved, so compare the checkout with the tree it had before
+            index_tree = wt.open_index().commit(wt.object_store)
+            from dulwich.index import get_unstaged_changes
+            changed = index_tree != old_tree or next(iter(get_unstaged_changes(wt.open_index(), wt.path)), None)
+            if changed:
+                warnings.append(f"{path} has local changes, so its files were left as they are; "
+                                f"its branch now points at {new.id.decode()[:12]} "
+                                f"(run `git status` there and `git reset --keep HEAD` after saving your work)")
+                continue
+            try:
+                switch_tree(wt, old_tree, new.tree)
+            except Exception as exc:  # an untracked file in the way: leave the person's files alone
+                warnings.append(f"{path} could not follow the merge ({exc}); its files were left as they are")
+    return warnings

@@ -1,0 +1,117 @@
+"""Opening repositories and reading the commit graph (dulwich only; no `git` process)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dulwich.errors import NotGitRepository
+from dulwich.graph import can_fast_forward, find_merge_base
+from dulwich.objects import Commit
+from dulwich.repo import Repo
+
+from shared.gitops.errors import GitError
+
+
+def open_repo(repo_path: Path | str) -> Repo:
+    path = Path(repo_path)
+    if not path.exists():
+        raise GitError(f"{path}: no such folder; pass the path of a git repository")
+    try:
+        return Repo(str(path))
+    except NotGitRepository:
+        raise GitError(f"{path} is not a git repository; run `git init` there or pass the right --repo") from None
+
+
+def branch_ref(branch: str) -> bytes:
+    return branch.encode() if branch.startswith("refs/") else b"refs/heads/" + branch.encode()
+
+
+def read_ref(repo: Repo, branch: str) -> bytes | None:
+    try:
+        return repo.refs[branch_ref(branch)]
+    except KeyError:
+        return None
+
+
+def require_branch(repo: Repo, branch: str) -> bytes:
+    sha = read_ref(repo, branch)
+    if sha is None:
+        if not _has_any_commit(repo):
+            raise GitError(f"{repo.path} has no commits yet; make a first commit on the target branch before merging")
+        raise GitError(f"branch {branch!r} does not exist in {repo.path}; check the name with `git branch --list`")
+    return sha
+
+
+def _has_any_commit(repo: Repo) -> bool:
+    return any(ref.startswith(b"refs/heads/") for ref in repo.refs.allkeys())
+
+
+def resolve_commit(repo: Repo, rev: str) -> bytes | None:
+    """A branch name, a full ref or a full/abbreviated hex sha -> commit id, or None."""
+    sha = read_ref(repo, rev)
+    if sha is not None:
+        return sha
+    raw = rev.encode()
+    if len(raw) == 40:
+        try:
+            return raw if isinstance(repo[raw], Commit) else None
+        except (KeyError, ValueError):
+            return None
+    return None
+
+
+def head_of(repo_path: Path | str, branch: str) -> str | None:
+    """The commit a branch points at, or None when the branch does not exist."""
+    with open_repo(repo_path) as repo:
+        sha = read_ref(repo, branch)
+    return sha.decode() if sha else None
+
+
+def merge_bases(repo: Repo, a: bytes, b: bytes) -> list[bytes]:
+    if a == b:
+        return [a]
+    return list(find_merge_base(repo, [a, b]))
+
+
+def commit_is_ancestor(repo: Repo, ancestor: bytes, descendant: bytes) -> bool:
+    return can_fast_forward(repo, ancestor, descendant)
+
+
+def is_ancestor(repo_path: Path | str, ancestor: str, descendant: str) -> bool:
+    """True when `ancestor` (branch or sha) is reachable from `descendant` (branch or sha)."""
+    with open_repo(repo_path) as repo:
+        a, d = resolve_commit(repo, ancestor), resolve_commit(repo, descendant)
+        if a is None or d is None:
+            missing = ancestor if a is None else descendant
+            raise GitError(f"{missing!r} is neither a branch nor a commit in {repo_path}")
+        return commit_is_ancestor(repo, a, d)
+
+
+def identity(text: str) -> bytes:
+    """'Name <email>' as bytes; refuses values git would store as a broken identity."""
+    if "<" not in text or not text.rstrip().endswith(">") or "\n" in text:
+        raise GitError(f"author {text!r} must look like 'Name <email>'")
+    return text.encode()
+
+
+def timezone_offset() -> int:
+    import time
+    return -time.altzone if time.daylight and time.localtime().tm_isdst > 0 else -time.timezone
+
+
+def main_worktree_branch(repo: Repo) -> bytes | None:
+    """The branch checked out in the repository's own working tree (None for bare/detached)."""
+    if repo.bare:
+        return None
+    try:
+        head = repo.refs.read_ref(b"HEAD")
+    except KeyError:
+        return None
+    if head and head.startswith(b"ref: "):
+        return head[5:].strip()
+    return None
+
+
+def repo_root(repo: Repo) -> Path:
+    return Path(os.path.abspath(repo.path))

@@ -1,0 +1,234 @@
+"""WorktreeManager: one git worktree per agent under <repo>/.worktrees/<name>/, reused after a
+crash, kept up to date with the target branch, with its own port block and setup."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dulwich.repo import Repo
+from dulwich.worktree import add_worktree
+
+from shared.gitops.checkout import head_tree, reset_hard, stage_all, switch_tree
+from shared.gitops.errors import GitError
+from shared.gitops.housekeeping import copy_included, ensure_worktrees_ignored
+from shared.gitops.locks import file_lock
+from shared.gitops.merge import make_commit
+from shared.gitops.names import worktree_dir_name
+from shared.gitops.repo import branch_ref, commit_is_ancestor, merge_bases, open_repo, read_ref, require_branch
+from shared.gitops.treemerge import merge_trees
+
+WORKTREES_DIR = ".worktrees"
+_META = "yokeflow.json"
+
+
+@dataclass(frozen=True)
+class Worktree:
+    name: str
+    path: Path
+    branch: str
+    base_commit: str   # the target-branch commit this worktree's branch contains (as of acquire)
+    head: str          # the branch head after acquire
+    reused: bool
+    port_base: int
+
+
+class WorktreeManager:
+    def __init__(self, repo_path: Path | str, *, target_branch: str = "main", setup_command: str | None = None,
+                 port_base: int = 20000, port_block: int = 10):
+        self.root = Path(repo_path).resolve()
+        with open_repo(self.root) as repo:
+            if repo.bare:
+                raise GitError(f"{self.root} is a bare repository; worktrees need a repository with a working tree")
+            self.git_dir = Path(repo.controldir())
+        self.target = target_branch
+        self.setup_command = setup_command
+        self.port_base, self.port_block = port_base, port_block
+
+    # -- paths and metadata -----------------------------------------------------
+    def path_of(self, name: str) -> Path:
+        return self.root / WORKTREES_DIR / worktree_dir_name(name)
+
+    def _admin(self, name: str) -> Path:
+        return self.git_dir / "worktrees" / worktree_dir_name(name)
+
+    def _lock(self):
+        return file_lock(self.git_dir / "yokeflow-worktrees.lock")
+
+    def _read_meta(self, name: str) -> dict:
+        try:
+            return json.loads((self._admin(name) / _META).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_meta(self, name: str, meta: dict) -> None:
+        (self._admin(name) / _META).write_text(json.dumps(meta))
+
+    def _allocate_port(self, dirname: str) -> int:
+        used = set()
+        admin_root = self.git_dir / "worktrees"
+        for admin in admin_root.iterdir() if admin_root.is_dir() else []:
+            if admin.name != dirname:
+                port = self._read_meta(admin.name).get("port_base")
+                if port is not None:
+                    used.add(port)
+        slot = 0
+        while self.port_base + slot * self.port_block in used:
+            slot += 1
+        return self.port_base + slot * self.port_block
+
+    # -- acquire ----------------------------------------------------------------
+    def acquire(self, name: str, branch: str) -> Worktree:
+        """Create or reuse the worktree `name` on `branch`; see docs/git.md for the full contract."""
+        dirname = worktree_dir_name(name)
+        path = self.path_of(name)
+        ref = branch_ref(branch)
+        with self._lock(), open_repo(self.root) as repo:
+            target_tip = require_branch(repo, self.target)
+            ensure_worktrees_ignored(repo, self.target, WORKTREES_DIR)
+            target_tip = require_branch(repo, self.target)
+            meta = self._read_meta(dirname)
+            reused = (path / ".git").is_file() and self._admin(dirname).is_dir()
+            if reused:
+                checked_out = (self._admin(dirname) / "HEAD").read_bytes().strip()
+                if checked_out != b"ref: " + ref:
+                    raise GitError(f"worktree {path} is on {checked_out[5:].decode()}, not {branch}; "
+                                   f"release it first (`yokeflow worktrees prune`) or use another name")
+            else:
+                shutil.rmtree(path, ignore_errors=True)  # a half-created worktree from a crash
+                shutil.rmtree(self._admin(dirname), ignore_errors=True)
+                if read_ref(repo, branch) is None:
+                    repo.refs.add_if_new(ref, target_tip)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    add_worktree(repo, str(path), branch=ref).close()
+                except ValueError as exc:
+                    raise GitError(f"cannot create worktree {path} on {branch}: {exc}") from None
+                meta = {"name": name, "branch": branch, "created_at": time.time()}
+            meta.setdefault("port_base", self._allocate_port(dirname))
+            with Repo(str(path)) as wt:
+                reset_hard(wt, wt[wt.refs[ref]].tree)
+                head = self._bring_in_target(repo, wt, ref, branch, target_tip)
+            meta.update(last_used_at=time.time(), base_commit=target_tip.decode())
+            self._write_meta(dirname, meta)
+        if not meta.get("setup_done"):
+            copy_included(self.root, path)
+            self._run_setup(path, meta["port_base"])
+            meta["setup_done"] = True
+            with self._lock():
+                self._write_meta(dirname, meta)
+        return Worktree(name, path, branch, target_tip.decode(), head.decode(), reused, meta["port_base"])
+
+    def _bring_in_target(self, repo: Repo, wt: Repo, ref: bytes, branch: str, target_tip: bytes) -> bytes:
+        head = repo.refs[ref]
+        if commit_is_ancestor(repo, target_tip, head):
+            return head
+        old_tree = repo[head].tree
+        if commit_is_ancestor(repo, head, target_tip):
+            new = target_tip
+        else:
+            base = merge_bases(repo, head, target_tip)
+            tm = merge_trees(repo.object_store, repo[base[0]].tree if base else None, old_tree,
+                             repo[target_tip].tree, labels=(branch, self.target))
+            if tm.conflicts:
+                files = ", ".join(sorted({c["path"] for c in tm.conflicts}))
+                raise GitError(f"{self.target} cannot be merged into {branch} without conflicts in: {files}; "
+                               f"resolve them in {wt.path} (git merge {self.target}) and retry")
+            repo.object_store.add_objects([(o, None) for o in tm.objects])
+            new = make_commit(repo, tm.tree, [head, target_tip], f"Merge branch '{self.target}' into {branch}",
+                              "YokeFlow <worktrees@yokeflow.dev>").id
+        if not repo.refs.set_if_equals(ref, head, new):
+            raise GitError(f"{branch} moved while it was being updated from {self.target}; retry")
+        switch_tree(wt, old_tree, repo[new].tree)
+        return new
+
+    def _run_setup(self, path: Path, port_base: int) -> None:
+        if not self.setup_command:
+            return
+        env = {**os.environ, "YOKEFLOW_PORT_BASE": str(port_base), "YOKEFLOW_PORT_BLOCK": str(self.port_block),
+               "YOKEFLOW_WORKTREE": str(path)}
+        proc = subprocess.run(self.setup_command, shell=True, cwd=path, env=env, capture_output=True, text=True,
+                              errors="replace")
+        if proc.returncode != 0:
+            tail = (proc.stdout + proc.stderr).strip()[-2000:]
+            raise GitError(f"setup command {self.setup_command!r} failed in {path} (exit {proc.returncode}); "
+                           f"fix it and acquire again, it will be re-run:\n{tail}")
+
+    # -- commit / release / list / prune -------------------------------------------
+    def commit_all(self, wt: Worktree | Path, message: str, *,
+                   author: str = "YokeFlow Agent <agent@yokeflow.dev>") -> str | None:
+        """Stage every change in the worktree and commit it on its branch; None when nothing changed."""
+        path = wt.path if isinstance(wt, Worktree) else Path(wt)
+        with Repo(str(path)) as repo:
+            head = repo.head()
+            tree = stage_all(repo)
+            if tree == head_tree(repo):
+                return None
+            commit = make_commit(repo, tree, [head], message, author)
+            if not repo.refs.set_if_equals(b"HEAD", head, commit.id):
+                raise GitError(f"the branch of {path} moved while committing; commit again")
+        name = path.name
+        if self._admin(name).is_dir():
+            with self._lock():
+                meta = self._read_meta(name)
+                if meta:
+                    meta["last_used_at"] = time.time()
+                    self._write_meta(name, meta)
+        return commit.id.decode()
+
+    def release(self, name: str, *, delete_branch: bool = True) -> None:
+        """Remove the worktree (files and git's bookkeeping) and, by default, its branch."""
+        dirname = worktree_dir_name(name)
+        with self._lock(), open_repo(self.root) as repo:
+            admin = self._admin(dirname)
+            branch = None
+            if (admin / "HEAD").exists():
+                head = (admin / "HEAD").read_bytes().strip()
+                branch = head[5:] if head.startswith(b"ref: ") else None
+            shutil.rmtree(self.path_of(name), ignore_errors=True)
+            shutil.rmtree(admin, ignore_errors=True)
+            if delete_branch and branch and branch != branch_ref(self.target) and branch in repo.refs:
+                del repo.refs[branch]
+
+    def list(self) -> list[Worktree]:
+        found = []
+        base = self.root / WORKTREES_DIR
+        with open_repo(self.root) as repo:
+            for path in sorted(base.iterdir()) if base.is_dir() else []:
+                admin = self._admin(path.name)
+                if not (admin / "HEAD").exists():
+                    continue
+                head_ref = (admin / "HEAD").read_bytes().strip()
+                branch = head_ref[5:].decode() if head_ref.startswith(b"ref: ") else ""
+                head = repo.refs[branch.encode()].decode() if branch.encode() in repo.refs else head_ref.decode()
+                meta = self._read_meta(path.name)
+                found.append(Worktree(meta.get("name", path.name), path, branch.removeprefix("refs/heads/"),
+                                      meta.get("base_commit", ""), head, True, meta.get("port_base", -1)))
+        return found
+
+    def prune(self, older_than_s: float) -> list[str]:
+        """Remove worktrees unused for longer than `older_than_s` (and half-created leftovers).
+        A branch is deleted only when the target branch already contains it; unmerged work stays."""
+        removed = []
+        now = time.time()
+        base = self.root / WORKTREES_DIR
+        for path in sorted(base.iterdir()) if base.is_dir() else []:
+            meta = self._read_meta(path.name)
+            last = meta.get("last_used_at") or path.stat().st_mtime
+            if now - last < older_than_s:
+                continue
+            keep_branch = True
+            with open_repo(self.root) as repo:
+                branch = meta.get("branch")
+                head = read_ref(repo, branch) if branch else None
+                target = read_ref(repo, self.target)
+                if head is not None and target is not None and commit_is_ancestor(repo, head, target):
+                    keep_branch = False
+            self.release(path.name, delete_branch=not keep_branch)
+            removed.append(meta.get("name", path.name))
+        return removed
