@@ -62,7 +62,7 @@ class ReplayProvider:
         self.source = transcript if not isinstance(transcript, dict) else "<inline>"
         data = load_transcript(transcript)
         self.recorded_model = data["model"]
-        self.model = f"replay:{self.recorded_model}"
+        self.model = self.recorded_model if self.recorded_model.startswith("replay") else f"replay:{self.recorded_model}"
         self._turns = data["turns"]
         self._next = 0
 

@@ -80,3 +80,15 @@ def test_claude_code_without_its_package_names_the_package(tmp_path):
         pass
     with pytest.raises(ProviderUnavailable, match="pip install claude-agent-sdk"):
         make_provider("claude-code", {"cwd": str(tmp_path)})
+
+
+async def test_a_recorded_run_replays_turn_for_turn(tmp_path):
+    path = tmp_path / "recorded" / "t.json"
+    live = make_provider("sleep:0", {"record": str(path)})
+    messages = [{"role": "user", "content": "go"}]
+    first = await live.create(messages=messages, **CALL)
+    second = await live.create(messages=messages + [{"role": "assistant", "content": first.content}], **CALL)
+    replay = make_provider("replay", {"transcript": str(path)})
+    assert (await replay.create(messages=[], **CALL)).content == first.content
+    assert (await replay.create(messages=[], **CALL)).content == second.content
+    assert replay.model.startswith("replay")
