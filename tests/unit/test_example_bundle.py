@@ -260,3 +260,21 @@ def test_replaying_every_task_in_order_passes_each_tasks_tests(name, tmp_path):
         for command in tasks[task]["tests"]:
             run(command, root, env)
     run((example_path(name) / "CHECK").read_text().strip(), root, env)
+
+
+def test_every_example_file_is_installed_with_the_package(tmp_path):
+    """`pip install .` must ship the examples whole: a seed without .gitignore lets caches into commits."""
+    root = Path(__file__).resolve().parents[2]
+    project = tmp_path / "project"
+    shutil.copytree(root / "yokeflow", project / "yokeflow", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        if (root / name).exists():
+            shutil.copy(root / name, project / name)
+    build = subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py",
+                            "-d", str(tmp_path / "out")], cwd=project, capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr
+    source = project / "yokeflow" / "examples"
+    installed = tmp_path / "out" / "yokeflow" / "examples"
+    missing = sorted(set(tree(source)) - set(tree(installed)))
+    assert not missing, (f"pyproject.toml's [tool.setuptools.package-data] leaves out {missing}: add their names "
+                         "(e.g. \".gitignore\", \"CHECK\") to the patterns")
