@@ -126,11 +126,12 @@ async def test_overloaded_529_is_retried_with_backoff(server, provider, worktree
 
 
 async def test_repeated_rate_limits_trip_the_circuit_breaker(server, provider, worktree):
-    server.fail(10, status=429, retry_after="0")
+    server.fail(2, status=429, retry_after="0")
+    server.fail(8, status=429, retry_after="0.01")
     server.add_turns(turn(tool("finish", summary="never reached")))
     result = await agent(provider, worktree)
     assert result.outcome == "rate_limited"
-    assert "3 time(s) in a row" in result.error
+    assert "3 time(s) in a row" in result.error and result.retry_after_s == pytest.approx(0.01)
     assert len(server.requests) == 3  # breaker_threshold
 
 

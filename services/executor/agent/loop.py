@@ -34,6 +34,7 @@ class AgentResult:
     cost_usd: float = 0.0
     checks: list[dict] = field(default_factory=list)
     duration_s: float = 0.0
+    retry_after_s: float | None = None  # with rate_limited: how long the API asked to wait, if it said
 
 
 class _Cancelled(Exception):
@@ -183,7 +184,7 @@ async def run_agent(*, provider: Provider, model: str, system: list[dict], task_
     except _Cancelled:
         result.outcome, result.error = "cancelled", "cancelled while the agent was working"
     except RateLimited as exc:
-        result.outcome, result.error = "rate_limited", str(exc)
+        result.outcome, result.error, result.retry_after_s = "rate_limited", str(exc), exc.retry_after_s
     except Exception as exc:  # a provider or tool failure ends this attempt; the scheduler decides on retries
         result.outcome, result.error = "failure", f"{type(exc).__name__}: {exc}"
     result.duration_s = round(time.monotonic() - started, 3)
