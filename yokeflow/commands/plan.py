@@ -116,8 +116,8 @@ def run_show(args: argparse.Namespace) -> int:
     table = Table(box=box.ROUNDED if terminal else box.ASCII, show_lines=True)
     table.add_column("batch", no_wrap=True, min_width=5)
     for epic in plan.epics:
-        waits = f"\nwaits for epics {', '.join(epic.depends_on)}" if epic.depends_on else ""
-        table.add_column(f"epic {epic.id}: {epic.name}\npriority {epic.priority}{waits}")
+        waits = f"waits for epics {', '.join(epic.depends_on)}" if epic.depends_on else "waits for no epic"
+        table.add_column(f"epic {epic.id}: {epic.name}\npriority {epic.priority}\n{waits}")
     rows = [(f"{k}", batch) for k, batch in enumerate(resolution.batches)]
     if resolution.unresolved:
         rows.append(("blocked by a cycle", resolution.unresolved))
