@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import time
 from typing import Any
 
@@ -88,7 +89,7 @@ class Executor:
                                            f"the worktree holds the branch's last commit {wt.head[:12]}")
         options = e.provider_options
         sandbox = Sandbox(wt.path, command_timeout_s=float(options.get("command_timeout_s", 300.0)),
-                          env={"YOKEFLOW_PORT_BASE": str(wt.port_base)})
+                          env={"YOKEFLOW_PORT_BASE": str(wt.port_base), "PATH": _tool_path()})
         cancel = asyncio.Event()
         self.running[(e.run_id, e.task_id)] = cancel
         calls = 0
@@ -167,6 +168,11 @@ class Executor:
             for sub in subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+
+
+def _tool_path() -> str:
+    """PATH for agent commands: this interpreter's folder first, so `python` is the one running YokeFlow."""
+    return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
 
 
 def _provider_options(spec: str, options: dict[str, Any], wt: Worktree) -> dict[str, Any]:
