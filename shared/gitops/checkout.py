@@ -82,6 +82,8 @@ def stage_all(repo: Repo) -> bytes:
             keep.append(d)
         dirnames[:] = keep
         for f in filenames:
+            if f == b".git":
+                continue  # a linked worktree's pointer to its git directory
             rel = os.path.join(rel_dir, f) if rel_dir else f
             if rel not in tracked and ignore.is_ignored(rel.decode(errors="surrogateescape")):
                 continue
@@ -137,15 +139,15 @@ def reset_hard(repo: Repo, tree: bytes) -> None:
     index_file = Path(repo.index_path())
     if index_file.exists():
         index_file.unlink()
+    ignore = IgnoreFilterManager.from_repo(repo)  # read before .gitignore itself is removed
     for child in root.iterdir():
         if child.name == ".git":
             continue
-        _remove_unignored(repo, root, child)
+        _remove_unignored(ignore, root, child)
     build_index_from_tree(repo.path, repo.index_path(), repo.object_store, tree)
 
 
-def _remove_unignored(repo: Repo, root: Path, path: Path) -> None:
-    ignore = IgnoreFilterManager.from_repo(repo)
+def _remove_unignored(ignore: IgnoreFilterManager, root: Path, path: Path) -> None:
     stack = [path]
     while stack:
         p = stack.pop()

@@ -1,0 +1,204 @@
+"""WorktreeManager against real repositories, checked with the `git` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.git import GitError, WorktreeManager, branch_name, head_of, is_ancestor, merge_branch
+from tests.conftest import git, require_tool
+
+
+@pytest.fixture(autouse=True)
+def _git_cli():
+    require_tool("git")
+
+
+def test_new_worktree_is_a_real_git_worktree_on_its_branch(git_repo):
+    wm = WorktreeManager(git_repo)
+    wt = wm.acquire("t1", branch_name("task", "1", "Add login page"))
+    assert wt.path == git_repo / ".worktrees" / "t1"
+    assert wt.branch == "task/1-add-login-page" and not wt.reused
+    assert git(wt.path, "rev-parse", "--abbrev-ref", "HEAD") == "task/1-add-login-page"
+    assert git(wt.path, "status", "--porcelain") == ""
+    assert str(wt.path) in git(git_repo, "worktree", "list")
+    assert (wt.path / "README.md").read_text() == "# test\n"
+    # .worktrees/ is ignored by the committed .gitignore, and main's clean checkout followed that commit
+    assert ".worktrees/" in git(git_repo, "show", "main:.gitignore").splitlines()
+    assert git(git_repo, "status", "--porcelain") == ""
+    assert wt.base_commit == head_of(git_repo, "main") == wt.head
+
+
+def test_commit_all_stages_adds_edits_deletes_and_modes(git_repo):
+    (git_repo / "old.txt").write_text("old\n")
+    (git_repo / "run.sh").write_text("echo hi\n")
+    git(git_repo, "add", "-A")
+    git(git_repo, "commit", "-q", "-m", "more")
+    wm = WorktreeManager(git_repo)
+    wt = wm.acquire("t2", "task/2-x")
+    assert wm.commit_all(wt, "nothing") is None
+    (wt.path / "README.md").write_text("# changed\n")
+    (wt.path / "old.txt").unlink()
+    (wt.path / "run.sh").chmod(0o755)
+    (wt.path / "pkg").mkdir()
+    (wt.path / "pkg" / "new.py").write_text("x = 1\n")
+    (wt.path / ".gitignore").write_text((wt.path / ".gitignore").read_text() + "*.log\n")
+    (wt.path / "debug.log").write_text("ignored\n")
+    sha = wm.commit_all(wt, "task 2: x\n\nYokeFlow-Task: 2\n")
+    assert sha == git(wt.path, "rev-parse", "HEAD") == head_of(git_repo, "task/2-x")
+    assert git(wt.path, "status", "--porcelain", "--ignored") == "!! debug.log"
+    names = git(wt.path, "show", "--name-status", "--format=", sha).splitlines()
+    assert sorted(names) == sorted(["M\t.gitignore", "M\tREADME.md", "D\told.txt", "M\trun.sh", "A\tpkg/new.py"])
+    assert git(wt.path, "ls-files", "-s", "run.sh").startswith("100755")
+    assert "YokeFlow-Task: 2" in git(wt.path, "log", "-1", "--format=%B")
+
+
+def test_reuse_after_crash_discards_junk_and_keeps_commits(git_repo):
+    wm = WorktreeManager(git_repo)
+    wt = wm.acquire("t3", "task/3-y")
+    (wt.path / "done.txt").write_text("committed\n")
+    committed = wm.commit_all(wt, "work")
+    (wt.path / "README.md").write_text("half-written\n")
+    (wt.path / "junk.tmp").write_text("junk\n")
+    again = wm.acquire("t3", "task/3-y")  # a retry after the agent died
+    assert again.reused and again.head == committed and again.port_base == wt.port_base
+    assert (again.path / "README.md").read_text() == "# test\n"
+    assert not (again.path / "junk.tmp").exists()
+    assert (again.path / "done.txt").read_text() == "committed\n"
+    assert git(again.path, "status", "--porcelain") == ""
+
+
+def test_reuse_brings_moved_target_in(git_repo):
+    wm = WorktreeManager(git_repo)
+    wt = wm.acquire("t4", "task/4-z")
+    (wt.path / "mine.txt").write_text("mine\n")
+    mine = wm.commit_all(wt, "mine")
+    (git_repo / "theirs.txt").write_text("theirs\n")
+    git(git_repo, "add", "theirs.txt")
+    git(git_repo, "commit", "-q", "-m", "main moved")
+    again = wm.acquire("t4", "task/4-z")
+    assert is_ancestor(git_repo, "main", again.head) and is_ancestor(git_repo, mine, again.head)
+    assert (again.path / "theirs.txt").exists() and (again.path / "mine.txt").exists()
+    assert git(again.path, "status", "--porcelain") == ""
+    # an untouched branch is fast-forwarded instead
+    wt5 = wm.acquire("t5", "task/5-ff")
+    (git_repo / "more.txt").write_text("more\n")
+    git(git_repo, "add", "more.txt")
+    git(git_repo, "commit", "-q", "-m", "main moved again")
+    assert wm.acquire("t5", "task/5-ff").head == head_of(git_repo, "main") != wt5.head
+
+
+def test_reuse_with_conflicting_target_names_the_files(git_repo):
+    wm = WorktreeManager(git_repo)
+    wt = wm.acquire("t6", "task/6-c")
+    (wt.path / "README.md").write_text("branch version\n")
+    wm.commit_all(wt, "branch edit")
+    (git_repo / "README.md").write_text("main version\n")
+    git(git_repo, "commit", "-q", "-am", "main edit")
+    with pytest.raises(GitError, match="README.md"):
+        wm.acquire("t6", "task/6-c")
+
+
+def test_worktreeinclude_setup_command_and_port_blocks(git_repo):
+    (git_repo / ".env").write_text("SECRET=1\n")
+    (git_repo / "config").mkdir()
+    (git_repo / "config" / "local.json").write_text("{}\n")
+    (git_repo / ".worktreeinclude").write_text("# local files\n.env\nconfig/*.json\n../outside\n")
+    (git_repo / ".gitignore").write_text(".env\nconfig/\nnode_modules/\n")
+    git(git_repo, "add", ".gitignore", ".worktreeinclude")
+    git(git_repo, "commit", "-q", "-m", "ignore local files")
+    # what setup installs must be gitignored (like node_modules/): a reused worktree drops untracked files
+    setup = "mkdir -p node_modules && echo $YOKEFLOW_PORT_BASE >> node_modules/setup-ran.txt"
+    wm = WorktreeManager(git_repo, setup_command=setup,
+                         port_base=30000, port_block=5)
+    a = wm.acquire("a", "task/a")
+    b = wm.acquire("b", "task/b")
+    assert (a.path / ".env").read_text() == "SECRET=1\n"
+    assert (a.path / "config" / "local.json").exists()
+    assert {a.port_base, b.port_base} == {30000, 30005}
+    assert (a.path / "node_modules" / "setup-ran.txt").read_text() == f"{a.port_base}\n"
+    assert wm.acquire("a", "task/a").port_base == a.port_base
+    assert (a.path / "node_modules" / "setup-ran.txt").read_text().count("\n") == 1  # once per new worktree, not per acquire
+    wm.release("a")
+    c = wm.acquire("c", "task/c")
+    assert c.port_base == 30000  # a released block is handed out again
+
+
+def test_failing_setup_command_is_a_clear_error_and_reruns(git_repo):
+    wm = WorktreeManager(git_repo, setup_command="test -f ok || { echo missing ok >&2; exit 4; }")
+    with pytest.raises(GitError, match="exit 4"):
+        wm.acquire("s", "task/s")
+    (git_repo / "ok").write_text("")  # the fix: a local file the setup needs, copied in by .worktreeinclude
+    (git_repo / ".worktreeinclude").write_text("ok\n")
+    again = wm.acquire("s", "task/s")
+    assert again.reused and (again.path / "ok").exists()
+
+
+async def test_concurrent_acquire_of_different_worktrees(git_repo):
+    wm = WorktreeManager(git_repo)
+    wts = await asyncio.gather(*(asyncio.to_thread(wm.acquire, f"w{i}", f"task/w{i}") for i in range(6)))
+    assert len({w.port_base for w in wts}) == 6
+    for w in wts:
+        assert git(w.path, "status", "--porcelain") == ""
+        assert git(w.path, "rev-parse", "--abbrev-ref", "HEAD") == w.branch
+    assert git(git_repo, "log", "--oneline", "--grep", "Ignore .worktrees").count("\n") == 0  # one ignore commit
+
+
+def test_concurrent_acquire_from_processes(git_repo, tmp_path):
+    script = (
+        "import sys; from shared.git import WorktreeManager;"
+        "w = WorktreeManager(sys.argv[1]).acquire(sys.argv[2], 'task/' + sys.argv[2]); print(w.port_base)"
+    )
+    procs = [subprocess.Popen(["python", "-c", script, str(git_repo), f"p{i}"], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[2]) for i in range(4)]
+    ports = [int(p.communicate()[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert len(set(ports)) == 4
+    assert len(git(git_repo, "worktree", "list").splitlines()) == 5
+
+
+def test_release_and_prune(git_repo):
+    wm = WorktreeManager(git_repo)
+    wt = wm.acquire("r1", "task/r1")
+    wm.release("r1")
+    assert not wt.path.exists() and head_of(git_repo, "task/r1") is None
+    assert str(wt.path) not in git(git_repo, "worktree", "list")
+    old = wm.acquire("old", "task/old")
+    (old.path / "work.txt").write_text("unmerged work\n")
+    wm.commit_all(old, "unmerged")
+    merged = wm.acquire("merged", "task/merged")
+    fresh = wm.acquire("fresh", "task/fresh")
+    past = time.time() - 7200
+    for name in ("old", "merged"):
+        meta = git_repo / ".git" / "worktrees" / name / "yokeflow.json"
+        meta.write_text(meta.read_text().replace('"last_used_at": ', f'"last_used_at": {past}, "x": '))
+    assert sorted(wm.prune(3600)) == ["merged", "old"]
+    assert [w.name for w in wm.list()] == ["fresh"]
+    assert fresh.path.exists() and not old.path.exists() and not merged.path.exists()
+    assert head_of(git_repo, "task/old") is not None  # unmerged work keeps its branch
+    assert head_of(git_repo, "task/merged") is None
+
+
+def test_bare_or_missing_repository_is_a_clear_error(tmp_path):
+    with pytest.raises(GitError, match="not a git repository"):
+        WorktreeManager(tmp_path)
+    with pytest.raises(GitError, match="no such folder"):
+        WorktreeManager(tmp_path / "nope")
+
+
+def test_merged_worktree_branch_reaches_main(git_repo):
+    wm = WorktreeManager(git_repo)
+    wt = wm.acquire("m", "task/m")
+    (wt.path / "feature.txt").write_text("feature\n")
+    wm.commit_all(wt, "feature")
+    result = merge_branch(git_repo, "task/m")
+    assert result.status == "merged"
+    assert (git_repo / "feature.txt").read_text() == "feature\n"
+    assert os.path.exists(wt.path)
+    wm.release("m")
+    assert git(git_repo, "status", "--porcelain") == ""
