@@ -107,6 +107,8 @@ async def task_detail(database: Database, run_id: str, task_id: str) -> dict[str
     merges = await database.fetch(select(m).where(m.c.run_id == run_id, m.c.task_id == task_id).order_by(m.c.occurred_at))
     costs = await database.fetch(select(c).where(c.c.run_id == run_id, c.c.task_id == task_id).order_by(c.c.occurred_at))
     worktrees = await database.fetch(select(w).where(w.c.run_id == run_id, w.c.task_id == task_id))
+    for attempt in attempts:  # an attempt still running has cost only in its recorded model calls
+        attempt["recorded_cost_usd"] = round(sum(float(x["cost_usd"]) for x in costs if x["attempt"] == attempt["attempt"]), 6)
     return {"task": task, "attempts": attempts, "merges": merges, "costs": costs, "worktrees": worktrees,
             "totals": {"cost_usd": round(sum(float(x["cost_usd"]) for x in costs), 6),
                        "tokens": summary.token_totals(costs)}}

@@ -132,7 +132,7 @@ async def test_runs_are_read_with_totals_after_the_ledger_projects_them(gateway,
 
     task = (await gateway.get("/api/runs/r1/tasks/a")).json()
     assert task["task"]["state"] == "merged" and task["task"]["merge_commit"] == "m1"
-    assert [(x["attempt"], x["outcome"]) for x in task["attempts"]] == [(1, "success")]
+    assert [(x["attempt"], x["outcome"], x["recorded_cost_usd"]) for x in task["attempts"]] == [(1, "success", 0.25)]
     assert [m["status"] for m in task["merges"]] == ["merged"]
     assert task["totals"]["cost_usd"] == pytest.approx(0.25)
     conflicted = (await gateway.get("/api/runs/r1/tasks/b")).json()

@@ -46,7 +46,7 @@ async function loadRuns() {
     message("No runs yet: start one with `yokeflow run` or POST /api/runs.", "info");
     return;
   }
-  const wanted = new URLSearchParams(location.hash.slice(1)).get("run");
+  const wanted = hashParam("run");
   const chosen = data.runs.some((r) => r.id === wanted) ? wanted : data.runs[0].id;
   picker.value = chosen;
   await selectRun(chosen);
@@ -55,17 +55,27 @@ async function loadRuns() {
 async function selectRun(runId) {
   if (state.live) state.live.close();
   state.runId = runId;
-  const params = new URLSearchParams(location.hash.slice(1));
-  params.set("run", runId);
-  history.replaceState(null, "", `#${params}`);
+  const wantedTask = hashParam("run") === runId ? hashParam("task") : null;  // a deep link to a task of this run
+  setHash({ run: runId, task: wantedTask });
   feed.reset();
   await refresh();
-  const past = await guarded(() => api(`/api/runs/${encodeURIComponent(runId)}/events?tail=100`));
-  if (past) past.events.forEach((e) => feed.add(e));
+  if (wantedTask) openTask({ id: wantedTask });
+  state.lastSeq = 0;
+  await catchUp("tail=100");
   state.live = liveEvents({ run: runId, onState: setConn, onMessage: onLive });
 }
 
+// Events the live feed may have missed (before connecting, or while reconnecting), from the log index.
+async function catchUp(query = `after=${state.lastSeq}`) {
+  const runId = state.runId;
+  const past = await guarded(() => api(`/api/runs/${encodeURIComponent(runId)}/events?${query}`));
+  if (!past || runId !== state.runId) return;
+  past.events.forEach((e) => feed.add(e));
+  state.lastSeq = Math.max(state.lastSeq, past.last_seq || 0);
+}
+
 function onLive(msg) {
+  if (msg.kind === "hello") { catchUp(); refresh(); return; }
   if (msg.kind !== "event" || msg.run_id !== state.runId) return;
   feed.add(msg);
   // The ledger projects the event a moment after it is published: refresh now and once more shortly after.
@@ -89,11 +99,22 @@ async function refresh() {
   document.title = `YokeFlow · ${detail.run.plan_name} · ${detail.run.status}`;
 }
 
+function hashParam(name) {
+  return new URLSearchParams(location.hash.slice(1)).get(name);
+}
+
+function setHash(values) {
+  const params = new URLSearchParams(location.hash.slice(1));
+  for (const [k, v] of Object.entries(values)) { if (v) params.set(k, v); else params.delete(k); }
+  history.replaceState(null, "", `#${params}`);
+}
+
 async function openTask(task) {
+  setHash({ task: task.id });
   const info = await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/tasks/${encodeURIComponent(task.id)}`));
   if (!info) return;
   renderTaskPanel($("task-panel"), info, {
-    onClose: () => { $("task-panel").hidden = true; },
+    onClose: () => { $("task-panel").hidden = true; setHash({ task: null }); },
     onMerge: async (t) => {
       const ok = await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/tasks/${encodeURIComponent(t.id)}/merge`, { method: "POST" }));
       if (ok) message(`Merge of task ${t.id} requested.`, "info");

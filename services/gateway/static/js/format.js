@@ -3,7 +3,7 @@ export const STATES = ["pending", "ready", "running", "retrying", "done", "merge
 
 export function money(usd) {
   const v = Number(usd || 0);
-  return v >= 100 ? `$${v.toFixed(0)}` : v >= 1 ? `$${v.toFixed(2)}` : `$${v.toFixed(v ? 3 : 2)}`;
+  return v >= 100 ? `$${v.toFixed(0)}` : v >= 0.1 || v === 0 ? `$${v.toFixed(2)}` : `$${v.toFixed(3)}`;
 }
 
 export function count(n) {

@@ -81,23 +81,25 @@ export function renderTaskPanel(node, info, { onClose, onMerge }) {
     ? el("table", {}, el("tr", {}, cols.map((c) => el("th", {}, c[0]))),
       items.map((i) => el("tr", {}, cols.map((c) => el("td", {}, c[1](i))))))
     : el("p", { class: "none" }, "none yet");
-  node.replaceChildren(
+  const parts = [
     el("button", { class: "close", onclick: onClose, "aria-label": "Close" }, "×"),
     el("h2", {}, `#${t.id} ${t.title}`),
-    el("p", {}, el("span", { class: `badge state-${t.state}` }, t.state), ` ${t.domain} · ${t.complexity || "?"} · batch ${t.batch + 1}`),
+    el("p", {}, el("span", { class: `badge state-${t.state}` }, t.state),
+      ` ${[t.domain, t.complexity, `batch ${t.batch + 1}`, t.attempt ? `attempt ${t.attempt}` : ""].filter(Boolean).join(" · ")}`),
     t.branch ? el("p", {}, "branch ", el("code", {}, t.branch)) : null,
     t.summary ? el("p", { class: "summary-text" }, t.summary) : null,
     t.reason ? el("p", { class: "reason" }, t.reason) : null,
     t.state === "conflict" ? el("button", { onclick: () => onMerge(t) }, "Retry merge") : null,
     el("h3", {}, "Attempts"),
     rows(info.attempts, [["#", (a) => a.attempt], ["model", (a) => a.model], ["outcome", (a) => a.outcome],
-      ["time", (a) => duration(a.duration_s)], ["cost", (a) => money(a.cost_usd)]]),
+      ["time", (a) => duration(a.duration_s)], ["cost", (a) => money(Math.max(a.cost_usd, a.recorded_cost_usd || 0))]]),
     el("h3", {}, "Merges"),
     rows(info.merges, [["status", (m) => m.status], ["commit", (m) => String(m.commit).slice(0, 10)],
       ["files", (m) => (m.conflicts || []).map((c) => c.path || c.file || "").join(", ")]]),
     el("h3", {}, `Model calls (${money(info.totals.cost_usd)}, ${count(info.totals.tokens.total)} tokens)`),
     rows(info.costs.slice(-20), [["model", (c) => c.model], ["in", (c) => count(c.input_tokens)],
       ["out", (c) => count(c.output_tokens)], ["cost", (c) => money(c.cost_usd)]]),
-  );
+  ];
+  node.replaceChildren(...parts.filter(Boolean));
   node.hidden = false;
 }
