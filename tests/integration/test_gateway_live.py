@@ -60,3 +60,14 @@ async def test_the_handshake_needs_the_token_when_one_is_set(bus, database_url):
             assert refused.value.response.status_code == 401
         async with connect(f"{base}?token={TOKEN}") as ws:
             assert (await receive(ws))["kind"] == "hello"
+
+
+async def test_stopping_the_gateway_closes_open_sockets(bus, database_url):
+    from websockets.exceptions import ConnectionClosed
+
+    async with running_gateway(bus, database_url) as url:
+        ws = await connect(url.replace("http", "ws") + "/api/events/ws")
+        assert (await receive(ws))["kind"] == "hello"
+    # the gateway has stopped (the context waited for it): the client is told, not left hanging
+    with pytest.raises(ConnectionClosed):
+        await receive(ws)
