@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import nats.errors
+import sqlalchemy.exc
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -68,7 +70,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": exc.detail, "field": None}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(BusError)
-    async def bus_down(_: Request, exc: BusError) -> JSONResponse:
-        return JSONResponse({"detail": f"the event bus is unavailable: {exc}; is NATS running?", "field": None},
+    async def bus_down(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"the event bus is unavailable ({type(exc).__name__}: {exc}): is NATS running?",
+                             "field": None}, status_code=503)
+
+    async def database_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return JSONResponse({"detail": f"the projection database is unavailable ({type(exc).__name__}): "
+                                       "is PostgreSQL running and YOKEFLOW_DATABASE_URL right?", "field": None},
                             status_code=503)
+
+    for bus_error in (BusError, nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                      nats.errors.ConnectionClosedError):
+        app.add_exception_handler(bus_error, bus_down)
+    for db_error in (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ConnectionError):
+        app.add_exception_handler(db_error, database_down)

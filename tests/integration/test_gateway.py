@@ -187,3 +187,14 @@ async def test_guessable_tokens_are_refused_at_start(bus, database_url, token):
         create_app(bus, Database(database_url), Config(), api_token=token)
     with pytest.raises(GatewayConfigError, match="at least 16|placeholder"):
         await serve(bus, Config(), asyncio.Event(), database_url=database_url, port=0, api_token=token)
+
+
+async def test_an_unreachable_database_is_a_503_that_says_so(bus):
+    database = Database("postgresql://postgres@127.0.0.1:9/absent")  # nothing listens on the discard port
+    app = create_app(bus, database, Config())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        res = await client.get("/api/runs")
+        assert res.status_code == 503 and "PostgreSQL" in res.json()["detail"]
+        health = await client.get("/api/health")
+        assert health.status_code == 503 and health.json()["database"] is False
+    await database.dispose()
