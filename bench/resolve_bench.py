@@ -17,7 +17,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.planner.resolver import dependencies, remaining_minutes, resolve  # noqa: E402
+from shared.resolver import dependencies, remaining_minutes, resolve  # noqa: E402
 from shared.plan import parse_plan  # noqa: E402
 
 

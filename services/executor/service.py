@@ -42,7 +42,7 @@ class Executor:
 
     async def _run_cancelled(self, e: ev.TaskReady) -> bool:
         subject = f"{self.bus.prefix}.evt.{ev.subject_token(e.project_id)}.run.{ev.subject_token(e.run_id)}.RunCancelled"
-        return any(True async for _ in self.bus.read([subject]))
+        return bool([d async for d in self.bus.read([subject])])
 
     async def _expertise(self, project_id: str, domain: str) -> str:
         subject = (f"{self.bus.prefix}.evt.{ev.subject_token(project_id)}.expertise."

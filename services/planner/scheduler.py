@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from shared import events as ev
-from shared.gitops.names import branch_name, slugify
+from shared.git import branch_name, slugify
 from shared.plan import Plan, parse_plan
 from services.planner.models import select_model
-from services.planner.resolver import dependencies, dispatch_order_key, remaining_minutes, resolve
+from shared.resolver import dependencies, dispatch_order_key, remaining_minutes, resolve
 
 # task lifecycle in the scheduler
 PENDING, DISPATCHED, SUCCEEDED, MERGED, CONFLICT = "pending", "dispatched", "succeeded", "merged", "conflict"

@@ -1,7 +1,7 @@
 """The plan file (docs/plan-format.md): epics and tasks with declared dependencies.
 
 Loading checks every field and reports every problem at once, each with the path to the
-field; graph checks (cycles, missing references, duplicates) are services/planner/resolver.py.
+field; graph checks (cycles, missing references, duplicates) are shared/resolver.py.
 Ids may be int or string in the file and are text inside: 11 and "11" are the same id.
 """
 

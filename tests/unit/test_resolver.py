@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.planner.resolver import dependencies, dispatch_order_key, remaining_minutes, resolve
+from shared.resolver import dependencies, dispatch_order_key, remaining_minutes, resolve
 from shared.plan import Plan, parse_plan
 
 

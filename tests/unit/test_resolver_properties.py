@@ -6,7 +6,7 @@ import graphlib
 
 from hypothesis import given, settings, strategies as st
 
-from services.planner.resolver import dependencies, remaining_minutes, resolve
+from shared.resolver import dependencies, remaining_minutes, resolve
 from shared.plan import Plan, parse_plan
 
 

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Callable
 
-from services.planner.resolver import Resolution, resolve
+from shared.resolver import Resolution, resolve
 from shared.plan import Plan, PlanError, PlanFileUnreadable, PlanProblem, load_plan
 from yokeflow.errors import CliError
 
