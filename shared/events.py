@@ -125,6 +125,21 @@ class RunCancelled(Event, frozen=True, kw_only=True):
     reason: str = ""
 
 
+class RunPaused(Event, frozen=True, kw_only=True):
+    """Dispatch stops (e.g. the model API's circuit breaker tripped) until RunResumed."""
+
+    aggregate: ClassVar[str] = "run"
+    run_id: str
+    reason: str = ""
+    resume_after_s: float = 0.0
+
+
+class RunResumed(Event, frozen=True, kw_only=True):
+    aggregate: ClassVar[str] = "run"
+    run_id: str
+    reason: str = ""
+
+
 class RunCompleted(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "run"
     run_id: str
@@ -175,7 +190,8 @@ class AgentStarted(TaskEvent, frozen=True, kw_only=True):
 
 class AgentFinished(TaskEvent, frozen=True, kw_only=True):
     attempt: int = 1
-    outcome: str = "success"  # success | failure | cancelled
+    outcome: str = "success"  # success | failure | cancelled | rate_limited
+    retry_after_s: float = 0.0
     summary: str = ""
     error: str = ""
     commit: str = ""
@@ -317,7 +333,7 @@ class DeliveryFailed(Event, frozen=True, kw_only=True):
 
 AnyEvent = Union[
     ProjectCreated, PlanRequested, PlanProduced, PlanRejected, PlanApproved, BatchesComputed,
-    RunStarted, RunCancelled, RunCompleted, RunFailed,
+    RunStarted, RunCancelled, RunPaused, RunResumed, RunCompleted, RunFailed,
     TaskReady, AgentStarted, AgentFinished, TaskCompleted, TaskFailed, TaskBlocked,
     TaskCancelled, CostRecorded,
     WorktreeCreated, MergeRequested, BranchMerged, MergeConflicted, BatchMerged,

@@ -143,7 +143,8 @@ class Executor:
             branch=wt.branch if wt else e.branch, worktree=str(wt.path) if wt else "", repo_path=e.repo_path,
             model=e.model, turns=result.turns, duration_s=round(time.monotonic() - started, 3),
             input_tokens=u.input_tokens, output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
-            cache_write_tokens=u.cache_write_tokens, cost_usd=result.cost_usd, checks=result.checks)
+            cache_write_tokens=u.cache_write_tokens, cost_usd=result.cost_usd, checks=result.checks,
+            retry_after_s=float(getattr(result, "retry_after_s", None) or 0.0))
         await self.bus.publish(finished, msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:AgentFinished")
 
     # ------------------------------------------------------------------ cancellation

@@ -39,6 +39,11 @@ class TaskState:
     last_failure: dict[str, Any] = field(default_factory=dict)
     finished_attempts: dict[int, str] = field(default_factory=dict)  # attempt -> outcome
     decided_attempts: set[int] = field(default_factory=set)          # attempts the planner has judged
+    throttled: int = 0  # attempts cut short by the model API's rate limits: they do not count as tries
+
+    @property
+    def tries(self) -> int:
+        return self.attempt - self.throttled
 
 
 @dataclass
@@ -59,6 +64,7 @@ class RunState:
     cancelled: bool = False
     budget_exhausted: bool = False
     ended: bool = False
+    paused: ev.RunPaused | None = None
     seen: set[str] = field(default_factory=set)
     ready_latencies: list[float] = field(default_factory=list)
 
@@ -113,12 +119,15 @@ class RunState:
                 self._record_ready_latency(task, e.occurred_at)
             case ev.AgentFinished() if task:
                 task.finished_attempts[e.attempt] = e.outcome
+                if e.outcome == "rate_limited":
+                    task.throttled += 1
                 if e.outcome == "success":
                     task.summary = e.summary
                     task.commit = e.commit
                 else:
                     task.last_failure = {"attempt": e.attempt, "outcome": e.outcome, "error": e.error,
-                                         "summary": e.summary, "checks": e.checks}
+                                         "summary": e.summary, "checks": e.checks,
+                                         "retry_after_s": e.retry_after_s}
             case ev.TaskCompleted() if task:
                 task.decided_attempts.add(e.attempt)
                 if task.status not in (MERGED, CONFLICT):
@@ -139,6 +148,10 @@ class RunState:
                     task.status = CONFLICT
             case ev.RunCancelled():
                 self.cancelled = True
+            case ev.RunPaused():
+                self.paused = e
+            case ev.RunResumed():
+                self.paused = None
             case ev.BudgetExhausted():
                 self.budget_exhausted = True
             case ev.RunCompleted() | ev.RunFailed():
@@ -207,7 +220,7 @@ def decide(state: RunState) -> list[Decision]:
                     f"{state.run_id}:BatchesComputed"))
     out += _judge_finished_attempts(state)
     out += _block_or_cancel(state)
-    if not state.cancelled and not state.budget_exhausted:
+    if not state.cancelled and not state.budget_exhausted and state.paused is None:
         out += _dispatch(state)
     out += _maybe_end(state, out)
     return out
@@ -231,8 +244,19 @@ def _judge_finished_attempts(state: RunState) -> list[Decision]:
             elif outcome == "cancelled" or state.cancelled:
                 out.append((_task_event(state, ev.TaskCancelled, t.id, reason="cancelled while running"),
                             f"{state.run_id}:{t.id}:TaskCancelled"))
+            elif outcome == "rate_limited":
+                retry = t.last_failure.get("retry_after_s") or 30.0
+                out.append((_task_event(state, ev.TaskFailed, t.id, attempt=attempt, final=False,
+                                        reason=f"rate limited by the model API: {t.last_failure.get('error', '')}"[:2000]),
+                            f"{key}:TaskFailed"))
+                if state.paused is None:
+                    pause = state.started.caused(ev.RunPaused, aggregate_id=state.run_id, run_id=state.run_id,
+                                                 reason="the model API's circuit breaker tripped",
+                                                 resume_after_s=float(retry))
+                    out.append((pause, f"{key}:RunPaused"))
+                    state.apply(pause)
             else:
-                final = attempt >= state.max_attempts
+                final = t.tries >= state.max_attempts
                 reason = t.last_failure.get("error") or t.last_failure.get("outcome") or "agent failed"
                 out.append((_task_event(state, ev.TaskFailed, t.id, attempt=attempt, final=final,
                                         reason=f"attempt {attempt}/{state.max_attempts}: {reason}"[:2000]),
@@ -325,7 +349,8 @@ def _ready_fields(state: RunState, t: TaskState) -> dict[str, Any]:
     return dict(
         attempt=attempt, epic_id=epic.id, title=task.title, description=task.description,
         domain=task.domain, complexity=task.complexity or "medium", tests=list(task.tests),
-        model=select_model(task.complexity or "medium", attempt, default=str(cost.get("default_model", "sonnet"))),
+        model=select_model(task.complexity or "medium", attempt - t.throttled,
+                           default=str(cost.get("default_model", "sonnet"))),
         provider=provider, provider_options=options, repo_path=state.repo_path,
         target_branch=state.target_branch, branch=branch, worktree=slugify(branch.replace("/", "-"), 80),
         dependency_summaries=deps, previous_attempt=dict(t.last_failure) if t.last_failure else {},

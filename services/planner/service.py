@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 
 from shared import events as ev
 from shared.bus import Bus, ConcurrencyConflict, Delivery
@@ -26,6 +27,7 @@ class Planner:
         self.plan_errors: dict[str, str] = {}
         self.aggregate_seq: dict[str, int] = {}
         self._lock = asyncio.Lock()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
 
     def fold(self, d: Delivery) -> RunState | ev.RunStarted | None:
         """Fold a delivery in; returns the run it concerns (or a RunStarted whose plan does not parse)."""
@@ -76,6 +78,7 @@ class Planner:
                     expected = self.aggregate_seq.get(key, 0) if isinstance(event, ev.TaskReady) else None
                     published = await self.bus.publish(event, msg_id=msg_id, expected_seq=expected)
                     self.aggregate_seq[key] = max(self.aggregate_seq.get(key, 0), published.seq)
+                self._schedule_resume(state)
                 return
             except ConcurrencyConflict:
                 # Someone appended to the task first: reload the run from the log and decide again.
@@ -93,6 +96,21 @@ class Planner:
                 self.fold(d)
         return self.runs[run_id]
 
+    def _schedule_resume(self, state: RunState) -> None:
+        """A paused run resumes by itself once the pause has run its course."""
+        pause = state.paused
+        if pause is None or pause.event_id in self._timers:
+            return
+        since = (datetime.now(timezone.utc) - datetime.fromisoformat(pause.occurred_at)).total_seconds()
+        delay = max(0.0, pause.resume_after_s - since)
+        resumed = pause.caused(ev.RunResumed, aggregate_id=state.run_id, run_id=state.run_id,
+                               reason=f"pause of {pause.resume_after_s:g}s is over")
+
+        def fire() -> None:
+            asyncio.ensure_future(self.bus.publish(resumed, msg_id=f"{pause.event_id}:RunResumed"))
+
+        self._timers[pause.event_id] = asyncio.get_running_loop().call_later(delay, fire)
+
     async def resume(self) -> None:
         for state in list(self.runs.values()):
             if not state.ended:
@@ -102,7 +120,11 @@ class Planner:
     async def serve(self, stop: asyncio.Event) -> None:
         await self.catch_up()
         await self.resume()
-        await self.bus.consume("planner", [self.bus.events_subject], self.handle, stop=stop, max_deliver=10)
+        try:
+            await self.bus.consume("planner", [self.bus.events_subject], self.handle, stop=stop, max_deliver=10)
+        finally:
+            for timer in self._timers.values():
+                timer.cancel()
 
 
 async def serve(bus: Bus, config: Config, stop: asyncio.Event) -> None:

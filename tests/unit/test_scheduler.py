@@ -174,3 +174,21 @@ def test_invalid_plan_fails_the_run_naming_the_cycle():
     state = RunState.start(started(cyclic))
     [(failed, _)] = decide(state)
     assert failed.type == "RunFailed" and "cycle" in failed.reason
+
+
+def test_rate_limit_pauses_the_run_without_spending_a_try():
+    state = RunState.start(started())
+    apply_all(state, decide(state))
+    e = ev.AgentFinished(project_id="p", aggregate_id="r-a", run_id="r", task_id="a", attempt=1,
+                         outcome="rate_limited", error="429 x3", retry_after_s=12.0)
+    state.apply(e)
+    out = apply_all(state, decide(state))
+    assert [x.type for x in out] == ["TaskFailed", "RunPaused"]
+    assert out[0].final is False and out[1].resume_after_s == 12.0
+    assert not ready_ids(out)  # paused: nothing dispatches
+    state.apply(ev.RunResumed(project_id="p", aggregate_id="r", run_id="r"))
+    [retry] = [x for x in apply_all(state, decide(state)) if isinstance(x, ev.TaskReady)]
+    assert retry.attempt == 2 and retry.model == "sonnet"  # not escalated: the first try never ran out
+    finish(state, "a", outcome="failure", attempt=2, error="real failure")
+    out = apply_all(state, decide(state))
+    assert out[0].type == "TaskFailed" and out[0].final is False  # one real try spent of two
