@@ -35,12 +35,25 @@ async function guarded(fn) {
   }
 }
 
+function fillPicker(runs) {
+  const picker = $("run-picker");
+  const current = picker.value;
+  picker.replaceChildren(...runs.map((r) => el("option", { value: r.id }, `${r.plan_name || r.id} · ${r.status} · ${r.id}`)));
+  if (current && runs.some((r) => r.id === current)) picker.value = current;
+}
+
+// New runs appear in the picker without taking the view away from the run being watched.
+async function refreshRunList() {
+  const data = await guarded(() => api("/api/runs"));
+  if (data && data.runs.length) fillPicker(data.runs);
+  if (data && data.runs.length && !state.runId) { message(""); selectRun(data.runs[0].id); }
+}
+
 async function loadRuns() {
   const data = await guarded(() => api("/api/runs"));
   if (!data) return;
   const picker = $("run-picker");
-  picker.replaceChildren(...data.runs.map((r) => el("option", { value: r.id },
-    `${r.plan_name || r.id} · ${r.status} · ${r.id}`)));
+  fillPicker(data.runs);
   if (!data.runs.length) {
     picker.append(el("option", { value: "" }, "no runs yet"));
     message("No runs yet: start one with `yokeflow run` or POST /api/runs.", "info");
@@ -149,7 +162,7 @@ $("auth").addEventListener("submit", (e) => {
 });
 window.addEventListener("resize", () => state.detail && drawArrows($("arrows"), $("board-wrap"), state.detail.tasks));
 setInterval(tick, 1000);
-setInterval(() => { if (!state.poll) refresh(); }, 15000);  // a safety net even while live
+setInterval(() => { if (!state.poll) refresh(); refreshRunList(); }, 15000);  // a safety net even while live
 renderLegend($("legend"));
 setConn("off");
 loadRuns();
