@@ -17,6 +17,14 @@ from shared.config import ConfigError, load_config
 Serve = Callable[..., Awaitable[None]]
 
 
+def bus_options_from_env() -> dict:
+    """Subject prefix and stream names (tests and shared clusters isolate by these), and replicas."""
+    return {"prefix": os.environ.get("YOKEFLOW_SUBJECT_PREFIX", "yf"),
+            "stream": os.environ.get("YOKEFLOW_STREAM", "YF_EVENTS"),
+            "log_stream": os.environ.get("YOKEFLOW_LOG_STREAM", "YF_LOGS"),
+            "replicas": int(os.environ.get("YOKEFLOW_STREAM_REPLICAS", "1"))}
+
+
 def service_main(name: str, serve: Serve, *, needs_database: bool = False) -> None:
     logging.basicConfig(level=os.environ.get("YOKEFLOW_LOG_LEVEL", "INFO"),
                         format=f"%(asctime)s {name} %(levelname)s %(message)s")
@@ -36,9 +44,7 @@ def service_main(name: str, serve: Serve, *, needs_database: bool = False) -> No
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            bus = await Bus.connect(config.nats_url, name=f"yokeflow-{name}",
-                                    prefix=os.environ.get("YOKEFLOW_SUBJECT_PREFIX", "yf"),
-                                    replicas=int(os.environ.get("YOKEFLOW_STREAM_REPLICAS", "1")))
+            bus = await Bus.connect(config.nats_url, name=f"yokeflow-{name}", **bus_options_from_env())
         except BusError as exc:
             sys.exit(f"{name}: {exc}")
         try:

@@ -29,12 +29,14 @@ log = logging.getLogger("yokeflow.executor")
 
 
 class Executor:
-    def __init__(self, bus: Bus, config: Config, *, name: str | None = None, concurrency: int = 4):
+    def __init__(self, bus: Bus, config: Config, *, name: str | None = None, concurrency: int = 4,
+                 ack_wait: float = 60.0):
         self.bus = bus
         self.config = config
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.concurrency = concurrency
         self.running: dict[tuple[str, str], asyncio.Event] = {}
+        self.ack_wait = ack_wait  # a crashed executor's task is redelivered after this long
 
     # ------------------------------------------------------------------ history
     async def _task_history(self, e: ev.TaskReady) -> list[ev.Event]:
@@ -162,7 +164,7 @@ class Executor:
                 await self.bus.subscribe_live(self.bus.type_filter("TaskCancelled"), self._on_cancel)]
         try:
             await self.bus.consume("executor", [self.bus.type_filter("TaskReady")], self.handle, stop=stop,
-                                   concurrency=self.concurrency, ack_wait=60.0, max_deliver=5)
+                                   concurrency=self.concurrency, ack_wait=self.ack_wait, max_deliver=5)
         finally:
             for cancel in self.running.values():
                 cancel.set()
@@ -194,4 +196,5 @@ def _commit_message(e: ev.TaskReady, result: AgentResult) -> str:
 
 
 async def serve(bus: Bus, config: Config, stop: asyncio.Event) -> None:
-    await Executor(bus, config, concurrency=int(os.environ.get("YOKEFLOW_EXECUTOR_SLOTS", "4"))).serve(stop)
+    await Executor(bus, config, concurrency=int(os.environ.get("YOKEFLOW_EXECUTOR_SLOTS", "4")),
+                   ack_wait=float(os.environ.get("YOKEFLOW_EXECUTOR_ACK_WAIT", "60"))).serve(stop)

@@ -102,7 +102,8 @@ async def project(conn: AsyncConnection, e: ev.Event) -> None:
                 outcome=e.outcome, summary=e.summary, error=e.error, commit=e.commit, turns=e.turns,
                 duration_s=e.duration_s, input_tokens=e.input_tokens, output_tokens=e.output_tokens,
                 cache_read_tokens=e.cache_read_tokens, cache_write_tokens=e.cache_write_tokens,
-                cost_usd=e.cost_usd, finished_at=e.occurred_at, model=e.model))
+                cost_usd=e.cost_usd, finished_at=e.occurred_at,
+                **({"model": e.model} if e.model else {})))
             await conn.execute(_task(e).values(summary=e.summary, commit=e.commit, finished_at=e.occurred_at))
         case ev.TaskCompleted():
             await conn.execute(_task(e).values(status="done", commit=e.commit, reason=""))

@@ -1,0 +1,134 @@
+"""Services as separate processes, killed with SIGKILL mid-run: nothing lost, nothing twice,
+and the concurrency cap holds across executor processes."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from datetime import datetime
+
+import pytest
+
+from shared import events as ev
+from shared.commands import start_run
+from tests.support.processes import ServiceProcess, service_env
+from tests.support.system import config, endpoint_for, events_of, start_system, wait_for_end
+
+pytestmark = pytest.mark.e2e
+
+
+def wide_plan(n: int) -> dict:
+    return {"name": "wide", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": f"t{i}", "title": f"Task {i}", "tests": ["test -d yokeflow-sleep"]} for i in range(n)]}]}
+
+
+def max_overlap(events: list[ev.Event]) -> int:
+    """Most agents running at once, from each attempt's own start and finish times."""
+    marks = []
+    for e in events:
+        if isinstance(e, ev.AgentStarted):
+            marks.append((datetime.fromisoformat(e.occurred_at), 1))
+        elif isinstance(e, ev.AgentFinished) and e.outcome != "cancelled":
+            marks.append((datetime.fromisoformat(e.occurred_at), -1))
+    running = peak = 0
+    for _, delta in sorted(marks, key=lambda m: (m[0], m[1])):
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+async def wait_for(bus, predicate, timeout=60.0):
+    async def watch():
+        async for d in bus.read(stop_at_end=False):
+            if predicate(d.event):
+                return d.event
+    return await asyncio.wait_for(watch(), timeout)
+
+
+async def test_two_executor_processes_never_exceed_the_cap(nats_server, database_url, unique, git_repo, tmp_path):
+    endpoint = endpoint_for(nats_server.url, database_url, unique)
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 3}, agent={"provider": "sleep:400"})
+    system = await start_system(endpoint, cfg, services=("ledger", "planner", "merger"))
+    env = service_env(nats_server.url, database_url, unique, YOKEFLOW_EXECUTOR_SLOTS="4")
+    executors = [ServiceProcess("executor", env, tmp_path).start() for _ in range(2)]
+    bus = await endpoint.bus()
+    try:
+        started = await start_run(bus, wide_plan(9), git_repo, cfg)
+        end = await wait_for_end(bus, started.run_id, timeout=180)
+        assert isinstance(end, ev.RunCompleted), end
+        events = await events_of(bus, started.run_id)
+    finally:
+        for p in executors:
+            p.stop()
+        await bus.close()
+        await system.stop()
+    hosts = {e.executor for e in events if isinstance(e, ev.AgentStarted)}
+    assert len(hosts) == 2, "both executor processes took work"
+    assert max_overlap(events) == 3  # the cap is reached and never exceeded
+
+
+async def test_killed_executor_task_is_redelivered_and_done_once(nats_server, database_url, unique, git_repo,
+                                                                 tmp_path):
+    endpoint = endpoint_for(nats_server.url, database_url, unique)
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1}, agent={"provider": "sleep:2500"})
+    system = await start_system(endpoint, cfg, services=("ledger", "planner", "merger"))
+    env = service_env(nats_server.url, database_url, unique, YOKEFLOW_EXECUTOR_ACK_WAIT="2")
+    first = ServiceProcess("executor", env, tmp_path).start()
+    second = None
+    bus = await endpoint.bus()
+    try:
+        started = await start_run(bus, wide_plan(1), git_repo, cfg)
+        await wait_for(bus, lambda e: isinstance(e, ev.AgentStarted))
+        first.kill()  # mid-task: the agent is sleeping, nothing committed, nothing acked
+        second = ServiceProcess("executor", env, tmp_path).start()
+        end = await wait_for_end(bus, started.run_id, timeout=120)
+        assert isinstance(end, ev.RunCompleted), end
+        events = await events_of(bus, started.run_id)
+    finally:
+        for p in (first, second):
+            if p:
+                p.stop()
+        await bus.close()
+        await system.stop()
+    starts = [e for e in events if isinstance(e, ev.AgentStarted)]
+    finished = [e for e in events if isinstance(e, ev.AgentFinished)]
+    worktrees = [e for e in events if isinstance(e, ev.WorktreeCreated)]
+    assert len(starts) == 2 and len({s.executor for s in starts}) == 2  # redelivered to the new process
+    assert len(finished) == 1 and finished[0].outcome == "success" and finished[0].attempt == 1
+    assert worktrees[-1].reused and worktrees[-1].path == worktrees[0].path  # same worktree
+    assert len([e for e in events if isinstance(e, ev.BranchMerged)]) == 1
+    log = subprocess.run(["git", "log", "--format=%s", "main"], cwd=git_repo, capture_output=True, text=True).stdout
+    assert [line for line in log.splitlines() if line.startswith("task t0:")] == ["task t0: Task 0"]  # once on main
+
+
+async def test_killed_planner_neither_loses_nor_duplicates_task_ready(nats_server, database_url, unique, git_repo,
+                                                                      tmp_path):
+    endpoint = endpoint_for(nats_server.url, database_url, unique)
+    plan = {"name": "chain", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": f"c{i}", "title": f"Step {i}", "depends_on": [f"c{i-1}"] if i else []} for i in range(5)]
+        + [{"id": f"w{i}", "title": f"Wide {i}"} for i in range(4)]}]}
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2}, agent={"provider": "sleep:300"})
+    system = await start_system(endpoint, cfg, services=("ledger", "executor", "merger"))
+    env = service_env(nats_server.url, database_url, unique)
+    planner = ServiceProcess("planner", env, tmp_path).start()
+    bus = await endpoint.bus()
+    restarts = 0
+    try:
+        started = await start_run(bus, plan, git_repo, cfg)
+        for _ in range(3):  # kill it three times while the run is in flight
+            await wait_for(bus, lambda e: isinstance(e, ev.BranchMerged) and e.run_id == started.run_id)
+            planner.kill()
+            await asyncio.sleep(0.3)
+            planner = ServiceProcess("planner", env, tmp_path).start()
+            restarts += 1
+        end = await wait_for_end(bus, started.run_id, timeout=180)
+        events = await events_of(bus, started.run_id)
+    finally:
+        planner.stop()
+        await bus.close()
+        await system.stop()
+    assert restarts == 3
+    assert isinstance(end, ev.RunCompleted), (end, planner.output()[-2000:])
+    ready = [(e.task_id, e.attempt) for e in events if isinstance(e, ev.TaskReady)]
+    assert sorted(ready) == sorted({(f"c{i}", 1) for i in range(5)} | {(f"w{i}", 1) for i in range(4)})
+    assert len([e for e in events if isinstance(e, ev.RunCompleted)]) == 1
