@@ -3,6 +3,7 @@
 from shared.gitops import (  # noqa: F401
     GitError,
     MergeResult,
+    create_repository,
     Worktree,
     WorktreeManager,
     branch_name,
@@ -14,5 +15,5 @@ from shared.gitops import (  # noqa: F401
 
 __all__ = [
     "GitError", "MergeResult", "Worktree", "WorktreeManager",
-    "branch_name", "head_of", "is_ancestor", "merge_branch", "slugify",
+    "branch_name", "create_repository", "head_of", "is_ancestor", "merge_branch", "slugify",
 ]

@@ -1,6 +1,7 @@
 """The git layer (pure dulwich): branch names, worktrees for agents, in-memory merges.
 Import it as `shared.git`."""
 
+from shared.gitops.create import create_repository
 from shared.gitops.errors import GitError
 from shared.gitops.merge import MergeResult, merge_branch
 from shared.gitops.names import branch_name, slugify
@@ -9,5 +10,5 @@ from shared.gitops.worktrees import Worktree, WorktreeManager
 
 __all__ = [
     "GitError", "MergeResult", "Worktree", "WorktreeManager",
-    "branch_name", "head_of", "is_ancestor", "merge_branch", "slugify",
+    "branch_name", "create_repository", "head_of", "is_ancestor", "merge_branch", "slugify",
 ]

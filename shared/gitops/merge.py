@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dulwich.index import build_index_from_tree
+from dulwich.index import build_index_from_tree, get_unstaged_changes
 from dulwich.objects import Commit
 from dulwich.repo import Repo
 
@@ -18,7 +18,6 @@ from shared.gitops.checkout import dirty_paths, switch_tree
 from shared.gitops.errors import GitError
 from shared.gitops.repo import (
     branch_ref,
-    commit_is_ancestor,
     identity,
     main_worktree_branch,
     merge_bases,
@@ -93,15 +92,16 @@ def _squash_commit_for(repo: Repo, target_tip: bytes, head: bytes) -> bytes | No
     return None
 
 
-def _base_tree(repo: Repo, ours: bytes, theirs: bytes, depth: int = 0) -> bytes | None:
-    bases = merge_bases(repo, ours, theirs)
+def _base_tree(repo: Repo, ours: bytes, theirs: bytes, bases: list[bytes] | None = None,
+               depth: int = 0) -> bytes | None:
+    bases = merge_bases(repo, ours, theirs) if bases is None else bases
     if not bases:
         raise GitError(f"{theirs.decode()[:12]} and {ours.decode()[:12]} share no history in {repo.path}; "
                        "they cannot be merged (create the branch from the target branch)")
     tree = repo[bases[0]].tree
     # several best common ancestors: merge them into one virtual base, as git's recursive strategies do
     for other in bases[1:]:
-        inner = _base_tree(repo, bases[0], other, depth + 1) if depth < 4 else None
+        inner = _base_tree(repo, bases[0], other, depth=depth + 1) if depth < 4 else None
         tm = merge_trees(repo.object_store, inner, tree, repo[other].tree, virtual=True)
         repo.object_store.add_objects([(o, None) for o in tm.objects])
         tree = tm.tree
@@ -147,14 +147,15 @@ def merge_branch(repo_path: Path | str, branch: str, *, into: str = "main", mode
             require_branch(repo, into)
         for _ in range(_MAX_RACES):
             ours = require_branch(repo, into)
-            if commit_is_ancestor(repo, theirs, ours):
+            bases = merge_bases(repo, ours, theirs)
+            if theirs in bases:
                 done = _commit_that_brought_in(repo, ours, theirs)
                 return MergeResult("up_to_date", done.decode(), repo[done].tree.decode())
             if mode == "squash":
                 done = _squash_commit_for(repo, ours, theirs)
                 if done is not None:
                     return MergeResult("up_to_date", done.decode(), repo[done].tree.decode())
-            base = _base_tree(repo, ours, theirs)
+            base = _base_tree(repo, ours, theirs, bases)
             tm = merge_trees(repo.object_store, base, repo[ours].tree, repo[theirs].tree, labels=(into, branch))
             if tm.conflicts:
                 return MergeResult("conflict", None, None, tm.conflicts)
@@ -199,9 +200,8 @@ def _follow_checkouts(repo: Repo, target_ref: bytes, old: bytes, new: Commit) ->
     for path in checkouts:
         with Repo(str(path)) as wt:
             # the ref already moved, so compare the checkout with the tree it had before
-            index_tree = wt.open_index().commit(wt.object_store)
-            from dulwich.index import get_unstaged_changes
-            changed = index_tree != old_tree or next(iter(get_unstaged_changes(wt.open_index(), wt.path)), None)
+            index = wt.open_index()  # parsing a large index is costly in Python: read it once
+            changed = index.commit(wt.object_store) != old_tree or next(iter(get_unstaged_changes(index, wt.path)), None)
             if changed:
                 warnings.append(f"{path} has local changes, so its files were left as they are; "
                                 f"its branch now points at {new.id.decode()[:12]} "

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 import os
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
-from dulwich.graph import can_fast_forward, find_merge_base
+from dulwich.graph import can_fast_forward
 from dulwich.objects import Commit
 from dulwich.repo import Repo
 
@@ -69,13 +70,34 @@ def head_of(repo_path: Path | str, branch: str) -> str | None:
 
 
 def merge_bases(repo: Repo, a: bytes, b: bytes) -> list[bytes]:
+    """Best common ancestors of two commits (git's paint-down walk, newest commits first)."""
     if a == b:
         return [a]
-    return list(find_merge_base(repo, [a, b]))
+    ONE, TWO, STALE = 1, 2, 4
+    flags: dict[bytes, int] = {a: ONE, b: TWO}
+    heap = [(-repo[a].commit_time, a), (-repo[b].commit_time, b)]
+    heapq.heapify(heap)
+    found: list[bytes] = []
+    while any(not flags[sha] & STALE for _, sha in heap):
+        _, sha = heapq.heappop(heap)
+        f = flags[sha]
+        if f & (ONE | TWO) == (ONE | TWO) and not f & STALE:
+            found.append(sha)
+            f |= STALE
+            flags[sha] = f
+        for parent in repo[sha].parents:
+            pf = flags.get(parent, 0)
+            if pf & f == f:
+                continue
+            flags[parent] = pf | f
+            heapq.heappush(heap, (-repo[parent].commit_time, parent))
+    if len(found) > 1:  # drop candidates that are ancestors of other candidates
+        found = [c for c in found if not any(o != c and can_fast_forward(repo, c, o) for o in found)]
+    return list(dict.fromkeys(found))
 
 
 def commit_is_ancestor(repo: Repo, ancestor: bytes, descendant: bytes) -> bool:
-    return can_fast_forward(repo, ancestor, descendant)
+    return ancestor == descendant or ancestor in merge_bases(repo, ancestor, descendant)
 
 
 def is_ancestor(repo_path: Path | str, ancestor: str, descendant: str) -> bool:

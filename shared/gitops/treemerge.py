@@ -13,7 +13,8 @@ from dulwich.object_store import BaseObjectStore, tree_lookup_path
 from dulwich.objects import S_ISGITLINK, Blob, Tree
 
 from shared.gitops.renames import detect_renames
-from shared.gitops.xdiff import is_binary, merge_lines
+from shared.gitops.linemerge import merge_lines
+from shared.gitops.xdiff import is_binary
 
 Entry = tuple[int, bytes]
 DIR_MODE = 0o040000
@@ -105,10 +106,13 @@ class _Merger:
         deleted = {p: o for p, (o, n) in mine.items() if n is None and o is not None}
         added = {p: n for p, (o, n) in mine.items() if o is None and n is not None}
         relevant = {p for p in deleted if p in other}  # the other side changed what this side moved away
-        other_add_dirs = {d for p, (o, n) in other.items() if o is None and n is not None for d in _ancestors(p)}
-        my_del_dirs = {d for p in deleted for d in _ancestors(p)}
-        removed_dirs = {d for d in other_add_dirs & my_del_dirs if not self._has_dir(my_tree, d)}
-        relevant |= {p for p in deleted if any(d in removed_dirs for d in _ancestors(p))}
+        # like merge-ort, a directory matters for directory renames only when the other side adds a file
+        # directly inside it (the directory existed before, and this side removed it)
+        my_del_dirs = {a for p in deleted for a in _ancestors(p)}
+        parents = {posixpath.dirname(p) for p, (o, n) in other.items() if o is None and n is not None}
+        removed_dirs = {d for d in parents & my_del_dirs if self._has_dir(self.base, d) and not self._has_dir(my_tree, d)}
+        removed_dirs |= {a for d in removed_dirs for a in _ancestors(d + "/x") if not self._has_dir(my_tree, a)}
+        relevant |= {p for p in deleted if posixpath.dirname(p) in removed_dirs}
         renames = detect_renames(deleted, added, relevant, lambda sha: self.store[sha].data)
         return renames, removed_dirs
 
@@ -234,6 +238,8 @@ class _Merger:
             return
         new_paths = {p for p, (o, n) in other_changes.items() if o is None and n is not None}
         for p in sorted(new_paths):
+            if posixpath.dirname(p) not in removed_dirs:
+                continue  # a file in a directory that did not exist before follows no directory rename
             hit = next((d for d in _ancestors(p) if d in renamed_dirs), None)
             if hit:
                 self.conflict(p, "directory-rename",

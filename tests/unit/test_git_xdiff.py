@@ -2,7 +2,8 @@
 binary files are never merged line by line; and git's rename similarity score."""
 
 from shared.gitops.renames import MAX_SCORE, detect_renames, similarity
-from shared.gitops.xdiff import diff_hunks, is_binary, merge_lines
+from shared.gitops.linemerge import merge_lines
+from shared.gitops.xdiff import diff_hunks, is_binary
 
 BASE = b"a\nb\nc\nd\ne\nf\n"
 
