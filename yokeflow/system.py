@@ -70,6 +70,7 @@ async def open_endpoint(config: Config, state_dir: Path, *, need_database: bool 
         assert servers.nats and servers.postgres
         yield Endpoint(servers.nats.url, servers.postgres.url, "embedded", servers=servers)
     finally:
+        (state_dir / "endpoint.json").unlink(missing_ok=True)
         await asyncio.to_thread(servers.stop)
 
 

@@ -146,6 +146,8 @@ async def execute_run(endpoint: Endpoint, config: Config, plan, repo: Path, over
         if detach:
             raise CliError("--detach needs a running `yokeflow up` (or YOKEFLOW_NATS_URL) to carry the run on")
         system = await System(endpoint, config).start()
+        if endpoint.servers is not None:  # other commands on this state folder use these servers meanwhile
+            endpoint.servers.write_endpoint(os.getpid())
     bus = await endpoint.bus()
     try:
         try:
