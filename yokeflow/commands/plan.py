@@ -7,8 +7,10 @@ subcommand (plan create, plan approve) is a new function appended to that list.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from pathlib import Path
 from typing import Callable
 
 from shared.resolver import Resolution, resolve
@@ -149,8 +151,189 @@ def _task_cell(task, on_critical_path: bool, terminal: bool) -> str:
     return text
 
 
+# ---------------------------------------------------------------- plan create (Session 0)
+def add_create(plan_commands: argparse._SubParsersAction) -> None:
+    from yokeflow.commands.runtime import _state_arg
+
+    parser = plan_commands.add_parser(
+        "create", help="Session 0: a model turns a spec into a plan file for review",
+        description="Have a model plan the spec (epics, tasks, dependencies, tests) through a strict tool "
+                    "call; the plan is checked and fixed for a few rounds, written, and recorded as "
+                    "PlanProduced. Exit 0 when a plan was written, 2 when none was valid or the spec is "
+                    "refused, 1 on other errors.")
+    parser.add_argument("--spec", required=True, help="the application spec (text, up to 200 KB)")
+    parser.add_argument("--repo", help="git repository the plan is for (its files are shown to the model)")
+    parser.add_argument("--out", help="plan file to write (default: plan.yaml beside the spec)")
+    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    parser.add_argument("--provider", help="anthropic | replay (default: agent.provider of the config)")
+    parser.add_argument("--transcript", help="replay: the recorded planning conversation "
+                                             "(default: session0.json beside the spec)")
+    parser.add_argument("--model", default="sonnet", help="model for the anthropic provider (default sonnet)")
+    parser.add_argument("--max-rounds", type=int, default=3, help="submissions before giving up (default 3)")
+    _state_arg(parser)
+    parser.set_defaults(func=run_create)
+
+
+def run_create(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from services.planner.session0 import SpecError, read_spec
+    from shared.commands import project_id_for
+    from yokeflow.commands.runtime import _config
+
+    try:
+        spec = read_spec(args.spec)
+    except SpecError as exc:
+        raise CliError(str(exc), EXIT_INVALID) from None
+    spec_dir = Path(args.spec).resolve().parent
+    repo = Path(args.repo).expanduser().resolve() if args.repo else None
+    if repo is not None and not repo.is_dir():
+        raise CliError(f"repository {repo} does not exist: give an existing folder with --repo")
+    out = Path(args.out).expanduser() if args.out else spec_dir / "plan.yaml"
+    if out.exists() and not args.force:
+        raise CliError(f"{out} already exists: pass --force to overwrite it, or --out for another file")
+    if args.max_rounds < 1:
+        raise CliError(f"--max-rounds must be at least 1, got {args.max_rounds}")
+    config = _config(repo or spec_dir)
+    provider = _planning_provider(args.provider or config.agent.provider, args.transcript, spec_dir, config)
+    project_id = project_id_for(repo or spec_dir)
+    return asyncio.run(_create(args, config, provider, spec, project_id, repo, out.resolve()))
+
+
+def _planning_provider(name: str, transcript: str | None, spec_dir: Path, config):
+    from shared.llm import ProviderError, make_provider
+
+    options: dict = {}
+    if name == "replay":
+        path = Path(transcript) if transcript else spec_dir / "session0.json"
+        if not path.is_file():
+            raise CliError(f"the replay provider plays a recorded planning conversation and {path} is not a "
+                           "file: pass --transcript FILE, or --provider anthropic to ask a model")
+        options["transcript"] = str(path)
+    elif name == "anthropic" and config.agent.base_url:
+        options["base_url"] = config.agent.base_url
+    elif name not in ("anthropic", "replay"):
+        raise CliError(f"plan create works with --provider anthropic or replay, not {name!r}")
+    try:
+        return make_provider(name, options)
+    except ProviderError as exc:
+        raise CliError(str(exc)) from None
+
+
+async def _create(args, config, provider, spec: str, project_id: str, repo: Path | None, out: Path) -> int:
+    from services.planner import session0
+    from shared.llm import ProviderError
+    from shared.plan import write_plan
+
+    async with _plan_bus(config, args.state_dir) as bus:
+        plan_id = session0.new_plan_id()
+        requested = await session0.request_plan(bus, project_id=project_id, plan_id=plan_id, spec=spec,
+                                                repo_path=str(repo or ""))
+        try:
+            outcome = await session0.produce_plan(provider, spec, model=args.model, max_rounds=args.max_rounds,
+                                                  repo_map=_repo_map(repo) if repo else "")
+        except ProviderError as exc:
+            await session0.record_outcome(bus, requested, None, errors=[
+                {"code": "provider_error", "ids": [], "message": str(exc), "path": ""}])
+            raise CliError(f"plan {plan_id} rejected: the model call failed: {exc}") from None
+        spent = (f"{outcome.rounds} round(s) with {outcome.model}: {outcome.usage.input_tokens:,} tokens in, "
+                 f"{outcome.usage.output_tokens:,} out, ${outcome.cost_usd:.4f}")
+        if outcome.plan is None:
+            await session0.record_outcome(bus, requested, outcome)
+            print(f"plan {plan_id} rejected: no valid plan after {spent}; the last submission's problems:")
+            print("\n".join(_problem_line("error", p) for p in outcome.problems))
+            print("clarify the spec (or raise --max-rounds) and run `yokeflow plan create` again")
+            return EXIT_INVALID
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_plan(outcome.plan, out)
+        await session0.record_outcome(bus, requested, outcome, path=str(out))
+    print(f"plan {plan_id} produced in {spent}")
+    print(check_report(str(out), outcome.plan, outcome.resolution or resolve(outcome.plan)))
+    print(f"review it (`yokeflow plan show {out}`), then `yokeflow plan approve {plan_id}`")
+    return EXIT_VALID
+
+
+def _repo_map(repo: Path, limit: int = 400) -> str:
+    """The repository's files, one path a line, for the model to plan around (capped)."""
+    skip = {".git", ".worktrees", ".yokeflow", "node_modules", "__pycache__", ".venv", "venv"}
+    paths: list[str] = []
+    for path in sorted(repo.rglob("*")):
+        rel = path.relative_to(repo)
+        if skip.intersection(rel.parts) or not path.is_file():
+            continue
+        if len(paths) == limit:
+            paths.append(f"... (more files; the first {limit} are listed)")
+            break
+        paths.append(rel.as_posix())
+    return "\n".join(paths)
+
+
+@contextlib.asynccontextmanager
+async def _plan_bus(config, state_dir: Path):
+    """A bus on the usual endpoint; with YOKEFLOW_NATS_URL it honours the subject prefix and stream
+    names services started by `python -m services.<name>` use (YOKEFLOW_SUBJECT_PREFIX, ...)."""
+    from shared.runner import bus_options_from_env
+    from yokeflow.system import open_endpoint
+
+    async with open_endpoint(config, state_dir, need_database=False) as endpoint:
+        if endpoint.source == "environment" and not endpoint.bus_options:
+            endpoint.bus_options = bus_options_from_env()
+        bus = await endpoint.bus("yokeflow-plan")
+        try:
+            yield bus
+        finally:
+            await bus.close()
+
+
+# ---------------------------------------------------------------- plan approve
+def add_approve(plan_commands: argparse._SubParsersAction) -> None:
+    from yokeflow.commands.runtime import _state_arg
+
+    parser = plan_commands.add_parser(
+        "approve", help="approve a plan `plan create` produced",
+        description="Record PlanApproved for a produced plan, named by its id or by the file it was "
+                    "written to. Exit 0 when approved (or already approved), 2 when the plan was "
+                    "rejected, 1 when it is unknown.")
+    parser.add_argument("plan", metavar="PLAN_ID_OR_FILE")
+    parser.add_argument("--by", default="", help="who approves (default: the user name)")
+    _state_arg(parser)
+    parser.set_defaults(func=run_approve)
+
+
+def run_approve(args: argparse.Namespace) -> int:
+    import asyncio
+    import getpass
+
+    from yokeflow.commands.runtime import _config
+
+    approver = args.by or getpass.getuser()
+    return asyncio.run(_approve(args.plan, approver, _config(), args.state_dir))
+
+
+async def _approve(ref: str, approver: str, config, state_dir: Path) -> int:
+    from services.planner import session0
+
+    async with _plan_bus(config, state_dir) as bus:
+        plan_id = ref
+        if Path(ref).is_file():
+            plan_id = await session0.plan_id_for_file(bus, ref) or ""
+            if not plan_id:
+                raise CliError(f"no plan in the event log was written to {ref}: approve a plan by the id "
+                               "`yokeflow plan create` printed, or create one first")
+        try:
+            produced, approved_now = await session0.approve_plan(bus, plan_id, approver)
+        except session0.PlanNotFound as exc:
+            raise CliError(str(exc), EXIT_UNREADABLE) from None
+        except session0.PlanNotApprovable as exc:
+            raise CliError(str(exc), EXIT_INVALID) from None
+    tasks = sum(len(e.get("tasks") or []) for e in produced.plan.get("epics", []))
+    what = "approved" if approved_now else "was already approved"
+    print(f"plan {plan_id} ({produced.plan.get('name')}, {tasks} tasks, {produced.path or 'no file'}) {what}")
+    return EXIT_VALID
+
+
 # ---------------------------------------------------------------- the group
-PLAN_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_check, add_show]
+PLAN_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_check, add_show, add_create, add_approve]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
