@@ -9,7 +9,7 @@ number of rounds. The rest records the conversation's outcome on the plan aggreg
 from __future__ import annotations
 
 import copy
-import json
+import inspect
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -129,8 +129,6 @@ async def produce_plan(provider: Provider, spec: str, *, model: str, max_rounds:
 
 async def _ask(provider: Provider, **request: Any) -> ModelTurn:
     """One model call, forcing submit_plan wherever the provider can pass a tool choice on."""
-    import inspect
-
     parameters = inspect.signature(provider.create).parameters
     if "tool_choice" in parameters:
         request["tool_choice"] = prompt.tool_choice()
@@ -255,8 +253,3 @@ async def approve_plan(bus: Bus, plan_id: str, approved_by: str = "person") -> t
     published = await bus.append(decide, produced)
     return produced, bool(published)
 
-
-def outcome_json(outcome: PlanOutcome) -> str:
-    return json.dumps({"valid": outcome.valid, "rounds": outcome.rounds, "model": outcome.model,
-                       "usage": outcome.usage.as_dict(), "cost_usd": outcome.cost_usd,
-                       "problems": [p.to_dict() for p in outcome.problems]})

@@ -238,6 +238,8 @@ async def _create(args, config, provider, spec: str, project_id: str, repo: Path
             raise CliError(f"plan {plan_id} rejected: the model call failed: {exc}") from None
         spent = (f"{outcome.rounds} round(s) with {outcome.model}: {outcome.usage.input_tokens:,} tokens in, "
                  f"{outcome.usage.output_tokens:,} out, ${outcome.cost_usd:.4f}")
+        if provider.name == "replay":
+            spent += f" (replayed from {provider.source}: no model was called)"
         if outcome.plan is None:
             await session0.record_outcome(bus, requested, outcome)
             print(f"plan {plan_id} rejected: no valid plan after {spent}; the last submission's problems:")
