@@ -9,7 +9,6 @@ number of rounds. The rest records the conversation's outcome on the plan aggreg
 from __future__ import annotations
 
 import copy
-import inspect
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -128,11 +127,8 @@ async def produce_plan(provider: Provider, spec: str, *, model: str, max_rounds:
 
 
 async def _ask(provider: Provider, **request: Any) -> ModelTurn:
-    """One model call, forcing submit_plan wherever the provider can pass a tool choice on."""
-    parameters = inspect.signature(provider.create).parameters
-    if "tool_choice" in parameters:
-        request["tool_choice"] = prompt.tool_choice()
-    return await provider.create(system=prompt.system_blocks(), **request)
+    """One model call that must answer with submit_plan (providers without tool choice ignore it)."""
+    return await provider.create(system=prompt.system_blocks(), tool_choice=prompt.tool_choice(), **request)
 
 
 def _no_submission(turn: ModelTurn) -> str:

@@ -1,5 +1,5 @@
 """What Session 0 says to the model: the system prompt, the one `submit_plan` tool whose input
-schema is the plan file's JSON Schema (docs/plan.schema.json), and the messages of each round."""
+schema is the plan file's JSON Schema (shared/plan/plan.schema.json), and the messages of each round."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from shared.plan import PlanProblem
 
 SUBMIT_PLAN = "submit_plan"
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "plan.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "plan" / "plan.schema.json"
 
 SYSTEM_PROMPT = """\
 You are the planner of YokeFlow. You turn an application spec into a plan that coding agents \
@@ -44,7 +44,7 @@ of them and call submit_plan again with the whole corrected plan."""
 
 @functools.cache
 def _plan_schema() -> dict[str, Any]:
-    """The plan file's JSON Schema, read once from docs/plan.schema.json."""
+    """The plan file's JSON Schema, read once from shared/plan/plan.schema.json."""
     try:
         schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     except FileNotFoundError:

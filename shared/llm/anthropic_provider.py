@@ -83,13 +83,15 @@ class AnthropicProvider:
         return min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)) * (0.75 + random.random() / 4)
 
     async def create(self, *, model: str, system: list[dict], messages: list[dict],
-                     tools: list[dict], max_tokens: int) -> ModelTurn:
+                     tools: list[dict], max_tokens: int, tool_choice: dict | None = None) -> ModelTurn:
         if self.cache_prompt:
             system, tools, messages = with_cache_breakpoints(system, tools, messages)
         request = {"model": resolve_model(model), "max_tokens": max_tokens, "system": system,
                    "messages": messages}
         if tools:
             request["tools"] = tools
+        if tool_choice:
+            request["tool_choice"] = tool_choice
         server_failures = 0
         while True:
             try:

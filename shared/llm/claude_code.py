@@ -53,7 +53,7 @@ class ClaudeCodeProvider:
         self._session_id: str | None = None
 
     async def create(self, *, model: str, system: list[dict], messages: list[dict],
-                     tools: list[dict], max_tokens: int) -> ModelTurn:
+                     tools: list[dict], max_tokens: int, tool_choice: dict | None = None) -> ModelTurn:
         import claude_agent_sdk as sdk
 
         options = dict(cwd=str(self.cwd), model=resolve_model(model), allowed_tools=CLAUDE_CODE_TOOLS,

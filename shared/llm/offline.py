@@ -71,7 +71,7 @@ class ReplayProvider:
         return len(self._turns) - self._next
 
     async def create(self, *, model: str, system: list[dict], messages: list[dict],
-                     tools: list[dict], max_tokens: int) -> ModelTurn:
+                     tools: list[dict], max_tokens: int, tool_choice: dict | None = None) -> ModelTurn:
         if self._next >= len(self._turns):
             raise ReplayExhausted(
                 f"transcript {self.source} has {len(self._turns)} turn(s) and call {self._next + 1} "
@@ -112,7 +112,7 @@ class SleepProvider:
         self.model = f"sleep:{milliseconds:g}"
 
     async def create(self, *, model: str, system: list[dict], messages: list[dict],
-                     tools: list[dict], max_tokens: int) -> ModelTurn:
+                     tools: list[dict], max_tokens: int, tool_choice: dict | None = None) -> ModelTurn:
         answered = sum(1 for m in messages if m.get("role") == "assistant")
         if answered == 0:
             await asyncio.sleep(self.milliseconds / 1000)

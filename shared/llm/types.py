@@ -65,7 +65,7 @@ class Provider(Protocol):
     name: str
 
     async def create(self, *, model: str, system: list[dict], messages: list[dict],
-                     tools: list[dict], max_tokens: int) -> ModelTurn: ...
+                     tools: list[dict], max_tokens: int, tool_choice: dict | None = None) -> ModelTurn: ...
 
 
 class ProviderError(RuntimeError):

@@ -64,8 +64,6 @@ async def test_the_request_offers_only_submit_plan_with_the_plan_schema(server, 
     assert SPEC in body["messages"][0]["content"][0]["text"]
 
 
-@pytest.mark.xfail(strict=True, reason="shared/llm Provider.create has no tool_choice parameter yet; "
-                                       "Session 0 passes one as soon as the provider accepts it")
 async def test_the_request_forces_submit_plan_with_tool_choice(server, provider):
     server.add_turns(turn(submit(plan())))
     await produce_plan(provider, SPEC, model=MODEL)

@@ -1,4 +1,4 @@
-"""docs/plan.schema.json and the loader agree: the documented example passes both, and bad
+"""shared/plan/plan.schema.json and the loader agree: the documented example passes both, and bad
 plans fail both."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import yaml
 from shared.plan import PlanError, parse_plan
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-SCHEMA = json.loads((DOCS / "plan.schema.json").read_text())
+SCHEMA = json.loads((DOCS.parent / "shared" / "plan" / "plan.schema.json").read_text())
 
 
 def documented_example() -> dict:
