@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Float, Integer, MetaData, String, Table, Text, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 SCHEMA = "yf"
@@ -231,6 +232,16 @@ async def _apply_migration(conn: AsyncConnection, version: int, schema: str) -> 
     raise RuntimeError(f"unknown migration {version}")
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached; the message names it (without its password)."""
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 class Database:
     """An engine bound to the projection schema."""
 
@@ -246,7 +257,11 @@ class Database:
         return await conn.execution_options(schema_translate_map={None: self.schema})
 
     async def migrate(self) -> int:
-        return await migrate(self.engine, self.schema)
+        try:
+            return await migrate(self.engine, self.schema)
+        except (OSError, DBAPIError) as exc:
+            raise DatabaseUnavailable(f"cannot reach PostgreSQL at {_safe_url(self.url)}: "
+                                      f"{getattr(exc, 'orig', None) or exc}") from None
 
     async def fetch(self, stmt: Any) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:

@@ -10,6 +10,7 @@ import signal
 import sys
 
 from yokeflow import __version__
+from shared.db import DatabaseUnavailable
 from yokeflow.errors import CliError
 
 COMMAND_MODULES = [
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"yokeflow: {exc}", file=sys.stderr)
         return exc.code
+    except DatabaseUnavailable as exc:
+        print(f"yokeflow: {exc} (check YOKEFLOW_DATABASE_URL)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return int(code or 0)
