@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "yokeflow.commands.git",      # git merge
     "yokeflow.commands.worktrees",
     "yokeflow.commands.projections",
+    "yokeflow.commands.merge",
 ]
 
 
