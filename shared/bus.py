@@ -72,10 +72,11 @@ class Bus:
     @classmethod
     async def connect(cls, url: str, *, name: str = "yokeflow", connect_timeout: float = 5.0,
                       **kwargs: Any) -> "Bus":
+        await _check_reachable(url, connect_timeout)
         try:
             nc = await nats.connect(url, name=name, connect_timeout=connect_timeout,
                                     max_reconnect_attempts=-1, allow_reconnect=True,
-                                    reconnect_time_wait=0.5)
+                                    reconnect_time_wait=0.5, error_cb=_log_nats_error)
         except Exception as exc:  # nats raises a handful of unrelated types here
             raise BusError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from exc
         bus = cls(nc, **kwargs)
@@ -198,7 +199,7 @@ class Bus:
             while True:
                 try:
                     msgs = await sub.fetch(batch=min(max(pending, 1), 256), timeout=1.0 if stop_at_end else 5.0)
-                except nats.errors.TimeoutError:
+                except asyncio.TimeoutError:  # nats-py raises its own subclass or, in fetch(batch>1), a bare one
                     if stop_at_end:
                         return
                     continue
@@ -246,7 +247,7 @@ class Bus:
                     continue
                 try:
                     msgs = await sub.fetch(batch=free, timeout=0.5)
-                except nats.errors.TimeoutError:
+                except asyncio.TimeoutError:  # nats-py raises its own subclass or, in fetch(batch>1), a bare one
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
                     return
@@ -312,6 +313,26 @@ class Bus:
     async def subscribe_live(self, subject: str, callback: Callable[[Msg], Awaitable[None]]):
         """Core NATS subscription for live views (gateway, `events tail`); not durable."""
         return await self.nc.subscribe(subject, cb=callback)
+
+
+async def _check_reachable(url: str, timeout: float) -> None:
+    """Fail fast on a server that is not there: the client itself would retry forever."""
+    from urllib.parse import urlparse
+
+    for server in url.split(","):
+        parsed = urlparse(server.strip() if "://" in server else f"nats://{server.strip()}")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 4222), timeout)
+            writer.close()
+            return
+        except (OSError, asyncio.TimeoutError):
+            continue
+    raise BusError(f"cannot reach NATS at {url}: connection refused or timed out")
+
+
+async def _log_nats_error(exc: Exception) -> None:
+    log.warning("NATS: %s", exc or type(exc).__name__)
 
 
 async def _heartbeat(msg: Msg, every: float) -> None:

@@ -157,7 +157,7 @@ async def execute_run(endpoint: Endpoint, config: Config, plan, repo: Path, over
         if detach:
             print(started.run_id)
             return started, None
-        outcome = await follow_run(bus, started, quiet=quiet)
+        outcome = await _follow_while_served(bus, started, system, quiet=quiet)
         if system is not None:  # let the ledger project the whole run before the servers go away
             await system.database.wait_for("ledger", await bus.last_seq(), timeout=60)
         return started, outcome
@@ -165,6 +165,24 @@ async def execute_run(endpoint: Endpoint, config: Config, plan, repo: Path, over
         await bus.close()
         if system is not None:
             await system.stop()
+
+
+async def _follow_while_served(bus, started: ev.RunStarted, system: System | None, *, quiet: bool):
+    """follow_run, ended by an error if a service of this process stops: nothing else would carry the run on."""
+    follow = asyncio.create_task(follow_run(bus, started, quiet=quiet))
+    try:
+        await asyncio.wait([follow, *(system.tasks.values() if system else ())], return_when=asyncio.FIRST_COMPLETED)
+        if follow.done():
+            return follow.result()
+    finally:
+        follow.cancel()
+        await asyncio.gather(follow, return_exceptions=True)
+    assert system is not None
+    name, task = next((n, t) for n, t in system.tasks.items() if t.done())
+    exc = None if task.cancelled() else task.exception()
+    why = f"{type(exc).__name__}: {exc}" if exc else "cancelled" if task.cancelled() else "returned"
+    raise CliError(f"the {name} service stopped during run {started.run_id} ({why}), so the run cannot go on; "
+                   f"`yokeflow status --run {started.run_id}` shows where it stood")
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
