@@ -132,3 +132,36 @@ async def test_killed_planner_neither_loses_nor_duplicates_task_ready(nats_serve
     ready = [(e.task_id, e.attempt) for e in events if isinstance(e, ev.TaskReady)]
     assert sorted(ready) == sorted({(f"c{i}", 1) for i in range(5)} | {(f"w{i}", 1) for i in range(4)})
     assert len([e for e in events if isinstance(e, ev.RunCompleted)]) == 1
+
+
+async def test_killed_merger_merges_each_branch_exactly_once(nats_server, database_url, unique, git_repo, tmp_path):
+    endpoint = endpoint_for(nats_server.url, database_url, unique)
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 3}, agent={"provider": "sleep:50"})
+    system = await start_system(endpoint, cfg, services=("ledger", "planner", "executor"))
+    env = service_env(nats_server.url, database_url, unique)
+    merger = ServiceProcess("merger", env, tmp_path).start()
+    bus = await endpoint.bus()
+    tips: list[str] = []
+    try:
+        started = await start_run(bus, wide_plan(8), git_repo, cfg)
+        for delay in (0.4, 0.25, 0.15, 0.5):  # SIGKILL four times while branches are being merged
+            await asyncio.sleep(delay)
+            merger.kill()
+            tips.append(subprocess.run(["git", "rev-parse", "main"], cwd=git_repo, capture_output=True,
+                                       text=True).stdout.strip())
+            merger = ServiceProcess("merger", env, tmp_path).start()
+        end = await wait_for_end(bus, started.run_id, timeout=180)
+        events = await events_of(bus, started.run_id)
+    finally:
+        merger.stop()
+        await bus.close()
+        await system.stop()
+    assert isinstance(end, ev.RunCompleted), (end, merger.output()[-2000:])
+    # main only ever moved between whole merges: every tip seen after a kill is on main's first-parent line
+    line = subprocess.run(["git", "rev-list", "--first-parent", "main"], cwd=git_repo, capture_output=True,
+                          text=True).stdout.split()
+    assert all(tip in line for tip in tips)
+    merges = subprocess.run(["git", "log", "--merges", "--format=%s", "main"], cwd=git_repo, capture_output=True,
+                            text=True).stdout.splitlines()
+    assert sorted(merges) == sorted(f"Merge task t{i}: Task {i}" for i in range(8))  # each exactly once
+    assert subprocess.run(["git", "fsck", "--no-dangling"], cwd=git_repo).returncode == 0

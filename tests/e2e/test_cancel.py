@@ -1,0 +1,54 @@
+"""Cancelling a run stops its running agents and their commands within 2 seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+
+import pytest
+
+from shared import events as ev
+from shared.commands import cancel_run, start_run
+from tests.support.system import config, endpoint_for, events_of, start_system, wait_for_end
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_run_cancelled_mid_task_stops_the_agent_within_two_seconds(nats_server, database_url, unique,
+                                                                         git_repo):
+    plan = {"name": "slow", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": "slow", "title": "Slow"}, {"id": "later", "title": "Later", "depends_on": ["slow"]}]}]}
+    cfg = config(parallel={"strategy": "by_task"}, agent={"provider": "sleep:60000"})
+    endpoint = endpoint_for(nats_server.url, database_url, unique)
+    system = await start_system(endpoint, cfg)
+    bus = await endpoint.bus()
+    try:
+        started = await start_run(bus, plan, git_repo, cfg)
+
+        async def agent_started():
+            async for d in bus.read(stop_at_end=False):
+                if isinstance(d.event, ev.AgentStarted):
+                    return
+        await asyncio.wait_for(agent_started(), 60)
+        cancelled = await cancel_run(bus, started.project_id, started.run_id)
+        t0 = time.monotonic()
+        end = await wait_for_end(bus, started.run_id)
+
+        async def agent_finished():
+            async for d in bus.read(stop_at_end=False):
+                if isinstance(d.event, ev.AgentFinished):
+                    return d.event
+        finished = await asyncio.wait_for(agent_finished(), 10)
+        waited = time.monotonic() - t0
+        events = await events_of(bus, started.run_id)
+    finally:
+        await bus.close()
+        await system.stop()
+    assert isinstance(end, ev.RunCancelled)
+    assert finished.outcome == "cancelled"
+    took = (datetime.fromisoformat(finished.occurred_at) - datetime.fromisoformat(cancelled.occurred_at)).total_seconds()
+    assert took < 2.0 and waited < 10, took  # the contract: stopped within 2 s of the cancel
+    cancelled_tasks = {e.task_id for e in events if isinstance(e, ev.TaskCancelled)}
+    assert cancelled_tasks == {"slow", "later"}
+    assert not [e for e in events if isinstance(e, ev.BranchMerged)]
