@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import datetime
 
@@ -10,7 +9,7 @@ import pytest
 
 from shared import events as ev
 from shared.commands import cancel_run, start_run
-from tests.support.system import config, endpoint_for, events_of, start_system, wait_for_end
+from tests.support.system import config, endpoint_for, events_of, next_event, start_system, wait_for_end
 
 pytestmark = pytest.mark.e2e
 
@@ -25,21 +24,11 @@ async def test_run_cancelled_mid_task_stops_the_agent_within_two_seconds(nats_se
     bus = await endpoint.bus()
     try:
         started = await start_run(bus, plan, git_repo, cfg)
-
-        async def agent_started():
-            async for d in bus.read(stop_at_end=False):
-                if isinstance(d.event, ev.AgentStarted):
-                    return
-        await asyncio.wait_for(agent_started(), 60)
+        await next_event(bus, lambda e: isinstance(e, ev.AgentStarted))
         cancelled = await cancel_run(bus, started.project_id, started.run_id)
         t0 = time.monotonic()
         end = await wait_for_end(bus, started.run_id)
-
-        async def agent_finished():
-            async for d in bus.read(stop_at_end=False):
-                if isinstance(d.event, ev.AgentFinished):
-                    return d.event
-        finished = await asyncio.wait_for(agent_finished(), 10)
+        finished = await next_event(bus, lambda e: isinstance(e, ev.AgentFinished), 10)
         waited = time.monotonic() - t0
         events = await events_of(bus, started.run_id)
     finally:

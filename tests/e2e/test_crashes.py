@@ -12,7 +12,7 @@ import pytest
 from shared import events as ev
 from shared.commands import start_run
 from tests.support.processes import ServiceProcess, service_env
-from tests.support.system import config, endpoint_for, events_of, start_system, wait_for_end
+from tests.support.system import config, endpoint_for, events_of, next_event, start_system, wait_for_end
 
 pytestmark = pytest.mark.e2e
 
@@ -35,14 +35,6 @@ def max_overlap(events: list[ev.Event]) -> int:
         running += delta
         peak = max(peak, running)
     return peak
-
-
-async def wait_for(bus, predicate, timeout=60.0):
-    async def watch():
-        async for d in bus.read(stop_at_end=False):
-            if predicate(d.event):
-                return d.event
-    return await asyncio.wait_for(watch(), timeout)
 
 
 async def test_two_executor_processes_never_exceed_the_cap(nats_server, database_url, unique, git_repo, tmp_path):
@@ -78,7 +70,7 @@ async def test_killed_executor_task_is_redelivered_and_done_once(nats_server, da
     bus = await endpoint.bus()
     try:
         started = await start_run(bus, wide_plan(1), git_repo, cfg)
-        await wait_for(bus, lambda e: isinstance(e, ev.AgentStarted))
+        await next_event(bus, lambda e: isinstance(e, ev.AgentStarted))
         first.kill()  # mid-task: the agent is sleeping, nothing committed, nothing acked
         second = ServiceProcess("executor", env, tmp_path).start()
         end = await wait_for_end(bus, started.run_id, timeout=120)
@@ -116,7 +108,7 @@ async def test_killed_planner_neither_loses_nor_duplicates_task_ready(nats_serve
     try:
         started = await start_run(bus, plan, git_repo, cfg)
         for _ in range(3):  # kill it three times while the run is in flight
-            await wait_for(bus, lambda e: isinstance(e, ev.BranchMerged) and e.run_id == started.run_id)
+            await next_event(bus, lambda e: isinstance(e, ev.BranchMerged) and e.run_id == started.run_id)
             planner.kill()
             await asyncio.sleep(0.3)
             planner = ServiceProcess("planner", env, tmp_path).start()

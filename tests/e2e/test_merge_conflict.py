@@ -3,7 +3,6 @@ waits; a person resolves it in the task's worktree and retries; the run complete
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 
 import pytest
@@ -12,7 +11,7 @@ from shared import events as ev
 from shared.commands import request_merge, start_run
 from tests.conftest import git
 from tests.support.fake_anthropic import tool, turn
-from tests.support.system import config, endpoint_for, events_of, start_system, wait_for_end, write_transcripts
+from tests.support.system import config, endpoint_for, events_of, next_event, start_system, wait_for_end, write_transcripts
 
 pytestmark = pytest.mark.e2e
 
@@ -23,14 +22,6 @@ PLAN = {"name": "clash", "epics": [{"id": "E", "name": "E", "tasks": [
 
 def writes(path, content, summary):
     return [turn(tool("write_file", path=path, content=content)), turn(tool("finish", summary=summary))]
-
-
-async def next_event(bus, predicate, timeout=60):
-    async def watch():
-        async for d in bus.read(stop_at_end=False):
-            if predicate(d.event):
-                return d.event
-    return await asyncio.wait_for(watch(), timeout)
 
 
 async def test_conflict_is_reported_then_resolved_by_a_person(nats_server, database_url, unique, git_repo, tmp_path):

@@ -34,15 +34,20 @@ async def events_of(bus, run_id: str) -> list[ev.Event]:
     return [d.event async for d in bus.read() if getattr(d.event, "run_id", None) == run_id]
 
 
-async def wait_for_end(bus, run_id: str, timeout: float = 120.0) -> ev.Event:
+async def next_event(bus, predicate, timeout: float = 60.0) -> ev.Event:
+    """The first event in the log (from its start, then live) for which `predicate` holds."""
     async def watch() -> ev.Event:
         async for d in bus.read(stop_at_end=False):
-            if getattr(d.event, "run_id", None) == run_id and isinstance(
-                    d.event, (ev.RunCompleted, ev.RunFailed, ev.RunCancelled)):
+            if predicate(d.event):
                 return d.event
         raise AssertionError("log ended")
 
     return await asyncio.wait_for(watch(), timeout)
+
+
+async def wait_for_end(bus, run_id: str, timeout: float = 120.0) -> ev.Event:
+    return await next_event(bus, lambda e: getattr(e, "run_id", None) == run_id and isinstance(
+        e, (ev.RunCompleted, ev.RunFailed, ev.RunCancelled)), timeout)
 
 
 async def start_system(endpoint: Endpoint, cfg: Config, **kwargs: Any) -> System:
