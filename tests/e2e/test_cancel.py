@@ -41,3 +41,24 @@ async def test_run_cancelled_mid_task_stops_the_agent_within_two_seconds(nats_se
     cancelled_tasks = {e.task_id for e in events if isinstance(e, ev.TaskCancelled)}
     assert cancelled_tasks == {"slow", "later"}
     assert not [e for e in events if isinstance(e, ev.BranchMerged)]
+
+
+async def test_a_run_followed_in_process_fails_clearly_when_a_service_dies(nats_server, database_url, unique,
+                                                                           git_repo):
+    from yokeflow.commands.runtime import _follow_while_served
+    from yokeflow.errors import CliError
+
+    plan = {"name": "slow", "epics": [{"id": "E", "name": "E", "tasks": [{"id": "slow", "title": "Slow"}]}]}
+    cfg = config(parallel={"strategy": "by_task"}, agent={"provider": "sleep:60000"})
+    endpoint = endpoint_for(nats_server.url, database_url, unique)
+    system = await start_system(endpoint, cfg)
+    bus = await endpoint.bus()
+    try:
+        started = await start_run(bus, plan, git_repo, cfg)
+        await next_event(bus, lambda e: isinstance(e, ev.AgentStarted))
+        system.tasks["executor"].cancel()  # the service stops; nothing else would carry the run on
+        with pytest.raises(CliError, match="the executor service stopped during run"):
+            await _follow_while_served(bus, started, system, quiet=True)
+    finally:
+        await bus.close()
+        await system.stop()

@@ -137,3 +137,35 @@ async def test_read_filters_and_starts_at_sequence(bus):
     assert only_completed == ["TaskCompleted"]
     tail = [d.seq async for d in bus.read(start_seq=3)]
     assert tail == [3, 4]
+
+
+async def test_consumer_survives_a_bare_timeout_from_fetch(bus, monkeypatch):
+    """nats-py's fetch(batch>1) can raise a plain asyncio.TimeoutError; a consumer must not die of it."""
+    real_bind = bus.js.pull_subscribe_bind
+
+    async def flaky_bind(*args, **kwargs):
+        sub = await real_bind(*args, **kwargs)
+        real_fetch = sub.fetch
+        calls = 0
+
+        async def fetch(*a, **kw):
+            nonlocal calls
+            calls += 1
+            if calls <= 2:
+                raise asyncio.TimeoutError()
+            return await real_fetch(*a, **kw)
+
+        sub.fetch = fetch
+        return sub
+
+    monkeypatch.setattr(bus.js, "pull_subscribe_bind", flaky_bind)
+    await bus.publish(ready())
+    stop = asyncio.Event()
+    got = []
+
+    async def handler(d):
+        got.append(d.event.type)
+        stop.set()
+
+    await asyncio.wait_for(bus.consume("sturdy", [bus.events_subject], handler, stop=stop, concurrency=4), 20)
+    assert got == ["TaskReady"]
