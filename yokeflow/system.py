@@ -53,7 +53,9 @@ async def open_endpoint(config: Config, state_dir: Path, *, need_database: bool 
     if config.nats_url:
         if need_database and not config.database_url:
             raise CliError("YOKEFLOW_NATS_URL is set but YOKEFLOW_DATABASE_URL is not: set both to use existing servers")
-        yield Endpoint(config.nats_url, config.database_url, "environment")
+        from shared.runner import bus_options_from_env
+
+        yield Endpoint(config.nats_url, config.database_url, "environment", bus_options=bus_options_from_env())
         return
     live = read_endpoint(state_dir)
     if live:

@@ -133,3 +133,20 @@ def test_bad_specs_are_refused_before_anything_is_recorded(isolated, tmp_path, c
     spec.write_text("a todo app")
     code, _, err = cli(capsys, "plan", "create", "--spec", str(spec), "--provider", "replay")
     assert code == 1 and "session0.json is not a file: pass --transcript FILE" in err
+
+
+def test_a_produced_plan_runs_only_once_approved(isolated, example, capsys, git_repo, database_url, monkeypatch):
+    from yokeflow.commands.runtime import require_approval_if_produced
+    from yokeflow.system import Endpoint
+
+    monkeypatch.setenv("YOKEFLOW_DATABASE_URL", database_url)
+    code, out, _ = cli(capsys, "plan", "create", "--spec", str(example / "app_spec.txt"), "--provider", "replay")
+    assert code == 0
+    plan_id, plan_file = plan_id_in(out), example / "plan.yaml"
+    code, _, err = cli(capsys, "run", str(plan_file), "--repo", str(git_repo))
+    assert code == 2 and f"yokeflow plan approve {plan_id}" in err and "not approved" in err
+    assert cli(capsys, "plan", "approve", plan_id)[0] == 0
+    url, options = isolated
+    # approved: the gate lets it through (the run itself is covered by the e2e tests)
+    asyncio.run(require_approval_if_produced(Endpoint(url, database_url, "environment", bus_options=options),
+                                             str(plan_file)))

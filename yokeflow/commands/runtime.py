@@ -185,12 +185,28 @@ async def _follow_while_served(bus, started: ev.RunStarted, system: System | Non
                    f"`yokeflow status --run {started.run_id}` shows where it stood")
 
 
+async def require_approval_if_produced(endpoint: Endpoint, plan_path: str) -> None:
+    """A plan Session 0 wrote runs only once a person approved it; a hand-written plan is
+    approved by the person who runs it."""
+    from services.planner.session0 import plan_history, plan_id_for_file
+
+    bus = await endpoint.bus()
+    try:
+        plan_id = await plan_id_for_file(bus, plan_path)
+        if plan_id and not any(isinstance(e, ev.PlanApproved) for e in await plan_history(bus, plan_id)):
+            raise CliError(f"plan {plan_id} ({plan_path}) was produced by Session 0 and is not approved yet: "
+                           f"review it, then `yokeflow plan approve {plan_id}`", code=2)
+    finally:
+        await bus.close()
+
+
 async def cmd_run(args: argparse.Namespace) -> int:
     repo = Path(args.repo).expanduser().resolve()
     plan = load_plan_or_fail(args.plan)
     config = _config(repo)
     overrides = settings_override(args)
     async with open_endpoint(config, args.state_dir) as endpoint:
+        await require_approval_if_produced(endpoint, args.plan)
         started, outcome = await execute_run(endpoint, config, plan, repo, overrides,
                                              detach=args.detach, quiet=args.quiet)
     if outcome is None:
