@@ -53,8 +53,8 @@ async def start_run(bus: Bus, plan: Plan | dict, repo_path: Path | str, config: 
         try:
             plan = parse_plan(plan)
         except PlanError as exc:
-            raise CommandError(str(exc), "plan", [_problem(p) for p in exc.problems]) from None
-    problems = [_problem(p) for p in resolve(plan).errors]
+            raise CommandError(str(exc), "plan", [p.to_dict() for p in exc.problems]) from None
+    problems = [p.to_dict() for p in resolve(plan).errors]
     if problems:
         raise CommandError("plan is invalid:\n" + "\n".join(p["message"] for p in problems), "plan", problems)
     repo = check_repo(repo_path)
@@ -72,10 +72,6 @@ async def start_run(bus: Bus, plan: Plan | dict, repo_path: Path | str, config: 
                             correlation_id=run_id)
     await bus.publish(started, msg_id=f"{run_id}:RunStarted")
     return started
-
-
-def _problem(p: Any) -> dict[str, Any]:
-    return {"code": p.code, "ids": list(p.ids), "message": p.message, "path": getattr(p, "path", "")}
 
 
 async def cancel_run(bus: Bus, project_id: str, run_id: str, reason: str = "cancelled by a person") -> ev.RunCancelled:

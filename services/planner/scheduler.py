@@ -17,7 +17,7 @@ from shared import events as ev
 from shared.git import branch_name, slugify
 from shared.plan import Plan, parse_plan
 from services.planner.models import select_model
-from shared.resolver import dependencies, dispatch_order_key, remaining_minutes, resolve
+from shared.resolver import Resolution, dependencies, dispatch_order_key, remaining_minutes, resolve
 
 # task lifecycle in the scheduler
 PENDING, DISPATCHED, SUCCEEDED, MERGED, CONFLICT = "pending", "dispatched", "succeeded", "merged", "conflict"
@@ -57,7 +57,8 @@ class RunState:
     started: ev.RunStarted
     tasks: dict[str, TaskState]
     deps: dict[str, list[tuple[str, str]]]
-    batches: list[list[str]]
+    resolution: Resolution
+    batch_index: dict[str, int]
     remaining: dict[str, float]
     invalid: list[dict[str, Any]] = field(default_factory=list)
     batches_announced: bool = False
@@ -67,6 +68,13 @@ class RunState:
     paused: ev.RunPaused | None = None
     seen: set[str] = field(default_factory=set)
     ready_latencies: list[float] = field(default_factory=list)
+
+    @property
+    def batches(self) -> list[list[str]]:
+        return self.resolution.batches
+
+    def batch_of(self, task_id: str) -> int:
+        return self.batch_index.get(task_id, 0)
 
     # ------------------------------------------------------------------ settings
     def _setting(self, section: str, key: str, default: Any) -> Any:
@@ -97,7 +105,8 @@ class RunState:
         state = cls(
             run_id=e.run_id, project_id=e.project_id, plan=plan, repo_path=e.repo_path,
             target_branch=e.target_branch, settings=dict(e.settings), started=e, tasks=tasks,
-            deps=dependencies(plan), batches=resolution.batches, remaining=remaining_minutes(plan),
+            deps=dependencies(plan), resolution=resolution, remaining=remaining_minutes(plan),
+            batch_index={tid: i for i, ids in enumerate(resolution.batches) for tid in ids},
             invalid=[{"code": p.code, "ids": list(p.ids), "message": p.message} for p in resolution.errors],
         )
         state.seen.add(e.event_id)
@@ -213,7 +222,7 @@ def decide(state: RunState) -> list[Decision]:
                                reason=f"invalid plan: {reason}", counts=state.counts()),
                  f"{state.run_id}:RunFailed")]
     if not state.batches_announced:
-        res = resolve(state.plan)
+        res = state.resolution
         out.append((origin.caused(ev.BatchesComputed, aggregate_id=state.run_id, run_id=state.run_id,
                                   batches=res.batches, critical_path=res.critical_path,
                                   critical_path_minutes=res.critical_path_minutes),
@@ -303,9 +312,7 @@ def _is_ready(state: RunState, t: TaskState) -> bool:
         if kind == "soft" and status not in FINISHED:
             return False
     if state.batch_barrier:
-        batch_of = {tid: i for i, ids in enumerate(state.batches) for tid in ids}
-        mine = batch_of.get(t.id, 0)
-        for earlier in state.batches[:mine]:
+        for earlier in state.batches[:state.batch_of(t.id)]:
             if any(state.tasks[x].status not in TERMINAL for x in earlier):
                 return False
     return True
