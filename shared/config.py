@@ -58,6 +58,7 @@ class Merge(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     target_branch: str = "main"
     validate_command: str = ""
     on_conflict: Literal["agent", "manual"] = "manual"
+    max_resolution_attempts: int = 2  # resolution agents per task before a person is asked (on_conflict: agent)
     keep_branches: bool = False
 
 
@@ -132,13 +133,13 @@ def _check_ranges(cfg: Config, source: str) -> None:
         ("cost.warn_at_fraction", 0 < cfg.cost.warn_at_fraction <= 1, "must be in (0, 1]"),
         ("learning.expertise_max_lines", cfg.learning.expertise_max_lines >= 10, "must be at least 10"),
         ("agent.max_turns", cfg.agent.max_turns >= 1, "must be at least 1"),
+        ("merge.max_resolution_attempts", cfg.merge.max_resolution_attempts >= 0, "must not be negative"),
     ]
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"{source}: {key} {why}")
     not_built = [
         ("parallel.strategy: smart", cfg.parallel.strategy == "smart", "use by_epic or by_task"),
-        ("merge.on_conflict: agent", cfg.merge.on_conflict == "agent", "use manual and `yokeflow merge retry`"),
     ]
     for setting, chosen, instead in not_built:
         if chosen:

@@ -71,7 +71,7 @@ tasks = Table(
     Column("position", Integer, nullable=False),
     # pending | ready | running | done | failed | blocked | cancelled
     Column("status", String(20), nullable=False, server_default="pending"),
-    # "" | merged | conflict
+    # "" | merged | conflict | resolving (a resolution agent is at work)
     Column("merge_status", String(20), nullable=False, server_default=""),
     Column("attempt", Integer, nullable=False, server_default="0"),
     Column("model", String(100), nullable=False, server_default=""),

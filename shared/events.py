@@ -179,6 +179,10 @@ class TaskReady(TaskEvent, frozen=True, kw_only=True):
     worktree: str = ""
     dependency_summaries: list[dict[str, str]] = []
     previous_attempt: dict[str, Any] = {}
+    # "task": do the work; "resolve_conflict": merge the target branch into the task's branch
+    # in its worktree and resolve the conflicts `conflict` describes (merge.on_conflict: agent)
+    purpose: str = "task"
+    conflict: dict[str, Any] = {}
 
 
 class AgentStarted(TaskEvent, frozen=True, kw_only=True):
@@ -280,6 +284,18 @@ class MergeConflicted(Event, frozen=True, kw_only=True):
     reason: str = ""
 
 
+class ConflictEscalated(Event, frozen=True, kw_only=True):
+    """The resolution agent gave up (or may not try again): a person resolves the conflict in the
+    task's worktree and runs `yokeflow merge retry TASK`."""
+
+    aggregate: ClassVar[str] = "merge"
+    run_id: str
+    task_id: str
+    branch: str = ""
+    reason: str = ""
+    conflicts: list[dict[str, Any]] = []
+
+
 class BatchMerged(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "batch"
     run_id: str
@@ -336,7 +352,7 @@ AnyEvent = Union[
     RunStarted, RunCancelled, RunPaused, RunResumed, RunCompleted, RunFailed,
     TaskReady, AgentStarted, AgentFinished, TaskCompleted, TaskFailed, TaskBlocked,
     TaskCancelled, CostRecorded,
-    WorktreeCreated, MergeRequested, BranchMerged, MergeConflicted, BatchMerged,
+    WorktreeCreated, MergeRequested, BranchMerged, MergeConflicted, ConflictEscalated, BatchMerged,
     LearningExtracted, ExpertiseUpdated, BudgetWarning, BudgetExhausted, DeliveryFailed,
 ]
 

@@ -3,6 +3,10 @@
 from shared.gitops import (  # noqa: F401
     GitError,
     MergeResult,
+    Resolution,
+    abort_resolution,
+    begin_resolution,
+    unresolved,
     create_repository,
     Worktree,
     WorktreeManager,
@@ -14,6 +18,7 @@ from shared.gitops import (  # noqa: F401
 )
 
 __all__ = [
-    "GitError", "MergeResult", "Worktree", "WorktreeManager",
-    "branch_name", "create_repository", "head_of", "is_ancestor", "merge_branch", "slugify",
+    "GitError", "MergeResult", "Resolution", "Worktree", "WorktreeManager", "abort_resolution",
+    "begin_resolution", "branch_name", "create_repository", "head_of", "is_ancestor", "merge_branch", "slugify",
+    "unresolved",
 ]

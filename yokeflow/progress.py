@@ -28,6 +28,9 @@ def describe(e: ev.Event) -> str:
     """One readable line for an event (shared by progress output and `events tail`)."""
     task = getattr(e, "task_id", "")
     match e:
+        case ev.TaskReady() if e.purpose == "resolve_conflict":
+            paths = ", ".join(c.get("path", "?") for c in e.conflict.get("conflicts", []))
+            return f"task {task} resolution agent queued (attempt {e.attempt}, {e.model}) for: {paths}"
         case ev.TaskReady():
             return f"task {task} ready (attempt {e.attempt}, {e.model or e.provider}, branch {e.branch})"
         case ev.AgentStarted():
@@ -41,6 +44,8 @@ def describe(e: ev.Event) -> str:
         case ev.MergeConflicted():
             paths = ", ".join(c.get("path", "?") for c in e.conflicts) or e.reason
             return f"task {task} merge conflict: {paths}"
+        case ev.ConflictEscalated():
+            return f"task {task} conflict needs a person: {e.reason}"
         case ev.TaskFailed():
             return f"task {task} failed ({'final' if e.final else 'will retry'}): {e.reason[:200]}"
         case ev.TaskBlocked():

@@ -19,10 +19,15 @@ from typing import Any
 from shared import events as ev
 from shared.bus import Bus, Delivery
 from shared.config import Config
-from shared.git import Worktree, WorktreeManager
+from shared.git import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
 from shared.llm import make_provider
-from services.executor.agent.loop import AgentResult, CallRecord, run_agent
-from services.executor.agent.prompt import build_system_prompt, build_task_prompt, repo_map
+from services.executor.agent.loop import AgentResult, CallRecord, run_agent, run_checks_only
+from services.executor.agent.prompt import (
+    build_resolution_prompt,
+    build_system_prompt,
+    build_task_prompt,
+    repo_map,
+)
 from services.executor.agent.tools import Sandbox
 
 log = logging.getLogger("yokeflow.executor")
@@ -76,7 +81,8 @@ class Executor:
         parallel = self.config.parallel
         manager = WorktreeManager(e.repo_path, target_branch=e.target_branch,
                                   setup_command=parallel.setup_command or None, port_base=parallel.port_base)
-        wt = await asyncio.to_thread(manager.acquire, e.worktree, e.branch)
+        resolving = e.purpose == "resolve_conflict"
+        wt = await asyncio.to_thread(manager.acquire, e.worktree, e.branch, update_from_target=not resolving)
         await self.bus.publish(e.caused(ev.WorktreeCreated, aggregate_id=ev.task_aggregate_id(e.run_id, e.task_id),
                                         run_id=e.run_id, task_id=e.task_id, path=str(wt.path), branch=wt.branch,
                                         base_commit=wt.base_commit, reused=wt.reused),
@@ -112,18 +118,25 @@ class Executor:
             await self.bus.log(e.project_id, e.aggregate_id, kind,
                                {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, **data})
 
-        try:
+        task = {"id": e.task_id, "title": e.title, "description": e.description, "tests": e.tests,
+                "domain": e.domain, "complexity": e.complexity}
+
+        async def agent(task_prompt: str, verify=None) -> AgentResult:
             provider = make_provider(e.provider, _provider_options(e.provider, options, wt))
-            task = {"id": e.task_id, "title": e.title, "description": e.description, "tests": e.tests,
-                    "domain": e.domain, "complexity": e.complexity}
-            result = await run_agent(
+            return await run_agent(
                 provider=provider, model=e.model,
                 system=build_system_prompt(expertise=await self._expertise(e.project_id, e.domain),
                                            repo_map=await asyncio.to_thread(repo_map, wt.path)),
-                task_prompt=build_task_prompt(task, {"id": e.epic_id}, e.dependency_summaries, previous or None),
-                sandbox=sandbox, checks=list(e.tests), max_turns=int(options.get("max_turns", 40)),
-                max_fix_rounds=int(options.get("max_fix_rounds", 2)), on_call=on_call, on_log=on_log,
-                cancel=cancel)
+                task_prompt=task_prompt, sandbox=sandbox, checks=list(e.tests),
+                max_turns=int(options.get("max_turns", 40)), max_fix_rounds=int(options.get("max_fix_rounds", 2)),
+                on_call=on_call, on_log=on_log, cancel=cancel, verify=verify)
+
+        try:
+            if resolving:
+                result = await self._resolve(e, wt, task, agent, sandbox, on_log, cancel)
+            else:
+                result = await agent(build_task_prompt(task, {"id": e.epic_id}, e.dependency_summaries,
+                                                       previous or None))
         except Exception as exc:  # a provider that cannot start is the task's failure, not the consumer's
             log.exception("task %s attempt %s: agent could not run", e.task_id, e.attempt)
             result = AgentResult(outcome="failure", summary="", error=f"{type(exc).__name__}: {exc}")
@@ -134,7 +147,33 @@ class Executor:
             message = _commit_message(e, result)
             # Nothing new to commit (e.g. work committed before a crash): the branch head stands.
             commit = await asyncio.to_thread(manager.commit_all, wt, message) or wt.head
+        elif resolving:
+            await asyncio.to_thread(_abort_quietly, wt.path)
         await self._finish(e, result, commit=commit, wt=wt, started=started)
+
+    async def _resolve(self, e: ev.TaskReady, wt: Worktree, task: dict, agent, sandbox: Sandbox, on_log,
+                       cancel: asyncio.Event) -> AgentResult:
+        """Merge the target into the task's branch here; an agent resolves what conflicts, then the
+        task's checks (and a check that no conflict marker is left) must pass."""
+        target = str(e.conflict.get("target_branch") or e.target_branch)
+        res = await asyncio.to_thread(begin_resolution, wt.path, target)
+        await on_log("resolution", {"target_commit": res.target_commit, "up_to_date": res.up_to_date,
+                                    "conflicts": [c["path"] for c in res.conflicts]})
+        if res.up_to_date:
+            return AgentResult(outcome="success", summary=f"{wt.branch} already contains {target}: nothing to resolve")
+        if not res.conflicts:  # the target moved again and now merges cleanly: the checks decide
+            result = await run_checks_only(sandbox=sandbox, checks=e.tests, on_log=on_log, cancel=cancel)
+            result.summary = f"{target} merged into {wt.branch} without conflicts"
+            return result
+
+        async def no_markers_left() -> list[dict]:
+            left = await asyncio.to_thread(unresolved, wt.path, res.marked_files)
+            return [{"command": "no conflict markers left", "exit_code": 1 if left else 0, "passed": not left,
+                     "timed_out": False,
+                     "output": ("conflict markers remain in: " + ", ".join(left)) if left else ""}]
+
+        return await agent(build_resolution_prompt(task, branch=wt.branch, target=target, conflicts=res.conflicts,
+                                                   marked_files=res.marked_files), verify=no_markers_left)
 
     async def _finish(self, e: ev.TaskReady, result: AgentResult, *, commit: str, wt: Worktree | None,
                       started: float) -> None:
@@ -188,9 +227,21 @@ def _provider_options(spec: str, options: dict[str, Any], wt: Worktree) -> dict[
     return picked
 
 
+def _abort_quietly(path) -> None:
+    try:
+        abort_resolution(path)
+    except GitError as exc:  # nothing under way (it failed before the merge began)
+        log.info("resolution in %s: %s", path, exc)
+
+
 def _commit_message(e: ev.TaskReady, result: AgentResult) -> str:
     body = result.summary.strip() or "(no summary)"
-    return (f"task {e.task_id}: {e.title}\n\n{body}\n\n"
+    if e.purpose == "resolve_conflict":
+        target = e.conflict.get("target_branch") or e.target_branch
+        subject = f"Merge {target} into {e.branch}: resolve conflicts of task {e.task_id}"
+    else:
+        subject = f"task {e.task_id}: {e.title}"
+    return (f"{subject}\n\n{body}\n\n"
             f"YokeFlow-Task: {e.task_id}\nYokeFlow-Run: {e.run_id}\nYokeFlow-Attempt: {e.attempt}\n"
             f"YokeFlow-Model: {e.model}\nYokeFlow-Cost-USD: {result.cost_usd:.6f}\n")
 

@@ -21,6 +21,8 @@ def task_state(task: dict[str, Any]) -> str:
     """What a card shows: the task status, except that a done task shows how its merge went."""
     if task.get("merge_status") == "conflict":
         return "conflict"
+    if task.get("merge_status") == "resolving" and task.get("status") not in ("failed", "cancelled"):
+        return "resolving"  # a resolution agent is merging the target branch into the task's branch
     if task.get("status") == "done" and task.get("merge_status") == "merged":
         return "merged"
     return str(task.get("status") or "pending")

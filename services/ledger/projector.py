@@ -84,8 +84,9 @@ async def project(conn: AsyncConnection, e: ev.Event) -> None:
                 await conn.execute(update(db.tasks).where(db.tasks.c.run_id == e.run_id, db.tasks.c.id.in_(ids))
                                    .values(batch=i))
         case ev.TaskReady():
+            resolving = {"merge_status": "resolving"} if e.purpose == "resolve_conflict" else {}
             await conn.execute(_task(e).values(status="ready", attempt=e.attempt, model=e.model, branch=e.branch,
-                                               worktree=e.worktree, reason=""))
+                                               worktree=e.worktree, reason="", **resolving))
             await _upsert(conn, db.attempts, {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt,
                                               "model": e.model, "provider": e.provider, "outcome": "queued"},
                           ["run_id", "task_id", "attempt"])
@@ -137,6 +138,8 @@ async def project(conn: AsyncConnection, e: ev.Event) -> None:
             if merged:
                 await conn.execute(update(db.worktrees).where(db.worktrees.c.run_id == e.run_id,
                                                               db.worktrees.c.task_id == e.task_id).values(status="merged"))
+        case ev.ConflictEscalated():
+            await conn.execute(_task(e).values(status="done", merge_status="conflict", reason=e.reason))
         case ev.BatchMerged():
             b = db.parallel_batches
             await conn.execute(update(b).where(b.c.run_id == e.run_id, b.c.batch == e.batch).values(status="merged"))

@@ -40,10 +40,18 @@ class TaskState:
     finished_attempts: dict[int, str] = field(default_factory=dict)  # attempt -> outcome
     decided_attempts: set[int] = field(default_factory=set)          # attempts the planner has judged
     throttled: int = 0  # attempts cut short by the model API's rate limits: they do not count as tries
+    conflict: ev.MergeConflicted | None = None  # the standing conflict, until a merge lands
+    resolution_attempts: set[int] = field(default_factory=set)  # attempts that were resolution agents
+    escalated: str = ""  # event id of the conflict handed to a person
 
     @property
     def tries(self) -> int:
         return self.attempt - self.throttled
+
+    @property
+    def resolution_tries(self) -> int:
+        throttled = sum(1 for a in self.resolution_attempts if self.finished_attempts.get(a) == "rate_limited")
+        return len(self.resolution_attempts) - throttled
 
 
 @dataclass
@@ -96,6 +104,14 @@ class RunState:
     def batch_barrier(self) -> bool:
         return bool(self._setting("parallel", "batch_barrier", False))
 
+    @property
+    def resolves_conflicts(self) -> bool:
+        return self._setting("merge", "on_conflict", "manual") == "agent"
+
+    @property
+    def max_resolution_attempts(self) -> int:
+        return int(self._setting("merge", "max_resolution_attempts", 2))
+
     # ------------------------------------------------------------------ fold
     @classmethod
     def start(cls, e: ev.RunStarted) -> "RunState":
@@ -125,7 +141,10 @@ class RunState:
                 task.attempt = max(task.attempt, e.attempt)
                 task.status = DISPATCHED
                 task.ready_at = e.occurred_at
-                self._record_ready_latency(task, e.occurred_at)
+                if e.purpose == "resolve_conflict":
+                    task.resolution_attempts.add(e.attempt)
+                else:
+                    self._record_ready_latency(task, e.occurred_at)
             case ev.AgentFinished() if task:
                 task.finished_attempts[e.attempt] = e.outcome
                 if e.outcome == "rate_limited":
@@ -143,7 +162,10 @@ class RunState:
                     task.status = SUCCEEDED
             case ev.TaskFailed() if task:
                 task.decided_attempts.add(e.attempt)
-                task.status = FAILED if e.final else RETRY
+                if e.attempt in task.resolution_attempts and not e.final:
+                    task.status = CONFLICT  # the branch is as it was: the conflict still stands
+                else:
+                    task.status = FAILED if e.final else RETRY
             case ev.TaskBlocked() if task:
                 task.status = BLOCKED
             case ev.TaskCancelled() if task:
@@ -152,9 +174,13 @@ class RunState:
             case ev.BranchMerged() if task:
                 task.status = MERGED
                 task.merged_at = e.occurred_at
+                task.conflict = None
             case ev.MergeConflicted() if task:
                 if task.status != MERGED:
                     task.status = CONFLICT
+                    task.conflict = e
+            case ev.ConflictEscalated() if task:
+                task.escalated = task.conflict.event_id if task.conflict else e.event_id
             case ev.RunCancelled():
                 self.cancelled = True
             case ev.RunPaused():
@@ -229,7 +255,11 @@ def decide(state: RunState) -> list[Decision]:
                     f"{state.run_id}:BatchesComputed"))
     out += _judge_finished_attempts(state)
     out += _block_or_cancel(state)
+    if state.resolves_conflicts:
+        out += _escalate_conflicts(state)
     if not state.cancelled and not state.budget_exhausted and state.paused is None:
+        if state.resolves_conflicts:
+            out += _resolve_conflicts(state)
         out += _dispatch(state)
     out += _maybe_end(state, out)
     return out
@@ -264,6 +294,11 @@ def _judge_finished_attempts(state: RunState) -> list[Decision]:
                                                  resume_after_s=float(retry))
                     out.append((pause, f"{key}:RunPaused"))
                     state.apply(pause)
+            elif attempt in t.resolution_attempts:
+                reason = t.last_failure.get("error") or t.last_failure.get("outcome") or "agent failed"
+                out.append((_task_event(state, ev.TaskFailed, t.id, attempt=attempt, final=False,
+                                        reason=f"conflict resolution (attempt {attempt}) failed: {reason}"[:2000]),
+                            f"{key}:TaskFailed"))
             else:
                 final = t.tries >= state.max_attempts
                 reason = t.last_failure.get("error") or t.last_failure.get("outcome") or "agent failed"
@@ -299,6 +334,55 @@ def _block_or_cancel(state: RunState) -> list[Decision]:
                 out.append((e, f"{state.run_id}:{t.id}:TaskBlocked"))
                 state.apply(e)
                 changed = True
+    return out
+
+
+def _awaits_resolution(state: RunState, t: TaskState) -> bool:
+    """A content conflict (not a missing branch or a failed gate) the agent policy still owns."""
+    return (t.status == CONFLICT and t.conflict is not None and bool(t.conflict.conflicts)
+            and t.escalated != t.conflict.event_id)
+
+
+def _escalate_conflicts(state: RunState) -> list[Decision]:
+    out: list[Decision] = []
+    for t in state.tasks.values():
+        if not _awaits_resolution(state, t) or t.resolution_tries < state.max_resolution_attempts:
+            continue
+        conflict = t.conflict
+        assert conflict is not None
+        tried = t.resolution_tries
+        why = (f"{tried} resolution attempt(s) did not resolve it" if tried else
+               "merge.max_resolution_attempts is 0")
+        e = state.started.caused(
+            ev.ConflictEscalated, aggregate_id=ev.task_aggregate_id(state.run_id, t.id), run_id=state.run_id,
+            task_id=t.id, branch=conflict.branch, conflicts=conflict.conflicts,
+            reason=f"{why}: resolve it in the task's worktree and run `yokeflow merge retry {t.id}`")
+        out.append((e, f"{state.run_id}:{t.id}:{conflict.event_id}:ConflictEscalated"))
+        state.apply(e)
+    return out
+
+
+def _resolve_conflicts(state: RunState) -> list[Decision]:
+    out: list[Decision] = []
+    for t in state.tasks.values():
+        if not _awaits_resolution(state, t) or t.resolution_tries >= state.max_resolution_attempts:
+            continue
+        if state.in_flight() >= state.max_concurrency:
+            break
+        conflict = t.conflict
+        assert conflict is not None
+        fields = _ready_fields(state, t)
+        fields["model"] = select_model(fields["complexity"], t.resolution_tries + 1,
+                                       default=str((state.settings.get("cost") or {}).get("default_model", "sonnet")))
+        fields.update(purpose="resolve_conflict", branch=conflict.branch,
+                      conflict={"event_id": conflict.event_id, "target_branch": conflict.target_branch,
+                                "conflicts": conflict.conflicts, "reason": conflict.reason})
+        if fields["provider"] == "replay" and fields["provider_options"].get("transcript"):
+            recorded = Path(fields["provider_options"]["transcript"])
+            fields["provider_options"]["transcript"] = str(recorded.with_name(f"{t.id}.resolve.json"))
+        e = _task_event(state, ev.TaskReady, t.id, **fields)
+        out.append((e, f"{state.run_id}:{t.id}:{e.attempt}:TaskReady"))
+        state.apply(e)
     return out
 
 

@@ -6,9 +6,11 @@ from shared.gitops.errors import GitError
 from shared.gitops.merge import MergeResult, merge_branch
 from shared.gitops.names import branch_name, slugify
 from shared.gitops.repo import head_of, is_ancestor
+from shared.gitops.resolution import Resolution, abort_resolution, begin_resolution, unresolved
 from shared.gitops.worktrees import Worktree, WorktreeManager
 
 __all__ = [
-    "GitError", "MergeResult", "Worktree", "WorktreeManager",
-    "branch_name", "create_repository", "head_of", "is_ancestor", "merge_branch", "slugify",
+    "GitError", "MergeResult", "Resolution", "Worktree", "WorktreeManager", "abort_resolution",
+    "begin_resolution", "branch_name", "create_repository", "head_of", "is_ancestor", "merge_branch", "slugify",
+    "unresolved",
 ]

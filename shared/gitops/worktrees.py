@@ -20,6 +20,7 @@ from shared.gitops.housekeeping import copy_included, ensure_worktrees_ignored
 from shared.gitops.locks import file_lock
 from shared.gitops.merge import make_commit
 from shared.gitops.names import worktree_dir_name
+from shared.gitops.resolution import clear_merge_state, merge_parent
 from shared.gitops.repo import branch_ref, commit_is_ancestor, merge_bases, open_repo, read_ref, require_branch
 from shared.gitops.treemerge import merge_trees
 
@@ -83,8 +84,9 @@ class WorktreeManager:
         return self.port_base + slot * self.port_block
 
     # -- acquire ----------------------------------------------------------------
-    def acquire(self, name: str, branch: str) -> Worktree:
-        """Create or reuse the worktree `name` on `branch`; see docs/git.md for the full contract."""
+    def acquire(self, name: str, branch: str, *, update_from_target: bool = True) -> Worktree:
+        """Create or reuse the worktree `name` on `branch`; see docs/git.md for the full contract.
+        `update_from_target=False` leaves the target out (a conflict resolution merges it itself)."""
         dirname = worktree_dir_name(name)
         path = self.path_of(name)
         ref = branch_ref(branch)
@@ -112,8 +114,10 @@ class WorktreeManager:
                 meta = {"name": name, "branch": branch, "created_at": time.time()}
             meta.setdefault("port_base", self._allocate_port(dirname))
             with Repo(str(path)) as wt:
+                clear_merge_state(wt)  # a resolution interrupted by a crash starts over
                 reset_hard(wt, wt[wt.refs[ref]].tree)
-                head = self._bring_in_target(repo, wt, ref, branch, target_tip)
+                head = (self._bring_in_target(repo, wt, ref, branch, target_tip) if update_from_target
+                        else wt.refs[ref])
             meta.update(last_used_at=time.time(), base_commit=target_tip.decode())
             self._write_meta(dirname, meta)
         if not meta.get("setup_done"):
@@ -162,16 +166,19 @@ class WorktreeManager:
     # -- commit / release / list / prune -------------------------------------------
     def commit_all(self, wt: Worktree | Path, message: str, *,
                    author: str = "YokeFlow Agent <agent@yokeflow.dev>") -> str | None:
-        """Stage every change in the worktree and commit it on its branch; None when nothing changed."""
+        """Stage every change in the worktree and commit it on its branch; None when nothing changed.
+        With a merge under way (MERGE_HEAD) the commit is that merge, even if no file changed."""
         path = wt.path if isinstance(wt, Worktree) else Path(wt)
         with Repo(str(path)) as repo:
             head = repo.head()
+            merging = merge_parent(repo)
             tree = stage_all(repo)
-            if tree == head_tree(repo):
+            if tree == head_tree(repo) and merging is None:
                 return None
-            commit = make_commit(repo, tree, [head], message, author)
+            commit = make_commit(repo, tree, [head] + ([merging] if merging else []), message, author)
             if not repo.refs.set_if_equals(b"HEAD", head, commit.id):
                 raise GitError(f"the branch of {path} moved while committing; commit again")
+            clear_merge_state(repo)
         name = path.name
         if self._admin(name).is_dir():
             with self._lock():

@@ -65,3 +65,102 @@ async def test_conflict_is_reported_then_resolved_by_a_person(nats_server, datab
     assert isinstance(end, ev.RunCompleted), end
     assert git(git_repo, "show", "main:greeting.txt") == "hello from A and B"
     assert git(git_repo, "show", "main:after.txt") == "done"
+
+
+def checked_plan(check: str) -> dict:
+    plan = {"name": "clash", "epics": [{"id": "E", "name": "E", "tasks": [dict(t) for t in PLAN["epics"][0]["tasks"]]}]}
+    for task in plan["epics"][0]["tasks"][:2]:
+        task["tests"] = [check]
+    return plan
+
+
+async def test_a_resolution_agent_merges_main_in_resolves_and_the_merge_lands(nats_server, database_url, unique,
+                                                                             git_repo, tmp_path):
+    resolved = writes("greeting.txt", "hello from A and B\n", "kept both greetings")
+    transcripts = write_transcripts(tmp_path / "t", {
+        "a": writes("greeting.txt", "hello from A\n", "A"),
+        "b": writes("greeting.txt", "hello from B\n", "B"),
+        "a.resolve": resolved, "b.resolve": resolved,
+        "after": writes("after.txt", "done\n", "after"),
+    })
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2},
+                 agent={"provider": "replay", "transcripts": str(transcripts)}, merge={"on_conflict": "agent"})
+    endpoint = endpoint_for(nats_server.url, database_url, unique)
+    system = await start_system(endpoint, cfg)
+    bus = await endpoint.bus()
+    try:
+        started = await start_run(bus, checked_plan("grep -q hello greeting.txt"), git_repo, cfg)
+        end = await wait_for_end(bus, started.run_id)
+        events = await events_of(bus, started.run_id)
+    finally:
+        await bus.close()
+        await system.stop()
+    assert isinstance(end, ev.RunCompleted), end
+    conflict = next(e for e in events if isinstance(e, ev.MergeConflicted))
+    loser = conflict.task_id
+    resolution = next(e for e in events if isinstance(e, ev.TaskReady) and e.purpose == "resolve_conflict")
+    assert resolution.task_id == loser and resolution.attempt == 2
+    assert [c["path"] for c in resolution.conflict["conflicts"]] == ["greeting.txt"]
+    finished = next(e for e in events if isinstance(e, ev.AgentFinished) and e.attempt == 2)
+    # the task's own check and the marker check both ran on the resolved merge
+    assert [c["command"] for c in finished.checks] == ["grep -q hello greeting.txt", "no conflict markers left"]
+    assert all(c["passed"] for c in finished.checks)
+    # the branch got a real merge of main (two parents), then main got the branch
+    parents = git(git_repo, "rev-list", "--parents", "-n", "1", finished.commit).split()[1:]
+    assert len(parents) == 2 and parents[1] == conflict_main(events, conflict)
+    assert git(git_repo, "show", "main:greeting.txt") == "hello from A and B"
+    assert git(git_repo, "show", "main:after.txt") == "done"
+    assert not [e for e in events if isinstance(e, ev.ConflictEscalated)]
+
+
+def conflict_main(events, conflict) -> str:
+    """The main commit the resolution merged: the merge of the winner, which landed before the conflict."""
+    merged = [e for e in events if isinstance(e, ev.BranchMerged) and e.task_id != conflict.task_id]
+    return merged[0].commit
+
+
+async def test_a_resolution_that_fails_is_handed_to_a_person_with_the_worktree_clean(
+        nats_server, database_url, unique, git_repo, tmp_path):
+    transcripts = write_transcripts(tmp_path / "t", {
+        "a": writes("greeting.txt", "hello from A\n", "A"),
+        "b": writes("greeting.txt", "hello from B\n", "B"),
+        # the resolution agent finishes twice without touching the markers
+        "a.resolve": [turn(tool("finish", summary="done, I think"))] * 2,
+        "b.resolve": [turn(tool("finish", summary="done, I think"))] * 2,
+        "after": writes("after.txt", "done\n", "after"),
+    })
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2},
+                 agent={"provider": "replay", "transcripts": str(transcripts), "max_fix_rounds": 1},
+                 merge={"on_conflict": "agent", "max_resolution_attempts": 1})
+    endpoint = endpoint_for(nats_server.url, database_url, unique)
+    system = await start_system(endpoint, cfg)
+    bus = await endpoint.bus()
+    try:
+        started = await start_run(bus, PLAN, git_repo, cfg)
+        escalated = await next_event(bus, lambda e: isinstance(e, ev.ConflictEscalated))
+        loser = escalated.task_id
+        assert "1 resolution attempt(s) did not resolve it" in escalated.reason
+        assert f"yokeflow merge retry {loser}" in escalated.reason
+        events = await events_of(bus, started.run_id)
+        failed = next(e for e in events if isinstance(e, ev.AgentFinished) and e.attempt == 2)
+        assert failed.outcome == "failure"
+        assert failed.error == "checks still failing after 1 fix round(s): `no conflict markers left`"
+        assert failed.checks[-1]["output"] == "conflict markers remain in: greeting.txt"
+        # the half-done merge was dropped: the worktree is clean at the task's own commit
+        wt = failed.worktree
+        assert git(git_repo, "-C", wt, "status", "--porcelain") == ""
+        assert "<<<<<<<" not in open(f"{wt}/greeting.txt").read()
+        own = next(e for e in events if isinstance(e, ev.AgentFinished) and e.task_id == loser and e.attempt == 1)
+        assert git(git_repo, "-C", wt, "rev-parse", "HEAD") == own.commit
+
+        subprocess.run(["git", "merge", "main"], cwd=wt, capture_output=True, text=True)
+        with open(f"{wt}/greeting.txt", "w") as f:
+            f.write("hello from A and B\n")
+        git(git_repo, "-C", wt, "-c", "user.email=p@x", "-c", "user.name=P", "commit", "-qam", "resolve greeting")
+        await request_merge(bus, started.project_id, started.run_id, loser)
+        end = await wait_for_end(bus, started.run_id)
+    finally:
+        await bus.close()
+        await system.stop()
+    assert isinstance(end, ev.RunCompleted), end
+    assert git(git_repo, "show", "main:greeting.txt") == "hello from A and B"

@@ -26,7 +26,8 @@ def test_file_then_environment(tmp_path):
     ({"parallel": {"bogus": 1}}, "bogus"),
     ({"cost": {"warn_at_fraction": 2}}, "cost.warn_at_fraction"),
     ({"parallel": {"strategy": "smart"}}, "parallel.strategy: smart is not built"),
-    ({"merge": {"on_conflict": "agent"}}, "merge.on_conflict: agent is not built"),
+    ({"merge": {"on_conflict": "somebody"}}, "merge.on_conflict"),
+    ({"merge": {"max_resolution_attempts": -1}}, "merge.max_resolution_attempts"),
 ])
 def test_a_bad_value_names_the_key(data, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -143,7 +143,9 @@ async def run_agent(*, provider: Provider, model: str, system: list[dict], task_
                     max_tokens: int = 8192,
                     on_call: Callable[[CallRecord], Awaitable[None]] | None = None,
                     on_log: Callable[[str, dict], Awaitable[None]] | None = None,
-                    cancel: asyncio.Event | None = None) -> AgentResult:
+                    cancel: asyncio.Event | None = None,
+                    verify: Callable[[], Awaitable[list[dict]]] | None = None) -> AgentResult:
+    """`verify` adds checks of its own (results shaped like a command check's) after the commands."""
     started = time.monotonic()
     run = _Run(provider=provider, model=model, system=system, sandbox=sandbox, max_tokens=max_tokens,
                on_call=on_call, on_log=on_log, cancel=cancel or asyncio.Event())
@@ -170,7 +172,7 @@ async def run_agent(*, provider: Provider, model: str, system: list[dict], task_
                     continue
                 summary = turn.text()  # end_turn without `finish`: the agent considers itself done
             result.summary = summary
-            result.checks = await run.run_checks(checks)
+            result.checks = await run.run_checks(checks) + (await verify() if verify else [])
             if all(c["passed"] for c in result.checks):
                 result.outcome, result.error = "success", ""
                 break
@@ -187,6 +189,25 @@ async def run_agent(*, provider: Provider, model: str, system: list[dict], task_
         result.outcome, result.error, result.retry_after_s = "rate_limited", str(exc), exc.retry_after_s
     except Exception as exc:  # a provider or tool failure ends this attempt; the scheduler decides on retries
         result.outcome, result.error = "failure", f"{type(exc).__name__}: {exc}"
+    result.duration_s = round(time.monotonic() - started, 3)
+    return result
+
+
+async def run_checks_only(*, sandbox: Sandbox, checks: list[str] | tuple[str, ...],
+                          on_log: Callable[[str, dict], Awaitable[None]] | None = None,
+                          cancel: asyncio.Event | None = None) -> AgentResult:
+    """The checks without a model: success when every one passes (work that needs no agent)."""
+    started = time.monotonic()
+    run = _Run(provider=None, model="", system=[], sandbox=sandbox, max_tokens=0,  # type: ignore[arg-type]
+               on_call=None, on_log=on_log, cancel=cancel or asyncio.Event())
+    result = run.result
+    try:
+        result.checks = await run.run_checks([c for c in checks if c.strip()])
+        failed = [c["command"] for c in result.checks if not c["passed"]]
+        result.outcome = "failure" if failed else "success"
+        result.error = f"checks failing: {', '.join(failed)}" if failed else ""
+    except _Cancelled:
+        result.outcome, result.error = "cancelled", "cancelled while the checks ran"
     result.duration_s = round(time.monotonic() - started, 3)
     return result
 

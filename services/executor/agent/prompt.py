@@ -75,6 +75,36 @@ def build_task_prompt(task: dict, epic: dict | None, dependency_summaries: list[
     return "\n\n".join(parts)
 
 
+def build_resolution_prompt(task: dict, *, branch: str, target: str, conflicts: list[dict],
+                            marked_files: list[str]) -> str:
+    """The prompt of a resolution agent: the target branch is merged into the task's branch in
+    this worktree and left these conflicts; keep both sides' intent, then the checks run."""
+    task_id = _field(task, "task_id", "id", default="?")
+    parts = [f"# Resolve a merge conflict for task {task_id}: {_field(task, 'title', default='(untitled)')}",
+             f"This task's work (branch `{branch}`) is finished, but `{target}` moved on while it ran and the two "
+             f"now conflict. `{target}` has been merged into `{branch}` in this worktree; everything that merged "
+             "cleanly is in place. Resolve the conflicts below so that the result keeps both what this task did "
+             f"and what `{target}` did; do not simply drop one side.",
+             "## The task\n" + _field(task, "description", default="(no description given)")]
+    listing = []
+    for c in conflicts:
+        line = f"- `{c.get('path', '?')}` ({c.get('kind', 'conflict')}): {c.get('message', '')}"
+        if c.get("path") in marked_files:
+            line += " — the file holds conflict markers (`<<<<<<< " + branch + "`, `=======`, `>>>>>>> " + target + "`)"
+        listing.append(line)
+    parts.append("## Conflicts\n" + "\n".join(listing))
+    if marked_files:
+        parts.append("Every conflict marker must be gone from " + ", ".join(f"`{p}`" for p in marked_files)
+                     + " before you finish; a check verifies it.")
+    tests = [t for t in task.get("tests") or [] if str(t).strip()]
+    if tests:
+        parts.append("## Checks\nThen these commands must exit 0 in the worktree root:\n"
+                     + "\n".join(f"- `{t}`" for t in tests))
+    parts.append("Read the conflicting files, edit them, run the checks, and call `finish` with a summary of "
+                 "how you resolved each conflict. Do not commit: YokeFlow commits the merge.")
+    return "\n\n".join(parts)
+
+
 def _previous_attempt(prev: dict) -> str:
     lines = [f"## A previous attempt (attempt {prev.get('attempt', '?')}) did not complete this task",
              "Its work so far is in this worktree (the branch's last commit and any uncommitted files). "

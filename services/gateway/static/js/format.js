@@ -1,5 +1,5 @@
 // Small formatters shared by the views.
-export const STATES = ["pending", "ready", "running", "retrying", "done", "merged", "conflict", "failed", "blocked", "cancelled"];
+export const STATES = ["pending", "ready", "running", "retrying", "done", "merged", "conflict", "resolving", "failed", "blocked", "cancelled"];
 
 export function money(usd) {
   const v = Number(usd || 0);
@@ -53,7 +53,9 @@ export function describe(e) {
   switch (e.type) {
     case "RunStarted": return `run started: ${(d.plan && d.plan.name) || ""}`;
     case "BatchesComputed": return `${(d.batches || []).length} batches planned`;
-    case "TaskReady": return `${task} ready (attempt ${d.attempt}${d.model ? ", " + d.model : ""})`;
+    case "TaskReady": return d.purpose === "resolve_conflict"
+      ? `${task} resolution agent queued for ${((d.conflict || {}).conflicts || []).length} conflicting file(s) (attempt ${d.attempt})`
+      : `${task} ready (attempt ${d.attempt}${d.model ? ", " + d.model : ""})`;
     case "WorktreeCreated": return `${task} worktree ${d.branch}${d.reused ? " (reused)" : ""}`;
     case "AgentStarted": return `${task} agent started${d.model ? " · " + d.model : ""}`;
     case "AgentFinished": return `${task} agent ${d.outcome} · ${money(d.cost_usd)}`;
@@ -65,6 +67,7 @@ export function describe(e) {
     case "MergeRequested": return `${task} merge requested`;
     case "BranchMerged": return `${task} merged into ${d.target_branch} ${String(d.commit || "").slice(0, 8)}`;
     case "MergeConflicted": return `${task} merge conflict in ${(d.conflicts || []).length} file(s)`;
+    case "ConflictEscalated": return `${task} conflict needs a person: ${d.reason || ""}`;
     case "BatchMerged": return `batch ${Number(d.batch) + 1} merged`;
     case "BudgetWarning": return `budget warning: ${money(d.spent_usd)} of ${money(d.limit_usd)}`;
     case "BudgetExhausted": return `budget exhausted: ${money(d.spent_usd)} of ${money(d.limit_usd)}`;
