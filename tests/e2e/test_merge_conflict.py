@@ -10,7 +10,7 @@ import pytest
 from shared import events as ev
 from shared.commands import request_merge, start_run
 from tests.conftest import git
-from tests.support.fake_anthropic import tool, turn
+from tests.support.fake_anthropic import FakeAnthropic, tool, turn
 from tests.support.system import config, endpoint_for, events_of, next_event, start_system, wait_for_end, write_transcripts
 
 pytestmark = pytest.mark.e2e
@@ -74,33 +74,49 @@ def checked_plan(check: str) -> dict:
     return plan
 
 
+def routed(scripts: dict[str, list[dict]]):
+    """A scripted turn for whichever agent asks: keyed by the prompt's first line, stepped by the
+    number of assistant turns already in the conversation."""
+    def answer(body: dict) -> dict:
+        first = body["messages"][0]["content"]
+        first = first if isinstance(first, str) else first[0]["text"]
+        step = sum(1 for m in body["messages"] if m["role"] == "assistant")
+        return scripts[first.splitlines()[0]][step]
+    return answer
+
+
 async def test_a_resolution_agent_merges_main_in_resolves_and_the_merge_lands(nats_server, database_url, unique,
-                                                                             git_repo, tmp_path):
+                                                                             git_repo, monkeypatch):
     resolved = writes("greeting.txt", "hello from A and B\n", "kept both greetings")
-    transcripts = write_transcripts(tmp_path / "t", {
-        "a": writes("greeting.txt", "hello from A\n", "A"),
-        "b": writes("greeting.txt", "hello from B\n", "B"),
-        "a.resolve": resolved, "b.resolve": resolved,
-        "after": writes("after.txt", "done\n", "after"),
-    })
-    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2},
-                 agent={"provider": "replay", "transcripts": str(transcripts)}, merge={"on_conflict": "agent"})
-    endpoint = endpoint_for(nats_server.url, database_url, unique)
-    system = await start_system(endpoint, cfg)
-    bus = await endpoint.bus()
-    try:
-        started = await start_run(bus, checked_plan("grep -q hello greeting.txt"), git_repo, cfg)
-        end = await wait_for_end(bus, started.run_id)
-        events = await events_of(bus, started.run_id)
-    finally:
-        await bus.close()
-        await system.stop()
+    scripts = {"# Task a: Greeting A": writes("greeting.txt", "hello from A\n", "A"),
+               "# Task b: Greeting B": writes("greeting.txt", "hello from B\n", "B"),
+               "# Task after: After": writes("after.txt", "done\n", "after"),
+               "# Resolve a merge conflict for task a: Greeting A": resolved,
+               "# Resolve a merge conflict for task b: Greeting B": resolved}
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    with FakeAnthropic([routed(scripts)] * 12) as api:
+        cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2},
+                     agent={"provider": "anthropic", "base_url": api.url}, merge={"on_conflict": "agent"})
+        endpoint = endpoint_for(nats_server.url, database_url, unique)
+        system = await start_system(endpoint, cfg)
+        bus = await endpoint.bus()
+        try:
+            started = await start_run(bus, checked_plan("grep -q hello greeting.txt"), git_repo, cfg)
+            end = await wait_for_end(bus, started.run_id)
+            events = await events_of(bus, started.run_id)
+        finally:
+            await bus.close()
+            await system.stop()
     assert isinstance(end, ev.RunCompleted), end
     conflict = next(e for e in events if isinstance(e, ev.MergeConflicted))
     loser = conflict.task_id
     resolution = next(e for e in events if isinstance(e, ev.TaskReady) and e.purpose == "resolve_conflict")
     assert resolution.task_id == loser and resolution.attempt == 2
     assert [c["path"] for c in resolution.conflict["conflicts"]] == ["greeting.txt"]
+    # the resolution agent saw the markers git would have left, through the real SDK
+    prompt = next(r.body["messages"][0]["content"] for r in api.requests
+                  if str(r.body["messages"][0]["content"]).startswith("# Resolve"))
+    assert "`greeting.txt` (add/add)" in prompt and "conflict markers" in prompt
     finished = next(e for e in events if isinstance(e, ev.AgentFinished) and e.attempt == 2)
     # the task's own check and the marker check both ran on the resolved merge
     assert [c["command"] for c in finished.checks] == ["grep -q hello greeting.txt", "no conflict markers left"]
@@ -111,6 +127,7 @@ async def test_a_resolution_agent_merges_main_in_resolves_and_the_merge_lands(na
     assert git(git_repo, "show", "main:greeting.txt") == "hello from A and B"
     assert git(git_repo, "show", "main:after.txt") == "done"
     assert not [e for e in events if isinstance(e, ev.ConflictEscalated)]
+    assert sum(1 for e in events if isinstance(e, ev.CostRecorded)) == len(api.requests) == 8
 
 
 def conflict_main(events, conflict) -> str:
