@@ -15,6 +15,8 @@ from typing import Any
 
 from shared import events as ev
 from shared.git import branch_name, slugify
+from shared.gitops.names import worktree_dir_name
+from shared.gitops.worktrees import WORKTREES_DIR
 from shared.plan import Plan, parse_plan
 from services.planner.models import select_model
 from shared.resolver import Resolution, dependencies, dispatch_order_key, remaining_minutes, resolve
@@ -356,10 +358,16 @@ def _escalate_conflicts(state: RunState) -> list[Decision]:
         e = state.started.caused(
             ev.ConflictEscalated, aggregate_id=ev.task_aggregate_id(state.run_id, t.id), run_id=state.run_id,
             task_id=t.id, branch=conflict.branch, conflicts=conflict.conflicts,
-            reason=f"{why}: resolve it in the task's worktree and run `yokeflow merge retry {t.id}`")
+            reason=f"{why}: resolve it in {_worktree_path(state, t)} (`git merge {conflict.target_branch}`, "
+                   f"edit, commit) and run `yokeflow merge retry {t.id}`")
         out.append((e, f"{state.run_id}:{t.id}:{conflict.event_id}:ConflictEscalated"))
         state.apply(e)
     return out
+
+
+def _worktree_path(state: RunState, t: TaskState) -> str:
+    name = worktree_dir_name(_ready_fields(state, t)["worktree"])
+    return str(Path(state.repo_path) / WORKTREES_DIR / name)
 
 
 def _resolve_conflicts(state: RunState) -> list[Decision]:

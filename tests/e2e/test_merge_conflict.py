@@ -181,3 +181,30 @@ async def test_a_resolution_that_fails_is_handed_to_a_person_with_the_worktree_c
         await system.stop()
     assert isinstance(end, ev.RunCompleted), end
     assert git(git_repo, "show", "main:greeting.txt") == "hello from A and B"
+
+
+async def test_by_epic_a_resolution_works_on_the_epic_branch(nats_server, database_url, unique, git_repo, tmp_path):
+    plan = {"name": "epics", "epics": [
+        {"id": "E1", "name": "Left", "tasks": [{"id": "a", "title": "A"}, {"id": "a2", "title": "A2", "depends_on": ["a"]}]},
+        {"id": "E2", "name": "Right", "tasks": [{"id": "b", "title": "B"}]}]}
+    resolved = writes("greeting.txt", "hello from A and B\n", "kept both")
+    transcripts = write_transcripts(tmp_path / "t", {
+        "a": writes("greeting.txt", "hello from A\n", "A"), "b": writes("greeting.txt", "hello from B\n", "B"),
+        "a.resolve": resolved, "b.resolve": resolved, "a2": writes("a2.txt", "second\n", "A2")})
+    cfg = config(parallel={"strategy": "by_epic", "max_concurrency": 2},
+                 agent={"provider": "replay", "transcripts": str(transcripts)}, merge={"on_conflict": "agent"})
+    endpoint = endpoint_for(nats_server.url, database_url, unique)
+    system = await start_system(endpoint, cfg)
+    bus = await endpoint.bus()
+    try:
+        started = await start_run(bus, plan, git_repo, cfg)
+        end = await wait_for_end(bus, started.run_id)
+        events = await events_of(bus, started.run_id)
+    finally:
+        await bus.close()
+        await system.stop()
+    assert isinstance(end, ev.RunCompleted), end
+    resolution = next(e for e in events if isinstance(e, ev.TaskReady) and e.purpose == "resolve_conflict")
+    assert resolution.branch.startswith("epic/")  # the epic's own branch and worktree
+    assert git(git_repo, "show", "main:greeting.txt") == "hello from A and B"
+    assert git(git_repo, "show", "main:a2.txt") == "second"

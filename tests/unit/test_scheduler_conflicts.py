@@ -68,6 +68,7 @@ def test_failed_resolutions_retry_with_a_stronger_model_then_a_person_is_asked()
     out = apply_all(state, decide(state))
     assert [e.type for e in out] == ["TaskFailed", "ConflictEscalated"]
     assert "2 resolution attempt(s)" in out[1].reason and out[1].conflicts == conflict.conflicts
+    assert "resolve it in /repo/.worktrees/task-a-a (`git merge main`" in out[1].reason
     assert state.tasks["a"].status == CONFLICT and decide(state) == []  # the run waits for the person
     merge(state, "a")  # `yokeflow merge retry a` after the person resolved it
     assert ready_ids(apply_all(state, decide(state))) == ["after"]
