@@ -58,6 +58,12 @@ def describe(e: ev.Event) -> str:
             counts = ", ".join(f"{k} {v}" for k, v in e.counts.items())
             reason = f": {e.reason}" if isinstance(e, ev.RunFailed) and e.reason else ""
             return f"run {e.run_id} {'completed' if isinstance(e, ev.RunCompleted) else 'failed'} ({counts}){reason}"
+        case ev.WorktreeCreated():
+            return f"task {task} worktree {e.path} on {e.branch}{' (reused)' if e.reused else ''}"
+        case ev.TaskCompleted():
+            return f"task {task} completed (attempt {e.attempt})"
+        case ev.LearningExtracted():
+            return f"task {task} learnings for {e.domain}: {len(e.learnings)}"
         case ev.ExpertiseUpdated():
             return f"expertise {e.domain} v{e.version} ({e.lines} lines)"
         case ev.CostRecorded():
