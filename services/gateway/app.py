@@ -17,7 +17,7 @@ from shared.bus import Bus, BusError
 from shared.config import Config
 from shared.db import Database
 from services.gateway.deps import ApiError, check_api_token, get_caller
-from services.gateway.routes import events, health, projects, runs, tasks
+from services.gateway.routes import events, health, plans, projects, runs, tasks
 
 log = logging.getLogger("yokeflow.gateway")
 
@@ -37,7 +37,7 @@ def create_app(bus: Bus, database: Database, config: Config, *, api_token: str |
 
     app.include_router(health.router)
     guarded = [Depends(get_caller)]
-    for module in (projects, runs, tasks):
+    for module in (projects, plans, runs, tasks):
         app.include_router(module.router, dependencies=guarded)
     app.include_router(events.router)  # checks ?token= itself: browsers cannot set headers on a WebSocket
     _install_error_handlers(app)

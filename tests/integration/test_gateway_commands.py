@@ -116,3 +116,41 @@ async def test_commands_need_the_token_when_one_is_set(bus, database_url, git_re
             assert await logged(bus) == []
             ok = await client.post("/api/runs", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
             assert ok.status_code == 201
+
+
+async def test_a_session0_plan_runs_by_id_only_once_approved(gateway, bus, git_repo):
+    await bus.publish(ev.PlanRequested(project_id="p", aggregate_id="pa1", spec="a todo app"), msg_id="pa1:req")
+    await bus.publish(ev.PlanProduced(project_id="p", aggregate_id="pa1", plan=PLAN, source="session0:sonnet",
+                                      path="/x/plan.yaml"), msg_id="pa1:prod")
+    read = (await gateway.get("/api/plans/pa1")).json()
+    assert read["status"] == "produced" and read["plan"]["name"] == PLAN["name"] and read["path"] == "/x/plan.yaml"
+    refused = await gateway.post("/api/runs", json={"plan_id": "pa1", "repo_path": str(git_repo)})
+    assert refused.status_code == 409 and refused.json()["field"] == "plan_id"
+    assert "POST /api/plans/pa1/approve" in refused.json()["detail"]
+    both = await gateway.post("/api/runs", json={"plan_id": "pa1", "plan": PLAN, "repo_path": str(git_repo)})
+    assert both.status_code == 422 and both.json()["field"] == "plan_id"
+    assert not [e for e in await logged(bus) if isinstance(e, ev.RunStarted)]
+
+    approved = await gateway.post("/api/plans/pa1/approve", json={"approved_by": "ada"})
+    assert approved.status_code == 200 and approved.json()["status"] == "approved"
+    assert approved.json()["approved_by"] == "ada" and approved.json()["newly_approved"] is True
+    again = (await gateway.post("/api/plans/pa1/approve")).json()
+    assert again["newly_approved"] is False and again["approved_by"] == "ada"
+    started = await gateway.post("/api/runs", json={"plan_id": "pa1", "repo_path": str(git_repo)})
+    assert started.status_code == 201, started.text
+    [run] = [e for e in await logged(bus) if isinstance(e, ev.RunStarted)]
+    assert run.plan["name"] == PLAN["name"] and run.run_id == started.json()["run_id"]
+
+
+async def test_unknown_and_rejected_plans_are_clear_errors(gateway, bus, git_repo):
+    assert (await gateway.get("/api/plans/nope")).status_code == 404
+    missing = await gateway.post("/api/plans/nope/approve")
+    assert missing.status_code == 404 and missing.json()["field"] == "plan_id"
+    assert (await gateway.post("/api/runs", json={"plan_id": "nope", "repo_path": str(git_repo)})).status_code == 404
+    await bus.publish(ev.PlanRequested(project_id="p", aggregate_id="pr1", spec="?"), msg_id="pr1:req")
+    await bus.publish(ev.PlanRejected(project_id="p", aggregate_id="pr1", errors=[{"message": "a cycle a -> b -> a"}]),
+                      msg_id="pr1:rej")
+    assert (await gateway.get("/api/plans/pr1")).json()["status"] == "rejected"
+    refused = await gateway.post("/api/plans/pr1/approve")
+    assert refused.status_code == 409 and "a cycle a -> b -> a" in refused.json()["detail"]
+    assert not [e for e in await logged(bus) if isinstance(e, ev.PlanApproved)]

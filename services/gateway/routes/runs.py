@@ -13,6 +13,7 @@ from shared import commands
 from shared.config import ConfigError, parse_config
 from services.gateway import readmodel, writes
 from services.gateway.deps import ApiError, BusDep, ConfigDep, DatabaseDep, WaitTimeoutDep
+from services.gateway.routes import plans
 
 router = APIRouter(tags=["runs"])
 
@@ -21,6 +22,7 @@ RUN_ENDED = {"completed", "failed", "cancelled"}
 
 class StartRun(BaseModel):
     plan: Any = Field(default=None, description="the plan object (docs/plan-format.md)")
+    plan_id: str = Field(default="", description="or: the id of an approved plan Session 0 produced")
     repo_path: str = Field(default="", description="a git repository on the gateway's machine")
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict, description="overrides per config section")
     target_branch: str | None = None
@@ -79,9 +81,19 @@ async def get_run_events(run_id: str, database: DatabaseDep, after: int = Query(
 @router.post("/api/runs", status_code=201)
 async def start_run(body: StartRun, bus: BusDep, database: DatabaseDep, config: ConfigDep,
                     wait_timeout: WaitTimeoutDep, wait: bool = False) -> JSONResponse:
+    if body.plan is not None and body.plan_id:
+        raise ApiError(422, "send either plan (a plan object) or plan_id (an approved Session 0 plan), not both",
+                       "plan_id")
+    if body.plan_id:
+        produced = await plans.plan_or_404(bus, body.plan_id)
+        if produced["status"] != "approved":
+            raise ApiError(409, f"plan {body.plan_id} is {produced['status']}, not approved: review it "
+                                f"(GET /api/plans/{body.plan_id}), then POST /api/plans/{body.plan_id}/approve",
+                           "plan_id")
+        body.plan = produced["plan"]
     if body.plan is None:
-        raise ApiError(422, "plan is required: send the plan object with `name` and `epics` (docs/plan-format.md)",
-                       "plan")
+        raise ApiError(422, "plan is required: send the plan object with `name` and `epics` (docs/plan-format.md), "
+                            "or the plan_id of an approved Session 0 plan", "plan")
     if not body.repo_path.strip():
         raise ApiError(422, "repo_path is required: the path of a git repository on the gateway's machine",
                        "repo_path")
