@@ -112,6 +112,7 @@ attempts = Table(
     Column("attempt", Integer, primary_key=True),
     Column("model", String(100), nullable=False, server_default=""),
     Column("provider", String(100), nullable=False, server_default=""),
+    Column("purpose", String(20), nullable=False, server_default="task"),  # task | resolve_conflict
     Column("outcome", String(20), nullable=False, server_default="running"),
     Column("summary", Text, nullable=False, server_default=""),
     Column("error", Text, nullable=False, server_default=""),
@@ -196,6 +197,7 @@ budget_alerts = Table(
 # A new table or column is a new entry; existing entries never change.
 MIGRATIONS: list[tuple[int, str]] = [
     (1, "initial projection tables"),
+    (2, "attempts.purpose: the task's work or a conflict resolution"),
 ]
 
 
@@ -228,6 +230,10 @@ async def _apply_migration(conn: AsyncConnection, version: int, schema: str) -> 
     if version == 1:
         await conn.run_sync(lambda sync: metadata.create_all(
             sync.execution_options(schema_translate_map={None: schema})))
+        return
+    if version == 2:  # a schema made by version 1 after this column was added to the table already has it
+        await conn.execute(text(f'ALTER TABLE "{schema}".attempts ADD COLUMN IF NOT EXISTS purpose '
+                                f"VARCHAR(20) NOT NULL DEFAULT 'task'"))
         return
     raise RuntimeError(f"unknown migration {version}")
 

@@ -88,7 +88,8 @@ async def project(conn: AsyncConnection, e: ev.Event) -> None:
             await conn.execute(_task(e).values(status="ready", attempt=e.attempt, model=e.model, branch=e.branch,
                                                worktree=e.worktree, reason="", **resolving))
             await _upsert(conn, db.attempts, {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt,
-                                              "model": e.model, "provider": e.provider, "outcome": "queued"},
+                                              "model": e.model, "provider": e.provider, "purpose": e.purpose,
+                                              "outcome": "queued"},
                           ["run_id", "task_id", "attempt"])
         case ev.AgentStarted():
             await conn.execute(_task(e).values(status="running", started_at=e.occurred_at))

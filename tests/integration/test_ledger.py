@@ -105,3 +105,45 @@ async def test_gap_in_delivery_is_filled_from_the_log(bus, database_url):
     rows = await database.fetch(select(db.event_log))
     assert sorted(r["seq"] for r in rows) == [d.seq for d in deliveries[:5]]
     await database.dispose()
+
+
+async def test_a_database_from_before_attempt_purposes_is_migrated(database_url):
+    from sqlalchemy import text
+
+    database = db.Database(database_url, schema="yf_old")
+    assert await database.migrate() == db.MIGRATIONS[-1][0]
+    async with database.engine.begin() as conn:  # as a version-1 database made before the column existed
+        await conn.execute(text('ALTER TABLE "yf_old".attempts DROP COLUMN purpose'))
+        await conn.execute(text('DELETE FROM "yf_old".schema_version WHERE version >= 2'))
+    assert await database.migrate() == db.MIGRATIONS[-1][0]
+    async with database.begin() as conn:
+        conn = await database.execution(conn)
+        await conn.execute(db.attempts.insert().values(run_id="r", task_id="t", attempt=1))
+    [row] = await database.fetch(select(db.attempts))
+    assert row["purpose"] == "task"
+    await database.dispose()
+
+
+async def test_a_conflict_resolution_shows_as_resolving_then_waiting_for_a_person(bus, database_url):
+    t = lambda cls, **kw: cls(project_id="p", aggregate_id=ev.task_aggregate_id("r3", "a"), run_id="r3",
+                              task_id="a", **kw)
+    for e in run_events("r3")[:2] + [
+            t(ev.TaskReady, attempt=1), t(ev.AgentFinished, attempt=1, outcome="success"),
+            t(ev.TaskCompleted, attempt=1),
+            t(ev.MergeConflicted, branch="task/a", conflicts=[{"path": "x.txt", "kind": "content"}]),
+            t(ev.TaskReady, attempt=2, purpose="resolve_conflict", conflict={"conflicts": [{"path": "x.txt"}]})]:
+        await bus.publish(e)
+    database = db.Database(database_url)
+    await project_all(bus, database, await bus.last_seq())
+    task = next(r for r in await database.fetch(select(db.tasks)) if r["id"] == "a")
+    assert task["merge_status"] == "resolving" and task["status"] == "ready"
+    purposes = {r["attempt"]: r["purpose"] for r in await database.fetch(select(db.attempts))}
+    assert purposes == {1: "task", 2: "resolve_conflict"}
+
+    await bus.publish(t(ev.AgentFinished, attempt=2, outcome="failure", error="markers left"))
+    await bus.publish(t(ev.TaskFailed, attempt=2, final=False, reason="conflict resolution failed"))
+    await bus.publish(t(ev.ConflictEscalated, branch="task/a", reason="resolve it by hand"))
+    await project_all(bus, database, await bus.last_seq())
+    task = next(r for r in await database.fetch(select(db.tasks)) if r["id"] == "a")
+    assert (task["status"], task["merge_status"], task["reason"]) == ("done", "conflict", "resolve it by hand")
+    await database.dispose()
