@@ -20,6 +20,9 @@ from dulwich.index import (
 from dulwich.objects import Blob
 from dulwich.repo import Repo
 
+from shared.gitops.checkout_index import switch_working_tree, working_tree_clean
+from shared.gitops.fastindex import UnsupportedIndex
+
 
 def head_tree(repo: Repo) -> bytes | None:
     try:
@@ -47,6 +50,16 @@ def dirty_paths(repo: Repo, limit: int = 20) -> list[str]:
         if len(found) >= limit:
             break
     return found
+
+
+def is_clean(repo: Repo, tree: bytes) -> bool:
+    """The index lists exactly `tree` and no tracked file is modified or deleted in the working
+    tree (untracked files do not count): what a checkout must be to follow a moved branch."""
+    try:
+        return working_tree_clean(repo.path, repo.index_path(), repo.object_store, tree)
+    except UnsupportedIndex:   # index version 3/4, required extensions, conflicts: dulwich reads it
+        index = repo.open_index()
+        return index.commit(repo.object_store) == tree and next(iter(get_unstaged_changes(index, repo.path)), None) is None
 
 
 def _mode_of(st: os.stat_result) -> int:
@@ -128,6 +141,11 @@ def switch_tree(repo: Repo, old_tree: bytes | None, new_tree: bytes) -> None:
     if old_tree is None:
         build_index_from_tree(repo.path, repo.index_path(), repo.object_store, new_tree)
         return
+    try:
+        switch_working_tree(repo.path, repo.index_path(), repo.object_store, old_tree, new_tree)
+        return
+    except UnsupportedIndex:
+        pass   # nothing was changed: dulwich handles the indexes fastindex does not rewrite
     changes = tree_changes(repo.object_store, old_tree, new_tree)
     update_working_tree(repo, old_tree, new_tree, changes, allow_overwrite_modified=True)
 

@@ -10,11 +10,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dulwich.index import build_index_from_tree, get_unstaged_changes
+from dulwich.index import build_index_from_tree
 from dulwich.objects import Commit
 from dulwich.repo import Repo
 
-from shared.gitops.checkout import dirty_paths, switch_tree
+from shared.gitops.checkout import is_clean, switch_tree
+from shared.gitops.checkout_index import read_object
 from shared.gitops.errors import GitError
 from shared.gitops.repo import (
     branch_ref,
@@ -168,7 +169,7 @@ def merge_branch(repo_path: Path | str, branch: str, *, into: str = "main", mode
                         f"validate command failed; {into} was not moved"], output)
             for wt in _linked_worktrees_on(repo, target_ref):
                 with Repo(str(wt)) as wt_repo:
-                    if dirty_paths(wt_repo, 1):
+                    if not is_clean(wt_repo, repo[ours].tree):
                         raise GitError(f"{into} is checked out at {wt} with local changes; commit or discard "
                                        f"them there (or check out another branch) and merge again")
             if repo.refs.set_if_equals(target_ref, ours, commit.id,
@@ -196,13 +197,15 @@ def _follow_checkouts(repo: Repo, target_ref: bytes, old: bytes, new: Commit) ->
     if main_worktree_branch(repo) == target_ref:
         checkouts.append(Path(repo.path))
     checkouts += _linked_worktrees_on(repo, target_ref)
-    old_tree = repo[old].tree
+    if not checkouts:
+        return warnings
+    old_tree = read_object(repo.object_store, old).tree
     for path in checkouts:
-        with Repo(str(path)) as wt:
+        # the main checkout reuses `repo`: a second Repo would reload every pack index
+        wt = repo if path == Path(repo.path) else Repo(str(path))
+        try:
             # the ref already moved, so compare the checkout with the tree it had before
-            index = wt.open_index()  # parsing a large index is costly in Python: read it once
-            changed = index.commit(wt.object_store) != old_tree or next(iter(get_unstaged_changes(index, wt.path)), None)
-            if changed:
+            if not is_clean(wt, old_tree):
                 warnings.append(f"{path} has local changes, so its files were left as they are; "
                                 f"its branch now points at {new.id.decode()[:12]} "
                                 f"(run `git status` there and `git reset --keep HEAD` after saving your work)")
@@ -211,4 +214,7 @@ def _follow_checkouts(repo: Repo, target_ref: bytes, old: bytes, new: Commit) ->
                 switch_tree(wt, old_tree, new.tree)
             except Exception as exc:  # an untracked file in the way: leave the person's files alone
                 warnings.append(f"{path} could not follow the merge ({exc}); its files were left as they are")
+        finally:
+            if wt is not repo:
+                wt.close()
     return warnings

@@ -1,0 +1,259 @@
+"""A checkout judged and moved through its git index (fastindex): is it clean against a tree, and
+move it from one tree to another touching only the paths that differ, as `git merge` does.
+Raises UnsupportedIndex, before changing anything, for indexes fastindex does not rewrite."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from dulwich.object_store import BaseObjectStore
+
+from shared.gitops.fastindex import (
+    IndexFile,
+    IndexKey,
+    UnsupportedIndex,
+    content_matches,
+    index_matches_tree,
+    is_racy,
+    pack_entry,
+    read_index,
+    stat_matches,
+    write_index,
+)
+from shared.gitops.fswatch import DirectoryWatch
+
+_MAX_CHECKOUTS = 8
+use_watches = True   # False: every check lstats every tracked file (the benchmark compares both)
+
+
+@dataclass
+class _CheckoutState:
+    watch: DirectoryWatch | None = None
+    verified: IndexKey | None = None        # every entry of this index matched its file, watch live since
+    refreshed: dict[bytes, bytes] = field(default_factory=dict)   # stat-only changes, for the next write
+    refreshed_for: IndexKey | None = None
+
+
+_mutex = threading.RLock()    # one check or move at a time: the watch and the caches are shared
+_states: OrderedDict[bytes, _CheckoutState] = OrderedDict()
+
+
+def _state(root: bytes) -> _CheckoutState:
+    state = _states.get(root)
+    if state is None or (state.watch is not None and not state.watch.usable):
+        state = _states[root] = _CheckoutState()
+    _states.move_to_end(root)
+    while len(_states) > _MAX_CHECKOUTS:
+        _, old = _states.popitem(last=False)
+        if old.watch is not None:
+            old.watch.close()
+    return state
+
+
+def _read(index_path: str) -> IndexFile:
+    index = read_index(index_path)
+    if index is None:
+        raise UnsupportedIndex(f"{index_path} does not exist")
+    return index
+
+
+def working_tree_clean(root: str, index_path: str, store: BaseObjectStore, tree: bytes) -> bool:
+    """The index lists exactly `tree` and no tracked file is modified or deleted (untracked files
+    do not count)."""
+    with _mutex:
+        index = _read(index_path)
+        if not index_matches_tree(store, index, tree):
+            return False
+        return _files_clean(os.fsencode(os.path.abspath(root)), index)
+
+
+def _files_clean(root: bytes, index: IndexFile) -> bool:
+    state = _state(root)
+    if state.watch is not None and state.verified == index.key:
+        changes = state.watch.drain()
+        if not changes.overflow:
+            suspects = changes.paths & index.raw.keys()
+            for d in changes.directories:
+                _rewatch(state.watch, index, d)     # before looking, so later changes are reported
+                suspects.update(index.under(d))
+                if d in index.raw:
+                    suspects.add(d)
+            if all(_entry_clean(root, index, p, state, always_hash=True) for p in suspects):
+                return True
+            state.verified = None
+            return False
+    state.verified, state.refreshed, state.refreshed_for = None, {}, index.key
+    watching = _watch_all(root, state, index)
+    if not all(_entry_clean(root, index, p, state, always_hash=False) for p in index.paths):
+        return False
+    if watching:
+        state.verified = index.key
+    return True
+
+
+def _watch_all(root: bytes, state: _CheckoutState, index: IndexFile) -> bool:
+    """Watch every tracked directory, then forget earlier events: everything is about to be looked at."""
+    if not use_watches:
+        return False
+    try:
+        if state.watch is None:
+            state.watch = DirectoryWatch(root)
+        missing = index.directories() - state.watch.watched
+        for d in sorted(missing):
+            state.watch.watch(d)
+        state.watch.drain()
+        return True
+    except OSError:   # no inotify here, or out of watches: every check looks at every file
+        if state.watch is not None:
+            state.watch.close()
+        state.watch = None
+        return False
+
+
+def _rewatch(watch: DirectoryWatch, index: IndexFile, changed_dir: bytes) -> None:
+    inside = changed_dir + b"/"
+    for d in sorted(index.directories()):
+        if not changed_dir or d == changed_dir or d.startswith(inside):
+            watch.watch(d)
+
+
+def _entry_clean(root: bytes, index: IndexFile, path: bytes, state: _CheckoutState, always_hash: bool) -> bool:
+    full = root + b"/" + path
+    try:
+        st = os.lstat(full)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    entry = index.raw[path]
+    if not always_hash and stat_matches(entry, st) and not is_racy(entry, index.mtime):
+        return True
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) or not content_matches(entry, full, st):
+        return False
+    if not stat_matches(entry, st) and state.refreshed_for == index.key:
+        state.refreshed[path] = pack_entry(path, st, entry[40:60], int.from_bytes(entry[24:28], "big"))
+    return True
+
+
+def switch_working_tree(root: str, index_path: str, store: BaseObjectStore, old_tree: bytes, new_tree: bytes) -> None:
+    """Move files and index from old_tree to new_tree (the index must list old_tree). Untracked
+    files in the way stop it with OSError before anything is changed."""
+    with _mutex:
+        index = _read(index_path)
+        if not index_matches_tree(store, index, old_tree):
+            raise UnsupportedIndex(f"{index_path} does not list tree {old_tree.decode()}")
+        removed: list[bytes] = []
+        written: list[tuple[bytes, int, bytes]] = []
+        _tree_diff(store, old_tree, new_tree, b"", removed, written)
+        rootb = os.fsencode(os.path.abspath(root))
+        _refuse_obstacles(rootb, index, set(removed), written)
+        state = _state(rootb)
+        changed = dict(state.refreshed) if state.refreshed_for == index.key else {}
+        for p in removed:
+            _remove_file(rootb, p)
+            changed.pop(p, None)
+        for p, mode, sha in written:
+            full = rootb + b"/" + p
+            _make_parents(rootb, p, state.watch)
+            if p in index.raw:
+                os.unlink(full)
+            data = read_object(store, sha).as_raw_string()
+            if stat.S_ISLNK(mode):
+                os.symlink(data, full)
+            else:
+                fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o777 if mode & 0o100 else 0o666)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            changed[p] = pack_entry(p, os.lstat(full), bytes.fromhex(sha.decode()), _index_mode(mode))
+        new_index = write_index(index, set(removed) - changed.keys(), changed, new_tree)
+        state.refreshed, state.refreshed_for = {}, None
+        if state.verified == index.key:   # untouched entries still hold; written files left events
+            state.verified = new_index.key
+
+
+def read_object(store: BaseObjectStore, sha: bytes):
+    """store[sha], loose objects first: dulwich looks through every pack (and rescans the pack
+    folder) before it tries a loose object, and a merger adds a pack per merge."""
+    loose = getattr(store, "_get_loose_object", None)
+    found = loose(sha) if loose is not None else None
+    return found if found is not None else store[sha]
+
+
+def _index_mode(mode: int) -> int:
+    return 0o120000 if stat.S_ISLNK(mode) else (0o100755 if mode & 0o100 else 0o100644)
+
+
+def _tree_diff(store: BaseObjectStore, old: bytes | None, new: bytes | None, prefix: bytes,
+               removed: list[bytes], written: list[tuple[bytes, int, bytes]]) -> None:
+    """Files to delete and to write to go from tree `old` to tree `new`; equal subtrees are skipped."""
+    a = {e.path: (e.mode, e.sha) for e in read_object(store, old).iteritems()} if old else {}
+    b = {e.path: (e.mode, e.sha) for e in read_object(store, new).iteritems()} if new else {}
+    for name in a.keys() | b.keys():
+        was, now = a.get(name), b.get(name)
+        if was == now:
+            continue
+        path = prefix + name
+        if now is not None and now[0] == 0o160000:
+            raise UnsupportedIndex(f"submodule {path!r}")
+        was_dir = was is not None and stat.S_ISDIR(was[0])
+        now_dir = now is not None and stat.S_ISDIR(now[0])
+        if was_dir or now_dir:
+            _tree_diff(store, was[1] if was_dir else None, now[1] if now_dir else None, path + b"/", removed, written)
+        if was is not None and not was_dir and (now is None or now_dir):
+            removed.append(path)
+        if now is not None and not now_dir:
+            written.append((path, now[0], now[1]))
+
+
+def _refuse_obstacles(root: bytes, index: IndexFile, removed: set[bytes], written: list) -> None:
+    """Like git, never overwrite an untracked file: find every one in the way before writing."""
+    checked: set[bytes] = set()
+    for p, _mode, _sha in written:
+        if p not in index.raw:
+            full = root + b"/" + p
+            if os.path.isdir(full) and not os.path.islink(full):
+                for dirpath, _dirs, files in os.walk(full):
+                    for f in files:
+                        rel = os.path.relpath(os.path.join(dirpath, f), root)
+                        if rel not in removed:
+                            raise OSError(f"untracked {rel.decode(errors='replace')} is in the way")
+            elif os.path.lexists(full):
+                raise OSError(f"untracked {p.decode(errors='replace')} is in the way")
+        d = os.path.dirname(p)
+        while d and d not in checked:
+            checked.add(d)
+            full = root + b"/" + d
+            if os.path.lexists(full) and not (os.path.isdir(full) and not os.path.islink(full)) and d not in removed:
+                raise OSError(f"untracked {d.decode(errors='replace')} is in the way")
+            d = os.path.dirname(d)
+
+
+def _remove_file(root: bytes, path: bytes) -> None:
+    try:
+        os.unlink(root + b"/" + path)
+    except FileNotFoundError:
+        pass
+    d = os.path.dirname(path)
+    while d:
+        try:
+            os.rmdir(root + b"/" + d)   # only succeeds when the folder became empty, as git leaves it
+        except OSError:
+            return
+        d = os.path.dirname(d)
+
+
+def _make_parents(root: bytes, path: bytes, watch: DirectoryWatch | None) -> None:
+    d = os.path.dirname(path)
+    missing = []
+    while d and not os.path.isdir(root + b"/" + d):
+        missing.append(d)
+        d = os.path.dirname(d)
+    for d in reversed(missing):
+        full = root + b"/" + d
+        if os.path.lexists(full):   # a tracked file or symlink being replaced by a folder
+            os.unlink(full)
+        os.mkdir(full)
+        if watch is not None:
+            watch.watch(d)
