@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.gitops.fastindex import UnsupportedIndex, _splice, pack_entry, parse_index
+from shared.gitops.fastindex import UnsupportedIndex, _splice, is_racy, pack_entry, parse_index, stat_matches
 
 
 def fake_stat(n: int, mode: int = 0o100644, size: int = 10) -> SimpleNamespace:
@@ -102,3 +102,26 @@ def test_splice_equals_building_the_index_again(present, removed, changed, salt)
     assert raw == fresh.raw
     assert body == fresh.entries
     assert starts == fresh.starts
+
+
+def test_an_entry_written_in_the_index_files_own_tick_or_later_is_racy():
+    e = entry(b"a", 0)   # mtime 1_700_000_000 s + 123_456_789 ns
+    assert is_racy(e, (1_700_000_000, 123_456_789))
+    assert is_racy(e, (1_700_000_000, 100))
+    assert not is_racy(e, (1_700_000_000, 123_456_790))
+    assert not is_racy(e, (1_700_000_001, 0))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("st_mtime_ns", 1_700_000_000_123_456_790), ("st_ctime_ns", 1), ("st_ino", 5), ("st_size", 11),
+    ("st_uid", 9), ("st_mode", 0o100755), ("st_mode", 0o120777),
+])
+def test_stat_matches_compares_what_git_compares(field, value):
+    e = entry(b"a", 0)
+    assert stat_matches(e, fake_stat(0))
+    changed = fake_stat(0)
+    setattr(changed, field, value)
+    assert not stat_matches(e, changed)
+    other_device = fake_stat(0)
+    other_device.st_dev = 99   # git does not compare st_dev (it differs across NFS remounts)
+    assert stat_matches(e, other_device)
