@@ -136,13 +136,15 @@ def _same_mtime(entry, st: os.stat_result) -> bool:
     return mtime[0] == int(st.st_mtime) and mtime[1] == st.st_mtime_ns % 1_000_000_000
 
 
-def switch_tree(repo: Repo, old_tree: bytes | None, new_tree: bytes) -> None:
-    """Move a clean checkout (working files and index) from old_tree to new_tree."""
+def switch_tree(repo: Repo, old_tree: bytes | None, new_tree: bytes, *, judged_clean: bool = False) -> None:
+    """Move a clean checkout (working files and index) from old_tree to new_tree. judged_clean:
+    is_clean(repo, old_tree) just said yes, and an index changed since then stops the move."""
     if old_tree is None:
         build_index_from_tree(repo.path, repo.index_path(), repo.object_store, new_tree)
         return
     try:
-        switch_working_tree(repo.path, repo.index_path(), repo.object_store, old_tree, new_tree)
+        switch_working_tree(repo.path, repo.index_path(), repo.object_store, old_tree, new_tree,
+                            index_judged_clean=judged_clean)
         return
     except UnsupportedIndex:
         pass   # nothing was changed: dulwich handles the indexes fastindex does not rewrite

@@ -15,6 +15,7 @@ from dulwich.object_store import BaseObjectStore
 from shared.gitops.fastindex import (
     IndexFile,
     IndexKey,
+    IndexLock,
     UnsupportedIndex,
     content_matches,
     index_matches_tree,
@@ -36,6 +37,7 @@ class _CheckoutState:
     verified: IndexKey | None = None        # every entry of this index matched its file, watch live since
     refreshed: dict[bytes, bytes] = field(default_factory=dict)   # stat-only changes, for the next write
     refreshed_for: IndexKey | None = None
+    judged_clean: IndexKey | None = None    # the index working_tree_clean last said yes to
 
 
 _mutex = threading.RLock()    # one check or move at a time: the watch and the caches are shared
@@ -66,9 +68,12 @@ def working_tree_clean(root: str, index_path: str, store: BaseObjectStore, tree:
     do not count)."""
     with _mutex:
         index = _read(index_path)
-        if not index_matches_tree(store, index, tree):
+        rootb = os.fsencode(os.path.abspath(root))
+        _state(rootb).judged_clean = None
+        if not index_matches_tree(store, index, tree) or not _files_clean(rootb, index):
             return False
-        return _files_clean(os.fsencode(os.path.abspath(root)), index)
+        _state(rootb).judged_clean = index.key
+        return True
 
 
 def _files_clean(root: bytes, index: IndexFile) -> bool:
@@ -137,19 +142,23 @@ def _entry_clean(root: bytes, index: IndexFile, path: bytes, state: _CheckoutSta
     return True
 
 
-def switch_working_tree(root: str, index_path: str, store: BaseObjectStore, old_tree: bytes, new_tree: bytes) -> None:
+def switch_working_tree(root: str, index_path: str, store: BaseObjectStore, old_tree: bytes, new_tree: bytes,
+                        *, index_judged_clean: bool = False) -> None:
     """Move files and index from old_tree to new_tree (the index must list old_tree). Untracked
-    files in the way stop it with OSError before anything is changed."""
-    with _mutex:
+    files in the way stop it with OSError before anything is changed. With index_judged_clean,
+    an index changed since working_tree_clean said yes stops it too."""
+    with _mutex, IndexLock(index_path) as lock:
         index = _read(index_path)
+        rootb = os.fsencode(os.path.abspath(root))
+        state = _state(rootb)
+        if index_judged_clean and index.key != state.judged_clean:
+            raise OSError(f"{index_path} changed while the merge was being published")
         if not index_matches_tree(store, index, old_tree):
             raise UnsupportedIndex(f"{index_path} does not list tree {old_tree.decode()}")
         removed: list[bytes] = []
         written: list[tuple[bytes, int, bytes]] = []
         _tree_diff(store, old_tree, new_tree, b"", removed, written)
-        rootb = os.fsencode(os.path.abspath(root))
         _refuse_obstacles(rootb, index, set(removed), written)
-        state = _state(rootb)
         changed = dict(state.refreshed) if state.refreshed_for == index.key else {}
         for p in removed:
             _remove_file(rootb, p)
@@ -167,8 +176,8 @@ def switch_working_tree(root: str, index_path: str, store: BaseObjectStore, old_
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
             changed[p] = pack_entry(p, os.lstat(full), bytes.fromhex(sha.decode()), _index_mode(mode))
-        new_index = write_index(index, set(removed) - changed.keys(), changed, new_tree)
-        state.refreshed, state.refreshed_for = {}, None
+        new_index = write_index(lock, index, set(removed) - changed.keys(), changed, new_tree)
+        state.refreshed, state.refreshed_for, state.judged_clean = {}, None, None
         if state.verified == index.key:   # untouched entries still hold; written files left events
             state.verified = new_index.key
 

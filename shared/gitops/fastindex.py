@@ -268,29 +268,43 @@ def _splice(index: IndexFile, removed: set[bytes], changed: dict[bytes, bytes]):
     return new_paths, raw, b"".join(pieces), new_starts
 
 
-def write_index(index: IndexFile, removed: set[bytes], changed: dict[bytes, bytes],
+class IndexLock:
+    """`index.lock` held as git holds it: taken before the index is read, renamed over it to commit."""
+
+    def __init__(self, index_path: str) -> None:
+        self.index_path, self.path = index_path, index_path + ".lock"
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            raise OSError(f"{self.path} exists: another git process is using this checkout; "
+                          f"remove the file if no git command is running") from None
+
+    def commit(self, data: bytes) -> os.stat_result:
+        with os.fdopen(self.fd, "wb") as f:
+            self.fd = -1
+            f.write(data)
+        os.replace(self.path, self.index_path)
+        self.path = ""
+        return os.stat(self.index_path)
+
+    def __enter__(self) -> IndexLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        if self.path and os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+def write_index(lock: IndexLock, index: IndexFile, removed: set[bytes], changed: dict[bytes, bytes],
                 matches_tree: bytes | None) -> IndexFile:
-    """Write `index` minus `removed` paths with `changed` entries (packed by pack_entry) added or
-    replaced: sorted, no extensions, through `index.lock` and a rename, as git does."""
+    """Commit `index` minus `removed` paths with `changed` entries (packed by pack_entry) added or
+    replaced through `lock`: sorted, version 2, no extensions (the cache-tree would be stale)."""
     paths, raw, entries, starts = _splice(index, removed, changed)
     body = _HEADER.pack(b"DIRC", 2, len(paths)) + entries
     trailer = hashlib.sha1(body).digest()
-    lock = index.path + ".lock"
-    try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    except FileExistsError:
-        raise OSError(f"{lock} exists: another git process is using this checkout; "
-                      f"remove the file if no git command is running") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-            f.write(trailer)
-        os.replace(lock, index.path)
-    except BaseException:
-        if os.path.exists(lock):
-            os.unlink(lock)
-        raise
-    st = os.stat(index.path)
+    st = lock.commit(body + trailer)
     written = IndexFile(index.path, _key_of(index.path, st, trailer), paths, raw, entries, starts,
                         (st.st_mtime_ns // 1_000_000_000, st.st_mtime_ns % 1_000_000_000), matches_tree)
     with _lock:

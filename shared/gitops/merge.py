@@ -211,7 +211,7 @@ def _follow_checkouts(repo: Repo, target_ref: bytes, old: bytes, new: Commit) ->
                                 f"(run `git status` there and `git reset --keep HEAD` after saving your work)")
                 continue
             try:
-                switch_tree(wt, old_tree, new.tree)
+                switch_tree(wt, old_tree, new.tree, judged_clean=True)
             except Exception as exc:  # an untracked file in the way: leave the person's files alone
                 warnings.append(f"{path} could not follow the merge ({exc}); its files were left as they are")
         finally:

@@ -204,3 +204,15 @@ def test_a_clean_linked_worktree_on_the_target_follows_and_a_dirty_one_refuses(l
     with pytest.raises(GitError, match="checked out at .*elsewhere.* local changes"):
         merge_branch(layout, "task/more")
     assert head_of(layout, "main") == before
+
+
+def test_a_git_command_holding_the_index_lock_stops_the_follow_and_keeps_its_lock(layout: Path):
+    lock = layout / ".git/index.lock"
+    lock.write_bytes(b"git is writing")
+    result = merge_branch(layout, "task/big")
+    [warning] = result.warnings
+    assert "could not follow the merge" in warning and "index.lock exists" in warning
+    assert lock.read_bytes() == b"git is writing"
+    assert (layout / "src/app.py").read_text() == "print('app')\n"
+    lock.unlink()
+    assert git(layout, "diff-index", "--cached", "HEAD~1") == ""   # still the tree main had before
