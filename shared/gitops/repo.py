@@ -12,6 +12,7 @@ from dulwich.objects import Commit
 from dulwich.repo import Repo
 
 from shared.gitops.errors import GitError
+from shared.gitops.objects import cached
 
 
 def open_repo(repo_path: Path | str) -> Repo:
@@ -19,7 +20,7 @@ def open_repo(repo_path: Path | str) -> Repo:
     if not path.exists():
         raise GitError(f"{path}: no such folder; pass the path of a git repository")
     try:
-        return Repo(str(path))
+        return cached(Repo(str(path)))
     except NotGitRepository:
         raise GitError(f"{path} is not a git repository; run `git init` there or pass the right --repo") from None
 
