@@ -198,7 +198,7 @@ class Bus:
                 return
             while True:
                 try:
-                    msgs = await sub.fetch(batch=min(max(pending, 1), 256), timeout=1.0 if stop_at_end else 5.0)
+                    msgs = await _fetch(sub, batch=min(max(pending, 1), 256), timeout=1.0 if stop_at_end else 5.0)
                 except asyncio.TimeoutError:  # nats-py raises its own subclass or, in fetch(batch>1), a bare one
                     if stop_at_end:
                         return
@@ -246,7 +246,7 @@ class Bus:
                     await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
-                    msgs = await sub.fetch(batch=free, timeout=0.5)
+                    msgs = await _fetch(sub, batch=free, timeout=0.5)
                 except asyncio.TimeoutError:  # nats-py raises its own subclass or, in fetch(batch>1), a bare one
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
@@ -313,6 +313,17 @@ class Bus:
     async def subscribe_live(self, subject: str, callback: Callable[[Msg], Awaitable[None]]):
         """Core NATS subscription for live views (gateway, `events tail`); not durable."""
         return await self.nc.subscribe(subject, cb=callback)
+
+
+async def _fetch(sub, *, batch: int, timeout: float) -> list[Msg]:
+    """sub.fetch, honouring a cancellation it may swallow: nats-py waits through asyncio.wait_for in
+    a task of its own, and a message arriving as the caller is cancelled wins over the cancel."""
+    try:
+        return await sub.fetch(batch=batch, timeout=timeout)
+    finally:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
 
 
 async def _check_reachable(url: str, timeout: float) -> None:

@@ -169,3 +169,33 @@ async def test_consumer_survives_a_bare_timeout_from_fetch(bus, monkeypatch):
 
     await asyncio.wait_for(bus.consume("sturdy", [bus.events_subject], handler, stop=stop, concurrency=4), 20)
     assert got == ["TaskReady"]
+
+
+async def test_a_live_read_stops_when_cancelled_even_if_fetch_swallows_the_cancel(bus, monkeypatch):
+    """nats-py can lose a cancellation that races a message's arrival; a follower must still stop."""
+    real_bind = bus.js.pull_subscribe_bind
+
+    async def swallowing_bind(*args, **kwargs):
+        sub = await real_bind(*args, **kwargs)
+
+        async def fetch(*a, **kw):
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                pass  # as when wait_for's inner future completes in the same turn as the cancel
+            raise asyncio.TimeoutError()
+
+        sub.fetch = fetch
+        return sub
+
+    monkeypatch.setattr(bus.js, "pull_subscribe_bind", swallowing_bind)
+
+    async def follow():
+        async for _ in bus.read(stop_at_end=False):
+            pass
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert done and task.cancelled()
