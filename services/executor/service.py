@@ -74,9 +74,9 @@ class Executor:
                                commit="", wt=None, started=time.monotonic())
             return
         crashed = [h for h in history if isinstance(h, ev.AgentStarted) and h.attempt == e.attempt]
-        await self._execute(e, d, resumed_after=len(crashed))
+        await self._execute(e, d, resumed_after=len(crashed), history=history)
 
-    async def _execute(self, e: ev.TaskReady, d: Delivery, resumed_after: int) -> None:
+    async def _execute(self, e: ev.TaskReady, d: Delivery, resumed_after: int, history: list[ev.Event]) -> None:
         started = time.monotonic()
         parallel = self.config.parallel
         manager = WorktreeManager(e.repo_path, target_branch=e.target_branch,
@@ -133,7 +133,7 @@ class Executor:
 
         try:
             if resolving:
-                result = await self._resolve(e, wt, task, agent, sandbox, on_log, cancel)
+                result = await self._resolve(e, wt, task, agent, sandbox, on_log, cancel, history)
             else:
                 result = await agent(build_task_prompt(task, {"id": e.epic_id}, e.dependency_summaries,
                                                        previous or None))
@@ -152,7 +152,7 @@ class Executor:
         await self._finish(e, result, commit=commit, wt=wt, started=started)
 
     async def _resolve(self, e: ev.TaskReady, wt: Worktree, task: dict, agent, sandbox: Sandbox, on_log,
-                       cancel: asyncio.Event) -> AgentResult:
+                       cancel: asyncio.Event, history: list[ev.Event]) -> AgentResult:
         """Merge the target into the task's branch here; an agent resolves what conflicts, then the
         task's checks (and a check that no conflict marker is left) must pass."""
         target = str(e.conflict.get("target_branch") or e.target_branch)
@@ -172,8 +172,11 @@ class Executor:
                      "timed_out": False,
                      "output": ("conflict markers remain in: " + ", ".join(left)) if left else ""}]
 
+        resolutions = {h.attempt for h in history if isinstance(h, ev.TaskReady) and h.purpose == "resolve_conflict"}
+        previous = e.previous_attempt if e.previous_attempt.get("attempt") in resolutions else None  # not the task's
         return await agent(build_resolution_prompt(task, branch=wt.branch, target=target, conflicts=res.conflicts,
-                                                   marked_files=res.marked_files), verify=no_markers_left)
+                                                   marked_files=res.marked_files, previous_attempt=previous),
+                           verify=no_markers_left)
 
     async def _finish(self, e: ev.TaskReady, result: AgentResult, *, commit: str, wt: Worktree | None,
                       started: float) -> None:

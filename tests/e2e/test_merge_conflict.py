@@ -78,11 +78,14 @@ def routed(scripts: dict[str, list[dict]]):
     """A scripted turn for whichever agent asks: keyed by the prompt's first line, stepped by the
     number of assistant turns already in the conversation."""
     def answer(body: dict) -> dict:
-        first = body["messages"][0]["content"]
-        first = first if isinstance(first, str) else first[0]["text"]
         step = sum(1 for m in body["messages"] if m["role"] == "assistant")
-        return scripts[first.splitlines()[0]][step]
+        return scripts[task_prompt(body).splitlines()[0]][step]
     return answer
+
+
+def task_prompt(body: dict) -> str:
+    first = body["messages"][0]["content"]
+    return first if isinstance(first, str) else first[0]["text"]
 
 
 async def test_a_resolution_agent_merges_main_in_resolves_and_the_merge_lands(nats_server, database_url, unique,
@@ -114,8 +117,7 @@ async def test_a_resolution_agent_merges_main_in_resolves_and_the_merge_lands(na
     assert resolution.task_id == loser and resolution.attempt == 2
     assert [c["path"] for c in resolution.conflict["conflicts"]] == ["greeting.txt"]
     # the resolution agent saw the markers git would have left, through the real SDK
-    prompt = next(r.body["messages"][0]["content"] for r in api.requests
-                  if str(r.body["messages"][0]["content"]).startswith("# Resolve"))
+    prompt = next(task_prompt(r.body) for r in api.requests if task_prompt(r.body).startswith("# Resolve"))
     assert "`greeting.txt` (add/add)" in prompt and "conflict markers" in prompt
     finished = next(e for e in events if isinstance(e, ev.AgentFinished) and e.attempt == 2)
     # the task's own check and the marker check both ran on the resolved merge
@@ -137,18 +139,18 @@ def conflict_main(events, conflict) -> str:
 
 
 async def test_a_resolution_that_fails_is_handed_to_a_person_with_the_worktree_clean(
-        nats_server, database_url, unique, git_repo, tmp_path):
-    transcripts = write_transcripts(tmp_path / "t", {
-        "a": writes("greeting.txt", "hello from A\n", "A"),
-        "b": writes("greeting.txt", "hello from B\n", "B"),
-        # the resolution agent finishes twice without touching the markers
-        "a.resolve": [turn(tool("finish", summary="done, I think"))] * 2,
-        "b.resolve": [turn(tool("finish", summary="done, I think"))] * 2,
-        "after": writes("after.txt", "done\n", "after"),
-    })
+        nats_server, database_url, unique, git_repo, monkeypatch):
+    gives_up = [turn(tool("finish", summary="done, I think"))] * 2  # never touches the markers
+    scripts = {"# Task a: Greeting A": writes("greeting.txt", "hello from A\n", "A"),
+               "# Task b: Greeting B": writes("greeting.txt", "hello from B\n", "B"),
+               "# Task after: After": writes("after.txt", "done\n", "after"),
+               "# Resolve a merge conflict for task a: Greeting A": gives_up,
+               "# Resolve a merge conflict for task b: Greeting B": gives_up}
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    api = FakeAnthropic([routed(scripts)] * 20).start()
     cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2},
-                 agent={"provider": "replay", "transcripts": str(transcripts), "max_fix_rounds": 1},
-                 merge={"on_conflict": "agent", "max_resolution_attempts": 1})
+                 agent={"provider": "anthropic", "base_url": api.url, "max_fix_rounds": 1},
+                 merge={"on_conflict": "agent", "max_resolution_attempts": 2})
     endpoint = endpoint_for(nats_server.url, database_url, unique)
     system = await start_system(endpoint, cfg)
     bus = await endpoint.bus()
@@ -156,8 +158,15 @@ async def test_a_resolution_that_fails_is_handed_to_a_person_with_the_worktree_c
         started = await start_run(bus, PLAN, git_repo, cfg)
         escalated = await next_event(bus, lambda e: isinstance(e, ev.ConflictEscalated))
         loser = escalated.task_id
-        assert "1 resolution attempt(s) did not resolve it" in escalated.reason
+        assert "2 resolution attempt(s) did not resolve it" in escalated.reason
         assert f"yokeflow merge retry {loser}" in escalated.reason
+        # the second resolution agent was told why the first one failed
+        prompts = [task_prompt(r.body) for r in api.requests
+                   if len(r.body["messages"]) == 1 and task_prompt(r.body).startswith("# Resolve")]
+        assert len(prompts) == 2
+        assert "previous resolution" not in prompts[0]
+        assert "## A previous resolution (attempt 2) failed" in prompts[1]
+        assert "conflict markers remain in: greeting.txt" in prompts[1]
         events = await events_of(bus, started.run_id)
         failed = next(e for e in events if isinstance(e, ev.AgentFinished) and e.attempt == 2)
         assert failed.outcome == "failure"
@@ -179,6 +188,7 @@ async def test_a_resolution_that_fails_is_handed_to_a_person_with_the_worktree_c
     finally:
         await bus.close()
         await system.stop()
+        api.stop()
     assert isinstance(end, ev.RunCompleted), end
     assert git(git_repo, "show", "main:greeting.txt") == "hello from A and B"
 

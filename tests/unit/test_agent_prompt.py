@@ -59,3 +59,23 @@ def test_repo_map_folds_deep_folders_to_stay_short(tmp_path):
     text = repo_map(tmp_path, max_lines=10)
     assert len(text.splitlines()) <= 10
     assert "pkg/ … 30 files, 2.9 KB" in text and "README.md (2 B)" in text
+
+
+def test_a_resolution_prompt_lists_the_conflicts_and_what_failed_before():
+    from services.executor.agent.prompt import build_resolution_prompt
+
+    conflicts = [{"path": "app.py", "kind": "content", "message": "app.py: both sides changed the same lines"},
+                 {"path": "old.md", "kind": "modify/delete", "message": "old.md: deleted in main and modified on the other side"}]
+    first = build_resolution_prompt({"id": "t7", "title": "Login", "description": "Add login", "tests": ["pytest -q"]},
+                                    branch="task/t7-login", target="main", conflicts=conflicts, marked_files=["app.py"])
+    assert first.startswith("# Resolve a merge conflict for task t7: Login")
+    assert "`app.py` (content)" in first and "`old.md` (modify/delete)" in first
+    assert "<<<<<<< task/t7-login" in first and ">>>>>>> main" in first
+    assert "Every conflict marker must be gone from `app.py`" in first and "- `pytest -q`" in first
+    assert "previous resolution" not in first
+    again = build_resolution_prompt(
+        {"id": "t7", "title": "Login"}, branch="task/t7-login", target="main", conflicts=conflicts,
+        marked_files=["app.py"], previous_attempt={"attempt": 2, "error": "checks still failing", "checks": [
+            {"command": "no conflict markers left", "passed": False, "output": "conflict markers remain in: app.py"}]})
+    assert "## A previous resolution (attempt 2) failed" in again
+    assert "conflict markers remain in: app.py" in again and "checks still failing" in again

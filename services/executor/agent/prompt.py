@@ -76,7 +76,7 @@ def build_task_prompt(task: dict, epic: dict | None, dependency_summaries: list[
 
 
 def build_resolution_prompt(task: dict, *, branch: str, target: str, conflicts: list[dict],
-                            marked_files: list[str]) -> str:
+                            marked_files: list[str], previous_attempt: dict | None = None) -> str:
     """The prompt of a resolution agent: the target branch is merged into the task's branch in
     this worktree and left these conflicts; keep both sides' intent, then the checks run."""
     task_id = _field(task, "task_id", "id", default="?")
@@ -100,6 +100,16 @@ def build_resolution_prompt(task: dict, *, branch: str, target: str, conflicts: 
     if tests:
         parts.append("## Checks\nThen these commands must exit 0 in the worktree root:\n"
                      + "\n".join(f"- `{t}`" for t in tests))
+    if previous_attempt:
+        lines = [f"## A previous resolution (attempt {previous_attempt.get('attempt', '?')}) failed",
+                 "Its edits were dropped: the files are as the merge left them. What went wrong:"]
+        if previous_attempt.get("error"):
+            lines.append(f"- {previous_attempt['error']}")
+        for check in previous_attempt.get("checks") or []:
+            if not check.get("passed"):
+                output = str(check.get("output", "")).strip()[-1500:]
+                lines.append(f"- `{check.get('command')}` failed:\n```\n{output}\n```")
+        parts.append("\n".join(lines))
     parts.append("Read the conflicting files, edit them, run the checks, and call `finish` with a summary of "
                  "how you resolved each conflict. Do not commit: YokeFlow commits the merge.")
     return "\n\n".join(parts)
