@@ -34,6 +34,9 @@ self-dependencies, ids unique across the whole plan, every reference to an exist
 a domain (database, api, frontend, testing, security, deployment or general); a complexity \
 (low, medium or high); estimate_minutes; and tests: shell commands, run from the repository \
 root, that pass only when the task is done (the task writes those tests itself).
+- files: list the files or folders a task will most likely edit (paths or globs from the \
+repository root, e.g. src/api/users.py, src/api/**, docs/); tasks whose files overlap run one \
+after another instead of conflicting.
 - Priority 1 is the most urgent; give the foundations and the critical path priority 1.
 - Keep tasks small enough for one agent session (a few files), and few enough that the plan \
 stays readable (usually 5 to 40 tasks).

@@ -103,6 +103,21 @@ class _FieldChecker:
                 self.bad(f"{path}[{i}]", f"a test must be a non-empty command string, got {item!r}")
         return tuple(item for item in value if isinstance(item, str))
 
+    def paths(self, value: Any, path: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.bad(path, f"files must be a list of paths or globs relative to the repository root, "
+                           f"got {_kind(value)}")
+            return ()
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                self.bad(f"{path}[{i}]", f"a file must be a non-empty path or glob, got {item!r}")
+            elif item.strip().startswith("/") or ".." in item.strip().replace("\\", "/").split("/"):
+                self.bad(f"{path}[{i}]", f"a file must be relative to the repository root and stay inside it "
+                                         f"(no leading / and no ..), got {item!r}")
+        return tuple(item.strip() for item in value if isinstance(item, str) and item.strip())
+
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
@@ -186,4 +201,5 @@ def _parse_task(check: _FieldChecker, raw: Any, path: str, epic_id: str, positio
                                                                 COMPLEXITIES),
         estimate_minutes=check.minutes(fields.get("estimate_minutes", 1), f"{path}.estimate_minutes"),
         tests=check.commands(fields.get("tests", []), f"{path}.tests"),
+        files=check.paths(fields.get("files"), f"{path}.files"),
         position=position)

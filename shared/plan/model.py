@@ -14,7 +14,7 @@ PROBLEM_CODES = ("cycle", "missing_dependency", "duplicate_id", "self_dependency
 PLAN_FIELDS = ("name", "epics")
 EPIC_FIELDS = ("id", "name", "description", "priority", "depends_on", "tasks")
 TASK_FIELDS = ("id", "title", "description", "priority", "depends_on", "dependency_type",
-               "domain", "complexity", "estimate_minutes", "tests")
+               "domain", "complexity", "estimate_minutes", "tests", "files")
 MAX_NESTING = 50  # a plan is about 6 levels deep; far deeper input is junk
 MAX_FIELD_PROBLEMS = 1000  # junk input can hold millions of bad fields; the rest are counted
 
@@ -32,6 +32,7 @@ class PlanTask(msgspec.Struct, frozen=True):
     estimate_minutes: float = 1.0
     tests: tuple[str, ...] = ()
     position: int = 0  # order of the task in the whole file, from 0
+    files: tuple[str, ...] = ()  # paths or globs the task will most likely edit (parallel.strategy: smart)
 
 
 class PlanEpic(msgspec.Struct, frozen=True):
@@ -122,6 +123,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         if t.complexity is not None:
             out["complexity"] = t.complexity
         out.update(estimate_minutes=t.estimate_minutes, tests=list(t.tests))
+        if t.files:
+            out["files"] = list(t.files)
         return out
 
     def epic_dict(e: PlanEpic) -> dict[str, Any]:

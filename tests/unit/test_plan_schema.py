@@ -59,6 +59,10 @@ INVALID = {
     "tests not a list": lambda d: d["epics"][0]["tasks"][0].update(tests="pytest"),
     "empty test command": lambda d: d["epics"][0]["tasks"][0].update(tests=[""]),
     "task not a mapping": lambda d: d["epics"][0]["tasks"].append("task"),
+    "files not a list": lambda d: d["epics"][0]["tasks"][0].update(files="src/"),
+    "absolute file": lambda d: d["epics"][0]["tasks"][0].update(files=["/etc/hosts"]),
+    "file outside the repository": lambda d: d["epics"][0]["tasks"][0].update(files=["src/../../x"]),
+    "empty file": lambda d: d["epics"][0]["tasks"][0].update(files=[" "]),
 }
 
 
@@ -78,6 +82,8 @@ VALID_VARIANTS = {
     "zero estimate": lambda d: d["epics"][0]["tasks"][0].update(estimate_minutes=0),
     "epic without tasks": lambda d: d["epics"].append({"id": "empty", "name": "Later"}),
     "whole-number float priority": lambda d: d["epics"][0].update(priority=2.0),
+    "files and globs": lambda d: d["epics"][0]["tasks"][0].update(files=["src/api/**", "docs/", "README.md"]),
+    "null files": lambda d: d["epics"][0]["tasks"][0].update(files=None),
 }
 
 
