@@ -85,6 +85,26 @@ def test_the_file_format_round_trips_through_yaml_and_json(tmp_path):
     assert all(isinstance(t["id"], str) for e in plan_to_dict(plan)["epics"] for t in e["tasks"])
 
 
+def test_declared_files_are_kept_trimmed_and_round_trip(tmp_path):
+    data = minimal(files=[" src/api/users.py ", "src/api/**", "docs/"])
+    data["epics"][0]["tasks"].append({"id": 2, "title": "no files"})
+    plan = parse_plan(data)
+    assert plan.tasks()[0].files == ("src/api/users.py", "src/api/**", "docs/")
+    written = plan_to_dict(plan)["epics"][0]["tasks"]
+    assert written[0]["files"] == ["src/api/users.py", "src/api/**", "docs/"]
+    assert "files" not in written[1]  # absent stays absent: existing plans are written as before
+    assert load_plan(write_plan(plan, tmp_path / "p.yaml")) == plan
+
+
+def test_files_outside_the_repository_are_refused_with_their_paths():
+    data = minimal(files=["/etc/hosts", "src/../../x", "", 3])
+    with pytest.raises(PlanError) as caught:
+        parse_plan(data)
+    paths = [p.path for p in caught.value.problems]
+    assert paths == [f"epics[0].tasks[0].files[{i}]" for i in range(4)]
+    assert "no leading / and no .." in caught.value.problems[0].message
+
+
 def test_unknown_fields_and_bad_values_are_all_reported_with_their_paths():
     data = {"name": "p", "owner": "me", "epics": [
         {"id": 1, "name": "A", "priority": 0, "tasks": [
