@@ -15,6 +15,7 @@ from typing import Any
 
 from shared import events as ev
 from shared.git import branch_name, slugify
+from shared.lanes import lane_of
 from shared.gitops.names import worktree_dir_name
 from shared.gitops.worktrees import WORKTREES_DIR
 from shared.plan import Plan, parse_plan
@@ -78,6 +79,9 @@ class RunState:
     paused: ev.RunPaused | None = None
     seen: set[str] = field(default_factory=set)
     ready_latencies: list[float] = field(default_factory=list)
+    lane_key: dict[str, str] = field(default_factory=dict)            # task id -> its lane: one task in flight per lane
+    lane_members: dict[str, list[str]] = field(default_factory=dict)  # lane -> its task ids
+    lane_branch: dict[str, str] = field(default_factory=dict)         # task id -> branch of its shared smart lane
 
     @property
     def batches(self) -> list[list[str]]:
@@ -127,8 +131,22 @@ class RunState:
             batch_index={tid: i for i, ids in enumerate(resolution.batches) for tid in ids},
             invalid=[{"code": p.code, "ids": list(p.ids), "message": p.message} for p in resolution.errors],
         )
+        state._assign_lanes()
         state.seen.add(e.event_id)
         return state
+
+    def _assign_lanes(self) -> None:
+        """by_epic: an epic's tasks share its branch; by_task: every task alone; smart: shared/lanes.py."""
+        if self.strategy == "smart":
+            for tid, lane in lane_of(self.plan).items():
+                self.lane_key[tid] = lane.key
+                if lane.shared:
+                    self.lane_branch[tid] = lane.branch
+        else:
+            by_epic = self.strategy == "by_epic"
+            self.lane_key = {t.id: t.epic_id if by_epic else t.id for t in self.tasks.values()}
+        for tid, key in self.lane_key.items():
+            self.lane_members.setdefault(key, []).append(tid)
 
     def apply(self, e: ev.Event) -> bool:
         """Fold one event in; False when it was already folded (redelivery)."""
@@ -205,9 +223,11 @@ class RunState:
     def in_flight(self) -> int:
         return sum(1 for t in self.tasks.values() if t.status == DISPATCHED)
 
-    def epic_busy(self, epic_id: str) -> bool:
-        busy = {DISPATCHED, SUCCEEDED, CONFLICT}  # the epic's branch is in use until merged
-        return any(t.epic_id == epic_id and t.status in busy for t in self.tasks.values())
+    def lane_busy(self, task_id: str) -> bool:
+        """Whether the task's lane (epic, task or smart lane) has a task whose branch is not merged yet."""
+        busy = {DISPATCHED, SUCCEEDED, CONFLICT}  # the lane's branch is in use until merged
+        members = self.lane_members.get(self.lane_key.get(task_id, task_id), [task_id])
+        return any(self.tasks[m].status in busy for m in members if m in self.tasks)
 
     def counts(self) -> dict[str, int]:
         names = {MERGED: "done", FAILED: "failed", BLOCKED: "blocked", CANCELLED: "cancelled"}
@@ -417,7 +437,7 @@ def _dispatch(state: RunState) -> list[Decision]:
     for t in ready:
         if state.in_flight() >= state.max_concurrency:
             break
-        if state.strategy == "by_epic" and state.epic_busy(t.epic_id):
+        if state.lane_busy(t.id):
             continue
         e = _task_event(state, ev.TaskReady, t.id, **_ready_fields(state, t))
         out.append((e, f"{state.run_id}:{t.id}:{e.attempt}:TaskReady"))
@@ -431,6 +451,8 @@ def _ready_fields(state: RunState, t: TaskState) -> dict[str, Any]:
     attempt = t.attempt + 1
     if state.strategy == "by_epic":
         branch = branch_name("epic", epic.id, epic.name)
+    elif t.id in state.lane_branch:
+        branch = state.lane_branch[t.id]
     else:
         branch = branch_name("task", task.id, task.title)
     agent = state.settings.get("agent") or {}
