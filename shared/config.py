@@ -138,12 +138,6 @@ def _check_ranges(cfg: Config, source: str) -> None:
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"{source}: {key} {why}")
-    not_built = [
-        ("parallel.strategy: smart", cfg.parallel.strategy == "smart", "use by_epic or by_task"),
-    ]
-    for setting, chosen, instead in not_built:
-        if chosen:
-            raise ConfigError(f"{source}: {setting} is not built yet; {instead}")
 
 
 def load_config(directory: Path | str | None = None, environ: dict[str, str] | None = None) -> Config:

@@ -18,6 +18,8 @@ from shared import events as ev
 from shared.bus import Bus, Delivery
 from shared.config import Config
 from shared.git import GitError, WorktreeManager, head_of, merge_branch
+from shared.lanes import Lane, lane_of
+from shared.plan import PlanError, parse_plan
 
 log = logging.getLogger("yokeflow.merger")
 
@@ -29,9 +31,19 @@ class RunInfo:
     merged: set[str] = field(default_factory=set)
     announced: set[int] = field(default_factory=set)
     finished: dict[str, ev.AgentFinished] = field(default_factory=dict)
+    _lanes: dict[str, Lane] | None = None
 
     def setting(self, section: str, key: str, default: Any) -> Any:
         return (self.started.settings.get(section) or {}).get(key, default)
+
+    def lanes(self) -> dict[str, Lane]:
+        """Task id -> smart lane, computed from the plan as the scheduler computes it."""
+        if self._lanes is None:
+            try:
+                self._lanes = lane_of(parse_plan(self.started.plan))
+            except PlanError:  # the scheduler fails such a run before any task runs
+                self._lanes = {}
+        return self._lanes
 
 
 class Merger:
@@ -116,8 +128,12 @@ class Merger:
         await self.bus.publish(e, msg_id=f"{run.run_id}:{task_id}:{head or 'nohead'}:{cause.event_id}:MergeConflicted")
 
     async def _release(self, info: RunInfo, task_id: str, branch: str) -> None:
-        if info.setting("parallel", "strategy", "by_epic") == "by_epic":
+        strategy = info.setting("parallel", "strategy", "by_epic")
+        if strategy == "by_epic":
             return  # the epic's worktree serves its next task; removed when the run ends
+        lane = info.lanes().get(task_id) if strategy == "smart" else None
+        if lane is not None and not all(t in info.merged for t in lane.task_ids):
+            return  # the lane's next task reuses the worktree; released with the lane's last merge or the run
         manager = WorktreeManager(info.started.repo_path, target_branch=info.started.target_branch)
         name = info.finished[task_id].worktree if task_id in info.finished else ""
         if name:

@@ -19,13 +19,20 @@ def test_file_then_environment(tmp_path):
     assert cfg.parallel.max_concurrency == 6 and cfg.cost.budget_limit_usd == 5 and cfg.nats_url == "nats://x:1"
 
 
+@pytest.mark.parametrize("strategy", ["by_epic", "by_task", "smart"])
+def test_every_strategy_is_accepted_from_the_file_and_the_environment(strategy, tmp_path):
+    assert parse_config({"parallel": {"strategy": strategy}}).parallel.strategy == strategy
+    cfg = load_config(tmp_path, {"YOKEFLOW_PARALLEL__STRATEGY": strategy})
+    assert cfg.parallel.strategy == strategy and cfg.run_settings()["parallel"]["strategy"] == strategy
+
+
 @pytest.mark.parametrize("data, key", [
     ({"parallel": {"max_concurrency": "many"}}, "parallel.max_concurrency"),
     ({"parallel": {"max_concurrency": 0}}, "parallel.max_concurrency"),
     ({"parallel": {"strategy": "random"}}, "parallel.strategy"),
     ({"parallel": {"bogus": 1}}, "bogus"),
     ({"cost": {"warn_at_fraction": 2}}, "cost.warn_at_fraction"),
-    ({"parallel": {"strategy": "smart"}}, "parallel.strategy: smart is not built"),
+    ({"parallel": {"strategy": "Smart"}}, "parallel.strategy"),  # exact names only
     ({"merge": {"on_conflict": "somebody"}}, "merge.on_conflict"),
     ({"merge": {"max_resolution_attempts": -1}}, "merge.max_resolution_attempts"),
 ])
