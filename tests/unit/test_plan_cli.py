@@ -152,3 +152,16 @@ def test_show_of_a_plan_with_bad_fields_prints_the_problems(capsys, write):
 def test_plan_without_a_subcommand_prints_help(capsys):
     code, out, _ = run(capsys, "plan")
     assert code == 2 and "check" in out and "show" in out
+
+
+def test_check_and_show_list_the_lanes_smart_would_share(capsys, write):
+    plan = write("lanes.yaml", VALID.replace("{id: 12, title: Seed data,", "{id: 12, title: Seed data, files: [db/],")
+                 .replace("{id: 11, title: Create the schema,", "{id: 11, title: Create db/schema.sql,")
+                 .replace("{id: 31, title: Write the README}", "{id: 31, title: Write the README, files: [db/seed.sql]}"))
+    for command in ("check", "show"):
+        code, out, _ = run(capsys, "plan", command, plan)
+        assert code == 0
+        assert "lanes under parallel.strategy smart" in out and "2 other tasks run alone" in out
+        assert "  lane/11-create-db-schema-sql: 11, 12, 31" in out
+    code, out, _ = run(capsys, "plan", "check", write("shop.yaml", VALID))
+    assert "lanes" not in out  # no task names a file: nothing shared, nothing printed

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from shared.lanes import compute_lanes
 from shared.resolver import Resolution, resolve
 from shared.plan import Plan, PlanError, PlanFileUnreadable, PlanProblem, load_plan
 from yokeflow.errors import CliError
@@ -60,7 +61,21 @@ def check_report(source: str, plan: Plan | None, resolution: Resolution) -> str:
         lines.append(f"plan {plan.name!r} ({source}): {count} tasks in {len(plan.epics)} epics, "
                      f"{len(resolution.batches)} batches")
         lines += [f"  batch {k}: {', '.join(batch)}" for k, batch in enumerate(resolution.batches)]
+        lines += lane_lines(plan)
     return "\n".join(lines + verdict_lines(source, resolution))
+
+
+def lane_lines(plan: Plan) -> list[str]:
+    """The shared lanes `parallel.strategy: smart` would run (shared/lanes.py); none: no lines."""
+    lanes = compute_lanes(plan)
+    shared = [lane for lane in lanes if lane.shared]
+    if not shared:
+        return []
+    alone = len(lanes) - len(shared)
+    lines = [f"lanes under parallel.strategy smart (tasks predicted to edit the same files run one after "
+             f"another on one branch; {alone} other task{'s' if alone != 1 else ''} run alone):"]
+    lines += [f"  {lane.branch}: {', '.join(lane.task_ids)}" for lane in shared]
+    return lines
 
 
 def verdict_lines(source: str, resolution: Resolution) -> list[str]:
@@ -132,7 +147,7 @@ def run_show(args: argparse.Namespace) -> int:
             cells[column[id(epic_at[task_id])]].append(_task_cell(task, task_id in critical, terminal))
         table.add_row(label, *("\n".join(c) for c in cells))
     console.print(table)
-    for line in verdict_lines(args.plan, resolution):
+    for line in lane_lines(plan) + verdict_lines(args.plan, resolution):
         console.print(line, markup=False)
     return EXIT_VALID if resolution.valid else EXIT_INVALID
 
