@@ -162,7 +162,11 @@ def paths_overlap(a: str, b: str) -> bool:
 
     Two globs are compared by the folders before their wildcards (an over-approximation:
     'src/*.py' and 'src/*.js' overlap), which errs toward running tasks one after another."""
-    a, b = normalise(a), normalise(b)
+    return _overlap(normalise(a), normalise(b))
+
+
+def _overlap(a: str, b: str) -> bool:
+    """paths_overlap of two normalised paths."""
     glob_a, glob_b = _is_glob(a), _is_glob(b)
     if not glob_a and not glob_b:
         return _nested(a, b)
@@ -179,10 +183,6 @@ def paths_overlap(a: str, b: str) -> bool:
     return not concrete or prefix == concrete or prefix.startswith(concrete + "/")  # a folder holding matches
 
 
-def predictions_overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    return any(paths_overlap(x, y) for x in a for y in b)
-
-
 # ---------------------------------------------------------------------- grouping
 def compute_lanes(plan: Plan) -> list[Lane]:
     """Union-find over tasks whose predictions overlap; lanes and their tasks in plan order.
@@ -197,12 +197,35 @@ def compute_lanes(plan: Plan) -> list[Lane]:
             i = parent[i]
         return i
 
-    for i in range(len(tasks)):
-        for j in range(i + 1, len(tasks)):
-            if predictions[i] and predictions[j] and root(i) != root(j) \
-                    and predictions_overlap(predictions[i], predictions[j]):
-                ri, rj = root(i), root(j)
-                parent[max(ri, rj)] = min(ri, rj)  # the earliest task in the file is the root
+    def join(i: int, j: int) -> None:
+        ri, rj = root(i), root(j)
+        parent[max(ri, rj)] = min(ri, rj)  # the earliest task in the file is the root
+
+    # plain paths through an index (a path overlaps itself and its folders): no n² comparison
+    owners: dict[str, list[int]] = {}
+    for i, paths in enumerate(predictions):
+        for path in paths:
+            if not _is_glob(path):
+                owners.setdefault(path.rstrip("/"), []).append(i)
+    for path, named_by in owners.items():
+        for j in named_by[1:]:
+            join(named_by[0], j)
+        parts = path.split("/")
+        for k in range(1, len(parts)):
+            folder = owners.get("/".join(parts[:k]))
+            if folder:
+                join(named_by[0], folder[0])
+    # globs: against the plain paths in or above their folders, and against each other
+    globs = [(i, path) for i, paths in enumerate(predictions) for path in paths if _is_glob(path)]
+    for i, glob in globs:
+        prefix = _literal_prefix(glob)
+        for path, named_by in owners.items():
+            near = not prefix or path == prefix or path.startswith(prefix + "/") or prefix.startswith(path + "/")
+            if near and root(i) != root(named_by[0]) and _overlap(glob, path):
+                join(i, named_by[0])
+        for j, other in globs:
+            if root(i) != root(j) and _overlap(glob, other):
+                join(i, j)
     members: dict[int, list[str]] = {}
     for i, task in enumerate(tasks):
         members.setdefault(root(i), []).append(task.id)

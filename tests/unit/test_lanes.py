@@ -107,6 +107,34 @@ def test_lanes_are_the_same_however_often_they_are_computed():
     assert sorted(lane.task_ids for lane in first) == [("t0", "t3", "t6"), ("t1", "t4", "t7"), ("t2", "t5", "t8")]
 
 
+def pairwise_lanes(predictions: list[tuple[str, ...]]) -> set[frozenset[int]]:
+    """The definition, compared pair by pair: connected components of 'some paths overlap'."""
+    groups = [{i} for i in range(len(predictions))]
+    for i in range(len(predictions)):
+        for j in range(i + 1, len(predictions)):
+            if any(paths_overlap(a, b) for a in predictions[i] for b in predictions[j]):
+                gi = next(g for g in groups if i in g)
+                gj = next(g for g in groups if j in g)
+                if gi is not gj:
+                    gi |= gj
+                    groups.remove(gj)
+    return {frozenset(g) for g in groups}
+
+
+SAMPLE_PATHS = ["a.py", "a.py/", "src", "src/", "src/x.py", "src/x/y.py", "src/*", "src/*.py", "src/**/*.ts",
+                "src/**", "src/x/*.ts", "**/*.md", "*.md", "docs/a.md", "docs/", "lib/[ab].py", "lib/a.py", "."]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(SAMPLE_PATHS), max_size=3), min_size=1, max_size=8))
+def test_the_indexed_grouping_equals_comparing_every_pair(files):
+    plan = parse_plan(plan_of(*[task(f"t{i}", files=f) for i, f in enumerate(files)]))
+    predictions = [predicted_paths(t) for t in plan.tasks()]
+    index = {t.id: i for i, t in enumerate(plan.tasks())}
+    got = {frozenset(index[tid] for tid in lane.task_ids) for lane in compute_lanes(plan)}
+    assert got == pairwise_lanes(predictions)
+
+
 # ---------------------------------------------------------------------- no deadlock
 PATHS = ["a.py", "src/", "src/x.py", "src/**/*.ts", "docs/**", "docs/guide.md", "lib/y.py", "README.md"]
 
