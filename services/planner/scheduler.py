@@ -15,9 +15,9 @@ from typing import Any
 
 from shared import events as ev
 from shared.git import branch_name, slugify
-from shared.lanes import lane_of
 from shared.gitops.names import worktree_dir_name
 from shared.gitops.worktrees import WORKTREES_DIR
+from shared.lanes import lane_of
 from shared.plan import Plan, parse_plan
 from services.planner.models import select_model
 from shared.resolver import Resolution, dependencies, dispatch_order_key, remaining_minutes, resolve
