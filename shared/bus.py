@@ -303,7 +303,11 @@ class Bus:
                 await msg.nak(delay=delay)
             return
         beat.cancel()
-        await msg.ack_sync()
+        try:
+            await msg.ack_sync()
+        except nats.errors.TimeoutError:  # the event is handled; a redelivery finds it done (handlers are idempotent)
+            log.warning("%s: ack of %s seq=%s got no answer in time; it may be delivered again", consumer,
+                        event.type, seq)
 
     # ------------------------------------------------------------------ agent logs
     async def log(self, project_id: str, task_key: str, kind: str, data: dict[str, Any]) -> None:

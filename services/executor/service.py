@@ -122,7 +122,8 @@ class Executor:
                 "domain": e.domain, "complexity": e.complexity}
 
         async def agent(task_prompt: str, verify=None) -> AgentResult:
-            provider = make_provider(e.provider, _provider_options(e.provider, options, wt))
+            # off the event loop: the first use imports the provider's SDK, which takes about a second
+            provider = await asyncio.to_thread(make_provider, e.provider, _provider_options(e.provider, options, wt))
             return await run_agent(
                 provider=provider, model=e.model,
                 system=build_system_prompt(expertise=await self._expertise(e.project_id, e.domain),

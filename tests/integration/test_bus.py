@@ -199,3 +199,42 @@ async def test_a_live_read_stops_when_cancelled_even_if_fetch_swallows_the_cance
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=5)
     assert done and task.cancelled()
+
+
+async def test_a_consumer_survives_an_ack_that_gets_no_answer(bus, monkeypatch):
+    """An unanswered ack (a stalled loop, a slow server) must not stop the service: the event was
+    handled, and a redelivery of it finds it done."""
+    import nats.errors
+
+    real_bind = bus.js.pull_subscribe_bind
+
+    async def slow_ack_bind(*args, **kwargs):
+        sub = await real_bind(*args, **kwargs)
+        real_fetch = sub.fetch
+        unanswered = [True]
+
+        async def fetch(*a, **kw):
+            msgs = await real_fetch(*a, **kw)
+            for msg in msgs:
+                if unanswered.pop() if unanswered else False:
+                    async def no_answer(*_a, **_kw):
+                        raise nats.errors.TimeoutError
+                    msg.ack_sync = no_answer
+            return msgs
+
+        sub.fetch = fetch
+        return sub
+
+    monkeypatch.setattr(bus.js, "pull_subscribe_bind", slow_ack_bind)
+    await bus.publish(ready("t1"))
+    await bus.publish(ready("t2"))
+    stop = asyncio.Event()
+    got = []
+
+    async def handler(d):
+        got.append(d.event.task_id)
+        if "t2" in got:
+            stop.set()
+
+    await asyncio.wait_for(bus.consume("patient", [bus.events_subject], handler, stop=stop), 20)
+    assert got[0] == "t1" and "t2" in got
