@@ -245,4 +245,4 @@ def lane_of(plan: Plan) -> dict[str, Lane]:
 
 def _lane_branch(first: PlanTask) -> str:
     """'lane/<first task id>-<slug>': a task branch's sanitised name under the lane/ prefix."""
-    return "lane/" + branch_name("task", first.id, first.title).split("/", 1)[1]
+    return branch_name("lane", first.id, first.title)

@@ -6,7 +6,7 @@ import re
 import unicodedata
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
-BRANCH_KINDS = ("task", "epic")
+BRANCH_KINDS = ("task", "epic", "lane")
 
 
 def slugify(text: str, max_len: int = 40) -> str:

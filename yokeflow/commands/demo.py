@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="build the bundled example with replayed agents, offline, in a new repository")
     p.add_argument("--example", default="todo", choices=list_examples())
     p.add_argument("--dir", type=Path, help="repository to create (default ./yokeflow-demo-<example>)")
-    p.add_argument("--strategy", choices=["by_epic", "by_task"], default=None)
+    p.add_argument("--strategy", choices=["by_epic", "by_task", "smart"], default=None)
     p.add_argument("--max-concurrency", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
     _state_arg(p)
