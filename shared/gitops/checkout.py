@@ -20,6 +20,8 @@ from dulwich.index import (
 from dulwich.objects import Blob
 from dulwich.repo import Repo
 
+from shared.gitops.objects import write_object
+
 from shared.gitops.checkout_index import switch_working_tree, working_tree_clean
 from shared.gitops.fastindex import UnsupportedIndex
 
@@ -116,7 +118,7 @@ def stage_all(repo: Repo) -> bytes:
             data = os.readlink(full) if stat.S_ISLNK(st.st_mode) else Path(os.fsdecode(full)).read_bytes()
             blob = Blob.from_string(data)
             if rel not in tracked or index[rel].sha != blob.id or index[rel].mode != mode:
-                repo.object_store.add_object(blob)
+                write_object(repo.object_store, blob)
             index[rel] = index_entry_from_stat(st, blob.id, mode)
     for rel in tracked - seen:
         del index[rel]

@@ -17,6 +17,7 @@ from dulwich.repo import Repo
 from shared.gitops.checkout import is_clean, switch_tree
 from shared.gitops.checkout_index import read_object
 from shared.gitops.errors import GitError
+from shared.gitops.objects import write_object
 from shared.gitops.repo import (
     branch_ref,
     identity,
@@ -64,7 +65,7 @@ def make_commit(repo: Repo, tree: bytes, parents: list[bytes], message: str, aut
     c.author_time = c.commit_time = now
     c.author_timezone = c.commit_timezone = tz
     c.message = message.encode() if message.endswith("\n") else (message + "\n").encode()
-    repo.object_store.add_object(c)
+    write_object(repo.object_store, c)
     return c
 
 

@@ -11,13 +11,17 @@ from growing with every merge.
 
 from __future__ import annotations
 
+import os
+import time
 from collections import OrderedDict
 from typing import Any, Iterable
 
+from dulwich.file import FileLocked
 from dulwich.object_store import BaseObjectStore
 from dulwich.objects import Commit, ShaFile, Tree
 from dulwich.repo import Repo
 
+STALE_LOCK_S = 60.0  # a loose object's lock is held for milliseconds: older means its writer died
 MAX_CACHED = 20_000  # commits and trees; a tree of a 100-file folder is a few KB
 _cache: OrderedDict[tuple[str, bytes], ShaFile] = OrderedDict()
 
@@ -26,6 +30,31 @@ def _remember(key: tuple[str, bytes], obj: ShaFile) -> None:
     _cache[key] = obj
     if len(_cache) > MAX_CACHED:
         _cache.popitem(last=False)
+
+
+def write_object(store: BaseObjectStore, obj: ShaFile, *, wait_s: float = 10.0) -> None:
+    """store.add_object, safe when another process writes the same object at the same moment
+    (agents in parallel worktrees often create identical blobs): the other writer's content is
+    the same by definition, so wait for its file instead of failing on its lock."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            store.add_object(obj)
+            return
+        except FileLocked as exc:
+            object_path, lock_path = exc.args[0], exc.args[1]
+        if os.path.exists(object_path):
+            return
+        try:
+            if time.time() - os.stat(lock_path).st_mtime > STALE_LOCK_S:
+                os.unlink(lock_path)  # left by a writer that died mid-write; the object was never written
+                continue
+        except FileNotFoundError:
+            continue  # the other writer just finished or gave up: look again
+        if time.monotonic() > deadline:
+            raise OSError(f"{lock_path} has been held for {wait_s:g}s by another writer; if no git process is "
+                          "running on this repository, remove the file") from None
+        time.sleep(0.005)
 
 
 class CachedStore:
@@ -52,7 +81,7 @@ class CachedStore:
         return (self._key, sha) in _cache or sha in self._store
 
     def add_object(self, obj: ShaFile) -> None:
-        self._store.add_object(obj)
+        write_object(self._store, obj)
         if isinstance(obj, (Commit, Tree)):
             _remember((self._key, obj.id), obj)
 
