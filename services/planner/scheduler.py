@@ -386,7 +386,7 @@ def _escalate_conflicts(state: RunState) -> list[Decision]:
 
 
 def _worktree_path(state: RunState, t: TaskState) -> str:
-    name = worktree_dir_name(_ready_fields(state, t)["worktree"])
+    name = worktree_dir_name(_worktree_name(_branch_of(state, t)))
     return str(Path(state.repo_path) / WORKTREES_DIR / name)
 
 
@@ -399,15 +399,10 @@ def _resolve_conflicts(state: RunState) -> list[Decision]:
             break
         conflict = t.conflict
         assert conflict is not None
-        fields = _ready_fields(state, t)
-        fields["model"] = select_model(fields["complexity"], t.resolution_tries + 1,
-                                       default=str((state.settings.get("cost") or {}).get("default_model", "sonnet")))
+        fields = _ready_fields(state, t, resolving=True)
         fields.update(purpose="resolve_conflict", branch=conflict.branch,
                       conflict={"event_id": conflict.event_id, "target_branch": conflict.target_branch,
                                 "conflicts": conflict.conflicts, "reason": conflict.reason})
-        if fields["provider"] == "replay" and fields["provider_options"].get("transcript"):
-            recorded = Path(fields["provider_options"]["transcript"])
-            fields["provider_options"]["transcript"] = str(recorded.with_name(f"{t.id}.resolve.json"))
         e = _task_event(state, ev.TaskReady, t.id, **fields)
         out.append((e, f"{state.run_id}:{t.id}:{e.attempt}:TaskReady"))
         state.apply(e)
@@ -445,16 +440,25 @@ def _dispatch(state: RunState) -> list[Decision]:
     return out
 
 
-def _ready_fields(state: RunState, t: TaskState) -> dict[str, Any]:
+def _branch_of(state: RunState, t: TaskState) -> str:
+    if state.strategy == "by_epic":
+        epic = state.plan.epic(t.epic_id)
+        return branch_name("epic", epic.id, epic.name)
+    if t.id in state.lane_branch:
+        return state.lane_branch[t.id]
+    return branch_name("task", t.id, state.plan.task(t.id).title)
+
+
+def _worktree_name(branch: str) -> str:
+    return slugify(branch.replace("/", "-"), 80)
+
+
+def _ready_fields(state: RunState, t: TaskState, *, resolving: bool = False) -> dict[str, Any]:
+    """A TaskReady's fields; `resolving`: a conflict resolution (its own transcript, its own model ladder)."""
     task = state.plan.task(t.id)
     epic = state.plan.epic(t.epic_id)
     attempt = t.attempt + 1
-    if state.strategy == "by_epic":
-        branch = branch_name("epic", epic.id, epic.name)
-    elif t.id in state.lane_branch:
-        branch = state.lane_branch[t.id]
-    else:
-        branch = branch_name("task", task.id, task.title)
+    branch = _branch_of(state, t)
     agent = state.settings.get("agent") or {}
     provider = str(agent.get("provider", "replay"))
     options: dict[str, Any] = {"max_turns": agent.get("max_turns", 40),
@@ -463,17 +467,17 @@ def _ready_fields(state: RunState, t: TaskState) -> dict[str, Any]:
     if agent.get("base_url"):
         options["base_url"] = agent["base_url"]
     if provider == "replay" and agent.get("transcripts"):
-        options["transcript"] = str(Path(agent["transcripts"]) / f"{task.id}.json")
+        options["transcript"] = str(Path(agent["transcripts"]) / f"{task.id}{'.resolve' if resolving else ''}.json")
     cost = state.settings.get("cost") or {}
     deps = [{"task_id": d, "title": state.plan.task(d).title, "summary": state.tasks[d].summary}
             for d, _ in state.deps.get(t.id, []) if state.tasks[d].summary]
     return dict(
         attempt=attempt, epic_id=epic.id, title=task.title, description=task.description,
         domain=task.domain, complexity=task.complexity or "medium", tests=list(task.tests),
-        model=select_model(task.complexity or "medium", attempt - t.throttled,
+        model=select_model(task.complexity or "medium", t.resolution_tries + 1 if resolving else attempt - t.throttled,
                            default=str(cost.get("default_model", "sonnet"))),
         provider=provider, provider_options=options, repo_path=state.repo_path,
-        target_branch=state.target_branch, branch=branch, worktree=slugify(branch.replace("/", "-"), 80),
+        target_branch=state.target_branch, branch=branch, worktree=_worktree_name(branch),
         dependency_summaries=deps, previous_attempt=dict(t.last_failure) if t.last_failure else {},
     )
 
