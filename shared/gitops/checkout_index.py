@@ -26,6 +26,7 @@ from shared.gitops.fastindex import (
     write_index,
 )
 from shared.gitops.fswatch import DirectoryWatch
+from shared.gitops.objects import cached_store
 
 _MAX_CHECKOUTS = 8
 use_watches = True   # False: every check lstats every tracked file (the benchmark compares both)
@@ -147,6 +148,7 @@ def switch_working_tree(root: str, index_path: str, store: BaseObjectStore, old_
     """Move files and index from old_tree to new_tree (the index must list old_tree). Untracked
     files in the way stop it with OSError before anything is changed. With index_judged_clean,
     an index changed since working_tree_clean said yes stops it too."""
+    store = cached_store(store)  # loose objects first: a merge's new objects are loose
     with _mutex, IndexLock(index_path) as lock:
         index = _read(index_path)
         rootb = os.fsencode(os.path.abspath(root))
@@ -168,7 +170,7 @@ def switch_working_tree(root: str, index_path: str, store: BaseObjectStore, old_
             _make_parents(rootb, p, state.watch)
             if p in index.raw:
                 os.unlink(full)
-            data = read_object(store, sha).as_raw_string()
+            data = store[sha].as_raw_string()
             if stat.S_ISLNK(mode):
                 os.symlink(data, full)
             else:
@@ -182,14 +184,6 @@ def switch_working_tree(root: str, index_path: str, store: BaseObjectStore, old_
             state.verified = new_index.key
 
 
-def read_object(store: BaseObjectStore, sha: bytes):
-    """store[sha], loose objects first: dulwich looks through every pack (and rescans the pack
-    folder) before it tries a loose object, and a merger adds a pack per merge."""
-    loose = getattr(store, "_get_loose_object", None)
-    found = loose(sha) if loose is not None else None
-    return found if found is not None else store[sha]
-
-
 def _index_mode(mode: int) -> int:
     return 0o120000 if stat.S_ISLNK(mode) else (0o100755 if mode & 0o100 else 0o100644)
 
@@ -197,8 +191,8 @@ def _index_mode(mode: int) -> int:
 def _tree_diff(store: BaseObjectStore, old: bytes | None, new: bytes | None, prefix: bytes,
                removed: list[bytes], written: list[tuple[bytes, int, bytes]]) -> None:
     """Files to delete and to write to go from tree `old` to tree `new`; equal subtrees are skipped."""
-    a = {e.path: (e.mode, e.sha) for e in read_object(store, old).iteritems()} if old else {}
-    b = {e.path: (e.mode, e.sha) for e in read_object(store, new).iteritems()} if new else {}
+    a = {e.path: (e.mode, e.sha) for e in store[old].iteritems()} if old else {}
+    b = {e.path: (e.mode, e.sha) for e in store[new].iteritems()} if new else {}
     for name in a.keys() | b.keys():
         was, now = a.get(name), b.get(name)
         if was == now:

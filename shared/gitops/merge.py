@@ -15,7 +15,6 @@ from dulwich.objects import Commit
 from dulwich.repo import Repo
 
 from shared.gitops.checkout import is_clean, switch_tree
-from shared.gitops.checkout_index import read_object
 from shared.gitops.errors import GitError
 from shared.gitops.objects import write_object
 from shared.gitops.repo import (
@@ -200,7 +199,7 @@ def _follow_checkouts(repo: Repo, target_ref: bytes, old: bytes, new: Commit) ->
     checkouts += _linked_worktrees_on(repo, target_ref)
     if not checkouts:
         return warnings
-    old_tree = read_object(repo.object_store, old).tree
+    old_tree = repo[old].tree
     for path in checkouts:
         # the main checkout reuses `repo`: a second Repo would reload every pack index
         wt = repo if path == Path(repo.path) else Repo(str(path))

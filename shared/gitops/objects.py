@@ -94,8 +94,11 @@ class CachedStore:
         return getattr(self._store, name)
 
 
+def cached_store(store: BaseObjectStore | CachedStore) -> CachedStore:
+    return store if isinstance(store, CachedStore) else CachedStore(store)
+
+
 def cached(repo: Repo) -> Repo:
     """`repo` reading through the cache (repo[sha] and repo.object_store alike)."""
-    if not isinstance(repo.object_store, CachedStore):
-        repo.object_store = CachedStore(repo.object_store)  # type: ignore[assignment]
+    repo.object_store = cached_store(repo.object_store)  # type: ignore[assignment]
     return repo
