@@ -9,7 +9,7 @@ import pytest
 
 from shared import events as ev
 from shared.commands import cancel_run, start_run
-from tests.support.system import config, endpoint_for, events_of, next_event, start_system, wait_for_end
+from tests.support.system import config, events_of, next_event, running_system, wait_for_end
 
 pytestmark = pytest.mark.e2e
 
@@ -19,10 +19,7 @@ async def test_run_cancelled_mid_task_stops_the_agent_within_two_seconds(nats_se
     plan = {"name": "slow", "epics": [{"id": "E", "name": "E", "tasks": [
         {"id": "slow", "title": "Slow"}, {"id": "later", "title": "Later", "depends_on": ["slow"]}]}]}
     cfg = config(parallel={"strategy": "by_task"}, agent={"provider": "sleep:60000"})
-    endpoint = endpoint_for(nats_server.url, database_url, unique)
-    system = await start_system(endpoint, cfg)
-    bus = await endpoint.bus()
-    try:
+    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
         started = await start_run(bus, plan, git_repo, cfg)
         await next_event(bus, lambda e: isinstance(e, ev.AgentStarted))
         cancelled = await cancel_run(bus, started.project_id, started.run_id)
@@ -31,9 +28,6 @@ async def test_run_cancelled_mid_task_stops_the_agent_within_two_seconds(nats_se
         finished = await next_event(bus, lambda e: isinstance(e, ev.AgentFinished), 10)
         waited = time.monotonic() - t0
         events = await events_of(bus, started.run_id)
-    finally:
-        await bus.close()
-        await system.stop()
     assert isinstance(end, ev.RunCancelled)
     assert finished.outcome == "cancelled"
     took = (datetime.fromisoformat(finished.occurred_at) - datetime.fromisoformat(cancelled.occurred_at)).total_seconds()
@@ -50,15 +44,9 @@ async def test_a_run_followed_in_process_fails_clearly_when_a_service_dies(nats_
 
     plan = {"name": "slow", "epics": [{"id": "E", "name": "E", "tasks": [{"id": "slow", "title": "Slow"}]}]}
     cfg = config(parallel={"strategy": "by_task"}, agent={"provider": "sleep:60000"})
-    endpoint = endpoint_for(nats_server.url, database_url, unique)
-    system = await start_system(endpoint, cfg)
-    bus = await endpoint.bus()
-    try:
+    async with running_system(nats_server.url, database_url, unique, cfg) as (system, bus):
         started = await start_run(bus, plan, git_repo, cfg)
         await next_event(bus, lambda e: isinstance(e, ev.AgentStarted))
         system.tasks["executor"].cancel()  # the service stops; nothing else would carry the run on
         with pytest.raises(CliError, match="the executor service stopped during run"):
             await _follow_while_served(bus, started, system, quiet=True)
-    finally:
-        await bus.close()
-        await system.stop()

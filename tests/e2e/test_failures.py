@@ -6,7 +6,7 @@ import pytest
 
 from shared import events as ev
 from shared.commands import start_run
-from tests.support.system import config, endpoint_for, events_of, start_system, wait_for_end
+from tests.support.system import config, events_of, running_system, wait_for_end
 
 pytestmark = pytest.mark.e2e
 
@@ -19,16 +19,10 @@ async def test_failing_checks_fail_the_task_and_block_its_dependents(nats_server
         {"id": "grandchild", "title": "Grandchild", "depends_on": ["child"]}]}]}
     cfg = config(parallel={"strategy": "by_task", "max_attempts": 2},
                  agent={"provider": "sleep:10", "max_fix_rounds": 0})
-    endpoint = endpoint_for(nats_server.url, database_url, unique)
-    system = await start_system(endpoint, cfg)
-    bus = await endpoint.bus()
-    try:
+    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
         started = await start_run(bus, plan, git_repo, cfg)
         end = await wait_for_end(bus, started.run_id)
         events = await events_of(bus, started.run_id)
-    finally:
-        await bus.close()
-        await system.stop()
     assert isinstance(end, ev.RunFailed)
     assert end.counts == {"done": 1, "failed": 1, "blocked": 2, "cancelled": 0, "total": 4}
     attempts = [e for e in events if isinstance(e, ev.AgentFinished) and e.task_id == "broken"]

@@ -11,7 +11,7 @@ from shared import events as ev
 from shared.commands import request_merge, start_run
 from tests.conftest import git
 from tests.support.fake_anthropic import FakeAnthropic, tool, turn
-from tests.support.system import config, endpoint_for, events_of, next_event, start_system, wait_for_end, write_transcripts
+from tests.support.system import config, events_of, next_event, running_system, wait_for_end, write_transcripts
 
 pytestmark = pytest.mark.e2e
 
@@ -32,10 +32,7 @@ async def test_conflict_is_reported_then_resolved_by_a_person(nats_server, datab
     })
     cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2},
                  agent={"provider": "replay", "transcripts": str(transcripts)}, merge={"on_conflict": "manual"})
-    endpoint = endpoint_for(nats_server.url, database_url, unique)
-    system = await start_system(endpoint, cfg)
-    bus = await endpoint.bus()
-    try:
+    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
         started = await start_run(bus, PLAN, git_repo, cfg)
         conflict = await next_event(bus, lambda e: isinstance(e, ev.MergeConflicted))
         assert [c["path"] for c in conflict.conflicts] == ["greeting.txt"]
@@ -59,9 +56,6 @@ async def test_conflict_is_reported_then_resolved_by_a_person(nats_server, datab
         assert git(git_repo, "rev-parse", "main") == main_before  # nothing moved meanwhile
         await request_merge(bus, started.project_id, started.run_id, loser)
         end = await wait_for_end(bus, started.run_id)
-    finally:
-        await bus.close()
-        await system.stop()
     assert isinstance(end, ev.RunCompleted), end
     assert git(git_repo, "show", "main:greeting.txt") == "hello from A and B"
     assert git(git_repo, "show", "main:after.txt") == "done"
@@ -100,16 +94,10 @@ async def test_a_resolution_agent_merges_main_in_resolves_and_the_merge_lands(na
     with FakeAnthropic([routed(scripts)] * 12) as api:
         cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2},
                      agent={"provider": "anthropic", "base_url": api.url}, merge={"on_conflict": "agent"})
-        endpoint = endpoint_for(nats_server.url, database_url, unique)
-        system = await start_system(endpoint, cfg)
-        bus = await endpoint.bus()
-        try:
+        async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
             started = await start_run(bus, checked_plan("grep -q hello greeting.txt"), git_repo, cfg)
             end = await wait_for_end(bus, started.run_id)
             events = await events_of(bus, started.run_id)
-        finally:
-            await bus.close()
-            await system.stop()
     assert isinstance(end, ev.RunCompleted), end
     conflict = next(e for e in events if isinstance(e, ev.MergeConflicted))
     loser = conflict.task_id
@@ -147,48 +135,41 @@ async def test_a_resolution_that_fails_is_handed_to_a_person_with_the_worktree_c
                "# Resolve a merge conflict for task a: Greeting A": gives_up,
                "# Resolve a merge conflict for task b: Greeting B": gives_up}
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
-    api = FakeAnthropic([routed(scripts)] * 20).start()
-    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2},
-                 agent={"provider": "anthropic", "base_url": api.url, "max_fix_rounds": 1},
-                 merge={"on_conflict": "agent", "max_resolution_attempts": 2})
-    endpoint = endpoint_for(nats_server.url, database_url, unique)
-    system = await start_system(endpoint, cfg)
-    bus = await endpoint.bus()
-    try:
-        started = await start_run(bus, PLAN, git_repo, cfg)
-        escalated = await next_event(bus, lambda e: isinstance(e, ev.ConflictEscalated))
-        loser = escalated.task_id
-        assert "2 resolution attempt(s) did not resolve it" in escalated.reason
-        assert f"yokeflow merge retry {loser}" in escalated.reason
-        # the second resolution agent was told why the first one failed
-        prompts = [task_prompt(r.body) for r in api.requests
-                   if len(r.body["messages"]) == 1 and task_prompt(r.body).startswith("# Resolve")]
-        assert len(prompts) == 2
-        assert "previous resolution" not in prompts[0]
-        assert "## A previous resolution (attempt 2) failed" in prompts[1]
-        assert "conflict markers remain in: greeting.txt" in prompts[1]
-        events = await events_of(bus, started.run_id)
-        failed = next(e for e in events if isinstance(e, ev.AgentFinished) and e.attempt == 2)
-        assert failed.outcome == "failure"
-        assert failed.error == "checks still failing after 1 fix round(s): `no conflict markers left`"
-        assert failed.checks[-1]["output"] == "conflict markers remain in: greeting.txt"
-        # the half-done merge was dropped: the worktree is clean at the task's own commit
-        wt = failed.worktree
-        assert git(git_repo, "-C", wt, "status", "--porcelain") == ""
-        assert "<<<<<<<" not in open(f"{wt}/greeting.txt").read()
-        own = next(e for e in events if isinstance(e, ev.AgentFinished) and e.task_id == loser and e.attempt == 1)
-        assert git(git_repo, "-C", wt, "rev-parse", "HEAD") == own.commit
+    with FakeAnthropic([routed(scripts)] * 20) as api:
+        cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2},
+                     agent={"provider": "anthropic", "base_url": api.url, "max_fix_rounds": 1},
+                     merge={"on_conflict": "agent", "max_resolution_attempts": 2})
+        async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
+            started = await start_run(bus, PLAN, git_repo, cfg)
+            escalated = await next_event(bus, lambda e: isinstance(e, ev.ConflictEscalated))
+            loser = escalated.task_id
+            assert "2 resolution attempt(s) did not resolve it" in escalated.reason
+            assert f"yokeflow merge retry {loser}" in escalated.reason
+            # the second resolution agent was told why the first one failed
+            prompts = [task_prompt(r.body) for r in api.requests
+                       if len(r.body["messages"]) == 1 and task_prompt(r.body).startswith("# Resolve")]
+            assert len(prompts) == 2
+            assert "previous resolution" not in prompts[0]
+            assert "## A previous resolution (attempt 2) failed" in prompts[1]
+            assert "conflict markers remain in: greeting.txt" in prompts[1]
+            events = await events_of(bus, started.run_id)
+            failed = next(e for e in events if isinstance(e, ev.AgentFinished) and e.attempt == 2)
+            assert failed.outcome == "failure"
+            assert failed.error == "checks still failing after 1 fix round(s): `no conflict markers left`"
+            assert failed.checks[-1]["output"] == "conflict markers remain in: greeting.txt"
+            # the half-done merge was dropped: the worktree is clean at the task's own commit
+            wt = failed.worktree
+            assert git(git_repo, "-C", wt, "status", "--porcelain") == ""
+            assert "<<<<<<<" not in open(f"{wt}/greeting.txt").read()
+            own = next(e for e in events if isinstance(e, ev.AgentFinished) and e.task_id == loser and e.attempt == 1)
+            assert git(git_repo, "-C", wt, "rev-parse", "HEAD") == own.commit
 
-        subprocess.run(["git", "merge", "main"], cwd=wt, capture_output=True, text=True)
-        with open(f"{wt}/greeting.txt", "w") as f:
-            f.write("hello from A and B\n")
-        git(git_repo, "-C", wt, "-c", "user.email=p@x", "-c", "user.name=P", "commit", "-qam", "resolve greeting")
-        await request_merge(bus, started.project_id, started.run_id, loser)
-        end = await wait_for_end(bus, started.run_id)
-    finally:
-        await bus.close()
-        await system.stop()
-        api.stop()
+            subprocess.run(["git", "merge", "main"], cwd=wt, capture_output=True, text=True)
+            with open(f"{wt}/greeting.txt", "w") as f:
+                f.write("hello from A and B\n")
+            git(git_repo, "-C", wt, "-c", "user.email=p@x", "-c", "user.name=P", "commit", "-qam", "resolve greeting")
+            await request_merge(bus, started.project_id, started.run_id, loser)
+            end = await wait_for_end(bus, started.run_id)
     assert isinstance(end, ev.RunCompleted), end
     assert git(git_repo, "show", "main:greeting.txt") == "hello from A and B"
 
@@ -203,16 +184,10 @@ async def test_by_epic_a_resolution_works_on_the_epic_branch(nats_server, databa
         "a.resolve": resolved, "b.resolve": resolved, "a2": writes("a2.txt", "second\n", "A2")})
     cfg = config(parallel={"strategy": "by_epic", "max_concurrency": 2},
                  agent={"provider": "replay", "transcripts": str(transcripts)}, merge={"on_conflict": "agent"})
-    endpoint = endpoint_for(nats_server.url, database_url, unique)
-    system = await start_system(endpoint, cfg)
-    bus = await endpoint.bus()
-    try:
+    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
         started = await start_run(bus, plan, git_repo, cfg)
         end = await wait_for_end(bus, started.run_id)
         events = await events_of(bus, started.run_id)
-    finally:
-        await bus.close()
-        await system.stop()
     assert isinstance(end, ev.RunCompleted), end
     resolution = next(e for e in events if isinstance(e, ev.TaskReady) and e.purpose == "resolve_conflict")
     assert resolution.branch.startswith("epic/")  # the epic's own branch and worktree

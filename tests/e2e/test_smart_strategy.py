@@ -12,7 +12,7 @@ from shared.git import WorktreeManager
 from services.merger.service import Merger, RunInfo
 from tests.conftest import git
 from tests.support.fake_anthropic import tool, turn
-from tests.support.system import config, endpoint_for, events_of, start_system, wait_for_end, write_transcripts
+from tests.support.system import config, events_of, running_system, wait_for_end, write_transcripts
 
 pytestmark = pytest.mark.e2e
 
@@ -36,16 +36,10 @@ async def test_overlapping_tasks_share_a_lane_and_the_rest_run_beside_it(nats_se
     })
     cfg = config(parallel={"strategy": "smart", "max_concurrency": 3},
                  agent={"provider": "replay", "transcripts": str(transcripts)}, merge={"on_conflict": "manual"})
-    endpoint = endpoint_for(nats_server.url, database_url, unique)
-    system = await start_system(endpoint, cfg)
-    bus = await endpoint.bus()
-    try:
+    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
         started = await start_run(bus, PLAN, git_repo, cfg)
         end = await wait_for_end(bus, started.run_id)
         events = await events_of(bus, started.run_id)
-    finally:
-        await bus.close()
-        await system.stop()
     assert isinstance(end, ev.RunCompleted), end
     assert not [e for e in events if isinstance(e, (ev.MergeConflicted, ev.TaskFailed))]
     ready = {e.task_id: e for e in events if isinstance(e, ev.TaskReady)}

@@ -10,7 +10,7 @@ import pytest
 from shared import events as ev
 from shared.commands import start_run
 from tests.support.fake_anthropic import tool, turn
-from tests.support.system import config, endpoint_for, start_system, wait_for_end, write_transcripts
+from tests.support.system import config, running_system, wait_for_end, write_transcripts
 from yokeflow.commands.runtime import collect_status
 
 pytestmark = pytest.mark.e2e
@@ -47,19 +47,13 @@ async def test_a_diamond_runs_through_every_service_and_lands_on_main(strategy, 
     transcripts = write_transcripts(tmp_path / "transcripts", SCRIPTS)
     cfg = config(parallel={"strategy": strategy, "max_concurrency": 3},
                  agent={"provider": "replay", "transcripts": str(transcripts)})
-    endpoint = endpoint_for(nats_server.url, database_url, unique)
-    system = await start_system(endpoint, cfg)
-    bus = await endpoint.bus()
-    try:
+    async with running_system(nats_server.url, database_url, unique, cfg) as (system, bus):
         started = await start_run(bus, PLAN, git_repo, cfg)
         end = await wait_for_end(bus, started.run_id)
         assert isinstance(end, ev.RunCompleted), end
         assert end.counts == {"done": 4, "failed": 0, "blocked": 0, "cancelled": 0, "total": 4}
         await system.database.wait_for("ledger", await bus.last_seq())
-        status = await collect_status(endpoint, started.run_id)
-    finally:
-        await bus.close()
-        await system.stop()
+        status = await collect_status(system.endpoint, started.run_id)
 
     [run] = status["runs"]
     assert run["status"] == "completed"

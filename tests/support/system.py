@@ -4,9 +4,10 @@ isolated by a unique subject prefix, stream names and database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 from shared import events as ev
 from shared.config import Config, parse_config
@@ -52,3 +53,17 @@ async def wait_for_end(bus, run_id: str, timeout: float = 120.0) -> ev.Event:
 
 async def start_system(endpoint: Endpoint, cfg: Config, **kwargs: Any) -> System:
     return await System(endpoint, cfg, **kwargs).start()
+
+
+@contextlib.asynccontextmanager
+async def running_system(nats_url: str, database_url: str, unique: str, cfg: Config,
+                         **kwargs: Any) -> AsyncIterator[tuple[System, Any]]:
+    """Every service in-process on the test's isolated streams, and a bus to watch them; both
+    closed on the way out."""
+    system = await start_system(endpoint_for(nats_url, database_url, unique), cfg, **kwargs)
+    bus = await system.endpoint.bus()
+    try:
+        yield system, bus
+    finally:
+        await bus.close()
+        await system.stop()
