@@ -1,11 +1,20 @@
-"""Inter-process locks on a repository (flock), usable from threads and processes alike."""
+"""Inter-process locks on a repository: our own (flock), and git's `<file>.lock` files, which a
+writer killed mid-write leaves behind."""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, TypeVar
+
+from dulwich.file import FileLocked
+
+T = TypeVar("T")
+REF_LOCK_STALE_S = 10.0     # a ref's lock is held for a moment: older means its writer died
+OBJECT_LOCK_STALE_S = 60.0  # a loose object's lock is held while it is written, large blobs included
 
 
 @contextmanager
@@ -18,3 +27,34 @@ def file_lock(path: Path):
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def retry_locked(action: Callable[[], T], *, stale_after_s: float, wait_s: float = 15.0,
+                 satisfied: Callable[[str | bytes], T] | None = None) -> T:
+    """Run a dulwich write that takes git's `<file>.lock`. While another writer holds the lock,
+    wait; a lock older than `stale_after_s` was left by a writer that died, so remove it and go
+    on (git would stop there until a person removed it). `satisfied(path)` may end the wait early
+    with a result (e.g. the other writer wrote the very object we wanted)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return action()
+        except FileLocked as exc:
+            target, lock_path = exc.args[0], exc.args[1]
+        if satisfied is not None and os.path.exists(target):
+            return satisfied(target)
+        try:
+            if time.time() - os.stat(lock_path).st_mtime > stale_after_s:
+                os.unlink(lock_path)
+                continue
+        except FileNotFoundError:
+            continue  # the other writer just finished or gave up: try again
+        if time.monotonic() > deadline:
+            raise OSError(f"{os.fsdecode(lock_path)} has been held for {wait_s:g}s by another writer; if no git "
+                          "process is running on this repository, remove the file") from None
+        time.sleep(0.005)
+
+
+def ref_update(action: Callable[[], T]) -> T:
+    """A ref change (set_if_equals, add_if_new) that outlives a writer killed while it held the ref's lock."""
+    return retry_locked(action, stale_after_s=REF_LOCK_STALE_S)

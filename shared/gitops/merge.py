@@ -16,6 +16,7 @@ from dulwich.repo import Repo
 
 from shared.gitops.checkout import is_clean, switch_tree
 from shared.gitops.errors import GitError
+from shared.gitops.locks import ref_update
 from shared.gitops.objects import write_object
 from shared.gitops.repo import (
     branch_ref,
@@ -172,8 +173,8 @@ def merge_branch(repo_path: Path | str, branch: str, *, into: str = "main", mode
                     if not is_clean(wt_repo, repo[ours].tree):
                         raise GitError(f"{into} is checked out at {wt} with local changes; commit or discard "
                                        f"them there (or check out another branch) and merge again")
-            if repo.refs.set_if_equals(target_ref, ours, commit.id,
-                                       message=f"yokeflow: merge {branch}".encode()):
+            if ref_update(lambda: repo.refs.set_if_equals(target_ref, ours, commit.id,
+                                                          message=f"yokeflow: merge {branch}".encode())):
                 warnings = _follow_checkouts(repo, target_ref, ours, commit)
                 return MergeResult("merged", commit.id.decode(), tm.tree.decode(), [], warnings)
             # lost the race: someone moved the target; merge again on its new tip

@@ -11,17 +11,15 @@ from growing with every merge.
 
 from __future__ import annotations
 
-import os
-import time
 from collections import OrderedDict
 from typing import Any, Iterable
 
-from dulwich.file import FileLocked
 from dulwich.object_store import BaseObjectStore
 from dulwich.objects import Commit, ShaFile, Tree
 from dulwich.repo import Repo
 
-STALE_LOCK_S = 60.0  # a loose object's lock is held for milliseconds: older means its writer died
+from shared.gitops.locks import OBJECT_LOCK_STALE_S, retry_locked
+
 MAX_CACHED = 20_000  # commits and trees; a tree of a 100-file folder is a few KB
 _cache: OrderedDict[tuple[str, bytes], ShaFile] = OrderedDict()
 
@@ -36,25 +34,8 @@ def write_object(store: BaseObjectStore, obj: ShaFile, *, wait_s: float = 10.0) 
     """store.add_object, safe when another process writes the same object at the same moment
     (agents in parallel worktrees often create identical blobs): the other writer's content is
     the same by definition, so wait for its file instead of failing on its lock."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            store.add_object(obj)
-            return
-        except FileLocked as exc:
-            object_path, lock_path = exc.args[0], exc.args[1]
-        if os.path.exists(object_path):
-            return
-        try:
-            if time.time() - os.stat(lock_path).st_mtime > STALE_LOCK_S:
-                os.unlink(lock_path)  # left by a writer that died mid-write; the object was never written
-                continue
-        except FileNotFoundError:
-            continue  # the other writer just finished or gave up: look again
-        if time.monotonic() > deadline:
-            raise OSError(f"{lock_path} has been held for {wait_s:g}s by another writer; if no git process is "
-                          "running on this repository, remove the file") from None
-        time.sleep(0.005)
+    retry_locked(lambda: store.add_object(obj), stale_after_s=OBJECT_LOCK_STALE_S, wait_s=wait_s,
+                 satisfied=lambda _: None)
 
 
 class CachedStore:

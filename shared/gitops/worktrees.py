@@ -17,7 +17,7 @@ from dulwich.worktree import add_worktree
 from shared.gitops.checkout import head_tree, reset_hard, stage_all, switch_tree
 from shared.gitops.errors import GitError
 from shared.gitops.housekeeping import copy_included, ensure_worktrees_ignored
-from shared.gitops.locks import file_lock
+from shared.gitops.locks import file_lock, ref_update
 from shared.gitops.merge import make_commit
 from shared.gitops.names import worktree_dir_name
 from shared.gitops.resolution import clear_merge_state, merge_parent
@@ -105,7 +105,7 @@ class WorktreeManager:
                 shutil.rmtree(path, ignore_errors=True)  # a half-created worktree from a crash
                 shutil.rmtree(self._admin(dirname), ignore_errors=True)
                 if read_ref(repo, branch) is None:
-                    repo.refs.add_if_new(ref, target_tip)
+                    ref_update(lambda: repo.refs.add_if_new(ref, target_tip))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     add_worktree(repo, str(path), branch=ref).close()
@@ -146,7 +146,7 @@ class WorktreeManager:
             repo.object_store.add_objects([(o, None) for o in tm.objects])
             new = make_commit(repo, tm.tree, [head, target_tip], f"Merge branch '{self.target}' into {branch}",
                               "YokeFlow <worktrees@yokeflow.dev>").id
-        if not repo.refs.set_if_equals(ref, head, new):
+        if not ref_update(lambda: repo.refs.set_if_equals(ref, head, new)):
             raise GitError(f"{branch} moved while it was being updated from {self.target}; retry")
         switch_tree(wt, old_tree, repo[new].tree)
         return new
@@ -176,7 +176,7 @@ class WorktreeManager:
             if tree == head_tree(repo) and merging is None:
                 return None
             commit = make_commit(repo, tree, [head] + ([merging] if merging else []), message, author)
-            if not repo.refs.set_if_equals(b"HEAD", head, commit.id):
+            if not ref_update(lambda: repo.refs.set_if_equals(b"HEAD", head, commit.id)):
                 raise GitError(f"the branch of {path} moved while committing; commit again")
             clear_merge_state(repo)
         name = path.name

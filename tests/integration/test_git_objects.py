@@ -51,3 +51,42 @@ def test_a_lock_left_by_a_dead_writer_is_cleared_and_a_live_one_is_named(git_rep
     open(lock, "wb").close()
     with pytest.raises(OSError, match="remove the file"):
         write_object(repo.object_store, held, wait_s=0.2)
+
+
+def test_a_merge_goes_past_a_ref_lock_left_by_a_killed_merger(git_repo):
+    from shared.git import merge_branch
+    from tests.conftest import git
+
+    git(git_repo, "checkout", "-q", "-b", "task/x")
+    (git_repo / "x.txt").write_text("x\n")
+    git(git_repo, "add", "-A")
+    git(git_repo, "commit", "-q", "-m", "x")
+    git(git_repo, "checkout", "-q", "main")
+    lock = git_repo / ".git" / "refs" / "heads" / "main.lock"
+    lock.write_text("")  # the merger died between taking main's lock and renaming it into place
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))
+    result = merge_branch(git_repo, "task/x")
+    assert result.status == "merged" and git(git_repo, "rev-parse", "main") == result.commit
+    assert not lock.exists()
+
+
+def test_a_ref_lock_in_use_is_waited_for_then_named(git_repo):
+    from dulwich.file import FileLocked
+
+    from shared.gitops.locks import REF_LOCK_STALE_S, retry_locked
+
+    lock = git_repo / "held.lock"
+    lock.write_text("")
+    calls = []
+
+    def action():
+        calls.append(1)
+        if lock.exists():
+            raise FileLocked(str(git_repo / "held"), str(lock))
+        return "done"
+
+    threading.Timer(0.1, lock.unlink).start()  # the other writer finishes
+    assert retry_locked(action, stale_after_s=REF_LOCK_STALE_S) == "done" and len(calls) > 1
+    lock.write_text("")
+    with pytest.raises(OSError, match="held.lock has been held for 0.2s"):
+        retry_locked(action, stale_after_s=REF_LOCK_STALE_S, wait_s=0.2)
