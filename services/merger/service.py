@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +48,10 @@ class RunInfo:
 
 
 class Merger:
-    def __init__(self, bus: Bus):
+    def __init__(self, bus: Bus, *, ack_wait: float = 120.0):
         self.bus = bus
         self.runs: dict[str, RunInfo] = {}
+        self.ack_wait = ack_wait  # a crashed merger's merge is redelivered after this long
 
     def fold(self, e: ev.Event) -> RunInfo | None:
         if isinstance(e, ev.RunStarted):
@@ -163,7 +165,7 @@ class Merger:
         subjects = [self.bus.type_filter(t) for t in
                     ("RunStarted", "BatchesComputed", "AgentFinished", "MergeRequested", "BranchMerged",
                      "BatchMerged", "RunCompleted", "RunFailed", "RunCancelled")]
-        await self.bus.consume("merger", subjects, self.handle, stop=stop, ack_wait=120.0, max_deliver=5)
+        await self.bus.consume("merger", subjects, self.handle, stop=stop, ack_wait=self.ack_wait, max_deliver=5)
 
 
 def _task_title(plan: dict, task_id: str) -> str:
@@ -186,4 +188,4 @@ def _release_quietly(manager: WorktreeManager, name: str, delete_branch: bool) -
 
 
 async def serve(bus: Bus, config: Config, stop: asyncio.Event) -> None:
-    await Merger(bus).serve(stop)
+    await Merger(bus, ack_wait=float(os.environ.get("YOKEFLOW_MERGER_ACK_WAIT", "120"))).serve(stop)

@@ -130,7 +130,8 @@ async def test_killed_merger_merges_each_branch_exactly_once(nats_server, databa
     endpoint = endpoint_for(nats_server.url, database_url, unique)
     cfg = config(parallel={"strategy": "by_task", "max_concurrency": 3}, agent={"provider": "sleep:50"})
     system = await start_system(endpoint, cfg, services=("ledger", "planner", "executor"))
-    env = service_env(nats_server.url, database_url, unique)
+    # a merge in flight when the merger dies comes back after the ack wait (120 s by default)
+    env = service_env(nats_server.url, database_url, unique, YOKEFLOW_MERGER_ACK_WAIT="3")
     merger = ServiceProcess("merger", env, tmp_path).start()
     bus = await endpoint.bus()
     tips: list[str] = []
