@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -154,7 +155,7 @@ def test_concurrent_acquire_from_processes(git_repo, tmp_path):
         "import sys; from shared.git import WorktreeManager;"
         "w = WorktreeManager(sys.argv[1]).acquire(sys.argv[2], 'task/' + sys.argv[2]); print(w.port_base)"
     )
-    procs = [subprocess.Popen(["python", "-c", script, str(git_repo), f"p{i}"], stdout=subprocess.PIPE, text=True,
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(git_repo), f"p{i}"], stdout=subprocess.PIPE, text=True,
                               cwd=Path(__file__).resolve().parents[2]) for i in range(4)]
     ports = [int(p.communicate()[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
