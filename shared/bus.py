@@ -17,6 +17,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from shared import telemetry
 from shared.events import DeliveryFailed, Event, decode, encode, subject_token
+from shared.scrub import scrub, scrub_bytes
 
 log = logging.getLogger("yokeflow.bus")
 
@@ -139,8 +140,12 @@ class Bus:
         if expected_seq is not None:
             headers[EXPECTED_LAST_SUBJECT_SEQ] = str(expected_seq)
             headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = self.aggregate_filter(event)
+        data = encode(event)
+        clean = scrub_bytes(data)  # no secret is ever stored: every field passes the one scrubber
+        if clean is not data:
+            event = decode(clean)
         try:
-            ack = await self.js.publish(self.subject_of(event), encode(event), timeout=timeout, headers=headers)
+            ack = await self.js.publish(self.subject_of(event), clean, timeout=timeout, headers=headers)
         except APIError as exc:
             if exc.err_code == WRONG_LAST_SEQUENCE:
                 raise ConcurrencyConflict(f"{event.aggregate} {event.aggregate_id} moved on: {exc.description}") from exc
@@ -312,7 +317,7 @@ class Bus:
     # ------------------------------------------------------------------ agent logs
     async def log(self, project_id: str, task_key: str, kind: str, data: dict[str, Any]) -> None:
         subject = f"{self.prefix}.log.{subject_token(project_id)}.{subject_token(task_key)}.{subject_token(kind)}"
-        await self.nc.publish(subject, json.dumps(data, default=str).encode())
+        await self.nc.publish(subject, scrub(json.dumps(data, default=str)).encode())
 
     async def subscribe_live(self, subject: str, callback: Callable[[Msg], Awaitable[None]]):
         """Core NATS subscription for live views (gateway, `events tail`); not durable."""

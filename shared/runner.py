@@ -13,6 +13,7 @@ from typing import Awaitable, Callable
 from shared import telemetry
 from shared.bus import Bus, BusError
 from shared.config import ConfigError, load_config
+from shared.scrub import install_log_scrubber
 
 Serve = Callable[..., Awaitable[None]]
 
@@ -28,6 +29,7 @@ def bus_options_from_env() -> dict:
 def service_main(name: str, serve: Serve, *, needs_database: bool = False) -> None:
     logging.basicConfig(level=os.environ.get("YOKEFLOW_LOG_LEVEL", "INFO"),
                         format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    install_log_scrubber()
     try:
         config = load_config(os.environ.get("YOKEFLOW_CONFIG_DIR", "."))
     except ConfigError as exc:

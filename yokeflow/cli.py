@@ -11,6 +11,7 @@ import sys
 
 from yokeflow import __version__
 from shared.db import DatabaseUnavailable
+from shared.scrub import install_log_scrubber, scrub
 from yokeflow.errors import CliError
 
 COMMAND_MODULES = [
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    install_log_scrubber()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -57,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
     except CliError as exc:
-        print(f"yokeflow: {exc}", file=sys.stderr)
+        print(f"yokeflow: {scrub(str(exc))}", file=sys.stderr)
         return exc.code
     except DatabaseUnavailable as exc:
-        print(f"yokeflow: {exc} (check YOKEFLOW_DATABASE_URL)", file=sys.stderr)
+        print(f"yokeflow: {scrub(str(exc))} (check YOKEFLOW_DATABASE_URL)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

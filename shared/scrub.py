@@ -1,0 +1,141 @@
+"""The one scrubber: every text that is stored (an event, an agent log message, a log record)
+passes through `scrub`, which removes the values of this process's secret-looking environment
+variables and the common shapes of tokens and passwords.
+
+The environment is read at each call (a cached pattern per set of secret values), so a secret
+set after start-up is covered too. What is removed becomes `[REDACTED]`, which contains no
+character JSON escapes: scrubbing an encoded JSON document keeps it valid JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+from typing import Mapping
+from urllib.parse import unquote, urlsplit
+
+REDACTED = "[REDACTED]"
+MIN_SECRET_LENGTH = 6  # shorter values ("1", "true", "dev") are settings, and would redact everything
+
+_SECRET_NAME = re.compile(
+    r"(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|PAT|CREDENTIALS?|PRIVATE_KEY|AUTH)$|_PWD$"
+    r"|^(PGPASSWORD|GITHUB_PAT|ANTHROPIC_API_KEY|ANTHROPIC_AUTH_TOKEN|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN)$",
+    re.IGNORECASE,
+)
+_URL_NAME = re.compile(r"(^|_)(URL|URI|DSN)$", re.IGNORECASE)
+
+# Common token shapes, found wherever they are, whoever's they are.
+_SHAPES = [
+    re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}"),                       # Anthropic
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{20,}"),                        # OpenAI and look-alikes
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),                    # GitHub tokens
+    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"),                  # GitHub fine-grained tokens
+    re.compile(r"\bglpat-[A-Za-z0-9_\-]{20,}"),                     # GitLab
+    re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),                   # AWS access key ids
+    re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"),                # Slack
+    re.compile(r"\beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"),  # JWTs
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
+]
+# "Bearer <token>" (an Authorization header echoed by a tool): keep the word, drop the token.
+_BEARER = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9\-._~+/]{12,}=*)")
+# scheme://user:password@host: keep the user, drop the password.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@\"'\\]*:)([^@\s/\"'\\]+)(@)")
+# NAME=value / "name": "value" for secret-looking names (an env dump, a config echo).
+_ASSIGNMENT = re.compile(
+    r"(?i)\b([A-Z0-9_]*(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|PGPASSWORD|_PAT|PRIVATE_KEY))"
+    r"(\\?[\"']?\s*[:=]\s*\\?[\"']?)([^\s\"'\\,;&]{%d,})" % MIN_SECRET_LENGTH
+)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a secret."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The secret values in an environment: secret-looking variables, and passwords inside URLs."""
+    environ = os.environ if environ is None else environ
+    found: set[str] = set()
+    for name, value in environ.items():
+        if not value:
+            continue
+        if is_secret_name(name) and len(value) >= MIN_SECRET_LENGTH:
+            found.add(value)
+        if _URL_NAME.search(name) or "://" in value:
+            for server in value.split(","):
+                password = _url_password(server.strip())
+                if password and len(password) >= MIN_SECRET_LENGTH:
+                    found.update({password, unquote(password)})
+    return frozenset(found)
+
+
+def _url_password(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    if "@" not in parts.netloc or ":" not in parts.netloc.rsplit("@", 1)[0]:
+        return ""
+    return parts.netloc.rsplit("@", 1)[0].split(":", 1)[1]
+
+
+@functools.lru_cache(maxsize=16)
+def _values_pattern(values: frozenset[str]) -> re.Pattern[str] | None:
+    forms: set[str] = set()
+    for v in values:
+        forms.add(v)
+        forms.add(json.dumps(v)[1:-1])  # as it appears inside an encoded JSON string
+    if not forms:
+        return None
+    # Longest first, so a secret containing another is removed whole.
+    return re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+
+
+def scrub(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """`text` without any secret value of the environment nor any token-shaped string."""
+    if not text:
+        return text
+    pattern = _values_pattern(secret_values(environ))
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    for shape in _SHAPES:
+        text = shape.sub(REDACTED, text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
+    text = _ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return text
+
+
+def scrub_bytes(data: bytes) -> bytes:
+    text = data.decode("utf-8", "surrogateescape")
+    clean = scrub(text)
+    return data if clean == text else clean.encode("utf-8", "surrogateescape")
+
+
+class ScrubFilter(logging.Filter):
+    """Scrubs a log record's message, arguments and traceback before any handler writes it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: let logging report it as it would
+            return True
+        record.msg, record.args = scrub(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
+        return True
+
+
+def install_log_scrubber(logger: logging.Logger | None = None) -> None:
+    """Put the scrubber on every handler of `logger` (the root logger by default), once."""
+    logger = logger or logging.getLogger()
+    for handler in logger.handlers:
+        if not any(isinstance(f, ScrubFilter) for f in handler.filters):
+            handler.addFilter(ScrubFilter())
