@@ -21,6 +21,7 @@ from shared.scrub import scrub, scrub_bytes
 
 log = logging.getLogger("yokeflow.bus")
 
+UNBOUNDED = 1024  # a consumer's in-flight handlers when the caller sets no limit
 WRONG_LAST_SEQUENCE = 10071  # JetStream: Nats-Expected-Last-Subject-Sequence did not match
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
@@ -225,10 +226,12 @@ class Bus:
                       stop: asyncio.Event | None = None, concurrency: int = 1, ack_wait: float = 30.0,
                       max_deliver: int = 5, backoff: Sequence[float] = (0.5, 2.0, 5.0, 15.0)) -> None:
         """Run `handler` for each event on a durable pull consumer with explicit acks.
+        `concurrency` handlers run at once (0: no limit of the consumer's own).
         Handlers heartbeat with in_progress(); a failure is retried with backoff and,
         after `max_deliver` deliveries, becomes a `DeliveryFailed` event."""
         stop = stop or asyncio.Event()
         durable = subject_token(durable)
+        concurrency = concurrency or UNBOUNDED  # 0: as many as the log hands out (the scheduler bounds them)
         cfg = jsapi.ConsumerConfig(
             durable_name=durable, name=durable, ack_policy=jsapi.AckPolicy.EXPLICIT,
             ack_wait=ack_wait, max_deliver=max_deliver,
@@ -251,7 +254,7 @@ class Bus:
                     await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
-                    msgs = await _fetch(sub, batch=free, timeout=0.5)
+                    msgs = await _fetch_available(sub, batch=free, timeout=0.5)
                 except asyncio.TimeoutError:  # nats-py raises its own subclass or, in fetch(batch>1), a bare one
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
@@ -333,6 +336,17 @@ async def _fetch(sub, *, batch: int, timeout: float) -> list[Msg]:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise asyncio.CancelledError
+
+
+async def _fetch_available(sub, *, batch: int, timeout: float) -> list[Msg]:
+    """Up to `batch` messages, returning as soon as one is there: a lingering fetch of several
+    waits out its whole timeout for the batch to fill, which delayed every dispatch by ~0.5 s."""
+    msgs = await _fetch(sub, batch=1, timeout=timeout)
+    more = min(batch - 1, msgs[-1].metadata.num_pending if msgs else 0)
+    if more > 0:  # already in the log: a no-wait pull takes them at once
+        with contextlib.suppress(asyncio.TimeoutError):
+            msgs += await _fetch(sub, batch=more, timeout=0.05)
+    return msgs
 
 
 async def _check_reachable(url: str, timeout: float) -> None:

@@ -82,13 +82,13 @@ class System:
     SERVICES = ("ledger", "planner", "executor", "merger", "learner")
 
     def __init__(self, endpoint: Endpoint, config: Config, *, gateway: bool = False, gateway_host: str = "127.0.0.1",
-                 gateway_port: int = 8765, executor_slots: int = 4, services: tuple[str, ...] | None = None):
+                 gateway_port: int = 8765, executor_slots: int | None = None, services: tuple[str, ...] | None = None):
         self.endpoint = endpoint
         self.config = config
         self.gateway = gateway
         self.gateway_host = gateway_host
         self.gateway_port = gateway_port
-        self.executor_slots = executor_slots
+        self.executor_slots = executor_slots  # None: YOKEFLOW_EXECUTOR_SLOTS, by default no limit of its own
         self.services = services or self.SERVICES
         self.stop_event = asyncio.Event()
         self.tasks: dict[str, asyncio.Task] = {}
@@ -101,7 +101,7 @@ class System:
         return bus
 
     async def start(self) -> "System":
-        from services.executor.service import Executor
+        from services.executor.service import Executor, executor_slots
         from services.learner.service import Learner
         from services.ledger.service import Ledger
         from services.merger.service import Merger
@@ -109,12 +109,16 @@ class System:
         from shared.db import Database
 
         stop = self.stop_event
+        try:
+            slots = self.executor_slots if self.executor_slots is not None else executor_slots()
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
         self.database = Database(self.endpoint.database_url)
         await self.database.migrate()
         makers = {
             "ledger": lambda b: Ledger(b, self.database).serve(stop),
             "planner": lambda b: Planner(b).serve(stop),
-            "executor": lambda b: Executor(b, self.config, concurrency=self.executor_slots).serve(stop),
+            "executor": lambda b: Executor(b, self.config, concurrency=slots).serve(stop),
             "merger": lambda b: Merger(b).serve(stop),
             "learner": lambda b: Learner(b, self.config).serve(stop),
         }

@@ -34,12 +34,12 @@ log = logging.getLogger("yokeflow.executor")
 
 
 class Executor:
-    def __init__(self, bus: Bus, config: Config, *, name: str | None = None, concurrency: int = 4,
+    def __init__(self, bus: Bus, config: Config, *, name: str | None = None, concurrency: int = 0,
                  ack_wait: float = 60.0):
         self.bus = bus
         self.config = config
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.concurrency = concurrency
+        self.concurrency = concurrency  # 0: every TaskReady the scheduler lets through (it owns the cap)
         self.running: dict[tuple[str, str], asyncio.Event] = {}
         self.ack_wait = ack_wait  # a crashed executor's task is redelivered after this long
 
@@ -216,6 +216,19 @@ class Executor:
                     await sub.unsubscribe()
 
 
+def executor_slots() -> int:
+    """YOKEFLOW_EXECUTOR_SLOTS: an explicit per-process limit; unset or 0 leaves the limit to
+    the runs' max_concurrency, so a setting above any number here is never silently cut."""
+    raw = os.environ.get("YOKEFLOW_EXECUTOR_SLOTS", "").strip() or "0"
+    try:
+        slots = int(raw)
+    except ValueError:
+        raise ValueError(f"YOKEFLOW_EXECUTOR_SLOTS={raw!r} is not a number: set a whole number, or 0 for no limit") from None
+    if slots < 0:
+        raise ValueError(f"YOKEFLOW_EXECUTOR_SLOTS={raw!r} is negative: set a whole number, or 0 for no limit")
+    return slots
+
+
 def _tool_path() -> str:
     """PATH for agent commands: this interpreter's folder first, so `python` is the one running YokeFlow."""
     return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
@@ -251,5 +264,5 @@ def _commit_message(e: ev.TaskReady, result: AgentResult) -> str:
 
 
 async def serve(bus: Bus, config: Config, stop: asyncio.Event) -> None:
-    await Executor(bus, config, concurrency=int(os.environ.get("YOKEFLOW_EXECUTOR_SLOTS", "4")),
+    await Executor(bus, config, concurrency=executor_slots(),
                    ack_wait=float(os.environ.get("YOKEFLOW_EXECUTOR_ACK_WAIT", "60"))).serve(stop)

@@ -1,0 +1,36 @@
+"""`parallel.max_concurrency` is the one limit on agents in flight: executors take every task it lets through."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared import events as ev
+from shared.commands import start_run
+from tests.support.system import config, events_of, running_system, wait_for_end
+
+pytestmark = pytest.mark.e2e
+
+
+def peak_in_flight(events: list[ev.Event]) -> int:
+    """Agents running at once, in log order (AgentStarted up, AgentFinished down)."""
+    running, peak = 0, 0
+    for e in events:
+        if isinstance(e, ev.AgentStarted):
+            running += 1
+            peak = max(peak, running)
+        elif isinstance(e, ev.AgentFinished):
+            running -= 1
+    return peak
+
+
+async def test_a_run_with_max_concurrency_six_runs_six_agents_at_once(nats_server, database_url, unique, git_repo):
+    plan = {"name": "wide", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": f"t{i}", "title": f"Task {i}"} for i in range(6)]}]}
+    # Agents sleep long enough for the whole first wave to start before any finishes.
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 6}, agent={"provider": "sleep:4000"})
+    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
+        started = await start_run(bus, plan, git_repo, cfg)
+        end = await wait_for_end(bus, started.run_id)
+        events = await events_of(bus, started.run_id)
+    assert isinstance(end, ev.RunCompleted), end
+    assert peak_in_flight(events) == 6  # above the 4 slots executors used to hard-code, never above the setting
