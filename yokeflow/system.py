@@ -82,13 +82,16 @@ class System:
     SERVICES = ("ledger", "planner", "executor", "merger", "learner")
 
     def __init__(self, endpoint: Endpoint, config: Config, *, gateway: bool = False, gateway_host: str = "127.0.0.1",
-                 gateway_port: int = 8765, executor_slots: int | None = None, services: tuple[str, ...] | None = None):
+                 gateway_port: int = 8765, executor_slots: int | None = None, services: tuple[str, ...] | None = None,
+                 gateway_token: str | None = None, no_auth: bool = False):
         self.endpoint = endpoint
         self.config = config
         self.gateway = gateway
         self.gateway_host = gateway_host
         self.gateway_port = gateway_port
         self.executor_slots = executor_slots  # None: YOKEFLOW_EXECUTOR_SLOTS, by default no limit of its own
+        self.gateway_token = gateway_token
+        self.no_auth = no_auth
         self.services = services or self.SERVICES
         self.stop_event = asyncio.Event()
         self.tasks: dict[str, asyncio.Task] = {}
@@ -136,7 +139,8 @@ class System:
         ready, bound = asyncio.Event(), []
         self.tasks["gateway"] = asyncio.create_task(serve_gateway(
             bus, self.config, self.stop_event, database_url=self.endpoint.database_url, host=self.gateway_host,
-            port=self.gateway_port, ready=ready, bound=bound), name="gateway")
+            port=self.gateway_port, ready=ready, bound=bound, api_token=self.gateway_token, no_auth=self.no_auth),
+            name="gateway")
         done, _ = await asyncio.wait([asyncio.create_task(ready.wait()), self.tasks["gateway"]],
                                      return_when=asyncio.FIRST_COMPLETED)
         if self.tasks["gateway"] in done:

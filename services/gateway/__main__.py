@@ -1,12 +1,13 @@
 import os
 import sys
 
-from services.gateway.deps import GatewayConfigError, check_api_token
+from services.gateway.auth import doors_from_env
+from services.gateway.deps import GatewayConfigError
 from services.gateway.service import serve
 from shared.runner import service_main
 
 try:
-    check_api_token(os.environ.get("YOKEFLOW_API_TOKEN"))
+    doors_from_env(None, no_auth=False, listen_host=os.environ.get("YOKEFLOW_GATEWAY_HOST", "127.0.0.1"))
 except GatewayConfigError as exc:
     sys.exit(f"gateway: {exc}")
 service_main("gateway", serve, needs_database=True)

@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, error shapes, auth on every /api route but health, the UI."""
+"""The FastAPI application: routers, error shapes, one guard on everything, the UI."""
 
 from __future__ import annotations
 
@@ -9,51 +9,83 @@ import nats.errors
 import sqlalchemy.exc
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.requests import HTTPConnection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.bus import Bus, BusError
 from shared.config import Config
 from shared.db import Database
-from services.gateway.deps import ApiError, check_api_token, get_caller
+from services.gateway.auth import COOKIE, COOKIE_DAYS, Doors, guard, token_matches
+from services.gateway.deps import ApiError
 from services.gateway.routes import events, health, plans, projects, runs, tasks
 
 log = logging.getLogger("yokeflow.gateway")
 
 STATIC = Path(__file__).parent / "static"
+LOCKED_PAGE = ("<!doctype html><meta charset=utf-8><title>YokeFlow</title><h1>YokeFlow</h1>"
+               "<p>This gateway needs its API token: open the URL <code>yokeflow up</code> printed "
+               "(it ends in <code>?token=…</code>), or the same URL with the token from "
+               "<code>&lt;state folder&gt;/api-token</code>.</p><form method=get action=/>"
+               "<input name=token type=password placeholder=token autocomplete=off> <button>Open</button></form>")
 
 
-def create_app(bus: Bus, database: Database, config: Config, *, api_token: str | None = None,
+def create_app(bus: Bus, database: Database, config: Config, *, doors: Doors,
                wait_timeout: float = 10.0) -> FastAPI:
-    """The gateway app. Raises GatewayConfigError for a token anyone could guess."""
-    app = FastAPI(title="YokeFlow gateway", version="1", docs_url="/api/docs", redoc_url=None,
-                  openapi_url="/api/openapi.json")
+    """The gateway app. Every route, the OpenAPI document, the static files and the WebSocket
+    go through `guard` (services/gateway/auth.py), declared once here for the whole app."""
+    app = FastAPI(title="YokeFlow gateway", version="1", docs_url=None, redoc_url=None, openapi_url=None,
+                  dependencies=[Depends(guard)])
     app.state.bus = bus
     app.state.database = database
     app.state.config = config
-    app.state.api_token = check_api_token(api_token)
+    app.state.doors = doors
     app.state.wait_timeout = wait_timeout
 
-    app.include_router(health.router)
-    guarded = [Depends(get_caller)]
-    for module in (projects, plans, runs, tasks):
-        app.include_router(module.router, dependencies=guarded)
-    app.include_router(events.router)  # checks ?token= itself: browsers cannot set headers on a WebSocket
+    for module in (health, projects, plans, runs, tasks, events):
+        app.include_router(module.router)
     _install_error_handlers(app)
+    if doors.allowed_origins:  # CORS stays closed unless YOKEFLOW_CORS_ORIGINS names origins
+        app.add_middleware(CORSMiddleware, allow_origins=sorted(doors.allowed_origins), allow_credentials=True,
+                           allow_methods=["*"], allow_headers=["Authorization", "Content-Type"])
 
     @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
+    async def index(request: Request) -> Response:
+        offered = request.query_params.get("token")
+        if offered is not None and (doors.open or token_matches(doors.token or "", offered)):  # the URL `yokeflow up` printed: swap the token for a cookie, drop it from the URL
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(COOKIE, offered, max_age=COOKIE_DAYS * 86400, httponly=True, samesite="strict",
+                                secure=request.url.scheme == "https", path="/")
+            return response
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    @app.get("/static/{path:path}", include_in_schema=False)
+    async def static(path: str) -> FileResponse:
+        file = (STATIC / path).resolve()
+        if not file.is_relative_to(STATIC.resolve()) or not file.is_file():
+            raise ApiError(404, f"no static file {path[:200]!r}", "path")
+        return FileResponse(file, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/api/openapi.json", title="YokeFlow gateway")
+
     return app
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(conn: HTTPConnection, exc: ApiError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.status == 401 and conn.url.path == "/" and conn.scope["type"] == "http":
+            return HTMLResponse(LOCKED_PAGE, status_code=401, headers=headers)
+        # on a WebSocket handshake Starlette sends this response as the denial (no upgrade happens)
         return JSONResponse({"detail": exc.detail, "field": exc.field, **exc.extra}, status_code=exc.status,
                             headers=headers)
 

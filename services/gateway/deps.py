@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
 from shared.bus import Bus
 from shared.config import Config
@@ -32,7 +31,7 @@ class GatewayConfigError(ValueError):
 
 
 def check_api_token(token: str | None) -> str | None:
-    """Refuse a token anyone could guess; None (no token) means the API is open (local use)."""
+    """Refuse a token anyone could guess; None means no token was given."""
     if token is None or token == "":
         return None
     if token.strip().lower() in FORBIDDEN_TOKENS:
@@ -42,12 +41,6 @@ def check_api_token(token: str | None) -> str | None:
         raise GatewayConfigError(f"YOKEFLOW_API_TOKEN is {len(token)} characters long: use at least "
                                  f"{MIN_TOKEN_LENGTH} random characters, e.g. {HOW_TO_MAKE_A_TOKEN}")
     return token
-
-
-def token_matches(expected: str | None, offered: str | None) -> bool:
-    if expected is None:
-        return True
-    return offered is not None and hmac.compare_digest(expected.encode(), offered.encode())
 
 
 def get_database(request: Request) -> Database:
@@ -62,22 +55,9 @@ def get_config(request: Request) -> Config:
     return request.app.state.config
 
 
-def get_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
-    """The caller: "anonymous" when no token is configured, else "bearer" once the token matched."""
-    expected = request.app.state.api_token
-    if expected is None:
-        return "anonymous"
-    scheme, _, offered = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token_matches(expected, offered.strip()):
-        raise ApiError(401, "missing or wrong API token: send the header `Authorization: Bearer <token>` "
-                            "with the gateway's YOKEFLOW_API_TOKEN", "authorization")
-    return "bearer"
-
-
 DatabaseDep = Annotated[Database, Depends(get_database)]
 BusDep = Annotated[Bus, Depends(get_bus)]
 ConfigDep = Annotated[Config, Depends(get_config)]
-CallerDep = Annotated[str, Depends(get_caller)]
 
 
 def get_wait_timeout(request: Request) -> float:

@@ -15,7 +15,7 @@ from shared.bus import Bus
 from shared.config import Config
 from shared.db import Database
 from services.gateway.app import create_app
-from services.gateway.deps import check_api_token
+from services.gateway.auth import doors_from_env
 
 log = logging.getLogger("yokeflow.gateway")
 
@@ -44,20 +44,20 @@ def bind(host: str, port: int) -> socket.socket:
 
 async def serve(bus: Bus, config: Config, stop: asyncio.Event, *, database_url: str,
                 host: str | None = None, port: int | None = None, ready: asyncio.Event | None = None,
-                bound: list | None = None, api_token: str | None = None) -> None:
+                bound: list | None = None, api_token: str | None = None, no_auth: bool = False) -> None:
     """Serve REST, WebSocket and the UI until `stop` is set. Host and port default to
-    YOKEFLOW_GATEWAY_HOST / YOKEFLOW_GATEWAY_PORT (127.0.0.1:8765); the token to YOKEFLOW_API_TOKEN."""
+    YOKEFLOW_GATEWAY_HOST / YOKEFLOW_GATEWAY_PORT (127.0.0.1:8765); the token to YOKEFLOW_API_TOKEN
+    (required unless `no_auth` on loopback); allowed hosts and CORS origins to YOKEFLOW_ALLOWED_HOSTS
+    and YOKEFLOW_CORS_ORIGINS. Raises GatewayConfigError for doors that would stay open."""
     host = host or os.environ.get("YOKEFLOW_GATEWAY_HOST", "127.0.0.1")
     port = int(os.environ.get("YOKEFLOW_GATEWAY_PORT", "8765")) if port is None else port
-    token = check_api_token(api_token if api_token is not None else os.environ.get("YOKEFLOW_API_TOKEN"))
-    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("the gateway listens on %s without YOKEFLOW_API_TOKEN: anyone who reaches it can start runs", host)
+    doors = doors_from_env(api_token, no_auth=no_auth, listen_host=host)
     database = Database(database_url)
     sock = None
     try:
         await database.migrate()
         sock = bind(host, port)
-        app = create_app(bus, database, config, api_token=token)
+        app = create_app(bus, database, config, doors=doors)
         server = _EmbeddedServer(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
                                                 timeout_graceful_shutdown=5))
         serving = asyncio.create_task(server.serve(sockets=[sock]))

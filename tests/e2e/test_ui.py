@@ -13,7 +13,7 @@ import pytest
 
 from shared import events as ev
 from tests.conftest import require_tool
-from tests.integration.test_gateway import publish_and_project, running_gateway, task_event
+from tests.integration.test_gateway import TOKEN, publish_and_project, running_gateway, task_event
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +81,7 @@ async def test_ui_shows_lanes_cards_and_statuses(bus, database_url, tmp_path):
     require_tool("chromium")
     async with running_gateway(bus, database_url) as url:
         await publish_and_project(bus, database_url, bookshop_events())
-        page = f"{url}/#run=rui"
+        page = f"{url}/?token={TOKEN}#run=rui"  # as `yokeflow up` prints it: swapped for a cookie at once
         dom = await chromium(f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=8000",
                              "--dump-dom", page)
         cards = {m["id"]: m["state"] for m in re.finditer(
@@ -101,7 +101,7 @@ async def test_ui_shows_lanes_cards_and_statuses(bus, database_url, tmp_path):
         assert shot.stat().st_size > 10_000
 
         # a deep link to a task opens its detail: attempts, the conflict, and the way to retry the merge
-        linked = f"{url}/#run=rui&task=3"
+        linked = f"{url}/?token={TOKEN}#run=rui&task=3"
         panel = await chromium(f"--user-data-dir={tmp_path / 'profile3'}", "--virtual-time-budget=8000",
                                "--dump-dom", linked)
         panel = panel[panel.index('id="task-panel"'):]

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from shared import events as ev
-from tests.integration.test_gateway import PLAN, TOKEN, publish_and_project, run_events, running_gateway
+from tests.integration.test_gateway import AUTH, PLAN, client, publish_and_project, run_events, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -15,8 +15,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def gateway(bus, database_url):
     async with running_gateway(bus, database_url) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client
+        async with client(url, timeout=30) as c:
+            yield c
 
 
 async def logged(bus) -> list[ev.Event]:
@@ -109,12 +109,12 @@ async def test_a_conflicted_merge_can_be_retried_and_a_merged_one_cannot(gateway
 
 
 async def test_commands_need_the_token_when_one_is_set(bus, database_url, git_repo):
-    async with running_gateway(bus, database_url, api_token=TOKEN) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with running_gateway(bus, database_url) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as anonymous:
             body = {"plan": PLAN, "repo_path": str(git_repo)}
-            assert (await client.post("/api/runs", json=body)).status_code == 401
+            assert (await anonymous.post("/api/runs", json=body)).status_code == 401
             assert await logged(bus) == []
-            ok = await client.post("/api/runs", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+            ok = await anonymous.post("/api/runs", json=body, headers=AUTH)
             assert ok.status_code == 201
 
 

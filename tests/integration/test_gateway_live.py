@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from shared import events as ev
-from tests.integration.test_gateway import TOKEN, publish_and_project, run_events, running_gateway, task_event
+from tests.integration.test_gateway import AUTH, publish_and_project, run_events, running_gateway, task_event
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ async def receive(ws, timeout: float = 10.0) -> dict:
 
 async def test_live_events_arrive_filtered_by_run(bus, database_url):
     async with running_gateway(bus, database_url) as url:
-        async with connect(url.replace("http", "ws") + "/api/events/ws?project=p&run=r1") as ws:
+        async with connect(url.replace("http", "ws") + "/api/events/ws?project=p&run=r1", additional_headers=AUTH) as ws:
             hello = await receive(ws)
             assert hello == {"kind": "hello", "filter": {"project": "p", "run": "r1", "logs": False}}
             await bus.publish(task_event(ev.TaskReady, "x", run="r2"))  # another run: not for this client
@@ -40,7 +40,7 @@ async def test_live_events_arrive_filtered_by_run(bus, database_url):
 async def test_run_filter_alone_finds_the_project_and_logs_come_on_request(bus, database_url):
     async with running_gateway(bus, database_url) as url:
         await publish_and_project(bus, database_url, run_events()[:2])
-        async with connect(url.replace("http", "ws") + "/api/events/ws?run=r1&logs=true") as ws:
+        async with connect(url.replace("http", "ws") + "/api/events/ws?run=r1&logs=true", additional_headers=AUTH) as ws:
             assert (await receive(ws))["filter"] == {"project": "p", "run": "r1", "logs": True}
             await bus.log("p", ev.task_aggregate_id("r2", "a"), "text", {"run_id": "r2", "task_id": "a", "text": "no"})
             await bus.log("p", ev.task_aggregate_id("r1", "a"), "tool_call",
@@ -50,23 +50,11 @@ async def test_run_filter_alone_finds_the_project_and_logs_come_on_request(bus, 
             assert (message["run_id"], message["task_id"], message["data"]["name"]) == ("r1", "a", "write_file")
 
 
-async def test_the_handshake_needs_the_token_when_one_is_set(bus, database_url):
-    async with running_gateway(bus, database_url, api_token=TOKEN) as url:
-        base = url.replace("http", "ws") + "/api/events/ws"
-        for query in ("", "?token=wrong-token-0123456789"):
-            with pytest.raises(InvalidStatus) as refused:
-                async with connect(base + query):
-                    pass
-            assert refused.value.response.status_code == 401
-        async with connect(f"{base}?token={TOKEN}") as ws:
-            assert (await receive(ws))["kind"] == "hello"
-
-
 async def test_stopping_the_gateway_closes_open_sockets(bus, database_url):
     from websockets.exceptions import ConnectionClosed
 
     async with running_gateway(bus, database_url) as url:
-        ws = await connect(url.replace("http", "ws") + "/api/events/ws")
+        ws = await connect(url.replace("http", "ws") + "/api/events/ws", additional_headers=AUTH)
         assert (await receive(ws))["kind"] == "hello"
     # the gateway has stopped (the context waited for it): the client is told, not left hanging
     with pytest.raises(ConnectionClosed):

@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _state_arg(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=int(os.environ.get("YOKEFLOW_GATEWAY_PORT", "8765")))
+    p.add_argument("--no-auth", action="store_true",
+                   help="serve the gateway WITHOUT its API token (loopback only; any local program can then drive it)")
     p.set_defaults(func=lambda a: _async(cmd_up(a)))
 
     p = sub.add_parser("run", help="run a plan file against a git repository")
@@ -104,13 +106,25 @@ async def cmd_up(args: argparse.Namespace) -> int:
 
     if read_endpoint(args.state_dir):
         raise CliError(f"`yokeflow up` already runs on {args.state_dir}")
+    from services.gateway.auth import is_loopback
+
+    if args.no_auth and not is_loopback(args.host):
+        raise CliError(f"--no-auth is only for a gateway on loopback, not {args.host}: drop --no-auth")
+    token = None if args.no_auth else gateway_token(args.state_dir)
     async with open_endpoint(config, args.state_dir) as endpoint:
-        system = System(endpoint, config, gateway=True, gateway_host=args.host, gateway_port=args.port)
+        system = System(endpoint, config, gateway=True, gateway_host=args.host, gateway_port=args.port,
+                        gateway_token=token, no_auth=args.no_auth)
         await system.start()
         if endpoint.servers is not None:
             endpoint.servers.write_endpoint(os.getpid(), system.gateway_url)
         print(f"YokeFlow is up: gateway {system.gateway_url}  NATS {endpoint.nats_url}  "
               f"PostgreSQL {endpoint.database_url}  (state in {args.state_dir})", flush=True)
+        if args.no_auth:
+            print("WARNING: --no-auth: the gateway has NO API token; any program on this machine can start runs "
+                  "(Host and Origin are still checked)", file=sys.stderr, flush=True)
+        else:
+            print(f"Open the UI: {system.gateway_url}/?token={token}  (API: Authorization: Bearer <token>, "
+                  f"the token is in {args.state_dir / 'api-token'} unless YOKEFLOW_API_TOKEN is set)", flush=True)
         print("Ctrl-C stops everything; data stays for the next `yokeflow up`.", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -128,6 +142,17 @@ async def cmd_up(args: argparse.Namespace) -> int:
         await system.stop()
         (args.state_dir / "endpoint.json").unlink(missing_ok=True)
     return 0
+
+
+def gateway_token(state_dir: Path) -> str:
+    """YOKEFLOW_API_TOKEN, else the token of this state folder (made on the first `up`)."""
+    from services.gateway.auth import load_or_create_token
+    from services.gateway.deps import GatewayConfigError, check_api_token
+
+    try:
+        return check_api_token(os.environ.get("YOKEFLOW_API_TOKEN")) or load_or_create_token(state_dir)[0]
+    except GatewayConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- run

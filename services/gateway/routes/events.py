@@ -1,4 +1,4 @@
-"""Live events over WebSocket: /api/events/ws?project=&run=&logs=true&token= streams them as JSON."""
+"""Live events over WebSocket: /api/events/ws?project=&run=&logs=true streams them as JSON."""
 
 from __future__ import annotations
 
@@ -6,24 +6,16 @@ import asyncio
 import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
 
 from services.gateway import readmodel
-from services.gateway.deps import token_matches
 from services.gateway.live import LiveFeed, LiveFilter
 
 router = APIRouter(tags=["events"])
 
 
 @router.websocket("/api/events/ws")
-async def events_ws(ws: WebSocket, project: str = "", run: str = "", logs: bool = False, token: str = "") -> None:
-    state = ws.app.state
-    offered = token or _bearer(ws.headers.get("authorization", ""))
-    if not token_matches(state.api_token, offered or None):
-        await ws.send_denial_response(JSONResponse(
-            {"detail": "missing or wrong API token: connect with ?token=<YOKEFLOW_API_TOKEN>", "field": "token"},
-            status_code=401))
-        return
+async def events_ws(ws: WebSocket, project: str = "", run: str = "", logs: bool = False) -> None:
+    state = ws.app.state  # the app-wide guard has checked Host, Origin and the token before this runs
     if run and not project:
         found = await readmodel.get_run(state.database, run)
         project = found["project_id"] if found else ""
@@ -43,11 +35,6 @@ async def events_ws(ws: WebSocket, project: str = "", run: str = "", logs: bool 
         pass
     finally:
         await feed.close()
-
-
-def _bearer(header: str) -> str:
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
 
 
 async def _send_all(ws: WebSocket, feed: LiveFeed) -> None:

@@ -1,17 +1,19 @@
-"""GET /api/health: open without a token, so probes and `yokeflow status` can use it."""
+"""GET /api/health: the bare liveness probe, open without a token; it tells an
+unauthenticated caller only ok/degraded, and the details only with the token."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from services.gateway.auth import is_authorized
 from services.gateway.deps import BusDep, DatabaseDep
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/api/health")
-async def health(database: DatabaseDep, bus: BusDep) -> JSONResponse:
+async def health(request: Request, database: DatabaseDep, bus: BusDep) -> JSONResponse:
     checks: dict[str, object] = {"nats": bus.nc.is_connected}
     try:
         checks["ledger_position"] = await database.position("ledger")
@@ -25,4 +27,6 @@ async def health(database: DatabaseDep, bus: BusDep) -> JSONResponse:
         checks["nats"] = False
         checks["nats_error"] = f"{type(exc).__name__}: {exc}"[:300]
     ok = bool(checks["nats"]) and bool(checks["database"])
-    return JSONResponse({"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503)
+    status = "ok" if ok else "degraded"
+    body = {"status": status, **checks} if is_authorized(request) else {"status": status}
+    return JSONResponse(body, status_code=200 if ok else 503)

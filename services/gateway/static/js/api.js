@@ -1,27 +1,20 @@
-// The gateway's REST and WebSocket API, with the token kept in this browser.
-const TOKEN_KEY = "yokeflow-token";
+// The gateway's REST and WebSocket API. The token travels in an HttpOnly, SameSite=Strict
+// cookie the gateway set when the URL `yokeflow up` printed was opened: script never sees it.
 
 export class AuthRequired extends Error {}
 
-export function token() {
-  const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
-  if (fromHash) localStorage.setItem(TOKEN_KEY, fromHash);
-  return localStorage.getItem(TOKEN_KEY) || "";
-}
-
-export function setToken(value) {
-  localStorage.setItem(TOKEN_KEY, value.trim());
+// Trade a pasted token for the cookie: the gateway checks it, sets the cookie, and redirects back.
+export function useToken(value) {
+  location.href = `/?token=${encodeURIComponent(value.trim())}${location.hash}`;
 }
 
 export async function api(path, options = {}) {
   const headers = { Accept: "application/json", ...(options.headers || {}) };
-  const t = token();
-  if (t) headers.Authorization = `Bearer ${t}`;
   if (options.body && typeof options.body !== "string") {
     headers["Content-Type"] = "application/json";
     options = { ...options, body: JSON.stringify(options.body) };
   }
-  const res = await fetch(path, { ...options, headers });
+  const res = await fetch(path, { ...options, headers, credentials: "same-origin" });
   if (res.status === 401) throw new AuthRequired("token required");
   const body = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(body.detail || `${res.status} ${res.statusText}`);
@@ -36,8 +29,6 @@ export function liveEvents({ run, onMessage, onState }) {
   const open = () => {
     const proto = location.protocol === "https:" ? "wss" : "ws";
     const params = new URLSearchParams({ run, logs: "false" });
-    const t = token();
-    if (t) params.set("token", t);
     socket = new WebSocket(`${proto}://${location.host}/api/events/ws?${params}`);
     socket.onopen = () => { delay = 1000; onState("live"); };
     socket.onmessage = (msg) => {

@@ -1,5 +1,5 @@
 // Wiring: pick a run, load it, keep it fresh over the WebSocket (polling while that is down).
-import { api, liveEvents, setToken, AuthRequired } from "./api.js";
+import { api, liveEvents, useToken, AuthRequired } from "./api.js";
 import { el, duration } from "./format.js";
 import { renderBoard, drawArrows } from "./board.js";
 import { renderSummary, renderBatches, renderAgents, renderLegend, renderTaskPanel, Feed } from "./panels.js";
@@ -157,8 +157,7 @@ $("cancel-run").addEventListener("click", async () => {
 });
 $("auth").addEventListener("submit", (e) => {
   e.preventDefault();
-  setToken($("auth-token").value);
-  loadRuns();
+  useToken($("auth-token").value);
 });
 window.addEventListener("resize", () => state.detail && drawArrows($("arrows"), $("board-wrap"), state.detail.tasks));
 setInterval(tick, 1000);
