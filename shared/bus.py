@@ -137,20 +137,25 @@ class Bus:
         """Append one event. `msg_id` de-duplicates (a duplicate is success);
         `expected_seq` is the last stream sequence of the event's aggregate the caller saw."""
         headers: dict[str, str] = {MSG_ID: msg_id or event.event_id}
-        telemetry.inject(headers)
-        if expected_seq is not None:
-            headers[EXPECTED_LAST_SUBJECT_SEQ] = str(expected_seq)
-            headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = self.aggregate_filter(event)
-        data = encode(event)
-        clean = scrub_bytes(data)  # no secret is ever stored: every field passes the one scrubber
-        if clean is not data:
-            event = decode(clean)
-        try:
-            ack = await self.js.publish(self.subject_of(event), clean, timeout=timeout, headers=headers)
-        except APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE:
-                raise ConcurrencyConflict(f"{event.aggregate} {event.aggregate_id} moved on: {exc.description}") from exc
-            raise
+        subject = self.subject_of(event)
+        with telemetry.span(f"send {event.type}", _messaging(subject, event, operation="send"),
+                            kind=telemetry.SpanKind.PRODUCER) as span:
+            telemetry.inject(headers)
+            if expected_seq is not None:
+                headers[EXPECTED_LAST_SUBJECT_SEQ] = str(expected_seq)
+                headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = self.aggregate_filter(event)
+            data = encode(event)
+            clean = scrub_bytes(data)  # no secret is ever stored: every field passes the one scrubber
+            if clean is not data:
+                event = decode(clean)
+            try:
+                ack = await self.js.publish(subject, clean, timeout=timeout, headers=headers)
+            except APIError as exc:
+                if exc.err_code == WRONG_LAST_SEQUENCE:
+                    raise ConcurrencyConflict(f"{event.aggregate} {event.aggregate_id} moved on: {exc.description}") from exc
+                raise
+            telemetry.set_attributes(span, {"messaging.nats.stream_sequence": ack.seq,
+                                            "messaging.nats.duplicate": bool(ack.duplicate)})
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate), event=event)
 
     async def aggregate_seq(self, event: Event) -> int:
@@ -287,8 +292,9 @@ class Bus:
         delivery = Delivery(event, seq, msg.subject, deliveries, msg)
         beat = asyncio.create_task(_heartbeat(msg, ack_wait / 3))
         try:
-            with telemetry.span_from_headers(f"{consumer} handle {event.type}", msg.headers,
-                                             {"yf.event": event.type, "yf.seq": seq}):
+            with telemetry.span_from_headers(f"{consumer} process {event.type}", msg.headers, {
+                    **_messaging(msg.subject, event, operation="process"), "messaging.consumer.group.name": consumer,
+                    "messaging.nats.stream_sequence": seq, "messaging.nats.deliveries": deliveries}):
                 await handler(delivery)
         except asyncio.CancelledError:
             beat.cancel()
@@ -320,11 +326,20 @@ class Bus:
     # ------------------------------------------------------------------ agent logs
     async def log(self, project_id: str, task_key: str, kind: str, data: dict[str, Any]) -> None:
         subject = f"{self.prefix}.log.{subject_token(project_id)}.{subject_token(task_key)}.{subject_token(kind)}"
-        await self.nc.publish(subject, scrub(json.dumps(data, default=str)).encode())
+        headers: dict[str, str] = {}
+        telemetry.inject(headers)
+        await self.nc.publish(subject, scrub(json.dumps(data, default=str)).encode(), headers=headers or None)
 
     async def subscribe_live(self, subject: str, callback: Callable[[Msg], Awaitable[None]]):
         """Core NATS subscription for live views (gateway, `events tail`); not durable."""
         return await self.nc.subscribe(subject, cb=callback)
+
+
+def _messaging(subject: str, event: Event, *, operation: str) -> dict[str, Any]:
+    """OpenTelemetry messaging attributes of an event on its subject, and the run/task it concerns."""
+    return {"messaging.system": "nats", "messaging.operation.type": operation, "messaging.destination.name": subject,
+            "messaging.message.id": event.event_id, "yf.event": event.type, "yf.project_id": event.project_id,
+            "yf.run_id": getattr(event, "run_id", None), "yf.task_id": getattr(event, "task_id", None)}
 
 
 async def _fetch(sub, *, batch: int, timeout: float) -> list[Msg]:

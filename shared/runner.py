@@ -38,7 +38,10 @@ def service_main(name: str, serve: Serve, *, needs_database: bool = False) -> No
         sys.exit(f"{name}: set YOKEFLOW_NATS_URL to the NATS server (e.g. nats://127.0.0.1:4222)")
     if needs_database and not config.database_url:
         sys.exit(f"{name}: set YOKEFLOW_DATABASE_URL to the PostgreSQL database (postgresql://user@host:port/db)")
-    telemetry.setup(f"yokeflow-{name}")
+    try:
+        telemetry.setup(f"yokeflow-{name}")
+    except telemetry.TelemetryError as exc:
+        sys.exit(f"{name}: {exc}")
 
     async def main() -> None:
         stop = asyncio.Event()

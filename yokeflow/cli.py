@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 
+from shared import telemetry
 from yokeflow import __version__
 from shared.db import DatabaseUnavailable
 from shared.scrub import install_log_scrubber, scrub
@@ -56,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # SIGTERM ends a command like Ctrl-C does: through its cleanup (embedded servers stop, nothing leaks).
     signal.signal(signal.SIGTERM, _terminate)
+    try:
+        # Every command traces (so events carry traceparent); export follows the OTEL_* variables.
+        telemetry.setup("yokeflow", console=bool(getattr(args, "trace_console", False)))
+    except telemetry.TelemetryError as exc:
+        print(f"yokeflow: {exc}", file=sys.stderr)
+        return 2
     try:
         code = args.func(args)
     except CliError as exc:

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from shared import events as ev
+from shared import telemetry
 from shared.bus import Bus, Delivery
 from shared.config import Config
 from shared.git import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
@@ -124,13 +125,23 @@ class Executor:
         async def agent(task_prompt: str, verify=None) -> AgentResult:
             # off the event loop: the first use imports the provider's SDK, which takes about a second
             provider = await asyncio.to_thread(make_provider, e.provider, _provider_options(e.provider, options, wt))
-            return await run_agent(
-                provider=provider, model=e.model,
-                system=build_system_prompt(expertise=await self._expertise(e.project_id, e.domain),
-                                           repo_map=await asyncio.to_thread(repo_map, wt.path)),
-                task_prompt=task_prompt, sandbox=sandbox, checks=list(e.tests),
-                max_turns=int(options.get("max_turns", 40)), max_fix_rounds=int(options.get("max_fix_rounds", 2)),
-                on_call=on_call, on_log=on_log, cancel=cancel, verify=verify)
+            with telemetry.span(f"invoke_agent {e.task_id}", {
+                    "gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": e.model, "yf.run_id": e.run_id,
+                    "yf.task_id": e.task_id, "yf.attempt": e.attempt, "yf.provider": e.provider}) as span:
+                result = await run_agent(
+                    provider=provider, model=e.model,
+                    system=build_system_prompt(expertise=await self._expertise(e.project_id, e.domain),
+                                               repo_map=await asyncio.to_thread(repo_map, wt.path)),
+                    task_prompt=task_prompt, sandbox=sandbox, checks=list(e.tests),
+                    max_turns=int(options.get("max_turns", 40)), max_fix_rounds=int(options.get("max_fix_rounds", 2)),
+                    on_call=on_call, on_log=on_log, cancel=cancel, verify=verify)
+                telemetry.set_attributes(span, {
+                    "yf.outcome": result.outcome, "yf.turns": result.turns, "yf.cost_usd": result.cost_usd,
+                    "gen_ai.usage.input_tokens": result.usage.input_tokens,
+                    "gen_ai.usage.output_tokens": result.usage.output_tokens})
+                if result.outcome != "success":
+                    telemetry.mark_failed(span, result.error or result.outcome)
+                return result
 
         try:
             if resolving:

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from starlette.requests import HTTPConnection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared import telemetry
 from shared.bus import Bus, BusError
 from shared.config import Config
 from shared.db import Database
@@ -76,6 +77,7 @@ def create_app(bus: Bus, database: Database, config: Config, *, doors: Doors,
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/api/openapi.json", title="YokeFlow gateway")
 
+    app.add_middleware(telemetry.TraceRequests)  # a run started by POST /api/runs is traced from the request
     return app
 
 

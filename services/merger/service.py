@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared import events as ev
+from shared import telemetry
 from shared.bus import Bus, Delivery
 from shared.config import Config
 from shared.git import GitError, WorktreeManager, head_of, merge_branch
@@ -100,10 +101,13 @@ class Merger:
             return
         title = _task_title(run.plan, task_id)
         try:
-            result = await asyncio.to_thread(
-                merge_branch, run.repo_path, branch, into=target, mode=str(info.setting("merge", "mode", "merge")),
-                message=f"Merge task {task_id}: {title}\n\nYokeFlow-Task: {task_id}\nYokeFlow-Run: {run.run_id}\n",
-                validate_command=info.setting("merge", "validate_command", "") or None)
+            with telemetry.span(f"merge {branch}", {"yf.run_id": run.run_id, "yf.task_id": task_id,
+                                                    "yf.merge.target": target}) as span:
+                result = await asyncio.to_thread(
+                    merge_branch, run.repo_path, branch, into=target, mode=str(info.setting("merge", "mode", "merge")),
+                    message=f"Merge task {task_id}: {title}\n\nYokeFlow-Task: {task_id}\nYokeFlow-Run: {run.run_id}\n",
+                    validate_command=info.setting("merge", "validate_command", "") or None)
+                telemetry.set_attributes(span, {"yf.merge.status": result.status, "yf.merge.commit": result.commit})
         except GitError as exc:
             await self._conflicted(info, task_id, branch, cause, [], str(exc))
             return

@@ -66,7 +66,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     if args.max_concurrency:
         overrides["parallel"]["max_concurrency"] = args.max_concurrency
     async with open_endpoint(config, args.state_dir) as endpoint:
-        started, outcome = await execute_run(endpoint, config, plan, target, overrides, quiet=args.quiet)
+        started, outcome = await execute_run(endpoint, config, plan, target, overrides, quiet=args.quiet,
+                                             command="demo")
     assert outcome is not None
     if not outcome.succeeded:
         raise CliError(f"demo run {started.run_id} did not complete: {getattr(outcome.event, 'reason', '')}"

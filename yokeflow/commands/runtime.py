@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import events as ev
+from shared import telemetry
 from shared.commands import CommandError, start_run
 from shared.config import Config, ConfigError, load_config
 from shared.plan import PlanError, load_plan
@@ -27,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=int(os.environ.get("YOKEFLOW_GATEWAY_PORT", "8765")))
     p.add_argument("--no-auth", action="store_true",
                    help="serve the gateway WITHOUT its API token (loopback only; any local program can then drive it)")
+    p.add_argument("--trace-console", action="store_true",
+                   help="print every span as one line (besides any OTEL_* exporter)")
     p.set_defaults(func=lambda a: _async(cmd_up(a)))
 
     p = sub.add_parser("run", help="run a plan file against a git repository")
@@ -164,8 +167,19 @@ def load_plan_or_fail(path: str):
 
 
 async def execute_run(endpoint: Endpoint, config: Config, plan, repo: Path, overrides: dict, *,
-                      detach: bool = False, quiet: bool = False):
+                      detach: bool = False, quiet: bool = False, command: str = "run"):
     """Start a run on this endpoint and follow it to its end (starting the services here when none run)."""
+    # The command's span is the root of the run's trace: every event of the run descends from RunStarted.
+    with telemetry.span(f"yokeflow {command}", {"yf.command": command, "yf.repo": str(repo)}) as span:
+        started, outcome = await _execute_run(endpoint, config, plan, repo, overrides, detach=detach, quiet=quiet)
+        telemetry.set_attributes(span, {"yf.run_id": started.run_id, "yf.project_id": started.project_id})
+        if outcome is not None and not outcome.succeeded:
+            telemetry.mark_failed(span, f"run {started.run_id} did not complete")
+        return started, outcome
+
+
+async def _execute_run(endpoint: Endpoint, config: Config, plan, repo: Path, overrides: dict, *,
+                       detach: bool, quiet: bool):
     system = None
     if not endpoint.services_running:
         if detach:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 from services.executor.agent.tools import TOOL_DEFINITIONS, Sandbox
+from shared import telemetry
 from shared.llm import pricing
 from shared.llm.types import ModelTurn, Provider, RateLimited, Usage
 
@@ -74,12 +75,20 @@ class _Run:
             await self.on_log(kind, data)
 
     async def call_model(self) -> ModelTurn:
-        turn = await self.guarded(self.provider.create(
-            model=self.model, system=self.system, messages=self.messages, tools=TOOL_DEFINITIONS,
-            max_tokens=self.max_tokens))
+        with telemetry.span(f"chat {self.model}", {"gen_ai.operation.name": "chat", "gen_ai.request.model": self.model,
+                                                   "gen_ai.provider.name": self.provider.name}) as span:
+            turn = await self.guarded(self.provider.create(
+                model=self.model, system=self.system, messages=self.messages, tools=TOOL_DEFINITIONS,
+                max_tokens=self.max_tokens))
+            priced = turn.model if pricing.is_priced(turn.model) else self.model
+            cost = pricing.cost_usd(priced, turn.usage)
+            telemetry.set_attributes(span, {
+                "gen_ai.response.model": turn.model or self.model, "gen_ai.response.finish_reasons": [turn.stop_reason],
+                "gen_ai.usage.input_tokens": turn.usage.input_tokens,
+                "gen_ai.usage.output_tokens": turn.usage.output_tokens,
+                "yf.usage.cache_read_tokens": turn.usage.cache_read_tokens,
+                "yf.usage.cache_write_tokens": turn.usage.cache_write_tokens, "yf.cost_usd": cost})
         self.result.turns += 1
-        priced = turn.model if pricing.is_priced(turn.model) else self.model
-        cost = pricing.cost_usd(priced, turn.usage)
         self.result.usage = self.result.usage + turn.usage
         self.result.cost_usd = round(self.result.cost_usd + cost, 8)
         self.messages.append({"role": "assistant", "content": turn.content})
@@ -96,7 +105,11 @@ class _Run:
         for use in turn.tool_uses():
             await self.log("tool_call", {"turn": self.result.turns, "id": use.get("id"), "name": use.get("name"),
                                          "input": use.get("input")})
-            outcome = await self.guarded(self.sandbox.run(use.get("name", ""), use.get("input") or {}))
+            with telemetry.span(f"execute_tool {use.get('name', '')}", {
+                    "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": use.get("name"),
+                    "gen_ai.tool.call.id": use.get("id")}) as span:
+                outcome = await self.guarded(self.sandbox.run(use.get("name", ""), use.get("input") or {}))
+                span.set_attribute("yf.tool.is_error", bool(outcome.is_error))
             await self.log("tool_result", {"turn": self.result.turns, "id": use.get("id"), "name": use.get("name"),
                                            "is_error": outcome.is_error, "text": outcome.text[:2000]})
             results.append({"type": "tool_result", "tool_use_id": use.get("id"), "content": outcome.text,
@@ -120,7 +133,9 @@ class _Run:
         ran = []
         for command in checks:
             await self.log("check", {"command": command})
-            res = await self.guarded(self.sandbox.run_command(command))
+            with telemetry.span("check", {"yf.check.command": command}) as span:
+                res = await self.guarded(self.sandbox.run_command(command))
+                telemetry.set_attributes(span, {"yf.check.exit_code": res.exit_code, "yf.check.passed": res.passed})
             passed = res.passed
             ran.append({"command": command, "exit_code": res.exit_code, "output": res.output[-CHECK_OUTPUT_TAIL:],
                         "passed": passed, "timed_out": res.timed_out})
