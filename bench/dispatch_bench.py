@@ -1,7 +1,8 @@
 """Scheduler dispatch benchmark: a run of the whole system on embedded servers with agents that
 sleep, measuring how fast a dependent starts once its dependencies are merged (the
 dependency-ready latency: a dependency's BranchMerged to the dependent's TaskReady) and the
-run's wall time, with and without the PRD's batch barrier, in the same run.
+run's wall time, with and without the PRD's batch barrier, in the same run. For efficiency
+against the lower bound, peak agents and the rest, see `python -m bench.scheduling`.
 
     python bench/dispatch_bench.py [--chains 4] [--length 5] [--sleep-ms 200] [--concurrency 3]
 
@@ -40,7 +41,13 @@ async def one_run(servers: EmbeddedServers, tag: str, args, barrier: bool) -> di
     subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
     subprocess.run(["git", "-C", str(repo), "-c", "user.email=b@e", "-c", "user.name=B", "commit", "-qm", "init"],
                    check=True)
-    endpoint = Endpoint(servers.nats.url, servers.postgres.url, "embedded",
+    import asyncpg
+
+    # Each run its own database: a projection position is the log's, and two logs never share one.
+    conn = await asyncpg.connect(servers.postgres.url)
+    await conn.execute(f'CREATE DATABASE "dispatch_{tag}"')
+    await conn.close()
+    endpoint = Endpoint(servers.nats.url, servers.postgres.url.rsplit("/", 1)[0] + f"/dispatch_{tag}", "embedded",
                         bus_options={"prefix": f"b{tag}", "stream": f"B_{tag}", "log_stream": f"BL_{tag}"})
     cfg = parse_config({"parallel": {"strategy": "by_epic", "max_concurrency": args.concurrency,
                                      "batch_barrier": barrier},

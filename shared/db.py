@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Float, Integer, MetaData, String, Table, Text, text
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Float, Integer, MetaData, String, Table, Text, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -178,12 +178,14 @@ event_log = Table(  # a readable index of the log for the UI timeline and `statu
     Column("aggregate_id", String(300), nullable=False),
     Column("occurred_at", String(40), nullable=False),
     Column("data", JSON, nullable=False),
+    Column("projected_at", DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")),
 )
 
 projection_tracking = Table(
     "projection_tracking", metadata,
     Column("projection", String(60), primary_key=True),
     Column("last_stream_seq", BigInteger, nullable=False),
+    Column("stream", String(200), nullable=False, server_default=""),  # the log's identity: name and creation time
 )
 
 budget_alerts = Table(
@@ -198,6 +200,7 @@ budget_alerts = Table(
 MIGRATIONS: list[tuple[int, str]] = [
     (1, "initial projection tables"),
     (2, "attempts.purpose: the task's work or a conflict resolution"),
+    (3, "event_log.projected_at (projection lag) and projection_tracking.stream (a recreated stream replays)"),
 ]
 
 
@@ -234,6 +237,12 @@ async def _apply_migration(conn: AsyncConnection, version: int, schema: str) -> 
     if version == 2:  # a schema made by version 1 after this column was added to the table already has it
         await conn.execute(text(f'ALTER TABLE "{schema}".attempts ADD COLUMN IF NOT EXISTS purpose '
                                 f"VARCHAR(20) NOT NULL DEFAULT 'task'"))
+        return
+    if version == 3:
+        await conn.execute(text(f'ALTER TABLE "{schema}".event_log ADD COLUMN IF NOT EXISTS projected_at '
+                                f"TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()"))
+        await conn.execute(text(f'ALTER TABLE "{schema}".projection_tracking ADD COLUMN IF NOT EXISTS stream '
+                                f"VARCHAR(200) NOT NULL DEFAULT ''"))
         return
     raise RuntimeError(f"unknown migration {version}")
 

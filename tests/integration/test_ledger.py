@@ -53,7 +53,9 @@ async def snapshot(database):
     for table in (db.projects, db.runs, db.epics, db.tasks, db.parallel_batches, db.attempts, db.merges,
                   db.agent_costs, db.event_log, db.budget_alerts):
         rows = await database.fetch(select(table))
-        out[table.name] = sorted((sorted(r.items()) for r in rows), key=repr)
+        # projected_at says when a row was written (projection lag), not what the log holds
+        out[table.name] = sorted((sorted((k, v) for k, v in r.items() if k != "projected_at") for r in rows),
+                                 key=repr)
     return out
 
 

@@ -1,0 +1,348 @@
+"""Scheduling benchmark: the whole system (embedded NATS and PostgreSQL, real git, agents that
+sleep) against the limit the agents set.
+
+    python -m bench.scheduling [--json] [--quick] [--seed 7] [--repeats 1]
+
+Policies on one PRD-shaped plan (foundation, feature and integration epics; chains inside
+epics; cross-epic dependencies; a fixed seed), side by side:
+  sequential  max_concurrency 1
+  barrier     the PRD's batch barrier at the default policy's concurrency
+  default     YokeFlow's default (by_epic, no barrier)
+Each reports makespan, lower bound = max(critical path, total work / concurrency),
+efficiency = bound / makespan, speed-up over sequential, dispatch latency (the event that made
+a task startable -> its agent started), merge latency (agent finished -> merged), peak agents in
+flight, events/s, projection lag (event occurred -> its row in PostgreSQL) and the orchestration
+CPU of this process per task. A scale series (short agents, concurrency 20) shows CPU per task
+as the plan grows; a burst of events and a publish run measure the ledger and the bus alone.
+
+`--quick` is the suite's smoke test: a tiny plan, every figure present, no timing judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from shared import events as ev
+from shared.commands import start_run
+from shared.config import parse_config
+from shared.infra import EmbeddedServers
+from yokeflow.system import Endpoint, System
+
+TASK_STARTERS = (ev.RunStarted, ev.AgentFinished, ev.TaskCompleted, ev.TaskFailed, ev.BranchMerged,
+                 ev.MergeConflicted, ev.TaskBlocked)  # events after which a task may become startable
+
+
+# ---------------------------------------------------------------------- plans
+def prd_plan(epics: int, per_epic: int, seed: int) -> dict:
+    """Foundation epics first, feature epics on top of them, integration epics last; each epic a
+    chain (a task needs the one before it), plus early cross-epic dependencies."""
+    rng = random.Random(seed)
+    n_found = max(1, epics // 6)
+    n_integ = max(1, epics // 6) if epics > 2 else 0
+    kinds = ["foundation"] * n_found + ["feature"] * (epics - n_found - n_integ) + ["integration"] * n_integ
+    out = []
+    for e, kind in enumerate(kinds):
+        tasks = []
+        for j in range(per_epic):
+            deps = [f"e{e}t{j - 1}"] if j else []
+            earlier = [k for k in range(e) if kinds[k] != kind or kind == "feature"]
+            if kind == "feature" and j == 0:
+                deps.append(f"e{rng.randrange(n_found)}t{rng.randint(0, min(2, per_epic - 1))}")
+            elif kind == "integration" and j in (0, per_epic // 2):
+                feats = [k for k in range(e) if kinds[k] == "feature"] or earlier
+                for k in rng.sample(feats, min(2, len(feats))):
+                    deps.append(f"e{k}t{rng.randint(0, min(j + 2, per_epic - 1))}")
+            elif kind == "feature" and earlier and rng.random() < 0.15:
+                k = rng.choice([k for k in earlier if kinds[k] == "feature"] or earlier)
+                deps.append(f"e{k}t{rng.randint(0, max(0, j - 3))}")
+            tasks.append({"id": f"e{e}t{j}", "title": f"{kind} {e} step {j}", "depends_on": sorted(set(deps))})
+        out.append({"id": f"e{e}", "name": f"{kind.title()} {e}", "tasks": tasks})
+    return {"name": f"prd-{epics}x{per_epic}-seed{seed}", "epics": out}
+
+
+def critical_path_tasks(plan: dict) -> int:
+    """Tasks on the longest dependency chain."""
+    deps = {t["id"]: t.get("depends_on", []) for e in plan["epics"] for t in e["tasks"]}
+    memo: dict[str, int] = {}
+
+    def depth(tid: str) -> int:
+        if tid not in memo:
+            memo[tid] = 1 + max((depth(d) for d in deps[tid]), default=0)
+        return memo[tid]
+
+    sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
+    return max(depth(t) for t in deps)
+
+
+# ---------------------------------------------------------------------- analysis (pure)
+def _t(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
+
+
+def analyse(events: list[ev.Event], plan: dict, *, agent_ms: int, concurrency: int) -> dict[str, Any]:
+    """Figures of one run from its events in log order."""
+    n_tasks = sum(len(e["tasks"]) for e in plan["epics"])
+    start = next(e for e in events if isinstance(e, ev.RunStarted))
+    end = next(e for e in events if isinstance(e, (ev.RunCompleted, ev.RunFailed, ev.RunCancelled)))
+    makespan = _t(end.occurred_at) - _t(start.occurred_at)
+    cp = critical_path_tasks(plan) * agent_ms / 1000
+    work = n_tasks * agent_ms / 1000 / concurrency
+    bound = max(cp, work)
+    trigger = start
+    ready_at: dict[str, float] = {}
+    ready_lat, dispatch_lat, merge_lat = [], [], []
+    finished_at: dict[tuple[str, int], float] = {}
+    running = peak = 0
+    for e in events:
+        if isinstance(e, TASK_STARTERS):
+            trigger = e
+        if isinstance(e, ev.TaskReady) and e.attempt == 1 and e.purpose == "task":
+            ready_at[e.task_id] = _t(trigger.occurred_at)
+            ready_lat.append(_t(e.occurred_at) - _t(trigger.occurred_at))
+        elif isinstance(e, ev.AgentStarted):
+            running += 1
+            peak = max(peak, running)
+            if e.attempt == 1 and e.task_id in ready_at:
+                dispatch_lat.append(_t(e.occurred_at) - ready_at.pop(e.task_id))
+        elif isinstance(e, ev.AgentFinished):
+            running -= 1
+            finished_at[(e.task_id, e.attempt)] = _t(e.occurred_at)
+        elif isinstance(e, ev.BranchMerged):
+            done = [v for (tid, _), v in finished_at.items() if tid == e.task_id]
+            if done:
+                merge_lat.append(_t(e.occurred_at) - max(done))
+    ms = lambda v: round(v * 1000, 1)  # noqa: E731
+    return {
+        "tasks": n_tasks, "completed": isinstance(end, ev.RunCompleted), "concurrency": concurrency,
+        "agent_ms": agent_ms, "makespan_s": round(makespan, 3), "critical_path_s": round(cp, 3),
+        "work_over_concurrency_s": round(work, 3), "lower_bound_s": round(bound, 3),
+        "efficiency": round(bound / makespan, 3) if makespan > 0 else 0.0,
+        "ready_p50_ms": ms(_pct(ready_lat, 0.5)), "ready_p99_ms": ms(_pct(ready_lat, 0.99)),
+        "dispatch_p50_ms": ms(_pct(dispatch_lat, 0.5)), "dispatch_p99_ms": ms(_pct(dispatch_lat, 0.99)),
+        "merge_p50_ms": ms(_pct(merge_lat, 0.5)), "merge_p99_ms": ms(_pct(merge_lat, 0.99)),
+        "peak_agents": peak, "events": len(events),
+        "events_per_s": round(len(events) / makespan, 1) if makespan > 0 else 0.0,
+    }
+
+
+# ---------------------------------------------------------------------- running
+def _cpu() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _repo(root: Path) -> Path:
+    repo = Path(tempfile.mkdtemp(prefix="repo-", dir=root))
+    git = ["git", "-C", str(repo), "-c", "user.email=bench@yokeflow", "-c", "user.name=Bench"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "README.md").write_text("bench\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "initial"], check=True)
+    return repo
+
+
+class Bench:
+    def __init__(self, root: Path):
+        self.root = root
+        self.servers = EmbeddedServers(root / "state")
+
+    def __enter__(self) -> "Bench":
+        self.servers.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.servers.stop()
+
+    async def endpoint(self) -> Endpoint:
+        """Its own stream, subject prefix and database: runs never share a log or a projection."""
+        import asyncpg
+
+        tag = uuid.uuid4().hex[:8]
+        admin = self.servers.postgres.url
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'CREATE DATABASE "bench_{tag}"')
+        await conn.close()
+        return Endpoint(self.servers.nats.url, admin.rsplit("/", 1)[0] + f"/bench_{tag}", "embedded",
+                        bus_options={"prefix": f"b{tag}", "stream": f"B_{tag}", "log_stream": f"BL_{tag}"})
+
+    async def run(self, plan: dict, *, concurrency: int, agent_ms: int, barrier: bool = False,
+                  strategy: str = "by_epic") -> dict[str, Any]:
+        endpoint = await self.endpoint()
+        cfg = parse_config({"parallel": {"strategy": strategy, "max_concurrency": concurrency,
+                                         "batch_barrier": barrier},
+                            "agent": {"provider": f"sleep:{agent_ms}"}})
+        repo = _repo(self.root)
+        system = await System(endpoint, cfg).start()
+        bus = await endpoint.bus()
+        try:
+            cpu0 = _cpu()
+            started = await start_run(bus, plan, repo, cfg)
+            events: list[ev.Event] = []
+            last_seq = 0
+            async for d in bus.read(stop_at_end=False):
+                last_seq = d.seq
+                if getattr(d.event, "run_id", None) != started.run_id:
+                    continue
+                events.append(d.event)
+                if isinstance(d.event, (ev.RunCompleted, ev.RunFailed, ev.RunCancelled)):
+                    break
+            cpu = _cpu() - cpu0
+            await system.database.wait_for("ledger", last_seq, timeout=120)
+            lags = await _projection_lags(system.database, started.run_id)
+        finally:
+            await bus.close()
+            await system.stop()
+            shutil.rmtree(repo, ignore_errors=True)
+        out = analyse(events, plan, agent_ms=agent_ms, concurrency=concurrency)
+        out["projection_lag_p99_ms"] = round(_pct(lags, 0.99) * 1000, 1)
+        out["cpu_ms_per_task"] = round(cpu * 1000 / out["tasks"], 1)
+        return out
+
+    async def burst(self, n: int) -> dict[str, Any]:
+        """`n` events published at once (the services' concurrency) for the ledger to project."""
+        endpoint = await self.endpoint()
+        system = await System(endpoint, parse_config({}), services=("ledger",)).start()
+        bus = await endpoint.bus()
+        run_id = f"burst{uuid.uuid4().hex[:6]}"
+        try:
+            events = [ev.CostRecorded(project_id="bench", aggregate_id=f"{run_id}-t{i % 50}", run_id=run_id,
+                                      task_id=f"t{i % 50}", call=i, model="sleep") for i in range(n)]
+            t0 = time.perf_counter()
+            await _publish_all(bus, events, concurrency=32)
+            publish_s = time.perf_counter() - t0
+            await system.database.wait_for("ledger", await bus.last_seq(), timeout=300)
+            lags = await _projection_lags(system.database, run_id)
+        finally:
+            await bus.close()
+            await system.stop()
+        return {"events": n, "publish_per_s": round(n / publish_s), "projection_lag_p50_ms":
+                round(_pct(lags, 0.5) * 1000, 1), "projection_lag_p99_ms": round(_pct(lags, 0.99) * 1000, 1)}
+
+
+async def _publish_all(bus, events: list[ev.Event], *, concurrency: int) -> None:
+    queue = list(reversed(events))
+
+    async def worker() -> None:
+        while queue:
+            await bus.publish(queue.pop())
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def _projection_lags(database, run_id: str) -> list[float]:
+    from sqlalchemy import select
+
+    from shared import db
+
+    t = db.event_log
+    rows = await database.fetch(select(t.c.occurred_at, t.c.projected_at).where(t.c.run_id == run_id))
+    return [max(0.0, r["projected_at"].timestamp() - _t(r["occurred_at"])) for r in rows]
+
+
+# ---------------------------------------------------------------------- the whole benchmark
+async def benchmark(args) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="yf-sched-bench-"))
+    if args.quick:
+        epics, per_epic, agent_ms, conc, scale, scale_ms, burst = 3, 3, 50, 3, [9, 18], 20, 200
+    else:
+        epics, per_epic, agent_ms, conc = 12, 10, 500, 6
+        scale, scale_ms, burst = [120, 300, 1000], 50, 3000
+    out: dict[str, Any] = {"machine": _machine(), "seed": args.seed, "policies": {}, "scale": [], "burst": {}}
+    plan = prd_plan(epics, per_epic, args.seed)
+    try:
+        with Bench(root) as bench:
+            policies = {"sequential": (1, False), "barrier": (conc, True), "default": (conc, False)}
+            for name, (c, barrier) in policies.items():
+                runs = [await bench.run(plan, concurrency=c, agent_ms=agent_ms, barrier=barrier)
+                        for _ in range(args.repeats)]
+                rec = min(runs, key=lambda r: r["makespan_s"]) if len(runs) > 1 else runs[0]
+                rec = {**rec, "policy": name, "batch_barrier": barrier, "repeats": len(runs)}
+                out["policies"][name] = rec
+                _progress(args, f"{name}: makespan {rec['makespan_s']} s, efficiency {rec['efficiency']}")
+            seq = out["policies"]["sequential"]["makespan_s"]
+            for rec in out["policies"].values():
+                rec["speedup"] = round(seq / rec["makespan_s"], 2) if rec["makespan_s"] else 0.0
+            for n in scale:
+                per = 10 if n >= 30 else 3
+                big = prd_plan(max(1, n // per), per, args.seed)
+                rec = await bench.run(big, concurrency=20 if not args.quick else 4, agent_ms=scale_ms)
+                out["scale"].append({**rec, "plan_tasks": n})
+                _progress(args, f"scale {n}: makespan {rec['makespan_s']} s, cpu {rec['cpu_ms_per_task']} ms/task")
+            out["burst"] = await bench.burst(burst)
+            _progress(args, f"burst {burst}: lag p99 {out['burst']['projection_lag_p99_ms']} ms")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    first, last = out["scale"][0], out["scale"][-1]
+    out["cpu_growth_largest_over_smallest"] = round(last["cpu_ms_per_task"] / max(first["cpu_ms_per_task"], 1e-9), 2)
+    return out
+
+
+def _machine() -> str:
+    import platform
+
+    return f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def _progress(args, line: str) -> None:
+    print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+
+def table(out: dict[str, Any]) -> str:
+    lines = [f"machine: {out['machine']}  seed {out['seed']}", "",
+             f"{'policy':<11}{'makespan s':>11}{'bound s':>9}{'effic.':>8}{'speed-up':>9}{'dispatch p50/p99 ms':>21}"
+             f"{'merge p50/p99 ms':>18}{'peak':>6}{'ev/s':>7}{'lag p99 ms':>11}{'cpu ms/task':>12}"]
+    for name, r in out["policies"].items():
+        lines.append(f"{name:<11}{r['makespan_s']:>11.2f}{r['lower_bound_s']:>9.2f}{r['efficiency']:>8.2f}"
+                     f"{r['speedup']:>9.2f}{r['dispatch_p50_ms']:>12.0f}/{r['dispatch_p99_ms']:<8.0f}"
+                     f"{r['merge_p50_ms']:>9.0f}/{r['merge_p99_ms']:<8.0f}{r['peak_agents']:>6}"
+                     f"{r['events_per_s']:>7.0f}{r['projection_lag_p99_ms']:>11.0f}{r['cpu_ms_per_task']:>12.1f}")
+    lines += ["", f"{'tasks':>6}{'makespan s':>11}{'effic.':>8}{'peak':>6}{'cpu ms/task':>12}{'lag p99 ms':>11}"]
+    for r in out["scale"]:
+        lines.append(f"{r['tasks']:>6}{r['makespan_s']:>11.2f}{r['efficiency']:>8.2f}{r['peak_agents']:>6}"
+                     f"{r['cpu_ms_per_task']:>12.1f}{r['projection_lag_p99_ms']:>11.0f}")
+    b = out["burst"]
+    lines += [f"cpu per task, largest plan / smallest: {out['cpu_growth_largest_over_smallest']}",
+              f"burst of {b['events']} events: publish {b['publish_per_s']}/s, projection lag "
+              f"p50 {b['projection_lag_p50_ms']:.0f} ms, p99 {b['projection_lag_p99_ms']:.0f} ms"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scheduling", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="a tiny plan: the suite's smoke test")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=1, help="runs per policy (the fastest is reported)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    out = asyncio.run(benchmark(args))
+    print(json.dumps(out, indent=2) if args.json else table(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""`python -m bench.scheduling --quick --json` runs the real system end to end and reports every
+figure the benchmark promises (shape and sanity only: timings are the benchmark's business)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+FIELDS = {"makespan_s", "lower_bound_s", "efficiency", "dispatch_p50_ms", "dispatch_p99_ms", "merge_p50_ms",
+          "merge_p99_ms", "peak_agents", "events_per_s", "projection_lag_p99_ms", "cpu_ms_per_task", "tasks"}
+
+
+def test_quick_benchmark_reports_every_policy_and_scale_point():
+    proc = subprocess.run([sys.executable, "-m", "bench.scheduling", "--quick", "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert set(out["policies"]) == {"sequential", "barrier", "default"}
+    for name, rec in out["policies"].items():
+        assert FIELDS | {"speedup"} <= set(rec), name
+        assert rec["completed"] and rec["tasks"] == 9
+        assert 0 < rec["efficiency"] <= 1.0 and rec["makespan_s"] >= rec["lower_bound_s"]
+        assert 1 <= rec["peak_agents"] <= rec["concurrency"]
+    assert out["policies"]["sequential"]["peak_agents"] == 1
+    assert out["policies"]["sequential"]["speedup"] == 1.0
+    assert [r["plan_tasks"] for r in out["scale"]] == [9, 18]
+    for rec in out["scale"]:
+        assert FIELDS <= set(rec) and rec["completed"] and rec["cpu_ms_per_task"] > 0
+    assert out["burst"]["events"] == 200 and out["burst"]["publish_per_s"] > 0
