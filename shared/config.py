@@ -44,6 +44,18 @@ class Cost(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     default_model: str = "sonnet"
 
 
+class SandboxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`agent.sandbox`: how commands run for a person (see shared/sandbox.py); a plain
+    `required` / `off` is shorthand for the mode."""
+
+    mode: Literal["required", "off"] = "required"
+    network: bool = False
+    cpu_seconds: int = 900        # CPU time of each process
+    memory_mb: int = 8192         # address space of each process
+    max_processes: int = 512      # processes of the sandbox user at once (bounds a fork bomb)
+    max_file_mb: int = 2048       # largest file a command may write
+
+
 class Agent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     provider: str = "replay"
     base_url: str = ""
@@ -51,6 +63,8 @@ class Agent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_fix_rounds: int = 2
     command_timeout_s: float = 300.0
     transcripts: str = ""
+    sandbox: SandboxSettings = msgspec.field(default_factory=SandboxSettings)
+    env_allow: list[str] = []     # variables of YokeFlow's environment that sandboxed commands may see
 
 
 class Merge(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -108,12 +122,23 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+    data = _sandbox_shorthand(data)
     try:
         cfg = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_readable(exc)}") from None
     _check_ranges(cfg, source)
     return cfg
+
+
+def _sandbox_shorthand(data: dict[str, Any]) -> dict[str, Any]:
+    """`agent.sandbox: off` (YAML reads a bare off as false) means `agent.sandbox: {mode: off}`."""
+    agent = data.get("agent")
+    if not isinstance(agent, dict) or isinstance(agent.get("sandbox"), dict) or "sandbox" not in agent:
+        return data
+    value = agent["sandbox"]
+    mode = {False: "off", True: "required"}.get(value, value) if isinstance(value, bool) else value
+    return {**data, "agent": {**agent, "sandbox": {"mode": mode}}}
 
 
 def _readable(exc: msgspec.ValidationError) -> str:
@@ -133,6 +158,10 @@ def _check_ranges(cfg: Config, source: str) -> None:
         ("cost.warn_at_fraction", 0 < cfg.cost.warn_at_fraction <= 1, "must be in (0, 1]"),
         ("learning.expertise_max_lines", cfg.learning.expertise_max_lines >= 10, "must be at least 10"),
         ("agent.max_turns", cfg.agent.max_turns >= 1, "must be at least 1"),
+        ("agent.sandbox.max_processes", cfg.agent.sandbox.max_processes >= 8, "must be at least 8"),
+        ("agent.sandbox.memory_mb", cfg.agent.sandbox.memory_mb >= 64, "must be at least 64"),
+        ("agent.sandbox.max_file_mb", cfg.agent.sandbox.max_file_mb >= 1, "must be at least 1"),
+        ("agent.sandbox.cpu_seconds", cfg.agent.sandbox.cpu_seconds >= 1, "must be at least 1"),
         ("merge.max_resolution_attempts", cfg.merge.max_resolution_attempts >= 0, "must not be negative"),
     ]
     for key, ok, why in checks:

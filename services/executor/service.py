@@ -30,6 +30,7 @@ from services.executor.agent.prompt import (
     repo_map,
 )
 from services.executor.agent.tools import Sandbox
+from shared.sandbox import settings_from, unavailable_reason, warn_if_off
 
 log = logging.getLogger("yokeflow.executor")
 
@@ -80,8 +81,16 @@ class Executor:
     async def _execute(self, e: ev.TaskReady, d: Delivery, resumed_after: int, history: list[ev.Event]) -> None:
         started = time.monotonic()
         parallel = self.config.parallel
+        options = e.provider_options
+        jail = settings_from(options.get("sandbox"))
+        env_allow = list(options.get("env_allow") or [])
+        if reason := unavailable_reason(jail):  # refused before anything runs, in one line
+            await self._finish(e, AgentResult(outcome="failure", summary="", error=reason), commit="", wt=None,
+                               started=started)
+            return
         manager = WorktreeManager(e.repo_path, target_branch=e.target_branch,
-                                  setup_command=parallel.setup_command or None, port_base=parallel.port_base)
+                                  setup_command=parallel.setup_command or None, port_base=parallel.port_base,
+                                  sandbox=jail, env_allow=env_allow, tool_path=_tool_path())
         resolving = e.purpose == "resolve_conflict"
         wt = await asyncio.to_thread(manager.acquire, e.worktree, e.branch, update_from_target=not resolving)
         await self.bus.publish(e.caused(ev.WorktreeCreated, aggregate_id=ev.task_aggregate_id(e.run_id, e.task_id),
@@ -96,9 +105,9 @@ class Executor:
         if resumed_after:
             previous.setdefault("resumed", f"attempt {e.attempt} was interrupted {resumed_after} time(s); "
                                            f"the worktree holds the branch's last commit {wt.head[:12]}")
-        options = e.provider_options
         sandbox = Sandbox(wt.path, command_timeout_s=float(options.get("command_timeout_s", 300.0)),
-                          env={"YOKEFLOW_PORT_BASE": str(wt.port_base), "PATH": _tool_path()})
+                          env={"YOKEFLOW_PORT_BASE": str(wt.port_base), "PATH": _tool_path()},
+                          settings=jail, env_allow=env_allow)
         cancel = asyncio.Event()
         self.running[(e.run_id, e.task_id)] = cancel
         calls = 0
@@ -118,6 +127,9 @@ class Executor:
         async def on_log(kind: str, data: dict[str, Any]) -> None:
             await self.bus.log(e.project_id, e.aggregate_id, kind,
                                {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, **data})
+
+        if warning := warn_if_off(jail):
+            await on_log("sandbox", {"warning": warning})
 
         task = {"id": e.task_id, "title": e.title, "description": e.description, "tests": e.tests,
                 "domain": e.domain, "complexity": e.complexity}

@@ -463,7 +463,8 @@ def _ready_fields(state: RunState, t: TaskState, *, resolving: bool = False) -> 
     provider = str(agent.get("provider", "replay"))
     options: dict[str, Any] = {"max_turns": agent.get("max_turns", 40),
                                "max_fix_rounds": agent.get("max_fix_rounds", 2),
-                               "command_timeout_s": agent.get("command_timeout_s", 300.0)}
+                               "command_timeout_s": agent.get("command_timeout_s", 300.0),
+                               "sandbox": agent.get("sandbox") or {}, "env_allow": list(agent.get("env_allow") or [])}
     if agent.get("base_url"):
         options["base_url"] = agent["base_url"]
     if provider == "replay" and agent.get("transcripts"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from shared.gitops.names import worktree_dir_name
 from shared.gitops.resolution import clear_merge_state, merge_parent
 from shared.gitops.repo import branch_ref, commit_is_ancestor, merge_bases, open_repo, read_ref, require_branch
 from shared.gitops.treemerge import merge_trees
+from shared.config import SandboxSettings
+from shared.sandbox import Jail, SandboxUnavailable
 
 WORKTREES_DIR = ".worktrees"
 _META = "yokeflow.json"
@@ -41,7 +42,9 @@ class Worktree:
 
 class WorktreeManager:
     def __init__(self, repo_path: Path | str, *, target_branch: str = "main", setup_command: str | None = None,
-                 port_base: int = 20000, port_block: int = 10):
+                 port_base: int = 20000, port_block: int = 10, sandbox: SandboxSettings | None = None,
+                 env_allow: list[str] = (), tool_path: str | None = None, setup_timeout_s: float = 3600.0):
+        """`sandbox`, `env_allow`, `tool_path`: how the setup command is confined (agent.sandbox)."""
         self.root = Path(repo_path).resolve()
         with open_repo(self.root) as repo:
             if repo.bare:
@@ -50,6 +53,8 @@ class WorktreeManager:
         self.target = target_branch
         self.setup_command = setup_command
         self.port_base, self.port_block = port_base, port_block
+        self.sandbox, self.env_allow, self.tool_path = sandbox, tuple(env_allow), tool_path
+        self.setup_timeout_s = setup_timeout_s
 
     # -- paths and metadata -----------------------------------------------------
     def path_of(self, name: str) -> Path:
@@ -154,12 +159,17 @@ class WorktreeManager:
     def _run_setup(self, path: Path, port_base: int) -> None:
         if not self.setup_command:
             return
-        env = {**os.environ, "YOKEFLOW_PORT_BASE": str(port_base), "YOKEFLOW_PORT_BLOCK": str(self.port_block),
+        env = {"YOKEFLOW_PORT_BASE": str(port_base), "YOKEFLOW_PORT_BLOCK": str(self.port_block),
                "YOKEFLOW_WORKTREE": str(path)}
-        proc = subprocess.run(self.setup_command, shell=True, cwd=path, env=env, capture_output=True, text=True,
-                              errors="replace")
+        if self.tool_path:
+            env["PATH"] = self.tool_path
+        try:
+            jail = Jail.for_worktree(path, self.sandbox, extra_env=env, env_allow=self.env_allow)
+        except SandboxUnavailable as exc:
+            raise GitError(f"setup command {self.setup_command!r} not run: {exc}") from None
+        proc = jail.run(self.setup_command, timeout_s=self.setup_timeout_s)
         if proc.returncode != 0:
-            tail = (proc.stdout + proc.stderr).strip()[-2000:]
+            tail = proc.stdout.strip()[-2000:]
             raise GitError(f"setup command {self.setup_command!r} failed in {path} (exit {proc.returncode}); "
                            f"fix it and acquire again, it will be re-run:\n{tail}")
 

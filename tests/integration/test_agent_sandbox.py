@@ -22,10 +22,22 @@ def alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; only its parent has not reaped it
 
 
-async def wait_dead(pid: int, within_s: float = 3.0) -> bool:
+def sleepers(seconds: str) -> list[int]:
+    """Host pids of `sleep <seconds>` processes (a command's pids inside its sandbox mean nothing here)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == f"sleep\0{seconds}\0".encode():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+async def wait_dead(seconds: str, within_s: float = 3.0) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if not alive(pid):
+        if not [p for p in sleepers(seconds) if alive(p)]:
             return True
         await asyncio.sleep(0.05)
     return False
@@ -115,10 +127,11 @@ async def test_commands_run_in_the_worktree_without_secrets(sandbox, worktree, m
     monkeypatch.setenv("YOKEFLOW_DATABASE_URL", "postgres://leak")
     monkeypatch.setenv("DB_PASSWORD", "leak")
     monkeypatch.setenv("HARMLESS_SETTING", "kept")
-    box = Sandbox(worktree, env={"YOKEFLOW_PORT_BASE": "41000"})
-    outcome = await box.run("run_command", {"command": "pwd; env"})
+    monkeypatch.setenv("NOT_ALLOWED", "dropped")
+    box = Sandbox(worktree, env={"YOKEFLOW_PORT_BASE": "41000"}, env_allow=["HARMLESS_SETTING"])
+    outcome = await box.run("run_command", {"command": "pwd; env; tr '\\0' '\\n' < /proc/1/environ"})
     assert outcome.text.splitlines()[1] == str(worktree.resolve())
-    assert "leak" not in outcome.text
+    assert "leak" not in outcome.text and "dropped" not in outcome.text
     assert "HARMLESS_SETTING=kept" in outcome.text and "YOKEFLOW_PORT_BASE=41000" in outcome.text
     failed = await box.run("run_command", {"command": "echo oops >&2; exit 3"})
     assert failed.is_error and failed.text.startswith("exit code 3") and "oops" in failed.text
@@ -132,26 +145,26 @@ async def test_command_output_is_capped_keeping_head_and_tail(sandbox):
 
 
 async def test_a_hanging_command_is_killed_with_its_children_at_the_timeout(sandbox, worktree):
-    result = await sandbox.run_command("sleep 300 & echo $! > child.pid; sleep 300", timeout_s=0.5)
+    result = await sandbox.run_command("sleep 300.101 & sleep 300", timeout_s=0.5)
     assert result.timed_out and not result.passed
-    child = int((worktree / "child.pid").read_text())
-    assert await wait_dead(child), f"background child {child} survived the timeout"
+    assert await wait_dead("300.101"), "a background child survived the timeout"
     outcome = await sandbox.run("run_command", {"command": "sleep 300", "timeout_s": 0.3})
     assert outcome.is_error and "timed out after 0.3 s" in outcome.text
 
 
 async def test_background_children_end_with_their_command_which_does_not_wait_for_them(sandbox, worktree):
-    result = await sandbox.run_command("sleep 300 & echo $! > bg.pid; echo started", timeout_s=30)
+    result = await sandbox.run_command("sleep 300.102 & echo started", timeout_s=30)
     assert result.passed and not result.timed_out and result.output == "started\n"
-    assert await wait_dead(int((worktree / "bg.pid").read_text()))
+    assert await wait_dead("300.102")
 
 
 async def test_cancel_kills_a_running_command_and_refuses_new_ones(sandbox, worktree):
-    running = asyncio.create_task(sandbox.run_command("sleep 300 & echo $! > child.pid; sleep 300"))
-    while not (worktree / "child.pid").exists() or not (worktree / "child.pid").read_text().strip():
+    running = asyncio.create_task(sandbox.run_command("sleep 300.103 & echo up > up.txt; sleep 300"))
+    while not (worktree / "up.txt").exists():
         await asyncio.sleep(0.02)
+    assert sleepers("300.103"), "the command's child should be running"
     sandbox.cancel()
     result = await asyncio.wait_for(running, 2)
     assert result.cancelled and not result.passed
-    assert await wait_dead(int((worktree / "child.pid").read_text()))
+    assert await wait_dead("300.103")
     assert (await sandbox.run_command("echo late")).cancelled

@@ -1,5 +1,5 @@
-"""Running a shell command for an agent: its own process group (so a timeout or a
-cancellation kills every child), merged and capped output, and no secrets in its environment."""
+"""Running a shell command for an agent in its jail (shared/sandbox.py): its own process group (so a
+timeout or a cancellation kills every child, the sandbox with them), merged and capped output."""
 
 from __future__ import annotations
 
@@ -11,24 +11,11 @@ import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Mapping
+from typing import BinaryIO, Callable
 
-SECRET_NAMES = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"})
-SECRET_PREFIXES = ("YOKEFLOW_",)
-SECRET_SUFFIXES = ("_TOKEN", "_SECRET", "_PASSWORD", "_KEY", "_API_KEY")
+from shared.sandbox import Jail, is_secret, scrubbed_env  # noqa: F401 (is_secret, scrubbed_env: re-exported)
+
 SHELL = shutil.which("bash") or "/bin/sh"
-
-
-def is_secret(name: str) -> bool:
-    upper = name.upper()
-    return upper in SECRET_NAMES or upper.startswith(SECRET_PREFIXES) or upper.endswith(SECRET_SUFFIXES)
-
-
-def scrubbed_env(inherited: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The inherited environment without secrets, then `extra` (chosen by the executor) on top."""
-    env = {k: v for k, v in inherited.items() if not is_secret(k)}
-    env.update(extra or {})
-    return env
 
 
 @dataclass
@@ -61,15 +48,16 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-async def run_shell(command: str, *, cwd: Path, env: dict[str, str], timeout_s: float, output_cap: int,
+async def run_shell(command: str, *, cwd: Path, jail: Jail, timeout_s: float, output_cap: int,
                     on_start: Callable[[int], None] = lambda pgid: None,
                     on_end: Callable[[int], None] = lambda pgid: None) -> CommandResult:
     # Output goes to an unlinked file, not a pipe: a background child holding a pipe open would
     # keep the command "running" after the shell exited.
     with tempfile.TemporaryFile(prefix="yf-cmd-") as out:
+        argv = await asyncio.to_thread(jail.argv, command, cwd)  # hands the worktree's new files over
         proc = await asyncio.create_subprocess_exec(
-            SHELL, "-c", command, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=out, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            *argv, cwd=cwd, env=jail.env, stdin=asyncio.subprocess.DEVNULL, stdout=out,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True, preexec_fn=jail.preexec())
         pgid = proc.pid  # start_new_session: the shell leads a new process group
         on_start(pgid)
         timed_out = False

@@ -8,7 +8,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.executor.agent.commands import CommandResult, kill_group, run_shell, scrubbed_env
+from services.executor.agent.commands import CommandResult, kill_group, run_shell
+from shared.config import SandboxSettings
+from shared.sandbox import Jail, SandboxUnavailable
 from services.executor.agent.files import glob_matches, looks_binary, walk_files
 from services.executor.agent.tool_definitions import TOOL_DEFINITIONS, TOOL_NAMES
 
@@ -20,7 +22,7 @@ LIST_LIMIT = 1000
 GREP_LIMIT = 200
 GREP_MAX_FILE_BYTES = 2_000_000
 
-__all__ = ["CommandResult", "Sandbox", "TOOL_DEFINITIONS", "ToolOutcome", "ToolRefused"]
+__all__ = ["CommandResult", "Sandbox", "SandboxUnavailable", "TOOL_DEFINITIONS", "ToolOutcome", "ToolRefused"]
 
 
 class ToolRefused(Exception):
@@ -36,13 +38,15 @@ class ToolOutcome:
 
 class Sandbox:
     def __init__(self, root: Path, *, command_timeout_s: float = 120, output_cap: int = 20_000,
-                 env: dict | None = None):
+                 env: dict | None = None, settings: SandboxSettings | None = None, env_allow: list[str] = ()):
+        """`env`: variables the executor sets for commands; `env_allow`: names of its own
+        environment they may also see; `settings`: agent.sandbox (raises SandboxUnavailable)."""
         self.root = Path(os.path.realpath(root))
         if not self.root.is_dir():
             raise ToolRefused(f"worktree {root} does not exist or is not a folder")
         self.command_timeout_s = command_timeout_s
         self.output_cap = output_cap
-        self.env = scrubbed_env(os.environ, env)
+        self.jail = Jail.for_worktree(self.root, settings, extra_env=env, env_allow=tuple(env_allow))
         self._running: set[int] = set()
         self.cancelled = False
 
@@ -202,7 +206,7 @@ class Sandbox:
     async def run_command(self, command: str, timeout_s: float | None = None) -> CommandResult:
         if self.cancelled:
             return CommandResult(exit_code=None, output="cancelled before it started", cancelled=True)
-        result = await run_shell(command, cwd=self.root, env=self.env, timeout_s=self._timeout(timeout_s),
+        result = await run_shell(command, cwd=self.root, jail=self.jail, timeout_s=self._timeout(timeout_s),
                                  output_cap=self.output_cap, on_start=self._running.add,
                                  on_end=self._running.discard)
         if self.cancelled:
