@@ -159,8 +159,10 @@ async def test_background_children_end_with_their_command_which_does_not_wait_fo
 
 
 async def test_cancel_kills_a_running_command_and_refuses_new_ones(sandbox, worktree):
-    running = asyncio.create_task(sandbox.run_command("sleep 300.103 & echo up > up.txt; sleep 300"))
-    while not (worktree / "up.txt").exists():
+    running = asyncio.create_task(sandbox.run_command("sleep 300.103 & sleep 300"))
+    for _ in range(250):  # bounded: the child shows up within 5 s
+        if sleepers("300.103"):
+            break
         await asyncio.sleep(0.02)
     assert sleepers("300.103"), "the command's child should be running"
     sandbox.cancel()
