@@ -210,8 +210,24 @@ def engine_for(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
 
 
+# Service roles and what each may do on the projection schema (roles that do not exist on a server
+# are skipped: an existing server's operator may use other names and grant them alike).
+ROLE_GRANTS = {"yf_ledger": "SELECT, INSERT, UPDATE, DELETE", "yf_gateway": "SELECT", "yf_cli": "SELECT"}
+
+
 async def migrate(engine: AsyncEngine, schema: str = SCHEMA) -> int:
-    """Bring `schema` up to the latest migration; returns the version it is at."""
+    """Bring `schema` up to the latest migration; returns the version it is at. A service role
+    (no DDL rights) passes when the schema is already current, and is told who must migrate if not."""
+    latest = MIGRATIONS[-1][0]
+    async with engine.connect() as conn:
+        current = await _schema_version(conn, schema)
+        owner = (await conn.execute(text(
+            "SELECT has_database_privilege(current_database(), 'CREATE')"))).scalar_one()
+    if current >= latest and not owner:
+        return current
+    if not owner:
+        raise PermissionError(f"the projection schema {schema!r} is at version {current} and needs {latest}: "
+                              f"run YokeFlow once with the database owner's URL (migrations need it)")
     async with engine.begin() as conn:
         await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": f"yokeflow-migrate-{schema}"})
         await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
@@ -226,7 +242,29 @@ async def migrate(engine: AsyncEngine, schema: str = SCHEMA) -> int:
             await conn.execute(text(f'INSERT INTO "{schema}".schema_version (version, description) VALUES (:v, :d)'),
                                {"v": version, "d": description})
             current = version
+        await _grant(conn, schema)
         return current
+
+
+async def _schema_version(conn: AsyncConnection, schema: str) -> int:
+    exists = (await conn.execute(text("SELECT to_regclass(:t) IS NOT NULL"),
+                                 {"t": f'"{schema}".schema_version'})).scalar_one()
+    if not exists:
+        return 0
+    try:
+        return (await conn.execute(text(f'SELECT coalesce(max(version), 0) FROM "{schema}".schema_version'))).scalar_one()
+    except DBAPIError:  # no right to read it: a role without grants here
+        await conn.rollback()
+        return 0
+
+
+async def _grant(conn: AsyncConnection, schema: str) -> None:
+    roles = set((await conn.execute(text("SELECT rolname FROM pg_roles WHERE rolname = ANY(:r)"),
+                                    {"r": list(ROLE_GRANTS)})).scalars())
+    for role, rights in ROLE_GRANTS.items():
+        if role in roles:
+            await conn.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}'))
+            await conn.execute(text(f'GRANT {rights} ON ALL TABLES IN SCHEMA "{schema}" TO {role}'))
 
 
 async def _apply_migration(conn: AsyncConnection, version: int, schema: str) -> None:
@@ -274,6 +312,8 @@ class Database:
     async def migrate(self) -> int:
         try:
             return await migrate(self.engine, self.schema)
+        except PermissionError as exc:
+            raise DatabaseUnavailable(f"PostgreSQL at {_safe_url(self.url)}: {exc}") from None
         except (OSError, DBAPIError) as exc:
             raise DatabaseUnavailable(f"cannot reach PostgreSQL at {_safe_url(self.url)}: "
                                       f"{getattr(exc, 'orig', None) or exc}") from None

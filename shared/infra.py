@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -16,12 +17,38 @@ import subprocess
 import sys
 import sysconfig
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 
 class InfraError(RuntimeError):
     """An embedded server could not be started; the message says why and what to do."""
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write a file only its owner can read (0600 from the first byte, not chmod-ed after)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def load_or_create_secrets(path: Path, names: list[str]) -> dict[str, str]:
+    """Generated passwords kept in a 0600 JSON file: made on first start, the same ever after."""
+    data: dict[str, str] = {}
+    if path.exists():
+        data = json.loads(path.read_text())
+    missing = [n for n in names if n not in data]
+    if missing:
+        data.update({n: secrets.token_urlsafe(24) for n in missing})
+        write_private(path, json.dumps(data, indent=2))
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return data
 
 
 def free_port() -> int:
@@ -140,15 +167,56 @@ def _open_path_for(path: Path) -> None:
             pass
 
 
+PG_SUPERUSER = "postgres"
+# One login role per service that touches PostgreSQL; none is a superuser. The grants each gets
+# are given by shared.db.migrate (the ledger writes projections; the gateway and the CLI read).
+PG_SERVICE_ROLES = {"ledger": "yf_ledger", "gateway": "yf_gateway", "cli": "yf_cli"}
+_HBA = """# Written by YokeFlow: every connection, local or not, proves its password.
+local   all             all                                     scram-sha-256
+host    all             all             127.0.0.1/32            scram-sha-256
+host    all             all             ::1/128                 scram-sha-256
+"""
+# (host, port) -> {role: password} of the embedded servers this process knows (started or read).
+_KNOWN_ROLES: dict[tuple[str, int], dict[str, str]] = {}
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))
+
+
+def database_url_for(url: str, service: str) -> str:
+    """The URL `service` should use: its own role on an embedded server this process knows,
+    else `url` itself (an existing server: the operator gives each service its URL)."""
+    parts = urlsplit(url)
+    roles = _KNOWN_ROLES.get((parts.hostname or "", parts.port or 5432))
+    role = PG_SERVICE_ROLES.get(service)
+    if not roles or not role or role not in roles:
+        return url
+    return with_credentials(url, role, roles[role])
+
+
 @dataclass
 class EmbeddedPostgres:
     data_dir: Path
     port: int = 0
     proc: subprocess.Popen | None = None
+    passwords: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def secrets_path(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}-passwords.json"
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        """The superuser's URL: migrations only (services use `database_url_for`)."""
+        return with_credentials(f"postgresql://127.0.0.1:{self.port}/postgres", PG_SUPERUSER,
+                                self.passwords[PG_SUPERUSER])
+
+    def role_url(self, service: str, database: str = "postgres") -> str:
+        role = PG_SERVICE_ROLES[service]
+        return with_credentials(f"postgresql://127.0.0.1:{self.port}/{database}", role, self.passwords[role])
 
     def _run_as(self) -> dict:
         ids = _pg_os_user()
@@ -161,19 +229,16 @@ class EmbeddedPostgres:
         bindir = _pg_bin()
         run_as = self._run_as()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.passwords = load_or_create_secrets(self.secrets_path, [PG_SUPERUSER, *PG_SERVICE_ROLES.values()])
         if run_as:
             _open_path_for(self.data_dir.parent.resolve())
             _open_path_for(bindir.resolve())
             for p in [self.data_dir, *self.data_dir.rglob("*")]:
                 os.chown(p, run_as["user"], run_as["group"])
         if not (self.data_dir / "PG_VERSION").exists():
-            res = subprocess.run(
-                [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-                 "--encoding=UTF8", "--no-sync", "--no-instructions"],
-                capture_output=True, text=True, **run_as,
-            )
-            if res.returncode != 0:
-                raise InfraError(f"initdb failed for {self.data_dir}: {res.stderr.strip()[-400:]}")
+            self._initdb(bindir, run_as)
+        hba = self.data_dir / "pg_hba.conf"
+        upgrade = "trust" in _hba_methods(hba.read_text())
         stale = self.data_dir / "postmaster.pid"
         if stale.exists():
             self._clear_stale_pid(stale)
@@ -184,13 +249,63 @@ class EmbeddedPostgres:
         self.proc = subprocess.Popen(
             [str(bindir / "postgres"), "-D", str(self.data_dir), "-h", "127.0.0.1", "-p", str(self.port),
              "-k", "", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-             "-c", "max_connections=200", "-c", "shared_buffers=64MB"],
+             "-c", "max_connections=200", "-c", "shared_buffers=64MB", "-c", "password_encryption=scram-sha-256"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **run_as,
         )
         log.close()
         wait_for_port(self.port, timeout, self.proc, "postgres")
         self._wait_ready(timeout)
+        if upgrade:  # a folder made before passwords: give the superuser its password, then close trust
+            self._psql(f"ALTER ROLE {PG_SUPERUSER} PASSWORD {_literal(self.passwords[PG_SUPERUSER])};",
+                       password=None)
+            hba.write_text(_HBA)
+            self._psql("SELECT pg_reload_conf();")
+        self._ensure_roles()
+        _KNOWN_ROLES[("127.0.0.1", self.port)] = dict(self.passwords)
         return self
+
+    def _initdb(self, bindir: Path, run_as: dict) -> None:
+        pwfile = self.data_dir.parent / f".{self.data_dir.name}-pwfile"
+        write_private(pwfile, self.passwords[PG_SUPERUSER] + "\n")
+        if run_as:
+            os.chown(pwfile, run_as["user"], run_as["group"])
+        try:
+            res = subprocess.run(
+                [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", PG_SUPERUSER, f"--pwfile={pwfile}",
+                 "--auth=scram-sha-256", "--encoding=UTF8", "--no-sync", "--no-instructions"],
+                capture_output=True, text=True, **run_as,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if res.returncode != 0:
+            raise InfraError(f"initdb failed for {self.data_dir}: {res.stderr.strip()[-400:]}")
+        (self.data_dir / "pg_hba.conf").write_text(_HBA)
+
+    def _psql(self, sql: str, *, password: str | None = "", database: str = "postgres") -> str:
+        """Run SQL as the superuser; `password=None` for a folder that still trusts (upgrade)."""
+        env = {"PATH": os.environ.get("PATH", os.defpath), "PGCONNECT_TIMEOUT": "10"}
+        if password is not None:
+            env["PGPASSWORD"] = password or self.passwords[PG_SUPERUSER]
+        res = subprocess.run(
+            [str(_pg_bin() / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_SUPERUSER, "-d", database,
+             "-v", "ON_ERROR_STOP=1", "-qAt", "-w", "-f", "-"],
+            input=sql, capture_output=True, text=True, env=env, timeout=60,
+        )
+        if res.returncode != 0:
+            raise InfraError(f"postgres on port {self.port}: {res.stderr.strip()[-400:]}")
+        return res.stdout
+
+    def _ensure_roles(self) -> None:
+        """Every service role exists, logs in with its generated password, and holds no power."""
+        statements = []
+        for role in PG_SERVICE_ROLES.values():
+            statements.append(
+                f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') "
+                f"THEN CREATE ROLE {role}; END IF; END $$;")
+            statements.append(
+                f"ALTER ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+                f"PASSWORD {_literal(self.passwords[role])};")
+        self._psql("\n".join(statements))
 
     def _clear_stale_pid(self, pidfile: Path) -> None:
         try:
@@ -223,6 +338,19 @@ class EmbeddedPostgres:
             self.proc = None
 
 
+def _hba_methods(text: str) -> set[str]:
+    methods = set()
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) >= 4:
+            methods.add(words[3] if words[0] == "local" else words[4] if len(words) > 4 else words[3])
+    return methods
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 # ----------------------------------------------------------------------------- both
 @dataclass
 class EmbeddedServers:
@@ -249,11 +377,10 @@ class EmbeddedServers:
     def write_endpoint(self, pid: int, gateway_url: str = "") -> Path:
         """Record the running servers so other commands on this state folder reuse them."""
         assert self.nats and self.postgres
-        path = self.state_dir / "endpoint.json"
-        path.write_text(json.dumps({
+        # It holds the superuser's URL: readable by this user only, like the password files.
+        return write_private(self.state_dir / "endpoint.json", json.dumps({
             "pid": pid, "nats_url": self.nats.url, "database_url": self.postgres.url, "gateway_url": gateway_url,
         }))
-        return path
 
 
 def read_endpoint(state_dir: Path) -> dict | None:
@@ -264,4 +391,8 @@ def read_endpoint(state_dir: Path) -> dict | None:
         os.kill(int(data["pid"]), 0)
     except (OSError, ValueError, KeyError):
         return None
+    passwords = state_dir / "pgdata-passwords.json"
+    if passwords.exists():  # so this process's services find their own roles on that server
+        parts = urlsplit(data["database_url"])
+        _KNOWN_ROLES[(parts.hostname or "", parts.port or 5432)] = json.loads(passwords.read_text())
     return data

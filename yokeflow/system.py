@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 
 from shared.bus import Bus, BusError
 from shared.config import Config
-from shared.infra import EmbeddedServers, InfraError, read_endpoint
+from shared.infra import EmbeddedServers, InfraError, database_url_for, read_endpoint
 from yokeflow.errors import CliError
 
 log = logging.getLogger("yokeflow.system")
@@ -38,6 +38,10 @@ class Endpoint:
     def services_running(self) -> bool:
         """Whether services already consume this log (so a command only publishes and watches)."""
         return self.source in ("environment", "up")
+
+    def database_url_for(self, service: str) -> str:
+        """The service's own PostgreSQL role on an embedded server (the superuser only migrates)."""
+        return database_url_for(self.database_url, service)
 
     async def bus(self, name: str = "yokeflow-cli") -> Bus:
         try:
@@ -116,8 +120,12 @@ class System:
             slots = self.executor_slots if self.executor_slots is not None else executor_slots()
         except ValueError as exc:
             raise CliError(str(exc)) from None
-        self.database = Database(self.endpoint.database_url)
-        await self.database.migrate()
+        owner = Database(self.endpoint.database_url)
+        try:
+            await owner.migrate()
+        finally:
+            await owner.dispose()
+        self.database = Database(self.endpoint.database_url_for("ledger"))
         makers = {
             "ledger": lambda b: Ledger(b, self.database).serve(stop),
             "planner": lambda b: Planner(b).serve(stop),
@@ -138,7 +146,8 @@ class System:
         bus = await self._bus("gateway")
         ready, bound = asyncio.Event(), []
         self.tasks["gateway"] = asyncio.create_task(serve_gateway(
-            bus, self.config, self.stop_event, database_url=self.endpoint.database_url, host=self.gateway_host,
+            bus, self.config, self.stop_event, database_url=self.endpoint.database_url_for("gateway"),
+            host=self.gateway_host,
             port=self.gateway_port, ready=ready, bound=bound, api_token=self.gateway_token, no_auth=self.no_auth),
             name="gateway")
         done, _ = await asyncio.wait([asyncio.create_task(ready.wait()), self.tasks["gateway"]],

@@ -16,6 +16,7 @@ from shared import telemetry
 from shared.commands import CommandError, start_run
 from shared.config import Config, ConfigError, load_config
 from shared.plan import PlanError, load_plan
+from shared.scrub import scrub
 from yokeflow.errors import CliError
 from yokeflow.progress import describe, follow_run
 from yokeflow.system import DEFAULT_STATE_DIR, Endpoint, System, open_endpoint
@@ -120,8 +121,8 @@ async def cmd_up(args: argparse.Namespace) -> int:
         await system.start()
         if endpoint.servers is not None:
             endpoint.servers.write_endpoint(os.getpid(), system.gateway_url)
-        print(f"YokeFlow is up: gateway {system.gateway_url}  NATS {endpoint.nats_url}  "
-              f"PostgreSQL {endpoint.database_url}  (state in {args.state_dir})", flush=True)
+        print(f"YokeFlow is up: gateway {system.gateway_url}  NATS {scrub(endpoint.nats_url)}  "
+              f"PostgreSQL {scrub(endpoint.database_url)}  (state in {args.state_dir})", flush=True)
         if args.no_auth:
             print("WARNING: --no-auth: the gateway has NO API token; any program on this machine can start runs "
                   "(Host and Origin are still checked)", file=sys.stderr, flush=True)
@@ -262,7 +263,8 @@ async def collect_status(endpoint: Endpoint, run_id: str | None = None) -> dict[
     from shared import db
     from services.ledger.service import Ledger
 
-    database = db.Database(endpoint.database_url)
+    # With services running the CLI only reads, as its own role; otherwise it projects the log itself.
+    database = db.Database(endpoint.database_url_for("cli") if endpoint.services_running else endpoint.database_url)
     try:
         await database.migrate()
         if not endpoint.services_running:  # no ledger runs: bring the projections up to the log first
