@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 import nats
 from nats.aio.msg import Msg
 from nats.js import api as jsapi
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 
 from shared import telemetry
 from shared.events import DeliveryFailed, Event, decode, encode, subject_token
@@ -36,6 +37,21 @@ class ConcurrencyConflict(BusError):
     """Another writer appended to the aggregate first; reload and decide again."""
 
 
+@dataclass
+class Lease:
+    """A key held in the lease bucket by one holder until it expires, unless renewed in time."""
+
+    key: str
+    holder: str
+    revision: int
+    ttl: float
+    renewed_at: float = field(default_factory=time.monotonic)
+
+    def fresh(self) -> bool:
+        """Still ours by the local clock (a monotonic clock runs on while a process is stopped)."""
+        return time.monotonic() - self.renewed_at < self.ttl * 0.9
+
+
 @dataclass(frozen=True)
 class Published:
     seq: int
@@ -52,10 +68,15 @@ class Delivery:
     subject: str
     deliveries: int
     msg: Msg | None = field(default=None, compare=False, repr=False)
+    left: bool = field(default=False, compare=False, repr=False)
 
     async def in_progress(self) -> None:
         if self.msg is not None:
             await self.msg.in_progress()
+
+    def leave_unacked(self) -> None:
+        """Neither ack nor nak: the message belongs to whoever holds it now (e.g. a lost lease)."""
+        object.__setattr__(self, "left", True)
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
@@ -70,6 +91,7 @@ class Bus:
         self.stream = stream
         self.log_stream = log_stream
         self.replicas = replicas
+        self._leases = None  # the lease bucket, created on first use
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "yokeflow", connect_timeout: float = 5.0,
@@ -317,11 +339,59 @@ class Bus:
                 await msg.nak(delay=delay)
             return
         beat.cancel()
+        if delivery.left:
+            return
         try:
             await msg.ack_sync()
         except nats.errors.TimeoutError:  # the event is handled; a redelivery finds it done (handlers are idempotent)
             log.warning("%s: ack of %s seq=%s got no answer in time; it may be delivered again", consumer,
                         event.type, seq)
+
+    # ------------------------------------------------------------------ leases
+    async def _lease_bucket(self):
+        if self._leases is None:
+            # per-message TTLs: each holder says how long its lease lasts; an expired key is free again
+            self._leases = await self.js.create_key_value(bucket=f"{self.stream}_LEASES", history=1,
+                                                          replicas=self.replicas)
+        return self._leases
+
+    async def lease_acquire(self, key: str, holder: str, ttl: float) -> Lease | None:
+        """Take `key` for `ttl` seconds if nobody holds it (create-only); None while another holds it."""
+        kv = await self._lease_bucket()
+        try:
+            revision = await kv.create(key, holder.encode(), msg_ttl=ttl)
+        except KeyWrongLastSequenceError:
+            return None
+        return Lease(key, holder, revision, ttl)
+
+    async def lease_renew(self, lease: Lease) -> bool:
+        """Extend the lease by its TTL if it is still ours (compare-and-set on its revision)."""
+        await self._lease_bucket()
+        renewed_at = time.monotonic()
+        headers = {EXPECTED_LAST_SUBJECT_SEQ: str(lease.revision)}
+        try:
+            ack = await self.js.publish(f"$KV.{self.stream}_LEASES.{lease.key}",
+                                        lease.holder.encode(), headers=headers, msg_ttl=lease.ttl, timeout=5.0)
+        except APIError as exc:
+            if exc.err_code in (WRONG_LAST_SEQUENCE, 10164):
+                return False
+            raise
+        lease.revision, lease.renewed_at = ack.seq, renewed_at
+        return True
+
+    async def lease_release(self, lease: Lease) -> None:
+        """Give the lease up if it is still ours; someone else's lease is left alone."""
+        kv = await self._lease_bucket()
+        with contextlib.suppress(KeyWrongLastSequenceError, APIError):
+            await kv.delete(lease.key, last=lease.revision)
+
+    async def lease_holder(self, key: str) -> str | None:
+        kv = await self._lease_bucket()
+        try:
+            entry = await kv.get(key)
+        except NotFoundError:
+            return None
+        return entry.value.decode() if entry.value else None
 
     # ------------------------------------------------------------------ agent logs
     async def log(self, project_id: str, task_key: str, kind: str, data: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ new fields get defaults, a field's type never changes.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from datetime import datetime, timezone
@@ -19,7 +20,10 @@ _TOKEN_BAD = re.compile(r"[^A-Za-z0-9_\-]")
 
 def subject_token(value: object) -> str:
     """A value made safe as one NATS subject token (no dots, spaces or wildcards)."""
-    token = _TOKEN_BAD.sub("_", str(value))
+    text = str(value)
+    token = _TOKEN_BAD.sub("_", text)
+    if not text.isascii():  # CJK ids would all become "__": a hash keeps them apart
+        token = f"{token}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
     return token or "_"
 
 
@@ -272,6 +276,7 @@ class BranchMerged(Event, frozen=True, kw_only=True):
     commit: str = ""
     tree: str = ""
     status: str = "merged"  # merged | up_to_date
+    attempt: int = 0  # the attempt whose work was merged: a merge is keyed by (run, task, attempt)
 
 
 class MergeConflicted(Event, frozen=True, kw_only=True):
@@ -282,6 +287,7 @@ class MergeConflicted(Event, frozen=True, kw_only=True):
     target_branch: str = "main"
     conflicts: list[dict[str, Any]] = []
     reason: str = ""
+    attempt: int = 0
 
 
 class ConflictEscalated(Event, frozen=True, kw_only=True):
@@ -308,6 +314,7 @@ class LearningExtracted(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "expertise"
     run_id: str = ""
     task_id: str = ""
+    attempt: int = 0  # one learning per (run, task, attempt)
     domain: str = "general"
     learnings: list[str] = []
 

@@ -14,11 +14,12 @@ import os
 import socket
 import sys
 import time
+import uuid
 from typing import Any
 
 from shared import events as ev
 from shared import telemetry
-from shared.bus import Bus, Delivery
+from shared.bus import Bus, Delivery, Lease
 from shared.config import Config
 from shared.git import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
 from shared.llm import make_provider
@@ -31,27 +32,34 @@ from services.executor.agent.prompt import (
 )
 from services.executor.agent.tools import Sandbox
 from shared.sandbox import settings_from, unavailable_reason, warn_if_off
+from services.executor import domain
 
 log = logging.getLogger("yokeflow.executor")
 
 
 class Executor:
     def __init__(self, bus: Bus, config: Config, *, name: str | None = None, concurrency: int = 0,
-                 ack_wait: float = 60.0):
+                 ack_wait: float = 60.0, lease_s: float | None = None):
         self.bus = bus
         self.config = config
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.concurrency = concurrency  # 0: every TaskReady the scheduler lets through (it owns the cap)
         self.running: dict[tuple[str, str], asyncio.Event] = {}
         self.ack_wait = ack_wait  # a crashed executor's task is redelivered after this long
+        # a holder that stops renewing (killed, or frozen this long) loses its attempt to a redelivery
+        self.lease_s = max(float(lease_s if lease_s is not None else ack_wait), 1.0)
 
     # ------------------------------------------------------------------ history
     async def _task_history(self, e: ev.TaskReady) -> list[ev.Event]:
         return [d.event async for d in self.bus.read([self.bus.aggregate_filter(e)])]
 
-    async def _run_cancelled(self, e: ev.TaskReady) -> bool:
-        subject = f"{self.bus.prefix}.evt.{ev.subject_token(e.project_id)}.run.{ev.subject_token(e.run_id)}.RunCancelled"
-        return bool([d async for d in self.bus.read([subject])])
+    async def _view(self, e: ev.TaskReady) -> tuple[domain.AttemptView, list[ev.Event]]:
+        """The attempt's task history and its run's endings, folded."""
+        history = await self._task_history(e)
+        project = ev.subject_token(e.project_id)
+        endings = [d.event async for d in self.bus.read(
+            [self.bus.type_filter(t.__name__, project=project, aggregate="run") for t in domain.RUN_ENDINGS])]
+        return domain.fold([*history, *endings], e), history
 
     async def _expertise(self, project_id: str, domain: str) -> str:
         subject = (f"{self.bus.prefix}.evt.{ev.subject_token(project_id)}.expertise."
@@ -68,17 +76,65 @@ class Executor:
         e = d.event
         if not isinstance(e, ev.TaskReady):
             return
-        history = await self._task_history(e)
-        if any(isinstance(h, ev.AgentFinished) and h.attempt == e.attempt for h in history):
-            return  # redelivered after it finished: nothing to do twice
-        if any(isinstance(h, ev.TaskCancelled) for h in history) or await self._run_cancelled(e):
+        view, _ = await self._view(e)
+        if await self._act_without_agent(e, domain.decide(view)):
+            return
+        lease = await self._hold(e)
+        if lease is None:
+            return  # its live holder finished it while this delivery waited
+        try:
+            view, history = await self._view(e)  # a previous holder may have finished before it expired
+            if await self._act_without_agent(e, domain.decide(view)):
+                return
+            if not await self._execute(e, d, resumed_after=view.interrupted, history=history, lease=lease):
+                d.leave_unacked()  # the lease went to a redelivery: the message is its holder's now
+        finally:
+            await self.bus.lease_release(lease)
+
+    async def _act_without_agent(self, e: ev.TaskReady, action: domain.Action) -> bool:
+        if action == "skip":
+            return True
+        if action == "cancel":
             await self._finish(e, AgentResult(outcome="cancelled", summary="", error="cancelled before start"),
                                commit="", wt=None, started=time.monotonic())
-            return
-        crashed = [h for h in history if isinstance(h, ev.AgentStarted) and h.attempt == e.attempt]
-        await self._execute(e, d, resumed_after=len(crashed), history=history)
+            return True
+        return False
 
-    async def _execute(self, e: ev.TaskReady, d: Delivery, resumed_after: int, history: list[ev.Event]) -> None:
+    async def _hold(self, e: ev.TaskReady) -> Lease | None:
+        """The attempt's lease: taken at once, or after its live holder lets go or stops renewing.
+        Meanwhile the delivery's heartbeat keeps the message ours; None once nothing is left to run."""
+        key, holder = domain.lease_key(e), f"{self.name}:{uuid.uuid4().hex[:8]}"
+        while True:
+            lease = await self.bus.lease_acquire(key, holder, self.lease_s)
+            if lease is not None:
+                return lease
+            view, _ = await self._view(e)
+            if domain.decide(view) != "run":
+                return None  # finished, cancelled or ended by the live holder's side
+            await asyncio.sleep(min(1.0, self.lease_s / 4))
+
+    async def _keep(self, lease: Lease, cancel: asyncio.Event) -> None:
+        """Renew the lease while the agent works; a renewal refused means another holder has it."""
+        while True:
+            await asyncio.sleep(lease.ttl / 3)
+            try:
+                if not await self.bus.lease_renew(lease):
+                    log.warning("lease %s lost (this executor was stopped or cut off): stopping its agent", lease.key)
+                    cancel.set()
+                    return
+            except Exception as exc:  # NATS unreachable for a moment: the next beat tries again
+                log.warning("lease %s not renewed: %s", lease.key, exc)
+
+    async def _still_holding(self, lease: Lease) -> bool:
+        """Checked right before each effect of the attempt (commit, AgentFinished)."""
+        try:
+            return await self.bus.lease_renew(lease)
+        except Exception:
+            return False
+
+    async def _execute(self, e: ev.TaskReady, d: Delivery, resumed_after: int, history: list[ev.Event],
+                       lease: Lease) -> bool:
+        """Run the attempt's agent under `lease`; False when the lease was lost (nothing published after)."""
         started = time.monotonic()
         parallel = self.config.parallel
         options = e.provider_options
@@ -87,20 +143,26 @@ class Executor:
         if reason := unavailable_reason(jail):  # refused before anything runs, in one line
             await self._finish(e, AgentResult(outcome="failure", summary="", error=reason), commit="", wt=None,
                                started=started)
-            return
+            return True
         manager = WorktreeManager(e.repo_path, target_branch=e.target_branch,
                                   setup_command=parallel.setup_command or None, port_base=parallel.port_base,
                                   sandbox=jail, env_allow=env_allow, tool_path=_tool_path())
         resolving = e.purpose == "resolve_conflict"
-        wt = await asyncio.to_thread(manager.acquire, e.worktree, e.branch, update_from_target=not resolving)
+        try:
+            wt = await asyncio.to_thread(manager.acquire, e.worktree, e.branch, update_from_target=not resolving)
+        except GitError as exc:  # e.g. a failing setup_command: the attempt fails with its output, never hangs
+            log.warning("task %s attempt %s: worktree not ready: %s", e.task_id, e.attempt, exc)
+            await self._finish(e, AgentResult(outcome="failure", summary="", error=str(exc)[:4000]), commit="",
+                               wt=None, started=started)
+            return True
         await self.bus.publish(e.caused(ev.WorktreeCreated, aggregate_id=ev.task_aggregate_id(e.run_id, e.task_id),
                                         run_id=e.run_id, task_id=e.task_id, path=str(wt.path), branch=wt.branch,
                                         base_commit=wt.base_commit, reused=wt.reused),
-                               msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{d.deliveries}:WorktreeCreated")
+                               msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:WorktreeCreated")
         await self.bus.publish(e.caused(ev.AgentStarted, aggregate_id=e.aggregate_id, run_id=e.run_id,
                                         task_id=e.task_id, attempt=e.attempt, model=e.model, provider=e.provider,
                                         executor=self.name),
-                               msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{d.deliveries}:AgentStarted")
+                               msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:AgentStarted")
         previous = dict(e.previous_attempt)
         if resumed_after:
             previous.setdefault("resumed", f"attempt {e.attempt} was interrupted {resumed_after} time(s); "
@@ -110,6 +172,7 @@ class Executor:
                           settings=jail, env_allow=env_allow)
         cancel = asyncio.Event()
         self.running[(e.run_id, e.task_id)] = cancel
+        keeper = asyncio.create_task(self._keep(lease, cancel))
         calls = 0
 
         async def on_call(record: CallRecord) -> None:
@@ -121,8 +184,12 @@ class Executor:
                          attempt=e.attempt, model=record.model, input_tokens=u.input_tokens,
                          output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
                          cache_write_tokens=u.cache_write_tokens, cost_usd=record.cost_usd, call=record.call),
-                msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{d.deliveries}:{record.call}:CostRecorded")
+                # keyed by the call: each holder's calls were made (and paid) once each
+                msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:{record.call}:CostRecorded")
             await d.in_progress()
+            # the model answered after a pause (e.g. the process was stopped): no tool runs unless still ours
+            if not lease.fresh() and not await self._still_holding(lease):
+                cancel.set()
 
         async def on_log(kind: str, data: dict[str, Any]) -> None:
             await self.bus.log(e.project_id, e.aggregate_id, kind,
@@ -166,6 +233,10 @@ class Executor:
             result = AgentResult(outcome="failure", summary="", error=f"{type(exc).__name__}: {exc}")
         finally:
             self.running.pop((e.run_id, e.task_id), None)
+            keeper.cancel()
+        if not await self._still_holding(lease):
+            log.warning("task %s attempt %s: lease lost; its new holder finishes it", e.task_id, e.attempt)
+            return False
         commit = ""
         if result.outcome == "success":
             message = _commit_message(e, result)
@@ -173,7 +244,10 @@ class Executor:
             commit = await asyncio.to_thread(manager.commit_all, wt, message) or wt.head
         elif resolving:
             await asyncio.to_thread(_abort_quietly, wt.path)
+        if not await self._still_holding(lease):
+            return False
         await self._finish(e, result, commit=commit, wt=wt, started=started)
+        return True
 
     async def _resolve(self, e: ev.TaskReady, wt: Worktree, task: dict, agent, sandbox: Sandbox, on_log,
                        cancel: asyncio.Event, history: list[ev.Event]) -> AgentResult:
@@ -287,5 +361,7 @@ def _commit_message(e: ev.TaskReady, result: AgentResult) -> str:
 
 
 async def serve(bus: Bus, config: Config, stop: asyncio.Event) -> None:
+    lease = os.environ.get("YOKEFLOW_EXECUTOR_LEASE_S")
     await Executor(bus, config, concurrency=executor_slots(),
-                   ack_wait=float(os.environ.get("YOKEFLOW_EXECUTOR_ACK_WAIT", "60"))).serve(stop)
+                   ack_wait=float(os.environ.get("YOKEFLOW_EXECUTOR_ACK_WAIT", "60")),
+                   lease_s=float(lease) if lease else None).serve(stop)

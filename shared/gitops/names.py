@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 
@@ -22,6 +23,8 @@ def branch_name(kind: str, ident: str, title: str) -> str:
     if kind not in BRANCH_KINDS:
         raise ValueError(f"branch kind must be one of {BRANCH_KINDS}, not {kind!r}")
     ident_slug = slugify(ident, max_len=24)
+    if not str(ident).isascii():  # a CJK id slugs to almost nothing: its hash keeps branches apart
+        ident_slug = f"{ident_slug}-{hashlib.sha1(str(ident).encode()).hexdigest()[:8]}"
     title_slug = slugify(title) if str(title).strip() else ""
     return f"{kind}/{ident_slug}-{title_slug}" if title_slug and title_slug != "x" else f"{kind}/{ident_slug}"
 

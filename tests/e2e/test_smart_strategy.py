@@ -9,7 +9,8 @@ import pytest
 from shared import events as ev
 from shared.commands import start_run
 from shared.git import WorktreeManager
-from services.merger.service import Merger, RunInfo
+from services.merger.domain import RunView
+from services.merger.service import Merger
 from tests.conftest import git
 from tests.support.fake_anthropic import tool, turn
 from tests.support.system import config, events_of, running_system, wait_for_end, write_transcripts
@@ -63,21 +64,22 @@ async def test_the_merger_keeps_a_shared_lane_worktree_until_its_last_task_is_me
     alone = manager.acquire("task-c-other", "task/c-other")
     started = ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PLAN, repo_path=str(git_repo),
                             settings={"parallel": {"strategy": "smart"}})
-    info = RunInfo(started)
+    info = RunView(started)
 
     def finished(task_id: str, wt) -> None:
         info.finished[task_id] = ev.AgentFinished(project_id="p", aggregate_id=f"r-{task_id}", run_id="r",
                                                   task_id=task_id, attempt=1, outcome="success",
                                                   branch=wt.branch, worktree=str(wt.path))
-        info.merged.add(task_id)
+        info.merged[task_id] = ev.BranchMerged(project_id="p", aggregate_id=f"r-{task_id}", run_id="r",
+                                               task_id=task_id, branch=wt.branch, attempt=1)
 
     merger = Merger(bus=None)  # _release touches git only
     finished("a", lane)
-    await merger._release(info, "a", lane.branch)
+    await merger._release(info, "a")
     assert lane.path.is_dir()  # b runs in it next
     finished("c", alone)
-    await merger._release(info, "c", alone.branch)
+    await merger._release(info, "c")
     assert not alone.path.exists()  # a lane of one is released with its merge, as under by_task
     finished("b", lane)
-    await merger._release(info, "b", lane.branch)
+    await merger._release(info, "b")
     assert not lane.path.exists()  # the lane's last task is merged

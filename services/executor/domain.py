@@ -1,0 +1,62 @@
+"""The executor's decisions, pure: what one delivery of a `TaskReady` does, given the log.
+
+State is a fold over the attempt's task events and its run's terminal events; the decision is
+a function of that state (see services/planner/scheduler.py for the model). The service only
+reads the log, holds the attempt's lease and runs the agent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Literal
+
+from shared import events as ev
+
+RUN_ENDINGS = (ev.RunCompleted, ev.RunFailed, ev.RunCancelled)
+
+Action = Literal["skip", "cancel", "run"]
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    """What the log says about one attempt (run, task, attempt number)."""
+
+    finished: bool = False  # an AgentFinished for this attempt exists: its effects are recorded
+    cancelled: bool = False  # the task or the run was cancelled
+    run_ended: bool = False  # RunCompleted or RunFailed: nothing more may be published for the run
+    interrupted: int = 0  # AgentStarted for this attempt without its AgentFinished (a crashed holder)
+
+
+def fold(events: Iterable[ev.Event], ready: ev.TaskReady) -> AttemptView:
+    finished = cancelled = ended = False
+    started = 0
+    for e in events:
+        if getattr(e, "run_id", None) != ready.run_id:
+            continue
+        match e:
+            case ev.AgentFinished() if e.task_id == ready.task_id and e.attempt == ready.attempt:
+                finished = True
+            case ev.AgentStarted() if e.task_id == ready.task_id and e.attempt == ready.attempt:
+                started += 1
+            case ev.TaskCancelled() if e.task_id == ready.task_id:
+                cancelled = True
+            case ev.RunCancelled():
+                cancelled = True
+            case ev.RunCompleted() | ev.RunFailed():
+                ended = True
+    return AttemptView(finished=finished, cancelled=cancelled, run_ended=ended,
+                       interrupted=0 if finished else started)
+
+
+def decide(view: AttemptView) -> Action:
+    """skip: already done, or the run is over; cancel: say so once; run: start (or resume) the agent."""
+    if view.finished or view.run_ended:
+        return "skip"
+    if view.cancelled:
+        return "cancel"
+    return "run"
+
+
+def lease_key(ready: ev.TaskReady) -> str:
+    """The attempt's identity as a lease key: at most one live agent per (run, task, attempt)."""
+    return ".".join((ev.subject_token(ready.run_id), ev.subject_token(ready.task_id), str(ready.attempt)))

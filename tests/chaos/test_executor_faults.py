@@ -1,0 +1,75 @@
+"""An executor frozen (SIGSTOP) past its ack wait: the attempt's lease keeps one live agent."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared import events as ev
+from shared.commands import start_run
+from tests.chaos.faults import executor_name, freeze, redelivered, started_by, state_of, thaw, until
+from tests.chaos.invariants import check_invariants
+from tests.support.processes import ServiceProcess, service_env
+from tests.support.system import config, endpoint_for, start_system, wait_for_end
+
+PLAN = {"name": "one", "epics": [{"id": "E", "name": "E", "tasks": [
+    {"id": "t0", "title": "Task 0", "tests": ["test -d yokeflow-sleep"]}]}]}
+
+
+async def _frozen_executor_run(nats_url, database_url, unique, repo, tmp_path, *, lease_s: str, sleep_ms: int,
+                               thaw_when):
+    """Two executor processes; the one that starts the agent is frozen mid-agent until `thaw_when`."""
+    endpoint = endpoint_for(nats_url, database_url, unique)
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1}, agent={"provider": f"sleep:{sleep_ms}"})
+    system = await start_system(endpoint, cfg, services=("ledger", "planner", "merger"))
+    env = service_env(nats_url, database_url, unique, YOKEFLOW_EXECUTOR_ACK_WAIT="2",
+                      YOKEFLOW_EXECUTOR_LEASE_S=lease_s)
+    executors = [ServiceProcess("executor", env, tmp_path).start() for _ in range(2)]
+    bus = await endpoint.bus()
+    try:
+        started = await start_run(bus, PLAN, repo, cfg)
+        [first] = await until(lambda: started_by(bus, started.run_id), what="the first AgentStarted")
+        [holder] = [p for p in executors if executor_name(p) == first.executor]
+        freeze(holder)  # mid-agent: the sleep provider is still sleeping, nothing committed or acked
+        await until(lambda: redelivered(bus, "executor"), what="a redelivery past the ack wait")
+        assert state_of(holder) in ("T", "t")  # still frozen when the message went to the other executor
+        await until(lambda: thaw_when(bus, started.run_id), what="the moment to thaw")
+        thaw(holder)
+        end = await wait_for_end(bus, started.run_id, timeout=120)
+        assert isinstance(end, ev.RunCompleted), (end, [p.output()[-1500:] for p in executors])
+        await check_invariants(bus, repo, started.run_id, database_url=database_url)
+        events = [d.event async for d in bus.read() if getattr(d.event, "run_id", None) == started.run_id]
+        return events, holder
+    finally:
+        for p in executors:
+            p.stop()
+        await bus.close()
+        await system.stop()
+
+
+async def test_a_frozen_executor_keeps_its_attempt_while_its_lease_lives(nats_server, database_url, unique,
+                                                                          git_repo, tmp_path):
+    async def soon(bus, run_id):  # the redelivery has waited a while on the live lease
+        return await redelivered(bus, "executor") and True
+
+    events, _ = await _frozen_executor_run(nats_server.url, database_url, unique, git_repo, tmp_path,
+                                           lease_s="12", sleep_ms=3000, thaw_when=soon)
+    starts = [e for e in events if isinstance(e, ev.AgentStarted)]
+    finished = [e for e in events if isinstance(e, ev.AgentFinished)]
+    assert len(starts) == 1, [s.executor for s in starts]  # the redelivery waited instead of starting another
+    assert [(f.attempt, f.outcome) for f in finished] == [(1, "success")]
+
+
+async def test_a_frozen_executor_loses_an_expired_lease_and_its_agent_stops(nats_server, database_url, unique,
+                                                                           git_repo, tmp_path):
+    async def taken_over(bus, run_id):  # the other executor took the expired lease and started its agent
+        return len(await started_by(bus, run_id)) == 2
+
+    events, holder = await _frozen_executor_run(nats_server.url, database_url, unique, git_repo, tmp_path,
+                                                lease_s="3", sleep_ms=3000, thaw_when=taken_over)
+    starts = [e for e in events if isinstance(e, ev.AgentStarted)]
+    finished = [e for e in events if isinstance(e, ev.AgentFinished)]
+    assert len(starts) == 2 and len({s.executor for s in starts}) == 2
+    assert [(f.attempt, f.outcome) for f in finished] == [(1, "success")]  # only the new holder finished
+    worktrees = [e for e in events if isinstance(e, ev.WorktreeCreated)]
+    assert worktrees[-1].reused and worktrees[-1].path == worktrees[0].path  # taken over in the same worktree
+    assert "lease" in holder.output() and "lost" in holder.output()  # the thawed agent saw it and stopped
