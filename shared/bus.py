@@ -80,6 +80,7 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
 
 
 class Bus:
@@ -259,20 +260,7 @@ class Bus:
         stop = stop or asyncio.Event()
         durable = subject_token(durable)
         concurrency = concurrency or UNBOUNDED  # 0: as many as the log hands out (the scheduler bounds them)
-        cfg = jsapi.ConsumerConfig(
-            durable_name=durable, name=durable, ack_policy=jsapi.AckPolicy.EXPLICIT,
-            ack_wait=ack_wait, max_deliver=max_deliver,
-            filter_subjects=list(filter_subjects) if len(filter_subjects) > 1 else None,
-            filter_subject=filter_subjects[0] if len(filter_subjects) == 1 else None,
-            max_ack_pending=max(concurrency * 4, 16),
-        )
-        try:
-            await self.js._jsm.add_consumer(self.stream, config=cfg)
-        except APIError as exc:
-            if exc.err_code != 10148:  # consumer already exists with other settings: update it
-                raise
-            await self.js._jsm.add_consumer(self.stream, config=cfg)
-        sub = await self.js.pull_subscribe_bind(durable=durable, stream=self.stream)
+        sub = await self._bind_durable(durable, filter_subjects, ack_wait, max_deliver, max(concurrency * 4, 16))
         running: set[asyncio.Task] = set()
         try:
             while not stop.is_set():
@@ -300,6 +288,84 @@ class Bus:
                 await asyncio.gather(*running, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def consume_batches(self, durable: str, filter_subjects: Sequence[str], handler: BatchHandler, *,
+                              stop: asyncio.Event | None = None, max_batch: int = 256, ack_wait: float = 30.0,
+                              max_deliver: int = 5, backoff: Sequence[float] = (0.5, 2.0, 5.0, 15.0)) -> None:
+        """Like `consume`, one handler call for every run of up to `max_batch` events already in
+        the log (in order), acked after it returns. A failed batch is retried one event at a
+        time, so a poison event fails alone (and, at its last delivery, becomes DeliveryFailed)."""
+        stop = stop or asyncio.Event()
+        durable = subject_token(durable)
+        sub = await self._bind_durable(durable, filter_subjects, ack_wait, max_deliver, max(max_batch * 4, 16))
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await _fetch_available(sub, batch=max_batch, timeout=0.5)
+                except asyncio.TimeoutError:
+                    continue
+                except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
+                    return
+                await self._handle_batch(durable, msgs, handler, ack_wait, max_deliver, backoff)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _handle_batch(self, consumer: str, msgs: list[Msg], handler: BatchHandler, ack_wait: float,
+                            max_deliver: int, backoff: Sequence[float]) -> None:
+        try:
+            batch = [Delivery(decode(m.data), m.metadata.sequence.stream, m.subject, m.metadata.num_delivered, m)
+                     for m in msgs]
+        except Exception:  # an undecodable message among them: one at a time parks just that one
+            batch = None
+        if batch is not None:
+            beats = [asyncio.create_task(_heartbeat(m, ack_wait / 3)) for m in msgs]
+            try:
+                with telemetry.span_from_headers(f"{consumer} process batch", msgs[0].headers, {
+                        "messaging.consumer.group.name": consumer, "messaging.batch.message_count": len(msgs),
+                        "messaging.nats.stream_sequence": batch[0].seq}):
+                    await handler(batch)
+            except asyncio.CancelledError:
+                for m in msgs:
+                    with contextlib.suppress(Exception):
+                        await m.nak()
+                raise
+            except Exception:
+                log.warning("%s: batch of %s events from seq=%s failed; handling them one at a time", consumer,
+                            len(msgs), batch[0].seq, exc_info=True)
+            else:
+                for m in msgs:  # after the handler's commit; a lost ack is a redelivery the handler skips
+                    with contextlib.suppress(Exception):
+                        await m.ack()
+                return
+            finally:
+                for beat in beats:
+                    beat.cancel()
+        for m in msgs:
+            await self._handle(consumer, m, lambda d: handler([d]), ack_wait, max_deliver, backoff)
+
+    async def _bind_durable(self, durable: str, filter_subjects: Sequence[str], ack_wait: float, max_deliver: int,
+                            max_ack_pending: int):
+        cfg = jsapi.ConsumerConfig(
+            durable_name=durable, name=durable, ack_policy=jsapi.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait, max_deliver=max_deliver,
+            filter_subjects=list(filter_subjects) if len(filter_subjects) > 1 else None,
+            filter_subject=filter_subjects[0] if len(filter_subjects) == 1 else None,
+            max_ack_pending=max_ack_pending,
+        )
+        try:
+            await self.js._jsm.add_consumer(self.stream, config=cfg)
+        except APIError as exc:
+            if exc.err_code != 10148:  # consumer already exists with other settings: update it
+                raise
+            await self.js._jsm.add_consumer(self.stream, config=cfg)
+        return await self.js.pull_subscribe_bind(durable=durable, stream=self.stream)
+
+    async def stream_identity(self) -> str:
+        """The event stream's name and creation time: a stream deleted and made again is another log."""
+        info = await self.js.stream_info(self.stream)
+        created = info.created.isoformat() if hasattr(info.created, "isoformat") else str(info.created or "")
+        return f"{self.stream}@{created}"[:200]
 
     async def _handle(self, consumer: str, msg: Msg, handler: Handler, ack_wait: float,
                       max_deliver: int, backoff: Sequence[float]) -> None:

@@ -328,6 +328,15 @@ class Database:
         rows = await self.fetch(projection_tracking.select().where(projection_tracking.c.projection == projection))
         return int(rows[0]["last_stream_seq"]) if rows else 0
 
+    async def projection_lag_ms(self, recent: int = 1000) -> float:
+        """Projection lag as one figure: p99 of (row written - event occurred) over the last `recent` events."""
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(text(
+                f"SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM projected_at - "
+                f'occurred_at::timestamptz)) FROM (SELECT projected_at, occurred_at FROM "{self.schema}".event_log '
+                f"ORDER BY seq DESC LIMIT :n) recent"), {"n": recent})).scalar_one_or_none()
+        return round(max(0.0, float(value or 0.0)) * 1000, 1)
+
     async def wait_for(self, projection: str, seq: int, timeout: float = 30.0) -> None:
         """Read-your-writes: wait until the projection has applied stream sequence `seq`."""
         deadline = asyncio.get_running_loop().time() + timeout

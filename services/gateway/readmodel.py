@@ -92,7 +92,8 @@ async def run_detail(database: Database, run_id: str, now: datetime | None = Non
         "eta": summary.estimate_eta(run, tasks, now, await plan_estimates(database, run_id)),
     }
     return {"run": run, "epics": epics, "tasks": tasks, "batches": summary.batch_progress(batches, tasks),
-            "totals": totals, "as_of": now.isoformat(), "ledger_position": await database.position("ledger")}
+            "totals": totals, "as_of": now.isoformat(), "ledger_position": await database.position("ledger"),
+            "projection_lag_ms": await database.projection_lag_ms()}
 
 
 async def task_detail(database: Database, run_id: str, task_id: str) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,10 +42,11 @@ async def _upsert(conn: AsyncConnection, table, rows: list[dict] | dict, keys: l
     rows = [rows] if isinstance(rows, dict) else rows
     if not rows:
         return
-    stmt = insert(table).values(rows)
+    # Parameters apart from the statement: compiled once and cached, rows sent as one executemany.
+    stmt = insert(table)
     cols = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
     await conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=cols) if cols
-                       else stmt.on_conflict_do_nothing(index_elements=keys))
+                       else stmt.on_conflict_do_nothing(index_elements=keys), rows if len(rows) > 1 else rows[0])
 
 
 def _task(e: ev.TaskEvent):
@@ -116,14 +117,7 @@ async def project(conn: AsyncConnection, e: ev.Event) -> None:
         case ev.TaskCancelled():
             await conn.execute(_task(e).values(status="cancelled", reason=e.reason))
         case ev.CostRecorded():
-            await _upsert(conn, db.agent_costs, {
-                "event_id": e.event_id, "project_id": e.project_id, "run_id": e.run_id, "task_id": e.task_id,
-                "attempt": e.attempt, "model": e.model, "input_tokens": e.input_tokens,
-                "output_tokens": e.output_tokens, "cache_read_tokens": e.cache_read_tokens,
-                "cache_write_tokens": e.cache_write_tokens, "cost_usd": e.cost_usd,
-                "occurred_at": e.occurred_at}, ["event_id"])
-            await conn.execute(_task(e).values(cost_usd=db.tasks.c.cost_usd + e.cost_usd))
-            await conn.execute(_run(e.run_id).values(cost_usd=db.runs.c.cost_usd + e.cost_usd))
+            await _project_costs(conn, [e])
         case ev.BranchMerged() | ev.MergeConflicted():
             merged = isinstance(e, ev.BranchMerged)
             await _upsert(conn, db.merges, {
@@ -162,6 +156,33 @@ async def project(conn: AsyncConnection, e: ev.Event) -> None:
             pass
 
 
+async def _project_costs(conn: AsyncConnection, costs: list[ev.CostRecorded]) -> None:
+    """Many CostRecorded in a few statements: the cost rows at once, then one sum per task and per run."""
+    if not costs:
+        return
+    rows = [_cost_row(e) for e in costs]
+    for i in range(0, len(rows), 500):
+        await _upsert(conn, db.agent_costs, rows[i:i + 500], ["event_id"])
+    per_task: dict[tuple[str, str], float] = {}
+    per_run: dict[str, float] = {}
+    for e in costs:
+        per_task[(e.run_id, e.task_id)] = per_task.get((e.run_id, e.task_id), 0.0) + e.cost_usd
+        per_run[e.run_id] = per_run.get(e.run_id, 0.0) + e.cost_usd
+    t, r = db.tasks, db.runs
+    await conn.execute(update(t).where(t.c.run_id == bindparam("r"), t.c.id == bindparam("t"))
+                       .values(cost_usd=t.c.cost_usd + bindparam("c")),
+                       [{"r": run, "t": task, "c": c} for (run, task), c in per_task.items()])
+    await conn.execute(update(r).where(r.c.id == bindparam("r")).values(cost_usd=r.c.cost_usd + bindparam("c")),
+                       [{"r": run, "c": c} for run, c in per_run.items()])
+
+
+def _cost_row(e: ev.CostRecorded) -> dict[str, Any]:
+    return {"event_id": e.event_id, "project_id": e.project_id, "run_id": e.run_id, "task_id": e.task_id,
+            "attempt": e.attempt, "model": e.model, "input_tokens": e.input_tokens,
+            "output_tokens": e.output_tokens, "cache_read_tokens": e.cache_read_tokens,
+            "cache_write_tokens": e.cache_write_tokens, "cost_usd": e.cost_usd, "occurred_at": e.occurred_at}
+
+
 def _event_log_row(seq: int, e: ev.Event) -> dict[str, Any]:
     return {"seq": seq, "event_id": e.event_id, "project_id": e.project_id, "run_id": getattr(e, "run_id", "") or "",
             "type": e.type, "aggregate": e.aggregate, "aggregate_id": e.aggregate_id,
@@ -171,22 +192,53 @@ def _event_log_row(seq: int, e: ev.Event) -> dict[str, Any]:
 Reader = Callable[[int, int], Awaitable[list[tuple[int, ev.Event]]]]
 
 
-async def apply_in_order(conn: AsyncConnection, seq: int, event: ev.Event, read_gap: Reader) -> bool:
+async def apply_in_order(conn: AsyncConnection, seq: int, event: ev.Event, read_gap: Reader,
+                         stream: str = "") -> bool:
     """Apply `event` at stream sequence `seq` exactly once, filling any gap first.
     Returns False when it had been applied already."""
+    return bool(await apply_batch(conn, [(seq, event)], read_gap, stream))
+
+
+async def apply_batch(conn: AsyncConnection, batch: list[tuple[int, ev.Event]], read_gap: Reader,
+                      stream: str = "") -> list[ev.Event]:
+    """Apply events (in log order) exactly once in the caller's transaction, filling any gap,
+    and move the tracking position to the last of them in that same transaction. `stream`
+    names the log (see Bus.stream_identity): a position taken from another log (a stream
+    deleted and made again) is not trusted, the new log is applied from its start.
+    Returns the events of `batch` that were new."""
     t = db.projection_tracking
-    row = (await conn.execute(select(t.c.last_stream_seq).where(t.c.projection == PROJECTION).with_for_update())).first()
+    row = (await conn.execute(select(t.c.last_stream_seq, t.c.stream).where(t.c.projection == PROJECTION)
+                              .with_for_update())).first()
     position = int(row[0]) if row else 0
-    if seq <= position:
-        return False
-    if seq > position + 1:
-        for gap_seq, gap_event in await read_gap(position + 1, seq - 1):
-            await _apply_one(conn, gap_seq, gap_event)
-    await _apply_one(conn, seq, event)
-    await _upsert(conn, t, {"projection": PROJECTION, "last_stream_seq": seq}, ["projection"])
-    return True
+    if row is not None and stream and row[1] and row[1] != stream:
+        position = 0
+    applied: list[ev.Event] = []
+    log_rows: list[dict[str, Any]] = []
+    costs: list[ev.CostRecorded] = []
 
+    async def one(seq: int, event: ev.Event) -> None:
+        if isinstance(event, ev.CostRecorded):
+            costs.append(event)  # sums commute with every other row change: applied together below
+        else:
+            await project(conn, event)
+        log_rows.append(_event_log_row(seq, event))
 
-async def _apply_one(conn: AsyncConnection, seq: int, event: ev.Event) -> None:
-    await project(conn, event)
-    await _upsert(conn, db.event_log, _event_log_row(seq, event), ["seq"])
+    for seq, event in batch:
+        if seq <= position:
+            continue
+        if seq > position + 1:
+            for gap_seq, gap_event in await read_gap(position + 1, seq - 1):
+                await one(gap_seq, gap_event)
+        await one(seq, event)
+        applied.append(event)
+        position = seq
+    if not applied:
+        return []
+    await _project_costs(conn, costs)
+    for i in range(0, len(log_rows), 500):  # one statement per 500 rows, well under PostgreSQL's parameter limit
+        await _upsert(conn, db.event_log, log_rows[i:i + 500], ["seq"])
+    tracking: dict[str, Any] = {"projection": PROJECTION, "last_stream_seq": position}
+    if stream:
+        tracking["stream"] = stream
+    await _upsert(conn, t, tracking, ["projection"])
+    return applied

@@ -13,9 +13,11 @@ from shared import events as ev
 from shared.bus import Bus, Delivery
 from shared.config import Config
 from services.ledger.budgets import budget_level
-from services.ledger.projector import PROJECTION, apply_in_order
+from services.ledger.projector import PROJECTION, apply_batch
 
 log = logging.getLogger("yokeflow.ledger")
+
+BATCH = 256  # events per transaction at most: one commit and one position write for each run of events
 
 
 class Ledger:
@@ -23,6 +25,7 @@ class Ledger:
         self.bus = bus
         self.db = database
         self.publish_alerts = publish_alerts
+        self.stream = ""  # the log's identity, read once
 
     async def read_gap(self, first: int, last: int) -> list[tuple[int, ev.Event]]:
         out = []
@@ -33,11 +36,18 @@ class Ledger:
         return out
 
     async def handle(self, delivery: Delivery) -> None:
+        await self.handle_batch([delivery])
+
+    async def handle_batch(self, deliveries: list[Delivery]) -> None:
+        """Project a run of events in one transaction (rows and position together)."""
+        if not self.stream:
+            self.stream = await self.bus.stream_identity()
         async with self.db.begin() as conn:
             conn = await self.db.execution(conn)
-            applied = await apply_in_order(conn, delivery.seq, delivery.event, self.read_gap)
-            if applied and isinstance(delivery.event, ev.CostRecorded):
-                await self._check_budget(conn, delivery.event)
+            applied = await apply_batch(conn, [(d.seq, d.event) for d in deliveries], self.read_gap, self.stream)
+            last_cost = {e.run_id: e for e in applied if isinstance(e, ev.CostRecorded)}
+            for e in last_cost.values():  # the run's total after the whole batch: one check per run
+                await self._check_budget(conn, e)
 
     async def _check_budget(self, conn, e: ev.CostRecorded) -> None:
         row = (await conn.execute(select(db.runs.c.cost_usd, db.runs.c.settings).where(db.runs.c.id == e.run_id))).first()
@@ -62,8 +72,8 @@ class Ledger:
 
     async def serve(self, stop: asyncio.Event) -> None:
         await self.db.migrate()
-        await self.bus.consume("ledger", [self.bus.events_subject], self.handle, stop=stop, ack_wait=30.0,
-                               max_deliver=10)
+        await self.bus.consume_batches("ledger", [self.bus.events_subject], self.handle_batch, stop=stop,
+                                       max_batch=BATCH, ack_wait=30.0, max_deliver=10)
 
 
 async def rebuild(bus: Bus, database_url: str, schema: str = db.SCHEMA) -> dict[str, int]:
@@ -80,8 +90,8 @@ async def rebuild(bus: Bus, database_url: str, schema: str = db.SCHEMA) -> dict[
         async def flush() -> None:
             async with fresh.begin() as conn:
                 conn = await fresh.execution(conn)
-                for d in batch:
-                    await apply_in_order(conn, d.seq, d.event, ledger.read_gap)
+                await apply_batch(conn, [(d.seq, d.event) for d in batch], ledger.read_gap,
+                                  await bus.stream_identity())
             batch.clear()
 
         async for d in bus.read():

@@ -65,6 +65,7 @@ def test_demo_builds_the_example_on_main_and_status_shows_every_task_merged(tmp_
     status = yokeflow("status", "--json", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     [run] = json.loads(status.stdout)["runs"]
+    assert json.loads(status.stdout)["projection_lag_ms"] >= 0
     assert run["status"] == "completed" and len(run["tasks"]) >= 8
     for task in run["tasks"]:
         assert task["status"] == "done" and task["merged"] is True, task

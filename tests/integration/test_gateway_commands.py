@@ -83,6 +83,7 @@ async def test_a_good_plan_starts_a_run_readable_at_once(gateway, bus, git_repo)
     detail = (await gateway.get(f"/api/runs/{body['run_id']}")).json()
     assert detail["run"]["status"] == "running" and len(detail["tasks"]) == 4
     assert detail["ledger_position"] >= body["seq"]
+    assert detail["projection_lag_ms"] >= 0  # one figure: how far the rows trail the log
 
 
 async def test_cancel_appends_run_cancelled_once(gateway, bus, database_url):

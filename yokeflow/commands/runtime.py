@@ -271,8 +271,14 @@ async def collect_status(endpoint: Endpoint, run_id: str | None = None) -> dict[
             bus = await endpoint.bus()
             try:
                 ledger = Ledger(bus, database, publish_alerts=False)
+                batch = []
                 async for d in bus.read(start_seq=await database.position("ledger") + 1):
-                    await ledger.handle(d)
+                    batch.append(d)
+                    if len(batch) >= 256:
+                        await ledger.handle_batch(batch)
+                        batch = []
+                if batch:
+                    await ledger.handle_batch(batch)
             finally:
                 await bus.close()
         runs = await database.fetch(select(db.runs).order_by(db.runs.c.started_at))
@@ -302,7 +308,7 @@ async def collect_status(endpoint: Endpoint, run_id: str | None = None) -> dict[
                     "reason": t["reason"],
                 } for t in tasks],
             })
-        return {"runs": out}
+        return {"runs": out, "projection_lag_ms": await database.projection_lag_ms()}
     finally:
         await database.dispose()
 
