@@ -13,7 +13,7 @@ from typing import Any
 
 from shared import events as ev
 from shared.bus import Bus
-from shared.config import Config
+from shared.config import Config, ConfigError
 from shared.plan import Plan, PlanError, parse_plan, plan_to_dict
 from shared.resolver import resolve
 
@@ -60,9 +60,10 @@ async def start_run(bus: Bus, plan: Plan | dict, repo_path: Path | str, config: 
     repo = check_repo(repo_path)
     project_id = project_id_for(repo)
     target = target_branch or config.merge.target_branch
-    settings = config.run_settings()
-    for section, values in (settings_override or {}).items():
-        settings.setdefault(section, {}).update(values)
+    try:
+        settings = config.run_settings().with_overrides(settings_override)
+    except ConfigError as exc:
+        raise CommandError(str(exc), "settings") from None
     created = ev.ProjectCreated(project_id=project_id, aggregate_id=project_id, name=repo.name,
                                 repo_path=str(repo), target_branch=target)
     await bus.publish(created, msg_id=f"{project_id}:ProjectCreated")

@@ -1,8 +1,13 @@
 """The one config loader: `.yokeflow.yaml` with `YOKEFLOW_*` environment overrides.
 
 Environment overrides use `__` between levels: YOKEFLOW_PARALLEL__MAX_CONCURRENCY=5.
-Two connection settings have short names: YOKEFLOW_NATS_URL, YOKEFLOW_DATABASE_URL.
-A bad value is a ConfigError naming the key and what it accepts.
+Connection and runtime settings have short names (YOKEFLOW_NATS_URL, YOKEFLOW_DATABASE_URL and
+the `runtime` section's, listed in RUNTIME_ENV); they are taken as plain strings.
+A bad value is a ConfigError naming the key and what it accepts; so is a key YokeFlow accepts
+in the schema but does not act on yet (see UNWIRED).
+
+This module is the only reader of the process environment for settings: services and the CLI
+get every value from the Config it returns.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ class ConfigError(ValueError):
 
 
 class Parallel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    enabled: bool = True
+    enabled: bool = True  # false: one attempt in flight per run, whatever max_concurrency says
     max_concurrency: int = 3
     strategy: Literal["by_epic", "by_task", "smart"] = "by_epic"
     batch_barrier: bool = False
@@ -30,11 +35,16 @@ class Parallel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     setup_command: str = ""
     port_base: int = 20000
 
+    @property
+    def concurrency(self) -> int:
+        """Attempts in flight per run: max_concurrency, or 1 when parallel work is turned off."""
+        return self.max_concurrency if self.enabled else 1
+
 
 class Learning(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     expertise_max_lines: int = 1000
-    self_improve_interval: str = "daily"
+    self_improve_interval: str = ""  # not supported: refused unless empty (see UNWIRED)
 
 
 class Cost(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -76,22 +86,96 @@ class Merge(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     keep_branches: bool = False
 
 
+class RunSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The sections a run carries in its RunStarted event (so the log alone replays it).
+
+    Same JSON shape as the `.yokeflow.yaml` sections: an old event's dict decodes into it, and a
+    key it lacks takes the default here (the one place a default lives)."""
+
+    parallel: Parallel = msgspec.field(default_factory=Parallel)
+    cost: Cost = msgspec.field(default_factory=Cost)
+    agent: Agent = msgspec.field(default_factory=Agent)
+    merge: Merge = msgspec.field(default_factory=Merge)
+    learning: Learning = msgspec.field(default_factory=Learning)
+
+    @classmethod
+    def of(cls, data: Any, source: str = "settings") -> "RunSettings":
+        """Settings from their JSON shape (a stored row, an API body, a test's literal)."""
+        if isinstance(data, RunSettings):
+            return data
+        try:
+            settings = msgspec.convert(data or {}, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{source}: {_readable(exc)}") from None
+        _check_ranges(settings, source)
+        return settings
+
+    def with_overrides(self, overrides: dict[str, dict[str, Any]] | None, source: str = "settings") -> "RunSettings":
+        """These settings with some keys replaced per section, checked as a whole."""
+        data = msgspec.to_builtins(self)
+        for section, values in (overrides or {}).items():
+            if section not in data:
+                raise ConfigError(f"{source}: no section {section!r}: use one of {', '.join(sorted(data))}")
+            data[section].update(values)
+        return RunSettings.of(data, source)
+
+    def to_dict(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self)
+
+
+class Runtime(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How the processes run (not part of a run): names that isolate clusters and tests, slots,
+    ack waits, the gateway's address and token. Usually set through the short names in RUNTIME_ENV."""
+
+    subject_prefix: str = "yf"
+    stream: str = "YF_EVENTS"
+    log_stream: str = "YF_LOGS"
+    stream_replicas: int = 1
+    log_level: str = "INFO"
+    executor_slots: int = 0  # an explicit per-process limit; 0 leaves it to the runs' max_concurrency
+    executor_ack_wait_s: float = 60.0
+    executor_lease_s: float | None = None  # how long an attempt's lease lives unrenewed (default: the ack wait)
+    merger_ack_wait_s: float = 120.0  # a merger killed mid-merge hands its merge on after this long
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8765
+    api_token: str | None = None
+    allowed_hosts: str = ""  # comma-separated Host names the gateway answers besides loopback
+    cors_origins: str = ""   # comma-separated origins a browser may call the gateway from
+    state_dir: str = ".yokeflow"
+
+    def bus_options(self) -> dict[str, Any]:
+        """Subject prefix, stream names and replicas, as Bus.connect takes them."""
+        return {"prefix": self.subject_prefix, "stream": self.stream, "log_stream": self.log_stream,
+                "replicas": self.stream_replicas}
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     parallel: Parallel = msgspec.field(default_factory=Parallel)
     learning: Learning = msgspec.field(default_factory=Learning)
     cost: Cost = msgspec.field(default_factory=Cost)
     agent: Agent = msgspec.field(default_factory=Agent)
     merge: Merge = msgspec.field(default_factory=Merge)
+    runtime: Runtime = msgspec.field(default_factory=Runtime)
     nats_url: str = ""
     database_url: str = ""
 
-    def run_settings(self) -> dict[str, Any]:
+    def run_settings(self) -> RunSettings:
         """The settings a run carries in its RunStarted event (so the log alone replays it)."""
-        return msgspec.to_builtins({"parallel": self.parallel, "cost": self.cost, "agent": self.agent,
-                                    "merge": self.merge, "learning": self.learning})
+        return RunSettings(parallel=self.parallel, cost=self.cost, agent=self.agent, merge=self.merge,
+                           learning=self.learning)
 
 
-_SHORT_ENV = {"YOKEFLOW_NATS_URL": ("nats_url",), "YOKEFLOW_DATABASE_URL": ("database_url",)}
+RUNTIME_ENV = {
+    "YOKEFLOW_SUBJECT_PREFIX": "subject_prefix", "YOKEFLOW_STREAM": "stream", "YOKEFLOW_LOG_STREAM": "log_stream",
+    "YOKEFLOW_STREAM_REPLICAS": "stream_replicas", "YOKEFLOW_LOG_LEVEL": "log_level",
+    "YOKEFLOW_EXECUTOR_SLOTS": "executor_slots", "YOKEFLOW_EXECUTOR_ACK_WAIT": "executor_ack_wait_s",
+    "YOKEFLOW_EXECUTOR_LEASE_S": "executor_lease_s",
+    "YOKEFLOW_MERGER_ACK_WAIT": "merger_ack_wait_s", "YOKEFLOW_GATEWAY_HOST": "gateway_host",
+    "YOKEFLOW_GATEWAY_PORT": "gateway_port", "YOKEFLOW_API_TOKEN": "api_token", "YOKEFLOW_STATE_DIR": "state_dir",
+    "YOKEFLOW_ALLOWED_HOSTS": "allowed_hosts", "YOKEFLOW_CORS_ORIGINS": "cors_origins",
+}
+_SHORT_ENV = {"YOKEFLOW_NATS_URL": ("nats_url",), "YOKEFLOW_DATABASE_URL": ("database_url",),
+              **{name: ("runtime", key) for name, key in RUNTIME_ENV.items()}}
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
@@ -99,6 +183,11 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     for key, value in environ.items():
         if key in _SHORT_ENV:
             path = _SHORT_ENV[key]
+            node = out
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value  # a URL or a token is a string, never YAML ("yes" is not True)
+            continue
         elif key.startswith("YOKEFLOW_") and "__" in key:
             path = tuple(part.lower() for part in key[len("YOKEFLOW_"):].split("__"))
         else:
@@ -150,7 +239,7 @@ def _readable(exc: msgspec.ValidationError) -> str:
     return text
 
 
-def _check_ranges(cfg: Config, source: str) -> None:
+def _check_ranges(cfg: Config | RunSettings, source: str) -> None:
     checks = [
         ("parallel.max_concurrency", cfg.parallel.max_concurrency >= 1, "must be at least 1"),
         ("parallel.max_attempts", cfg.parallel.max_attempts >= 1, "must be at least 1"),
@@ -164,9 +253,33 @@ def _check_ranges(cfg: Config, source: str) -> None:
         ("agent.sandbox.cpu_seconds", cfg.agent.sandbox.cpu_seconds >= 1, "must be at least 1"),
         ("merge.max_resolution_attempts", cfg.merge.max_resolution_attempts >= 0, "must not be negative"),
     ]
+    if isinstance(cfg, Config):
+        checks += [
+            ("runtime.executor_slots", cfg.runtime.executor_slots >= 0,
+             "must be a whole number, or 0 for no limit (YOKEFLOW_EXECUTOR_SLOTS)"),
+            ("runtime.stream_replicas", cfg.runtime.stream_replicas >= 1, "must be at least 1 (YOKEFLOW_STREAM_REPLICAS)"),
+            ("runtime.executor_ack_wait_s", cfg.runtime.executor_ack_wait_s > 0, "must be positive (YOKEFLOW_EXECUTOR_ACK_WAIT)"),
+            ("runtime.merger_ack_wait_s", cfg.runtime.merger_ack_wait_s > 0, "must be positive (YOKEFLOW_MERGER_ACK_WAIT)"),
+        ]
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"{source}: {key} {why}")
+    for (section, key), (unset, why) in UNWIRED.items() if isinstance(cfg, Config) else ():
+        if getattr(getattr(cfg, section), key) != unset:
+            raise ConfigError(f"{source}: {section}.{key} is not supported yet ({why}): remove it or set it to {unset!r}")
+
+
+# Keys the schema accepts but nothing acts on yet: refused unless left at their default, so a
+# setting is never accepted and ignored. Wiring one removes it from here.
+UNWIRED: dict[tuple[str, str], tuple[Any, str]] = {
+    ("learning", "self_improve_interval"): ("", "the learner updates expertise after every task; "
+                                                "there is no periodic self-improvement"),
+}
+
+
+def config_dir(environ: dict[str, str] | None = None) -> str:
+    """Where a service started alone finds `.yokeflow.yaml` (YOKEFLOW_CONFIG_DIR, default the working folder)."""
+    return (os.environ if environ is None else environ).get("YOKEFLOW_CONFIG_DIR", ".")
 
 
 def load_config(directory: Path | str | None = None, environ: dict[str, str] | None = None) -> Config:

@@ -14,6 +14,8 @@ from typing import Any, ClassVar, TypeVar, Union
 
 import msgspec
 
+from shared.config import RunSettings
+
 SCHEMA_VERSION = 1
 _TOKEN_BAD = re.compile(r"[^A-Za-z0-9_\-]")
 
@@ -120,7 +122,8 @@ class RunStarted(Event, frozen=True, kw_only=True):
     plan: dict[str, Any]
     repo_path: str
     target_branch: str = "main"
-    settings: dict[str, Any] = {}
+    # Typed once here; a run started before it was typed carried the same JSON shape as a dict.
+    settings: RunSettings = msgspec.field(default_factory=RunSettings)
 
 
 class RunCancelled(Event, frozen=True, kw_only=True):

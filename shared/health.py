@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 
 import nats
+
+from shared.config import ConfigError, config_dir, load_config
 
 
 async def check(url: str, stream: str, consumer: str | None) -> str | None:
@@ -28,8 +29,11 @@ async def check(url: str, stream: str, consumer: str | None) -> str | None:
 
 
 if __name__ == "__main__":
-    problem = asyncio.run(check(os.environ.get("YOKEFLOW_NATS_URL", "nats://127.0.0.1:4222"),
-                                os.environ.get("YOKEFLOW_STREAM", "YF_EVENTS"),
+    try:
+        config = load_config(config_dir())
+    except ConfigError as exc:
+        sys.exit(f"health: {exc}")
+    problem = asyncio.run(check(config.nats_url or "nats://127.0.0.1:4222", config.runtime.stream,
                                 sys.argv[1] if len(sys.argv) > 1 else None))
     if problem:
         sys.exit(problem)

@@ -5,35 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 from typing import Awaitable, Callable
 
 from shared import telemetry
 from shared.bus import Bus, BusError
-from shared.config import ConfigError, load_config
+from shared.config import ConfigError, config_dir, load_config
 from shared.scrub import install_log_scrubber
 
 Serve = Callable[..., Awaitable[None]]
 
 
-def bus_options_from_env() -> dict:
-    """Subject prefix and stream names (tests and shared clusters isolate by these), and replicas."""
-    return {"prefix": os.environ.get("YOKEFLOW_SUBJECT_PREFIX", "yf"),
-            "stream": os.environ.get("YOKEFLOW_STREAM", "YF_EVENTS"),
-            "log_stream": os.environ.get("YOKEFLOW_LOG_STREAM", "YF_LOGS"),
-            "replicas": int(os.environ.get("YOKEFLOW_STREAM_REPLICAS", "1"))}
-
-
 def service_main(name: str, serve: Serve, *, needs_database: bool = False) -> None:
-    logging.basicConfig(level=os.environ.get("YOKEFLOW_LOG_LEVEL", "INFO"),
-                        format=f"%(asctime)s {name} %(levelname)s %(message)s")
-    install_log_scrubber()
     try:
-        config = load_config(os.environ.get("YOKEFLOW_CONFIG_DIR", "."))
+        config = load_config(config_dir())
     except ConfigError as exc:
         sys.exit(f"{name}: {exc}")
+    logging.basicConfig(level=config.runtime.log_level.upper(),
+                        format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    install_log_scrubber()
     if not config.nats_url:
         sys.exit(f"{name}: set YOKEFLOW_NATS_URL to the NATS server (e.g. nats://127.0.0.1:4222)")
     if needs_database and not config.database_url:
@@ -49,7 +40,7 @@ def service_main(name: str, serve: Serve, *, needs_database: bool = False) -> No
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            bus = await Bus.connect(config.nats_url, name=f"yokeflow-{name}", **bus_options_from_env())
+            bus = await Bus.connect(config.nats_url, name=f"yokeflow-{name}", **config.runtime.bus_options())
         except BusError as exc:
             sys.exit(f"{name}: {exc}")
         try:

@@ -9,8 +9,11 @@ import logging
 import signal
 import sys
 
+from pathlib import Path
+
 from shared import telemetry
 from yokeflow import __version__
+from shared.config import ConfigError, load_config
 from shared.db import DatabaseUnavailable
 from shared.scrub import install_log_scrubber, scrub
 from yokeflow.errors import CliError
@@ -55,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "state_dir", False) is None:
+        try:
+            args.state_dir = Path(load_config().runtime.state_dir)
+        except ConfigError as exc:
+            print(f"yokeflow: {exc}", file=sys.stderr)
+            return 2
     # SIGTERM ends a command like Ctrl-C does: through its cleanup (embedded servers stop, nothing leaks).
     signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -57,9 +57,7 @@ async def open_endpoint(config: Config, state_dir: Path, *, need_database: bool 
     if config.nats_url:
         if need_database and not config.database_url:
             raise CliError("YOKEFLOW_NATS_URL is set but YOKEFLOW_DATABASE_URL is not: set both to use existing servers")
-        from shared.runner import bus_options_from_env
-
-        yield Endpoint(config.nats_url, config.database_url, "environment", bus_options=bus_options_from_env())
+        yield Endpoint(config.nats_url, config.database_url, "environment", bus_options=config.runtime.bus_options())
         return
     live = read_endpoint(state_dir)
     if live:
@@ -108,7 +106,7 @@ class System:
         return bus
 
     async def start(self) -> "System":
-        from services.executor.service import Executor, executor_slots
+        from services.executor.service import Executor
         from services.learner.service import Learner
         from services.ledger.service import Ledger
         from services.merger.service import Merger
@@ -117,7 +115,7 @@ class System:
 
         stop = self.stop_event
         try:
-            slots = self.executor_slots if self.executor_slots is not None else executor_slots()
+            slots = self.executor_slots if self.executor_slots is not None else self.config.runtime.executor_slots
         except ValueError as exc:
             raise CliError(str(exc)) from None
         owner = Database(self.endpoint.database_url)

@@ -313,19 +313,6 @@ class Executor:
                     await sub.unsubscribe()
 
 
-def executor_slots() -> int:
-    """YOKEFLOW_EXECUTOR_SLOTS: an explicit per-process limit; unset or 0 leaves the limit to
-    the runs' max_concurrency, so a setting above any number here is never silently cut."""
-    raw = os.environ.get("YOKEFLOW_EXECUTOR_SLOTS", "").strip() or "0"
-    try:
-        slots = int(raw)
-    except ValueError:
-        raise ValueError(f"YOKEFLOW_EXECUTOR_SLOTS={raw!r} is not a number: set a whole number, or 0 for no limit") from None
-    if slots < 0:
-        raise ValueError(f"YOKEFLOW_EXECUTOR_SLOTS={raw!r} is negative: set a whole number, or 0 for no limit")
-    return slots
-
-
 def _tool_path() -> str:
     """PATH for agent commands: this interpreter's folder first, so `python` is the one running YokeFlow."""
     return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
@@ -361,7 +348,5 @@ def _commit_message(e: ev.TaskReady, result: AgentResult) -> str:
 
 
 async def serve(bus: Bus, config: Config, stop: asyncio.Event) -> None:
-    lease = os.environ.get("YOKEFLOW_EXECUTOR_LEASE_S")
-    await Executor(bus, config, concurrency=executor_slots(),
-                   ack_wait=float(os.environ.get("YOKEFLOW_EXECUTOR_ACK_WAIT", "60")),
-                   lease_s=float(lease) if lease else None).serve(stop)
+    await Executor(bus, config, concurrency=config.runtime.executor_slots,
+                   ack_wait=config.runtime.executor_ack_wait_s, lease_s=config.runtime.executor_lease_s).serve(stop)

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from starlette.requests import HTTPConnection
 
 from services.gateway.deps import ApiError, GatewayConfigError, check_api_token
+from shared.config import Runtime
 
 log = logging.getLogger("yokeflow.gateway")
 
@@ -91,13 +92,13 @@ def make_doors(token: str | None, *, no_auth: bool = False, listen_host: str = "
     return Doors(token, frozenset(hosts), frozenset(origins))
 
 
-def doors_from_env(token: str | None, *, no_auth: bool, listen_host: str) -> Doors:
-    """Doors from YOKEFLOW_API_TOKEN (when `token` is None), YOKEFLOW_ALLOWED_HOSTS and YOKEFLOW_CORS_ORIGINS."""
+def doors_from_config(runtime: Runtime, token: str | None, *, no_auth: bool, listen_host: str) -> Doors:
+    """Doors from the runtime settings: YOKEFLOW_API_TOKEN (when `token` is None), YOKEFLOW_ALLOWED_HOSTS
+    and YOKEFLOW_CORS_ORIGINS."""
     if token is None and not no_auth:
-        token = os.environ.get("YOKEFLOW_API_TOKEN") or None
+        token = runtime.api_token or None
     return make_doors(token, no_auth=no_auth, listen_host=listen_host,
-                      allowed_hosts=split_list(os.environ.get("YOKEFLOW_ALLOWED_HOSTS")),
-                      cors_origins=split_list(os.environ.get("YOKEFLOW_CORS_ORIGINS")))
+                      allowed_hosts=split_list(runtime.allowed_hosts), cors_origins=split_list(runtime.cors_origins))
 
 
 def load_or_create_token(state_dir: Path) -> tuple[str, bool]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from typing import Iterator
 
@@ -15,7 +14,7 @@ from shared.bus import Bus
 from shared.config import Config
 from shared.db import Database
 from services.gateway.app import create_app
-from services.gateway.auth import doors_from_env
+from services.gateway.auth import doors_from_config
 
 log = logging.getLogger("yokeflow.gateway")
 
@@ -49,9 +48,9 @@ async def serve(bus: Bus, config: Config, stop: asyncio.Event, *, database_url: 
     YOKEFLOW_GATEWAY_HOST / YOKEFLOW_GATEWAY_PORT (127.0.0.1:8765); the token to YOKEFLOW_API_TOKEN
     (required unless `no_auth` on loopback); allowed hosts and CORS origins to YOKEFLOW_ALLOWED_HOSTS
     and YOKEFLOW_CORS_ORIGINS. Raises GatewayConfigError for doors that would stay open."""
-    host = host or os.environ.get("YOKEFLOW_GATEWAY_HOST", "127.0.0.1")
-    port = int(os.environ.get("YOKEFLOW_GATEWAY_PORT", "8765")) if port is None else port
-    doors = doors_from_env(api_token, no_auth=no_auth, listen_host=host)
+    host = host or config.runtime.gateway_host
+    port = config.runtime.gateway_port if port is None else port
+    doors = doors_from_config(config.runtime, api_token, no_auth=no_auth, listen_host=host)
     database = Database(database_url)
     sock = None
     try:

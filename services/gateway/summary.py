@@ -12,6 +12,8 @@ import math
 from datetime import datetime
 from typing import Any, Iterable
 
+from shared.config import RunSettings
+
 # Tasks whose work is over, whatever the outcome; the rest are still to do.
 FINISHED = {"done", "failed", "blocked", "cancelled"}
 RUN_ENDED = {"completed", "failed", "cancelled"}
@@ -58,7 +60,7 @@ def estimate_eta(run: dict[str, Any], tasks: list[dict[str, Any]], now: datetime
     remaining = [t for t in tasks if t.get("status") not in FINISHED]
     if run.get("status") in RUN_ENDED or not remaining:
         return {"seconds": 0.0, "basis": "finished", "remaining_tasks": 0, "finishes_at": None}
-    concurrency = int(((run.get("settings") or {}).get("parallel") or {}).get("max_concurrency") or 1)
+    concurrency = RunSettings.of(run.get("settings")).parallel.concurrency
     slots = max(1, min(concurrency, len(remaining)))
     durations = [d for t in tasks if t.get("status") == "done"
                  for d in [seconds_between(t.get("started_at"), t.get("finished_at"))] if d is not None]

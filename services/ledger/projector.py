@@ -73,7 +73,7 @@ async def project(conn: AsyncConnection, e: ev.Event) -> None:
             await _upsert(conn, db.runs, {
                 "id": e.run_id, "project_id": e.project_id, "plan_name": str(e.plan.get("name", "")),
                 "status": "running", "repo_path": e.repo_path, "target_branch": e.target_branch,
-                "settings": e.settings, "started_at": e.occurred_at}, ["id"])
+                "settings": e.settings.to_dict(), "started_at": e.occurred_at}, ["id"])
             epic_rows, task_rows = _plan_rows(e)
             await _upsert(conn, db.epics, epic_rows, ["run_id", "id"])
             await _upsert(conn, db.tasks, task_rows, ["run_id", "id"])

@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from shared import db
 from shared import events as ev
 from shared.bus import Bus, Delivery
-from shared.config import Config
+from shared.config import Config, RunSettings
 from services.ledger.budgets import budget_level
 from services.ledger.projector import PROJECTION, apply_batch
 
@@ -53,9 +53,8 @@ class Ledger:
         row = (await conn.execute(select(db.runs.c.cost_usd, db.runs.c.settings).where(db.runs.c.id == e.run_id))).first()
         if row is None:
             return
-        spent, settings = float(row[0]), row[1] or {}
-        cost = settings.get("cost", {})
-        level = budget_level(spent, float(cost.get("budget_limit_usd", 0)), float(cost.get("warn_at_fraction", 0.8)))
+        spent, cost = float(row[0]), RunSettings.of(row[1]).cost
+        level = budget_level(spent, cost.budget_limit_usd, cost.warn_at_fraction)
         levels = ["warning", "exhausted"] if level == "exhausted" else [level] if level else []
         if not levels or not self.publish_alerts:
             return
@@ -66,7 +65,7 @@ class Ledger:
                 continue
             cls = ev.BudgetExhausted if lvl == "exhausted" else ev.BudgetWarning
             alert = e.caused(cls, aggregate_id=e.run_id, run_id=e.run_id, spent_usd=spent,
-                             limit_usd=float(cost.get("budget_limit_usd", 0)))
+                             limit_usd=cost.budget_limit_usd)
             # Deterministic Msg-Id: until the alert itself is projected, a repeat is de-duplicated.
             await self.bus.publish(alert, msg_id=f"{e.run_id}:{cls.__name__}")
 

@@ -9,7 +9,6 @@ run after its end.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from shared import events as ev
 from shared.lanes import Lane, lane_of
@@ -28,9 +27,6 @@ class RunView:
     finished: dict[str, ev.AgentFinished] = field(default_factory=dict)  # task -> latest successful attempt
     ended: bool = False
     _lanes: dict[str, Lane] | None = None
-
-    def setting(self, section: str, key: str, default: Any) -> Any:
-        return (self.started.settings.get(section) or {}).get(key, default)
 
     def lanes(self) -> dict[str, Lane]:
         """Task id -> smart lane, computed from the plan as the scheduler computes it."""
@@ -129,7 +125,7 @@ def complete_batches(view: RunView) -> list[int]:
 def releases_worktree(view: RunView, task_id: str) -> bool:
     """Whether the merge of `task_id` frees its worktree now (by_epic: at the run's end; a smart lane:
     with its last merge; by_task: at once)."""
-    strategy = view.setting("parallel", "strategy", "by_epic")
+    strategy = view.started.settings.parallel.strategy
     if strategy == "by_epic":
         return False
     lane = view.lanes().get(task_id) if strategy == "smart" else None

@@ -79,8 +79,8 @@ class Merger:
                                                            "yf.merge.target": target}) as span:
                 result = await asyncio.to_thread(
                     merge_branch, run.repo_path, action.branch, into=target,
-                    mode=str(view.setting("merge", "mode", "merge")), message=message,
-                    validate_command=view.setting("merge", "validate_command", "") or None)
+                    mode=view.started.settings.merge.mode, message=message,
+                    validate_command=view.started.settings.merge.validate_command or None)
                 telemetry.set_attributes(span, {"yf.merge.status": result.status, "yf.merge.commit": result.commit})
         except GitError as exc:
             await self._conflicted(view, action, cause, [], str(exc), head)
@@ -138,11 +138,11 @@ class Merger:
         name = view.finished[task_id].worktree if task_id in view.finished else ""
         if name:
             await asyncio.to_thread(_release_quietly, manager, _worktree_name(name),
-                                    not view.setting("merge", "keep_branches", False))
+                                    not view.started.settings.merge.keep_branches)
 
     async def _cleanup_run(self, view: RunView) -> None:
         manager = WorktreeManager(view.started.repo_path, target_branch=view.started.target_branch)
-        keep = bool(view.setting("merge", "keep_branches", False))
+        keep = view.started.settings.merge.keep_branches
         for task_id in view.merged:
             finished = view.finished.get(task_id)
             if finished and finished.worktree:
@@ -184,4 +184,4 @@ def _release_quietly(manager: WorktreeManager, name: str, delete_branch: bool) -
 
 
 async def serve(bus: Bus, config: Config, stop: asyncio.Event) -> None:
-    await Merger(bus, ack_wait=float(os.environ.get("YOKEFLOW_MERGER_ACK_WAIT", "120"))).serve(stop)
+    await Merger(bus, ack_wait=config.runtime.merger_ack_wait_s).serve(stop)

@@ -13,7 +13,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from shared import events as ev
+from shared.config import RunSettings
 from shared.git import branch_name, slugify
 from shared.gitops.names import worktree_dir_name
 from shared.gitops.worktrees import WORKTREES_DIR
@@ -64,7 +67,7 @@ class RunState:
     plan: Plan
     repo_path: str
     target_branch: str
-    settings: dict[str, Any]
+    settings: RunSettings
     started: ev.RunStarted
     tasks: dict[str, TaskState]
     deps: dict[str, list[tuple[str, str]]]
@@ -91,32 +94,29 @@ class RunState:
         return self.batch_index.get(task_id, 0)
 
     # ------------------------------------------------------------------ settings
-    def _setting(self, section: str, key: str, default: Any) -> Any:
-        return (self.settings.get(section) or {}).get(key, default)
-
     @property
     def max_concurrency(self) -> int:
-        return int(self._setting("parallel", "max_concurrency", 3))
+        return self.settings.parallel.concurrency
 
     @property
     def strategy(self) -> str:
-        return str(self._setting("parallel", "strategy", "by_epic"))
+        return self.settings.parallel.strategy
 
     @property
     def max_attempts(self) -> int:
-        return int(self._setting("parallel", "max_attempts", 2))
+        return self.settings.parallel.max_attempts
 
     @property
     def batch_barrier(self) -> bool:
-        return bool(self._setting("parallel", "batch_barrier", False))
+        return self.settings.parallel.batch_barrier
 
     @property
     def resolves_conflicts(self) -> bool:
-        return self._setting("merge", "on_conflict", "manual") == "agent"
+        return self.settings.merge.on_conflict == "agent"
 
     @property
     def max_resolution_attempts(self) -> int:
-        return int(self._setting("merge", "max_resolution_attempts", 2))
+        return self.settings.merge.max_resolution_attempts
 
     # ------------------------------------------------------------------ fold
     @classmethod
@@ -126,7 +126,7 @@ class RunState:
         tasks = {t.id: TaskState(t.id, t.epic_id) for t in plan.tasks()}
         state = cls(
             run_id=e.run_id, project_id=e.project_id, plan=plan, repo_path=e.repo_path,
-            target_branch=e.target_branch, settings=dict(e.settings), started=e, tasks=tasks,
+            target_branch=e.target_branch, settings=e.settings, started=e, tasks=tasks,
             deps=dependencies(plan), resolution=resolution, remaining=remaining_minutes(plan),
             batch_index={tid: i for i, ids in enumerate(resolution.batches) for tid in ids},
             invalid=[{"code": p.code, "ids": list(p.ids), "message": p.message} for p in resolution.errors],
@@ -459,24 +459,22 @@ def _ready_fields(state: RunState, t: TaskState, *, resolving: bool = False) -> 
     epic = state.plan.epic(t.epic_id)
     attempt = t.attempt + 1
     branch = _branch_of(state, t)
-    agent = state.settings.get("agent") or {}
-    provider = str(agent.get("provider", "replay"))
-    options: dict[str, Any] = {"max_turns": agent.get("max_turns", 40),
-                               "max_fix_rounds": agent.get("max_fix_rounds", 2),
-                               "command_timeout_s": agent.get("command_timeout_s", 300.0),
-                               "sandbox": agent.get("sandbox") or {}, "env_allow": list(agent.get("env_allow") or [])}
-    if agent.get("base_url"):
-        options["base_url"] = agent["base_url"]
-    if provider == "replay" and agent.get("transcripts"):
-        options["transcript"] = str(Path(agent["transcripts"]) / f"{task.id}{'.resolve' if resolving else ''}.json")
-    cost = state.settings.get("cost") or {}
+    agent = state.settings.agent
+    provider = agent.provider
+    options: dict[str, Any] = {"max_turns": agent.max_turns, "max_fix_rounds": agent.max_fix_rounds,
+                               "command_timeout_s": agent.command_timeout_s,
+                               "sandbox": msgspec.to_builtins(agent.sandbox), "env_allow": list(agent.env_allow)}
+    if agent.base_url:
+        options["base_url"] = agent.base_url
+    if provider == "replay" and agent.transcripts:
+        options["transcript"] = str(Path(agent.transcripts) / f"{task.id}{'.resolve' if resolving else ''}.json")
     deps = [{"task_id": d, "title": state.plan.task(d).title, "summary": state.tasks[d].summary}
             for d, _ in state.deps.get(t.id, []) if state.tasks[d].summary]
     return dict(
         attempt=attempt, epic_id=epic.id, title=task.title, description=task.description,
         domain=task.domain, complexity=task.complexity or "medium", tests=list(task.tests),
         model=select_model(task.complexity or "medium", t.resolution_tries + 1 if resolving else attempt - t.throttled,
-                           default=str(cost.get("default_model", "sonnet"))),
+                           default=state.settings.cost.default_model),
         provider=provider, provider_options=options, repo_path=state.repo_path,
         target_branch=state.target_branch, branch=branch, worktree=_worktree_name(branch),
         dependency_summaries=deps, previous_attempt=dict(t.last_failure) if t.last_failure else {},

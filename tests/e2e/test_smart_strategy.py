@@ -8,6 +8,7 @@ import pytest
 
 from shared import events as ev
 from shared.commands import start_run
+from shared.config import RunSettings
 from shared.git import WorktreeManager
 from services.merger.domain import RunView
 from services.merger.service import Merger
@@ -63,7 +64,7 @@ async def test_the_merger_keeps_a_shared_lane_worktree_until_its_last_task_is_me
     lane = manager.acquire("lane-a-greeting-a", "lane/a-greeting-a")
     alone = manager.acquire("task-c-other", "task/c-other")
     started = ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PLAN, repo_path=str(git_repo),
-                            settings={"parallel": {"strategy": "smart"}})
+                            settings=RunSettings.of({"parallel": {"strategy": "smart"}}))
     info = RunView(started)
 
     def finished(task_id: str, wt) -> None:

@@ -77,7 +77,7 @@ async def test_a_good_plan_starts_a_run_readable_at_once(gateway, bus, git_repo)
     [started] = [e for e in await logged(bus) if isinstance(e, ev.RunStarted)]
     assert started.run_id == body["run_id"] and started.project_id == body["project_id"]
     assert started.repo_path == str(git_repo.resolve())
-    assert started.settings["parallel"]["max_concurrency"] == 5
+    assert started.settings.parallel.max_concurrency == 5
     assert [e["id"] for e in started.plan["epics"]] == ["db", "api"]
     # read-your-writes: with ?wait=true the run is already projected
     detail = (await gateway.get(f"/api/runs/{body['run_id']}")).json()

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from shared import db
 from shared import events as ev
+from shared.config import RunSettings
 from services.ledger.projector import PROJECTION
 from services.ledger.service import Ledger, rebuild
 
@@ -24,7 +25,7 @@ def run_events(run="r1", budget=1.0):
     return [
         ev.ProjectCreated(project_id="p", aggregate_id="p", name="demo", repo_path="/tmp/x"),
         ev.RunStarted(project_id="p", aggregate_id=run, run_id=run, plan=PLAN, repo_path="/tmp/x",
-                      settings={"cost": {"budget_limit_usd": budget, "warn_at_fraction": 0.5}}),
+                      settings=RunSettings.of({"cost": {"budget_limit_usd": budget, "warn_at_fraction": 0.5}})),
         ev.BatchesComputed(project_id="p", aggregate_id=run, run_id=run, batches=[["a"], ["b"]]),
         t("a", ev.TaskReady, attempt=1, model="sonnet", branch="task/a-a"),
         t("a", ev.AgentStarted, attempt=1, model="sonnet"),

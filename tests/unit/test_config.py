@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import ConfigError, load_config, parse_config
+from shared.config import ConfigError, RunSettings, load_config, parse_config
 
 
 def test_defaults_match_the_documented_ones():
@@ -23,7 +23,7 @@ def test_file_then_environment(tmp_path):
 def test_every_strategy_is_accepted_from_the_file_and_the_environment(strategy, tmp_path):
     assert parse_config({"parallel": {"strategy": strategy}}).parallel.strategy == strategy
     cfg = load_config(tmp_path, {"YOKEFLOW_PARALLEL__STRATEGY": strategy})
-    assert cfg.parallel.strategy == strategy and cfg.run_settings()["parallel"]["strategy"] == strategy
+    assert cfg.parallel.strategy == strategy and cfg.run_settings().parallel.strategy == strategy
 
 
 @pytest.mark.parametrize("data, key", [
@@ -45,3 +45,51 @@ def test_malformed_file_is_a_clear_error(tmp_path):
     (tmp_path / ".yokeflow.yaml").write_text("parallel: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path, {})
+
+
+def test_runtime_settings_come_from_their_short_environment_names():
+    cfg = load_config(None, {"YOKEFLOW_SUBJECT_PREFIX": "t1", "YOKEFLOW_STREAM": "S1", "YOKEFLOW_EXECUTOR_SLOTS": "2",
+                             "YOKEFLOW_MERGER_ACK_WAIT": "3", "YOKEFLOW_GATEWAY_PORT": "9001",
+                             "YOKEFLOW_API_TOKEN": "yes", "YOKEFLOW_STATE_DIR": "/tmp/st"})
+    rt = cfg.runtime
+    assert (rt.executor_slots, rt.merger_ack_wait_s, rt.gateway_port, rt.state_dir) == (2, 3.0, 9001, "/tmp/st")
+    assert rt.api_token == "yes"  # a token is a string, never YAML's True
+    assert rt.bus_options() == {"prefix": "t1", "stream": "S1", "log_stream": "YF_LOGS", "replicas": 1}
+    with pytest.raises(ConfigError, match=r"runtime\.executor_slots"):
+        load_config(None, {"YOKEFLOW_EXECUTOR_SLOTS": "-1"})
+    with pytest.raises(ConfigError, match=r"runtime\.gateway_port"):
+        load_config(None, {"YOKEFLOW_GATEWAY_PORT": "eighty"})
+
+
+def test_a_key_nothing_acts_on_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match=r"learning\.self_improve_interval is not supported"):
+        parse_config({"learning": {"self_improve_interval": "daily"}})
+    assert parse_config({"learning": {"self_improve_interval": ""}}).learning.self_improve_interval == ""
+
+
+def test_parallel_disabled_means_one_attempt_at_a_time():
+    cfg = parse_config({"parallel": {"enabled": False, "max_concurrency": 8}})
+    assert cfg.run_settings().parallel.concurrency == 1
+    assert parse_config({"parallel": {"max_concurrency": 8}}).parallel.concurrency == 8
+
+
+def test_run_settings_decode_from_the_dict_old_runs_carried():
+    from shared import events as ev
+    old = (b'{"type":"RunStarted","project_id":"p","aggregate_id":"r","run_id":"r","plan":{},"repo_path":"/x",'
+           b'"settings":{"parallel":{"max_concurrency":5},"merge":{"on_conflict":"agent"},'
+           b'"learning":{"self_improve_interval":"daily"}}}')
+    started = ev.decode(old)
+    assert started.settings.parallel.max_concurrency == 5 and started.settings.merge.on_conflict == "agent"
+    assert started.settings.parallel.strategy == "by_epic" and started.settings.cost.budget_limit_usd == 100.0
+    no_settings = ev.decode(old.split(b',"settings"')[0] + b"}")
+    assert no_settings.settings == RunSettings()
+    assert ev.decode(ev.encode(started)) == started
+
+
+def test_overrides_replace_keys_and_are_checked():
+    base = parse_config({}).run_settings()
+    assert base.with_overrides({"parallel": {"max_concurrency": 7}}).parallel.max_concurrency == 7
+    with pytest.raises(ConfigError, match="no section 'turbo'"):
+        base.with_overrides({"turbo": {"on": True}})
+    with pytest.raises(ConfigError, match=r"parallel\.max_concurrency"):
+        base.with_overrides({"parallel": {"max_concurrency": 0}})

@@ -4,6 +4,7 @@ attempt), a recorded merge answers its redelivery, a run's end silences it, batc
 from __future__ import annotations
 
 from shared import events as ev
+from shared.config import RunSettings
 from services.merger import domain
 
 PLAN = {"name": "p", "epics": [{"id": "E", "name": "E", "tasks": [
@@ -12,7 +13,7 @@ PLAN = {"name": "p", "epics": [{"id": "E", "name": "E", "tasks": [
 
 def started(strategy: str = "by_task") -> ev.RunStarted:
     return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PLAN, repo_path="/repo",
-                         settings={"parallel": {"strategy": strategy}})
+                         settings=RunSettings.of({"parallel": {"strategy": strategy}}))
 
 
 def finished(task: str, attempt: int = 1, outcome: str = "success") -> ev.AgentFinished:

@@ -17,7 +17,7 @@ def test_the_full_form_and_the_defaults():
     assert cfg.agent.sandbox == SandboxSettings(mode="required", network=True, max_processes=64)
     assert cfg.agent.env_allow == ["NPM_CONFIG"]
     assert parse_config({}).agent.sandbox.mode == "required"
-    assert settings_from(cfg.run_settings()["agent"]["sandbox"]) == cfg.agent.sandbox
+    assert settings_from(cfg.run_settings().to_dict()["agent"]["sandbox"]) == cfg.agent.sandbox
 
 
 def test_environment_override(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared import events as ev
+from shared.config import RunSettings
 from services.planner.scheduler import RunState, decide
 
 DIAMOND = {"name": "d", "epics": [
@@ -21,7 +22,7 @@ def started(plan=DIAMOND, **parallel):
     settings = {"parallel": {"max_concurrency": 3, "strategy": "by_task", "max_attempts": 2, **parallel},
                 "agent": {"provider": "replay", "transcripts": "/t"}}
     return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=plan, repo_path="/repo",
-                         settings=settings)
+                         settings=RunSettings.of(settings))
 
 
 def apply_all(state, decisions):
@@ -192,3 +193,11 @@ def test_rate_limit_pauses_the_run_without_spending_a_try():
     finish(state, "a", outcome="failure", attempt=2, error="real failure")
     out = apply_all(state, decide(state))
     assert out[0].type == "TaskFailed" and out[0].final is False  # one real try spent of two
+
+
+def test_parallel_disabled_runs_one_attempt_at_a_time():
+    state = RunState.start(started(enabled=False, max_concurrency=3))
+    apply_all(state, decide(state))
+    finish(state, "a")
+    merge(state, "a")
+    assert ready_ids(apply_all(state, decide(state))) == ["b"]  # b and c are ready; only one runs

@@ -4,6 +4,7 @@ agent on the task's branch; failures retry up to a limit, then a person is asked
 from __future__ import annotations
 
 from shared import events as ev
+from shared.config import RunSettings
 from services.planner.scheduler import CONFLICT, RunState, decide
 from tests.unit.test_scheduler import apply_all, finish, merge, ready_ids
 
@@ -17,7 +18,7 @@ def started(on_conflict="agent", max_resolution_attempts=2, max_concurrency=3):
                 "agent": {"provider": "replay", "transcripts": "/t"},
                 "merge": {"on_conflict": on_conflict, "max_resolution_attempts": max_resolution_attempts}}
     return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PAIR, repo_path="/repo",
-                         settings=settings)
+                         settings=RunSettings.of(settings))
 
 
 def conflicted(state, task, paths=("greeting.txt",), reason="merge conflict"):

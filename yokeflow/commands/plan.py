@@ -289,12 +289,11 @@ def _repo_map(repo: Path, limit: int = 400) -> str:
 async def _plan_bus(config, state_dir: Path):
     """A bus on the usual endpoint; with YOKEFLOW_NATS_URL it honours the subject prefix and stream
     names services started by `python -m services.<name>` use (YOKEFLOW_SUBJECT_PREFIX, ...)."""
-    from shared.runner import bus_options_from_env
     from yokeflow.system import open_endpoint
 
     async with open_endpoint(config, state_dir, need_database=False) as endpoint:
         if endpoint.source == "environment" and not endpoint.bus_options:
-            endpoint.bus_options = bus_options_from_env()
+            endpoint.bus_options = config.runtime.bus_options()
         bus = await endpoint.bus("yokeflow-plan")
         try:
             yield bus

@@ -19,14 +19,14 @@ from shared.plan import PlanError, load_plan
 from shared.scrub import scrub
 from yokeflow.errors import CliError
 from yokeflow.progress import describe, follow_run
-from yokeflow.system import DEFAULT_STATE_DIR, Endpoint, System, open_endpoint
+from yokeflow.system import Endpoint, System, open_endpoint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="start NATS, PostgreSQL, every service and the gateway; Ctrl-C stops them")
     _state_arg(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=int(os.environ.get("YOKEFLOW_GATEWAY_PORT", "8765")))
+    p.add_argument("--host", help="the gateway's address (default YOKEFLOW_GATEWAY_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="the gateway's port (default YOKEFLOW_GATEWAY_PORT or 8765)")
     p.add_argument("--no-auth", action="store_true",
                    help="serve the gateway WITHOUT its API token (loopback only; any local program can then drive it)")
     p.add_argument("--trace-console", action="store_true",
@@ -60,8 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _state_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state-dir", type=Path, default=Path(os.environ.get("YOKEFLOW_STATE_DIR", DEFAULT_STATE_DIR)),
-                   help="where the embedded servers keep their data (default ./.yokeflow)")
+    # None: yokeflow.cli fills in the configured runtime.state_dir (YOKEFLOW_STATE_DIR, default ./.yokeflow)
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help="where the embedded servers keep their data (default YOKEFLOW_STATE_DIR or ./.yokeflow)")
 
 
 def _run_settings_args(p: argparse.ArgumentParser) -> None:
@@ -112,11 +113,13 @@ async def cmd_up(args: argparse.Namespace) -> int:
         raise CliError(f"`yokeflow up` already runs on {args.state_dir}")
     from services.gateway.auth import is_loopback
 
-    if args.no_auth and not is_loopback(args.host):
-        raise CliError(f"--no-auth is only for a gateway on loopback, not {args.host}: drop --no-auth")
-    token = None if args.no_auth else gateway_token(args.state_dir)
+    host = args.host or config.runtime.gateway_host
+    port = config.runtime.gateway_port if args.port is None else args.port
+    if args.no_auth and not is_loopback(host):
+        raise CliError(f"--no-auth is only for a gateway on loopback, not {host}: drop --no-auth")
+    token = None if args.no_auth else gateway_token(args.state_dir, config)
     async with open_endpoint(config, args.state_dir) as endpoint:
-        system = System(endpoint, config, gateway=True, gateway_host=args.host, gateway_port=args.port,
+        system = System(endpoint, config, gateway=True, gateway_host=host, gateway_port=port,
                         gateway_token=token, no_auth=args.no_auth)
         await system.start()
         if endpoint.servers is not None:
@@ -148,13 +151,14 @@ async def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def gateway_token(state_dir: Path) -> str:
-    """YOKEFLOW_API_TOKEN, else the token of this state folder (made on the first `up`)."""
+def gateway_token(state_dir: Path, config: Config | None = None) -> str:
+    """YOKEFLOW_API_TOKEN (runtime.api_token), else the token of this state folder (made on the first `up`)."""
     from services.gateway.auth import load_or_create_token
     from services.gateway.deps import GatewayConfigError, check_api_token
 
     try:
-        return check_api_token(os.environ.get("YOKEFLOW_API_TOKEN")) or load_or_create_token(state_dir)[0]
+        runtime = (config or _config()).runtime
+        return check_api_token(runtime.api_token) or load_or_create_token(state_dir)[0]
     except GatewayConfigError as exc:
         raise CliError(str(exc)) from None
 

@@ -40,7 +40,7 @@ async def run_or_404(database: DatabaseDep, run_id: str) -> dict[str, Any]:
 
 
 def check_settings(config: ConfigDep, settings: dict[str, dict[str, Any]]) -> None:
-    base = config.run_settings()
+    base = config.run_settings().to_dict()
     for section in settings:
         if section not in base:
             raise ApiError(422, f"settings has no section {section!r}: use one of {', '.join(sorted(base))}",
