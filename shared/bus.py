@@ -213,9 +213,11 @@ class Bus:
 
     # ------------------------------------------------------------------ read / replay
     async def read(self, filter_subjects: Iterable[str] | None = None, *, start_seq: int = 1,
-                   stop_at_end: bool = True) -> AsyncIterator[Delivery]:
+                   stop_at_end: bool = True, logs: bool = False) -> AsyncIterator[Delivery]:
         """Events in log order from `start_seq`, through an ephemeral consumer.
-        With `stop_at_end` it stops at the end of the log as it was when it began."""
+        With `stop_at_end` it stops at the end of the log as it was when it began.
+        `logs`: read the agent-log stream instead (Delivery.event is then a LogRecord)."""
+        stream = self.log_stream if logs else self.stream
         subjects = list(filter_subjects or [self.events_subject])
         cfg = jsapi.ConsumerConfig(
             deliver_policy=jsapi.DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else jsapi.DeliverPolicy.ALL,
@@ -224,8 +226,8 @@ class Bus:
             filter_subjects=subjects if len(subjects) > 1 else None,
             filter_subject=subjects[0] if len(subjects) == 1 else None,
         )
-        info = await self.js._jsm.add_consumer(self.stream, config=cfg)
-        sub = await self.js.pull_subscribe_bind(consumer=info.name, stream=self.stream)
+        info = await self.js._jsm.add_consumer(stream, config=cfg)
+        sub = await self.js.pull_subscribe_bind(consumer=info.name, stream=stream)
         try:
             pending = info.num_pending
             if stop_at_end and pending == 0:
@@ -239,7 +241,8 @@ class Bus:
                     continue
                 for msg in msgs:
                     meta = msg.metadata
-                    yield Delivery(decode(msg.data), meta.sequence.stream, msg.subject, meta.num_delivered)
+                    body = _log_record(msg) if logs else decode(msg.data)
+                    yield Delivery(body, meta.sequence.stream, msg.subject, meta.num_delivered)  # type: ignore[arg-type]
                     pending = meta.num_pending
                 if stop_at_end and pending == 0:
                     return
@@ -247,7 +250,15 @@ class Bus:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
             with contextlib.suppress(Exception):
-                await self.js._jsm.delete_consumer(self.stream, info.name)
+                await self.js._jsm.delete_consumer(stream, info.name)
+
+    async def last_event(self, subject: str) -> Event | None:
+        """The latest event on a subject (e.g. a domain's ExpertiseUpdated), or None."""
+        try:
+            msg = await self.js.get_last_msg(self.stream, subject, direct=True)
+        except NotFoundError:
+            return None
+        return decode(msg.data) if msg.data else None
 
     # ------------------------------------------------------------------ durable consumers
     async def consume(self, durable: str, filter_subjects: Sequence[str], handler: Handler, *,
@@ -460,11 +471,22 @@ class Bus:
         return entry.value.decode() if entry.value else None
 
     # ------------------------------------------------------------------ agent logs
-    async def log(self, project_id: str, task_key: str, kind: str, data: dict[str, Any]) -> None:
-        subject = f"{self.prefix}.log.{subject_token(project_id)}.{subject_token(task_key)}.{subject_token(kind)}"
+    def log_subject(self, project_id: str, task_key: str, kind: str = "*") -> str:
+        kind = kind if kind == "*" else subject_token(kind)
+        return f"{self.prefix}.log.{subject_token(project_id)}.{subject_token(task_key)}.{kind}"
+
+    async def log(self, project_id: str, task_key: str, kind: str, data: dict[str, Any], *,
+                  stored: bool = False) -> None:
+        """Agent telemetry on the log stream. `stored`: wait until the stream has it (and, as the
+        server stores one connection's messages in order, every record this bus sent before it)."""
+        subject = self.log_subject(project_id, task_key, kind)
         headers: dict[str, str] = {}
         telemetry.inject(headers)
-        await self.nc.publish(subject, scrub(json.dumps(data, default=str)).encode(), headers=headers or None)
+        payload = scrub(json.dumps(data, default=str)).encode()
+        if stored:
+            await self.js.publish(subject, payload, stream=self.log_stream, headers=headers or None)
+        else:
+            await self.nc.publish(subject, payload, headers=headers or None)
 
     async def subscribe_live(self, subject: str, callback: Callable[[Msg], Awaitable[None]]):
         """Core NATS subscription for live views (gateway, `events tail`); not durable."""
@@ -476,6 +498,22 @@ def _messaging(subject: str, event: Event, *, operation: str) -> dict[str, Any]:
     return {"messaging.system": "nats", "messaging.operation.type": operation, "messaging.destination.name": subject,
             "messaging.message.id": event.event_id, "yf.event": event.type, "yf.project_id": event.project_id,
             "yf.run_id": getattr(event, "run_id", None), "yf.task_id": getattr(event, "task_id", None)}
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One agent-log message: its kind (the subject's last token) and its JSON data."""
+
+    kind: str
+    data: dict[str, Any]
+
+
+def _log_record(msg: Msg) -> LogRecord:
+    try:
+        data = json.loads(msg.data)
+    except ValueError:
+        data = {}
+    return LogRecord(msg.subject.rsplit(".", 1)[-1], data if isinstance(data, dict) else {})
 
 
 async def _fetch(sub, *, batch: int, timeout: float) -> list[Msg]:

@@ -44,6 +44,7 @@ class Parallel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Learning(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     expertise_max_lines: int = 1000
+    prompt_tokens: int = 2000  # how much of the domain's expertise an agent's prompt gets
     self_improve_interval: str = ""  # not supported: refused unless empty (see UNWIRED)
 
 
@@ -246,6 +247,7 @@ def _check_ranges(cfg: Config | RunSettings, source: str) -> None:
         ("cost.budget_limit_usd", cfg.cost.budget_limit_usd >= 0, "must not be negative"),
         ("cost.warn_at_fraction", 0 < cfg.cost.warn_at_fraction <= 1, "must be in (0, 1]"),
         ("learning.expertise_max_lines", cfg.learning.expertise_max_lines >= 10, "must be at least 10"),
+        ("learning.prompt_tokens", cfg.learning.prompt_tokens >= 0, "must not be negative"),
         ("agent.max_turns", cfg.agent.max_turns >= 1, "must be at least 1"),
         ("agent.sandbox.max_processes", cfg.agent.sandbox.max_processes >= 8, "must be at least 8"),
         ("agent.sandbox.memory_mb", cfg.agent.sandbox.memory_mb >= 64, "must be at least 64"),

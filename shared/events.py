@@ -15,6 +15,7 @@ from typing import Any, ClassVar, TypeVar, Union
 import msgspec
 
 from shared.config import RunSettings
+from shared.expertise.model import Document, Entry
 
 SCHEMA_VERSION = 1
 _TOKEN_BAD = re.compile(r"[^A-Za-z0-9_\-]")
@@ -190,6 +191,7 @@ class TaskReady(TaskEvent, frozen=True, kw_only=True):
     # in its worktree and resolve the conflicts `conflict` describes (merge.on_conflict: agent)
     purpose: str = "task"
     conflict: dict[str, Any] = {}
+    expertise_domains: list[str] = []  # whose expertise the agent is given (none when learning is off)
 
 
 class AgentStarted(TaskEvent, frozen=True, kw_only=True):
@@ -197,6 +199,8 @@ class AgentStarted(TaskEvent, frozen=True, kw_only=True):
     model: str = ""
     provider: str = ""
     executor: str = ""
+    expertise_given: list[str] = []            # ids of the expertise entries put in the agent's prompt
+    expertise_versions: dict[str, int] = {}    # domain -> the document version they came from
 
 
 class AgentFinished(TaskEvent, frozen=True, kw_only=True):
@@ -314,20 +318,31 @@ class BatchMerged(Event, frozen=True, kw_only=True):
 
 # ---------------------------------------------------------------- learning / budget
 class LearningExtracted(Event, frozen=True, kw_only=True):
+    """What one attempt taught (failed attempts included), published once the domain's expertise
+    holds it: the scheduler starts a dependent task only after this."""
+
     aggregate: ClassVar[str] = "expertise"
     run_id: str = ""
     task_id: str = ""
     attempt: int = 0  # one learning per (run, task, attempt)
     domain: str = "general"
     learnings: list[str] = []
+    attempt: int = 0
+    entries: list[Entry] = []
+    expertise_version: int = 0
 
 
 class ExpertiseUpdated(Event, frozen=True, kw_only=True):
+    """A new version of a domain's expertise document; `content` is its YAML, byte for byte."""
+
     aggregate: ClassVar[str] = "expertise"
     domain: str
     version: int
     lines: int = 0
     content: str = ""
+    document: Document | None = None
+    reason: str = ""  # learned | import | rollback | validate
+    source: str = ""  # the attempt (run/task/attempt), seed folder or version it came from
 
 
 class BudgetWarning(Event, frozen=True, kw_only=True):

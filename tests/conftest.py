@@ -49,8 +49,35 @@ def pg_server(session_dir):
 
 
 @pytest.fixture
-def unique():
-    return uuid.uuid4().hex[:10]
+def unique(request):
+    value = uuid.uuid4().hex[:10]
+    yield value
+    if "nats_server" in request.fixturenames:
+        _drop_streams(request.getfixturevalue("nats_server"), value)
+
+
+def _drop_streams(server, unique: str) -> None:
+    """Give the test's streams back: JetStream reserves each log stream's max_bytes, and a session's
+    server would refuse new streams ("insufficient storage resources") after a few dozen tests."""
+    import asyncio
+    import threading
+
+    from shared.bus import Bus
+
+    async def drop() -> None:
+        bus = await Bus.connect(server.url, prefix=f"t{unique}", stream=f"EV_{unique}", log_stream=f"LOG_{unique}")
+        try:
+            for name in (f"EV_{unique}", f"LOG_{unique}"):
+                try:
+                    await bus.js.delete_stream(name)
+                except Exception:  # already gone, or never made
+                    pass
+        finally:
+            await bus.close()
+
+    worker = threading.Thread(target=lambda: asyncio.run(drop()), daemon=True)
+    worker.start()
+    worker.join(15)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "yokeflow.commands.worktrees",
     "yokeflow.commands.projections",
     "yokeflow.commands.merge",
+    "yokeflow.commands.expertise",
 ]
 
 

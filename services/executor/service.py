@@ -22,6 +22,8 @@ from shared import telemetry
 from shared.bus import Bus, Delivery, Lease
 from shared.config import Config
 from shared.git import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
+from shared.expertise import for_prompt
+from shared.expertise import store as expertise_store
 from shared.llm import make_provider
 from services.executor.agent.loop import AgentResult, CallRecord, run_agent, run_checks_only
 from services.executor.agent.prompt import (
@@ -61,15 +63,17 @@ class Executor:
             [self.bus.type_filter(t.__name__, project=project, aggregate="run") for t in domain.RUN_ENDINGS])]
         return domain.fold([*history, *endings], e), history
 
-    async def _expertise(self, project_id: str, domain: str) -> str:
-        subject = (f"{self.bus.prefix}.evt.{ev.subject_token(project_id)}.expertise."
-                   f"{ev.subject_token(domain)}.ExpertiseUpdated")
-        try:
-            msg = await self.bus.js._jsm.get_msg(self.bus.stream, subject=subject, direct=True)
-        except Exception:  # no expertise yet for this domain
-            return ""
-        event = ev.decode(msg.data)
-        return getattr(event, "content", "")
+    async def _expertise(self, e: ev.TaskReady) -> tuple[str, list[str], dict[str, int]]:
+        """The most useful entries of the domains the scheduler named, within the prompt budget;
+        the ids given and the versions they came from are recorded on AgentStarted."""
+        docs, versions = [], {}
+        for name in e.expertise_domains:
+            update = await expertise_store.latest(self.bus, e.project_id, name)
+            if update is not None:
+                docs.append(expertise_store.document_of(update, name))
+                versions[name] = update.version
+        text, given = for_prompt(docs, budget_tokens=self.config.learning.prompt_tokens)
+        return text, given, versions
 
     # ------------------------------------------------------------------ handling
     async def handle(self, d: Delivery) -> None:
@@ -159,9 +163,10 @@ class Executor:
                                         run_id=e.run_id, task_id=e.task_id, path=str(wt.path), branch=wt.branch,
                                         base_commit=wt.base_commit, reused=wt.reused),
                                msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:WorktreeCreated")
+        expertise, given, versions = await self._expertise(e)
         await self.bus.publish(e.caused(ev.AgentStarted, aggregate_id=e.aggregate_id, run_id=e.run_id,
                                         task_id=e.task_id, attempt=e.attempt, model=e.model, provider=e.provider,
-                                        executor=self.name),
+                                        executor=self.name, expertise_given=given, expertise_versions=versions),
                                msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:AgentStarted")
         previous = dict(e.previous_attempt)
         if resumed_after:
@@ -209,7 +214,7 @@ class Executor:
                     "yf.task_id": e.task_id, "yf.attempt": e.attempt, "yf.provider": e.provider}) as span:
                 result = await run_agent(
                     provider=provider, model=e.model,
-                    system=build_system_prompt(expertise=await self._expertise(e.project_id, e.domain),
+                    system=build_system_prompt(expertise=expertise,
                                                repo_map=await asyncio.to_thread(repo_map, wt.path)),
                     task_prompt=task_prompt, sandbox=sandbox, checks=list(e.tests),
                     max_turns=int(options.get("max_turns", 40)), max_fix_rounds=int(options.get("max_fix_rounds", 2)),
@@ -287,6 +292,10 @@ class Executor:
             input_tokens=u.input_tokens, output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
             cache_write_tokens=u.cache_write_tokens, cost_usd=result.cost_usd, checks=result.checks,
             retry_after_s=float(getattr(result, "retry_after_s", None) or 0.0))
+        # The attempt's log is whole before anyone reads AgentFinished (the learner learns from it).
+        await self.bus.log(e.project_id, e.aggregate_id, "attempt_end",
+                           {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, "outcome": result.outcome},
+                           stored=True)
         await self.bus.publish(finished, msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:AgentFinished")
 
     # ------------------------------------------------------------------ cancellation

@@ -1,64 +1,128 @@
-"""The learner's wiring: after every finished attempt, learnings go into the domain's
-expertise file, which is an event (`ExpertiseUpdated`, versioned) other services read."""
+"""The learner's wiring: after every finished attempt, what it taught (from its log and outcome,
+shared/expertise/extract.py) is curated into the domain's expertise document, a new version of
+which is appended (`ExpertiseUpdated`); then `LearningExtracted` says the attempt's learning is
+stored, which is what the scheduler waits for before a dependent task starts. After every merge
+the project's expertise is validated against the target branch.
+
+Idempotent: a version records the attempt it learned from, so a redelivery (or a learner killed
+between the two appends) adds nothing twice; both events carry Msg-Ids keyed by the attempt."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from dataclasses import dataclass, field
 
 from shared import events as ev
 from shared.bus import Bus, Delivery
 from shared.config import Config
-from services.learner.expertise import extract_learnings, merge_expertise
+from shared.expertise import AttemptLog, Origin, describe, extract, learn
+from shared.expertise import store
+from shared.gitops.repo import paths_on_branch
+from shared.plan import PlanError, parse_plan
+
+log = logging.getLogger("yokeflow.learner")
+
+LOG_WAIT_S = 5.0  # an attempt's log is stored before its AgentFinished; an older executor sends no end mark
+
+
+@dataclass
+class RunInfo:
+    started: ev.RunStarted
+    tasks: dict[str, tuple[str, str]] = field(default_factory=dict)  # task id -> (domain, title)
+    ended: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.started.settings.learning.enabled
+
+    @property
+    def max_lines(self) -> int:
+        return self.started.settings.learning.expertise_max_lines
 
 
 class Learner:
     def __init__(self, bus: Bus, config: Config):
         self.bus = bus
-        self.max_lines = config.learning.expertise_max_lines
-        self.enabled = config.learning.enabled
-        self.titles: dict[tuple[str, str], tuple[str, str]] = {}  # (run, task) -> (domain, title)
+        self.config = config
+        self.runs: dict[str, RunInfo] = {}
+        self.given: dict[str, dict[str, int]] = {}  # project -> entry id -> times given to an agent
+        self._counted: set[str] = set()
 
-    def _remember_plan(self, e: ev.RunStarted) -> None:
-        for epic in e.plan.get("epics", []):
-            for task in epic.get("tasks", []):
-                self.titles[(e.run_id, str(task.get("id")))] = (str(task.get("domain", "general")),
-                                                                 str(task.get("title", "")))
+    def fold(self, e: ev.Event) -> RunInfo | None:
+        if isinstance(e, ev.RunStarted) and e.run_id not in self.runs:
+            info = RunInfo(e)
+            try:
+                plan = parse_plan(e.plan)
+                info.tasks = {t.id: (t.domain or "general", t.title) for t in plan.tasks()}
+            except PlanError:
+                pass  # the scheduler fails such a run; nothing runs, nothing is learned
+            self.runs[e.run_id] = info
+        info = self.runs.get(getattr(e, "run_id", "") or "")
+        if isinstance(e, ev.AgentStarted) and e.event_id not in self._counted:
+            self._counted.add(e.event_id)
+            counts = self.given.setdefault(e.project_id, {})
+            for entry_id in e.expertise_given:
+                counts[entry_id] = counts.get(entry_id, 0) + 1
+        if info is not None and isinstance(e, (ev.RunCompleted, ev.RunFailed, ev.RunCancelled)):
+            info.ended = True
+        return info
 
     async def handle(self, d: Delivery) -> None:
         e = d.event
-        if isinstance(e, ev.RunStarted):
-            self._remember_plan(e)
+        info = self.fold(e)
+        if info is None or info.ended or not info.enabled:
             return
-        if not isinstance(e, ev.AgentFinished) or not self.enabled:
-            return
-        domain, title = self.titles.get((e.run_id, e.task_id), ("general", ""))
-        learnings = extract_learnings(e, title)
-        if not learnings:
-            return
+        if isinstance(e, ev.AgentFinished):
+            await self.learn_from(info, e)
+        elif isinstance(e, ev.BranchMerged):
+            await self.validate_after_merge(info, e)
+
+    async def _attempt_log(self, e: ev.AgentFinished) -> AttemptLog:
+        subject = self.bus.log_subject(e.project_id, e.aggregate_id)
+        deadline = asyncio.get_running_loop().time() + LOG_WAIT_S
+        while True:
+            records = [(d.event.kind, d.event.data) async for d in self.bus.read([subject], logs=True)
+                       if d.event.data.get("attempt") == e.attempt]
+            if any(kind == "attempt_end" for kind, _ in records) or asyncio.get_running_loop().time() > deadline:
+                return AttemptLog(records)
+            await asyncio.sleep(0.2)
+
+    async def learn_from(self, info: RunInfo, e: ev.AgentFinished) -> None:
+        domain, title = info.tasks.get(e.task_id, ("general", ""))
+        origin = Origin(run_id=e.run_id, task_id=e.task_id, attempt=e.attempt)
+        entries = extract(await self._attempt_log(e), origin=origin, outcome=e.outcome, checks=e.checks,
+                          title=title, now=e.occurred_at)
+        key = f"{e.run_id}:{e.task_id}:{e.attempt}"
+        version = 0
+        if entries:
+            version = await store.append(
+                self.bus, e.project_id, domain, lambda doc: learn(doc, entries, now=e.occurred_at),
+                reason="learned", source=origin.label(), msg_id=f"{key}:ExpertiseUpdated", cause=e,
+                max_lines=info.max_lines, given=self.given.get(e.project_id),
+                applied=lambda versions: any(v.reason == "learned" and v.source == origin.label() for v in versions))
         extracted = e.caused(ev.LearningExtracted, aggregate_id=domain, run_id=e.run_id, task_id=e.task_id,
-                             domain=domain, learnings=learnings)
-        await self.bus.publish(extracted, msg_id=f"{e.event_id}:LearningExtracted")
-        probe = e.caused(ev.ExpertiseUpdated, aggregate_id=domain, domain=domain, version=0)
+                             attempt=e.attempt, domain=domain, entries=entries,
+                             learnings=[describe(x) for x in entries], expertise_version=version)
+        await self.bus.publish(extracted, msg_id=f"{key}:LearningExtracted")
 
-        def decide(history: list[ev.Event]) -> list[tuple[ev.Event, str]]:
-            updates = [h for h in history if isinstance(h, ev.ExpertiseUpdated)]
-            current = updates[-1] if updates else None
-            content = merge_expertise(current.content if current else "", learnings, domain, self.max_lines)
-            if current is not None and content == current.content:
-                return []
-            version = (current.version if current else 0) + 1
-            update = e.caused(ev.ExpertiseUpdated, aggregate_id=domain, domain=domain, version=version,
-                              lines=content.count("\n"), content=content)
-            return [(update, f"{e.event_id}:ExpertiseUpdated")]
-
-        # Optimistic concurrency on the domain's expertise: two learners never lose each other's learnings.
-        await self.bus.append(decide, probe)
+    async def validate_after_merge(self, info: RunInfo, e: ev.BranchMerged) -> None:
+        repo, branch = info.started.repo_path, e.target_branch
+        paths = await asyncio.to_thread(paths_on_branch, repo, branch)
+        for domain in await store.domains(self.bus, e.project_id):
+            report = await store.validate_domain(self.bus, e.project_id, domain, lambda p: store.exists_in(paths, p),
+                                                 now=e.occurred_at, branch=branch, max_lines=info.max_lines)
+            if report["flagged"] or report["pruned"]:
+                log.info("expertise %s after merge of %s: %d flagged, %d pruned", domain, e.task_id,
+                         len(report["flagged"]), len(report["pruned"]))
 
     async def serve(self, stop: asyncio.Event) -> None:
-        async for d in self.bus.read([self.bus.type_filter("RunStarted")]):
-            self._remember_plan(d.event)
-        await self.bus.consume("learner", [self.bus.type_filter("RunStarted"), self.bus.type_filter("AgentFinished")],
-                               self.handle, stop=stop)
+        kinds = ("RunStarted", "AgentStarted", "AgentFinished", "BranchMerged", "RunCompleted", "RunFailed",
+                 "RunCancelled")
+        subjects = [self.bus.type_filter(k) for k in kinds]
+        async for d in self.bus.read(subjects):
+            self.fold(d.event)
+        await self.bus.consume("learner", subjects, self.handle, stop=stop)
 
 
 async def serve(bus: Bus, config: Config, stop: asyncio.Event) -> None:

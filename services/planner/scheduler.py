@@ -49,6 +49,7 @@ class TaskState:
     conflict: ev.MergeConflicted | None = None  # the standing conflict, until a merge lands
     resolution_attempts: set[int] = field(default_factory=set)  # attempts that were resolution agents
     escalated: str = ""  # event id of the conflict handed to a person
+    learned: set[int] = field(default_factory=set)  # attempts whose learning the learner has stored
 
     @property
     def tries(self) -> int:
@@ -117,6 +118,14 @@ class RunState:
     @property
     def max_resolution_attempts(self) -> int:
         return self.settings.merge.max_resolution_attempts
+
+    @property
+    def learning(self) -> bool:
+        return self.settings.learning.enabled
+
+    def learned(self, t: "TaskState") -> bool:
+        """Whether every finished attempt's learning is stored (always, with learning off)."""
+        return not self.learning or all(a in t.learned for a in t.finished_attempts)
 
     # ------------------------------------------------------------------ fold
     @classmethod
@@ -201,6 +210,8 @@ class RunState:
                     task.conflict = e
             case ev.ConflictEscalated() if task:
                 task.escalated = task.conflict.event_id if task.conflict else e.event_id
+            case ev.LearningExtracted() if task:
+                task.learned.add(e.attempt)
             case ev.RunCancelled():
                 self.cancelled = True
             case ev.RunPaused():
@@ -414,8 +425,8 @@ def _is_ready(state: RunState, t: TaskState) -> bool:
         return False
     for dep, kind in state.deps.get(t.id, []):
         status = state.tasks[dep].status
-        if kind == "hard" and status != MERGED:
-            return False
+        if kind == "hard" and (status != MERGED or not state.learned(state.tasks[dep])):
+            return False  # merged, and what it taught is stored: the dependent's agent reads it
         if kind == "soft" and status not in FINISHED:
             return False
     if state.batch_barrier:
@@ -478,12 +489,13 @@ def _ready_fields(state: RunState, t: TaskState, *, resolving: bool = False) -> 
         provider=provider, provider_options=options, repo_path=state.repo_path,
         target_branch=state.target_branch, branch=branch, worktree=_worktree_name(branch),
         dependency_summaries=deps, previous_attempt=dict(t.last_failure) if t.last_failure else {},
+        expertise_domains=list(dict.fromkeys([task.domain or "general", "general"])) if state.learning else [],
     )
 
 
 def _maybe_end(state: RunState, pending: list[Decision]) -> list[Decision]:
-    if any(t.status not in TERMINAL for t in state.tasks.values()):
-        return []
+    if any(t.status not in TERMINAL or not state.learned(t) for t in state.tasks.values()):
+        return []  # a run ends once every task is settled and every attempt's learning is stored
     counts = state.counts()
     origin = state.started
     if state.cancelled:

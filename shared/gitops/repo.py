@@ -138,3 +138,22 @@ def main_worktree_branch(repo: Repo) -> bytes | None:
 
 def repo_root(repo: Repo) -> Path:
     return Path(os.path.abspath(repo.path))
+
+
+def paths_on_branch(repo_path: Path | str, branch: str) -> frozenset[str]:
+    """Every file on a branch and every folder holding one ("src/db/", as expertise names folders);
+    empty when the branch does not exist."""
+    from dulwich.object_store import iter_tree_contents
+
+    with open_repo(repo_path) as repo:
+        sha = read_ref(repo, branch)
+        if sha is None:
+            return frozenset()
+        out: set[str] = set()
+        for entry in iter_tree_contents(repo.object_store, repo[sha].tree):
+            path = entry.path.decode("utf-8", "replace")
+            out.add(path)
+            parts = path.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                out.add("/".join(parts[:i]) + "/")
+    return frozenset(out)

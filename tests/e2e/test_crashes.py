@@ -39,7 +39,8 @@ def max_overlap(events: list[ev.Event]) -> int:
 
 async def test_two_executor_processes_never_exceed_the_cap(nats_server, database_url, unique, git_repo, tmp_path):
     endpoint = endpoint_for(nats_server.url, database_url, unique)
-    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 3}, agent={"provider": "sleep:400"})
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 3}, agent={"provider": "sleep:400"},
+                 learning={"enabled": False})  # no learner runs here
     system = await start_system(endpoint, cfg, services=("ledger", "planner", "merger"))
     env = service_env(nats_server.url, database_url, unique, YOKEFLOW_EXECUTOR_SLOTS="4")
     executors = [ServiceProcess("executor", env, tmp_path).start() for _ in range(2)]
@@ -62,7 +63,8 @@ async def test_two_executor_processes_never_exceed_the_cap(nats_server, database
 async def test_killed_executor_task_is_redelivered_and_done_once(nats_server, database_url, unique, git_repo,
                                                                  tmp_path):
     endpoint = endpoint_for(nats_server.url, database_url, unique)
-    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1}, agent={"provider": "sleep:2500"})
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1}, agent={"provider": "sleep:2500"},
+                 learning={"enabled": False})  # no learner runs here
     system = await start_system(endpoint, cfg, services=("ledger", "planner", "merger"))
     env = service_env(nats_server.url, database_url, unique, YOKEFLOW_EXECUTOR_ACK_WAIT="2")
     first = ServiceProcess("executor", env, tmp_path).start()
@@ -99,7 +101,8 @@ async def test_killed_planner_neither_loses_nor_duplicates_task_ready(nats_serve
     plan = {"name": "chain", "epics": [{"id": "E", "name": "E", "tasks": [
         {"id": f"c{i}", "title": f"Step {i}", "depends_on": [f"c{i-1}"] if i else []} for i in range(5)]
         + [{"id": f"w{i}", "title": f"Wide {i}"} for i in range(4)]}]}
-    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2}, agent={"provider": "sleep:300"})
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2}, agent={"provider": "sleep:300"},
+                 learning={"enabled": False})  # no learner runs here
     system = await start_system(endpoint, cfg, services=("ledger", "executor", "merger"))
     env = service_env(nats_server.url, database_url, unique)
     planner = ServiceProcess("planner", env, tmp_path).start()
@@ -128,7 +131,8 @@ async def test_killed_planner_neither_loses_nor_duplicates_task_ready(nats_serve
 
 async def test_killed_merger_merges_each_branch_exactly_once(nats_server, database_url, unique, git_repo, tmp_path):
     endpoint = endpoint_for(nats_server.url, database_url, unique)
-    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 3}, agent={"provider": "sleep:50"})
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 3}, agent={"provider": "sleep:50"},
+                 learning={"enabled": False})  # no learner runs here
     system = await start_system(endpoint, cfg, services=("ledger", "planner", "executor"))
     # a merge in flight when the merger dies comes back after the ack wait (120 s by default)
     env = service_env(nats_server.url, database_url, unique, YOKEFLOW_MERGER_ACK_WAIT="3")

@@ -190,6 +190,7 @@ def test_every_run_finishes_and_a_lane_never_runs_two_tasks_at_once(run, data):
         attempt = state.tasks[tid].attempt
         outcome = data.draw(st.sampled_from(["success", "success", "success", "failure"]))
         state.apply(_event(ev.AgentFinished, tid, attempt=attempt, outcome=outcome, commit="c"))
+        state.apply(_event(ev.LearningExtracted, tid, attempt=attempt))  # the learner stores what it taught
         if outcome == "success":
             if data.draw(st.booleans()):
                 state.apply(_event(ev.BranchMerged, tid, branch=lanes[tid].branch, commit="m"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from shared import events as ev
 from shared.config import RunSettings
 from services.planner.scheduler import RunState, decide
@@ -20,7 +22,7 @@ DIAMOND = {"name": "d", "epics": [
 
 def started(plan=DIAMOND, **parallel):
     settings = {"parallel": {"max_concurrency": 3, "strategy": "by_task", "max_attempts": 2, **parallel},
-                "agent": {"provider": "replay", "transcripts": "/t"}}
+                "agent": {"provider": "replay", "transcripts": "/t"}, "learning": {"enabled": False}}
     return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=plan, repo_path="/repo",
                          settings=RunSettings.of(settings))
 
@@ -201,3 +203,38 @@ def test_parallel_disabled_runs_one_attempt_at_a_time():
     finish(state, "a")
     merge(state, "a")
     assert ready_ids(apply_all(state, decide(state))) == ["b"]  # b and c are ready; only one runs
+
+
+def learned(state, task, attempt=1):
+    state.apply(ev.LearningExtracted(project_id="p", aggregate_id="general", run_id="r", task_id=task,
+                                     attempt=attempt))
+
+
+def test_with_learning_on_a_dependent_starts_only_once_its_dependency_s_learning_is_stored():
+    learning_on = {"parallel": {"max_concurrency": 3, "strategy": "by_task"}, "agent": {"provider": "replay"}}
+    state = RunState.start(msgspec.structs.replace(started(), settings=RunSettings.of(learning_on)))
+    first = apply_all(state, decide(state))
+    assert ready_ids(first) == ["a"] and first[-1].expertise_domains == ["general"]
+    finish(state, "a")
+    apply_all(state, decide(state))
+    merge(state, "a")
+    assert ready_ids(apply_all(state, decide(state))) == []  # merged, but what it taught is not stored yet
+    learned(state, "a")
+    assert ready_ids(apply_all(state, decide(state))) == ["b", "c"]
+    for task in ("b", "c"):
+        finish(state, task)
+        apply_all(state, decide(state))
+        merge(state, task)
+        learned(state, task)
+    assert ready_ids(apply_all(state, decide(state))) == ["d"]
+    finish(state, "d")
+    apply_all(state, decide(state))
+    merge(state, "d")
+    assert not any(isinstance(e, ev.RunCompleted) for e in apply_all(state, decide(state)))  # d's learning pending
+    learned(state, "d")
+    assert any(isinstance(e, ev.RunCompleted) for e in apply_all(state, decide(state)))
+
+
+def test_with_learning_off_no_expertise_is_given():
+    state = RunState.start(started())
+    assert all(e.expertise_domains == [] for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady))

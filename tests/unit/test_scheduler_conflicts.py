@@ -16,7 +16,8 @@ PAIR = {"name": "pair", "epics": [{"id": "E", "name": "E", "tasks": [
 def started(on_conflict="agent", max_resolution_attempts=2, max_concurrency=3):
     settings = {"parallel": {"max_concurrency": max_concurrency, "strategy": "by_task", "max_attempts": 2},
                 "agent": {"provider": "replay", "transcripts": "/t"},
-                "merge": {"on_conflict": on_conflict, "max_resolution_attempts": max_resolution_attempts}}
+                "merge": {"on_conflict": on_conflict, "max_resolution_attempts": max_resolution_attempts},
+                "learning": {"enabled": False}}
     return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PAIR, repo_path="/repo",
                          settings=RunSettings.of(settings))
 

@@ -24,7 +24,8 @@ def started(plan=PLAN, **settings):
     parallel = {"max_concurrency": 3, "strategy": "smart", "max_attempts": 2, **settings.pop("parallel", {})}
     return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=plan, repo_path="/repo",
                          settings=RunSettings.of({"parallel": parallel,
-                                                  "agent": {"provider": "replay", "transcripts": "/t"}, **settings}))
+                                                  "agent": {"provider": "replay", "transcripts": "/t"},
+                                                  "learning": {"enabled": False}, **settings}))
 
 
 def ready(events) -> dict[str, ev.TaskReady]:

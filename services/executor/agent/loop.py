@@ -139,7 +139,8 @@ class _Run:
             passed = res.passed
             ran.append({"command": command, "exit_code": res.exit_code, "output": res.output[-CHECK_OUTPUT_TAIL:],
                         "passed": passed, "timed_out": res.timed_out})
-            await self.log("check_result", {"command": command, "exit_code": res.exit_code, "passed": passed})
+            await self.log("check_result", {"command": command, "exit_code": res.exit_code, "passed": passed,
+                                            "output": res.output[-CHECK_OUTPUT_TAIL:]})
         return ran
 
 
