@@ -20,8 +20,8 @@ from shared.bus import Bus, BusError
 from shared.config import Config
 from shared.db import Database
 from services.gateway.auth import COOKIE, COOKIE_DAYS, Doors, guard, token_matches
-from services.gateway.deps import ApiError
-from services.gateway.routes import events, health, plans, projects, runs, tasks
+from services.gateway.deps import ERRORS, ApiError
+from services.gateway.routes import events, health, parallel, plans, projects, runs, tasks
 
 log = logging.getLogger("yokeflow.gateway")
 
@@ -45,8 +45,8 @@ def create_app(bus: Bus, database: Database, config: Config, *, doors: Doors,
     app.state.doors = doors
     app.state.wait_timeout = wait_timeout
 
-    for module in (health, projects, plans, runs, tasks, events):
-        app.include_router(module.router)
+    for module in (health, projects, plans, runs, tasks, parallel, events):
+        app.include_router(module.router, responses=ERRORS)
     _install_error_handlers(app)
     if doors.allowed_origins:  # CORS stays closed unless YOKEFLOW_CORS_ORIGINS names origins
         app.add_middleware(CORSMiddleware, allow_origins=sorted(doors.allowed_origins), allow_credentials=True,
@@ -101,6 +101,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (not UTF-8, not JSON): invalid input
+            return JSONResponse({"detail": f"body: {exc.detail}: send a UTF-8 JSON object", "field": "body",
+                                 "problems": [{"field": "body", "message": str(exc.detail)}]}, status_code=422)
         return JSONResponse({"detail": exc.detail, "field": None}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
 
-from services.gateway.deps import ApiError, GatewayConfigError, check_api_token
+from services.gateway.deps import MAX_JSON_BODY, ApiError, GatewayConfigError, check_api_token
 from shared.config import Runtime
 
 log = logging.getLogger("yokeflow.gateway")
@@ -176,6 +176,20 @@ async def guard(conn: HTTPConnection) -> None:
         raise ApiError(401, "missing or wrong API token: send `Authorization: Bearer <token>` (the token is in "
                             "<state folder>/api-token, or YOKEFLOW_API_TOKEN), or open the URL `yokeflow up` "
                             "printed", "authorization")
+    if not websocket and method not in SAFE_METHODS:
+        _check_body_size(conn)
+
+
+def _check_body_size(conn: HTTPConnection) -> None:
+    """Bodies are bounded before they are read: a declared length over the limit, or no length at all."""
+    length = conn.headers.get("content-length")
+    if length is None:
+        if conn.headers.get("transfer-encoding"):
+            raise ApiError(413, "send the request body with a Content-Length (chunked bodies are refused)", "body")
+        return
+    if not length.isdigit() or int(length) > MAX_JSON_BODY:
+        raise ApiError(413, f"the request body is {length[:20]} bytes: the gateway accepts at most {MAX_JSON_BODY}",
+                       "body")
 
 
 def _origin_allowed(origin: str, host_header: str, doors: Doors) -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
+from pydantic import BaseModel, ConfigDict
 
 from shared.bus import Bus
 from shared.config import Config
@@ -66,3 +67,47 @@ def get_wait_timeout(request: Request) -> float:
 
 
 WaitTimeoutDep = Annotated[float, Depends(get_wait_timeout)]
+
+
+# Ids in paths and queries: bounded like their columns, and no control characters (a NUL byte
+# would reach PostgreSQL as an error, not as "not found").
+NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
+NO_CONTROL_OR_EMPTY = r"^[^\x00-\x1f\x7f]*$"
+MAX_JSON_BODY = 2 * 1024 * 1024  # a plan of several hundred tasks is well under this
+SEQ_MAX = 2**63 - 1  # stream sequences are int64 in PostgreSQL
+
+
+def _id(max_length: int, what: str) -> Any:
+    return Path(min_length=1, max_length=max_length, pattern=NO_CONTROL, description=what)
+
+
+ProjectId = Annotated[str, _id(64, "a project id (GET /api/projects lists them)")]
+RunId = Annotated[str, _id(64, "a run id (GET /api/runs lists them)")]
+TaskId = Annotated[str, _id(200, "a task id of the run's plan")]
+PlanId = Annotated[str, _id(200, "the id of a plan Session 0 produced")]
+Domain = Annotated[str, _id(40, "an expertise domain, e.g. api, database, frontend")]
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: what is wrong and the fix, the request field at fault, and sometimes more."""
+
+    model_config = ConfigDict(extra="allow")
+    detail: str
+    field: str | None = None
+    problems: list[dict[str, Any]] | None = None
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _error("missing or wrong API token (field: authorization)"),
+    403: _error("the Host or Origin is not allowed (field: host | origin)"),
+    404: _error("no such project, run, task, plan or domain (field names which)"),
+    409: _error("the command does not fit the current state"),
+    413: _error("the request body is larger than the gateway accepts (field: body)"),
+    422: _error("invalid input: `field` names the first bad field, `problems` lists them all"),
+    503: _error("NATS or PostgreSQL unavailable"),
+    504: _error("a ?wait=true command was recorded but not projected in time (the body has its seq)"),
+}

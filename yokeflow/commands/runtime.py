@@ -262,9 +262,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- status
 async def collect_status(endpoint: Endpoint, run_id: str | None = None) -> dict[str, Any]:
-    from sqlalchemy import select
-
-    from shared import db
+    """The runs as shared/readmodel.py reads them (the gateway reads the same way)."""
+    from shared import db, readmodel
     from services.ledger.service import Ledger
 
     # With services running the CLI only reads, as its own role; otherwise it projects the log itself.
@@ -285,34 +284,10 @@ async def collect_status(endpoint: Endpoint, run_id: str | None = None) -> dict[
                     await ledger.handle_batch(batch)
             finally:
                 await bus.close()
-        runs = await database.fetch(select(db.runs).order_by(db.runs.c.started_at))
-        if run_id:
-            runs = [r for r in runs if r["id"] == run_id]
-            if not runs:
-                raise CliError(f"no run {run_id}: `yokeflow status` lists the runs")
-        else:
-            latest: dict[str, dict] = {}
-            for r in runs:
-                latest[r["project_id"]] = r
-            runs = list(latest.values())
-        projects = {p["id"]: p for p in await database.fetch(select(db.projects))}
-        out = []
-        for r in runs:
-            tasks = await database.fetch(select(db.tasks).where(db.tasks.c.run_id == r["id"]).order_by(db.tasks.c.position))
-            out.append({
-                "id": r["id"], "project_id": r["project_id"], "project": projects.get(r["project_id"], {}).get("name", ""),
-                "plan": r["plan_name"], "status": r["status"], "repo_path": r["repo_path"],
-                "target_branch": r["target_branch"], "counts": r["counts"], "stats": r["stats"], "reason": r["reason"],
-                "cost_usd": round(r["cost_usd"], 6), "started_at": r["started_at"], "ended_at": r["ended_at"],
-                "tasks": [{
-                    "id": t["id"], "epic_id": t["epic_id"], "title": t["title"], "status": t["status"],
-                    "merge_status": t["merge_status"] or "unmerged", "merged": t["merge_status"] == "merged",
-                    "attempt": t["attempt"], "batch": t["batch"], "branch": t["branch"], "commit": t["commit"],
-                    "merge_commit": t["merge_commit"], "model": t["model"], "cost_usd": round(t["cost_usd"], 6),
-                    "reason": t["reason"],
-                } for t in tasks],
-            })
-        return {"runs": out, "projection_lag_ms": await database.projection_lag_ms()}
+        runs = await readmodel.status(database, run_id)
+        if runs is None:
+            raise CliError(f"no run {run_id}: `yokeflow status` lists the runs")
+        return {"runs": runs, "projection_lag_ms": await database.projection_lag_ms()}
     finally:
         await database.dispose()
 

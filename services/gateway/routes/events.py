@@ -7,7 +7,7 @@ import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from services.gateway import readmodel
+from shared import readmodel
 from services.gateway.live import LiveFeed, LiveFilter
 
 router = APIRouter(tags=["events"])

@@ -6,18 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from shared import events as ev
 from shared.bus import Bus
-from services.gateway.deps import ApiError, BusDep
+from services.gateway.deps import NO_CONTROL, ApiError, BusDep, PlanId
 from services.planner.session0 import PlanNotApprovable, PlanNotFound, approve_plan, plan_history
 
 router = APIRouter(tags=["plans"])
 
 
 class Approve(BaseModel):
-    approved_by: str = "api"
+    approved_by: str = Field(default="api", min_length=1, max_length=200, pattern=NO_CONTROL)
 
 
 def plan_state(plan_id: str, history: list[ev.Event]) -> dict[str, Any]:
@@ -42,12 +42,12 @@ async def plan_or_404(bus: Bus, plan_id: str) -> dict[str, Any]:
 
 
 @router.get("/api/plans/{plan_id}")
-async def get_plan(plan_id: str, bus: BusDep) -> dict[str, Any]:
+async def get_plan(plan_id: PlanId, bus: BusDep) -> dict[str, Any]:
     return await plan_or_404(bus, plan_id)
 
 
 @router.post("/api/plans/{plan_id}/approve")
-async def approve(plan_id: str, bus: BusDep, body: Approve | None = None) -> dict[str, Any]:
+async def approve(plan_id: PlanId, bus: BusDep, body: Approve | None = None) -> dict[str, Any]:
     try:
         _, newly = await approve_plan(bus, plan_id, (body or Approve()).approved_by)
     except PlanNotFound as exc:

@@ -1,4 +1,7 @@
-"""Queries over the projection tables, shaped for the API (plain dicts, JSON-ready)."""
+"""Queries over the projection tables, shaped for the API and the CLI (plain dicts, JSON-ready).
+
+One read model for both front doors: `yokeflow status` and the gateway read runs through here,
+so neither imports the other."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from sqlalchemy import and_, func, select
 
 from shared import db
 from shared.db import Database
-from services.gateway import summary
+from shared import summary
 
 
 async def list_projects(database: Database) -> list[dict[str, Any]]:
@@ -57,13 +60,29 @@ async def get_run(database: Database, run_id: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-async def plan_estimates(database: Database, run_id: str) -> dict[str, float]:
-    """The plan's estimate_minutes per task, from the RunStarted entry of the event log."""
+async def run_plan(database: Database, run_id: str) -> dict[str, Any]:
+    """The plan the run was started with, from the RunStarted entry of the event log ({} if not indexed)."""
     e = db.event_log
     rows = await database.fetch(select(e.c.data).where(and_(e.c.run_id == run_id, e.c.type == "RunStarted")).limit(1))
-    if not rows:
-        return {}
-    plan = (rows[0]["data"] or {}).get("plan") or {}
+    return ((rows[0]["data"] or {}).get("plan") or {}) if rows else {}
+
+
+async def costs_by_model(database: Database, project_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
+    """Model calls, tokens and USD per (run, model) of a project."""
+    c = db.agent_costs
+    stmt = (select(c.c.run_id, c.c.model, func.count().label("calls"), func.sum(c.c.input_tokens).label("input_tokens"),
+                   func.sum(c.c.output_tokens).label("output_tokens"), func.sum(c.c.cost_usd).label("cost_usd"))
+            .where(c.c.project_id == project_id).group_by(c.c.run_id, c.c.model).order_by(c.c.run_id, c.c.model))
+    if run_id:
+        stmt = stmt.where(c.c.run_id == run_id)
+    return [{"run_id": r["run_id"], "model": r["model"], "calls": int(r["calls"]),
+             "input_tokens": int(r["input_tokens"] or 0), "output_tokens": int(r["output_tokens"] or 0),
+             "cost_usd": round(float(r["cost_usd"] or 0.0), 6)} for r in await database.fetch(stmt)]
+
+
+async def plan_estimates(database: Database, run_id: str) -> dict[str, float]:
+    """The plan's estimate_minutes per task, from the RunStarted entry of the event log."""
+    plan = await run_plan(database, run_id)
     return {str(t.get("id")): float(t.get("estimate_minutes") or 1.0)
             for epic in plan.get("epics", []) for t in epic.get("tasks", [])}
 
@@ -135,3 +154,37 @@ async def expertise(database: Database, project_id: str) -> list[dict[str, Any]]
         entry["versions"].append({"version": row["version"], "lines": row["lines"], "updated_at": row["updated_at"]})
         entry.update(version=row["version"], lines=row["lines"], content=row["content"], updated_at=row["updated_at"])
     return list(domains.values())
+
+
+async def status(database: Database, run_id: str | None = None) -> list[dict[str, Any]] | None:
+    """`yokeflow status`: one run, or the latest run of each project, with every task.
+    None when `run_id` names no run."""
+    runs = await database.fetch(select(db.runs).order_by(db.runs.c.started_at))
+    if run_id:
+        runs = [r for r in runs if r["id"] == run_id]
+        if not runs:
+            return None
+    else:
+        latest: dict[str, dict[str, Any]] = {}
+        for r in runs:
+            latest[r["project_id"]] = r
+        runs = list(latest.values())
+    projects = {p["id"]: p for p in await database.fetch(select(db.projects))}
+    out = []
+    for r in runs:
+        tasks = await database.fetch(select(db.tasks).where(db.tasks.c.run_id == r["id"]).order_by(db.tasks.c.position))
+        out.append({
+            "id": r["id"], "project_id": r["project_id"], "project": projects.get(r["project_id"], {}).get("name", ""),
+            "plan": r["plan_name"], "status": r["status"], "repo_path": r["repo_path"],
+            "target_branch": r["target_branch"], "counts": r["counts"], "stats": r["stats"], "reason": r["reason"],
+            "cost_usd": round(r["cost_usd"], 6), "started_at": r["started_at"], "ended_at": r["ended_at"],
+            "tasks": [{
+                "id": t["id"], "epic_id": t["epic_id"], "title": t["title"], "status": t["status"],
+                "state": summary.task_state(t),
+                "merge_status": t["merge_status"] or "unmerged", "merged": t["merge_status"] == "merged",
+                "attempt": t["attempt"], "batch": t["batch"], "branch": t["branch"], "commit": t["commit"],
+                "merge_commit": t["merge_commit"], "model": t["model"], "cost_usd": round(t["cost_usd"], 6),
+                "reason": t["reason"],
+            } for t in tasks],
+        })
+    return out
