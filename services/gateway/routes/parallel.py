@@ -51,9 +51,10 @@ async def start(project_id: ProjectId, body: ParallelStart, bus: BusDep, databas
                        target_branch=project.get("target_branch") or None)
     started = await start_command(request, bus, config)
     landed = await writes.settle(bus, database, started, wait=wait, timeout=wait_timeout)
+    settings_now = started.settings.to_dict()
     return JSONResponse({"run_id": started.run_id, "project_id": started.project_id,
-                         "settings": {"parallel": started.settings.get("parallel", {}),
-                                      "budget_usd": started.settings.get("cost", {}).get("budget_limit_usd")},
+                         "settings": {"parallel": settings_now["parallel"],
+                                      "budget_usd": settings_now["cost"]["budget_limit_usd"]},
                          **landed}, status_code=201, headers={"Location": f"/api/runs/{started.run_id}"})
 
 
