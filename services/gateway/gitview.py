@@ -1,14 +1,12 @@
-"""Read-only looks at the project's repository for the API: a task's diff against the target
-branch, and whether paths exist on it (dulwich; the gateway never writes the repository)."""
+"""A read-only look at the project's repository for the API: a task's diff against the target
+branch (dulwich; the gateway never writes the repository)."""
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from pathlib import Path
 
 from dulwich.diff_tree import tree_changes
-from dulwich.object_store import tree_lookup_path
 from dulwich.patch import write_tree_diff
 
 from shared.gitops.errors import GitError
@@ -59,22 +57,3 @@ def task_diff(repo_path: str, target_branch: str, *, branch: str, commit: str, m
     truncated = len(raw) > MAX_DIFF_BYTES
     return Diff(base=base.decode() if base else "", head=head.decode(), files=files,
                 text=raw[:MAX_DIFF_BYTES].decode(errors="replace"), truncated=truncated)
-
-
-def existing_paths(repo_path: str, branch: str, paths: list[str]) -> tuple[str, dict[str, bool]]:
-    """The target branch's commit and, for each path, whether a file or folder of that name is in its tree."""
-    if not Path(repo_path).is_dir():
-        raise GitError(f"the project's repository {repo_path} is gone")
-    with open_repo(repo_path) as repo:
-        head = resolve_commit(repo, branch)
-        if head is None:
-            raise GitError(f"target branch {branch!r} does not exist in {repo_path}")
-        tree = repo[head].tree
-        found = {}
-        for path in paths:
-            try:
-                tree_lookup_path(repo.__getitem__, tree, path.strip("/").encode())
-                found[path] = True
-            except KeyError:
-                found[path] = False
-    return head.decode(), found

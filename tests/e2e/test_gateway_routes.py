@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import subprocess
 
+import msgspec
 import pytest
 
 from shared import events as ev
+from shared.expertise import store
+from shared.expertise.model import Entry
 from tests.conftest import git
 from tests.integration.test_gateway import TOKEN, client
 from tests.support.fake_anthropic import tool, turn
@@ -107,22 +110,27 @@ async def test_prd_routes_after_a_replayed_run(nats_server, database_url, unique
             again = await http.post(f"/api/projects/{project}/parallel/cancel")
             assert again.status_code == 409 and again.json()["field"] == "project_id"
 
-            # expertise: the learner's file for a domain, read; a newer version naming one file that
-            # exists on main and one that does not, validated
+            # expertise: the learner's file for a domain, read; two entries added, one naming a file on
+            # main and one naming a file that is not; validated (dry run), then applied (flagged)
             learned = (await http.get(f"/api/projects/{project}/expertise/general")).json()
-            assert "task a (Greeting A)" in learned["content"] and learned["versions"]
-            content = learned["content"] + "- greetings live in greeting.txt\n- the old handler was in api/gone.py\n"
-            await bus.publish(ev.ExpertiseUpdated(
-                project_id=project, aggregate_id=f"{project}-general", domain="general", version=learned["version"] + 1,
-                lines=content.count("\n"), content=content))
+            assert learned["content"].startswith("domain: general") and learned["versions"]
+            extra = [Entry(kind="core_file", key="greeting", path="greeting.txt", text="the greeting",
+                           files=["greeting.txt"]),
+                     Entry(kind="pattern", key="old handler", text="handlers live in api/gone.py", files=["api/gone.py"])]
+            await store.append(bus, project, "general", lambda doc: msgspec.structs.replace(
+                doc, entries=[*doc.entries, *extra]), reason="test", source="test", msg_id=f"{project}:test-entries",
+                max_lines=1000)
             await system.database.wait_for("ledger", await bus.last_seq(), timeout=30)
             one = (await http.get(f"/api/projects/{project}/expertise/general")).json()
-            assert one["version"] == learned["version"] + 1 and "greeting.txt" in one["content"]
+            assert one["version"] == learned["version"] + 1 and "api/gone.py" in one["content"]
             assert (await http.get(f"/api/projects/{project}/expertise/nothing")).status_code == 404
             checked = (await http.post(f"/api/projects/{project}/expertise/general/validate")).json()
-            assert {f["path"]: f["exists"] for f in checked["files"]} == {"greeting.txt": True, "api/gone.py": False}
-            assert checked["valid"] is False and [m["path"] for m in checked["missing"]] == ["api/gone.py"]
-            assert checked["commit"] == git(git_repo, "rev-parse", "main")
+            assert checked["valid"] is False and checked["applied"] is None
+            assert [(e["files"], e["missing"]) for e in checked["missing"]] == [(["api/gone.py"], ["api/gone.py"])]
+            assert any(e["files"] == ["greeting.txt"] and not e["missing"] for e in checked["entries"])
+            applied = (await http.post(f"/api/projects/{project}/expertise/general/validate",
+                                       params={"apply": "true"})).json()["applied"]
+            assert [f["missing"] for f in applied["flagged"]] == [["api/gone.py"]]
 
             report = (await http.get(f"/api/projects/{project}/report")).json()
             assert [r["run_id"] for r in report["runs"]] == [run, second]

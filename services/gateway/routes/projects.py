@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -10,9 +11,10 @@ from fastapi.responses import PlainTextResponse
 
 from shared import readmodel
 from shared.gitops.errors import GitError
-from services.gateway.deps import ApiError, DatabaseDep, Domain, ProjectId
-from services.gateway.expertise_check import mentioned_paths
-from services.gateway.gitview import existing_paths
+from shared.expertise import store
+from shared.expertise.model import ExpertiseError
+from shared.gitops.repo import paths_on_branch
+from services.gateway.deps import ApiError, BusDep, ConfigDep, DatabaseDep, Domain, ProjectId
 from services.gateway.report import build_report, report_markdown
 
 router = APIRouter(tags=["projects"])
@@ -58,22 +60,41 @@ async def get_domain_expertise(project_id: ProjectId, domain: Domain, database: 
 
 
 @router.post("/api/projects/{project_id}/expertise/{domain}/validate")
-async def validate_expertise(project_id: ProjectId, domain: Domain, database: DatabaseDep) -> dict[str, Any]:
-    """Check the files the latest expertise names against the project's target branch (see docs/api.md)."""
+async def validate_expertise(project_id: ProjectId, domain: Domain, database: DatabaseDep, bus: BusDep,
+                             config: ConfigDep, apply: bool = False) -> dict[str, Any]:
+    """Check each entry's files against the project's target branch (the learner's own check,
+    shared/expertise); with `apply=true` record the outcome as a new version, as
+    `yokeflow expertise validate` does (see docs/api.md)."""
     project = await project_or_404(database, project_id)
-    entry = await _domain_or_404(database, project_id, domain)
-    mentions = mentioned_paths(entry.get("content") or "")
-    branch = project.get("target_branch") or "main"
+    await _domain_or_404(database, project_id, domain)
     try:
-        commit, found = await asyncio.to_thread(existing_paths, project["repo_path"], branch, [p for _, p in mentions])
-    except GitError as exc:
-        raise ApiError(409, f"cannot validate against {branch}: {exc}", "project_id") from None
-    files = [{"path": p, "line": n, "exists": found[p]} for n, p in mentions]
-    missing = [f for f in files if not f["exists"]]
-    return {"project_id": project_id, "domain": domain, "version": entry["version"], "target_branch": branch,
-            "commit": commit, "checked": len(files), "files": files, "missing": missing, "valid": not missing,
-            "checks": "files and folders the text names still exist on the target branch; "
-                      "not whether what it says about them is still true"}
+        update = await store.latest(bus, project_id, domain)
+    except ExpertiseError as exc:
+        raise ApiError(422, str(exc), "domain") from None
+    if update is None:
+        raise ApiError(404, f"project {project_id} has no expertise for domain {domain!r} on the bus", "domain")
+    branch = project.get("target_branch") or "main"
+    paths = await asyncio.to_thread(_paths, project["repo_path"], branch)
+    if not paths:
+        raise ApiError(409, f"branch {branch!r} of {project['repo_path']} has no files or does not exist", "project_id")
+    exists = lambda p: store.exists_in(paths, p)  # noqa: E731
+    entries = [{"id": e.id, "kind": e.kind, "files": list(e.files), "flagged": e.flagged,
+                "missing": [f for f in e.files if not exists(f)]} for e in store.document_of(update, domain).entries]
+    applied = None
+    if apply:
+        applied = await store.validate_domain(bus, project_id, domain, exists, now=datetime.now(timezone.utc).isoformat(),
+                                              branch=branch, max_lines=config.learning.expertise_max_lines)
+    stale = [e for e in entries if e["missing"]]
+    return {"project_id": project_id, "domain": domain, "version": update.version, "target_branch": branch,
+            "checked": len(entries), "entries": entries, "missing": stale, "valid": not stale, "applied": applied,
+            "checks": "each entry's files still exist on the target branch; not whether what it says is still true"}
+
+
+def _paths(repo_path: str, branch: str) -> frozenset[str]:
+    try:
+        return paths_on_branch(repo_path, branch)
+    except GitError:
+        return frozenset()
 
 
 @router.get("/api/projects/{project_id}/report",
