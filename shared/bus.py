@@ -17,7 +17,7 @@ from nats.js import api as jsapi
 from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 
 from shared import telemetry
-from shared.events import DeliveryFailed, Event, decode, encode, subject_token
+from shared.events import Event, decode, delivery_failed, encode, subject_token
 from shared.scrub import scrub, scrub_bytes
 
 log = logging.getLogger("yokeflow.bus")
@@ -404,11 +404,8 @@ class Bus:
             beat.cancel()
             log.exception("%s failed on %s seq=%s (delivery %s/%s)", consumer, event.type, seq, deliveries, max_deliver)
             if deliveries >= max_deliver:
-                failure = event.caused(
-                    DeliveryFailed, aggregate_id=event.project_id, consumer=consumer, failed_subject=msg.subject,
-                    stream_seq=seq, deliveries=deliveries, error=f"{type(exc).__name__}: {exc}"[:2000],
-                    event_type=event.type,
-                )
+                failure = delivery_failed(event, consumer=consumer, failed_subject=msg.subject, stream_seq=seq,
+                                          deliveries=deliveries, error=f"{type(exc).__name__}: {exc}")
                 await self.publish(failure, msg_id=f"{consumer}:{seq}:DeliveryFailed")
                 await msg.term()
             else:

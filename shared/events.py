@@ -361,7 +361,10 @@ class BudgetExhausted(Event, frozen=True, kw_only=True):
 
 # ---------------------------------------------------------------- delivery
 class DeliveryFailed(Event, frozen=True, kw_only=True):
-    """A message a consumer could not handle after its last delivery: visible, never dropped."""
+    """A message a consumer could not handle after its last delivery: visible, never dropped.
+
+    It names the run, task and attempt of the failed event when that event had them: the
+    scheduler fails that attempt (or, for a run-level event, the run) with `reason`."""
 
     aggregate: ClassVar[str] = "project"
     consumer: str
@@ -370,6 +373,25 @@ class DeliveryFailed(Event, frozen=True, kw_only=True):
     deliveries: int
     error: str
     event_type: str = ""
+    failed_event_id: str = ""
+    run_id: str = ""
+    task_id: str = ""
+    attempt: int = 0
+
+    @property
+    def reason(self) -> str:
+        return (f"delivery failed: {self.consumer} gave up on {self.event_type or 'an event'} "
+                f"after {self.deliveries} deliveries: {self.error}")[:2000]
+
+
+def delivery_failed(event: Event, *, consumer: str, failed_subject: str, stream_seq: int, deliveries: int,
+                    error: str) -> DeliveryFailed:
+    """The DeliveryFailed for `event`, naming its run, task and attempt when it has them."""
+    return event.caused(
+        DeliveryFailed, aggregate_id=event.project_id, consumer=consumer, failed_subject=failed_subject,
+        stream_seq=stream_seq, deliveries=deliveries, error=error[:2000], event_type=event.type,
+        failed_event_id=event.event_id, run_id=str(getattr(event, "run_id", "") or ""),
+        task_id=str(getattr(event, "task_id", "") or ""), attempt=int(getattr(event, "attempt", 0) or 0))
 
 
 AnyEvent = Union[

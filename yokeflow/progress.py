@@ -66,6 +66,9 @@ def describe(e: ev.Event) -> str:
             return f"task {task} learnings for {e.domain}: {len(e.learnings)}"
         case ev.ExpertiseUpdated():
             return f"expertise {e.domain} v{e.version} ({e.lines} lines)"
+        case ev.DeliveryFailed():
+            where = f"task {task} attempt {e.attempt}" if task else f"run {e.run_id}" if e.run_id else "project"
+            return f"{where}: {e.reason}"
         case ev.CostRecorded():
             return f"task {task} model call {e.call}: {e.model} ${e.cost_usd:.4f}"
         case _:

@@ -148,6 +148,12 @@ async def project(conn: AsyncConnection, e: ev.Event) -> None:
         case ev.BudgetWarning() | ev.BudgetExhausted():
             level = "exhausted" if isinstance(e, ev.BudgetExhausted) else "warning"
             await _upsert(conn, db.budget_alerts, {"run_id": e.run_id, "level": level}, ["run_id", "level"])
+        case ev.DeliveryFailed() if e.run_id and e.task_id:
+            await conn.execute(_task(e).values(reason=e.reason))
+            if e.attempt:
+                await conn.execute(_attempt(e, e.attempt).values(error=e.reason))
+        case ev.DeliveryFailed() if e.run_id:
+            await conn.execute(_run(e.run_id).values(reason=e.reason))
         case ev.ExpertiseUpdated():
             await _upsert(conn, db.expertise_files, {
                 "project_id": e.project_id, "domain": e.domain, "version": e.version, "lines": e.lines,

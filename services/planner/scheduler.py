@@ -30,6 +30,7 @@ PENDING, DISPATCHED, SUCCEEDED, MERGED, CONFLICT = "pending", "dispatched", "suc
 RETRY, FAILED, BLOCKED, CANCELLED = "retry", "failed", "blocked", "cancelled"
 TERMINAL = {MERGED, FAILED, BLOCKED, CANCELLED}
 FINISHED = TERMINAL | {SUCCEEDED, CONFLICT}  # "finished, success or not": enough for a soft dependency
+OBSERVERS = {"ledger", "learner"}  # consumers whose delivery failures do not fail work
 
 
 @dataclass
@@ -50,6 +51,7 @@ class TaskState:
     resolution_attempts: set[int] = field(default_factory=set)  # attempts that were resolution agents
     escalated: str = ""  # event id of the conflict handed to a person
     learned: set[int] = field(default_factory=set)  # attempts whose learning the learner has stored
+    delivery_failures: dict[int, str] = field(default_factory=dict)  # attempt -> why a consumer gave up on it
 
     @property
     def tries(self) -> int:
@@ -81,6 +83,7 @@ class RunState:
     budget_exhausted: bool = False
     ended: bool = False
     paused: ev.RunPaused | None = None
+    delivery_failure: str = ""  # a run-level event no consumer could handle: the run fails with this
     seen: set[str] = field(default_factory=set)
     ready_latencies: list[float] = field(default_factory=list)
     lane_key: dict[str, str] = field(default_factory=dict)            # task id -> its lane: one task in flight per lane
@@ -222,7 +225,26 @@ class RunState:
                 self.budget_exhausted = True
             case ev.RunCompleted() | ev.RunFailed():
                 self.ended = True
+            case ev.DeliveryFailed() if e.consumer == "learner" and task:
+                task.learned.add(e.attempt or task.attempt)  # that learning is lost: the run does not wait for it
+            case ev.DeliveryFailed() if e.consumer in OBSERVERS:
+                pass  # a read model fell behind: shown by the ledger, the work goes on
+            case ev.DeliveryFailed() if task:
+                self._fold_delivery_failure(task, e)
+            case ev.DeliveryFailed() if not e.task_id:
+                self.delivery_failure = self.delivery_failure or e.reason
         return True
+
+    def _fold_delivery_failure(self, task: TaskState, e: ev.DeliveryFailed) -> None:
+        """The attempt fails with the consumer's reason: unfinished, it is judged like a failed agent;
+        finished but stuck (its merge gave up), `_judge_delivery_failures` fails it."""
+        attempt = e.attempt or task.attempt
+        if attempt not in task.finished_attempts:
+            task.finished_attempts[attempt] = "failure"
+            task.last_failure = {"attempt": attempt, "outcome": "failure", "error": e.reason}
+            task.learned.add(attempt)  # no agent ran: nothing to learn, nothing to wait for
+        else:
+            task.delivery_failures.setdefault(attempt, e.reason)
 
     def _record_ready_latency(self, task: TaskState, ready_at: str) -> None:
         hard = [d for d, kind in self.deps.get(task.id, []) if kind == "hard"]
@@ -286,7 +308,12 @@ def decide(state: RunState) -> list[Decision]:
                                   batches=res.batches, critical_path=res.critical_path,
                                   critical_path_minutes=res.critical_path_minutes),
                     f"{state.run_id}:BatchesComputed"))
+    if state.delivery_failure:
+        e = origin.caused(ev.RunFailed, aggregate_id=state.run_id, run_id=state.run_id, counts=state.counts(),
+                          stats=state.stats(), reason=state.delivery_failure)
+        return out + [(e, f"{state.run_id}:RunFailed")]
     out += _judge_finished_attempts(state)
+    out += _judge_delivery_failures(state)
     out += _block_or_cancel(state)
     if state.resolves_conflicts:
         out += _escalate_conflicts(state)
@@ -339,6 +366,21 @@ def _judge_finished_attempts(state: RunState) -> list[Decision]:
                                         reason=f"attempt {attempt}/{state.max_attempts}: {reason}"[:2000]),
                             f"{key}:TaskFailed"))
     for e, _ in out:
+        state.apply(e)
+    return out
+
+
+def _judge_delivery_failures(state: RunState) -> list[Decision]:
+    """An attempt that finished but whose next step no consumer could take (e.g. its merge) fails."""
+    out: list[Decision] = []
+    for t in state.tasks.values():
+        reason = t.delivery_failures.get(t.attempt)
+        if reason is None or t.status not in (SUCCEEDED, CONFLICT):
+            continue
+        final = t.tries >= state.max_attempts
+        e = _task_event(state, ev.TaskFailed, t.id, attempt=t.attempt, final=final,
+                        reason=f"attempt {t.attempt}/{state.max_attempts}: {reason}"[:2000])
+        out.append((e, f"{state.run_id}:{t.id}:{t.attempt}:DeliveryFailed:TaskFailed"))
         state.apply(e)
     return out
 
@@ -493,6 +535,15 @@ def _ready_fields(state: RunState, t: TaskState, *, resolving: bool = False) -> 
     )
 
 
+def _first_failure(state: RunState) -> str:
+    """Why the first failed task failed, so a failed run names its cause."""
+    for t in state.tasks.values():
+        if t.status == FAILED and t.last_failure:
+            why = t.last_failure.get("error") or t.last_failure.get("outcome") or "agent failed"
+            return f"; task {t.id}: {why}"[:1000]
+    return ""
+
+
 def _maybe_end(state: RunState, pending: list[Decision]) -> list[Decision]:
     if any(t.status not in TERMINAL or not state.learned(t) for t in state.tasks.values()):
         return []  # a run ends once every task is settled and every attempt's learning is stored
@@ -511,7 +562,8 @@ def _maybe_end(state: RunState, pending: list[Decision]) -> list[Decision]:
     else:
         e = origin.caused(ev.RunFailed, aggregate_id=state.run_id, run_id=state.run_id, counts=counts,
                           stats=state.stats(),
-                          reason=f"{counts['failed']} failed, {counts['blocked']} blocked, {counts['cancelled']} cancelled")
+                          reason=f"{counts['failed']} failed, {counts['blocked']} blocked, {counts['cancelled']} cancelled"
+                                 f"{_first_failure(state)}"[:4000])
         out = [(e, f"{state.run_id}:RunFailed")]
     state.apply(e)
     return out

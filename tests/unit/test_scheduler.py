@@ -238,3 +238,73 @@ def test_with_learning_on_a_dependent_starts_only_once_its_dependency_s_learning
 def test_with_learning_off_no_expertise_is_given():
     state = RunState.start(started())
     assert all(e.expertise_domains == [] for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady))
+
+
+def delivery_failed(of: ev.Event, consumer: str = "executor") -> ev.DeliveryFailed:
+    return ev.delivery_failed(of, consumer=consumer, failed_subject="yf.evt.x", stream_seq=7, deliveries=2,
+                              error="RuntimeError: handler broke")
+
+
+def test_a_task_whose_ready_event_no_executor_can_take_fails_then_retries_then_ends_the_run():
+    state = RunState.start(started(max_attempts=2))
+    [ready] = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)]
+    failure = delivery_failed(ready)
+    assert (failure.run_id, failure.task_id, failure.attempt, failure.failed_event_id) == ("r", "a", 1, ready.event_id)
+    state.apply(failure)
+    retry = apply_all(state, decide(state))
+    failed = [e for e in retry if isinstance(e, ev.TaskFailed)]
+    assert len(failed) == 1 and not failed[0].final and "executor gave up on TaskReady" in failed[0].reason
+    [again] = [e for e in retry if isinstance(e, ev.TaskReady)]
+    assert again.attempt == 2 and again.previous_attempt["error"].startswith("delivery failed")
+    state.apply(delivery_failed(again))
+    end = apply_all(state, decide(state))
+    assert [e.type for e in end] == ["TaskFailed", "TaskBlocked", "TaskBlocked", "TaskBlocked", "RunFailed"]
+    assert end[0].final and "handler broke" in end[-1].reason and "task a" in end[-1].reason
+    assert decide(state) == []
+
+
+def test_a_merge_no_merger_could_do_fails_the_attempt():
+    state = RunState.start(started(max_attempts=1))
+    apply_all(state, decide(state))
+    done = finish(state, "a")
+    assert [e.type for e in apply_all(state, decide(state))] == ["TaskCompleted"]
+    state.apply(delivery_failed(done, consumer="merger"))
+    out = apply_all(state, decide(state))
+    assert out[0].type == "TaskFailed" and out[0].final and "merger gave up on AgentFinished" in out[0].reason
+    assert out[-1].type == "RunFailed"
+
+
+def test_a_run_event_no_consumer_could_handle_fails_the_run_with_its_reason():
+    state = RunState.start(started())
+    first = apply_all(state, decide(state))
+    state.apply(delivery_failed(first[0], consumer="merger"))  # BatchesComputed
+    [end] = apply_all(state, decide(state))
+    assert isinstance(end, ev.RunFailed) and end.reason.startswith("delivery failed: merger gave up on BatchesComputed")
+    assert decide(state) == []
+
+
+def test_a_read_model_falling_behind_does_not_fail_the_work():
+    state = RunState.start(started())
+    [ready] = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)]
+    state.apply(delivery_failed(ready, consumer="ledger"))
+    assert decide(state) == []  # a is still running; nothing else to decide
+
+
+def test_with_learning_on_a_delivery_failure_still_ends_the_run():
+    learning_on = {"parallel": {"max_concurrency": 3, "strategy": "by_task", "max_attempts": 1}}
+    state = RunState.start(msgspec.structs.replace(started(), settings=RunSettings.of(learning_on)))
+    [ready] = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)]
+    state.apply(delivery_failed(ready))  # no agent ran, so there is no learning to wait for
+    assert apply_all(state, decide(state))[-1].type == "RunFailed"
+
+
+def test_a_learner_that_gives_up_does_not_hold_the_run():
+    learning_on = {"parallel": {"max_concurrency": 3, "strategy": "by_task"}}
+    state = RunState.start(msgspec.structs.replace(started(), settings=RunSettings.of(learning_on)))
+    apply_all(state, decide(state))
+    done = finish(state, "a")
+    apply_all(state, decide(state))
+    merge(state, "a")
+    assert ready_ids(apply_all(state, decide(state))) == []  # waiting for a's learning
+    state.apply(delivery_failed(done, consumer="learner"))
+    assert ready_ids(apply_all(state, decide(state))) == ["b", "c"]
