@@ -8,9 +8,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
 from sqlalchemy import and_, func, select
 
 from shared import db
+from shared import events as ev
+from shared.expertise.measures import learning_measures
 from shared.db import Database
 from shared import summary
 
@@ -111,8 +114,17 @@ async def run_detail(database: Database, run_id: str, now: datetime | None = Non
         "eta": summary.estimate_eta(run, tasks, now, await plan_estimates(database, run_id)),
     }
     return {"run": run, "epics": epics, "tasks": tasks, "batches": summary.batch_progress(batches, tasks),
-            "totals": totals, "as_of": now.isoformat(), "ledger_position": await database.position("ledger"),
+            "totals": totals, "learning": await learning(database, run_id), "as_of": now.isoformat(), "ledger_position": await database.position("ledger"),
             "projection_lag_ms": await database.projection_lag_ms()}
+
+
+async def learning(database: Database, run_id: str) -> dict[str, Any]:
+    """How much learning helped this run (shared/expertise/measures.py), from its logged events."""
+    log = db.event_log
+    rows = await database.fetch(select(log.c.data).where(log.c.run_id == run_id,
+                                                         log.c.type.in_(("AgentStarted", "LearningExtracted")))
+                                .order_by(log.c.seq))
+    return learning_measures(msgspec.convert(r["data"], ev.AnyEvent) for r in rows)
 
 
 async def task_detail(database: Database, run_id: str, task_id: str) -> dict[str, Any] | None:
@@ -178,6 +190,7 @@ async def status(database: Database, run_id: str | None = None) -> list[dict[str
             "plan": r["plan_name"], "status": r["status"], "repo_path": r["repo_path"],
             "target_branch": r["target_branch"], "counts": r["counts"], "stats": r["stats"], "reason": r["reason"],
             "cost_usd": round(r["cost_usd"], 6), "started_at": r["started_at"], "ended_at": r["ended_at"],
+            "learning": await learning(database, r["id"]),
             "tasks": [{
                 "id": t["id"], "epic_id": t["epic_id"], "title": t["title"], "status": t["status"],
                 "state": summary.task_state(t),

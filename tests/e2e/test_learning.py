@@ -4,6 +4,7 @@ task A met and fixed reaches task B of its domain (which depends on it), and not
 from __future__ import annotations
 
 from shared import events as ev
+from shared import readmodel
 from shared.commands import start_run
 from shared.expertise import store
 from tests.support.fake_anthropic import FakeAnthropic, tool, turn
@@ -63,12 +64,17 @@ async def test_a_fixed_error_reaches_the_next_agent_of_its_domain_and_no_other(n
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     with FakeAnthropic([routed] * 12) as api:
         cfg = settings(api)
-        async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
+        async with running_system(nats_server.url, database_url, unique, cfg) as (system, bus):
             started = await start_run(bus, PLAN, git_repo, cfg)
             end = await wait_for_end(bus, started.run_id)
             events = await events_of(bus, started.run_id)
             doc = store.document_of(await store.latest(bus, started.project_id, "api"), "api")
+            await system.database.wait_for("ledger", await bus.last_seq(), timeout=30)
+            [status] = await readmodel.status(system.database, started.run_id)
     assert isinstance(end, ev.RunCompleted), end
+    measures = status["learning"]
+    assert measures["tasks_started"] == 3 and measures["expertise_coverage"] == round(1 / 3, 4)  # only b had any to get
+    assert measures["entries_learned"] == 2 and measures["failures_met"] == 1 and measures["repeat_error_rate"] == 0
     b_sees, c_sees = system_text(request_of(api, "b")), system_text(request_of(api, "c"))
     assert "ADD_BROKEN_7731" in b_sees and "`calc.py`" in b_sees  # the error and the file that fixed it
     assert "ADD_BROKEN_7731" not in c_sees and "calc.py" not in c_sees.split("# Repository map")[0]
