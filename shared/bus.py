@@ -263,8 +263,11 @@ class Bus:
     # ------------------------------------------------------------------ durable consumers
     async def consume(self, durable: str, filter_subjects: Sequence[str], handler: Handler, *,
                       stop: asyncio.Event | None = None, concurrency: int = 1, ack_wait: float = 30.0,
-                      max_deliver: int = 5, backoff: Sequence[float] = (0.5, 2.0, 5.0, 15.0)) -> None:
+                      max_deliver: int = 5, backoff: Sequence[float] = (0.5, 2.0, 5.0, 15.0),
+                      drain_s: float = 30.0) -> None:
         """Run `handler` for each event on a durable pull consumer with explicit acks.
+        Once `stop` is set nothing new is pulled; handlers in flight get `drain_s` to finish,
+        then are cancelled and their messages handed back for redelivery (nak).
         `concurrency` handlers run at once (0: no limit of the consumer's own).
         Handlers heartbeat with in_progress(); a failure is retried with backoff and,
         after `max_deliver` deliveries, becomes a `DeliveryFailed` event."""
@@ -293,6 +296,9 @@ class Bus:
                         running.add(t)
                         t.add_done_callback(running.discard)
         finally:
+            if running and stop.is_set():
+                log.info("%s: draining %d handler(s) for up to %gs", durable, len(running), drain_s)
+                await asyncio.wait(list(running), timeout=drain_s)
             for t in list(running):
                 t.cancel()
             if running:

@@ -136,7 +136,10 @@ class Runtime(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     executor_slots: int = 0  # an explicit per-process limit; 0 leaves it to the runs' max_concurrency
     executor_ack_wait_s: float = 60.0
     executor_lease_s: float | None = None  # how long an attempt's lease lives unrenewed (default: the ack wait)
+    executor_drain_s: float = 30.0  # on SIGTERM, how long tasks in hand may finish before going back to the log
     merger_ack_wait_s: float = 120.0  # a merger killed mid-merge hands its merge on after this long
+    health_port: int = 0  # /livez and /readyz of a service run alone (0: none)
+    health_host: str = "0.0.0.0"
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8765
     api_token: str | None = None
@@ -170,7 +173,8 @@ RUNTIME_ENV = {
     "YOKEFLOW_SUBJECT_PREFIX": "subject_prefix", "YOKEFLOW_STREAM": "stream", "YOKEFLOW_LOG_STREAM": "log_stream",
     "YOKEFLOW_STREAM_REPLICAS": "stream_replicas", "YOKEFLOW_LOG_LEVEL": "log_level",
     "YOKEFLOW_EXECUTOR_SLOTS": "executor_slots", "YOKEFLOW_EXECUTOR_ACK_WAIT": "executor_ack_wait_s",
-    "YOKEFLOW_EXECUTOR_LEASE_S": "executor_lease_s",
+    "YOKEFLOW_EXECUTOR_LEASE_S": "executor_lease_s", "YOKEFLOW_EXECUTOR_DRAIN_S": "executor_drain_s",
+    "YOKEFLOW_HEALTH_PORT": "health_port", "YOKEFLOW_HEALTH_HOST": "health_host",
     "YOKEFLOW_MERGER_ACK_WAIT": "merger_ack_wait_s", "YOKEFLOW_GATEWAY_HOST": "gateway_host",
     "YOKEFLOW_GATEWAY_PORT": "gateway_port", "YOKEFLOW_API_TOKEN": "api_token", "YOKEFLOW_STATE_DIR": "state_dir",
     "YOKEFLOW_ALLOWED_HOSTS": "allowed_hosts", "YOKEFLOW_CORS_ORIGINS": "cors_origins",
@@ -262,6 +266,10 @@ def _check_ranges(cfg: Config | RunSettings, source: str) -> None:
             ("runtime.stream_replicas", cfg.runtime.stream_replicas >= 1, "must be at least 1 (YOKEFLOW_STREAM_REPLICAS)"),
             ("runtime.executor_ack_wait_s", cfg.runtime.executor_ack_wait_s > 0, "must be positive (YOKEFLOW_EXECUTOR_ACK_WAIT)"),
             ("runtime.merger_ack_wait_s", cfg.runtime.merger_ack_wait_s > 0, "must be positive (YOKEFLOW_MERGER_ACK_WAIT)"),
+            ("runtime.executor_drain_s", cfg.runtime.executor_drain_s >= 0,
+             "must not be negative (YOKEFLOW_EXECUTOR_DRAIN_S)"),
+            ("runtime.health_port", 0 <= cfg.runtime.health_port < 65536,
+             "must be a port number, or 0 for no probes (YOKEFLOW_HEALTH_PORT)"),
         ]
     for key, ok, why in checks:
         if not ok:

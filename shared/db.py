@@ -246,6 +246,12 @@ async def migrate(engine: AsyncEngine, schema: str = SCHEMA) -> int:
         return current
 
 
+async def applied_version(engine: AsyncEngine, schema: str = SCHEMA) -> int:
+    """The latest migration applied to `schema` (0 before any): readiness compares it with MIGRATIONS."""
+    async with engine.connect() as conn:
+        return await _schema_version(conn, schema)
+
+
 async def _schema_version(conn: AsyncConnection, schema: str) -> int:
     exists = (await conn.execute(text("SELECT to_regclass(:t) IS NOT NULL"),
                                  {"t": f'"{schema}".schema_version'})).scalar_one()

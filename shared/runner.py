@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Awaitable, Callable
 
-from shared import telemetry
+from shared import probes, telemetry
 from shared.bus import Bus, BusError
 from shared.config import ConfigError, config_dir, load_config
 from shared.scrub import install_log_scrubber
@@ -45,7 +45,10 @@ def service_main(name: str, serve: Serve, *, needs_database: bool = False) -> No
             sys.exit(f"{name}: {exc}")
         try:
             kwargs = {"database_url": config.database_url} if needs_database else {}
-            await serve(bus, config, stop, **kwargs)
+            # /livez and /readyz on YOKEFLOW_HEALTH_PORT; readiness turns 503 as soon as SIGTERM drains
+            async with probes.serving(name, bus, config.database_url if needs_database else None, stop,
+                                      port=config.runtime.health_port, host=config.runtime.health_host):
+                await serve(bus, config, stop, **kwargs)
         finally:
             await bus.close()
 

@@ -41,7 +41,7 @@ log = logging.getLogger("yokeflow.executor")
 
 class Executor:
     def __init__(self, bus: Bus, config: Config, *, name: str | None = None, concurrency: int = 0,
-                 ack_wait: float = 60.0, lease_s: float | None = None):
+                 ack_wait: float = 60.0, lease_s: float | None = None, drain_s: float = 30.0):
         self.bus = bus
         self.config = config
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -50,6 +50,7 @@ class Executor:
         self.ack_wait = ack_wait  # a crashed executor's task is redelivered after this long
         # a holder that stops renewing (killed, or frozen this long) loses its attempt to a redelivery
         self.lease_s = max(float(lease_s if lease_s is not None else ack_wait), 1.0)
+        self.drain_s = drain_s  # on SIGTERM, how long tasks in hand may finish before going back to the log
 
     # ------------------------------------------------------------------ history
     async def _task_history(self, e: ev.TaskReady) -> list[ev.Event]:
@@ -313,7 +314,8 @@ class Executor:
                 await self.bus.subscribe_live(self.bus.type_filter("TaskCancelled"), self._on_cancel)]
         try:
             await self.bus.consume("executor", [self.bus.type_filter("TaskReady")], self.handle, stop=stop,
-                                   concurrency=self.concurrency, ack_wait=self.ack_wait, max_deliver=5)
+                                   concurrency=self.concurrency, ack_wait=self.ack_wait, max_deliver=5,
+                                   drain_s=self.drain_s)
         finally:
             for cancel in self.running.values():
                 cancel.set()
@@ -358,4 +360,5 @@ def _commit_message(e: ev.TaskReady, result: AgentResult) -> str:
 
 async def serve(bus: Bus, config: Config, stop: asyncio.Event) -> None:
     await Executor(bus, config, concurrency=config.runtime.executor_slots,
-                   ack_wait=config.runtime.executor_ack_wait_s, lease_s=config.runtime.executor_lease_s).serve(stop)
+                   ack_wait=config.runtime.executor_ack_wait_s, lease_s=config.runtime.executor_lease_s,
+                   drain_s=config.runtime.executor_drain_s).serve(stop)

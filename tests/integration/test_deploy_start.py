@@ -21,6 +21,7 @@ from tests.support.otlp import OtlpReceiver
 from tests.support.processes import service_env
 
 pytestmark = pytest.mark.integration
+PORT_SETTINGS = {"http": "YOKEFLOW_GATEWAY_PORT", "health": "YOKEFLOW_HEALTH_PORT"}
 
 
 def free_port() -> int:
@@ -37,7 +38,9 @@ def swap_endpoint(url: str, test_url: str) -> str:
     return urllib.parse.urlunsplit((ours.scheme, netloc, theirs.path or ours.path, "", ""))
 
 
-def probe_passes(probe: dict, env: dict[str, str], port: int | None) -> bool:
+def probe_passes(probe: dict, env: dict[str, str], ports: dict[str, int]) -> bool:
+    target = probe.get("httpGet") or probe.get("tcpSocket")
+    port = ports[target["port"]] if target else None
     if "exec" in probe:
         return subprocess.run(probe["exec"]["command"], cwd=ROOT, env=env, capture_output=True,
                               timeout=30).returncode == 0
@@ -58,7 +61,7 @@ async def test_every_container_starts_and_becomes_ready(overlay, nats_server, da
     docs = render(overlay)
     isolation = service_env(nats_server.url, database_url, unique)
     placeholder = f"test-secret-{uuid.uuid4().hex}"  # production's Secrets are created by the operator
-    procs: dict[str, tuple[subprocess.Popen, dict, dict, int | None]] = {}
+    procs: dict[str, tuple[subprocess.Popen, dict, dict, dict[str, int]]] = {}
     with OtlpReceiver() as receiver:
         try:
             for name, d in deployments(docs).items():
@@ -71,25 +74,25 @@ async def test_every_container_starts_and_becomes_ready(overlay, nats_server, da
                 env["YOKEFLOW_STREAM_REPLICAS"] = "1"  # the test's NATS is one server, not three
                 if "OTEL_EXPORTER_OTLP_ENDPOINT" in env:
                     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
-                port = None
-                if c.get("ports"):
-                    port = free_port()
-                    env["YOKEFLOW_GATEWAY_PORT"] = str(port)
+                ports = {}  # each named container port on a free local port, through the setting that picks it
+                for p in c.get("ports", []):
+                    ports[p["name"]] = free_port()
+                    env[PORT_SETTINGS[p["name"]]] = str(ports[p["name"]])
                 env["HOME"] = str(tmp_path)  # the pod's /tmp emptyDir
                 env = {"PATH": os.environ["PATH"], **env,
                        **{k: v for k, v in isolation.items() if k not in ("YOKEFLOW_NATS_URL", "YOKEFLOW_DATABASE_URL")}}
                 command = [sys.executable if c["command"][0] == "python" else c["command"][0], *c["command"][1:]]
                 log = open(tmp_path / f"{overlay}-{name}.log", "wb")
                 procs[name] = (subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT),
-                               c, env, port)
+                               c, env, ports)
                 log.close()
-            for name, (proc, c, env, port) in procs.items():
+            for name, (proc, c, env, ports) in procs.items():
                 probe = {**c["readinessProbe"]}
                 if "exec" in probe and probe["exec"]["command"][0] == "python":
                     probe["exec"] = {"command": [sys.executable, *probe["exec"]["command"][1:]]}
                 for _ in range(120):  # bounds the wait only: a crashed process fails at once below
                     assert proc.poll() is None, (tmp_path / f"{overlay}-{name}.log").read_text()[-3000:]
-                    if probe_passes(probe, env, port):
+                    if probe_passes(probe, env, ports):
                         break
                     time.sleep(0.5)
                 else:
@@ -97,7 +100,7 @@ async def test_every_container_starts_and_becomes_ready(overlay, nats_server, da
                                 f"{(tmp_path / f'{overlay}-{name}.log').read_text()[-3000:]}")
                 assert probe_passes(c["livenessProbe"] if "exec" not in c["livenessProbe"] else
                                     {"exec": {"command": [sys.executable, *c["livenessProbe"]["exec"]["command"][1:]]}},
-                                    env, port), name
+                                    env, ports), name
         finally:
             for proc, *_ in procs.values():
                 if proc.poll() is None:

@@ -44,3 +44,13 @@ def test_none_and_sdk_disabled_turn_export_off(monkeypatch):
 def test_what_cannot_be_honoured_is_refused_by_name(monkeypatch, env, named):
     with pytest.raises(telemetry.TelemetryError, match=named):
         kinds(monkeypatch, **env)
+
+
+def test_the_probe_port_is_a_port_or_refused_by_name():
+    from shared.config import ConfigError, load_config
+
+    assert load_config(environ={}).runtime.health_port == 0
+    assert load_config(environ={"YOKEFLOW_HEALTH_PORT": "8080"}).runtime.health_port == 8080
+    for bad in ("http", "70000"):
+        with pytest.raises(ConfigError, match="health_port"):
+            load_config(environ={"YOKEFLOW_HEALTH_PORT": bad})
