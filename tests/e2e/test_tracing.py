@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,14 +34,23 @@ SCRIPTS = {
 }
 
 
-def yokeflow_run(tmp_path: Path, repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+@pytest.fixture
+def state_dir():
+    """Embedded servers' state outside pytest's tmp folder: another pytest session starting on
+    this machine resets /tmp/pytest-of-<user> to 0700, locking out PostgreSQL's own system user."""
+    path = Path(tempfile.mkdtemp(prefix="yf-state-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def yokeflow_run(tmp_path: Path, repo: Path, env: dict[str, str], state: Path) -> subprocess.CompletedProcess:
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(PLAN))
     transcripts = write_transcripts(tmp_path / "transcripts", SCRIPTS)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("YOKEFLOW_", "OTEL_"))}
     return subprocess.run([sys.executable, "-m", "yokeflow", "run", str(plan), "--repo", str(repo), "--quiet",
                            "--provider", "replay", "--transcripts", str(transcripts), "--strategy", "by_task",
-                           "--state-dir", str(tmp_path / "state")],
+                           "--state-dir", str(state)],
                           cwd=tmp_path, env={**clean, **env}, capture_output=True, text=True, timeout=240)
 
 
@@ -77,9 +88,9 @@ def assert_joins_every_service(trace: list[ReceivedSpan]) -> None:
     assert [m.attributes["yf.merge.status"] for m in merges] == ["merged", "merged"]
 
 
-def test_yokeflow_run_in_one_process_makes_one_trace_per_run(tmp_path, git_repo):
+def test_yokeflow_run_in_one_process_makes_one_trace_per_run(tmp_path, git_repo, state_dir):
     with OtlpReceiver() as receiver:
-        result = yokeflow_run(tmp_path, git_repo, receiver.env())
+        result = yokeflow_run(tmp_path, git_repo, receiver.env(), state_dir)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     run_id, trace = the_run_trace(receiver.spans)
     assert f"run {run_id}: 2 task(s) merged" in result.stdout
@@ -92,7 +103,7 @@ async def test_services_as_processes_make_one_trace_per_run(nats_server, databas
         env = service_env(nats_server.url, database_url, unique, **receiver.env())
         services = [ServiceProcess(name, env, tmp_path).start() for name in SERVICES]
         try:
-            result = yokeflow_run(tmp_path, git_repo, env)
+            result = yokeflow_run(tmp_path, git_repo, env, tmp_path / "unused")  # the services' servers
             assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         finally:
             for p in services:
@@ -107,7 +118,7 @@ async def test_services_as_processes_make_one_trace_per_run(nats_server, databas
     assert last > 20 and all("traceparent" in h for h in headers)
 
 
-def test_up_with_trace_console_prints_spans_and_a_bad_otel_setting_is_one_line(tmp_path):
+def test_up_with_trace_console_prints_spans_and_a_bad_otel_setting_is_one_line(tmp_path, state_dir):
     import signal
     import socket
     import time
@@ -117,7 +128,7 @@ def test_up_with_trace_console_prints_spans_and_a_bad_otel_setting_is_one_line(t
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("YOKEFLOW_", "OTEL_"))}
-    refused = subprocess.run([sys.executable, "-m", "yokeflow", "up", "--state-dir", str(tmp_path / "s")],
+    refused = subprocess.run([sys.executable, "-m", "yokeflow", "up", "--state-dir", str(state_dir)],
                              cwd=tmp_path, env={**clean, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                                                 "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"},
                              capture_output=True, text=True, timeout=60)
@@ -126,7 +137,7 @@ def test_up_with_trace_console_prints_spans_and_a_bad_otel_setting_is_one_line(t
     assert "OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported" in refused.stderr
 
     up = subprocess.Popen([sys.executable, "-m", "yokeflow", "up", "--trace-console", "--port", str(port),
-                           "--state-dir", str(tmp_path / "s")], cwd=tmp_path,
+                           "--state-dir", str(state_dir)], cwd=tmp_path,
                           env={**clean, "OTEL_BSP_SCHEDULE_DELAY": "100"}, stdout=subprocess.PIPE, text=True)
     try:
         assert "YokeFlow is up" in up.stdout.readline()
