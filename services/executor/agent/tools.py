@@ -1,5 +1,6 @@
-"""The agent's tools, all confined to one worktree: paths are resolved (symlinks included)
-and refused when they leave it or enter .git; commands run in it with limits."""
+"""The agent's tools, all confined to one worktree: files are opened beneath it without
+following a symlink out (beneath.py) and never inside .git; commands run in its jail
+(shared/sandbox.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 from services.executor.agent.commands import CommandResult, kill_group, run_shell
 from shared.config import SandboxSettings
 from shared.sandbox import Jail, SandboxUnavailable
-from services.executor.agent.files import glob_matches, looks_binary, walk_files
+from services.executor.agent.beneath import Beneath, Escape
+from services.executor.agent.files import BINARY_SNIFF, glob_matches, walk_files
 from services.executor.agent.tool_definitions import TOOL_DEFINITIONS, TOOL_NAMES
 
 TOOL_SCHEMAS = {t["name"]: t["input_schema"] for t in TOOL_DEFINITIONS}
@@ -46,27 +48,29 @@ class Sandbox:
             raise ToolRefused(f"worktree {root} does not exist or is not a folder")
         self.command_timeout_s = command_timeout_s
         self.output_cap = output_cap
+        self.files = Beneath(self.root)
         self.jail = Jail.for_worktree(self.root, settings, extra_env=env, env_allow=tuple(env_allow))
         self._running: set[int] = set()
         self.cancelled = False
 
     # -- paths -------------------------------------------------------------------------
-    def resolve(self, path: str) -> Path:
+    def resolve(self, path: str) -> str:
+        """The path relative to the worktree, checked by its text; the file system is only ever
+        reached through `self.files` (beneath.py), which follows no symlink out of the worktree."""
         if not isinstance(path, str) or not path.strip() or "\x00" in path:
             raise ToolRefused(f"invalid path {path!r}: give a path relative to the worktree")
         given = Path(path)
         if ".." in given.parts:
             raise ToolRefused(f"path {path!r} uses '..': give a path inside the worktree, relative to its root")
-        real = Path(os.path.realpath(given if given.is_absolute() else self.root / given))
-        if real != self.root and self.root not in real.parents:
-            how = "leads through a symlink to" if not given.is_absolute() else "is"
-            raise ToolRefused(f"path {path!r} {how} {real}, outside the worktree {self.root}; "
-                              "only files inside the worktree can be used")
-        rel = real.relative_to(self.root)
-        if ".git" in rel.parts:
+        if given.is_absolute():
+            if given != self.root and self.root not in given.parents:
+                raise ToolRefused(f"path {path!r} is outside the worktree {self.root}; "
+                                  "only files inside the worktree can be used")
+            given = given.relative_to(self.root)
+        if ".git" in given.parts:
             raise ToolRefused(f"path {path!r} is inside .git: the repository's internals are off limits; "
                               "YokeFlow commits your work")
-        return real
+        return given.as_posix()
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix() or "."
@@ -89,6 +93,9 @@ class Sandbox:
             return ToolOutcome(f"bad input for {name}: {exc}; see the tool's input schema", is_error=True)
         except ToolRefused as exc:
             return ToolOutcome(f"refused: {exc}", is_error=True)
+        except Escape as exc:
+            return ToolOutcome(f"refused: path {exc}; only files inside the worktree {self.root} can be used "
+                               "(never .git)", is_error=True)
         except (OSError, UnicodeDecodeError) as exc:
             return ToolOutcome(f"{name} failed: {exc}", is_error=True)
 
@@ -99,14 +106,16 @@ class Sandbox:
 
     # -- tools ---------------------------------------------------------------------------
     async def _tool_read_file(self, path: str, offset: int | None = None, limit: int | None = None) -> ToolOutcome:
-        real = self.resolve(path)
-        if not real.exists():
+        rel = self.resolve(path)
+        kind, real = self.files.kind(rel)
+        if kind == "missing":
             return ToolOutcome(f"no such file: {path} (list_files shows what exists)", is_error=True)
-        if real.is_dir():
-            return ToolOutcome(f"{path} is a folder; use list_files with pattern '{self.rel(real)}/*'", is_error=True)
-        if looks_binary(real):
-            return ToolOutcome(f"{path} is a binary file ({real.stat().st_size} bytes); not shown", is_error=True)
-        lines = real.read_text(errors="replace").splitlines()
+        if kind == "dir":
+            return ToolOutcome(f"{path} is a folder; use list_files with pattern '{real}/*'", is_error=True)
+        data, _ = self.files.read_bytes(rel)
+        if b"\x00" in data[:BINARY_SNIFF]:
+            return ToolOutcome(f"{path} is a binary file ({len(data)} bytes); not shown", is_error=True)
+        lines = data.decode("utf-8", "replace").splitlines()
         start = max(1, int(offset or 1))
         count = max(1, int(limit or READ_LIMIT_LINES))
         shown = lines[start - 1: start - 1 + count]
@@ -120,22 +129,23 @@ class Sandbox:
         return ToolOutcome(self._cap(text))
 
     async def _tool_write_file(self, path: str, content: str) -> ToolOutcome:
-        real = self.resolve(path)
-        if real.is_dir():
-            return ToolOutcome(f"{path} is a folder; give a file path", is_error=True)
-        real.parent.mkdir(parents=True, exist_ok=True)
+        rel = self.resolve(path)
         data = content.encode()
-        real.write_bytes(data)
-        return ToolOutcome(f"wrote {len(data)} bytes to {self.rel(real)}")
+        try:
+            real = self.files.write_bytes(rel, data)
+        except IsADirectoryError:
+            return ToolOutcome(f"{path} is a folder; give a file path", is_error=True)
+        return ToolOutcome(f"wrote {len(data)} bytes to {real}")
 
     async def _tool_edit_file(self, path: str, old_text: str, new_text: str,
                               replace_all: bool = False) -> ToolOutcome:
-        real = self.resolve(path)
-        if not real.is_file():
+        rel = self.resolve(path)
+        if self.files.kind(rel)[0] != "file":
             return ToolOutcome(f"no such file: {path}; create it with write_file", is_error=True)
         if not old_text:
             return ToolOutcome("old_text is empty; give the exact text to replace", is_error=True)
-        text = real.read_text()
+        data, real = self.files.read_bytes(rel)
+        text = data.decode()
         found = text.count(old_text)
         if found == 0:
             return ToolOutcome(f"old_text was not found in {path}; read_file it and copy the text exactly, "
@@ -143,8 +153,9 @@ class Sandbox:
         if found > 1 and not replace_all:
             return ToolOutcome(f"old_text occurs {found} times in {path}; add surrounding lines to make it "
                                "unique, or set replace_all", is_error=True)
-        real.write_text(text.replace(old_text, new_text) if replace_all else text.replace(old_text, new_text, 1))
-        return ToolOutcome(f"replaced {found if replace_all else 1} occurrence(s) in {self.rel(real)}")
+        new = text.replace(old_text, new_text) if replace_all else text.replace(old_text, new_text, 1)
+        self.files.write_bytes(real, new.encode())
+        return ToolOutcome(f"replaced {found if replace_all else 1} occurrence(s) in {real}")
 
     def _check_pattern(self, pattern: str) -> None:
         if pattern.startswith("/") or ".." in pattern.split("/"):
@@ -167,16 +178,21 @@ class Sandbox:
             return ToolOutcome(f"bad regular expression {pattern!r}: {exc}", is_error=True)
         if glob:
             self._check_pattern(glob)
-        base = self.resolve(path)
-        if not base.exists():
+        kind, base = self.files.kind(self.resolve(path))
+        if kind == "missing":
             return ToolOutcome(f"no such file or folder: {path}", is_error=True)
-        files = [base] if base.is_file() else walk_files(self.root, base)
+        files = [base] if kind != "dir" else [self.rel(p) for p in walk_files(self.root, self.root / base)]
         hits: list[str] = []
-        for file in files:
-            rel = self.rel(file)
-            if (glob and not glob_matches(glob, rel)) or file.stat().st_size > GREP_MAX_FILE_BYTES or looks_binary(file):
+        for rel in files:
+            if glob and not glob_matches(glob, rel):
                 continue
-            for n, line in enumerate(file.read_text(errors="replace").splitlines(), 1):
+            try:
+                data, _ = self.files.read_bytes(rel)
+            except (Escape, OSError):  # changed under us, or not a regular file: not searched
+                continue
+            if len(data) > GREP_MAX_FILE_BYTES or b"\x00" in data[:BINARY_SNIFF]:
+                continue
+            for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
                 if regex.search(line):
                     hits.append(f"{rel}:{n}:{line[:300]}")
                     if len(hits) >= GREP_LIMIT:
