@@ -8,9 +8,8 @@ import asyncio
 
 import pytest
 
-from shared import events as ev
+from shared import events as ev, readmodel
 from shared.commands import start_run
-from services.gateway import readmodel
 from tests.support.system import config, events_of, running_system, wait_for_end
 from yokeflow.commands.runtime import collect_status
 
