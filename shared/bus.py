@@ -93,6 +93,7 @@ class Bus:
         self.log_stream = log_stream
         self.replicas = replicas
         self._leases = None  # the lease bucket, created on first use
+        self._kv_buckets: dict[str, Any] = {}
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "yokeflow", connect_timeout: float = 5.0,
@@ -494,6 +495,41 @@ class Bus:
     async def subscribe_live(self, subject: str, callback: Callable[[Msg], Awaitable[None]]):
         """Core NATS subscription for live views (gateway, `events tail`); not durable."""
         return await self.nc.subscribe(subject, cb=callback)
+
+    # ------------------------------------------------------------------ key-value (compare-and-set)
+    async def _kv(self, bucket: str):
+        """The bucket `<stream>_<bucket>` (one per event stream, so tests stay isolated), made on first use."""
+        name = f"{self.stream}_{bucket}"
+        cache = self._kv_buckets
+        if name not in cache:
+            try:
+                cache[name] = await self.js.key_value(name)
+            except (NotFoundError, nats.js.errors.BucketNotFoundError):
+                cache[name] = await self.js.create_key_value(
+                    bucket=name, history=1, storage=jsapi.StorageType.FILE, replicas=self.replicas)
+        return cache[name]
+
+    async def kv_get(self, bucket: str, key: str) -> tuple[bytes | None, int]:
+        """A key's value and revision; (None, 0) when it has none."""
+        kv = await self._kv(bucket)
+        try:
+            entry = await kv.get(key)
+        except nats.js.errors.KeyNotFoundError:  # also KeyDeletedError
+            return None, 0
+        return entry.value, entry.revision or 0
+
+    async def kv_swap(self, bucket: str, key: str, value: bytes, revision: int) -> int | None:
+        """Write `value` only if the key is still at `revision` (0: only if it has none yet).
+        The new revision, or None when another writer got there first (read again, decide again)."""
+        kv = await self._kv(bucket)
+        try:
+            if revision == 0:
+                return await kv.create(key, value)
+            return await kv.update(key, value, last=revision)
+        except (nats.js.errors.KeyWrongLastSequenceError, APIError) as exc:
+            if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or exc.err_code == WRONG_LAST_SEQUENCE:
+                return None
+            raise
 
 
 def _messaging(subject: str, event: Event, *, operation: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ get every value from the Config it returns.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -48,11 +49,27 @@ class Learning(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     self_improve_interval: str = ""  # not supported: refused unless empty (see UNWIRED)
 
 
+MODEL_TIERS = ("haiku", "sonnet", "opus")  # cheapest first
+
+
+def _default_tier_models() -> dict[str, str]:
+    return {"opus": "claude-opus-5-5", "sonnet": "claude-sonnet-5-5", "haiku": "claude-haiku-5-5"}
+
+
 class Cost(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    budget_limit_usd: float = 100.0
-    warn_at_fraction: float = 0.8
-    optimization_enabled: bool = True
-    default_model: str = "sonnet"
+    """Money settings (docs/costs.md). Amounts are USD; 0 means no limit."""
+
+    budget_limit_usd: float = 100.0   # the project's budget, across all its runs
+    run_budget_usd: float = 0.0       # each run's own budget
+    enforcement: Literal["hard", "soft"] = "hard"  # hard: a call that may not fit is not made; soft: warnings only
+    warn_at: list[float] = msgspec.field(default_factory=lambda: [0.5, 0.8, 0.95])
+    warn_at_fraction: float | None = None  # replaced by warn_at: refused in .yokeflow.yaml (UNWIRED)
+    optimization_enabled: bool = True  # false: every attempt uses default_model
+    default_model: str = "sonnet"      # a tier (haiku | sonnet | opus) or a priced model id
+    models: dict[str, str] = msgspec.field(default_factory=_default_tier_models)  # tier -> model id
+    min_success_rate: float = 0.85     # history: a cheaper model is trusted from this success rate ...
+    min_samples: int = 5               # ... over at least this many finished attempts
+    prices: dict[str, Any] = msgspec.field(default_factory=dict)  # model id -> {input, output, cache_write, cache_read}
 
 
 class SandboxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -248,8 +265,11 @@ def _check_ranges(cfg: Config | RunSettings, source: str) -> None:
     checks = [
         ("parallel.max_concurrency", cfg.parallel.max_concurrency >= 1, "must be at least 1"),
         ("parallel.max_attempts", cfg.parallel.max_attempts >= 1, "must be at least 1"),
-        ("cost.budget_limit_usd", cfg.cost.budget_limit_usd >= 0, "must not be negative"),
-        ("cost.warn_at_fraction", 0 < cfg.cost.warn_at_fraction <= 1, "must be in (0, 1]"),
+        ("cost.budget_limit_usd", _amount(cfg.cost.budget_limit_usd), "must be a number of USD, 0 or more (0: no limit)"),
+        ("cost.run_budget_usd", _amount(cfg.cost.run_budget_usd), "must be a number of USD, 0 or more (0: no limit)"),
+        ("cost.warn_at", all(0 < w <= 1 for w in cfg.cost.warn_at), "must be fractions in (0, 1], e.g. [0.5, 0.8, 0.95]"),
+        ("cost.min_success_rate", 0 <= cfg.cost.min_success_rate <= 1, "must be in [0, 1]"),
+        ("cost.min_samples", cfg.cost.min_samples >= 1, "must be at least 1"),
         ("learning.expertise_max_lines", cfg.learning.expertise_max_lines >= 10, "must be at least 10"),
         ("learning.prompt_tokens", cfg.learning.prompt_tokens >= 0, "must not be negative"),
         ("agent.max_turns", cfg.agent.max_turns >= 1, "must be at least 1"),
@@ -277,6 +297,7 @@ def _check_ranges(cfg: Config | RunSettings, source: str) -> None:
     for (section, key), (unset, why) in UNWIRED.items() if isinstance(cfg, Config) else ():
         if getattr(getattr(cfg, section), key) != unset:
             raise ConfigError(f"{source}: {section}.{key} is not supported yet ({why}): remove it or set it to {unset!r}")
+    _check_models(cfg.cost, source)
 
 
 # Keys the schema accepts but nothing acts on yet: refused unless left at their default, so a
@@ -284,12 +305,42 @@ def _check_ranges(cfg: Config | RunSettings, source: str) -> None:
 UNWIRED: dict[tuple[str, str], tuple[Any, str]] = {
     ("learning", "self_improve_interval"): ("", "the learner updates expertise after every task; "
                                                 "there is no periodic self-improvement"),
+    # old runs carried it (their RunStarted still decodes); warnings now come at each of cost.warn_at
+    ("cost", "warn_at_fraction"): (None, "replaced by cost.warn_at, e.g. [0.5, 0.8, 0.95]"),
 }
 
 
 def config_dir(environ: dict[str, str] | None = None) -> str:
     """Where a service started alone finds `.yokeflow.yaml` (YOKEFLOW_CONFIG_DIR, default the working folder)."""
     return (os.environ if environ is None else environ).get("YOKEFLOW_CONFIG_DIR", ".")
+
+
+def _amount(value: float) -> bool:
+    return math.isfinite(value) and value >= 0
+
+
+def _check_models(cost: Cost, source: str) -> None:
+    """Every model a run may use has a price, and every tier a model: refused here, not at the first call."""
+    from shared.llm.pricing import PriceError, PriceTable
+
+    try:
+        table = PriceTable.with_overrides(cost.prices)
+    except PriceError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    for tier, model in cost.models.items():
+        if tier not in MODEL_TIERS:
+            raise ConfigError(f"{source}: cost.models.{tier}: unknown tier; the tiers are {', '.join(MODEL_TIERS)}")
+        if not table.is_priced(model):
+            raise ConfigError(f"{source}: cost.models.{tier}: no price for model {model!r}; set "
+                              f"cost.prices.{model} (input, output, cache_write, cache_read per million tokens)")
+    missing = [t for t in MODEL_TIERS if t not in cost.models]
+    if missing:
+        raise ConfigError(f"{source}: cost.models.{missing[0]}: missing; give a model id for each of "
+                          f"{', '.join(MODEL_TIERS)}")
+    default = cost.default_model
+    if default not in MODEL_TIERS and (default in ("replay", "sleep") or not table.is_priced(default)):
+        raise ConfigError(f"{source}: cost.default_model: {default!r} is neither a tier ({', '.join(MODEL_TIERS)}) "
+                          f"nor a priced model id; to use it, set cost.prices.{default}")
 
 
 def load_config(directory: Path | str | None = None, environ: dict[str, str] | None = None) -> Config:

@@ -10,12 +10,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Float, Integer, MetaData, String, Table, Text, text
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Float, Integer, MetaData, Numeric, String, Table, Text, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 SCHEMA = "yf"
 metadata = MetaData()
+
+
+def Money(name: str, **kw: Any) -> Column:
+    """USD as NUMERIC, read back as Decimal: money is never a float (docs/costs.md)."""
+    return Column(name, Numeric(24, 12, asdecimal=True), nullable=False, server_default="0", **kw)
 
 
 projects = Table(
@@ -39,7 +44,7 @@ runs = Table(
     Column("counts", JSON, nullable=False, server_default="{}"),
     Column("stats", JSON, nullable=False, server_default="{}"),
     Column("reason", Text, nullable=False, server_default=""),
-    Column("cost_usd", Float, nullable=False, server_default="0"),
+    Money("cost_usd"),
     Column("started_at", String(40), nullable=False),
     Column("ended_at", String(40), nullable=False, server_default=""),
 )
@@ -81,7 +86,7 @@ tasks = Table(
     Column("merge_commit", String(64), nullable=False, server_default=""),
     Column("summary", Text, nullable=False, server_default=""),
     Column("reason", Text, nullable=False, server_default=""),
-    Column("cost_usd", Float, nullable=False, server_default="0"),
+    Money("cost_usd"),
     Column("started_at", String(40), nullable=False, server_default=""),
     Column("finished_at", String(40), nullable=False, server_default=""),
 )
@@ -123,7 +128,7 @@ attempts = Table(
     Column("output_tokens", BigInteger, nullable=False, server_default="0"),
     Column("cache_read_tokens", BigInteger, nullable=False, server_default="0"),
     Column("cache_write_tokens", BigInteger, nullable=False, server_default="0"),
-    Column("cost_usd", Float, nullable=False, server_default="0"),
+    Money("cost_usd"),
     Column("started_at", String(40), nullable=False, server_default=""),
     Column("finished_at", String(40), nullable=False, server_default=""),
 )
@@ -153,7 +158,7 @@ agent_costs = Table(
     Column("output_tokens", BigInteger, nullable=False),
     Column("cache_read_tokens", BigInteger, nullable=False),
     Column("cache_write_tokens", BigInteger, nullable=False),
-    Column("cost_usd", Float, nullable=False),
+    Money("cost_usd"),
     Column("occurred_at", String(40), nullable=False),
 )
 
@@ -201,7 +206,9 @@ MIGRATIONS: list[tuple[int, str]] = [
     (1, "initial projection tables"),
     (2, "attempts.purpose: the task's work or a conflict resolution"),
     (3, "event_log.projected_at (projection lag) and projection_tracking.stream (a recreated stream replays)"),
+    (4, "money as NUMERIC: cost_usd of runs, tasks, attempts and agent_costs"),
 ]
+MONEY_COLUMNS = [("runs", "cost_usd"), ("tasks", "cost_usd"), ("attempts", "cost_usd"), ("agent_costs", "cost_usd")]
 
 
 def engine_for(url: str) -> AsyncEngine:
@@ -287,6 +294,11 @@ async def _apply_migration(conn: AsyncConnection, version: int, schema: str) -> 
                                 f"TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()"))
         await conn.execute(text(f'ALTER TABLE "{schema}".projection_tracking ADD COLUMN IF NOT EXISTS stream '
                                 f"VARCHAR(200) NOT NULL DEFAULT ''"))
+        return
+    if version == 4:  # floats become exact decimals (an old float keeps the value it showed)
+        for table, column in MONEY_COLUMNS:
+            await conn.execute(text(f'ALTER TABLE "{schema}".{table} ALTER COLUMN {column} TYPE NUMERIC(24, 12) '
+                                    f"USING round({column}::numeric, 12)"))
         return
     raise RuntimeError(f"unknown migration {version}")
 

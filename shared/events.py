@@ -192,6 +192,10 @@ class TaskReady(TaskEvent, frozen=True, kw_only=True):
     purpose: str = "task"
     conflict: dict[str, Any] = {}
     expertise_domains: list[str] = []  # whose expertise the agent is given (none when learning is off)
+    # money for this attempt: {"project_budget_usd", "run_budget_usd" (decimal strings), "enforcement",
+    # "warn_at", "prices" (cost.prices overrides)}; and how its model was chosen: {"tier", "inputs", "reasons"}
+    cost: dict[str, Any] = {}
+    selection: dict[str, Any] = {}
 
 
 class AgentStarted(TaskEvent, frozen=True, kw_only=True):
@@ -222,6 +226,7 @@ class AgentFinished(TaskEvent, frozen=True, kw_only=True):
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
     checks: list[dict[str, Any]] = []
+    cost_exact: str = ""  # cost_usd as an exact decimal string (money is Decimal; cost_usd stays a float)
 
 
 class TaskCompleted(TaskEvent, frozen=True, kw_only=True):
@@ -244,6 +249,15 @@ class TaskCancelled(TaskEvent, frozen=True, kw_only=True):
     reason: str = ""
 
 
+class TaskDeferred(TaskEvent, frozen=True, kw_only=True):
+    """The attempt stopped for a reason that is not the task's fault (e.g. `budget`): the task is
+    pending again, its work so far kept on its branch; the try does not count."""
+
+    attempt: int = 1
+    reason: str = ""
+    detail: str = ""
+
+
 class CostRecorded(TaskEvent, frozen=True, kw_only=True):
     attempt: int = 1
     model: str = ""
@@ -253,6 +267,7 @@ class CostRecorded(TaskEvent, frozen=True, kw_only=True):
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
     call: int = 0
+    cost_exact: str = ""  # tokens × price as an exact decimal string; cost_usd is its float for old readers
 
 
 # ---------------------------------------------------------------- worktree / merge / batch
@@ -350,6 +365,10 @@ class BudgetWarning(Event, frozen=True, kw_only=True):
     run_id: str = ""
     spent_usd: float = 0.0
     limit_usd: float = 0.0
+    scope: str = "run"  # run: the run's budget | project: the project's, across its runs
+    fraction: float = 0.0  # the share of the limit that was crossed (warnings: 0.5, 0.8, 0.95)
+    spent_exact: str = ""  # spent_usd / limit_usd as exact decimal strings
+    limit_exact: str = ""
 
 
 class BudgetExhausted(Event, frozen=True, kw_only=True):
@@ -357,6 +376,21 @@ class BudgetExhausted(Event, frozen=True, kw_only=True):
     run_id: str = ""
     spent_usd: float = 0.0
     limit_usd: float = 0.0
+    scope: str = "run"  # run: the run's budget | project: the project's, across its runs
+    fraction: float = 0.0  # the share of the limit that was crossed (warnings: 0.5, 0.8, 0.95)
+    spent_exact: str = ""  # spent_usd / limit_usd as exact decimal strings
+    limit_exact: str = ""
+
+
+class BudgetSet(Event, frozen=True, kw_only=True):
+    """A person set a budget (`yokeflow budget set`, PUT /api/projects/{id}/budget): a run stopped
+    by the old one continues if the new one leaves room."""
+
+    aggregate: ClassVar[str] = "budget"
+    scope: str = "project"  # project | run
+    run_id: str = ""
+    limit_exact: str = "0"  # USD, decimal string; "0": no limit
+    set_by: str = ""
 
 
 # ---------------------------------------------------------------- delivery
@@ -398,9 +432,9 @@ AnyEvent = Union[
     ProjectCreated, PlanRequested, PlanProduced, PlanRejected, PlanApproved, BatchesComputed,
     RunStarted, RunCancelled, RunPaused, RunResumed, RunCompleted, RunFailed,
     TaskReady, AgentStarted, AgentFinished, TaskCompleted, TaskFailed, TaskBlocked,
-    TaskCancelled, CostRecorded,
+    TaskCancelled, TaskDeferred, CostRecorded,
     WorktreeCreated, MergeRequested, BranchMerged, MergeConflicted, ConflictEscalated, BatchMerged,
-    LearningExtracted, ExpertiseUpdated, BudgetWarning, BudgetExhausted, DeliveryFailed,
+    LearningExtracted, ExpertiseUpdated, BudgetWarning, BudgetExhausted, BudgetSet, DeliveryFailed,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}  # type: ignore[attr-defined]

@@ -189,14 +189,14 @@ async def status(database: Database, run_id: str | None = None) -> list[dict[str
             "id": r["id"], "project_id": r["project_id"], "project": projects.get(r["project_id"], {}).get("name", ""),
             "plan": r["plan_name"], "status": r["status"], "repo_path": r["repo_path"],
             "target_branch": r["target_branch"], "counts": r["counts"], "stats": r["stats"], "reason": r["reason"],
-            "cost_usd": round(r["cost_usd"], 6), "started_at": r["started_at"], "ended_at": r["ended_at"],
+            "cost_usd": round(float(r["cost_usd"]), 6), "started_at": r["started_at"], "ended_at": r["ended_at"],
             "learning": await learning(database, r["id"]),
             "tasks": [{
                 "id": t["id"], "epic_id": t["epic_id"], "title": t["title"], "status": t["status"],
                 "state": summary.task_state(t),
                 "merge_status": t["merge_status"] or "unmerged", "merged": t["merge_status"] == "merged",
                 "attempt": t["attempt"], "batch": t["batch"], "branch": t["branch"], "commit": t["commit"],
-                "merge_commit": t["merge_commit"], "model": t["model"], "cost_usd": round(t["cost_usd"], 6),
+                "merge_commit": t["merge_commit"], "model": t["model"], "cost_usd": round(float(t["cost_usd"]), 6),
                 "reason": t["reason"],
             } for t in tasks],
         })

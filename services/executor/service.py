@@ -24,7 +24,9 @@ from shared.config import Config
 from shared.git import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
 from shared.expertise import for_prompt
 from shared.expertise import store as expertise_store
+from shared.budget import BudgetGate
 from shared.llm import make_provider
+from shared.llm.pricing import PriceTable, usd
 from services.executor.agent.loop import AgentResult, CallRecord, run_agent, run_checks_only
 from services.executor.agent.prompt import (
     build_resolution_prompt,
@@ -189,7 +191,8 @@ class Executor:
                 e.caused(ev.CostRecorded, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id,
                          attempt=e.attempt, model=record.model, input_tokens=u.input_tokens,
                          output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
-                         cache_write_tokens=u.cache_write_tokens, cost_usd=record.cost_usd, call=record.call),
+                         cache_write_tokens=u.cache_write_tokens, cost_usd=record.cost_usd, call=record.call,
+                         cost_exact=usd(record.cost)),
                 # keyed by the call: each holder's calls were made (and paid) once each
                 msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:{record.call}:CostRecorded")
             await d.in_progress()
@@ -207,6 +210,9 @@ class Executor:
         task = {"id": e.task_id, "title": e.title, "description": e.description, "tests": e.tests,
                 "domain": e.domain, "complexity": e.complexity}
 
+        prices = PriceTable.with_overrides((e.cost or {}).get("prices"))
+        budget = BudgetGate(self.bus, e, e.cost) if e.cost else None
+
         async def agent(task_prompt: str, verify=None) -> AgentResult:
             # off the event loop: the first use imports the provider's SDK, which takes about a second
             provider = await asyncio.to_thread(make_provider, e.provider, _provider_options(e.provider, options, wt))
@@ -214,7 +220,7 @@ class Executor:
                     "gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": e.model, "yf.run_id": e.run_id,
                     "yf.task_id": e.task_id, "yf.attempt": e.attempt, "yf.provider": e.provider}) as span:
                 result = await run_agent(
-                    provider=provider, model=e.model,
+                    budget=budget, prices=prices, provider=provider, model=e.model,
                     system=build_system_prompt(expertise=expertise,
                                                repo_map=await asyncio.to_thread(repo_map, wt.path)),
                     task_prompt=task_prompt, sandbox=sandbox, checks=list(e.tests),
@@ -248,6 +254,9 @@ class Executor:
             message = _commit_message(e, result)
             # Nothing new to commit (e.g. work committed before a crash): the branch head stands.
             commit = await asyncio.to_thread(manager.commit_all, wt, message) or wt.head
+        elif result.outcome == "budget" and not resolving:
+            # Stopped by the budget: the work so far stays on the branch for the next attempt.
+            commit = await asyncio.to_thread(manager.commit_all, wt, _commit_message(e, result, partial=True)) or ""
         elif resolving:
             await asyncio.to_thread(_abort_quietly, wt.path)
         if not await self._still_holding(lease):
@@ -292,6 +301,7 @@ class Executor:
             model=e.model, turns=result.turns, duration_s=round(time.monotonic() - started, 3),
             input_tokens=u.input_tokens, output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
             cache_write_tokens=u.cache_write_tokens, cost_usd=result.cost_usd, checks=result.checks,
+            cost_exact=usd(result.cost),
             retry_after_s=float(getattr(result, "retry_after_s", None) or 0.0))
         # The attempt's log is whole before anyone reads AgentFinished (the learner learns from it).
         await self.bus.log(e.project_id, e.aggregate_id, "attempt_end",
@@ -346,9 +356,12 @@ def _abort_quietly(path) -> None:
         log.info("resolution in %s: %s", path, exc)
 
 
-def _commit_message(e: ev.TaskReady, result: AgentResult) -> str:
+def _commit_message(e: ev.TaskReady, result: AgentResult, *, partial: bool = False) -> str:
     body = result.summary.strip() or "(no summary)"
-    if e.purpose == "resolve_conflict":
+    if partial:
+        subject = f"task {e.task_id}: work so far (stopped: {result.outcome})"
+        body = result.error
+    elif e.purpose == "resolve_conflict":
         target = e.conflict.get("target_branch") or e.target_branch
         subject = f"Merge {target} into {e.branch}: resolve conflicts of task {e.task_id}"
     else:

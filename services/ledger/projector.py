@@ -3,6 +3,7 @@ applied in log order with the tracking position in the same transaction."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Awaitable, Callable
 
 from sqlalchemy import bindparam, select, update
@@ -105,7 +106,7 @@ async def project(conn: AsyncConnection, e: ev.Event) -> None:
                 outcome=e.outcome, summary=e.summary, error=e.error, commit=e.commit, turns=e.turns,
                 duration_s=e.duration_s, input_tokens=e.input_tokens, output_tokens=e.output_tokens,
                 cache_read_tokens=e.cache_read_tokens, cache_write_tokens=e.cache_write_tokens,
-                cost_usd=e.cost_usd, finished_at=e.occurred_at,
+                cost_usd=exact_cost(e), finished_at=e.occurred_at,
                 **({"model": e.model} if e.model else {})))
             await conn.execute(_task(e).values(summary=e.summary, commit=e.commit, finished_at=e.occurred_at))
         case ev.TaskCompleted():
@@ -118,6 +119,8 @@ async def project(conn: AsyncConnection, e: ev.Event) -> None:
             await conn.execute(_task(e).values(status="cancelled", reason=e.reason))
         case ev.CostRecorded():
             await _project_costs(conn, [e])
+        case ev.TaskDeferred():
+            await conn.execute(_task(e).values(status="pending", reason=f"{e.reason}: {e.detail}" if e.detail else e.reason))
         case ev.BranchMerged() | ev.MergeConflicted():
             merged = isinstance(e, ev.BranchMerged)
             await _upsert(conn, db.merges, {
@@ -169,11 +172,12 @@ async def _project_costs(conn: AsyncConnection, costs: list[ev.CostRecorded]) ->
     rows = [_cost_row(e) for e in costs]
     for i in range(0, len(rows), 500):
         await _upsert(conn, db.agent_costs, rows[i:i + 500], ["event_id"])
-    per_task: dict[tuple[str, str], float] = {}
-    per_run: dict[str, float] = {}
+    per_task: dict[tuple[str, str], Decimal] = {}
+    per_run: dict[str, Decimal] = {}
     for e in costs:
-        per_task[(e.run_id, e.task_id)] = per_task.get((e.run_id, e.task_id), 0.0) + e.cost_usd
-        per_run[e.run_id] = per_run.get(e.run_id, 0.0) + e.cost_usd
+        cost = exact_cost(e)
+        per_task[(e.run_id, e.task_id)] = per_task.get((e.run_id, e.task_id), Decimal(0)) + cost
+        per_run[e.run_id] = per_run.get(e.run_id, Decimal(0)) + cost
     t, r = db.tasks, db.runs
     await conn.execute(update(t).where(t.c.run_id == bindparam("r"), t.c.id == bindparam("t"))
                        .values(cost_usd=t.c.cost_usd + bindparam("c")),
@@ -186,7 +190,12 @@ def _cost_row(e: ev.CostRecorded) -> dict[str, Any]:
     return {"event_id": e.event_id, "project_id": e.project_id, "run_id": e.run_id, "task_id": e.task_id,
             "attempt": e.attempt, "model": e.model, "input_tokens": e.input_tokens,
             "output_tokens": e.output_tokens, "cache_read_tokens": e.cache_read_tokens,
-            "cache_write_tokens": e.cache_write_tokens, "cost_usd": e.cost_usd, "occurred_at": e.occurred_at}
+            "cache_write_tokens": e.cache_write_tokens, "cost_usd": exact_cost(e), "occurred_at": e.occurred_at}
+
+
+def exact_cost(e: ev.CostRecorded | ev.AgentFinished) -> Decimal:
+    """The event's exact cost: its decimal string, or (events from before it had one) its float as printed."""
+    return Decimal(e.cost_exact) if e.cost_exact else Decimal(repr(e.cost_usd))
 
 
 def _event_log_row(seq: int, e: ev.Event) -> dict[str, Any]:

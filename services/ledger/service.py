@@ -1,5 +1,5 @@
 """The ledger's wiring: a durable consumer over every event, projections applied in log
-order with their tracking position, budget events, and rebuilds from the log."""
+order with their tracking position, and rebuilds from the log."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from sqlalchemy import select, text
 from shared import db
 from shared import events as ev
 from shared.bus import Bus, Delivery
-from shared.config import Config, RunSettings
-from services.ledger.budgets import budget_level
+from shared.config import Config
 from services.ledger.projector import PROJECTION, apply_batch
 
 log = logging.getLogger("yokeflow.ledger")
@@ -44,30 +43,9 @@ class Ledger:
             self.stream = await self.bus.stream_identity()
         async with self.db.begin() as conn:
             conn = await self.db.execution(conn)
-            applied = await apply_batch(conn, [(d.seq, d.event) for d in deliveries], self.read_gap, self.stream)
-            last_cost = {e.run_id: e for e in applied if isinstance(e, ev.CostRecorded)}
-            for e in last_cost.values():  # the run's total after the whole batch: one check per run
-                await self._check_budget(conn, e)
-
-    async def _check_budget(self, conn, e: ev.CostRecorded) -> None:
-        row = (await conn.execute(select(db.runs.c.cost_usd, db.runs.c.settings).where(db.runs.c.id == e.run_id))).first()
-        if row is None:
-            return
-        spent, cost = float(row[0]), RunSettings.of(row[1]).cost
-        level = budget_level(spent, cost.budget_limit_usd, cost.warn_at_fraction)
-        levels = ["warning", "exhausted"] if level == "exhausted" else [level] if level else []
-        if not levels or not self.publish_alerts:
-            return
-        alerted = {r[0] for r in await conn.execute(
-            select(db.budget_alerts.c.level).where(db.budget_alerts.c.run_id == e.run_id))}
-        for lvl in levels:
-            if lvl in alerted:
-                continue
-            cls = ev.BudgetExhausted if lvl == "exhausted" else ev.BudgetWarning
-            alert = e.caused(cls, aggregate_id=e.run_id, run_id=e.run_id, spent_usd=spent,
-                             limit_usd=cost.budget_limit_usd)
-            # Deterministic Msg-Id: until the alert itself is projected, a repeat is de-duplicated.
-            await self.bus.publish(alert, msg_id=f"{e.run_id}:{cls.__name__}")
+            # Budget alerts are not decided here: executors reserve and settle on the shared accounts
+            # (shared/budget.py) and announce BudgetWarning / BudgetExhausted as they cross a level.
+            await apply_batch(conn, [(d.seq, d.event) for d in deliveries], self.read_gap, self.stream)
 
     async def serve(self, stop: asyncio.Event) -> None:
         await self.db.migrate()

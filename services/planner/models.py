@@ -1,16 +1,164 @@
-"""Model choice per attempt (pure): complexity picks the tier, a retry escalates one tier."""
+"""Model choice per attempt (pure): `select_model(inputs)` picks a tier and says why.
+
+Rules, in order (docs/costs.md):
+1. `cost.optimization_enabled: false` → always `cost.default_model`.
+2. Under 10 % of the budget left → the cheapest tier.
+3. The base tier: from history, the cheapest model whose success rate on (domain, complexity) is at
+   least `min_success_rate` over at least `min_samples` finished attempts; without such history,
+   critical-path or high-complexity work gets the strongest tier, low complexity the cheapest, the
+   rest `default_model`.
+4. Exploring (first tries of work that is neither critical nor high complexity): a tier cheaper than
+   the base with fewer than `min_samples` attempts on (domain, complexity) is tried first, so
+   history can show it succeeds; a failure costs a cheap attempt and the retry escalates.
+5. A retry escalates one tier above the tier the previous try used.
+`History` folds finished attempts into success rate and mean cost per (domain, complexity, model).
+"""
 
 from __future__ import annotations
 
-TIERS = ["haiku", "sonnet", "opus"]
-BY_COMPLEXITY = {"low": "haiku", "medium": "sonnet", "high": "opus"}
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Mapping
+
+from shared import events as ev
+
+TIERS = ("haiku", "sonnet", "opus")  # cheapest first
+LOW_BUDGET_FRACTION = 0.10
+COUNTED_OUTCOMES = {"success", "failure"}  # cancelled, throttled or budget-stopped attempts say nothing of the model
 
 
-def select_model(complexity: str, attempt: int = 1, *, default: str = "sonnet",
-                 budget_left_fraction: float = 1.0) -> str:
-    """A model alias for this attempt. Low budget (under 10% left) caps at the cheapest tier."""
-    base = BY_COMPLEXITY.get(complexity, default if default in TIERS else "sonnet")
-    if budget_left_fraction < 0.1:
-        return TIERS[0]
-    index = min(TIERS.index(base) + max(0, attempt - 1), len(TIERS) - 1)
-    return TIERS[index]
+@dataclass
+class Stats:
+    attempts: int = 0
+    successes: int = 0
+    cost: Decimal = Decimal(0)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.attempts if self.attempts else 0.0
+
+    @property
+    def mean_cost(self) -> Decimal:
+        return self.cost / self.attempts if self.attempts else Decimal(0)
+
+
+@dataclass
+class History:
+    """Finished attempts of a project, keyed by their identity (run, task, attempt): folding an
+    event twice changes nothing."""
+
+    ready: dict[tuple[str, str, int], tuple[str, str, str]] = field(default_factory=dict)  # -> domain, complexity, model
+    finished: dict[tuple[str, str, int], tuple[str, Decimal]] = field(default_factory=dict)  # -> outcome, cost
+    spent: dict[str, Decimal] = field(default_factory=dict)  # CostRecorded by event id (project spend)
+    limit_set: Decimal | None = None  # the project budget a person set (BudgetSet), if any
+
+    def apply(self, e: ev.Event) -> None:
+        match e:
+            case ev.TaskReady():
+                self.ready[(e.run_id, e.task_id, e.attempt)] = (e.domain, e.complexity, e.model)
+            case ev.AgentFinished():
+                cost = Decimal(e.cost_exact) if e.cost_exact else Decimal(str(e.cost_usd))
+                self.finished[(e.run_id, e.task_id, e.attempt)] = (e.outcome, cost)
+            case ev.CostRecorded():
+                self.spent[e.event_id] = Decimal(e.cost_exact) if e.cost_exact else Decimal(str(e.cost_usd))
+            case ev.BudgetSet() if e.scope == "project":
+                self.limit_set = Decimal(e.limit_exact)
+
+    @property
+    def project_spent(self) -> Decimal:
+        return sum(self.spent.values(), Decimal(0))
+
+    def stats(self) -> dict[tuple[str, str, str], Stats]:
+        out: dict[tuple[str, str, str], Stats] = {}
+        for key, (outcome, cost) in self.finished.items():
+            if outcome not in COUNTED_OUTCOMES or key not in self.ready:
+                continue
+            s = out.setdefault(self.ready[key], Stats())
+            s.attempts += 1
+            s.successes += outcome == "success"
+            s.cost += cost
+        return out
+
+
+@dataclass(frozen=True)
+class Selection:
+    model: str                 # the model id the attempt uses
+    tier: str                  # haiku | sonnet | opus, or "" for a default_model that is a model id
+    reasons: list[str]
+    inputs: dict[str, Any]
+
+    def as_event_field(self) -> dict[str, Any]:
+        return {"tier": self.tier, "model": self.model, "reasons": list(self.reasons), "inputs": dict(self.inputs)}
+
+
+def select_model(*, complexity: str, domain: str = "general", tries: int = 1, previous_tier: str = "",
+                 critical: bool = False,
+                 budget_left_fraction: float = 1.0, optimization_enabled: bool = True,
+                 default_model: str = "sonnet", models: Mapping[str, str] | None = None,
+                 history: Mapping[tuple[str, str, str], Stats] | None = None,
+                 min_success_rate: float = 0.85, min_samples: int = 5) -> Selection:
+    """The model for one attempt. `tries`: this attempt's number among the task's real tries
+    (1 = first); `previous_tier`: the tier of the task's previous try; `history`: stats per
+    (domain, complexity, model id)."""
+    models = dict(models or {"opus": "claude-opus-5-5", "sonnet": "claude-sonnet-5-5", "haiku": "claude-haiku-5-5"})
+    inputs = {"complexity": complexity, "domain": domain, "tries": tries, "critical": critical,
+              "budget_left_fraction": round(budget_left_fraction, 4), "optimization_enabled": optimization_enabled,
+              "default_model": default_model}
+
+    def pick(tier: str, reasons: list[str]) -> Selection:
+        return Selection(models[tier], tier, reasons, inputs)
+
+    if not optimization_enabled:
+        if default_model in TIERS:
+            return pick(default_model, ["cost.optimization_enabled is false: cost.default_model"])
+        return Selection(default_model, "", ["cost.optimization_enabled is false: cost.default_model"], inputs)
+    if budget_left_fraction < LOW_BUDGET_FRACTION:
+        return pick(TIERS[0], [f"under {LOW_BUDGET_FRACTION:.0%} of the budget left: the cheapest tier"])
+    default_tier = default_model if default_model in TIERS else _tier_of(default_model, models) or "sonnet"
+    reasons: list[str] = []
+    proven = _cheapest_proven(domain, complexity, models, history or {}, min_success_rate, min_samples)
+    if proven is not None:
+        base, stats = proven
+        inputs["history"] = {"model": models[base], "attempts": stats.attempts,
+                             "success_rate": round(stats.success_rate, 4), "mean_cost_usd": str(stats.mean_cost)}
+        reasons.append(f"history: {models[base]} succeeded on {stats.successes}/{stats.attempts} "
+                       f"{domain}/{complexity} attempts (at least {min_success_rate:.0%} over {min_samples})")
+    elif critical or complexity == "high":
+        base = TIERS[-1]
+        reasons.append("critical-path work: the strongest tier" if critical else
+                       "high complexity: the strongest tier")
+    elif complexity == "low":
+        base = TIERS[0]
+        reasons.append("low complexity: the cheapest tier")
+    else:
+        base = default_tier
+        reasons.append(f"{complexity} complexity: cost.default_model ({default_model})")
+    if tries > 1:
+        before = TIERS.index(previous_tier) if previous_tier in TIERS else TIERS.index(base) + tries - 2
+        index = min(max(before + 1, 0), len(TIERS) - 1)
+        reasons.append(f"try {tries}: one tier above the previous try's"
+                       + (f" ({previous_tier})" if previous_tier in TIERS else ""))
+        return pick(TIERS[index], reasons)
+    if proven is None and not critical and complexity != "high":
+        stats_of = history or {}
+        for tier in TIERS[:TIERS.index(base)]:
+            seen = stats_of.get((domain, complexity, models[tier]))
+            if seen is None or seen.attempts < min_samples:
+                reasons.append(f"exploring: {models[tier]} has {seen.attempts if seen else 0} of {min_samples} "
+                               f"{domain}/{complexity} attempts needed to judge it")
+                return pick(tier, reasons)
+    return pick(base, reasons)
+
+
+def _tier_of(model: str, models: Mapping[str, str]) -> str | None:
+    return next((t for t in TIERS if models.get(t) == model), None)
+
+
+def _cheapest_proven(domain: str, complexity: str, models: Mapping[str, str],
+                     history: Mapping[tuple[str, str, str], Stats], min_rate: float,
+                     min_samples: int) -> tuple[str, Stats] | None:
+    for tier in TIERS:  # cheapest first
+        stats = history.get((domain, complexity, models[tier]))
+        if stats and stats.attempts >= min_samples and stats.success_rate >= min_rate:
+            return tier, stats
+    return None

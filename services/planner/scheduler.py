@@ -21,8 +21,9 @@ from shared.git import branch_name, slugify
 from shared.gitops.names import worktree_dir_name
 from shared.gitops.worktrees import WORKTREES_DIR
 from shared.lanes import lane_of
-from shared.plan import Plan, parse_plan
-from services.planner.models import select_model
+from shared.plan import Plan, parse_plan, task_complexity
+from services.planner.models import History, select_model
+from services.planner import money
 from shared.resolver import Resolution, dependencies, dispatch_order_key, remaining_minutes, resolve
 
 # task lifecycle in the scheduler
@@ -47,6 +48,9 @@ class TaskState:
     finished_attempts: dict[int, str] = field(default_factory=dict)  # attempt -> outcome
     decided_attempts: set[int] = field(default_factory=set)          # attempts the planner has judged
     throttled: int = 0  # attempts cut short by the model API's rate limits: they do not count as tries
+    budget_stops: int = 0  # attempts stopped by the budget (TaskDeferred): they do not count as tries either
+    ready_budget_epoch: dict[int, int] = field(default_factory=dict)  # attempt -> budget changes seen at dispatch
+    last_tier: str = ""  # the model tier of the last attempt
     conflict: ev.MergeConflicted | None = None  # the standing conflict, until a merge lands
     resolution_attempts: set[int] = field(default_factory=set)  # attempts that were resolution agents
     escalated: str = ""  # event id of the conflict handed to a person
@@ -55,7 +59,7 @@ class TaskState:
 
     @property
     def tries(self) -> int:
-        return self.attempt - self.throttled
+        return self.attempt - self.throttled - self.budget_stops
 
     @property
     def resolution_tries(self) -> int:
@@ -89,6 +93,10 @@ class RunState:
     lane_key: dict[str, str] = field(default_factory=dict)            # task id -> its lane: one task in flight per lane
     lane_members: dict[str, list[str]] = field(default_factory=dict)  # lane -> its task ids
     lane_branch: dict[str, str] = field(default_factory=dict)         # task id -> branch of its shared smart lane
+    history: History = field(default_factory=History)  # the project's attempts (shared by its runs; planner sets it)
+    budget_epoch: int = 0  # BudgetSet events seen: an attempt refused under an older budget does not stop the run
+    run_limit_set: str = ""  # the run budget a person set, if any
+    run_spent: dict[str, str] = field(default_factory=dict)  # CostRecorded of this run by event id
 
     @property
     def batches(self) -> list[list[str]]:
@@ -173,6 +181,8 @@ class RunState:
                 task.attempt = max(task.attempt, e.attempt)
                 task.status = DISPATCHED
                 task.ready_at = e.occurred_at
+                task.ready_budget_epoch[e.attempt] = self.budget_epoch
+                task.last_tier = str((e.selection or {}).get("tier", ""))
                 if e.purpose == "resolve_conflict":
                     task.resolution_attempts.add(e.attempt)
                 else:
@@ -181,6 +191,8 @@ class RunState:
                 task.finished_attempts[e.attempt] = e.outcome
                 if e.outcome == "rate_limited":
                     task.throttled += 1
+                if e.outcome == "budget" and task.ready_budget_epoch.get(e.attempt, 0) == self.budget_epoch:
+                    self.budget_exhausted = True  # refused under the budget in force: no new attempt starts
                 if e.outcome == "success":
                     task.summary = e.summary
                     task.commit = e.commit
@@ -203,6 +215,18 @@ class RunState:
             case ev.TaskCancelled() if task:
                 task.status = CANCELLED
                 task.decided_attempts.add(task.attempt)
+            case ev.TaskDeferred() if task:
+                task.decided_attempts.add(e.attempt)
+                task.budget_stops += 1
+                if task.status not in TERMINAL:
+                    task.status = PENDING
+            case ev.CostRecorded():
+                self.run_spent[e.event_id] = e.cost_exact or str(e.cost_usd)
+            case ev.BudgetSet():
+                self.budget_epoch += 1
+                self.budget_exhausted = False  # the next reservation decides whether the new budget has room
+                if e.scope == "run":
+                    self.run_limit_set = e.limit_exact
             case ev.BranchMerged() if task:
                 task.status = MERGED
                 task.merged_at = e.occurred_at
@@ -223,6 +247,8 @@ class RunState:
                 self.paused = None
             case ev.BudgetExhausted():
                 self.budget_exhausted = True
+            case ev.BudgetWarning():
+                pass
             case ev.RunCompleted() | ev.RunFailed():
                 self.ended = True
             case ev.DeliveryFailed() if e.consumer == "learner" and task:
@@ -340,6 +366,10 @@ def _judge_finished_attempts(state: RunState) -> list[Decision]:
             if outcome == "success":
                 out.append((_task_event(state, ev.TaskCompleted, t.id, attempt=attempt, commit=t.commit),
                             f"{key}:TaskCompleted"))
+            elif outcome == "budget" and not state.cancelled:
+                out.append((_task_event(state, ev.TaskDeferred, t.id, attempt=attempt, reason="budget",
+                                        detail=str(t.last_failure.get("error", ""))[:2000]),
+                            f"{key}:TaskDeferred"))
             elif outcome == "cancelled" or state.cancelled:
                 out.append((_task_event(state, ev.TaskCancelled, t.id, reason="cancelled while running"),
                             f"{state.run_id}:{t.id}:TaskCancelled"))
@@ -393,9 +423,8 @@ def _block_or_cancel(state: RunState) -> list[Decision]:
         for t in state.tasks.values():
             if t.status not in (PENDING, RETRY):
                 continue
-            if state.cancelled or state.budget_exhausted:
-                why = "run cancelled" if state.cancelled else "budget exhausted"
-                e = _task_event(state, ev.TaskCancelled, t.id, reason=why)
+            if state.cancelled:  # (an exhausted budget only stops dispatch: raising it lets the run go on)
+                e = _task_event(state, ev.TaskCancelled, t.id, reason="run cancelled")
                 out.append((e, f"{state.run_id}:{t.id}:TaskCancelled"))
                 state.apply(e)
                 changed = True
@@ -525,9 +554,8 @@ def _ready_fields(state: RunState, t: TaskState, *, resolving: bool = False) -> 
             for d, _ in state.deps.get(t.id, []) if state.tasks[d].summary]
     return dict(
         attempt=attempt, epic_id=epic.id, title=task.title, description=task.description,
-        domain=task.domain, complexity=task.complexity or "medium", tests=list(task.tests),
-        model=select_model(task.complexity or "medium", t.resolution_tries + 1 if resolving else attempt - t.throttled,
-                           default=state.settings.cost.default_model),
+        domain=task.domain, complexity=task_complexity(task), tests=list(task.tests),
+        **money.attempt_fields(state, t, task, tries=t.resolution_tries + 1 if resolving else t.tries + 1),
         provider=provider, provider_options=options, repo_path=state.repo_path,
         target_branch=state.target_branch, branch=branch, worktree=_worktree_name(branch),
         dependency_summaries=deps, previous_attempt=dict(t.last_failure) if t.last_failure else {},

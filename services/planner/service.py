@@ -14,6 +14,7 @@ from shared import events as ev
 from shared.bus import Bus, ConcurrencyConflict, Delivery
 from shared.config import Config
 from shared.plan import PlanError
+from services.planner.models import History
 from services.planner.scheduler import RunState, decide
 
 log = logging.getLogger("yokeflow.planner")
@@ -28,12 +29,16 @@ class Planner:
         self.aggregate_seq: dict[str, int] = {}
         self._lock = asyncio.Lock()
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.histories: dict[str, History] = {}  # per project: what model selection learns from
+        self._also_decide: list[RunState] = []
 
     def fold(self, d: Delivery) -> RunState | ev.RunStarted | None:
         """Fold a delivery in; returns the run it concerns (or a RunStarted whose plan does not parse)."""
         e = d.event
         key = self.bus.aggregate_filter(e)
         self.aggregate_seq[key] = max(self.aggregate_seq.get(key, 0), d.seq)
+        history = self.histories.setdefault(e.project_id, History())
+        history.apply(e)  # keyed by logical identity: a re-fold changes nothing
         if isinstance(e, ev.RunStarted):
             if e.run_id in self.runs or e.run_id in self.rejected:
                 return self.runs.get(e.run_id)
@@ -42,7 +47,15 @@ class Planner:
             except PlanError as exc:
                 self.plan_errors[e.run_id] = str(exc)
                 return e
+            self.runs[e.run_id].history = history
             return self.runs[e.run_id]
+        if isinstance(e, (ev.BudgetSet, ev.BudgetExhausted)) and getattr(e, "scope", "") == "project":
+            # the project's budget concerns every running run of the project; decide for the first here
+            concerned = [s for s in self.runs.values() if s.project_id == e.project_id and not s.ended]
+            for other in concerned:
+                other.apply(e)
+            self._also_decide = concerned[1:]
+            return concerned[0] if concerned else None
         if isinstance(e, ev.RunFailed) and e.run_id not in self.runs:
             self.rejected.add(e.run_id)
             return None
@@ -57,11 +70,14 @@ class Planner:
 
     async def handle(self, d: Delivery) -> None:
         async with self._lock:
+            self._also_decide = []
             target = self.fold(d)
             if isinstance(target, ev.RunStarted):
                 await self._reject(target)
             elif target is not None:
                 await self._decide(target)
+            for other in self._also_decide:
+                await self._decide(other)
 
     async def _reject(self, e: ev.RunStarted) -> None:
         reason = f"invalid plan: {self.plan_errors.pop(e.run_id, 'it does not parse')}"
@@ -92,7 +108,8 @@ class Planner:
     async def _reload(self, run_id: str) -> RunState:
         self.runs.pop(run_id, None)
         async for d in self.bus.read():
-            if getattr(d.event, "run_id", None) == run_id:
+            e = d.event
+            if getattr(e, "run_id", None) == run_id or (isinstance(e, ev.BudgetSet) and e.scope == "project"):
                 self.fold(d)
         return self.runs[run_id]
 

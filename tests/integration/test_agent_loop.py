@@ -235,4 +235,4 @@ async def test_replay_and_sleep_providers_drive_the_same_loop(tmp_path, worktree
 async def test_unknown_model_fails_before_any_call(server, provider, worktree):
     result = await run_agent(provider=provider, model="gpt-imaginary", system=[], task_prompt="x",
                              sandbox=Sandbox(worktree))
-    assert result.outcome == "failure" and "register_price" in result.error and not server.requests
+    assert result.outcome == "failure" and "cost.prices.gpt-imaginary" in result.error and not server.requests

@@ -31,7 +31,18 @@ def test_every_strategy_is_accepted_from_the_file_and_the_environment(strategy, 
     ({"parallel": {"max_concurrency": 0}}, "parallel.max_concurrency"),
     ({"parallel": {"strategy": "random"}}, "parallel.strategy"),
     ({"parallel": {"bogus": 1}}, "bogus"),
-    ({"cost": {"warn_at_fraction": 2}}, "cost.warn_at_fraction"),
+    ({"cost": {"warn_at": [0.5, 2]}}, "cost.warn_at"),
+    ({"cost": {"budget_limit_usd": -1}}, "cost.budget_limit_usd"),
+    ({"cost": {"budget_limit_usd": "lots"}}, "cost.budget_limit_usd"),
+    ({"cost": {"budget_limit_usd": float("nan")}}, "cost.budget_limit_usd"),
+    ({"cost": {"run_budget_usd": -0.01}}, "cost.run_budget_usd"),
+    ({"cost": {"enforcement": "strict"}}, "cost.enforcement"),
+    ({"cost": {"default_model": "gpt-4"}}, "cost.default_model"),
+    ({"cost": {"models": {"fable": "claude-fable-5"}}}, "cost.models.fable"),
+    ({"cost": {"models": {"opus": "claude-opus-9"}}}, "cost.models.opus"),
+    ({"cost": {"models": {"opus": "claude-opus-4-6", "sonnet": "claude-sonnet-4-6"}}}, "cost.models.haiku"),
+    ({"cost": {"prices": {"my-model": {"input": 1, "output": 2}}}}, "cost.prices.my-model.cache_write"),
+    ({"cost": {"min_success_rate": 1.5}}, "cost.min_success_rate"),
     ({"parallel": {"strategy": "Smart"}}, "parallel.strategy"),  # exact names only
     ({"merge": {"on_conflict": "somebody"}}, "merge.on_conflict"),
     ({"merge": {"max_resolution_attempts": -1}}, "merge.max_resolution_attempts"),
@@ -93,3 +104,13 @@ def test_overrides_replace_keys_and_are_checked():
         base.with_overrides({"turbo": {"on": True}})
     with pytest.raises(ConfigError, match=r"parallel\.max_concurrency"):
         base.with_overrides({"parallel": {"max_concurrency": 0}})
+
+
+def test_a_model_priced_in_config_may_be_the_default_or_a_tier():
+    from shared.config import parse_config
+
+    cfg = parse_config({"cost": {"default_model": "my-model", "models": {"haiku": "my-model", "sonnet": "claude-sonnet-4-6",
+                                                                           "opus": "claude-opus-4-6"},
+                                 "prices": {"my-model": {"input": 0.1, "output": 0.2, "cache_write": 0.1,
+                                                         "cache_read": 0.01}}}})
+    assert cfg.cost.default_model == "my-model" and cfg.cost.models["haiku"] == "my-model"

@@ -96,7 +96,9 @@ def test_failure_retries_with_a_stronger_model_then_blocks_dependents():
     assert [e.type for e in retry] == ["TaskFailed", "TaskReady"]
     assert retry[0].final is False and retry[1].attempt == 2
     assert retry[1].previous_attempt["error"] == "tests failed"
-    assert retry[1].model == "opus"  # medium -> sonnet on attempt 1, escalated on attempt 2
+    # a is on the critical path: the strongest tier from the start, and a retry stays there
+    assert retry[1].model == "claude-opus-5-5" and retry[1].selection["tier"] == "opus"
+    assert any("critical" in r for r in retry[1].selection["reasons"])
     finish(state, "a", outcome="failure", attempt=2, error="still failing")
     final = apply_all(state, decide(state))
     types = [e.type for e in final]
@@ -167,8 +169,26 @@ def test_cancellation_and_budget_stop_dispatch():
     state.apply(ev.BudgetExhausted(project_id="p", aggregate_id="r", run_id="r"))
     finish(state, "a"), merge(state, "a")
     out = apply_all(state, decide(state))
-    assert not ready_ids(out)
-    assert out[-1].type == "RunFailed" and out[-1].reason == "budget exhausted"
+    assert not ready_ids(out)  # nothing new starts, and nothing is cancelled: the run waits for more budget
+    assert not [e for e in out if isinstance(e, (ev.TaskCancelled, ev.RunFailed, ev.RunCompleted))]
+
+
+def test_an_attempt_stopped_by_the_budget_goes_back_to_pending_until_the_budget_is_raised():
+    state = RunState.start(started())
+    [first] = apply_all(state, decide(state))[1:]
+    finish(state, "a", outcome="budget", error="run budget of $1 has no room")
+    out = apply_all(state, decide(state))
+    assert [e.type for e in out] == ["TaskDeferred"]  # not failed, not retried yet
+    assert out[0].reason == "budget" and "no room" in out[0].detail
+    assert state.tasks["a"].status == "pending" and state.tasks["a"].tries == 0
+    assert decide(state) == []
+    state.apply(ev.BudgetSet(project_id="p", aggregate_id="r", run_id="r", scope="run", limit_exact="5"))
+    [again] = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)]
+    assert again.task_id == "a" and again.attempt == 2 and again.selection["inputs"]["tries"] == 1
+    assert again.cost["run_budget_usd"] == "5"
+    # an attempt refused under the old budget, reporting after the raise, does not stop the run again
+    finish(state, "a", outcome="budget", attempt=1)
+    assert state.budget_exhausted is False
 
 
 def test_invalid_plan_fails_the_run_naming_the_cycle():
@@ -191,7 +211,7 @@ def test_rate_limit_pauses_the_run_without_spending_a_try():
     assert not ready_ids(out)  # paused: nothing dispatches
     state.apply(ev.RunResumed(project_id="p", aggregate_id="r", run_id="r"))
     [retry] = [x for x in apply_all(state, decide(state)) if isinstance(x, ev.TaskReady)]
-    assert retry.attempt == 2 and retry.model == "sonnet"  # not escalated: the first try never ran out
+    assert retry.attempt == 2 and retry.selection["inputs"]["tries"] == 1  # not escalated: the first try never ran out
     finish(state, "a", outcome="failure", attempt=2, error="real failure")
     out = apply_all(state, decide(state))
     assert out[0].type == "TaskFailed" and out[0].final is False  # one real try spent of two

@@ -81,7 +81,7 @@ def _config(repo: Path | None = None) -> Config:
     try:
         return load_config(repo if repo is not None else Path.cwd())
     except ConfigError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc), code=2) from None  # bad input: exit 2, like a bad argument
 
 
 def settings_override(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

@@ -4,17 +4,29 @@ bounded number of fix rounds; success only when every check passes."""
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
+from decimal import Decimal
+
 from services.executor.agent.tools import TOOL_DEFINITIONS, Sandbox
+from shared.budget import BudgetRefused
 from shared import telemetry
 from shared.llm import pricing
 from shared.llm.types import ModelTurn, Provider, RateLimited, Usage
 
 T = TypeVar("T")
 CHECK_OUTPUT_TAIL = 4000
+CHARS_PER_TOKEN = 3  # fewer than real text averages: the estimate of a prompt's tokens errs high
+
+
+def estimate_prompt_tokens(system: list[dict], messages: list[dict], tools: list[dict]) -> int:
+    """The tokens a request will send, from its size (a reservation needs it before the call)."""
+    size = len(json.dumps([system, messages, tools], ensure_ascii=False, default=str))
+    return math.ceil(size / CHARS_PER_TOKEN)
 
 
 @dataclass
@@ -23,16 +35,18 @@ class CallRecord:
     model: str
     usage: Usage
     cost_usd: float
+    cost: Decimal = Decimal(0)  # exact
 
 
 @dataclass
 class AgentResult:
-    outcome: str  # success | failure | cancelled | rate_limited
+    outcome: str  # success | failure | cancelled | rate_limited | budget
     summary: str = ""
     error: str = ""
     turns: int = 0
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
+    cost: Decimal = Decimal(0)  # exact; cost_usd is its float
     checks: list[dict] = field(default_factory=list)
     duration_s: float = 0.0
     retry_after_s: float | None = None  # with rate_limited: how long the API asked to wait, if it said
@@ -46,9 +60,11 @@ class _Run:
     """One agent run's state; run_agent is its public face."""
 
     def __init__(self, *, provider: Provider, model: str, system: list[dict], sandbox: Sandbox,
-                 max_tokens: int, on_call, on_log, cancel: asyncio.Event):
+                 max_tokens: int, on_call, on_log, cancel: asyncio.Event, budget=None,
+                 prices: pricing.PriceTable | None = None):
         self.provider, self.model, self.system, self.sandbox = provider, model, system, sandbox
         self.max_tokens, self.on_call, self.on_log, self.cancel = max_tokens, on_call, on_log, cancel
+        self.budget, self.prices = budget, prices or pricing.DEFAULT
         self.messages: list[dict] = []
         self.result = AgentResult(outcome="failure")
 
@@ -75,26 +91,40 @@ class _Run:
             await self.on_log(kind, data)
 
     async def call_model(self) -> ModelTurn:
+        hold = None
+        if self.budget is not None:
+            # Reserve the worst case first (every executor sees the same accounts): BudgetRefused stops the agent.
+            worst = self.prices.worst_case(
+                self.model, estimate_prompt_tokens(self.system, self.messages, TOOL_DEFINITIONS), self.max_tokens)
+            hold = await self.budget.reserve(worst)
         with telemetry.span(f"chat {self.model}", {"gen_ai.operation.name": "chat", "gen_ai.request.model": self.model,
                                                    "gen_ai.provider.name": self.provider.name}) as span:
-            turn = await self.guarded(self.provider.create(
-                model=self.model, system=self.system, messages=self.messages, tools=TOOL_DEFINITIONS,
-                max_tokens=self.max_tokens))
-            priced = turn.model if pricing.is_priced(turn.model) else self.model
-            cost = pricing.cost_usd(priced, turn.usage)
+            try:
+                turn = await self.guarded(self.provider.create(
+                    model=self.model, system=self.system, messages=self.messages, tools=TOOL_DEFINITIONS,
+                    max_tokens=self.max_tokens))
+            except BaseException:
+                if hold is not None:  # no answer, no bill: give the reservation back
+                    await asyncio.shield(self.budget.settle(hold, Decimal(0)))
+                raise
+            priced = turn.model if self.prices.is_priced(turn.model) else self.model
+            cost = self.prices.cost(priced, turn.usage)
             telemetry.set_attributes(span, {
                 "gen_ai.response.model": turn.model or self.model, "gen_ai.response.finish_reasons": [turn.stop_reason],
                 "gen_ai.usage.input_tokens": turn.usage.input_tokens,
                 "gen_ai.usage.output_tokens": turn.usage.output_tokens,
                 "yf.usage.cache_read_tokens": turn.usage.cache_read_tokens,
-                "yf.usage.cache_write_tokens": turn.usage.cache_write_tokens, "yf.cost_usd": cost})
+                "yf.usage.cache_write_tokens": turn.usage.cache_write_tokens, "yf.cost_usd": float(cost)})
+        if hold is not None:
+            await self.budget.settle(hold, cost)
         self.result.turns += 1
         self.result.usage = self.result.usage + turn.usage
-        self.result.cost_usd = round(self.result.cost_usd + cost, 8)
+        self.result.cost += cost
+        self.result.cost_usd = float(self.result.cost)
         self.messages.append({"role": "assistant", "content": turn.content})
         if self.on_call is not None:
             await self.on_call(CallRecord(call=self.result.turns, model=turn.model or self.model,
-                                          usage=turn.usage, cost_usd=cost))
+                                          usage=turn.usage, cost_usd=float(cost), cost=cost))
         if turn.text():
             await self.log("text", {"turn": self.result.turns, "text": turn.text()})
         return turn
@@ -160,15 +190,20 @@ async def run_agent(*, provider: Provider, model: str, system: list[dict], task_
                     on_call: Callable[[CallRecord], Awaitable[None]] | None = None,
                     on_log: Callable[[str, dict], Awaitable[None]] | None = None,
                     cancel: asyncio.Event | None = None,
-                    verify: Callable[[], Awaitable[list[dict]]] | None = None) -> AgentResult:
-    """`verify` adds checks of its own (results shaped like a command check's) after the commands."""
+                    verify: Callable[[], Awaitable[list[dict]]] | None = None,
+                    budget=None, prices: pricing.PriceTable | None = None) -> AgentResult:
+    """`verify` adds checks of its own (results shaped like a command check's) after the commands.
+    `budget` (a shared.budget.BudgetGate) reserves each call's worst case before it is made."""
     started = time.monotonic()
+    prices = prices or pricing.DEFAULT
     run = _Run(provider=provider, model=model, system=system, sandbox=sandbox, max_tokens=max_tokens,
-               on_call=on_call, on_log=on_log, cancel=cancel or asyncio.Event())
+               on_call=on_call, on_log=on_log, cancel=cancel or asyncio.Event(), budget=budget, prices=prices)
     result = run.result
-    if not pricing.is_priced(model) and not pricing.is_priced(provider.name):
-        result.error = str(_unknown_model(model))
+    if not prices.is_priced(model) and not prices.is_priced(provider.name):
+        result.error = str(_unknown_model(model, prices))  # refused before the first call
         return result
+    if prices.lookup(provider.name) == pricing.FREE:
+        run.budget = None  # replayed and benchmark calls cost nothing: nothing to reserve
     run.messages.append({"role": "user", "content": task_prompt})
     checks = [c for c in checks if c.strip()]
     fix_rounds = 0
@@ -201,6 +236,8 @@ async def run_agent(*, provider: Provider, model: str, system: list[dict], task_
             run.say(_failures_message(result.checks, fix_rounds, max_fix_rounds))
     except _Cancelled:
         result.outcome, result.error = "cancelled", "cancelled while the agent was working"
+    except BudgetRefused as exc:
+        result.outcome, result.error = "budget", str(exc)
     except RateLimited as exc:
         result.outcome, result.error, result.retry_after_s = "rate_limited", str(exc), exc.retry_after_s
     except Exception as exc:  # a provider or tool failure ends this attempt; the scheduler decides on retries
@@ -228,9 +265,9 @@ async def run_checks_only(*, sandbox: Sandbox, checks: list[str] | tuple[str, ..
     return result
 
 
-def _unknown_model(model: str) -> Exception:
+def _unknown_model(model: str, prices: pricing.PriceTable) -> Exception:
     try:
-        pricing.price_for(model)
+        prices.price_for(model)
     except pricing.UnknownModel as exc:
         return exc
     return pricing.UnknownModel(model)
