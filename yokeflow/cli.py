@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "yokeflow.commands.projections",
     "yokeflow.commands.merge",
     "yokeflow.commands.expertise",
+    "yokeflow.commands.costs",    # costs, budget set / show
 ]
 
 

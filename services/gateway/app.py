@@ -21,7 +21,7 @@ from shared.config import Config
 from shared.db import Database
 from services.gateway.auth import COOKIE, COOKIE_DAYS, Doors, guard, token_matches
 from services.gateway.deps import ERRORS, ApiError
-from services.gateway.routes import events, health, parallel, plans, projects, runs, tasks
+from services.gateway.routes import costs, events, health, parallel, plans, projects, runs, tasks
 
 log = logging.getLogger("yokeflow.gateway")
 
@@ -45,7 +45,7 @@ def create_app(bus: Bus, database: Database, config: Config, *, doors: Doors,
     app.state.doors = doors
     app.state.wait_timeout = wait_timeout
 
-    for module in (health, projects, plans, runs, tasks, parallel, events):
+    for module in (health, projects, costs, plans, runs, tasks, parallel, events):
         app.include_router(module.router, responses=ERRORS)
     _install_error_handlers(app)
     if doors.allowed_origins:  # CORS stays closed unless YOKEFLOW_CORS_ORIGINS names origins
