@@ -164,6 +164,7 @@ class Jail:
     settings: SandboxSettings = field(default_factory=SandboxSettings)
     env: dict[str, str] = field(default_factory=dict)  # the allow-listed environment the command gets
     ids: tuple[int, int] | None = None
+    binds: tuple[Path, ...] = ()  # more folders the command may write (e.g. a tool's own state)
 
     @classmethod
     def for_worktree(cls, root: Path | str, settings: SandboxSettings | None = None, *,
@@ -196,6 +197,8 @@ class Jail:
             return [SHELL, "-c", command]
         if self.ids:
             hand_over(self.root, self.ids)
+            for extra in self.binds:
+                hand_over(extra, self.ids)
         return self._bwrap(cwd or self.root) + self._drop() + [SHELL, "-c", command]
 
     def _bwrap(self, cwd: Path) -> list[str]:
@@ -230,6 +233,8 @@ class Jail:
         if common and common != self.root and self.root not in common.parents:
             bind("--ro-bind", common)
         bind("--bind", self.root)
+        for extra in self.binds:
+            bind("--bind", extra)
         for p in git_pointers:  # an agent must not repoint or rewrite the git folder YokeFlow commits with
             args += ["--ro-bind", str(p), str(p)]
         return args + ["--chdir", str(cwd)]

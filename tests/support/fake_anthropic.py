@@ -157,7 +157,42 @@ class FakeAnthropic:
         message = {"id": f"msg_fake_{served:04d}", "type": "message", "role": "assistant",
                    "model": t.get("model") or self.model or request.body.get("model", "claude-unknown"), "content": t["content"],
                    "stop_reason": t.get("stop_reason") or "end_turn", "stop_sequence": None, "usage": usage}
+        if request.body.get("stream"):
+            return self._send_stream(http, message, {"request-id": f"req_fake_{served:04d}"})
         self._send(http, 200, message, {"request-id": f"req_fake_{served:04d}"})
+
+    @staticmethod
+    def _send_stream(http: BaseHTTPRequestHandler, message: dict, headers: dict[str, str]) -> None:
+        """The same message as server-sent events, the way the API streams (`"stream": true`)."""
+        events = [("message_start", {"type": "message_start", "message": {
+            **message, "content": [], "stop_reason": None, "usage": {**message["usage"], "output_tokens": 0}}})]
+        for i, block in enumerate(message["content"]):
+            if block["type"] == "tool_use":
+                events += [("content_block_start", {"type": "content_block_start", "index": i,
+                                                    "content_block": {**block, "input": {}}}),
+                           ("content_block_delta", {"type": "content_block_delta", "index": i, "delta": {
+                               "type": "input_json_delta", "partial_json": json.dumps(block["input"])}})]
+            else:
+                events += [("content_block_start", {"type": "content_block_start", "index": i,
+                                                    "content_block": {"type": "text", "text": ""}}),
+                           ("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                    "delta": {"type": "text_delta", "text": block.get("text", "")}})]
+            events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+        events += [("message_delta", {"type": "message_delta", "delta": {"stop_reason": message["stop_reason"],
+                                                                         "stop_sequence": None},
+                                      "usage": {"output_tokens": message["usage"]["output_tokens"]}}),
+                   ("message_stop", {"type": "message_stop"})]
+        data = "".join(f"event: {name}\ndata: {json.dumps(payload)}\n\n" for name, payload in events).encode()
+        try:
+            http.send_response(200)
+            http.send_header("content-type", "text/event-stream")
+            http.send_header("content-length", str(len(data)))
+            for k, v in headers.items():
+                http.send_header(k, v)
+            http.end_headers()
+            http.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     @staticmethod
     def _send(http: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
