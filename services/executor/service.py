@@ -215,7 +215,8 @@ class Executor:
 
         async def agent(task_prompt: str, verify=None) -> AgentResult:
             # off the event loop: the first use imports the provider's SDK, which takes about a second
-            provider = await asyncio.to_thread(make_provider, e.provider, _provider_options(e.provider, options, wt))
+            provider = await asyncio.to_thread(make_provider, e.provider,
+                                               _provider_options(e.provider, options, wt, on_log))
             with telemetry.span(f"invoke_agent {e.task_id}", {
                     "gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": e.model, "yf.run_id": e.run_id,
                     "yf.task_id": e.task_id, "yf.attempt": e.attempt, "yf.provider": e.provider}) as span:
@@ -339,13 +340,14 @@ def _tool_path() -> str:
     return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
 
 
-def _provider_options(spec: str, options: dict[str, Any], wt: Worktree) -> dict[str, Any]:
+def _provider_options(spec: str, options: dict[str, Any], wt: Worktree, on_log=None) -> dict[str, Any]:
     """The options a provider takes, out of the attempt's options (the rest steer the loop)."""
     kind = spec.partition(":")[0]
-    keys = {"anthropic": ("base_url",), "replay": ("transcript",)}.get(kind, ())
+    keys = {"anthropic": ("base_url",), "replay": ("transcript",),
+            "claude-code": ("base_url", "sandbox", "env_allow")}.get(kind, ())
     picked = {k: options[k] for k in keys if options.get(k)}
-    if kind == "claude-code":
-        picked["cwd"] = str(wt.path)
+    if kind == "claude-code":  # it runs in the worktree's jail and logs its own steps
+        picked.update(cwd=str(wt.path), on_log=on_log)
     return picked
 
 

@@ -78,7 +78,7 @@ def test_claude_code_without_its_package_names_the_package(tmp_path):
         pytest.skip("claude-agent-sdk is installed here")
     except ImportError:
         pass
-    with pytest.raises(ProviderUnavailable, match="pip install claude-agent-sdk"):
+    with pytest.raises(ProviderUnavailable, match=r"claude-agent-sdk package .*yokeflow\[claude-code\]"):
         make_provider("claude-code", {"cwd": str(tmp_path)})
 
 
