@@ -46,7 +46,8 @@ def main_log(repo) -> list[str]:
 
 async def test_sigterm_drains_the_task_in_hand_then_exits(nats_server, database_url, unique, git_repo, tmp_path):
     endpoint = endpoint_for(nats_server.url, database_url, unique)
-    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1}, agent={"provider": "sleep:4000"})
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1}, agent={"provider": "sleep:4000"},
+                 learning={"enabled": False})  # no learner runs here
     system = await start_system(endpoint, cfg, services=("ledger", "planner", "merger"))
     port = free_port()
     executor = ServiceProcess("executor", service_env(nats_server.url, database_url, unique,
@@ -77,7 +78,8 @@ async def test_sigterm_drains_the_task_in_hand_then_exits(nats_server, database_
 async def test_sigterm_past_the_drain_hands_the_task_back_and_a_restart_completes_it(
         nats_server, database_url, unique, git_repo, tmp_path):
     endpoint = endpoint_for(nats_server.url, database_url, unique)
-    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1}, agent={"provider": "sleep:5000"})
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1}, agent={"provider": "sleep:5000"},
+                 learning={"enabled": False})
     system = await start_system(endpoint, cfg, services=("ledger", "planner", "merger"))
     env = service_env(nats_server.url, database_url, unique, YOKEFLOW_EXECUTOR_DRAIN_S="0.2")
     first = ServiceProcess("executor", env, tmp_path).start()

@@ -22,11 +22,50 @@ def test_every_service_runs_alone():
     assert set(found) == set(SERVICES)
 
 
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
 def test_compose_runs_every_service_against_nats_and_postgres():
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    assert {"nats", "postgres"} <= set(compose)
+    services = compose()["services"]
+    assert {"nats", "postgres"} <= set(services)
     for name in SERVICES:
-        assert compose[name]["command"] == ["python", "-m", f"services.{name}"]
+        assert services[name]["command"] == ["python", "-m", f"services.{name}"]
+        env = services[name]["environment"]
+        assert env["YOKEFLOW_NATS_URL"].startswith(f"nats://{name}:${{")  # each logs in as itself
+        assert env["YOKEFLOW_HEALTH_PORT"] == "8080"
+
+
+def test_compose_checks_every_container_and_publishes_only_the_gateway():
+    services = compose()["services"]
+    for name, svc in services.items():
+        test = svc["healthcheck"]["test"]
+        assert test[0] == "CMD" and len(test) > 1, name
+        if name in SERVICES:
+            assert test[1:] == ["python", "-m", "shared.probes", "readyz"]
+            assert svc["read_only"] and svc["cap_drop"] == ["ALL"], name
+    assert {name for name, svc in services.items() if svc.get("ports")} == {"gateway"}
+    assert services["gateway"]["ports"] == ["8765:8765"]
+
+
+def test_compose_takes_every_credential_from_the_env_file():
+    text = (ROOT / "docker-compose.yml").read_text()
+    services = compose()["services"]
+    example = (ROOT / "deploy/compose/env.example").read_text()
+    required = set(re.findall(r"\$\{(\w+):\?", text))
+    assert required == {line.split("=")[0] for line in example.splitlines() if line and not line.startswith("#")} - {
+        "ANTHROPIC_API_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT"}
+    assert all(line.endswith("=") for line in example.splitlines() if line and not line.startswith("#"))
+    for name, svc in services.items():
+        for key, value in (svc.get("environment") or {}).items():
+            value = str(value)
+            if re.search(r"PASSWORD|TOKEN|API_KEY|SECRET", key):
+                assert re.fullmatch(r"\$\{\w+:[?-][^}]*\}", value), f"{name}.{key} is a literal secret"
+            for userinfo in re.findall(r"://[^:/@\s]+:([^@\s]+)@", value):
+                assert userinfo.startswith("${"), f"{name}.{key} holds a literal password"
+    for conf in ("nats.conf", "postgres-roles.sh"):
+        assert not re.search(r"password:\s*[^$\s]", (ROOT / "deploy/compose" / conf).read_text()), conf
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
