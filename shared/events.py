@@ -6,8 +6,6 @@ new fields get defaults, a field's type never changes.
 
 from __future__ import annotations
 
-import hashlib
-import re
 import uuid
 from datetime import datetime, timezone
 from typing import Any, ClassVar, TypeVar, Union
@@ -15,19 +13,11 @@ from typing import Any, ClassVar, TypeVar, Union
 import msgspec
 
 from shared.config import RunSettings
+from shared.subjects import Subjects, token
 from shared.expertise.model import Document, Entry
 
 SCHEMA_VERSION = 1
-_TOKEN_BAD = re.compile(r"[^A-Za-z0-9_\-]")
-
-
-def subject_token(value: object) -> str:
-    """A value made safe as one NATS subject token (no dots, spaces or wildcards)."""
-    text = str(value)
-    token = _TOKEN_BAD.sub("_", text)
-    if not text.isascii():  # CJK ids would all become "__": a hash keeps them apart
-        token = f"{token}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
-    return token or "_"
+subject_token = token  # a value made safe as one subject token (see shared/subjects.py)
 
 
 def new_id() -> str:
@@ -60,10 +50,7 @@ class Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
         return type(self).__name__
 
     def subject(self, prefix: str = "yf") -> str:
-        return ".".join(
-            (prefix, "evt", subject_token(self.project_id), self.aggregate,
-             subject_token(self.aggregate_id), self.type)
-        )
+        return Subjects(prefix).event(self.project_id, self.aggregate, self.aggregate_id, self.type)
 
     def caused(self, cls: type[E], **fields: Any) -> E:
         """A new event caused by this one, carrying the correlation chain."""
