@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence, TypeVar
 
 import nats
 from nats.aio.msg import Msg
@@ -18,6 +18,7 @@ from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 
 from shared import telemetry
 from shared.events import Event, decode, delivery_failed, encode, subject_token
+from shared.subjects import Subjects
 from shared.scrub import scrub, scrub_bytes
 
 log = logging.getLogger("yokeflow.bus")
@@ -89,6 +90,7 @@ class Bus:
         self.nc = nc
         self.js = nc.jetstream()
         self.prefix = prefix
+        self.subjects = Subjects(prefix)
         self.stream = stream
         self.log_stream = log_stream
         self.replicas = replicas
@@ -114,19 +116,19 @@ class Bus:
             await self.nc.drain()
 
     # ------------------------------------------------------------------ subjects
+    # Shorthands for shared/subjects.py, the one module that builds subjects.
     @property
     def events_subject(self) -> str:
-        return f"{self.prefix}.evt.>"
+        return self.subjects.all_events
 
     def subject_of(self, event: Event) -> str:
         return event.subject(self.prefix)
 
     def aggregate_filter(self, event: Event) -> str:
-        return ".".join((self.prefix, "evt", subject_token(event.project_id), event.aggregate,
-                         subject_token(event.aggregate_id), "*"))
+        return self.subjects.aggregate(event.project_id, event.aggregate, event.aggregate_id)
 
     def type_filter(self, event_type: str, project: str = "*", aggregate: str = "*") -> str:
-        return f"{self.prefix}.evt.{project}.{aggregate}.*.{event_type}"
+        return self.subjects.of_type(event_type, project, aggregate)
 
     # ------------------------------------------------------------------ streams
     async def ensure_streams(self) -> None:
@@ -137,7 +139,7 @@ class Bus:
             duplicate_window=120.0, allow_direct=True,
         )
         logs = jsapi.StreamConfig(
-            name=self.log_stream, subjects=[f"{self.prefix}.log.>"],
+            name=self.log_stream, subjects=[self.subjects.all_logs],
             retention=jsapi.RetentionPolicy.LIMITS, storage=jsapi.StorageType.FILE,
             num_replicas=self.replicas, max_age=7 * 24 * 3600.0, max_bytes=1 << 30,
             allow_direct=True,
@@ -185,7 +187,7 @@ class Bus:
     async def aggregate_seq(self, event: Event) -> int:
         """The stream sequence of the latest event of this event's aggregate (0 if none)."""
         try:
-            msg = await self.js._jsm.get_msg(self.stream, subject=self.aggregate_filter(event), direct=True)
+            msg = await self.js.get_msg(self.stream, subject=self.aggregate_filter(event), direct=True)
         except NotFoundError:
             return 0
         return msg.seq or 0
@@ -194,23 +196,17 @@ class Bus:
                      probe: Event, *, attempts: int = 10) -> list[Published]:
         """Optimistic write to one aggregate: read its events, decide, append the first new
         event with the sequence seen, retry on conflict. `probe` names the aggregate."""
-        for _ in range(attempts):
+
+        async def write() -> list[Published]:
             history = [d async for d in self.read([self.aggregate_filter(probe)])]
             seq = history[-1].seq if history else 0
-            decisions = list(decide([d.event for d in history]))
-            if not decisions:
-                return []
             out: list[Published] = []
-            try:
-                for i, (event, msg_id) in enumerate(decisions):
-                    if i == 0:
-                        out.append(await self.publish(event, msg_id=msg_id, expected_seq=seq))
-                    else:
-                        out.append(await self.publish(event, msg_id=msg_id))
-                return out
-            except ConcurrencyConflict:
-                await asyncio.sleep(0.01)
-        raise ConcurrencyConflict(f"gave up after {attempts} conflicting writes to {self.aggregate_filter(probe)}")
+            for i, (event, msg_id) in enumerate(decide([d.event for d in history])):
+                out.append(await self.publish(event, msg_id=msg_id, expected_seq=seq if i == 0 else None))
+            return out
+
+        return await retry_on_conflict(write, reload=lambda: asyncio.sleep(0.01), attempts=attempts,
+                                       what=self.aggregate_filter(probe))
 
     # ------------------------------------------------------------------ read / replay
     async def read(self, filter_subjects: Iterable[str] | None = None, *, start_seq: int = 1,
@@ -227,7 +223,7 @@ class Bus:
             filter_subjects=subjects if len(subjects) > 1 else None,
             filter_subject=subjects[0] if len(subjects) == 1 else None,
         )
-        info = await self.js._jsm.add_consumer(stream, config=cfg)
+        info = await self.js.add_consumer(stream, config=cfg)
         sub = await self.js.pull_subscribe_bind(consumer=info.name, stream=stream)
         try:
             pending = info.num_pending
@@ -251,7 +247,40 @@ class Bus:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
             with contextlib.suppress(Exception):
-                await self.js._jsm.delete_consumer(stream, info.name)
+                await self.js.delete_consumer(stream, info.name)
+
+    async def log_page(self, filter_subject: str, *, after: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Agent-log entries on `filter_subject` after stream sequence `after`, at most `limit`,
+        and whether more follow (each: seq, kind, time, data)."""
+        cfg = jsapi.ConsumerConfig(
+            deliver_policy=jsapi.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1,
+            ack_policy=jsapi.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
+            filter_subject=filter_subject)
+        info = await self.js.add_consumer(self.log_stream, config=cfg)
+        sub = await self.js.pull_subscribe_bind(consumer=info.name, stream=self.log_stream)
+        entries: list[dict[str, Any]] = []
+        pending = info.num_pending
+        try:
+            while pending and len(entries) < limit:
+                try:
+                    msgs = await _fetch(sub, batch=min(pending, limit - len(entries)), timeout=2.0)
+                except asyncio.TimeoutError:
+                    break
+                for msg in msgs:
+                    meta = msg.metadata
+                    pending = meta.num_pending
+                    try:
+                        data = json.loads(msg.data)
+                    except ValueError:
+                        data = {"text": msg.data.decode(errors="replace")}
+                    entries.append({"seq": meta.sequence.stream, "kind": msg.subject.rsplit(".", 1)[-1],
+                                    "time": meta.timestamp.isoformat() if meta.timestamp else None, "data": data})
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(self.log_stream, info.name)
+        return entries, pending > 0
 
     async def last_event(self, subject: str) -> Event | None:
         """The latest event on a subject (e.g. a domain's ExpertiseUpdated), or None."""
@@ -372,11 +401,11 @@ class Bus:
             max_ack_pending=max_ack_pending,
         )
         try:
-            await self.js._jsm.add_consumer(self.stream, config=cfg)
+            await self.js.add_consumer(self.stream, config=cfg)
         except APIError as exc:
             if exc.err_code != 10148:  # consumer already exists with other settings: update it
                 raise
-            await self.js._jsm.add_consumer(self.stream, config=cfg)
+            await self.js.add_consumer(self.stream, config=cfg)
         return await self.js.pull_subscribe_bind(durable=durable, stream=self.stream)
 
     async def stream_identity(self) -> str:
@@ -476,8 +505,7 @@ class Bus:
 
     # ------------------------------------------------------------------ agent logs
     def log_subject(self, project_id: str, task_key: str, kind: str = "*") -> str:
-        kind = kind if kind == "*" else subject_token(kind)
-        return f"{self.prefix}.log.{subject_token(project_id)}.{subject_token(task_key)}.{kind}"
+        return self.subjects.log(project_id, task_key, kind)
 
     async def log(self, project_id: str, task_key: str, kind: str, data: dict[str, Any], *,
                   stored: bool = False) -> None:
@@ -530,6 +558,23 @@ class Bus:
             if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or exc.err_code == WRONG_LAST_SEQUENCE:
                 return None
             raise
+
+
+T = TypeVar("T")
+
+
+async def retry_on_conflict(write: Callable[[], Awaitable[T]], *, reload: Callable[[], Awaitable[Any]],
+                            attempts: int, what: str) -> T:
+    """The one optimistic-concurrency loop: try the write (which publishes with an expected
+    sequence); when another writer got there first, reload what the decision rested on and
+    decide again. Every writer that must not overwrite another's decision goes through it."""
+    for _ in range(attempts):
+        try:
+            return await write()
+        except ConcurrencyConflict:
+            log.info("%s: concurrent write, reloading", what)
+            await reload()
+    raise ConcurrencyConflict(f"gave up after {attempts} conflicting writes to {what}")
 
 
 def _messaging(subject: str, event: Event, *, operation: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from shared.bus import Bus
-from shared.events import decode, subject_token, to_dict
+from shared.events import decode, to_dict
 
 log = logging.getLogger("yokeflow.gateway.live")
 
@@ -27,10 +27,10 @@ class LiveFilter:
     logs: bool = False
 
     def event_subject(self, bus: Bus) -> str:
-        return f"{bus.prefix}.evt.{subject_token(self.project)}.>" if self.project else bus.events_subject
+        return bus.subjects.project_events(self.project) if self.project else bus.subjects.all_events
 
     def log_subject(self, bus: Bus) -> str:
-        return f"{bus.prefix}.log.{subject_token(self.project)}.>" if self.project else f"{bus.prefix}.log.>"
+        return bus.subjects.project_logs(self.project) if self.project else bus.subjects.all_logs
 
     def wants(self, project_id: str, run_id: str) -> bool:
         if self.project and project_id != self.project:

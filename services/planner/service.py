@@ -11,7 +11,7 @@ import logging
 from datetime import datetime, timezone
 
 from shared import events as ev
-from shared.bus import Bus, ConcurrencyConflict, Delivery
+from shared.bus import Bus, Delivery, retry_on_conflict
 from shared.config import Config
 from shared.plan import PlanError
 from services.planner.models import History
@@ -86,24 +86,23 @@ class Planner:
         self.rejected.add(e.run_id)
 
     async def _decide(self, state: RunState, attempts: int = 5) -> None:
-        for _ in range(attempts):
-            decisions = decide(state)  # applies them to `state` as it goes
-            try:
-                for event, msg_id in decisions:
-                    key = self.bus.aggregate_filter(event)
-                    expected = self.aggregate_seq.get(key, 0) if isinstance(event, ev.TaskReady) else None
-                    published = await self.bus.publish(event, msg_id=msg_id, expected_seq=expected)
-                    self.aggregate_seq[key] = max(self.aggregate_seq.get(key, 0), published.seq)
-                self._schedule_resume(state)
-                return
-            except ConcurrencyConflict:
-                # Someone appended to the task first: reload the run from the log and decide again.
-                log.info("run %s: concurrent write, reloading", state.run_id)
-                state = await self._reload(state.run_id)
-            except Exception:
-                await self._reload(state.run_id)
-                raise
-        raise ConcurrencyConflict(f"run {state.run_id}: could not append decisions after {attempts} reloads")
+        run_id = state.run_id
+
+        async def write() -> None:
+            current = self.runs[run_id]  # after a reload, the run as the log has it now
+            for event, msg_id in decide(current):  # applies them to `current` as it goes
+                key = self.bus.aggregate_filter(event)
+                expected = self.aggregate_seq.get(key, 0) if isinstance(event, ev.TaskReady) else None
+                published = await self.bus.publish(event, msg_id=msg_id, expected_seq=expected)
+                self.aggregate_seq[key] = max(self.aggregate_seq.get(key, 0), published.seq)
+            self._schedule_resume(current)
+
+        try:
+            # Someone appended to a task first: reload the run from the log and decide again.
+            await retry_on_conflict(write, reload=lambda: self._reload(run_id), attempts=attempts, what=f"run {run_id}")
+        except Exception:
+            await self._reload(run_id)  # what was folded but not published must not linger
+            raise
 
     async def _reload(self, run_id: str) -> RunState:
         self.runs.pop(run_id, None)

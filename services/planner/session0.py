@@ -210,7 +210,7 @@ async def record_outcome(bus: Bus, requested: ev.PlanRequested, outcome: PlanOut
 
 
 async def plan_history(bus: Bus, plan_id: str) -> list[ev.Event]:
-    subject = f"{bus.prefix}.evt.*.plan.{ev.subject_token(plan_id)}.*"
+    subject = bus.subjects.aggregate("*", "plan", plan_id)
     return [d.event async for d in bus.read([subject])]
 
 

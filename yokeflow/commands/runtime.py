@@ -322,8 +322,7 @@ async def cmd_events_tail(args: argparse.Namespace) -> int:
     config = _config()
     async with open_endpoint(config, args.state_dir, need_database=False) as endpoint:
         bus = await endpoint.bus()
-        project = ev.subject_token(args.project) if args.project != "*" else "*"
-        subject = f"{bus.prefix}.evt.{project}.*.*.{args.event_type}"
+        subject = bus.subjects.of_type(args.event_type, args.project)
 
         def show(e: ev.Event, seq: int | None) -> None:
             if args.json:
