@@ -21,6 +21,7 @@ from shared.config import Config
 from shared.db import Database
 from services.gateway.auth import COOKIE, COOKIE_DAYS, Doors, guard, token_matches
 from services.gateway.deps import ERRORS, ApiError
+from services.gateway.live import BEHIND_AFTER
 from services.gateway.routes import costs, events, health, parallel, plans, projects, runs, tasks
 
 log = logging.getLogger("yokeflow.gateway")
@@ -34,7 +35,7 @@ LOCKED_PAGE = ("<!doctype html><meta charset=utf-8><title>YokeFlow</title><h1>Yo
 
 
 def create_app(bus: Bus, database: Database, config: Config, *, doors: Doors,
-               wait_timeout: float = 10.0) -> FastAPI:
+               wait_timeout: float = 10.0, heartbeat_s: float = 15.0, behind_after: int = BEHIND_AFTER) -> FastAPI:
     """The gateway app. Every route, the OpenAPI document, the static files and the WebSocket
     go through `guard` (services/gateway/auth.py), declared once here for the whole app."""
     app = FastAPI(title="YokeFlow gateway", version="1", docs_url=None, redoc_url=None, openapi_url=None,
@@ -44,6 +45,8 @@ def create_app(bus: Bus, database: Database, config: Config, *, doors: Doors,
     app.state.config = config
     app.state.doors = doors
     app.state.wait_timeout = wait_timeout
+    app.state.heartbeat_s = heartbeat_s  # WebSocket: a heartbeat frame after this long without events
+    app.state.behind_after = behind_after  # WebSocket: more messages than this waiting = the client is told
 
     for module in (health, projects, costs, plans, runs, tasks, parallel, events):
         app.include_router(module.router, responses=ERRORS)

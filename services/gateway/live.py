@@ -1,23 +1,29 @@
-"""Live events for WebSocket clients: a core NATS subscription per connection, filtered by
-project and run, decoded into the JSON shape of GET /api/runs/{id}/events (seq is null: core
-NATS does not carry the stream sequence; clients fill gaps from the events endpoint)."""
+"""Live events for WebSocket clients, from JetStream itself: an ephemeral pull consumer per
+connection reads the event stream from a sequence on, so every frame carries its stream
+sequence and a client that resumes with `since=SEQ` gets exactly what it missed, then what
+follows, with no gap and no duplicate. A slow client slows its own consumer (nothing is
+dropped: the stream keeps the messages) and is told how far behind it is."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
+from nats.js import api as jsapi
+from nats.js.errors import NotFoundError
 
 from shared.bus import Bus
 from shared.events import decode, to_dict
 
 log = logging.getLogger("yokeflow.gateway.live")
 
-QUEUE_LIMIT = 2000  # a client that falls this far behind is told so and loses the oldest messages
+BATCH = 64  # messages fetched at once per connection
+BEHIND_AFTER = 1000  # a client with more than this many messages still to read is told it is behind
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,8 @@ def event_message(msg: Msg) -> dict[str, Any] | None:
         event = decode(msg.data)
     except Exception:  # a message of a newer schema or junk on the subject: not for this client
         return None
-    return {"kind": "event", "type": event.type, "seq": None, "subject": msg.subject, "event_id": event.event_id,
-            "project_id": event.project_id, "run_id": getattr(event, "run_id", "") or "",
+    return {"kind": "event", "type": event.type, "seq": msg.metadata.sequence.stream, "subject": msg.subject,
+            "event_id": event.event_id, "project_id": event.project_id, "run_id": getattr(event, "run_id", "") or "",
             "aggregate": event.aggregate, "aggregate_id": event.aggregate_id, "occurred_at": event.occurred_at,
             "data": to_dict(event)}
 
@@ -57,53 +63,56 @@ def log_message(msg: Msg, prefix: str) -> dict[str, Any] | None:
     parts = msg.subject[len(prefix) + 1:].split(".")  # log.<project>.<run-task>.<kind>
     if len(parts) != 4 or not isinstance(data, dict):
         return None
-    return {"kind": "log", "type": parts[3], "seq": None, "subject": msg.subject, "project_id": parts[1],
-            "run_id": str(data.get("run_id", "")), "task_id": str(data.get("task_id", "")), "data": data}
+    return {"kind": "log", "type": parts[3], "log_seq": msg.metadata.sequence.stream, "subject": msg.subject,
+            "project_id": parts[1], "run_id": str(data.get("run_id", "")), "task_id": str(data.get("task_id", "")),
+            "data": data}
 
 
-class LiveFeed:
-    """Messages for one client, queued by NATS callbacks and drained by the WebSocket sender."""
+class StreamTail:
+    """One stream's messages on `subject` from `start_seq` on, through an ephemeral pull consumer
+    (no acks). If the server drops the consumer, it is made again from the next sequence."""
 
-    def __init__(self, bus: Bus, flt: LiveFilter):
+    def __init__(self, bus: Bus, stream: str, subject: str, start_seq: int):
         self.bus = bus
-        self.filter = flt
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=QUEUE_LIMIT)
-        self.dropped = 0
-        self.subs: list[Any] = []
+        self.stream = stream
+        self.subject = subject
+        self.next_seq = max(1, start_seq)
+        self.name: str | None = None
+        self.sub: Any = None
 
-    def _offer(self, message: dict[str, Any] | None) -> None:
-        if message is None or not self.filter.wants(message["project_id"], message["run_id"]):
-            return
-        if self.queue.full():
-            self.queue.get_nowait()
-            self.dropped += 1
-        self.queue.put_nowait(message)
+    async def _open(self) -> None:
+        cfg = jsapi.ConsumerConfig(deliver_policy=jsapi.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.next_seq,
+                                   ack_policy=jsapi.AckPolicy.NONE, inactive_threshold=300.0, mem_storage=True,
+                                   filter_subject=self.subject, max_waiting=1)
+        info = await self.bus.js._jsm.add_consumer(self.stream, config=cfg)
+        self.name = info.name
+        self.sub = await self.bus.js.pull_subscribe_bind(consumer=info.name, stream=self.stream)
 
-    async def start(self) -> "LiveFeed":
-        async def on_event(msg: Msg) -> None:
-            self._offer(event_message(msg))
-
-        async def on_log(msg: Msg) -> None:
-            self._offer(log_message(msg, self.bus.prefix))
-
-        self.subs.append(await self.bus.subscribe_live(self.filter.event_subject(self.bus), on_event))
-        if self.filter.logs:
-            self.subs.append(await self.bus.subscribe_live(self.filter.log_subject(self.bus), on_log))
-        # make sure the server has the interest before the client is told it is subscribed
-        await self.bus.nc.flush()
-        return self
-
-    async def next(self) -> dict[str, Any]:
-        message = await self.queue.get()
-        if self.dropped:
-            message = {**message, "dropped_before": self.dropped}
-            self.dropped = 0
-        return message
+    async def fetch(self, timeout: float) -> tuple[list[Msg], int]:
+        """The next messages (none after `timeout` seconds without any) and how many remain after them."""
+        if self.sub is None:
+            await self._open()
+        try:
+            msgs = await self.sub.fetch(batch=BATCH, timeout=timeout)
+        except asyncio.TimeoutError:  # nats-py raises its own subclass, or a bare one for batch > 1
+            return [], 0
+        except NotFoundError:  # the consumer went away (server restart, inactivity): start again where we were
+            await self.close()
+            return [], 0
+        if not msgs:
+            return [], 0
+        self.next_seq = msgs[-1].metadata.sequence.stream + 1
+        return msgs, msgs[-1].metadata.num_pending
 
     async def close(self) -> None:
-        for sub in self.subs:
-            try:
+        sub, name, self.sub, self.name = self.sub, self.name, None, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-            except Exception as exc:  # the connection may already be closing
-                log.debug("unsubscribe failed: %s", exc)
-        self.subs.clear()
+        if name is not None:
+            with contextlib.suppress(Exception):
+                await self.bus.js._jsm.delete_consumer(self.stream, name)
+
+
+async def stream_position(bus: Bus, stream: str) -> int:
+    return (await bus.js.stream_info(stream)).state.last_seq

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import Iterator
+from typing import Any, Iterator
 
 import uvicorn
 
@@ -43,7 +43,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 async def serve(bus: Bus, config: Config, stop: asyncio.Event, *, database_url: str,
                 host: str | None = None, port: int | None = None, ready: asyncio.Event | None = None,
-                bound: list | None = None, api_token: str | None = None, no_auth: bool = False) -> None:
+                bound: list | None = None, api_token: str | None = None, no_auth: bool = False,
+                **app_options: Any) -> None:
     """Serve REST, WebSocket and the UI until `stop` is set. Host and port default to
     YOKEFLOW_GATEWAY_HOST / YOKEFLOW_GATEWAY_PORT (127.0.0.1:8765); the token to YOKEFLOW_API_TOKEN
     (required unless `no_auth` on loopback); allowed hosts and CORS origins to YOKEFLOW_ALLOWED_HOSTS
@@ -56,7 +57,7 @@ async def serve(bus: Bus, config: Config, stop: asyncio.Event, *, database_url: 
     try:
         await database.migrate()
         sock = bind(host, port)
-        app = create_app(bus, database, config, doors=doors)
+        app = create_app(bus, database, config, doors=doors, **app_options)  # e.g. heartbeat_s
         server = _EmbeddedServer(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
                                                 timeout_graceful_shutdown=5))
         serving = asyncio.create_task(server.serve(sockets=[sock]))

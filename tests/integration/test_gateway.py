@@ -68,14 +68,14 @@ def run_events(run: str = "r1", project: str = "p") -> list[ev.Event]:
 
 @contextlib.asynccontextmanager
 async def running_gateway(bus, database_url: str, api_token: str | None = TOKEN,
-                          no_auth: bool = False) -> AsyncIterator[str]:
+                          no_auth: bool = False, **app_options) -> AsyncIterator[str]:
     """The ledger and the gateway on a free port, as `yokeflow up` runs them; yields the base URL."""
     database = Database(database_url)
     await database.migrate()
     stop, ready, bound = asyncio.Event(), asyncio.Event(), []
     ledger = asyncio.create_task(bus.consume("ledger", [bus.events_subject], Ledger(bus, database).handle, stop=stop))
     gateway = asyncio.create_task(serve(bus, Config(), stop, database_url=database_url, port=0, ready=ready,
-                                        bound=bound, api_token=api_token, no_auth=no_auth))
+                                        bound=bound, api_token=api_token, no_auth=no_auth, **app_options))
     await asyncio.wait_for(ready.wait(), 20)
     try:
         yield f"http://127.0.0.1:{bound[0]}"

@@ -21,18 +21,27 @@ export async function api(path, options = {}) {
   return body;
 }
 
-// A WebSocket that reconnects with backoff; onState gets "live" | "reconnecting".
-export function liveEvents({ run, onMessage, onState }) {
+// A WebSocket that reconnects with backoff and resumes after the last stream sequence it saw
+// (`since`), so no event is missed or repeated; onState gets "live" | "reconnecting" | "behind".
+export function liveEvents({ run, since, onMessage, onState }) {
   let socket = null;
   let delay = 1000;
   let closed = false;
+  let last = since;
   const open = () => {
     const proto = location.protocol === "https:" ? "wss" : "ws";
     const params = new URLSearchParams({ run, logs: "false" });
+    if (last !== undefined && last !== null) params.set("since", String(last));
     socket = new WebSocket(`${proto}://${location.host}/api/events/ws?${params}`);
     socket.onopen = () => { delay = 1000; onState("live"); };
     socket.onmessage = (msg) => {
-      try { onMessage(JSON.parse(msg.data)); } catch (err) { console.warn("bad live message", err); }
+      let frame;
+      try { frame = JSON.parse(msg.data); } catch (err) { console.warn("bad live message", err); return; }
+      if (typeof frame.seq === "number") last = Math.max(last || 0, frame.seq);
+      if (frame.kind === "hello" && (last === undefined || last === null)) last = frame.since;
+      if (frame.kind === "behind") onState("behind");
+      if (frame.kind === "caught_up") onState("live");
+      onMessage(frame);
     };
     socket.onclose = () => {
       if (closed) return;

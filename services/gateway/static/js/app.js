@@ -20,8 +20,8 @@ function message(text, kind = "error") {
 function setConn(mode) {
   const node = $("conn");
   node.className = `conn conn-${mode}`;
-  node.textContent = { live: "live", reconnecting: "reconnecting · polling", polling: "polling", off: "offline" }[mode] || mode;
-  if (mode === "live") stopPolling(); else startPolling();
+  node.textContent = { live: "live", behind: "catching up", reconnecting: "reconnecting · polling", polling: "polling", off: "offline" }[mode] || mode;
+  if (mode === "live" || mode === "behind") stopPolling(); else startPolling();
 }
 
 async function guarded(fn) {
@@ -75,7 +75,8 @@ async function selectRun(runId) {
   if (wantedTask) openTask({ id: wantedTask });
   state.lastSeq = 0;
   await catchUp("tail=100");
-  state.live = liveEvents({ run: runId, onState: setConn, onMessage: onLive });
+  // the socket replays from the last sequence the log index had, then goes live: no gap, no repeat
+  state.live = liveEvents({ run: runId, since: state.lastSeq, onState: setConn, onMessage: onLive });
 }
 
 // Events the live feed may have missed (before connecting, or while reconnecting), from the log index.
@@ -88,7 +89,7 @@ async function catchUp(query = `after=${state.lastSeq}`) {
 }
 
 function onLive(msg) {
-  if (msg.kind === "hello") { catchUp(); refresh(); return; }
+  if (msg.kind === "hello") { refresh(); return; }
   if (msg.kind !== "event" || msg.run_id !== state.runId) return;
   feed.add(msg);
   // The ledger projects the event a moment after it is published: refresh now and once more shortly after.
