@@ -8,14 +8,17 @@ Rules, in order (docs/costs.md):
    critical-path or high-complexity work gets the strongest tier, low complexity the cheapest, the
    rest `default_model`.
 4. Exploring (first tries of work that is neither critical nor high complexity): a tier cheaper than
-   the base with fewer than `min_samples` attempts on (domain, complexity) is tried first, so
-   history can show it succeeds; a failure costs a cheap attempt and the retry escalates.
+   the base is tried first until history judges it on (domain, complexity): proven (rule 3) or
+   ruled out (even the optimistic end of its success rate, a Wilson bound, is under
+   `min_success_rate` after at least `min_samples` attempts). A failure costs a cheap attempt and
+   the retry escalates.
 5. A retry escalates one tier above the tier the previous try used.
 `History` folds finished attempts into success rate and mean cost per (domain, complexity, model).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Mapping
@@ -24,6 +27,7 @@ from shared import events as ev
 
 TIERS = ("haiku", "sonnet", "opus")  # cheapest first
 LOW_BUDGET_FRACTION = 0.10
+WILSON_Z = 1.28  # ~80 % one-sided: a tier is ruled out once it is probably below the bar
 COUNTED_OUTCOMES = {"success", "failure"}  # cancelled, throttled or budget-stopped attempts say nothing of the model
 
 
@@ -36,6 +40,15 @@ class Stats:
     @property
     def success_rate(self) -> float:
         return self.successes / self.attempts if self.attempts else 0.0
+
+    def ruled_out(self, min_rate: float, min_samples: int) -> bool:
+        """Enough attempts, and even the optimistic (Wilson upper) bound of the rate is under the bar."""
+        n = self.attempts
+        if n < min_samples:
+            return False
+        p, z = self.success_rate, WILSON_Z
+        upper = (p + z * z / (2 * n) + z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
+        return upper < min_rate
 
     @property
     def mean_cost(self) -> Decimal:
@@ -142,10 +155,10 @@ def select_model(*, complexity: str, domain: str = "general", tries: int = 1, pr
     if proven is None and not critical and complexity != "high":
         stats_of = history or {}
         for tier in TIERS[:TIERS.index(base)]:
-            seen = stats_of.get((domain, complexity, models[tier]))
-            if seen is None or seen.attempts < min_samples:
-                reasons.append(f"exploring: {models[tier]} has {seen.attempts if seen else 0} of {min_samples} "
-                               f"{domain}/{complexity} attempts needed to judge it")
+            seen = stats_of.get((domain, complexity, models[tier])) or Stats()
+            if not seen.ruled_out(min_success_rate, min_samples):
+                reasons.append(f"exploring: {models[tier]} is not judged yet on {domain}/{complexity} "
+                               f"({seen.successes}/{seen.attempts} succeeded)")
                 return pick(tier, reasons)
     return pick(base, reasons)
 

@@ -328,3 +328,30 @@ def test_a_learner_that_gives_up_does_not_hold_the_run():
     assert ready_ids(apply_all(state, decide(state))) == []  # waiting for a's learning
     state.apply(delivery_failed(done, consumer="learner"))
     assert ready_ids(apply_all(state, decide(state))) == ["b", "c"]
+
+
+def test_model_selection_is_wired_in_complexity_estimate_budget_left_and_reasons():
+    plan = {"name": "m", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": "sec", "title": "Encrypt the auth tokens and migrate the schema"},
+        {"id": "doc", "title": "Fix a typo in the README docs", "depends_on": []},
+        {"id": "later", "title": "Later", "complexity": "medium", "depends_on": ["sec"]}]}]}
+    settings = RunSettings.of({"parallel": {"strategy": "by_task"}, "agent": {"provider": "replay"},
+                               "learning": {"enabled": False}, "cost": {"run_budget_usd": 1, "models": {"opus": "claude-opus-4-6",
+                                                                         "sonnet": "claude-sonnet-4-6",
+                                                                         "haiku": "claude-haiku-4-5"}}})
+    state = RunState.start(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=plan, repo_path="/repo",
+                                         settings=settings))
+    ready = {e.task_id: e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)}
+    sec = ready["sec"]
+    assert sec.complexity == "high" and sec.model == "claude-opus-4-6"  # the estimator, and ids from cost.models
+    assert sec.selection["inputs"]["complexity_source"] == "estimated"
+    assert ready["doc"].complexity == "low" and ready["doc"].model == "claude-haiku-4-5"
+    assert sec.cost["run_budget_usd"] == "1" and sec.cost["enforcement"] == "hard"
+    # 95 % of the run's budget spent: the next attempt gets the cheapest tier, and says why
+    state.apply(ev.CostRecorded(project_id="p", aggregate_id="r-sec", run_id="r", task_id="sec", cost_usd=0.95,
+                                cost_exact="0.95"))
+    finish(state, "sec")
+    apply_all(state, decide(state))
+    merge(state, "sec")
+    [later] = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)]
+    assert later.model == "claude-haiku-4-5" and "budget" in later.selection["reasons"][0]
