@@ -111,6 +111,11 @@ class Bus:
         await bus.ensure_streams()
         return bus
 
+    @property
+    def max_payload(self) -> int:
+        """The largest message the server accepts (what an event must fit in)."""
+        return int(self.nc.max_payload or 1024 * 1024)
+
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.nc.drain()
@@ -174,6 +179,10 @@ class Bus:
             clean = scrub_bytes(data)  # no secret is ever stored: every field passes the one scrubber
             if clean is not data:
                 event = decode(clean)
+            if len(clean) > self.max_payload:  # one line naming the limit, not nats-py's MaxPayloadError
+                raise BusError(f"{event.type} for {event.aggregate} {event.aggregate_id} is {len(clean):,} bytes, over "
+                               f"the NATS max payload of {self.max_payload:,} bytes: make it smaller or raise "
+                               f"max_payload on the server")
             try:
                 ack = await self.js.publish(subject, clean, timeout=timeout, headers=headers)
             except APIError as exc:

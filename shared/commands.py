@@ -14,8 +14,10 @@ from typing import Any
 from shared import events as ev
 from shared.bus import Bus
 from shared.config import Config, ConfigError
+from shared.git import GitError, checked_out_branch, checkout_is_clean, local_branches
 from shared.plan import Plan, PlanError, parse_plan, plan_to_dict
 from shared.resolver import resolve
+from shared.plan.size import payload_problems
 
 
 class CommandError(ValueError):
@@ -45,9 +47,41 @@ def check_repo(repo_path: Path | str) -> Path:
     return path
 
 
+def resolve_target(repo: Path, explicit: str | None, configured: str) -> str:
+    """The branch a run merges into: the one asked for, else the configured one, else (for the default
+    `main`) the branch the repository has checked out, or master or trunk."""
+    try:
+        branches = local_branches(repo)
+        current = checked_out_branch(repo)
+    except GitError as exc:
+        raise CommandError(str(exc), "repo_path") from None
+    if not branches:
+        raise CommandError(f"repository {repo} has no commits yet: make a first commit on the branch the agents "
+                           f"should merge into (e.g. `git commit --allow-empty -m init`) and run again", "repo_path")
+    wanted = explicit or configured
+    if wanted in branches:
+        return wanted
+    if not explicit and configured == "main":
+        for candidate in (current, "master", "trunk"):
+            if candidate and candidate in branches:
+                return candidate
+    raise CommandError(f"target branch {wanted!r} does not exist in {repo} (its branches: "
+                       f"{', '.join(branches[:8])}): pass --branch NAME or set merge.target_branch", "target_branch")
+
+
+def check_checkout(repo: Path, target: str, *, allow_dirty: bool) -> None:
+    """A person's uncommitted changes on the target branch would be left behind as it moves: refuse."""
+    if allow_dirty or checked_out_branch(repo) != target:
+        return
+    if not checkout_is_clean(repo):
+        raise CommandError(f"{repo} has uncommitted changes on {target}, the branch this run merges into: commit "
+                           f"or stash them, or pass --allow-dirty (the checkout then stays put while {target} moves)",
+                           "repo_path")
+
+
 async def start_run(bus: Bus, plan: Plan | dict, repo_path: Path | str, config: Config, *,
                     target_branch: str | None = None, run_id: str | None = None,
-                    settings_override: dict[str, Any] | None = None) -> ev.RunStarted:
+                    settings_override: dict[str, Any] | None = None, allow_dirty: bool = False) -> ev.RunStarted:
     """Validate the plan and the repository, then append ProjectCreated (once) and RunStarted."""
     if isinstance(plan, dict):
         try:
@@ -57,9 +91,12 @@ async def start_run(bus: Bus, plan: Plan | dict, repo_path: Path | str, config: 
     problems = [p.to_dict() for p in resolve(plan).errors]
     if problems:
         raise CommandError("plan is invalid:\n" + "\n".join(p["message"] for p in problems), "plan", problems)
+    if too_large := payload_problems(plan, bus.max_payload):
+        raise CommandError(too_large[0].message, "plan", [p.to_dict() for p in too_large])
     repo = check_repo(repo_path)
     project_id = project_id_for(repo)
-    target = target_branch or config.merge.target_branch
+    target = resolve_target(repo, target_branch, config.merge.target_branch)
+    check_checkout(repo, target, allow_dirty=allow_dirty)
     try:
         settings = config.run_settings().with_overrides(settings_override)
     except ConfigError as exc:

@@ -239,7 +239,31 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> Config:
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_readable(exc)}") from None
     _check_ranges(cfg, source)
+    _check_urls(cfg)
     return cfg
+
+
+def _check_urls(cfg: Config) -> None:
+    """A server URL that cannot be parsed is one line naming its variable, not a traceback later."""
+    from urllib.parse import urlsplit
+
+    for name, value, schemes, example in (
+            ("YOKEFLOW_DATABASE_URL", cfg.database_url, ("postgresql", "postgres", "postgresql+asyncpg"),
+             "postgresql://user@host:5432/db"),
+            ("YOKEFLOW_NATS_URL", cfg.nats_url, ("nats", "tls", "ws", "wss"), "nats://127.0.0.1:4222")):
+        if not value:
+            continue
+        for one in value.split(",") if name == "YOKEFLOW_NATS_URL" else [value]:
+            if name == "YOKEFLOW_NATS_URL" and "://" not in one:
+                one = f"nats://{one.strip()}"  # host:port alone is how nats clients take it too
+            try:
+                parts = urlsplit(one.strip())
+                parts.port  # raises on a port that is not a number
+                ok = parts.scheme in schemes and bool(parts.hostname or parts.path)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ConfigError(f"{name} is not a valid URL (expected e.g. {example}); fix or unset it")
 
 
 def _sandbox_shorthand(data: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import msgspec
 DOMAINS = ("database", "api", "frontend", "testing", "security", "deployment", "general")
 COMPLEXITIES = ("low", "medium", "high")
 DEPENDENCY_TYPES = ("hard", "soft")
-PROBLEM_CODES = ("cycle", "missing_dependency", "duplicate_id", "self_dependency", "invalid_field")
+PROBLEM_CODES = ("cycle", "missing_dependency", "duplicate_id", "self_dependency", "invalid_field", "too_large")
 PLAN_FIELDS = ("name", "epics")
 EPIC_FIELDS = ("id", "name", "description", "priority", "depends_on", "tasks")
 TASK_FIELDS = ("id", "title", "description", "priority", "depends_on", "dependency_type",

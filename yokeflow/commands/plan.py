@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Callable
 from shared.lanes import compute_lanes
 from shared.resolver import Resolution, resolve
 from shared.plan import Plan, PlanError, PlanFileUnreadable, PlanProblem, load_plan
+from shared.plan.size import payload_problems
 from yokeflow.errors import CliError
 
 EXIT_VALID, EXIT_UNREADABLE, EXIT_INVALID = 0, 1, 2
@@ -31,7 +33,10 @@ def load_and_resolve(path: str) -> tuple[Plan | None, Resolution]:
         raise CliError(str(exc), EXIT_UNREADABLE) from None
     except PlanError as exc:
         return None, Resolution.rejected(exc.problems)
-    return plan, resolve(plan)
+    resolution = resolve(plan)
+    if too_large := payload_problems(plan):  # it would fail at `run` as a message the bus cannot carry
+        resolution = dataclasses.replace(resolution, valid=False, errors=[*resolution.errors, *too_large])
+    return plan, resolution
 
 
 # ---------------------------------------------------------------- plan check

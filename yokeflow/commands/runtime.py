@@ -13,7 +13,7 @@ from typing import Any
 
 from shared import events as ev
 from shared import telemetry
-from shared.commands import CommandError, start_run
+from shared.commands import CommandError, check_checkout, check_repo, resolve_target, start_run
 from shared.config import Config, ConfigError, load_config
 from shared.plan import PlanError, load_plan
 from shared.scrub import scrub
@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     _run_settings_args(p)
     p.add_argument("--detach", action="store_true", help="start the run and return (needs a running `yokeflow up`)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--branch", help="target branch to merge into (default: merge.target_branch, else the "
+                                    "repository's checked-out branch, master or trunk)")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="start even with uncommitted changes on the target branch's checkout (it then stays put)")
     p.set_defaults(func=lambda a: _async(cmd_run(a)))
 
     p = sub.add_parser("status", help="projects, runs and tasks as the projections see them")
@@ -172,11 +176,13 @@ def load_plan_or_fail(path: str):
 
 
 async def execute_run(endpoint: Endpoint, config: Config, plan, repo: Path, overrides: dict, *,
-                      detach: bool = False, quiet: bool = False, command: str = "run"):
+                      detach: bool = False, quiet: bool = False, command: str = "run",
+                      branch: str | None = None, allow_dirty: bool = False):
     """Start a run on this endpoint and follow it to its end (starting the services here when none run)."""
     # The command's span is the root of the run's trace: every event of the run descends from RunStarted.
     with telemetry.span(f"yokeflow {command}", {"yf.command": command, "yf.repo": str(repo)}) as span:
-        started, outcome = await _execute_run(endpoint, config, plan, repo, overrides, detach=detach, quiet=quiet)
+        started, outcome = await _execute_run(endpoint, config, plan, repo, overrides, detach=detach, quiet=quiet,
+                                              branch=branch, allow_dirty=allow_dirty)
         telemetry.set_attributes(span, {"yf.run_id": started.run_id, "yf.project_id": started.project_id})
         if outcome is not None and not outcome.succeeded:
             telemetry.mark_failed(span, f"run {started.run_id} did not complete")
@@ -184,7 +190,7 @@ async def execute_run(endpoint: Endpoint, config: Config, plan, repo: Path, over
 
 
 async def _execute_run(endpoint: Endpoint, config: Config, plan, repo: Path, overrides: dict, *,
-                       detach: bool, quiet: bool):
+                       detach: bool, quiet: bool, branch: str | None = None, allow_dirty: bool = False):
     system = None
     if not endpoint.services_running:
         if detach:
@@ -195,7 +201,8 @@ async def _execute_run(endpoint: Endpoint, config: Config, plan, repo: Path, ove
     bus = await endpoint.bus()
     try:
         try:
-            started = await start_run(bus, plan, repo, config, settings_override=overrides)
+            started = await start_run(bus, plan, repo, config, settings_override=overrides, target_branch=branch,
+                                      allow_dirty=allow_dirty)
         except CommandError as exc:
             raise CliError(str(exc), code=2) from None
         if detach:
@@ -249,10 +256,17 @@ async def cmd_run(args: argparse.Namespace) -> int:
     plan = load_plan_or_fail(args.plan)
     config = _config(repo)
     overrides = settings_override(args)
+    try:  # the repository's faults are one line before any server starts
+        check_repo(repo)
+        target = resolve_target(repo, args.branch, config.merge.target_branch)
+        check_checkout(repo, target, allow_dirty=args.allow_dirty)
+    except CommandError as exc:
+        raise CliError(str(exc), code=2) from None
     async with open_endpoint(config, args.state_dir) as endpoint:
         await require_approval_if_produced(endpoint, args.plan)
         started, outcome = await execute_run(endpoint, config, plan, repo, overrides,
-                                             detach=args.detach, quiet=args.quiet)
+                                             detach=args.detach, quiet=args.quiet, branch=target,
+                                             allow_dirty=args.allow_dirty)
     if outcome is None:
         return 0
     print(f"run {started.run_id}: {len(outcome.merged)} task(s) merged into {started.target_branch}, "

@@ -1,0 +1,120 @@
+"""Every failure ends somewhere: each of these once hung a run or printed a traceback. Now each
+is one clear line with a non-zero exit, or a run that ends with its reason."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from shared import events as ev
+from shared.commands import CommandError, start_run
+from tests.conftest import git
+from tests.e2e.test_cli import one_clear_line, yokeflow
+from tests.support.system import config, events_of, running_system, wait_for_end
+
+pytestmark = pytest.mark.e2e
+
+ONE = {"name": "one", "epics": [{"id": "E", "name": "E", "tasks": [{"id": "t", "title": "T"}]}]}
+
+
+def write_plan(folder, plan: dict, name: str = "plan.json"):
+    path = folder / name
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def new_repo(path, branch: str, *, commit: bool = True):
+    path.mkdir()
+    git(path, "init", "-q", "-b", branch)
+    git(path, "config", "user.email", "t@example.com")
+    git(path, "config", "user.name", "Test")
+    if commit:
+        (path / "README.md").write_text("# r\n")
+        git(path, "add", "-A")
+        git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+def test_a_repository_without_commits_is_refused_in_one_line(tmp_path):
+    repo = new_repo(tmp_path / "empty", "main", commit=False)
+    result = yokeflow("run", str(write_plan(tmp_path, ONE)), "--repo", str(repo), cwd=tmp_path, timeout=60)
+    assert "has no commits yet" in one_clear_line(result) and result.returncode == 2
+
+
+def test_an_unknown_branch_and_a_dirty_checkout_are_refused_in_one_line(tmp_path):
+    repo = new_repo(tmp_path / "r", "main")
+    plan = str(write_plan(tmp_path, ONE))
+    unknown = yokeflow("run", plan, "--repo", str(repo), "--branch", "develop", cwd=tmp_path, timeout=60)
+    assert "target branch 'develop' does not exist" in one_clear_line(unknown)
+    (repo / "README.md").write_text("my own edit, not committed\n")
+    dirty = yokeflow("run", plan, "--repo", str(repo), cwd=tmp_path, timeout=60)
+    line = one_clear_line(dirty)
+    assert "uncommitted changes on main" in line and "--allow-dirty" in line and dirty.returncode == 2
+
+
+def test_an_unparsable_database_url_is_one_line(tmp_path):
+    result = yokeflow("status", cwd=tmp_path, env={"YOKEFLOW_DATABASE_URL": "postgresql://u@host:notaport/db"},
+                      timeout=60)
+    assert "YOKEFLOW_DATABASE_URL is not a valid URL" in one_clear_line(result)
+
+
+@pytest.mark.parametrize("shape", ["50,000 tasks", "a 10 MB description"])
+def test_a_plan_over_the_nats_max_payload_is_refused_by_plan_check(tmp_path, shape):
+    if shape == "50,000 tasks":
+        tasks = [{"id": f"t{i}", "title": f"Task {i}"} for i in range(50_000)]
+    else:
+        tasks = [{"id": "t", "title": "T", "description": "x" * 10_000_000}]
+    plan = write_plan(tmp_path, {"name": "big", "epics": [{"id": "E", "name": "E", "tasks": tasks}]})
+    result = yokeflow("plan", "check", str(plan), cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "over the NATS max payload of 1,048,576 bytes" in result.stdout
+
+
+async def test_a_plan_over_the_servers_max_payload_is_refused_by_start_run(bus, git_repo):
+    tasks = [{"id": "t", "title": "T", "description": "x" * (bus.max_payload + 1)}]
+    with pytest.raises(CommandError, match="over the NATS max payload"):
+        await start_run(bus, {"name": "big", "epics": [{"id": "E", "name": "E", "tasks": tasks}]}, git_repo,
+                        config())
+    assert [d async for d in bus.read()] == []  # nothing appended
+
+
+@pytest.mark.parametrize("branch", ["master", "trunk"])
+async def test_the_target_branch_is_read_from_the_repository(nats_server, database_url, unique, tmp_path, branch):
+    repo = new_repo(tmp_path / "r", branch)
+    cfg = config(parallel={"strategy": "by_task"}, agent={"provider": "sleep:10"})
+    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
+        started = await start_run(bus, ONE, repo, cfg)
+        end = await wait_for_end(bus, started.run_id)
+    assert started.target_branch == branch and isinstance(end, ev.RunCompleted), end
+    assert "Merge task t" in git(repo, "log", "--format=%s", branch)
+
+
+async def test_a_failing_setup_command_fails_the_attempt_with_its_output(nats_server, database_url, unique,
+                                                                          git_repo):
+    cfg = config(parallel={"strategy": "by_task", "max_attempts": 1,
+                           "setup_command": "echo the-setup-said-no; exit 3"}, agent={"provider": "sleep:10"})
+    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
+        started = await start_run(bus, ONE, git_repo, cfg)
+        end = await wait_for_end(bus, started.run_id, timeout=60)
+        events = await events_of(bus, started.run_id)
+    assert isinstance(end, ev.RunFailed), end
+    [finished] = [e for e in events if isinstance(e, ev.AgentFinished)]
+    assert finished.outcome == "failure" and "the-setup-said-no" in finished.error and "exit 3" in finished.error
+
+
+async def test_cjk_only_ids_and_titles_get_distinct_branches_and_all_reach_main(nats_server, database_url, unique,
+                                                                               git_repo):
+    plan = {"name": "漢字", "epics": [{"id": "甲", "name": "甲", "tasks": [
+        {"id": "一", "title": "日本語"}, {"id": "二", "title": "中文"}, {"id": "三", "title": "한국어"}]}]}
+    cfg = config(parallel={"strategy": "by_task"}, agent={"provider": "sleep:10"})
+    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
+        started = await start_run(bus, plan, git_repo, cfg)
+        end = await wait_for_end(bus, started.run_id, timeout=90)
+        events = await events_of(bus, started.run_id)
+    assert isinstance(end, ev.RunCompleted), end
+    merged = {e.task_id: e.branch for e in events if isinstance(e, ev.BranchMerged)}
+    assert set(merged) == {"一", "二", "三"} and len(set(merged.values())) == 3
+    log = subprocess.run(["git", "log", "--format=%s", "main"], cwd=git_repo, capture_output=True, text=True).stdout
+    assert sum(line.startswith("Merge task") for line in log.splitlines()) == 3
