@@ -326,7 +326,6 @@ class LearningExtracted(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "expertise"
     run_id: str = ""
     task_id: str = ""
-    attempt: int = 0  # one learning per (run, task, attempt)
     domain: str = "general"
     learnings: list[str] = []
     attempt: int = 0
