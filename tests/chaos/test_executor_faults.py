@@ -20,7 +20,7 @@ async def _frozen_executor_run(nats_url, database_url, unique, repo, tmp_path, *
     """Two executor processes; the one that starts the agent is frozen mid-agent until `thaw_when`."""
     endpoint = endpoint_for(nats_url, database_url, unique)
     cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1}, agent={"provider": f"sleep:{sleep_ms}"})
-    system = await start_system(endpoint, cfg, services=("ledger", "planner", "merger"))
+    system = await start_system(endpoint, cfg, services=("ledger", "planner", "merger", "learner"))
     env = service_env(nats_url, database_url, unique, YOKEFLOW_EXECUTOR_ACK_WAIT="2",
                       YOKEFLOW_EXECUTOR_LEASE_S=lease_s)
     executors = [ServiceProcess("executor", env, tmp_path).start() for _ in range(2)]

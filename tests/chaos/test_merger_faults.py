@@ -18,7 +18,7 @@ async def test_merger_killed_after_its_ref_update_records_each_merge_once(nats_s
                                                                           git_repo, tmp_path):
     endpoint = endpoint_for(nats_server.url, database_url, unique)
     cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2}, agent={"provider": "sleep:50"})
-    system = await start_system(endpoint, cfg, services=("ledger", "planner", "executor"))
+    system = await start_system(endpoint, cfg, services=("ledger", "planner", "executor", "learner"))
     env = service_env(nats_server.url, database_url, unique, YOKEFLOW_MERGER_ACK_WAIT="2")
     crashing = ServiceProcess("merger", {**env, "YOKEFLOW_MERGER_CRASH_AFTER_REF_UPDATE": "1"}, tmp_path).start()
     merger = None
