@@ -108,7 +108,7 @@ async def check_invariants(bus, repo: Path, run_id: str, *, database_url: str | 
             await wait_for_projection(database, bus)
             live = await snapshot(database)
             [run] = [r for r in live["runs"] if dict(r)["id"] == run_id]
-            assert abs(dict(run)["cost_usd"] - total) < 1e-9, (dict(run)["cost_usd"], total)
+            assert abs(float(dict(run)["cost_usd"]) - total) < 1e-6, (dict(run)["cost_usd"], total)
             await rebuild(bus, database_url)
             assert await snapshot(database) == live, "projections equal a rebuild"
         finally:
