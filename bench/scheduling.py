@@ -44,7 +44,7 @@ from shared.infra import EmbeddedServers
 from yokeflow.system import Endpoint, System
 
 TASK_STARTERS = (ev.RunStarted, ev.AgentFinished, ev.TaskCompleted, ev.TaskFailed, ev.BranchMerged,
-                 ev.MergeConflicted, ev.TaskBlocked)  # events after which a task may become startable
+                 ev.MergeConflicted, ev.TaskBlocked, ev.LearningExtracted)  # after these a task may become startable
 
 
 # ---------------------------------------------------------------------- plans

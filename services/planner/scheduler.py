@@ -32,6 +32,10 @@ RETRY, FAILED, BLOCKED, CANCELLED = "retry", "failed", "blocked", "cancelled"
 TERMINAL = {MERGED, FAILED, BLOCKED, CANCELLED}
 FINISHED = TERMINAL | {SUCCEEDED, CONFLICT}  # "finished, success or not": enough for a soft dependency
 OBSERVERS = {"ledger", "learner"}  # consumers whose delivery failures do not fail work
+WAITING = {PENDING, RETRY}                   # may be dispatched once its dependencies allow
+LANE_BUSY = {DISPATCHED, SUCCEEDED, CONFLICT}  # the lane's branch is in use until merged
+DEAD = {FAILED, BLOCKED, CANCELLED}          # a hard dependency in one of these never merges
+
 
 
 @dataclass
@@ -56,6 +60,13 @@ class TaskState:
     escalated: str = ""  # event id of the conflict handed to a person
     learned: set[int] = field(default_factory=set)  # attempts whose learning the learner has stored
     delivery_failures: dict[int, str] = field(default_factory=dict)  # attempt -> why a consumer gave up on it
+    owner: Any = field(default=None, repr=False, compare=False)  # the RunState whose indexes follow `status`
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        old = self.__dict__.get(name) if name == "status" else None
+        object.__setattr__(self, name, value)
+        if name == "status" and old is not None and old != value and self.owner is not None:
+            self.owner._status_changed(self, old, value)
 
     @property
     def tries(self) -> int:
@@ -97,6 +108,21 @@ class RunState:
     budget_epoch: int = 0  # BudgetSet events seen: an attempt refused under an older budget does not stop the run
     run_limit_set: str = ""  # the run budget a person set, if any
     run_spent: dict[str, str] = field(default_factory=dict)  # CostRecorded of this run by event id
+    # Indexes kept as statuses change, so a decision costs the same whatever the plan's size:
+    dependents: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # task -> [(dependent, kind)]
+    unmet: dict[str, int] = field(default_factory=dict)       # task -> dependencies not yet satisfied
+    dead: dict[str, int] = field(default_factory=dict)        # task -> hard dependencies that never will be
+    ready: set[str] = field(default_factory=set)              # waiting, every dependency satisfied
+    doomed: set[str] = field(default_factory=set)             # waiting, a hard dependency dead
+    conflicted: set[str] = field(default_factory=set)         # in CONFLICT
+    unjudged: set[str] = field(default_factory=set)           # with a finished attempt not judged yet
+    dispatched: int = 0                                       # attempts in flight
+    lane_load: dict[str, int] = field(default_factory=dict)   # lane -> members whose branch is in use
+    open_in_batch: list[int] = field(default_factory=list)    # batch -> tasks not terminal
+    open_tasks: int = 0                                       # tasks not terminal
+    satisfies: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # task -> (as hard dep, as soft dep)
+    position: dict[str, int] = field(default_factory=dict)    # task -> plan order
+    order_key: dict[str, tuple] = field(default_factory=dict)  # task -> dispatch order key
 
     @property
     def batches(self) -> list[list[str]]:
@@ -152,8 +178,83 @@ class RunState:
             invalid=[{"code": p.code, "ids": list(p.ids), "message": p.message} for p in resolution.errors],
         )
         state._assign_lanes()
+        state._build_indexes()
         state.seen.add(e.event_id)
         return state
+
+    def _build_indexes(self) -> None:
+        self.position = {tid: i for i, tid in enumerate(self.tasks)}
+        self.order_key = {tid: dispatch_order_key(self.plan, tid, self.remaining) for tid in self.tasks}
+        self.open_in_batch = [0] * len(self.batches)
+        self.lane_load = {lane: 0 for lane in self.lane_members}
+        self.satisfies = {tid: (t.status == MERGED and self.learned(t), t.status in FINISHED)
+                          for tid, t in self.tasks.items()}
+        for tid, t in self.tasks.items():
+            deps = [(d, kind) for d, kind in self.deps.get(tid, []) if d in self.tasks]
+            self.unmet[tid] = sum(1 for d, kind in deps if not self._satisfied(kind, self.tasks[d]))
+            self.dead[tid] = sum(1 for d, kind in deps if kind == "hard" and self.tasks[d].status in DEAD)
+            for d, kind in deps:
+                self.dependents.setdefault(d, []).append((tid, kind))
+            if t.status == DISPATCHED:
+                self.dispatched += 1
+            if t.status in LANE_BUSY:
+                self.lane_load[self.lane_key.get(tid, tid)] = self.lane_load.get(self.lane_key.get(tid, tid), 0) + 1
+            if t.status not in TERMINAL:
+                self.open_tasks += 1
+                if tid in self.batch_index:
+                    self.open_in_batch[self.batch_index[tid]] += 1
+            if t.status == CONFLICT:
+                self.conflicted.add(tid)
+            self._refresh(tid)
+            t.owner = self
+
+    def _status_changed(self, t: TaskState, old: str, new: str) -> None:
+        """Keep the indexes in step with one task's move from `old` to `new`."""
+        self.dispatched += (new == DISPATCHED) - (old == DISPATCHED)
+        busy = (new in LANE_BUSY) - (old in LANE_BUSY)
+        if busy:
+            lane = self.lane_key.get(t.id, t.id)
+            self.lane_load[lane] = self.lane_load.get(lane, 0) + busy
+        closed = (new in TERMINAL) - (old in TERMINAL)
+        if closed:
+            self.open_tasks -= closed
+            if t.id in self.batch_index:
+                self.open_in_batch[self.batch_index[t.id]] -= closed
+        (self.conflicted.add if new == CONFLICT else self.conflicted.discard)(t.id)
+        for child, kind in self.dependents.get(t.id, ()):
+            if kind == "hard":
+                self.dead[child] += (new in DEAD) - (old in DEAD)
+                self._refresh(child)
+        self._touch(t)
+        self._refresh(t.id)
+
+    def _touch(self, t: TaskState) -> None:
+        """Re-derive what dependents see of `t` (hard: merged and its learning stored; soft: finished)."""
+        now = (t.status == MERGED and self.learned(t), t.status in FINISHED)
+        old = self.satisfies.get(t.id, (False, False))
+        if now == old:
+            return
+        self.satisfies[t.id] = now
+        for child, kind in self.dependents.get(t.id, ()):
+            i = 0 if kind == "hard" else 1
+            if now[i] != old[i]:
+                self.unmet[child] += -1 if now[i] else 1
+                self._refresh(child)
+
+    def _satisfied(self, kind: str, dep: TaskState) -> bool:
+        return self.satisfies[dep.id][0 if kind == "hard" else 1]
+
+    def _refresh(self, tid: str) -> None:
+        waiting = self.tasks[tid].status in WAITING
+        (self.ready.add if waiting and self.unmet.get(tid, 0) == 0 else self.ready.discard)(tid)
+        (self.doomed.add if waiting and self.dead.get(tid, 0) > 0 else self.doomed.discard)(tid)
+
+    def _rejudge(self, t: TaskState) -> None:
+        pending = any(a not in t.decided_attempts for a in t.finished_attempts)
+        (self.unjudged.add if pending else self.unjudged.discard)(t.id)
+
+    def in_plan_order(self, ids) -> list[str]:
+        return sorted(ids, key=self.position.__getitem__)
 
     def _assign_lanes(self) -> None:
         """by_epic: an epic's tasks share its branch; by_task: every task alone; smart: shared/lanes.py."""
@@ -189,6 +290,8 @@ class RunState:
                     self._record_ready_latency(task, e.occurred_at)
             case ev.AgentFinished() if task:
                 task.finished_attempts[e.attempt] = e.outcome
+                self._rejudge(task)
+                self._touch(task)
                 if e.outcome == "rate_limited":
                     task.throttled += 1
                 if e.outcome == "budget" and task.ready_budget_epoch.get(e.attempt, 0) == self.budget_epoch:
@@ -202,10 +305,12 @@ class RunState:
                                          "retry_after_s": e.retry_after_s}
             case ev.TaskCompleted() if task:
                 task.decided_attempts.add(e.attempt)
+                self._rejudge(task)
                 if task.status not in (MERGED, CONFLICT):
                     task.status = SUCCEEDED
             case ev.TaskFailed() if task:
                 task.decided_attempts.add(e.attempt)
+                self._rejudge(task)
                 if e.attempt in task.resolution_attempts and not e.final:
                     task.status = CONFLICT  # the branch is as it was: the conflict still stands
                 else:
@@ -227,6 +332,7 @@ class RunState:
                 self.budget_exhausted = False  # the next reservation decides whether the new budget has room
                 if e.scope == "run":
                     self.run_limit_set = e.limit_exact
+                self._rejudge(task)
             case ev.BranchMerged() if task:
                 task.status = MERGED
                 task.merged_at = e.occurred_at
@@ -239,6 +345,7 @@ class RunState:
                 task.escalated = task.conflict.event_id if task.conflict else e.event_id
             case ev.LearningExtracted() if task:
                 task.learned.add(e.attempt)
+                self._touch(task)
             case ev.RunCancelled():
                 self.cancelled = True
             case ev.RunPaused():
@@ -259,6 +366,9 @@ class RunState:
                 self._fold_delivery_failure(task, e)
             case ev.DeliveryFailed() if not e.task_id:
                 self.delivery_failure = self.delivery_failure or e.reason
+        if task is not None:  # attempts finished, judged or learned: what the indexes derive from them
+            self._rejudge(task)
+            self._touch(task)
         return True
 
     def _fold_delivery_failure(self, task: TaskState, e: ev.DeliveryFailed) -> None:
@@ -280,13 +390,19 @@ class RunState:
 
     # ------------------------------------------------------------------ queries
     def in_flight(self) -> int:
-        return sum(1 for t in self.tasks.values() if t.status == DISPATCHED)
+        return self.dispatched
 
     def lane_busy(self, task_id: str) -> bool:
         """Whether the task's lane (epic, task or smart lane) has a task whose branch is not merged yet."""
-        busy = {DISPATCHED, SUCCEEDED, CONFLICT}  # the lane's branch is in use until merged
-        members = self.lane_members.get(self.lane_key.get(task_id, task_id), [task_id])
-        return any(self.tasks[m].status in busy for m in members if m in self.tasks)
+        return self.lane_load.get(self.lane_key.get(task_id, task_id), 0) > 0
+
+    def startable(self) -> list[str]:
+        """Waiting tasks whose dependencies (and, with a batch barrier, every earlier batch) allow a
+        start, before lanes and the concurrency cap; from the indexes, without scanning the plan."""
+        if not self.batch_barrier:
+            return list(self.ready)
+        front = next((i for i, n in enumerate(self.open_in_batch) if n), len(self.open_in_batch))
+        return [tid for tid in self.ready if self.batch_of(tid) <= front]
 
     def counts(self) -> dict[str, int]:
         names = {MERGED: "done", FAILED: "failed", BLOCKED: "blocked", CANCELLED: "cancelled"}
@@ -358,7 +474,7 @@ def _task_event(state: RunState, cls, task_id: str, **fields) -> ev.Event:
 
 def _judge_finished_attempts(state: RunState) -> list[Decision]:
     out: list[Decision] = []
-    for t in state.tasks.values():
+    for t in (state.tasks[tid] for tid in state.in_plan_order(state.unjudged)):
         for attempt, outcome in sorted(t.finished_attempts.items()):
             if attempt in t.decided_attempts:
                 continue
@@ -420,7 +536,11 @@ def _block_or_cancel(state: RunState) -> list[Decision]:
     changed = True
     while changed:  # blocking propagates down the graph in one decision
         changed = False
-        for t in state.tasks.values():
+        if state.cancelled or state.budget_exhausted:
+            candidates = [t for t in state.tasks.values() if t.status in WAITING]
+        else:  # in plan order, each pass also taking the later tasks it dooms (as a full scan would)
+            candidates = _doomed_in_order(state)
+        for t in candidates:
             if t.status not in (PENDING, RETRY):
                 continue
             if state.cancelled:  # (an exhausted budget only stops dispatch: raising it lets the run go on)
@@ -441,6 +561,17 @@ def _block_or_cancel(state: RunState) -> list[Decision]:
     return out
 
 
+def _doomed_in_order(state: RunState):
+    cursor = -1
+    while True:
+        later = [tid for tid in state.doomed if state.position[tid] > cursor]
+        if not later:
+            return
+        tid = min(later, key=state.position.__getitem__)
+        cursor = state.position[tid]
+        yield state.tasks[tid]
+
+
 def _awaits_resolution(state: RunState, t: TaskState) -> bool:
     """A content conflict (not a missing branch or a failed gate) the agent policy still owns."""
     return (t.status == CONFLICT and t.conflict is not None and bool(t.conflict.conflicts)
@@ -449,7 +580,7 @@ def _awaits_resolution(state: RunState, t: TaskState) -> bool:
 
 def _escalate_conflicts(state: RunState) -> list[Decision]:
     out: list[Decision] = []
-    for t in state.tasks.values():
+    for t in (state.tasks[tid] for tid in state.in_plan_order(state.conflicted)):
         if not _awaits_resolution(state, t) or t.resolution_tries < state.max_resolution_attempts:
             continue
         conflict = t.conflict
@@ -474,7 +605,7 @@ def _worktree_path(state: RunState, t: TaskState) -> str:
 
 def _resolve_conflicts(state: RunState) -> list[Decision]:
     out: list[Decision] = []
-    for t in state.tasks.values():
+    for t in (state.tasks[tid] for tid in state.in_plan_order(state.conflicted)):
         if not _awaits_resolution(state, t) or t.resolution_tries >= state.max_resolution_attempts:
             continue
         if state.in_flight() >= state.max_concurrency:
@@ -509,8 +640,10 @@ def _is_ready(state: RunState, t: TaskState) -> bool:
 
 def _dispatch(state: RunState) -> list[Decision]:
     out: list[Decision] = []
-    ready = [t for t in state.tasks.values() if _is_ready(state, t)]
-    ready.sort(key=lambda t: dispatch_order_key(state.plan, t.id, state.remaining))
+    if state.in_flight() >= state.max_concurrency:
+        return out
+    ready = [state.tasks[tid] for tid in state.startable()]
+    ready.sort(key=lambda t: state.order_key[t.id])
     for t in ready:
         if state.in_flight() >= state.max_concurrency:
             break
@@ -573,7 +706,7 @@ def _first_failure(state: RunState) -> str:
 
 
 def _maybe_end(state: RunState, pending: list[Decision]) -> list[Decision]:
-    if any(t.status not in TERMINAL or not state.learned(t) for t in state.tasks.values()):
+    if state.open_tasks or any(not state.learned(t) for t in state.tasks.values()):
         return []  # a run ends once every task is settled and every attempt's learning is stored
     counts = state.counts()
     origin = state.started

@@ -19,6 +19,9 @@ from services.planner.scheduler import RunState, decide
 
 log = logging.getLogger("yokeflow.planner")
 
+# Folded (their stream sequences matter for appends) but never a reason to decide again.
+PASSIVE = (ev.AgentStarted, ev.WorktreeCreated, ev.ExpertiseUpdated, ev.BudgetWarning, ev.BatchMerged)
+
 
 class Planner:
     def __init__(self, bus: Bus):
@@ -69,15 +72,24 @@ class Planner:
             self.fold(d)
 
     async def handle(self, d: Delivery) -> None:
+        await self.handle_batch([d])
+
+    async def handle_batch(self, deliveries: list[Delivery]) -> None:
+        """Fold a run of events, then decide once per run they can change."""
         async with self._lock:
-            self._also_decide = []
-            target = self.fold(d)
-            if isinstance(target, ev.RunStarted):
-                await self._reject(target)
-            elif target is not None:
-                await self._decide(target)
-            for other in self._also_decide:
-                await self._decide(other)
+            targets: dict[str, RunState | ev.RunStarted] = {}
+            for d in deliveries:
+                self._also_decide = []
+                target = self.fold(d)
+                if isinstance(d.event, PASSIVE):
+                    continue
+                for concerned in ([target] if target is not None else []) + self._also_decide:
+                    targets[concerned.run_id] = concerned
+            for target in targets.values():
+                if isinstance(target, ev.RunStarted):
+                    await self._reject(target)
+                else:
+                    await self._decide(self.runs.get(target.run_id, target))
 
     async def _reject(self, e: ev.RunStarted) -> None:
         reason = f"invalid plan: {self.plan_errors.pop(e.run_id, 'it does not parse')}"
@@ -137,7 +149,8 @@ class Planner:
         await self.catch_up()
         await self.resume()
         try:
-            await self.bus.consume("planner", [self.bus.events_subject], self.handle, stop=stop, max_deliver=10)
+            await self.bus.consume_batches("planner", [self.bus.events_subject], self.handle_batch, stop=stop,
+                                           max_batch=64, max_deliver=10)
         finally:
             for timer in self._timers.values():
                 timer.cancel()

@@ -169,7 +169,28 @@ def reset_hard(repo: Repo, tree: bytes) -> None:
     build_index_from_tree(repo.path, repo.index_path(), repo.object_store, tree)
 
 
-def _remove_unignored(ignore: IgnoreFilterManager, root: Path, path: Path) -> None:
+def reset_to(repo: Repo, tree: bytes) -> bool:
+    """reset_hard, touching only what differs: a checkout whose index and tracked files already
+    match `tree` just loses its untracked, unignored files (a reused worktree is usually clean,
+    and rewriting every file made each task cost as much as the whole repository).
+    Returns False when it fell back to the full reset."""
+    try:
+        clean = is_clean(repo, tree)
+    except (OSError, KeyError, ValueError):  # no index yet, or one that cannot be read: start over
+        clean = False
+    if not clean:
+        reset_hard(repo, tree)
+        return False
+    root = Path(repo.path)
+    tracked = {os.fsdecode(p) for p in repo.open_index().paths()}
+    ignore = IgnoreFilterManager.from_repo(repo)
+    for child in root.iterdir():
+        if child.name != ".git":
+            _remove_unignored(ignore, root, child, keep=tracked)
+    return True
+
+
+def _remove_unignored(ignore: IgnoreFilterManager, root: Path, path: Path, keep: set[str] = frozenset()) -> None:
     stack = [path]
     while stack:
         p = stack.pop()
@@ -179,7 +200,7 @@ def _remove_unignored(ignore: IgnoreFilterManager, root: Path, path: Path) -> No
                 continue
             stack.extend(p.iterdir())
             continue
-        if not ignore.is_ignored(rel):
+        if rel not in keep and not ignore.is_ignored(rel):
             p.unlink()
     for dirpath, dirnames, filenames in os.walk(path, topdown=False) if path.is_dir() and not path.is_symlink() else []:
         if not os.listdir(dirpath):

@@ -13,7 +13,7 @@ from pathlib import Path
 from dulwich.repo import Repo
 from dulwich.worktree import add_worktree
 
-from shared.gitops.checkout import head_tree, reset_hard, stage_all, switch_tree
+from shared.gitops.checkout import head_tree, reset_to, stage_all, switch_tree
 from shared.gitops.errors import GitError
 from shared.gitops.housekeeping import copy_included, ensure_worktrees_ignored
 from shared.gitops.locks import file_lock, ref_update
@@ -120,7 +120,7 @@ class WorktreeManager:
             meta.setdefault("port_base", self._allocate_port(dirname))
             with Repo(str(path)) as wt:
                 clear_merge_state(wt)  # a resolution interrupted by a crash starts over
-                reset_hard(wt, wt[wt.refs[ref]].tree)
+                reset_to(wt, wt[wt.refs[ref]].tree)
                 head = (self._bring_in_target(repo, wt, ref, branch, target_tip) if update_from_target
                         else wt.refs[ref])
             meta.update(last_used_at=time.time(), base_commit=target_tip.decode())

@@ -94,6 +94,24 @@ def test_reuse_brings_moved_target_in(git_repo):
     assert wm.acquire("t5", "task/5-ff").head == head_of(git_repo, "main") != wt5.head
 
 
+def test_reuse_touches_only_the_paths_that_differ(git_repo):
+    wm = WorktreeManager(git_repo)
+    wt = wm.acquire("t7", "task/7-keep")
+    (wt.path / "kept.txt").write_text("kept\n")
+    wm.commit_all(wt, "kept")
+    before = {name: (wt.path / name).stat() for name in ("kept.txt", "README.md")}
+    (wt.path / "junk.tmp").write_text("junk\n")
+    (git_repo / "theirs.txt").write_text("theirs\n")
+    git(git_repo, "add", "theirs.txt")
+    git(git_repo, "commit", "-q", "-m", "main moved")
+    again = wm.acquire("t7", "task/7-keep")
+    assert (again.path / "theirs.txt").exists() and not (again.path / "junk.tmp").exists()
+    for name, st in before.items():  # the same file, never rewritten
+        now = (again.path / name).stat()
+        assert (now.st_ino, now.st_mtime_ns) == (st.st_ino, st.st_mtime_ns), name
+    assert git(again.path, "status", "--porcelain") == ""
+
+
 def test_reuse_with_conflicting_target_names_the_files(git_repo):
     wm = WorktreeManager(git_repo)
     wt = wm.acquire("t6", "task/6-c")
