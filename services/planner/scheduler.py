@@ -290,8 +290,6 @@ class RunState:
                     self._record_ready_latency(task, e.occurred_at)
             case ev.AgentFinished() if task:
                 task.finished_attempts[e.attempt] = e.outcome
-                self._rejudge(task)
-                self._touch(task)
                 if e.outcome == "rate_limited":
                     task.throttled += 1
                 if e.outcome == "budget" and task.ready_budget_epoch.get(e.attempt, 0) == self.budget_epoch:
@@ -305,12 +303,10 @@ class RunState:
                                          "retry_after_s": e.retry_after_s}
             case ev.TaskCompleted() if task:
                 task.decided_attempts.add(e.attempt)
-                self._rejudge(task)
                 if task.status not in (MERGED, CONFLICT):
                     task.status = SUCCEEDED
             case ev.TaskFailed() if task:
                 task.decided_attempts.add(e.attempt)
-                self._rejudge(task)
                 if e.attempt in task.resolution_attempts and not e.final:
                     task.status = CONFLICT  # the branch is as it was: the conflict still stands
                 else:
@@ -332,7 +328,6 @@ class RunState:
                 self.budget_exhausted = False  # the next reservation decides whether the new budget has room
                 if e.scope == "run":
                     self.run_limit_set = e.limit_exact
-                self._rejudge(task)
             case ev.BranchMerged() if task:
                 task.status = MERGED
                 task.merged_at = e.occurred_at
@@ -345,7 +340,6 @@ class RunState:
                 task.escalated = task.conflict.event_id if task.conflict else e.event_id
             case ev.LearningExtracted() if task:
                 task.learned.add(e.attempt)
-                self._touch(task)
             case ev.RunCancelled():
                 self.cancelled = True
             case ev.RunPaused():
