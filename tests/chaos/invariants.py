@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import select
 
 from shared import db
 from shared import events as ev
+from services.ledger.projector import exact_cost
 
 RUN_AGGREGATES = ("run", "task", "merge", "worktree", "batch")  # the run's own; expertise outlives a run
 
@@ -93,11 +95,11 @@ async def check_invariants(bus, repo: Path, run_id: str, *, database_url: str | 
 
     # total cost = the sum of distinct calls
     calls: Counter = Counter()
-    total = 0.0
+    total = Decimal(0)
     for _, e in events:
         if isinstance(e, ev.CostRecorded):
             calls[e.event_id] += 1
-            total += e.cost_usd
+            total += exact_cost(e)
     assert all(n == 1 for n in calls.values())
 
     if database_url:
@@ -108,7 +110,7 @@ async def check_invariants(bus, repo: Path, run_id: str, *, database_url: str | 
             await wait_for_projection(database, bus)
             live = await snapshot(database)
             [run] = [r for r in live["runs"] if dict(r)["id"] == run_id]
-            assert abs(float(dict(run)["cost_usd"]) - total) < 1e-6, (dict(run)["cost_usd"], total)
+            assert dict(run)["cost_usd"] == total, (dict(run)["cost_usd"], total)  # exact: money is Decimal
             await rebuild(bus, database_url)
             assert await snapshot(database) == live, "projections equal a rebuild"
         finally:
