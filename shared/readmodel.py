@@ -16,6 +16,7 @@ from shared import events as ev
 from shared.expertise.measures import learning_measures
 from shared.db import Database
 from shared import summary
+from shared.forecast import forecast
 
 
 async def list_projects(database: Database) -> list[dict[str, Any]]:
@@ -112,6 +113,7 @@ async def run_detail(database: Database, run_id: str, now: datetime | None = Non
         "elapsed_s": round((elapsed_end - started).total_seconds(), 1) if started else None,
         "running": summary.running_agents(tasks, now),
         "eta": summary.estimate_eta(run, tasks, now, await plan_estimates(database, run_id)),
+        "forecast": await forecast(database, run_id),  # remaining cost and time from history (docs/costs.md)
     }
     return {"run": run, "epics": epics, "tasks": tasks, "batches": summary.batch_progress(batches, tasks),
             "totals": totals, "learning": await learning(database, run_id), "as_of": now.isoformat(), "ledger_position": await database.position("ledger"),
@@ -191,6 +193,7 @@ async def status(database: Database, run_id: str | None = None) -> list[dict[str
             "target_branch": r["target_branch"], "counts": r["counts"], "stats": r["stats"], "reason": r["reason"],
             "cost_usd": round(float(r["cost_usd"]), 6), "started_at": r["started_at"], "ended_at": r["ended_at"],
             "learning": await learning(database, r["id"]),
+            "forecast": await forecast(database, r["id"]),
             "tasks": [{
                 "id": t["id"], "epic_id": t["epic_id"], "title": t["title"], "status": t["status"],
                 "state": summary.task_state(t),

@@ -116,6 +116,10 @@ async def test_every_grouping_agrees_with_tokens_times_pricing_in_the_cli_and_th
                            and e.project_id == "p")
             assert Decimal(report["total_usd"]) == recorded
 
+            # the run detail forecasts what is left (no attempt has finished yet: it says so)
+            forecast = (await api.get("/api/runs/r1")).json()["totals"]["forecast"]
+            assert forecast["remaining_tasks"] == 3 and forecast["expected_cost_usd"] is None
+
             # budgets: set through the API and the CLI, read back as the executors see them
             put = await api.put("/api/projects/p/budget", json={"limit_usd": "12.50"})
             assert put.status_code == 200 and put.json()["limit_usd"] == "12.5"

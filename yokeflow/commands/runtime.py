@@ -328,6 +328,10 @@ async def cmd_status(args: argparse.Namespace) -> int:
             table.add_row(t["id"], t["epic_id"], t["title"], t["status"], t["merge_status"], str(t["attempt"]),
                           t["branch"], t["merge_commit"][:12])
         console.print(table)
+        if (f := run.get("forecast")) and f["remaining_tasks"]:
+            console.print(f"forecast: {f['remaining_tasks']} task(s) left" + (
+                f", about ${f['expected_cost_usd']} more and {f['expected_seconds']:.0f}s ({f['basis']})"
+                if f["expected_cost_usd"] is not None else f" ({f['basis']})"))
     return 0
 
 
