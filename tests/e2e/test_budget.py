@@ -50,13 +50,15 @@ def spent(events) -> Decimal:
     return sum((Decimal(e.cost_exact) for e in events if isinstance(e, ev.CostRecorded)), Decimal(0))
 
 
+@pytest.mark.parametrize("scope", ["run", "project"])
 async def test_a_hard_budget_holds_with_three_agents_and_raising_it_lets_the_run_finish(
-        nats_server, database_url, unique, git_repo, monkeypatch):
+        scope, nats_server, database_url, unique, git_repo, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     with FakeAnthropic([scripted] * 400) as api:
         cfg = config(parallel={"strategy": "by_task", "max_concurrency": 3},
                      agent={"provider": "anthropic", "base_url": api.url, "max_turns": 40},
-                     cost={"run_budget_usd": float(LIMIT), "budget_limit_usd": 0, "enforcement": "hard",
+                     cost={"run_budget_usd": float(LIMIT) if scope == "run" else 0,
+                           "budget_limit_usd": float(LIMIT) if scope == "project" else 0, "enforcement": "hard",
                            "optimization_enabled": False, "default_model": MODEL})
         async with running_system(nats_server.url, database_url, unique, cfg) as (system, bus):
             started = await start_run(bus, PLAN, git_repo, cfg)
@@ -72,11 +74,11 @@ async def test_a_hard_budget_holds_with_three_agents_and_raising_it_lets_the_run
                 raise
             events = await events_of(bus, run)
             stopped_at = spent(events)
-            print(f"budget test: spent ${stopped_at} of a ${LIMIT} limit when the run stopped")
+            print(f"budget test ({scope}): spent ${stopped_at} of a ${LIMIT} limit when the run stopped")
             assert stopped_at <= LIMIT, f"spent ${stopped_at} of a ${LIMIT} budget"
             assert stopped_at > LIMIT / 2  # it did spend (three agents at once, then fewer as room ran out)
             assert all(Decimal(e.cost_exact) == CALL_COST for e in events if isinstance(e, ev.CostRecorded))
-            assert exhausted.scope == "run" and exhausted.limit_exact == "1"
+            assert exhausted.scope == scope and exhausted.limit_exact == "1"
             assert sum(1 for e in events if isinstance(e, ev.BudgetExhausted)) == 1
             warned = sorted(e.fraction for e in events if isinstance(e, ev.BudgetWarning))
             assert warned[:2] == [0.5, 0.8] and len(warned) == len(set(warned))  # each level once
@@ -98,14 +100,14 @@ async def test_a_hard_budget_holds_with_three_agents_and_raising_it_lets_the_run
             assert {r["status"] for r in rows} == {"pending"} and all(r["reason"].startswith("budget") for r in rows)
             assert len(api.requests) == requests_when_stopped  # nothing more was asked of the model
 
-            await set_budget(bus, started.project_id, Decimal("5"), run_id=run, set_by="test")
+            await set_budget(bus, started.project_id, Decimal("5"), run_id=run if scope == "run" else "", set_by="test")
             end = await wait_for_end(bus, run, timeout=180)
             events = await events_of(bus, run)
     assert isinstance(end, ev.RunCompleted), end
     assert spent(events) <= Decimal("5")
     retries = [e for e in events if isinstance(e, ev.TaskReady) and e.attempt == 2]
     assert {e.task_id for e in retries} == {"t1", "t2", "t3"}
-    assert all(e.cost["run_budget_usd"] == "5" for e in retries)
+    assert all(e.cost[f"{scope}_budget_usd"] == "5" for e in retries)
     for t in ("t1", "t2", "t3"):
         assert git(git_repo, "show", f"main:{t}/part{TURNS - 2}.txt") == f"{t} {TURNS - 2}"
 
