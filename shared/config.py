@@ -157,6 +157,14 @@ class Runtime(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     merger_ack_wait_s: float = 120.0  # a merger killed mid-merge hands its merge on after this long
     health_port: int = 0  # /livez and /readyz of a service run alone (0: none)
     health_host: str = "0.0.0.0"
+    # Executors without a shared disk: the merger serves repositories under git_root over git smart
+    # HTTP on git_http_port; executors with git_remote clone into executor_scratch and push branches.
+    git_http_port: int = 0
+    git_http_host: str = "0.0.0.0"
+    git_root: str = ""
+    git_token: str | None = None
+    git_remote: str = ""
+    executor_scratch: str = ""
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8765
     api_token: str | None = None
@@ -192,6 +200,9 @@ RUNTIME_ENV = {
     "YOKEFLOW_EXECUTOR_SLOTS": "executor_slots", "YOKEFLOW_EXECUTOR_ACK_WAIT": "executor_ack_wait_s",
     "YOKEFLOW_EXECUTOR_LEASE_S": "executor_lease_s", "YOKEFLOW_EXECUTOR_DRAIN_S": "executor_drain_s",
     "YOKEFLOW_HEALTH_PORT": "health_port", "YOKEFLOW_HEALTH_HOST": "health_host",
+    "YOKEFLOW_GIT_HTTP_PORT": "git_http_port", "YOKEFLOW_GIT_HTTP_HOST": "git_http_host",
+    "YOKEFLOW_GIT_ROOT": "git_root", "YOKEFLOW_GIT_TOKEN": "git_token", "YOKEFLOW_GIT_REMOTE": "git_remote",
+    "YOKEFLOW_EXECUTOR_SCRATCH": "executor_scratch",
     "YOKEFLOW_MERGER_ACK_WAIT": "merger_ack_wait_s", "YOKEFLOW_GATEWAY_HOST": "gateway_host",
     "YOKEFLOW_GATEWAY_PORT": "gateway_port", "YOKEFLOW_API_TOKEN": "api_token", "YOKEFLOW_STATE_DIR": "state_dir",
     "YOKEFLOW_ALLOWED_HOSTS": "allowed_hosts", "YOKEFLOW_CORS_ORIGINS": "cors_origins",
@@ -314,6 +325,14 @@ def _check_ranges(cfg: Config | RunSettings, source: str) -> None:
              "must not be negative (YOKEFLOW_EXECUTOR_DRAIN_S)"),
             ("runtime.health_port", 0 <= cfg.runtime.health_port < 65536,
              "must be a port number, or 0 for no probes (YOKEFLOW_HEALTH_PORT)"),
+            ("runtime.git_http_port", 0 <= cfg.runtime.git_http_port < 65536 and (not cfg.runtime.git_http_port or cfg.runtime.git_root),
+             "must be a port number, and serving needs the folder of the repositories (YOKEFLOW_GIT_ROOT)"),
+            ("runtime.git_remote", not cfg.runtime.git_remote or (cfg.runtime.git_remote.startswith(("http://", "https://"))
+                                                       and bool(cfg.runtime.executor_scratch)),
+             "must be the git endpoint's http(s) URL, with a scratch folder for the clones "
+             "(YOKEFLOW_EXECUTOR_SCRATCH)"),
+            ("runtime.git_token", not (cfg.runtime.git_http_port or cfg.runtime.git_remote) or len(cfg.runtime.git_token or "") >= 16,
+             "must have 16+ characters when the git endpoint is served or used (YOKEFLOW_GIT_TOKEN)"),
         ]
     for key, ok, why in checks:
         if not ok:

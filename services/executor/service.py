@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from shared import events as ev
@@ -27,6 +28,7 @@ from shared.expertise import store as expertise_store
 from shared.budget import BudgetGate
 from shared.llm import make_provider
 from shared.llm.pricing import PriceTable, usd
+from services.executor.remote import Remote
 from services.executor.agent.loop import AgentResult, CallRecord, run_agent, run_checks_only
 from services.executor.agent.prompt import (
     build_resolution_prompt,
@@ -53,6 +55,8 @@ class Executor:
         # a holder that stops renewing (killed, or frozen this long) loses its attempt to a redelivery
         self.lease_s = max(float(lease_s if lease_s is not None else ack_wait), 1.0)
         self.drain_s = drain_s  # on SIGTERM, how long tasks in hand may finish before going back to the log
+        rt = config.runtime
+        self.remote = Remote(rt.git_remote, rt.git_token or "", Path(rt.executor_scratch)) if rt.git_remote else None
 
     # ------------------------------------------------------------------ history
     async def _task_history(self, e: ev.TaskReady) -> list[ev.Event]:
@@ -151,7 +155,7 @@ class Executor:
             await self._finish(e, AgentResult(outcome="failure", summary="", error=reason), commit="", wt=None,
                                started=started)
             return True
-        manager = WorktreeManager(e.repo_path, target_branch=e.target_branch,
+        manager = WorktreeManager(await self._working_copy(e), target_branch=e.target_branch,
                                   setup_command=parallel.setup_command or None, port_base=parallel.port_base,
                                   sandbox=jail, env_allow=env_allow, tool_path=_tool_path())
         resolving = e.purpose == "resolve_conflict"
@@ -262,8 +266,17 @@ class Executor:
             await asyncio.to_thread(_abort_quietly, wt.path)
         if not await self._still_holding(lease):
             return False
+        if commit and self.remote is not None:  # the merger merges from the canonical repository
+            await asyncio.to_thread(self.remote.push, e.repo_path, wt.branch)
         await self._finish(e, result, commit=commit, wt=wt, started=started)
         return True
+
+    async def _working_copy(self, e: ev.TaskReady) -> str:
+        """The repository the attempt's worktree lives in: the run's own (shared disk), or this
+        executor's clone of it, fetched over git smart HTTP (YOKEFLOW_GIT_REMOTE)."""
+        if self.remote is None:
+            return e.repo_path
+        return str(await asyncio.to_thread(self.remote.sync, e.repo_path, e.target_branch, e.branch))
 
     async def _resolve(self, e: ev.TaskReady, wt: Worktree, task: dict, agent, sandbox: Sandbox, on_log,
                        cancel: asyncio.Event, history: list[ev.Event]) -> AgentResult:

@@ -11,11 +11,12 @@ The decisions live in services/merger/domain.py; this module does the git and bu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 
 from shared import events as ev
-from shared import telemetry
+from shared import gitserve, telemetry
 from shared.bus import Bus, Delivery
 from shared.config import Config
 from shared.git import GitError, WorktreeManager, find_commit, head_of, merge_branch
@@ -184,4 +185,9 @@ def _release_quietly(manager: WorktreeManager, name: str, delete_branch: bool) -
 
 
 async def serve(bus: Bus, config: Config, stop: asyncio.Event) -> None:
-    await Merger(bus, ack_wait=config.runtime.merger_ack_wait_s).serve(stop)
+    rt = config.runtime
+    with contextlib.ExitStack() as stack:
+        if rt.git_http_port:  # executors on other machines reach the canonical repositories here
+            stack.enter_context(gitserve.serving(rt.git_root, rt.git_token or "", host=rt.git_http_host,
+                                                 port=rt.git_http_port))
+        await Merger(bus, ack_wait=rt.merger_ack_wait_s).serve(stop)
