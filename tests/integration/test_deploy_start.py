@@ -21,7 +21,7 @@ from tests.support.otlp import OtlpReceiver
 from tests.support.processes import service_env
 
 pytestmark = pytest.mark.integration
-PORT_SETTINGS = {"http": "YOKEFLOW_GATEWAY_PORT", "health": "YOKEFLOW_HEALTH_PORT"}
+PORT_SETTINGS = {"http": "YOKEFLOW_GATEWAY_PORT", "health": "YOKEFLOW_HEALTH_PORT", "git": "YOKEFLOW_GIT_HTTP_PORT"}
 
 
 def free_port() -> int:
@@ -79,6 +79,9 @@ async def test_every_container_starts_and_becomes_ready(overlay, nats_server, da
                     ports[p["name"]] = free_port()
                     env[PORT_SETTINGS[p["name"]]] = str(ports[p["name"]])
                 env["HOME"] = str(tmp_path)  # the pod's /tmp emptyDir
+                for key in ("YOKEFLOW_GIT_ROOT", "YOKEFLOW_EXECUTOR_SCRATCH"):  # the pod's volumes
+                    if key in env:
+                        env[key] = str(tmp_path / key.lower())
                 env = {"PATH": os.environ["PATH"], **env,
                        **{k: v for k, v in isolation.items() if k not in ("YOKEFLOW_NATS_URL", "YOKEFLOW_DATABASE_URL")}}
                 command = [sys.executable if c["command"][0] == "python" else c["command"][0], *c["command"][1:]]

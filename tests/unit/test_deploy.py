@@ -145,10 +145,22 @@ def test_network_policies_deny_by_default_and_open_only_the_gateway(rendered):
     policies = {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
     assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     ingress = {name for name, p in policies.items() if p.get("ingress")}
-    assert ingress == {"gateway-ingress", "nats", "postgres"}
+    assert ingress == {"gateway-ingress", "nats", "postgres", "git-endpoint"}
     assert all("from" not in rule for rule in policies["gateway-ingress"]["ingress"])  # the one public door
-    for rule in policies["nats"]["ingress"] + policies["postgres"]["ingress"]:
-        assert rule["from"], "NATS and PostgreSQL only from named peers"
+    for rule in policies["nats"]["ingress"] + policies["postgres"]["ingress"] + policies["git-endpoint"]["ingress"]:
+        assert rule["from"], "NATS, PostgreSQL and the git endpoint only from named peers"
+
+
+def test_executors_reach_repositories_over_the_git_endpoint_not_a_shared_disk(rendered):
+    _, docs = rendered
+    deps = deployments(docs)
+    executor, merger = container(deps["executor"]), container(deps["merger"])
+    env = {v["name"]: v.get("value") for v in executor["env"]}
+    assert env["YOKEFLOW_GIT_REMOTE"] == "http://merger:9418" and env["YOKEFLOW_EXECUTOR_SCRATCH"] == "/scratch"
+    assert not any("persistentVolumeClaim" in v for v in deps["executor"]["spec"]["template"]["spec"]["volumes"])
+    assert {v["name"]: v.get("value") for v in merger["env"]}["YOKEFLOW_GIT_HTTP_PORT"] == "9418"
+    [service] = find(docs, "Service", "merger")
+    assert service["spec"]["ports"][0]["port"] == 9418
 
 
 def test_the_image_holds_what_the_services_run_and_runs_as_a_user():
