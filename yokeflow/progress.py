@@ -18,6 +18,7 @@ class RunOutcome:
     merged: set[str] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
     cost_usd: float = 0.0
+    budget_stop: ev.BudgetExhausted | None = None  # the run is waiting for a budget to be raised
 
     @property
     def succeeded(self) -> bool:
@@ -71,6 +72,13 @@ def describe(e: ev.Event) -> str:
             return f"{where}: {e.reason}"
         case ev.CostRecorded():
             return f"task {task} model call {e.call}: {e.model} ${e.cost_usd:.4f}"
+        case ev.TaskDeferred():
+            return f"task {task} back to pending ({e.reason}): {e.detail[:200]}"
+        case ev.BudgetWarning() | ev.BudgetExhausted():
+            what = "exhausted" if isinstance(e, ev.BudgetExhausted) else f"{e.fraction:.0%} spent"
+            return f"{e.scope} budget {what}: ${e.spent_exact or e.spent_usd} of ${e.limit_exact or e.limit_usd}"
+        case ev.BudgetSet():
+            return f"{e.scope} budget set to ${e.limit_exact}" + (f" for run {e.run_id}" if e.run_id else "")
         case _:
             return f"{e.type} {e.aggregate}/{e.aggregate_id}"
 
@@ -87,9 +95,12 @@ async def follow_run(bus: Bus, started: ev.RunStarted, *, quiet: bool = False) -
         merged_bar = progress.add_task("merged into main", total=total)
         running_bar = progress.add_task("agents running", total=max(1, total))
         running: set[str] = set()
+        awaiting_merge: set[str] = set()
         async for d in bus.read(stop_at_end=False):
             e = d.event
-            if getattr(e, "run_id", None) != started.run_id:
+            project_budget = isinstance(e, (ev.BudgetSet, ev.BudgetExhausted)) and e.scope == "project" \
+                and e.project_id == started.project_id
+            if getattr(e, "run_id", None) != started.run_id and not project_budget:
                 continue
             if not quiet and not isinstance(e, ev.CostRecorded):
                 line = describe(e)
@@ -106,7 +117,18 @@ async def follow_run(bus: Bus, started: ev.RunStarted, *, quiet: bool = False) -
                     outcome.failed.add(e.task_id)
             progress.update(merged_bar, completed=len(outcome.merged))
             progress.update(running_bar, completed=len(running))
+            if isinstance(e, ev.BudgetExhausted):
+                outcome.budget_stop = e
+            elif isinstance(e, ev.BudgetSet):
+                outcome.budget_stop = None
             if isinstance(e, (ev.RunCompleted, ev.RunFailed, ev.RunCancelled)):
                 outcome.event = e
                 return outcome
+            if isinstance(e, ev.TaskCompleted):
+                awaiting_merge.add(e.task_id)
+            elif isinstance(e, (ev.BranchMerged, ev.MergeConflicted)):
+                awaiting_merge.discard(e.task_id)
+            settled = isinstance(e, (ev.TaskDeferred, ev.BranchMerged, ev.MergeConflicted, ev.TaskFailed))
+            if outcome.budget_stop is not None and not running and not awaiting_merge and settled:
+                return outcome  # stopped by the budget, nothing in flight: the run waits for a person
     return outcome

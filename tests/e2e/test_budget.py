@@ -18,6 +18,7 @@ from shared.llm.pricing import PriceTable
 from shared.llm.types import Usage
 from services.ledger.budgets import set_budget
 from tests.conftest import git
+from yokeflow.progress import follow_run
 from tests.support.fake_anthropic import FakeAnthropic, tool, turn
 from tests.support.system import config, events_of, next_event, running_system, wait_for_end
 
@@ -90,6 +91,9 @@ async def test_a_hard_budget_holds_with_three_agents_and_raising_it_lets_the_run
             for stop in stops:
                 assert stop.commit and "work so far" in git(git_repo, "log", "-1", "--format=%s", stop.commit)
             requests_when_stopped = len(api.requests)
+            # `yokeflow run` following the run returns here, saying the budget stopped it
+            followed = await asyncio.wait_for(follow_run(bus, started, quiet=True), 30)
+            assert followed.event is None and followed.budget_stop.scope == scope
             # the projections show the tasks pending, with the reason
             database = db.Database(database_url)
             try:

@@ -271,6 +271,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
         return 0
     print(f"run {started.run_id}: {len(outcome.merged)} task(s) merged into {started.target_branch}, "
           f"cost ${outcome.cost_usd:.4f}")
+    if outcome.budget_stop is not None:
+        stop = outcome.budget_stop
+        print(f"run {started.run_id} stopped by its {stop.scope} budget (${stop.limit_exact or stop.limit_usd}); the "
+              f"other tasks are pending with their work on their branches: raise it with `yokeflow budget set USD"
+              f"{' --run ' + started.run_id if stop.scope == 'run' else ''}` and `yokeflow up` carries the run on")
     return 0 if outcome.succeeded else 1
 
 
