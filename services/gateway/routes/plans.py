@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from shared import events as ev
@@ -39,6 +39,22 @@ async def plan_or_404(bus: Bus, plan_id: str) -> dict[str, Any]:
     if not history:
         raise ApiError(404, f"no plan {plan_id!r}: give the id `yokeflow plan create` printed", "plan_id")
     return plan_state(plan_id, history)
+
+
+@router.get("/api/plans")
+async def list_plans(bus: BusDep, limit: int = Query(default=50, ge=1, le=500)) -> dict[str, Any]:
+    """Session 0's plans, newest first, with their state (the plan itself: GET /api/plans/{plan_id})."""
+    histories: dict[str, list[ev.Event]] = {}
+    async for d in bus.read([bus.subjects.aggregate("*", "plan", "*")]):
+        histories.setdefault(d.event.aggregate_id, []).append(d.event)
+    out = []
+    for plan_id, history in reversed(list(histories.items())[-limit:]):
+        state = plan_state(plan_id, history)
+        plan = state.pop("plan") or {}
+        out.append({**state, "name": plan.get("name", ""), "project_id": history[0].project_id,
+                    "tasks": sum(len(e.get("tasks", [])) for e in plan.get("epics", [])),
+                    "requested_at": history[0].occurred_at})
+    return {"plans": out}
 
 
 @router.get("/api/plans/{plan_id}")

@@ -3,9 +3,10 @@ import { api, liveEvents, useToken, AuthRequired } from "./api.js";
 import { el, duration } from "./format.js";
 import { renderBoard, drawArrows } from "./board.js";
 import { renderSummary, renderBatches, renderAgents, renderLegend, renderTaskPanel, Feed } from "./panels.js";
+import { openStartDialog, showPlans, showProject, renderConflicts, taskLogView, taskDiffView } from "./steer.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { runId: "", detail: null, live: null, poll: null, refreshTimer: null, clockSkew: 0 };
+const state = { runId: "", detail: null, live: null, poll: null, refreshTimer: null, clockSkew: 0, fit: false, taskLog: null };
 const feed = new Feed($("feed"));
 
 const elapsedOf = (iso) => (iso ? (Date.now() + state.clockSkew - Date.parse(iso)) / 1000 : null);
@@ -107,10 +108,15 @@ async function refresh() {
   renderSummary($("summary"), detail, elapsedOf);
   renderBatches($("batches"), detail.batches);
   renderBoard($("board"), detail, { onCard: openTask, elapsedOf });
+  fitBoard();
   renderAgents($("agents"), detail.totals.running, elapsedOf);
   drawArrows($("arrows"), $("board-wrap"), detail.tasks);
+
   $("cancel-run").hidden = detail.run.status !== "running";
   document.title = `YokeFlow · ${detail.run.plan_name} · ${detail.run.status}`;
+  const option = [...$("run-picker").options].find((o) => o.value === detail.run.id);
+  if (option) option.textContent = `${detail.run.plan_name || detail.run.id} · ${detail.run.status} · ${detail.run.id}`;  const conflicts = await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/conflicts`));
+  if (conflicts) renderConflicts($("conflicts"), conflicts.conflicts, { onRetry: retryMerge, onOpen: (c) => openTask({ id: c.task_id }) });
 }
 
 function hashParam(name) {
@@ -123,17 +129,47 @@ function setHash(values) {
   history.replaceState(null, "", `#${params}`);
 }
 
+// Fit: every batch column shares the window's width; otherwise columns keep their width and the board scrolls.
+function fitBoard() {
+  const board = $("board");
+  board.classList.toggle("fit", state.fit);
+  if (state.fit) {
+    const columns = board.querySelectorAll(".col-head").length;
+    board.style.gridTemplateColumns = `minmax(110px, 150px) repeat(${columns}, minmax(0, 1fr))`;
+  }
+  $("fit-toggle").textContent = state.fit ? "Scroll width" : "Fit width";
+}
+
+async function retryMerge(t) {
+  const id = t.task_id || t.id;
+  const ok = await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/tasks/${encodeURIComponent(id)}/merge`, { method: "POST" }));
+  if (ok) { message(`Merge of task ${id} requested.`, "info"); refresh(); }
+}
+
 async function openTask(task) {
   setHash({ task: task.id });
   const info = await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/tasks/${encodeURIComponent(task.id)}`));
   if (!info) return;
-  renderTaskPanel($("task-panel"), info, {
-    onClose: () => { $("task-panel").hidden = true; setHash({ task: null }); },
-    onMerge: async (t) => {
-      const ok = await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/tasks/${encodeURIComponent(t.id)}/merge`, { method: "POST" }));
-      if (ok) message(`Merge of task ${t.id} requested.`, "info");
-    },
+  if (state.taskLog) state.taskLog.stop();
+  const panel = $("task-panel");
+  renderTaskPanel(panel, info, {
+    onClose: () => { panel.hidden = true; setHash({ task: null }); if (state.taskLog) state.taskLog.stop(); },
+    onMerge: retryMerge,
   });
+  state.taskLog = taskLogView(state.runId, task.id);
+  panel.append(el("h3", {}, "Agent log (live)"), state.taskLog.node, el("h3", {}, "Diff"));
+  panel.append(await taskDiffView(state.runId, task.id));
+}
+
+async function startFrom(options) {
+  await guarded(() => openStartDialog({ projectId: state.detail ? state.detail.run.project_id : "", ...options,
+    onStarted: async (started) => {
+      message(`Run ${started.run_id} started.`, "info");
+      $("plans-panel").hidden = true;
+      await refreshRunList();
+      $("run-picker").value = started.run_id;
+      await selectRun(started.run_id);
+    } }));
 }
 
 function startPolling() {
@@ -152,6 +188,17 @@ function tick() {
 }
 
 $("run-picker").addEventListener("change", (e) => selectRun(e.target.value));
+$("new-run").addEventListener("click", () => startFrom({}));
+$("show-plans").addEventListener("click", () => guarded(() => showPlans({ onStart: (o) => startFrom(o) })));
+$("show-project").addEventListener("click", () => {
+  if (!state.detail) { message("Pick a run first: its project's expertise and costs are shown.", "info"); return; }
+  guarded(() => showProject(state.detail.run.project_id, { runId: state.runId }));
+});
+$("fit-toggle").addEventListener("click", () => {
+  state.fit = !state.fit;
+  if (state.detail) { renderBoard($("board"), state.detail, { onCard: openTask, elapsedOf }); fitBoard();
+    drawArrows($("arrows"), $("board-wrap"), state.detail.tasks); }
+});
 $("cancel-run").addEventListener("click", async () => {
   if (!state.runId || !confirm(`Cancel run ${state.runId}? Running agents are stopped.`)) return;
   if (await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/cancel`, { method: "POST", body: {} }))) refresh();

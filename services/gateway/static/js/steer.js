@@ -1,0 +1,208 @@
+// Steering: start a run, review/edit/approve Session 0 plans, act on conflicts, browse expertise
+// and costs, and a task's live agent log and diff. Everything goes through the REST API.
+import { api } from "./api.js";
+import { el, money, count } from "./format.js";
+
+const $ = (id) => document.getElementById(id);
+const enc = encodeURIComponent;
+
+// ---------------------------------------------------------------- start a run
+export async function openStartDialog({ plan = null, planId = "", projectId = "", onStarted, onError }) {
+  const projects = (await api("/api/projects")).projects;
+  const picker = $("start-project");
+  picker.replaceChildren(el("option", { value: "" }, "a new repository…"),
+    ...projects.map((p) => el("option", { value: p.id }, `${p.name} · ${p.repo_path}`)));
+  picker.value = projectId || (projects[0] ? projects[0].id : "");
+  const syncRepo = () => { $("start-repo-row").hidden = picker.value !== ""; };
+  picker.onchange = syncRepo;
+  syncRepo();
+  $("start-plan").value = plan ? JSON.stringify(plan, null, 2) : $("start-plan").value;
+  $("start-plan-id").value = planId;
+  $("start-error").hidden = true;
+  $("start-cancel").onclick = () => $("start-dialog").close();
+  $("start-form").onsubmit = async (e) => {
+    e.preventDefault();
+    try {
+      const started = await startRun(planId, plan);
+      $("start-dialog").close();
+      onStarted(started);
+    } catch (err) {
+      $("start-error").textContent = err.message;
+      $("start-error").hidden = false;
+      if (onError) onError(err);
+    }
+  };
+  $("start-dialog").showModal();
+}
+
+async function startRun(planId, originalPlan) {
+  const text = $("start-plan").value.trim();
+  let plan = null;
+  if (text) {
+    try { plan = JSON.parse(text); } catch (err) { throw new Error(`plan: not valid JSON (${err.message})`); }
+  }
+  // an approved Session 0 plan runs by its id unless the person edited it (then it is their own plan)
+  const byId = planId && originalPlan && JSON.stringify(plan) === JSON.stringify(originalPlan);
+  const knobs = {};
+  if ($("start-concurrency").value) knobs.max_concurrency = Number($("start-concurrency").value);
+  if ($("start-strategy").value) knobs.strategy = $("start-strategy").value;
+  if ($("start-barrier").checked) knobs.batch_barrier = true;
+  if ($("start-budget").value) knobs.budget_usd = Number($("start-budget").value);
+  const body = byId ? { plan_id: planId, ...knobs } : { plan, ...knobs };
+  const project = $("start-project").value;
+  if (project) return api(`/api/projects/${enc(project)}/parallel/start?wait=true`, { method: "POST", body });
+  const settings = {};
+  const parallel = {};
+  for (const k of ["max_concurrency", "strategy", "batch_barrier"]) if (k in knobs) parallel[k] = knobs[k];
+  if (Object.keys(parallel).length) settings.parallel = parallel;
+  if (knobs.budget_usd) settings.cost = { budget_limit_usd: knobs.budget_usd };
+  const runBody = byId ? { plan_id: planId } : { plan };
+  return api("/api/runs?wait=true", { method: "POST", body: { ...runBody, repo_path: $("start-repo").value, settings } });
+}
+
+// ---------------------------------------------------------------- plans
+export async function showPlans({ onStart, onClose }) {
+  const node = $("plans-panel");
+  const { plans } = await api("/api/plans");
+  const items = plans.map((p) => {
+    const item = el("div", { class: "plan-item", dataset: { planId: p.plan_id, status: p.status } },
+      el("header", {}, el("strong", {}, `${p.name || p.plan_id}`),
+        el("span", { class: `run-status status-${p.status === "approved" ? "completed" : p.status === "rejected" ? "failed" : "running"}` }, p.status)),
+      el("small", {}, `${p.plan_id} · ${p.tasks} tasks · ${p.source || "session 0"}`),
+      p.errors && p.errors.length ? el("p", { class: "reason" }, p.errors.map((x) => x.message || String(x)).join("; ")) : null,
+      el("div", { class: "actions" },
+        el("button", { onclick: () => review(p.plan_id, item, onStart) }, p.status === "produced" ? "Review" : "Open")));
+    return item;
+  });
+  node.replaceChildren(el("button", { class: "close", onclick: () => { node.hidden = true; onClose && onClose(); }, "aria-label": "Close" }, "×"),
+    el("h2", {}, "Plans from Session 0"), items.length ? el("div", {}, items) : el("p", { class: "none" }, "No plans yet: `yokeflow plan create SPEC` makes one."));
+  node.classList.add("wide");
+  node.hidden = false;
+}
+
+async function review(planId, item, onStart) {
+  const plan = await api(`/api/plans/${enc(planId)}`);
+  const text = el("textarea", { rows: "14", spellcheck: "false", "aria-label": "Plan JSON" });
+  text.value = JSON.stringify(plan.plan, null, 2);
+  const status = el("p", { class: "message message-info", hidden: true });
+  const approve = el("button", { class: "primary", onclick: async () => {
+    try {
+      if (text.value.trim() !== JSON.stringify(plan.plan, null, 2)) {
+        status.textContent = "You edited the plan: start it as your own plan (Start…); approval is for the plan as produced.";
+        status.hidden = false;
+        return;
+      }
+      const done = await api(`/api/plans/${enc(planId)}/approve`, { method: "POST", body: { approved_by: "web ui" } });
+      status.textContent = `Plan ${planId} ${done.status}.`;
+      status.hidden = false;
+      item.dataset.status = done.status;
+      const badge = item.querySelector(".run-status");
+      badge.textContent = done.status;
+      badge.className = "run-status status-completed";
+    } catch (err) { status.textContent = err.message; status.hidden = false; }
+  } }, "Approve");
+  const start = el("button", { onclick: () => {
+    let edited = plan.plan;
+    try { edited = JSON.parse(text.value); } catch (err) { status.textContent = `not valid JSON: ${err.message}`; status.hidden = false; return; }
+    onStart({ plan: edited, planId: JSON.stringify(edited) === JSON.stringify(plan.plan) && item.dataset.status === "approved" ? planId : "", projectId: "" });
+  } }, "Start…");
+  const box = el("div", { class: "review" }, text, el("div", { class: "actions" }, approve, start), status);
+  item.querySelector(".review")?.remove();
+  item.append(box);
+}
+
+// ---------------------------------------------------------------- conflicts
+export function renderConflicts(node, conflicts, { onRetry, onOpen }) {
+  if (!conflicts.length) { node.replaceChildren(el("li", { class: "none" }, "none")); return; }
+  node.replaceChildren(...conflicts.map((c) => el("li", { class: "conflict-item", dataset: { taskId: c.task_id } },
+    el("div", {},
+      el("strong", { onclick: () => onOpen(c), style: "cursor:pointer" }, `#${c.task_id} ${c.title}`),
+      el("small", {}, `${c.files.join(", ") || "files unknown"} · ${c.resolve_hint || c.actions.resolve}`),
+      el("button", { onclick: () => onRetry(c) }, "Retry merge")))));
+}
+
+// ---------------------------------------------------------------- expertise & costs
+export async function showProject(projectId, { runId }) {
+  const node = $("project-panel");
+  const [exp, costs] = await Promise.all([
+    api(`/api/projects/${enc(projectId)}/expertise`),
+    api(`/api/projects/${enc(projectId)}/costs?by=model`).catch((err) => ({ error: err.message })),
+  ]);
+  const content = el("pre", {}, "");
+  const result = el("div", {});
+  const pick = el("select", { "aria-label": "Domain" }, exp.domains.map((d) => el("option", { value: d.domain }, `${d.domain} (v${d.version}, ${d.lines} lines)`)));
+  const show = () => {
+    const d = exp.domains.find((x) => x.domain === pick.value);
+    content.textContent = d ? d.content : "";
+    result.replaceChildren();
+  };
+  pick.onchange = show;
+  const validate = el("button", { onclick: async () => {
+    const r = await api(`/api/projects/${enc(projectId)}/expertise/${enc(pick.value)}/validate`, { method: "POST" });
+    result.replaceChildren(el("p", { class: r.valid ? "message message-info" : "message message-error" },
+      r.valid ? `All ${r.checked} entries' files exist on ${r.target_branch}.`
+        : `${r.missing.length} of ${r.checked} entries name files missing on ${r.target_branch}: ${r.missing.map((m) => m.missing.join(", ")).join("; ")}`));
+  } }, "Validate against target branch");
+  const costRows = costs.error ? [el("p", { class: "reason" }, costs.error)]
+    : [el("p", {}, `Total ${money(Number(costs.total_usd))} over ${count(costs.calls)} model calls`),
+      el("table", {}, el("tr", {}, el("th", {}, "model"), el("th", {}, "calls"), el("th", {}, "cost")),
+        (costs.rows || []).map((r) => el("tr", {}, el("td", {}, String(r.key ?? r.model ?? "")), el("td", {}, String(r.calls ?? "")),
+          el("td", {}, money(Number(r.cost_usd))))))];
+  node.replaceChildren(el("button", { class: "close", onclick: () => { node.hidden = true; }, "aria-label": "Close" }, "×"),
+    el("h2", {}, `Project ${projectId}`),
+    el("h3", {}, "Costs by model"), ...costRows,
+    el("h3", {}, "Expertise"),
+    exp.domains.length ? el("div", {}, pick, " ", validate, result, content) : el("p", { class: "none" }, "No expertise learned yet."),
+    el("h3", {}, "Report"),
+    el("p", {}, el("a", { href: `/api/projects/${enc(projectId)}/report?format=markdown`, target: "_blank" }, "Markdown"), " · ",
+      el("a", { href: `/api/projects/${enc(projectId)}/report`, target: "_blank" }, "JSON")));
+  node.classList.add("wide");
+  if (exp.domains.length) show();
+  node.hidden = false;
+}
+
+// ---------------------------------------------------------------- task log and diff
+export function taskLogView(runId, taskId) {
+  const box = el("div", { class: "log", "aria-label": "Agent log" }, el("div", { class: "none" }, "no log yet"));
+  let after = 0;
+  let timer = null;
+  let stopped = false;
+  const line = (e) => el("div", {}, el("b", {}, e.kind), summarise(e.data));
+  const poll = async () => {
+    if (stopped) return;
+    try {
+      for (;;) {
+        const page = await api(`/api/runs/${enc(runId)}/tasks/${enc(taskId)}/log?after=${after}&limit=200`);
+        if (page.entries.length && after === 0) box.replaceChildren();
+        page.entries.forEach((e) => box.append(line(e)));
+        after = page.last_seq;
+        if (!page.more) break;
+      }
+      box.scrollTop = box.scrollHeight;
+    } catch (err) { /* shown as a stale log; the next poll tries again */ }
+    if (!stopped) timer = setTimeout(poll, 2000);  // live: new lines every two seconds while the drawer is open
+  };
+  poll();
+  return { node: box, stop() { stopped = true; clearTimeout(timer); } };
+}
+
+function summarise(data) {
+  const d = { ...data };
+  delete d.run_id; delete d.task_id; delete d.attempt;
+  const text = d.text || d.command || d.name || "";
+  const rest = JSON.stringify(d);
+  return `${text ? `${text} ` : ""}${rest.length > 300 ? `${rest.slice(0, 300)}…` : rest}`;
+}
+
+export async function taskDiffView(runId, taskId) {
+  try {
+    const d = await api(`/api/runs/${enc(runId)}/tasks/${enc(taskId)}/diff`);
+    const pre = el("pre", { "aria-label": "Diff" }, d.diff.split("\n").map((l) => el("span", {
+      class: l.startsWith("+") && !l.startsWith("+++") ? "diff-add" : l.startsWith("-") && !l.startsWith("---") ? "diff-del" : l.startsWith("@@") ? "diff-hunk" : "",
+    }, `${l}\n`)));
+    return el("div", {}, el("p", {}, `${d.merged ? "merged into" : "against"} ${d.target_branch}: ${d.files.map((f) => `${f.path} (${f.change})`).join(", ") || "no changes"}`),
+      pre, d.truncated ? el("p", { class: "reason" }, "diff cut at 1 MiB") : null);
+  } catch (err) {
+    return el("p", { class: "none" }, err.message);
+  }
+}
