@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "yokeflow.commands.merge",
     "yokeflow.commands.expertise",
     "yokeflow.commands.costs",    # costs, budget set / show
+    "yokeflow.commands.mcp",
 ]
 
 

@@ -1,0 +1,105 @@
+"""YokeFlow as an MCP server, driven by the official SDK's client over stdio: a plan goes end to
+end through the tools alone (create, approve, start, watch until merged, costs, expertise), and
+bad input is a tool error naming the field."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from tests.support.fake_anthropic import FakeAnthropic, tool, turn
+from tests.support.processes import ROOT, service_env
+from tests.support.system import config, running_system
+
+PLAN = {"name": "greet", "epics": [{"id": "E1", "name": "Greeting", "tasks": [
+    {"id": "hello", "title": "Hello file", "domain": "api", "tests": ["grep -q hello hello.txt"]},
+    {"id": "bye", "title": "Bye file", "domain": "api", "depends_on": ["hello"], "tests": ["test -f bye.txt"]},
+]}]}
+
+
+def answer(body: dict) -> dict:
+    """Session 0 submits PLAN; each task's agent writes its file and finishes."""
+    if any(t.get("name") == "submit_plan" for t in body.get("tools") or []):
+        return turn({**tool("submit_plan"), "input": PLAN})
+    first = body["messages"][0]["content"]
+    prompt = first if isinstance(first, str) else first[0]["text"]
+    step = sum(1 for m in body["messages"] if m["role"] == "assistant")
+    name = "hello" if prompt.startswith("# Task hello") else "bye"
+    script = [turn(tool("write_file", path=f"{name}.txt", content=f"{name}\n")), turn(tool("finish", summary=name))]
+    return script[step]
+
+
+async def call(session: ClientSession, name: str, **arguments) -> dict:
+    result = await session.call_tool(name, arguments)
+    assert not result.isError, (name, result.content)
+    return result.structuredContent or json.loads(result.content[0].text)
+
+
+async def error_of(session: ClientSession, name: str, **arguments) -> str:
+    result = await session.call_tool(name, arguments)
+    assert result.isError, (name, result)
+    return result.content[0].text
+
+
+async def test_a_plan_runs_end_to_end_through_the_tools_over_stdio(nats_server, database_url, unique, git_repo,
+                                                                  tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")  # the agents run in this process
+    with FakeAnthropic([answer] * 20) as api:
+        env = {**os.environ, **service_env(nats_server.url, database_url, unique), "ANTHROPIC_API_KEY": "test-key",
+               "YOKEFLOW_AGENT__PROVIDER": "anthropic", "YOKEFLOW_AGENT__BASE_URL": api.url,
+               "YOKEFLOW_PARALLEL__STRATEGY": "by_task", "PYTHONPATH": str(ROOT)}
+        params = StdioServerParameters(command=sys.executable, args=["-m", "yokeflow", "mcp"], env=env,
+                                       cwd=str(tmp_path))
+        cfg = config(agent={"provider": "anthropic", "base_url": api.url})
+        async with running_system(nats_server.url, database_url, unique, cfg):
+            async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                tools = {t.name: t for t in (await session.list_tools()).tools}
+                assert {"plan_create", "plan_approve", "run_start", "run_status", "costs", "expertise",
+                        "events_since", "run_cancel", "merge_retry"} <= set(tools)
+                assert tools["run_start"].inputSchema["properties"]["max_concurrency"]
+
+                created = await call(session, "plan_create", spec="Two greeting files.", repo_path=str(git_repo))
+                assert created["status"] == "produced" and created["plan"]["name"] == "greet"
+                plan_id = created["plan_id"]
+                assert "not approved" in await error_of(session, "run_start", repo_path=str(git_repo),
+                                                        plan_id=plan_id)
+                approved = await call(session, "plan_approve", plan_id=plan_id)
+                assert approved["status"] == "approved"
+                started = await call(session, "run_start", repo_path=str(git_repo), plan_id=plan_id,
+                                     max_concurrency=2, budget_usd=5)
+                run_id, project_id = started["run_id"], started["project_id"]
+
+                status: dict = {}
+                for _ in range(600):
+                    try:
+                        status = await call(session, "run_status", run_id=run_id)
+                    except AssertionError:  # not projected yet
+                        status = {}
+                    if status.get("status") in ("completed", "failed", "cancelled"):
+                        break
+                    await asyncio.sleep(0.2)
+                assert status["status"] == "completed", status
+                assert all(t["merged"] for t in status["tasks"]) and len(status["tasks"]) == 2
+
+                events = await call(session, "events_since", run_id=run_id, since_seq=0, limit=1000)
+                assert "RunCompleted" in [e["type"] for e in events["events"]]
+                costs = await call(session, "costs", project_id=project_id, run_id=run_id, by="task")
+                assert {r["key"] for r in costs["rows"]} == {"hello", "bye"}
+                learned = await call(session, "expertise", project_id=project_id, domain="api")
+                assert "hello.txt" in learned["content"]
+                resource = await session.read_resource(f"yokeflow://runs/{run_id}")
+                assert json.loads(resource.contents[0].text)["status"] == "completed"
+
+                # bad input: a tool error naming the field, never a crash of the server
+                assert "run_id" in await error_of(session, "run_status", run_id="nope")
+                assert "max_concurrency" in await error_of(session, "run_start", repo_path=str(git_repo),
+                                                           plan=PLAN, max_concurrency=0)
+                assert "plan" in await error_of(session, "run_start", repo_path=str(git_repo))
+                assert "domain" in await error_of(session, "expertise", project_id=project_id, domain="Bad Name")
+                assert "by" in await error_of(session, "costs", project_id=project_id, by="planet")
