@@ -81,7 +81,8 @@ class Merger:
                 result = await asyncio.to_thread(
                     merge_branch, run.repo_path, action.branch, into=target,
                     mode=view.started.settings.merge.mode, message=message,
-                    validate_command=view.started.settings.merge.validate_command or None)
+                    validate_command=view.started.settings.merge.validate_command or None,
+                    sandbox=view.started.settings.agent.sandbox)
                 telemetry.set_attributes(span, {"yf.merge.status": result.status, "yf.merge.commit": result.commit})
         except GitError as exc:
             await self._conflicted(view, action, cause, [], str(exc), head)

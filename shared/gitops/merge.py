@@ -4,7 +4,6 @@ compare-and-swap of the target ref. Idempotent, race-safe, never touches a dirty
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from shared.gitops.repo import (
     timezone_offset,
 )
 from shared.gitops.treemerge import merge_trees
+from shared.config import SandboxSettings
+from shared.sandbox import Jail, SandboxUnavailable
 
 SQUASH_TRAILER = "YokeFlow-Squashed-Head"
 _MAX_RACES = 50          # re-merges on a moving target before giving up
@@ -126,18 +127,23 @@ def _linked_worktrees_on(repo: Repo, ref: bytes) -> list[Path]:
     return found
 
 
-def _validate(repo: Repo, tree: bytes, command: str) -> tuple[bool, str]:
+def _validate(repo: Repo, tree: bytes, command: str, sandbox: SandboxSettings | None) -> tuple[bool, str]:
+    """The command runs on the merged tree (model-written code) in the same jail as agent commands."""
     with tempfile.TemporaryDirectory(prefix="yf-validate-") as tmp:
         build_index_from_tree(tmp, os.path.join(tmp, ".yf-index"), repo.object_store, tree)
         os.unlink(os.path.join(tmp, ".yf-index"))
-        proc = subprocess.run(command, shell=True, cwd=tmp, capture_output=True, text=True, errors="replace",
-                              timeout=3600)
-    return proc.returncode == 0, (proc.stdout + proc.stderr)[-20000:]
+        try:
+            jail = Jail.for_worktree(tmp, sandbox)
+        except SandboxUnavailable as exc:
+            raise GitError(f"validate command not run: {exc}") from None
+        proc = jail.run(command, timeout_s=3600)
+    return proc.returncode == 0, proc.stdout[-20000:]
 
 
 def merge_branch(repo_path: Path | str, branch: str, *, into: str = "main", mode: str = "merge",
                  message: str | None = None, validate_command: str | None = None,
-                 author: str = "YokeFlow Merger <merger@yokeflow.dev>") -> MergeResult:
+                 author: str = "YokeFlow Merger <merger@yokeflow.dev>",
+                 sandbox: SandboxSettings | None = None) -> MergeResult:
     """Merge `branch` into `into` without a working tree; see docs/git.md for the full contract."""
     if mode not in ("merge", "squash"):
         raise GitError(f"merge mode must be 'merge' or 'squash', not {mode!r}")
@@ -164,7 +170,7 @@ def merge_branch(repo_path: Path | str, branch: str, *, into: str = "main", mode
             repo.object_store.add_objects([(o, None) for o in tm.objects])
             commit = _new_commit(repo, tm.tree, ours, theirs, branch, into, mode, message, author)
             if validate_command:
-                ok, output = _validate(repo, tm.tree, validate_command)
+                ok, output = _validate(repo, tm.tree, validate_command, sandbox)
                 if not ok:
                     return MergeResult("rejected", None, tm.tree.decode(), [], [
                         f"validate command failed; {into} was not moved"], output)

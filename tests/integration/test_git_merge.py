@@ -116,6 +116,16 @@ def test_validate_command_gates_the_ref(git_repo):
     assert ok.status == "merged"
 
 
+def test_the_validate_command_runs_in_the_sandbox(git_repo, monkeypatch):
+    require_tool("bwrap")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-validate-leak")
+    _branch_with(git_repo, "task/9", {"check.txt": "good\n"})
+    escape = git_repo.parent / "validate-escape.txt"
+    rejected = merge_branch(git_repo, "task/9", validate_command=f"env; echo x > {escape}; ls {git_repo}")
+    assert rejected.status == "rejected" and not escape.exists()
+    assert "leak" not in rejected.output and "No such file" in rejected.output
+
+
 def test_target_checked_out_in_a_dirty_linked_worktree_is_refused(git_repo):
     _branch_with(git_repo, "task/8", {"x.txt": "x\n"})
     git(git_repo, "checkout", "-q", "-b", "person")

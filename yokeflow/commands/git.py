@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from shared.config import ConfigError, load_config
 from shared.git import GitError, merge_branch
 from yokeflow.errors import CliError
 
@@ -30,7 +31,10 @@ def register(subparsers) -> None:
 def run_merge(args: argparse.Namespace) -> int:
     try:
         result = merge_branch(args.repo, args.branch, into=args.into, mode="squash" if args.squash else "merge",
-                              message=args.message, validate_command=args.validate)
+                              message=args.message, validate_command=args.validate,
+                              sandbox=load_config(args.repo).agent.sandbox if args.validate else None)
+    except ConfigError as exc:
+        raise CliError(str(exc), 2) from None
     except GitError as exc:
         raise CliError(str(exc).splitlines()[0], 1) from None
     if args.json:
