@@ -401,4 +401,5 @@ def load_config(directory: Path | str | None = None, environ: dict[str, str] | N
                 raise ConfigError(f"{path}: not valid YAML: {exc}") from None
             if not isinstance(data, dict):
                 raise ConfigError(f"{path}: expected a mapping of settings")
-    return parse_config(_merge(data, _env_overrides(environ)), source)
+    # shorthand first on both sides, so YOKEFLOW_AGENT__SANDBOX__NETWORK keeps a file's `sandbox: off`
+    return parse_config(_merge(_sandbox_shorthand(data), _sandbox_shorthand(_env_overrides(environ))), source)

@@ -23,6 +23,9 @@ def test_the_full_form_and_the_defaults():
 def test_environment_override(tmp_path):
     assert load_config(tmp_path, {"YOKEFLOW_AGENT__SANDBOX": "off"}).agent.sandbox.mode == "off"
     assert load_config(tmp_path, {"YOKEFLOW_AGENT__SANDBOX__NETWORK": "true"}).agent.sandbox.network
+    (tmp_path / ".yokeflow.yaml").write_text("agent:\n  sandbox: off\n")
+    both = load_config(tmp_path, {"YOKEFLOW_AGENT__SANDBOX__NETWORK": "true"}).agent.sandbox
+    assert both.mode == "off" and both.network
 
 
 @pytest.mark.parametrize("data, key", [({"mode": "maybe"}, "agent.sandbox.mode"), ({"max_processes": 1}, "max_processes"),
