@@ -188,11 +188,11 @@ class Bench:
                         bus_options={"prefix": f"b{tag}", "stream": f"B_{tag}", "log_stream": f"BL_{tag}"})
 
     async def run(self, plan: dict, *, concurrency: int, agent_ms: int, barrier: bool = False,
-                  strategy: str = "by_epic") -> dict[str, Any]:
+                  strategy: str = "by_epic", learning: bool = True) -> dict[str, Any]:
         endpoint = await self.endpoint()
         cfg = parse_config({"parallel": {"strategy": strategy, "max_concurrency": concurrency,
                                          "batch_barrier": barrier},
-                            "agent": {"provider": f"sleep:{agent_ms}"}})
+                            "agent": {"provider": f"sleep:{agent_ms}"}, "learning": {"enabled": learning}})
         repo = _repo(self.root)
         system = await System(endpoint, cfg).start()
         bus = await endpoint.bus()

@@ -64,11 +64,15 @@ class Executor:
 
     async def _view(self, e: ev.TaskReady) -> tuple[domain.AttemptView, list[ev.Event]]:
         """The attempt's task history and its run's endings, folded."""
-        history = await self._task_history(e)
         project = ev.subject_token(e.project_id)
-        endings = [d.event async for d in self.bus.read(
-            [self.bus.type_filter(t.__name__, project=project, aggregate="run") for t in domain.RUN_ENDINGS])]
-        return domain.fold([*history, *endings], e), history
+
+        async def endings() -> list[ev.Event]:
+            return [d.event async for d in self.bus.read(
+                [self.bus.type_filter(t.__name__, project=project, aggregate="run") for t in domain.RUN_ENDINGS])]
+
+        # both reads at once: each is a few round trips, and this is on the way to the agent's start
+        history, ended = await asyncio.gather(self._task_history(e), endings())
+        return domain.fold([*history, *ended], e), history
 
     async def _expertise(self, e: ev.TaskReady) -> tuple[str, list[str], dict[str, int]]:
         """The most useful entries of the domains the scheduler named, within the prompt budget;
@@ -87,10 +91,7 @@ class Executor:
         e = d.event
         if not isinstance(e, ev.TaskReady):
             return
-        view, _ = await self._view(e)
-        if await self._act_without_agent(e, domain.decide(view)):
-            return
-        lease = await self._hold(e)
+        lease = await self._hold(e)  # the view is read once, under the lease (a skip costs a lease, not a read)
         if lease is None:
             return  # its live holder finished it while this delivery waited
         try:

@@ -48,6 +48,10 @@ class Learner:
         self.runs: dict[str, RunInfo] = {}
         self.given: dict[str, dict[str, int]] = {}  # project -> entry id -> times given to an agent
         self._counted: set[str] = set()
+        self._domain_locks: dict[tuple[str, str], asyncio.Lock] = {}  # one writer per domain document here
+
+    def _lock(self, project_id: str, domain: str) -> asyncio.Lock:
+        return self._domain_locks.setdefault((project_id, domain), asyncio.Lock())
 
     def fold(self, e: ev.Event) -> RunInfo | None:
         if isinstance(e, ev.RunStarted) and e.run_id not in self.runs:
@@ -96,11 +100,13 @@ class Learner:
         key = f"{e.run_id}:{e.task_id}:{e.attempt}"
         version = 0
         if entries:
-            version = await store.append(
-                self.bus, e.project_id, domain, lambda doc: learn(doc, entries, now=e.occurred_at),
-                reason="learned", source=origin.label(), msg_id=f"{key}:ExpertiseUpdated", cause=e,
-                max_lines=info.max_lines, given=self.given.get(e.project_id),
-                applied=lambda versions: any(v.reason == "learned" and v.source == origin.label() for v in versions))
+            async with self._lock(e.project_id, domain):
+                version = await store.append(
+                    self.bus, e.project_id, domain, lambda doc: learn(doc, entries, now=e.occurred_at),
+                    reason="learned", source=origin.label(), msg_id=f"{key}:ExpertiseUpdated", cause=e,
+                    max_lines=info.max_lines, given=self.given.get(e.project_id),
+                    applied=lambda versions: any(v.reason == "learned" and v.source == origin.label()
+                                                 for v in versions))
         extracted = e.caused(ev.LearningExtracted, aggregate_id=domain, run_id=e.run_id, task_id=e.task_id,
                              attempt=e.attempt, domain=domain, entries=entries,
                              learnings=[describe(x) for x in entries], expertise_version=version)
@@ -110,8 +116,10 @@ class Learner:
         repo, branch = info.started.repo_path, e.target_branch
         paths = await asyncio.to_thread(paths_on_branch, repo, branch)
         for domain in await store.domains(self.bus, e.project_id):
-            report = await store.validate_domain(self.bus, e.project_id, domain, lambda p: store.exists_in(paths, p),
-                                                 now=e.occurred_at, branch=branch, max_lines=info.max_lines)
+            async with self._lock(e.project_id, domain):
+                report = await store.validate_domain(
+                    self.bus, e.project_id, domain, lambda p: store.exists_in(paths, p), now=e.occurred_at,
+                    branch=branch, max_lines=info.max_lines)
             if report["flagged"] or report["pruned"]:
                 log.info("expertise %s after merge of %s: %d flagged, %d pruned", domain, e.task_id,
                          len(report["flagged"]), len(report["pruned"]))
@@ -122,7 +130,9 @@ class Learner:
         subjects = [self.bus.type_filter(k) for k in kinds]
         async for d in self.bus.read(subjects):
             self.fold(d.event)
-        await self.bus.consume("learner", subjects, self.handle, stop=stop)
+        # several attempts at once: a dependent waits for its dependency's learning, so one slow
+        # extraction or validation must not hold every other one up (appends are optimistic, keyed by attempt)
+        await self.bus.consume("learner", subjects, self.handle, stop=stop, concurrency=8)
 
 
 async def serve(bus: Bus, config: Config, stop: asyncio.Event) -> None:
