@@ -46,7 +46,7 @@ async def start(project_id: ProjectId, body: ParallelStart, bus: BusDep, databas
                                   ("batch_barrier", body.batch_barrier)) if v is not None}
     settings: dict[str, dict[str, Any]] = {"parallel": parallel} if parallel else {}
     if body.budget_usd is not None:
-        settings["cost"] = {"budget_limit_usd": body.budget_usd}
+        settings["cost"] = {"run_budget_usd": body.budget_usd}
     request = StartRun(plan=body.plan, plan_id=body.plan_id, repo_path=project["repo_path"], settings=settings,
                        target_branch=project.get("target_branch") or None)
     started = await start_command(request, bus, config)
@@ -54,7 +54,7 @@ async def start(project_id: ProjectId, body: ParallelStart, bus: BusDep, databas
     settings_now = started.settings.to_dict()
     return JSONResponse({"run_id": started.run_id, "project_id": started.project_id,
                          "settings": {"parallel": settings_now["parallel"],
-                                      "budget_usd": settings_now["cost"]["budget_limit_usd"]},
+                                      "budget_usd": settings_now["cost"]["run_budget_usd"]},
                          **landed}, status_code=201, headers={"Location": f"/api/runs/{started.run_id}"})
 
 
@@ -82,7 +82,7 @@ async def status(project_id: ProjectId, database: DatabaseDep, run: str | None =
     return {"project_id": project_id, "run_id": r["id"], "status": r["status"], "plan_name": r["plan_name"],
             "reason": r["reason"], "started_at": r["started_at"], "ended_at": r["ended_at"],
             "settings": {"parallel": (r.get("settings") or {}).get("parallel", {}),
-                         "budget_usd": ((r.get("settings") or {}).get("cost") or {}).get("budget_limit_usd")},
+                         "budget_usd": ((r.get("settings") or {}).get("cost") or {}).get("run_budget_usd")},
             "tasks": {"total": totals["tasks"], "by_state": totals["by_state"]},
             "batches": {"total": len(detail["batches"]),
                         "finished": sum(1 for b in detail["batches"] if b["finished"] == b["total"])},
