@@ -98,6 +98,7 @@ class System:
         self.stop_event = asyncio.Event()
         self.tasks: dict[str, asyncio.Task] = {}
         self.buses: list[Bus] = []
+        self._disposables: list = []  # databases opened for the gateway's MCP tools
         self.gateway_url = ""
 
     async def _bus(self, name: str) -> Bus:
@@ -146,7 +147,8 @@ class System:
         self.tasks["gateway"] = asyncio.create_task(serve_gateway(
             bus, self.config, self.stop_event, database_url=self.endpoint.database_url_for("gateway"),
             host=self.gateway_host,
-            port=self.gateway_port, ready=ready, bound=bound, api_token=self.gateway_token, no_auth=self.no_auth),
+            port=self.gateway_port, ready=ready, bound=bound, api_token=self.gateway_token, no_auth=self.no_auth,
+            mcp=self._mcp_server(bus)),
             name="gateway")
         done, _ = await asyncio.wait([asyncio.create_task(ready.wait()), self.tasks["gateway"]],
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -154,6 +156,17 @@ class System:
             exc = self.tasks["gateway"].exception()
             raise CliError(f"the gateway could not start on {self.gateway_host}:{self.gateway_port}: {exc}")
         self.gateway_url = f"http://{self.gateway_host}:{bound[0] if bound else self.gateway_port}"
+
+    def _mcp_server(self, bus: Bus):
+        """YokeFlow's MCP tools for the gateway's /mcp (streamable HTTP, behind its authentication)."""
+        from shared.db import Database
+        from yokeflow.mcp.operations import Operations
+        from yokeflow.mcp.server import build_server
+
+        database = Database(self.endpoint.database_url_for("gateway"))
+        self._disposables.append(database)
+        operations = Operations(bus, database, self.config)
+        return build_server(lambda: operations, stateless_http=True, json_response=True)
 
     def failed(self) -> str | None:
         for name, task in self.tasks.items():
@@ -170,5 +183,7 @@ class System:
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         for bus in self.buses:
             await bus.close()
+        for database in self._disposables:
+            await database.dispose()
         if hasattr(self, "database"):
             await self.database.dispose()

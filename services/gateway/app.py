@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import nats.errors
 import sqlalchemy.exc
@@ -35,7 +36,8 @@ LOCKED_PAGE = ("<!doctype html><meta charset=utf-8><title>YokeFlow</title><h1>Yo
 
 
 def create_app(bus: Bus, database: Database, config: Config, *, doors: Doors,
-               wait_timeout: float = 10.0, heartbeat_s: float = 15.0, behind_after: int = BEHIND_AFTER) -> FastAPI:
+               wait_timeout: float = 10.0, heartbeat_s: float = 15.0, behind_after: int = BEHIND_AFTER,
+               mcp_app: Any = None) -> FastAPI:
     """The gateway app. Every route, the OpenAPI document, the static files and the WebSocket
     go through `guard` (services/gateway/auth.py), declared once here for the whole app."""
     app = FastAPI(title="YokeFlow gateway", version="1", docs_url=None, redoc_url=None, openapi_url=None,
@@ -54,6 +56,11 @@ def create_app(bus: Bus, database: Database, config: Config, *, doors: Doors,
     if doors.allowed_origins:  # CORS stays closed unless YOKEFLOW_CORS_ORIGINS names origins
         app.add_middleware(CORSMiddleware, allow_origins=sorted(doors.allowed_origins), allow_credentials=True,
                            allow_methods=["*"], allow_headers=["Authorization", "Content-Type"])
+
+    if mcp_app is not None:  # MCP over streamable HTTP, through the same guard as every route
+        @app.api_route("/mcp", methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        async def mcp(request: Request) -> Response:
+            return _Passthrough(mcp_app)
 
     @app.get("/", include_in_schema=False)
     async def index(request: Request) -> Response:
@@ -125,3 +132,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(bus_error, bus_down)
     for db_error in (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, ConnectionError):
         app.add_exception_handler(db_error, database_down)
+
+
+class _Passthrough(Response):
+    """Hands the request, once the guard let it in, to another ASGI app (the MCP server's)."""
+
+    def __init__(self, asgi_app: Any):
+        super().__init__()
+        self.asgi_app = asgi_app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.asgi_app(scope, receive, send)

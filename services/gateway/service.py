@@ -44,7 +44,7 @@ def bind(host: str, port: int) -> socket.socket:
 async def serve(bus: Bus, config: Config, stop: asyncio.Event, *, database_url: str,
                 host: str | None = None, port: int | None = None, ready: asyncio.Event | None = None,
                 bound: list | None = None, api_token: str | None = None, no_auth: bool = False,
-                **app_options: Any) -> None:
+                mcp: Any = None, **app_options: Any) -> None:
     """Serve REST, WebSocket and the UI until `stop` is set. Host and port default to
     YOKEFLOW_GATEWAY_HOST / YOKEFLOW_GATEWAY_PORT (127.0.0.1:8765); the token to YOKEFLOW_API_TOKEN
     (required unless `no_auth` on loopback); allowed hosts and CORS origins to YOKEFLOW_ALLOWED_HOSTS
@@ -54,10 +54,15 @@ async def serve(bus: Bus, config: Config, stop: asyncio.Event, *, database_url: 
     doors = doors_from_config(config.runtime, api_token, no_auth=no_auth, listen_host=host)
     database = Database(database_url)
     sock = None
+    sessions = contextlib.AsyncExitStack()
     try:
         await database.migrate()
         sock = bind(host, port)
-        app = create_app(bus, database, config, doors=doors, **app_options)  # e.g. heartbeat_s
+        mcp_app = None
+        if mcp is not None:  # an MCP server (yokeflow/mcp) the host process built: served at /mcp
+            mcp_app = mcp.streamable_http_app()
+            await sessions.enter_async_context(mcp.session_manager.run())
+        app = create_app(bus, database, config, doors=doors, mcp_app=mcp_app, **app_options)  # e.g. heartbeat_s
         server = _EmbeddedServer(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
                                                 timeout_graceful_shutdown=5))
         serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -78,6 +83,7 @@ async def serve(bus: Bus, config: Config, stop: asyncio.Event, *, database_url: 
         waiter.cancel()
         await serving
     finally:
+        await sessions.aclose()
         if sock is not None:
             sock.close()
         await database.dispose()

@@ -103,3 +103,43 @@ async def test_a_plan_runs_end_to_end_through_the_tools_over_stdio(nats_server, 
                 assert "plan" in await error_of(session, "run_start", repo_path=str(git_repo))
                 assert "domain" in await error_of(session, "expertise", project_id=project_id, domain="Bad Name")
                 assert "by" in await error_of(session, "costs", project_id=project_id, by="planet")
+
+
+TOKEN = "mcp-test-token-0123456789abcdef"
+
+
+async def test_the_http_transport_sits_behind_the_gateway_s_token(nats_server, database_url, unique, git_repo,
+                                                                   monkeypatch):
+    import httpx
+    from mcp.client.streamable_http import streamablehttp_client
+
+    transcripts_cfg = config(parallel={"strategy": "by_task"}, agent={"provider": "sleep:10"})
+    async with running_system(nats_server.url, database_url, unique, transcripts_cfg, gateway=True, gateway_port=0,
+                              gateway_token=TOKEN) as (system, bus):
+        url = f"{system.gateway_url}/mcp"
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(timeout=30) as http:
+            refused = await http.post(url, json=init, headers=headers)
+            assert refused.status_code == 401  # every call without the token
+            wrong = await http.post(url, json=init, headers={**headers, "Authorization": "Bearer not-the-token-at-all"})
+            assert wrong.status_code == 401
+            foreign = await http.post(url, json=init, headers={**headers, "Authorization": f"Bearer {TOKEN}",
+                                                                "Origin": "http://attacker.example"})
+            assert foreign.status_code == 403
+        async with streamablehttp_client(url, headers={"Authorization": f"Bearer {TOKEN}"}) as (read, write, _), \
+                ClientSession(read, write) as session:
+            await session.initialize()
+            checked = await call(session, "plan_check", plan=PLAN)
+            assert checked["valid"] and checked["batches"] == [["hello"], ["bye"]]
+            untested = {"name": "quick", "epics": [{"id": "E", "name": "E", "tasks": [{"id": "t", "title": "T"}]}]}
+            started = await call(session, "run_start", repo_path=str(git_repo), plan=untested)
+            run_id = started["run_id"]
+            for _ in range(300):
+                result = await session.call_tool("run_status", {"run_id": run_id})
+                if not result.isError and result.structuredContent["status"] == "completed":
+                    break
+                await asyncio.sleep(0.2)
+            assert result.structuredContent["status"] == "completed"
+            assert "run_id" in await error_of(session, "task_status", run_id=run_id + "x", task_id="t")
