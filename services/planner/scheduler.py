@@ -7,6 +7,8 @@ was left undecided: nothing is lost and nothing is dispatched twice.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,6 +74,9 @@ class TaskState:
     def tries(self) -> int:
         return self.attempt - self.throttled - self.budget_stops
 
+    def copy(self) -> "TaskState":
+        return _copied(self)
+
     @property
     def resolution_tries(self) -> int:
         throttled = sum(1 for a in self.resolution_attempts if self.finished_attempts.get(a) == "rate_limited")
@@ -99,7 +104,9 @@ class RunState:
     ended: bool = False
     paused: ev.RunPaused | None = None
     delivery_failure: str = ""  # a run-level event no consumer could handle: the run fails with this
+    stuck: set[str] = field(default_factory=set)  # tasks with a finished attempt whose next step no consumer took
     seen: set[str] = field(default_factory=set)
+    _owned: set[str] | None = field(default=None, repr=False)  # in a copy: the tasks it has copied for itself
     ready_latencies: list[float] = field(default_factory=list)
     lane_key: dict[str, str] = field(default_factory=dict)            # task id -> its lane: one task in flight per lane
     lane_members: dict[str, list[str]] = field(default_factory=dict)  # lane -> its task ids
@@ -130,6 +137,28 @@ class RunState:
 
     def batch_of(self, task_id: str) -> int:
         return self.batch_index.get(task_id, 0)
+
+    def copy(self) -> "RunState":
+        """A copy to fold into without touching this state, cheap enough for every decision: the
+        plan, graph and lanes are shared (never folded), a task is copied when first folded into."""
+        twin = copy.copy(self)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name not in _SHARED and isinstance(value, (dict, set, list)):
+                setattr(twin, f.name, copy.copy(value))
+        twin.seen = _SeenOverlay(self.seen)
+        twin.tasks = dict(self.tasks)
+        twin._owned = set()
+        return twin
+
+    def _task(self, task_id: str) -> TaskState | None:
+        """The task to fold into (in a copy, its own copy of it)."""
+        task = self.tasks.get(task_id)
+        if task is not None and self._owned is not None and task_id not in self._owned:
+            task = self.tasks[task_id] = task.copy()
+            task.owner = self  # its status changes move this copy's indexes, not the original's
+            self._owned.add(task_id)
+        return task
 
     # ------------------------------------------------------------------ settings
     @property
@@ -274,7 +303,7 @@ class RunState:
         if e.event_id in self.seen:
             return False
         self.seen.add(e.event_id)
-        task = self.tasks.get(getattr(e, "task_id", None) or "")
+        task = self._task(getattr(e, "task_id", None) or "")
         match e:
             case ev.BatchesComputed():
                 self.batches_announced = True
@@ -375,6 +404,7 @@ class RunState:
             task.learned.add(attempt)  # no agent ran: nothing to learn, nothing to wait for
         else:
             task.delivery_failures.setdefault(attempt, e.reason)
+            self.stuck.add(task.id)
 
     def _record_ready_latency(self, task: TaskState, ready_at: str) -> None:
         hard = [d for d, kind in self.deps.get(task.id, []) if kind == "hard"]
@@ -420,6 +450,33 @@ class RunState:
         }
 
 
+_SHARED = {"plan", "deps", "resolution", "batch_index", "remaining", "invalid", "lane_key", "lane_members",
+           "lane_branch", "history", "dependents", "position", "order_key", "tasks", "seen"}  # RunState.copy shares these or copies them its own way
+
+
+def _copied(obj):
+    """A dataclass copy whose containers are copies too (so folding into it leaves `obj` alone)."""
+    twin = copy.copy(obj)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, (dict, set, list)):
+            setattr(twin, f.name, copy.copy(value))
+    return twin
+
+
+class _SeenOverlay:
+    """Event ids folded into a copy: the original's (not copied) and the copy's own."""
+
+    def __init__(self, base):
+        self.base, self.own = base, set()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self.own or event_id in self.base
+
+    def add(self, event_id: str) -> None:
+        self.own.add(event_id)
+
+
 def _seconds_between(a: str, b: str) -> float:
     return max(0.0, (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds())
 
@@ -429,8 +486,11 @@ Decision = tuple[ev.Event, str]  # (event, Nats-Msg-Id)
 
 
 def decide(state: RunState) -> list[Decision]:
+    """The events to append next, in order. `state` is left as it was: the caller folds the
+    events in once they are appended (decisions later in the list already see earlier ones)."""
     if state.ended:
         return []
+    state = state.copy()  # the helpers below fold each decision into the copy as they go
     origin = state.started
     out: list[Decision] = []
     if state.invalid:
@@ -513,7 +573,7 @@ def _judge_finished_attempts(state: RunState) -> list[Decision]:
 def _judge_delivery_failures(state: RunState) -> list[Decision]:
     """An attempt that finished but whose next step no consumer could take (e.g. its merge) fails."""
     out: list[Decision] = []
-    for t in state.tasks.values():
+    for t in (state.tasks[tid] for tid in sorted(state.stuck)):  # few, if any: not a walk over every task
         reason = t.delivery_failures.get(t.attempt)
         if reason is None or t.status not in (SUCCEEDED, CONFLICT):
             continue

@@ -102,11 +102,12 @@ class Planner:
 
         async def write() -> None:
             current = self.runs[run_id]  # after a reload, the run as the log has it now
-            for event, msg_id in decide(current):  # applies them to `current` as it goes
+            for event, msg_id in decide(current):
                 key = self.bus.aggregate_filter(event)
                 expected = self.aggregate_seq.get(key, 0) if isinstance(event, ev.TaskReady) else None
                 published = await self.bus.publish(event, msg_id=msg_id, expected_seq=expected)
                 self.aggregate_seq[key] = max(self.aggregate_seq.get(key, 0), published.seq)
+                current.apply(event)  # appended: fold it now (its delivery later is a no-op)
             self._schedule_resume(current)
 
         try:

@@ -355,3 +355,14 @@ def test_model_selection_is_wired_in_complexity_estimate_budget_left_and_reasons
     merge(state, "sec")
     [later] = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)]
     assert later.model == "claude-haiku-4-5" and "budget" in later.selection["reasons"][0]
+
+
+def test_decide_leaves_the_state_it_is_given_as_it_was():
+    state = RunState.start(started())
+    before = (dict((t.id, (t.status, t.attempt)) for t in state.tasks.values()), state.batches_announced)
+    first = decide(state)
+    assert (dict((t.id, (t.status, t.attempt)) for t in state.tasks.values()), state.batches_announced) == before
+    again = decide(state)  # the same state decides the same thing
+    assert [(e.type, key) for e, key in first] == [(e.type, key) for e, key in again]
+    apply_all(state, first)
+    assert state.tasks["a"].status == "dispatched" and decide(state) == []
