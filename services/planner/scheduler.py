@@ -8,8 +8,8 @@ was left undecided: nothing is lost and nothing is dispatched twice.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import statistics
+from collections import ChainMap
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -142,10 +142,15 @@ class RunState:
         """A copy to fold into without touching this state, cheap enough for every decision: the
         plan, graph and lanes are shared (never folded), a task is copied when first folded into."""
         twin = copy.copy(self)
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name not in _SHARED and isinstance(value, (dict, set, list)):
-                setattr(twin, f.name, copy.copy(value))
+        own = twin.__dict__
+        for name, value in self.__dict__.items():
+            kind = type(value)
+            if name in _SHARED:
+                continue
+            if kind is dict or kind is ChainMap:  # indexes as big as the plan: written through, not copied
+                own[name] = ChainMap({}, value)
+            elif kind is set or kind is list:
+                own[name] = value.copy()
         twin.seen = _SeenOverlay(self.seen)
         twin.tasks = dict(self.tasks)
         twin._owned = set()
@@ -457,10 +462,10 @@ _SHARED = {"plan", "deps", "resolution", "batch_index", "remaining", "invalid", 
 def _copied(obj):
     """A dataclass copy whose containers are copies too (so folding into it leaves `obj` alone)."""
     twin = copy.copy(obj)
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if isinstance(value, (dict, set, list)):
-            setattr(twin, f.name, copy.copy(value))
+    own = twin.__dict__  # not through setattr: TaskState's reports status changes to its run
+    for name, value in obj.__dict__.items():
+        if type(value) in (dict, set, list):
+            own[name] = value.copy()
     return twin
 
 
