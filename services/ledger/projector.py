@@ -1,5 +1,6 @@
-"""Projection of events into PostgreSQL rows: one function per event type, each an upsert,
-applied in log order with the tracking position in the same transaction."""
+"""Projection of events into PostgreSQL rows: one function per event type (PROJECTORS; the types
+with no rows are listed in IGNORED), each an upsert, applied in log order with the tracking
+position in the same transaction."""
 
 from __future__ import annotations
 
@@ -64,105 +65,186 @@ def _run(run_id: str):
     return update(db.runs).where(db.runs.c.id == run_id)
 
 
+# One projection per event type; every type is in PROJECTORS or IGNORED (a unit test checks).
+async def _project_created(conn: AsyncConnection, e: ev.ProjectCreated) -> None:
+    await _upsert(conn, db.projects, {"id": e.project_id, "name": e.name, "repo_path": e.repo_path,
+                                      "target_branch": e.target_branch, "created_at": e.occurred_at}, ["id"])
+
+
+async def _run_started(conn: AsyncConnection, e: ev.RunStarted) -> None:
+    await _upsert(conn, db.runs, {
+        "id": e.run_id, "project_id": e.project_id, "plan_name": str(e.plan.get("name", "")),
+        "status": "running", "repo_path": e.repo_path, "target_branch": e.target_branch,
+        "settings": e.settings.to_dict(), "started_at": e.occurred_at}, ["id"])
+    epic_rows, task_rows = _plan_rows(e)
+    await _upsert(conn, db.epics, epic_rows, ["run_id", "id"])
+    await _upsert(conn, db.tasks, task_rows, ["run_id", "id"])
+
+
+async def _batches_computed(conn: AsyncConnection, e: ev.BatchesComputed) -> None:
+    await _upsert(conn, db.parallel_batches, [
+        {"run_id": e.run_id, "batch": i, "task_ids": ids} for i, ids in enumerate(e.batches)],
+        ["run_id", "batch"])
+    for i, ids in enumerate(e.batches):
+        await conn.execute(update(db.tasks).where(db.tasks.c.run_id == e.run_id, db.tasks.c.id.in_(ids))
+                           .values(batch=i))
+
+
+async def _task_ready(conn: AsyncConnection, e: ev.TaskReady) -> None:
+    resolving = {"merge_status": "resolving"} if e.purpose == "resolve_conflict" else {}
+    await conn.execute(_task(e).values(status="ready", attempt=e.attempt, model=e.model, branch=e.branch,
+                                       worktree=e.worktree, reason="", **resolving))
+    await _upsert(conn, db.attempts, {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt,
+                                      "model": e.model, "provider": e.provider, "purpose": e.purpose,
+                                      "outcome": "queued"},
+                  ["run_id", "task_id", "attempt"])
+
+
+async def _agent_started(conn: AsyncConnection, e: ev.AgentStarted) -> None:
+    await conn.execute(_task(e).values(status="running", started_at=e.occurred_at))
+    await conn.execute(_attempt(e, e.attempt).values(outcome="running", model=e.model, provider=e.provider,
+                                                     started_at=e.occurred_at))
+
+
+async def _worktree_created(conn: AsyncConnection, e: ev.WorktreeCreated) -> None:
+    await _upsert(conn, db.worktrees, {"path": e.path, "run_id": e.run_id, "task_id": e.task_id,
+                                       "branch": e.branch, "base_commit": e.base_commit, "status": "active",
+                                       "created_at": e.occurred_at}, ["path"])
+
+
+async def _agent_finished(conn: AsyncConnection, e: ev.AgentFinished) -> None:
+    await conn.execute(_attempt(e, e.attempt).values(
+        outcome=e.outcome, summary=e.summary, error=e.error, commit=e.commit, turns=e.turns,
+        duration_s=e.duration_s, input_tokens=e.input_tokens, output_tokens=e.output_tokens,
+        cache_read_tokens=e.cache_read_tokens, cache_write_tokens=e.cache_write_tokens,
+        cost_usd=exact_cost(e), finished_at=e.occurred_at,
+        **({"model": e.model} if e.model else {})))
+    await conn.execute(_task(e).values(summary=e.summary, commit=e.commit, finished_at=e.occurred_at))
+
+
+async def _task_completed(conn: AsyncConnection, e: ev.TaskCompleted) -> None:
+    await conn.execute(_task(e).values(status="done", commit=e.commit, reason=""))
+
+
+async def _task_failed(conn: AsyncConnection, e: ev.TaskFailed) -> None:
+    await conn.execute(_task(e).values(status="failed" if e.final else "retrying", reason=e.reason))
+
+
+async def _task_blocked(conn: AsyncConnection, e: ev.TaskBlocked) -> None:
+    await conn.execute(_task(e).values(status="blocked", reason=e.reason))
+
+
+async def _task_cancelled(conn: AsyncConnection, e: ev.TaskCancelled) -> None:
+    await conn.execute(_task(e).values(status="cancelled", reason=e.reason))
+
+
+async def _cost_recorded(conn: AsyncConnection, e: ev.CostRecorded) -> None:
+    await _project_costs(conn, [e])
+
+
+async def _task_deferred(conn: AsyncConnection, e: ev.TaskDeferred) -> None:
+    await conn.execute(_task(e).values(status="pending", reason=f"{e.reason}: {e.detail}" if e.detail else e.reason))
+
+
+async def _merge_result(conn: AsyncConnection, e: ev.BranchMerged | ev.MergeConflicted) -> None:
+    merged = isinstance(e, ev.BranchMerged)
+    await _upsert(conn, db.merges, {
+        "event_id": e.event_id, "run_id": e.run_id, "task_id": e.task_id, "branch": e.branch,
+        "target_branch": e.target_branch, "status": e.status if merged else "conflict",
+        "commit": e.commit if merged else "", "conflicts": [] if merged else e.conflicts,
+        "occurred_at": e.occurred_at}, ["event_id"])
+    t = db.tasks
+    await conn.execute(update(t).where(t.c.run_id == e.run_id, t.c.id == e.task_id).values(
+        merge_status="merged" if merged else "conflict",
+        merge_commit=e.commit if merged else "",
+        reason="" if merged else (e.reason or "merge conflict")))
+    if merged:
+        await conn.execute(update(db.worktrees).where(db.worktrees.c.run_id == e.run_id,
+                                                      db.worktrees.c.task_id == e.task_id).values(status="merged"))
+
+
+async def _conflict_escalated(conn: AsyncConnection, e: ev.ConflictEscalated) -> None:
+    await conn.execute(_task(e).values(status="done", merge_status="conflict", reason=e.reason))
+
+
+async def _batch_merged(conn: AsyncConnection, e: ev.BatchMerged) -> None:
+    b = db.parallel_batches
+    await conn.execute(update(b).where(b.c.run_id == e.run_id, b.c.batch == e.batch).values(status="merged"))
+
+
+async def _run_ended(conn: AsyncConnection, e: ev.RunCompleted | ev.RunFailed | ev.RunCancelled) -> None:
+    status = {"RunCompleted": "completed", "RunFailed": "failed", "RunCancelled": "cancelled"}[e.type]
+    values: dict[str, Any] = {"status": status, "ended_at": e.occurred_at}
+    if not isinstance(e, ev.RunCancelled):
+        values.update(counts=e.counts, stats=e.stats)
+    values["reason"] = getattr(e, "reason", "")
+    await conn.execute(_run(e.run_id).values(**values))
+
+
+async def _budget_alert(conn: AsyncConnection, e: ev.BudgetWarning | ev.BudgetExhausted) -> None:
+    level = "exhausted" if isinstance(e, ev.BudgetExhausted) else "warning"
+    await _upsert(conn, db.budget_alerts, {"run_id": e.run_id, "level": level}, ["run_id", "level"])
+
+
+async def _expertise_updated(conn: AsyncConnection, e: ev.ExpertiseUpdated) -> None:
+    await _upsert(conn, db.expertise_files, {
+        "project_id": e.project_id, "domain": e.domain, "version": e.version, "lines": e.lines,
+        "content": e.content, "updated_at": e.occurred_at}, ["project_id", "domain", "version"])
+
+
+async def _delivery_failed(conn: AsyncConnection, e: ev.DeliveryFailed) -> None:
+    """The reason goes on the task and its attempt, or on the run, so `status` and the UI show it."""
+    if e.run_id and e.task_id:
+        await conn.execute(_task(e).values(reason=e.reason))
+        if e.attempt:
+            await conn.execute(_attempt(e, e.attempt).values(error=e.reason))
+    elif e.run_id:
+        await conn.execute(_run(e.run_id).values(reason=e.reason))
+
+
+PROJECTORS: dict[type[ev.Event], Callable[[AsyncConnection, Any], Awaitable[None]]] = {
+    ev.ProjectCreated: _project_created,
+    ev.RunStarted: _run_started,
+    ev.BatchesComputed: _batches_computed,
+    ev.TaskReady: _task_ready,
+    ev.AgentStarted: _agent_started,
+    ev.WorktreeCreated: _worktree_created,
+    ev.AgentFinished: _agent_finished,
+    ev.TaskCompleted: _task_completed,
+    ev.TaskFailed: _task_failed,
+    ev.TaskBlocked: _task_blocked,
+    ev.TaskCancelled: _task_cancelled,
+    ev.CostRecorded: _cost_recorded,
+    ev.TaskDeferred: _task_deferred,
+    ev.BranchMerged: _merge_result,
+    ev.MergeConflicted: _merge_result,
+    ev.ConflictEscalated: _conflict_escalated,
+    ev.BatchMerged: _batch_merged,
+    ev.RunCompleted: _run_ended,
+    ev.RunFailed: _run_ended,
+    ev.RunCancelled: _run_ended,
+    ev.BudgetWarning: _budget_alert,
+    ev.BudgetExhausted: _budget_alert,
+    ev.ExpertiseUpdated: _expertise_updated,
+    ev.DeliveryFailed: _delivery_failed,
+}
+
+# Events with no row of their own (the event log still lists each): a new event type must be
+# added to PROJECTORS or here, or tests/unit/test_projector_table.py fails.
+IGNORED: frozenset[type[ev.Event]] = frozenset({
+    ev.PlanRequested, ev.PlanProduced, ev.PlanRejected, ev.PlanApproved,  # plans: read from the log (session 0)
+    ev.RunPaused, ev.RunResumed,          # a pause shows through its reason on the tasks it deferred
+    ev.MergeRequested,                    # the merge it asks for is projected when it happens
+    ev.LearningExtracted,                 # expertise is projected from ExpertiseUpdated
+    ev.BudgetSet,                         # budgets are read from the log by the planner and `costs`
+})
+
+
 async def project(conn: AsyncConnection, e: ev.Event) -> None:
     """Apply one event to the projection rows."""
-    match e:
-        case ev.ProjectCreated():
-            await _upsert(conn, db.projects, {"id": e.project_id, "name": e.name, "repo_path": e.repo_path,
-                                              "target_branch": e.target_branch, "created_at": e.occurred_at}, ["id"])
-        case ev.RunStarted():
-            await _upsert(conn, db.runs, {
-                "id": e.run_id, "project_id": e.project_id, "plan_name": str(e.plan.get("name", "")),
-                "status": "running", "repo_path": e.repo_path, "target_branch": e.target_branch,
-                "settings": e.settings.to_dict(), "started_at": e.occurred_at}, ["id"])
-            epic_rows, task_rows = _plan_rows(e)
-            await _upsert(conn, db.epics, epic_rows, ["run_id", "id"])
-            await _upsert(conn, db.tasks, task_rows, ["run_id", "id"])
-        case ev.BatchesComputed():
-            await _upsert(conn, db.parallel_batches, [
-                {"run_id": e.run_id, "batch": i, "task_ids": ids} for i, ids in enumerate(e.batches)],
-                ["run_id", "batch"])
-            for i, ids in enumerate(e.batches):
-                await conn.execute(update(db.tasks).where(db.tasks.c.run_id == e.run_id, db.tasks.c.id.in_(ids))
-                                   .values(batch=i))
-        case ev.TaskReady():
-            resolving = {"merge_status": "resolving"} if e.purpose == "resolve_conflict" else {}
-            await conn.execute(_task(e).values(status="ready", attempt=e.attempt, model=e.model, branch=e.branch,
-                                               worktree=e.worktree, reason="", **resolving))
-            await _upsert(conn, db.attempts, {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt,
-                                              "model": e.model, "provider": e.provider, "purpose": e.purpose,
-                                              "outcome": "queued"},
-                          ["run_id", "task_id", "attempt"])
-        case ev.AgentStarted():
-            await conn.execute(_task(e).values(status="running", started_at=e.occurred_at))
-            await conn.execute(_attempt(e, e.attempt).values(outcome="running", model=e.model, provider=e.provider,
-                                                             started_at=e.occurred_at))
-        case ev.WorktreeCreated():
-            await _upsert(conn, db.worktrees, {"path": e.path, "run_id": e.run_id, "task_id": e.task_id,
-                                               "branch": e.branch, "base_commit": e.base_commit, "status": "active",
-                                               "created_at": e.occurred_at}, ["path"])
-        case ev.AgentFinished():
-            await conn.execute(_attempt(e, e.attempt).values(
-                outcome=e.outcome, summary=e.summary, error=e.error, commit=e.commit, turns=e.turns,
-                duration_s=e.duration_s, input_tokens=e.input_tokens, output_tokens=e.output_tokens,
-                cache_read_tokens=e.cache_read_tokens, cache_write_tokens=e.cache_write_tokens,
-                cost_usd=exact_cost(e), finished_at=e.occurred_at,
-                **({"model": e.model} if e.model else {})))
-            await conn.execute(_task(e).values(summary=e.summary, commit=e.commit, finished_at=e.occurred_at))
-        case ev.TaskCompleted():
-            await conn.execute(_task(e).values(status="done", commit=e.commit, reason=""))
-        case ev.TaskFailed():
-            await conn.execute(_task(e).values(status="failed" if e.final else "retrying", reason=e.reason))
-        case ev.TaskBlocked():
-            await conn.execute(_task(e).values(status="blocked", reason=e.reason))
-        case ev.TaskCancelled():
-            await conn.execute(_task(e).values(status="cancelled", reason=e.reason))
-        case ev.CostRecorded():
-            await _project_costs(conn, [e])
-        case ev.TaskDeferred():
-            await conn.execute(_task(e).values(status="pending", reason=f"{e.reason}: {e.detail}" if e.detail else e.reason))
-        case ev.BranchMerged() | ev.MergeConflicted():
-            merged = isinstance(e, ev.BranchMerged)
-            await _upsert(conn, db.merges, {
-                "event_id": e.event_id, "run_id": e.run_id, "task_id": e.task_id, "branch": e.branch,
-                "target_branch": e.target_branch, "status": e.status if merged else "conflict",
-                "commit": e.commit if merged else "", "conflicts": [] if merged else e.conflicts,
-                "occurred_at": e.occurred_at}, ["event_id"])
-            t = db.tasks
-            await conn.execute(update(t).where(t.c.run_id == e.run_id, t.c.id == e.task_id).values(
-                merge_status="merged" if merged else "conflict",
-                merge_commit=e.commit if merged else "",
-                reason="" if merged else (e.reason or "merge conflict")))
-            if merged:
-                await conn.execute(update(db.worktrees).where(db.worktrees.c.run_id == e.run_id,
-                                                              db.worktrees.c.task_id == e.task_id).values(status="merged"))
-        case ev.ConflictEscalated():
-            await conn.execute(_task(e).values(status="done", merge_status="conflict", reason=e.reason))
-        case ev.BatchMerged():
-            b = db.parallel_batches
-            await conn.execute(update(b).where(b.c.run_id == e.run_id, b.c.batch == e.batch).values(status="merged"))
-        case ev.RunCompleted() | ev.RunFailed() | ev.RunCancelled():
-            status = {"RunCompleted": "completed", "RunFailed": "failed", "RunCancelled": "cancelled"}[e.type]
-            values: dict[str, Any] = {"status": status, "ended_at": e.occurred_at}
-            if not isinstance(e, ev.RunCancelled):
-                values.update(counts=e.counts, stats=e.stats)
-            values["reason"] = getattr(e, "reason", "")
-            await conn.execute(_run(e.run_id).values(**values))
-        case ev.BudgetWarning() | ev.BudgetExhausted():
-            level = "exhausted" if isinstance(e, ev.BudgetExhausted) else "warning"
-            await _upsert(conn, db.budget_alerts, {"run_id": e.run_id, "level": level}, ["run_id", "level"])
-        case ev.DeliveryFailed() if e.run_id and e.task_id:
-            await conn.execute(_task(e).values(reason=e.reason))
-            if e.attempt:
-                await conn.execute(_attempt(e, e.attempt).values(error=e.reason))
-        case ev.DeliveryFailed() if e.run_id:
-            await conn.execute(_run(e.run_id).values(reason=e.reason))
-        case ev.ExpertiseUpdated():
-            await _upsert(conn, db.expertise_files, {
-                "project_id": e.project_id, "domain": e.domain, "version": e.version, "lines": e.lines,
-                "content": e.content, "updated_at": e.occurred_at}, ["project_id", "domain", "version"])
-        case _:
-            pass
+    handler = PROJECTORS.get(type(e))
+    if handler is not None:
+        await handler(conn, e)
 
 
 async def _project_costs(conn: AsyncConnection, costs: list[ev.CostRecorded]) -> None:
