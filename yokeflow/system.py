@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -61,7 +63,12 @@ async def open_endpoint(config: Config, state_dir: Path, *, need_database: bool 
         return
     live = read_endpoint(state_dir)
     if live:
-        yield Endpoint(live["nats_url"], live["database_url"], "up", gateway_url=live.get("gateway_url", ""))
+        # a client of another command's servers: counted, so that command keeps them up until this one ends
+        client = register_client(state_dir)
+        try:
+            yield Endpoint(live["nats_url"], live["database_url"], "up", gateway_url=live.get("gateway_url", ""))
+        finally:
+            client.unlink(missing_ok=True)
         return
     if not start_embedded:
         raise CliError(f"no `yokeflow up` is running on {state_dir}: start one, or set YOKEFLOW_NATS_URL")
@@ -74,8 +81,44 @@ async def open_endpoint(config: Config, state_dir: Path, *, need_database: bool 
         assert servers.nats and servers.postgres
         yield Endpoint(servers.nats.url, servers.postgres.url, "embedded", servers=servers)
     finally:
+        await wait_for_clients(state_dir)
         (state_dir / "endpoint.json").unlink(missing_ok=True)
         await asyncio.to_thread(servers.stop)
+
+
+def register_client(state_dir: Path) -> Path:
+    folder = state_dir / "clients"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / str(os.getpid())
+    path.write_text(str(os.getpid()))
+    return path
+
+
+def live_clients(state_dir: Path) -> list[int]:
+    """Other commands attached to this state folder's servers that are still running."""
+    pids = []
+    for path in (state_dir / "clients").glob("*") if (state_dir / "clients").is_dir() else []:
+        try:
+            pid = int(path.name)
+            os.kill(pid, 0)
+        except (ValueError, OSError):  # gone without saying so (killed): not counted
+            path.unlink(missing_ok=True)
+            continue
+        if pid != os.getpid():
+            pids.append(pid)
+    return pids
+
+
+async def wait_for_clients(state_dir: Path, every: float = 0.5) -> None:
+    """The servers' owner stops them only after every attached command has ended (reference count)."""
+    said = False
+    while pids := live_clients(state_dir):
+        if not said:
+            print(f"yokeflow: keeping the servers in {state_dir} up for {len(pids)} other command(s) using them "
+                  f"(pid {', '.join(map(str, pids))}); they stop when those end (Ctrl-C again stops now)",
+                  file=sys.stderr, flush=True)
+            said = True
+        await asyncio.sleep(every)
 
 
 class System:

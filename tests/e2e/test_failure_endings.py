@@ -118,3 +118,34 @@ async def test_cjk_only_ids_and_titles_get_distinct_branches_and_all_reach_main(
     assert set(merged) == {"一", "二", "三"} and len(set(merged.values())) == 3
     log = subprocess.run(["git", "log", "--format=%s", "main"], cwd=git_repo, capture_output=True, text=True).stdout
     assert sum(line.startswith("Merge task") for line in log.splitlines()) == 3
+
+
+def test_a_second_run_on_a_state_folder_in_use_keeps_the_servers_up_until_it_ends(tmp_path):
+    import os
+    import sys
+    import time
+
+    first_repo, second_repo = new_repo(tmp_path / "first", "main"), new_repo(tmp_path / "second", "main")
+    quick = write_plan(tmp_path, {"name": "q", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": "q", "title": "Quick"}]}]}, "quick.json")
+    slow = write_plan(tmp_path, {"name": "s", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": "s1", "title": "Slow one"}, {"id": "s2", "title": "Slow two", "depends_on": ["s1"]}]}]}, "slow.json")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("YOKEFLOW_")}
+
+    def run(plan, repo, provider):
+        return subprocess.Popen([sys.executable, "-m", "yokeflow", "run", str(plan), "--repo", str(repo),
+                                 "--provider", provider, "--strategy", "by_task"], cwd=tmp_path, env=clean,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    owner = run(quick, first_repo, "sleep:4000")
+    for _ in range(600):  # the owner's servers are up once it records their endpoint
+        if (tmp_path / ".yokeflow" / "endpoint.json").exists() or owner.poll() is not None:
+            break
+        time.sleep(0.1)
+    client = run(slow, second_repo, "sleep:3000")
+    owner_out, owner_err = owner.communicate(timeout=240)
+    client_out, client_err = client.communicate(timeout=240)
+    assert owner.returncode == 0, owner_err[-2000:]
+    assert client.returncode == 0, client_err[-2000:]  # its run ended although the owner's ended first
+    assert "keeping the servers" in owner_err and "other command(s) using them" in owner_err
+    assert "2 task(s) merged" in client_out and "Connect call failed" not in client_err

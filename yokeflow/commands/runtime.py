@@ -19,7 +19,7 @@ from shared.plan import PlanError, load_plan
 from shared.scrub import scrub
 from yokeflow.errors import CliError
 from yokeflow.progress import describe, follow_run
-from yokeflow.system import Endpoint, System, open_endpoint
+from yokeflow.system import Endpoint, System, open_endpoint, wait_for_clients
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -215,6 +215,8 @@ async def _execute_run(endpoint: Endpoint, config: Config, plan, repo: Path, ove
     finally:
         await bus.close()
         if system is not None:
+            if endpoint.servers is not None:  # another `yokeflow run` may be using this process's services
+                await wait_for_clients(endpoint.servers.state_dir)
             await system.stop()
 
 
