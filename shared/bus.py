@@ -30,6 +30,11 @@ EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 
 
+# What a fetch raises while the server restarts: JetStream answers 503 or nobody answers at all
+_SERVER_RESTARTING = (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError,
+                      nats.errors.ConnectionReconnectingError)
+
+
 class BusError(RuntimeError):
     pass
 
@@ -327,6 +332,10 @@ class Bus:
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
                     return
+                except _SERVER_RESTARTING as exc:  # the server is back but JetStream is not ready yet: wait
+                    log.warning("%s: JetStream not available (%s); fetching again", durable, type(exc).__name__)
+                    await asyncio.sleep(0.5)
+                    continue
                 for msg in msgs:
                     if concurrency == 1:
                         await self._handle(durable, msg, handler, ack_wait, max_deliver, backoff)
@@ -362,6 +371,10 @@ class Bus:
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
                     return
+                except _SERVER_RESTARTING as exc:  # the server is back but JetStream is not ready yet: wait
+                    log.warning("%s: JetStream not available (%s); fetching again", durable, type(exc).__name__)
+                    await asyncio.sleep(0.5)
+                    continue
                 await self._handle_batch(durable, msgs, handler, ack_wait, max_deliver, backoff)
         finally:
             with contextlib.suppress(Exception):

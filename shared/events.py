@@ -286,6 +286,7 @@ class BranchMerged(Event, frozen=True, kw_only=True):
     tree: str = ""
     status: str = "merged"  # merged | up_to_date
     attempt: int = 0  # the attempt whose work was merged: a merge is keyed by (run, task, attempt)
+    warnings: list[str] = []  # e.g. a person's checkout of the target left as it was (it had local changes)
 
 
 class MergeConflicted(Event, frozen=True, kw_only=True):

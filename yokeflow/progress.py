@@ -41,7 +41,8 @@ def describe(e: ev.Event) -> str:
             return (f"task {task} agent finished: {e.outcome} in {e.duration_s:.1f}s, {e.turns} turns, "
                     f"{e.input_tokens}+{e.output_tokens} tokens, ${e.cost_usd:.4f}{extra}")
         case ev.BranchMerged():
-            return f"task {task} merged into {e.target_branch} at {e.commit[:12]} ({e.status})"
+            return (f"task {task} merged into {e.target_branch} at {e.commit[:12]} ({e.status})"
+                    + "".join(f"\n  warning: {w}" for w in e.warnings))
         case ev.MergeConflicted():
             paths = ", ".join(c.get("path", "?") for c in e.conflicts) or e.reason
             return f"task {task} merge conflict: {paths}"

@@ -95,7 +95,7 @@ class Merger:
             os._exit(17)
         if result.status == "merged":
             await self._merged(view, action, cause, commit=result.commit or "", tree=result.tree or "",
-                               status="merged")
+                               status="merged", warnings=list(result.warnings))
         elif result.status == "up_to_date":
             # its own merge commit if this attempt was merged before a crash; else nothing of its own
             found = await asyncio.to_thread(find_commit, run.repo_path, target, trailers)
@@ -107,12 +107,12 @@ class Merger:
             await self._conflicted(view, action, cause, result.conflicts, reason, head)
 
     async def _merged(self, view: RunView, action: domain.Merge, cause: ev.Event, *, commit: str, tree: str,
-                      status: str) -> None:
+                      status: str, warnings: list[str] = ()) -> None:
         run = view.started
         merged = cause.caused(ev.BranchMerged, aggregate_id=ev.task_aggregate_id(run.run_id, action.task_id),
                               run_id=run.run_id, task_id=action.task_id, branch=action.branch,
                               target_branch=run.target_branch, commit=commit, tree=tree, status=status,
-                              attempt=action.attempt)
+                              attempt=action.attempt, warnings=list(warnings))
         self.fold(merged)
         # batches first: once the last BranchMerged is out, the run may end, and nothing follows its end
         await self._announce_batches(view, cause)

@@ -38,7 +38,7 @@ async def run_events(bus, run_id: str) -> list[tuple[int, ev.Event]]:
     return [(d.seq, d.event) async for d in bus.read() if getattr(d.event, "run_id", None) == run_id]
 
 
-async def wait_for_projection(database: db.Database, bus, tries: int = 200) -> None:
+async def wait_for_projection(database: db.Database, bus, tries: int = 600) -> None:
     """Until the ledger has projected every event in the log (bounded)."""
     last = await bus.last_seq()
     for _ in range(tries):

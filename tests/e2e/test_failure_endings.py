@@ -87,7 +87,9 @@ async def test_the_target_branch_is_read_from_the_repository(nats_server, databa
     async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
         started = await start_run(bus, ONE, repo, cfg)
         end = await wait_for_end(bus, started.run_id)
-    assert started.target_branch == branch and isinstance(end, ev.RunCompleted), end
+        events = await events_of(bus, started.run_id)
+    errors = [e.error for e in events if isinstance(e, ev.AgentFinished)]
+    assert started.target_branch == branch and isinstance(end, ev.RunCompleted), (end, errors)
     assert "Merge task t" in git(repo, "log", "--format=%s", branch)
 
 
@@ -149,3 +151,22 @@ def test_a_second_run_on_a_state_folder_in_use_keeps_the_servers_up_until_it_end
     assert client.returncode == 0, client_err[-2000:]  # its run ended although the owner's ended first
     assert "keeping the servers" in owner_err and "other command(s) using them" in owner_err
     assert "2 task(s) merged" in client_out and "Connect call failed" not in client_err
+
+
+async def test_with_allow_dirty_a_dirty_checkout_stays_put_and_the_run_says_so(nats_server, database_url, unique,
+                                                                               git_repo):
+    from yokeflow.progress import describe
+
+    (git_repo / "README.md").write_text("my own edit, not committed\n")
+    cfg = config(parallel={"strategy": "by_task"}, agent={"provider": "sleep:10"})
+    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
+        with pytest.raises(CommandError, match="uncommitted changes on main"):
+            await start_run(bus, ONE, git_repo, cfg)
+        started = await start_run(bus, ONE, git_repo, cfg, allow_dirty=True)
+        end = await wait_for_end(bus, started.run_id)
+        events = await events_of(bus, started.run_id)
+    assert isinstance(end, ev.RunCompleted), end
+    [merged] = [e for e in events if isinstance(e, ev.BranchMerged)]
+    assert merged.warnings and "has local changes" in merged.warnings[0]
+    assert "warning:" in describe(merged)  # what `yokeflow run` prints
+    assert (git_repo / "README.md").read_text() == "my own edit, not committed\n"  # the person's file is kept
