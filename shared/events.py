@@ -320,6 +320,30 @@ class BatchMerged(Event, frozen=True, kw_only=True):
 
 
 # ---------------------------------------------------------------- learning / budget
+class DiscoveryReported(Event, frozen=True, kw_only=True):
+    """An agent told its task server something worth knowing; the learner adds it to the domain's
+    expertise at once, so the next agent of the domain reads it."""
+
+    aggregate: ClassVar[str] = "expertise"
+    run_id: str
+    task_id: str
+    attempt: int = 1
+    domain: str = "general"
+    text: str
+    files: list[str] = []
+
+
+class TaskBlockRequested(Event, frozen=True, kw_only=True):
+    """An agent asked for its task to be blocked (or split) with a reason; its attempt ends there."""
+
+    aggregate: ClassVar[str] = "task"
+    run_id: str
+    task_id: str
+    attempt: int = 1
+    reason: str
+    split_into: list[str] = []
+
+
 class LearningExtracted(Event, frozen=True, kw_only=True):
     """What one attempt taught (failed attempts included), published once the domain's expertise
     holds it: the scheduler starts a dependent task only after this."""
@@ -421,7 +445,7 @@ AnyEvent = Union[
     TaskReady, AgentStarted, AgentFinished, TaskCompleted, TaskFailed, TaskBlocked,
     TaskCancelled, TaskDeferred, CostRecorded,
     WorktreeCreated, MergeRequested, BranchMerged, MergeConflicted, ConflictEscalated, BatchMerged,
-    LearningExtracted, ExpertiseUpdated, BudgetWarning, BudgetExhausted, BudgetSet, DeliveryFailed,
+    LearningExtracted, ExpertiseUpdated, DiscoveryReported, TaskBlockRequested, BudgetWarning, BudgetExhausted, BudgetSet, DeliveryFailed,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}  # type: ignore[attr-defined]

@@ -24,11 +24,13 @@ from shared.bus import Bus, Delivery, Lease
 from shared.config import Config
 from shared.git import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
 from shared.expertise import for_prompt
+from shared.gitops.repo import changed_paths
 from shared.expertise import store as expertise_store
 from shared.budget import BudgetGate
 from shared.llm import make_provider
 from shared.llm.pricing import PriceTable, usd
 from services.executor.remote import Remote
+from services.executor.agent.task_tools import TaskScope, TaskTools
 from services.executor.agent.loop import AgentResult, CallRecord, run_agent, run_checks_only
 from services.executor.agent.prompt import (
     build_resolution_prompt,
@@ -85,6 +87,21 @@ class Executor:
                 versions[name] = update.version
         text, given = for_prompt(docs, budget_tokens=self.config.learning.prompt_tokens)
         return text, given, versions
+
+    def _task_tools(self, e: ev.TaskReady) -> TaskTools:
+        """The agent's task server, scoped to this attempt's task and run."""
+        async def publish(event: ev.Event, msg_id: str) -> None:
+            await self.bus.publish(event, msg_id=msg_id)
+
+        async def changed_files(dep: str) -> list[str]:
+            probe = ev.BranchMerged(project_id=e.project_id, aggregate_id=ev.task_aggregate_id(e.run_id, dep),
+                                    run_id=e.run_id, task_id=dep, branch="")
+            merges = [d.event async for d in self.bus.read([self.bus.aggregate_filter(probe)])
+                      if isinstance(d.event, ev.BranchMerged) and d.event.commit]
+            return await asyncio.to_thread(changed_paths, e.repo_path, merges[-1].commit) if merges else []
+
+        return TaskTools(TaskScope(origin=e, publish=publish, changed_files=changed_files,
+                                   latest_expertise=lambda d: expertise_store.latest(self.bus, e.project_id, d)))
 
     # ------------------------------------------------------------------ handling
     async def handle(self, d: Delivery) -> None:
@@ -231,7 +248,8 @@ class Executor:
                                                repo_map=await asyncio.to_thread(repo_map, wt.path)),
                     task_prompt=task_prompt, sandbox=sandbox, checks=list(e.tests),
                     max_turns=int(options.get("max_turns", 40)), max_fix_rounds=int(options.get("max_fix_rounds", 2)),
-                    on_call=on_call, on_log=on_log, cancel=cancel, verify=verify)
+                    on_call=on_call, on_log=on_log, cancel=cancel, verify=verify,
+                    task_tools=None if resolving else self._task_tools(e))
                 telemetry.set_attributes(span, {
                     "yf.outcome": result.outcome, "yf.turns": result.turns, "yf.cost_usd": result.cost_usd,
                     "gen_ai.usage.input_tokens": result.usage.input_tokens,

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from shared import events as ev
 from shared.bus import Bus, Delivery
 from shared.config import Config
-from shared.expertise import AttemptLog, Origin, describe, extract, learn
+from shared.expertise import AttemptLog, Entry, Origin, describe, extract, learn
+from shared.expertise.model import normalise
 from shared.expertise import store
 from shared.gitops.repo import paths_on_branch
 from shared.plan import PlanError, parse_plan
@@ -79,6 +80,8 @@ class Learner:
             return
         if isinstance(e, ev.AgentFinished):
             await self.learn_from(info, e)
+        elif isinstance(e, ev.DiscoveryReported):
+            await self.store_discovery(info, e)
         elif isinstance(e, ev.BranchMerged):
             await self.validate_after_merge(info, e)
 
@@ -92,8 +95,27 @@ class Learner:
                 return AttemptLog(records)
             await asyncio.sleep(0.2)
 
+    async def store_discovery(self, info: RunInfo, e: ev.DiscoveryReported) -> int:
+        """What an agent reported through its task server, into its domain's expertise at once."""
+        origin = Origin(run_id=e.run_id, task_id=e.task_id, attempt=e.attempt)
+        entry = Entry(kind="pattern", key=normalise(e.text), text=e.text, files=list(e.files), origin=origin,
+                      learned_at=e.occurred_at, confirmed_at=e.occurred_at)
+        source = f"discovery {origin.label()} {e.event_id}"
+        return await store.append(
+            self.bus, e.project_id, e.domain, lambda doc: learn(doc, [entry], now=e.occurred_at), reason="learned",
+            source=source, msg_id=f"{e.event_id}:ExpertiseUpdated", cause=e, max_lines=info.max_lines,
+            given=self.given.get(e.project_id), applied=lambda versions: any(v.source == source for v in versions))
+
+    async def _discoveries(self, e: ev.AgentFinished, domain: str) -> list[ev.DiscoveryReported]:
+        subject = self.bus.type_filter("DiscoveryReported", project=ev.subject_token(e.project_id),
+                                       aggregate="expertise")
+        return [d.event async for d in self.bus.read([subject]) if isinstance(d.event, ev.DiscoveryReported)
+                and (d.event.run_id, d.event.task_id, d.event.attempt) == (e.run_id, e.task_id, e.attempt)]
+
     async def learn_from(self, info: RunInfo, e: ev.AgentFinished) -> None:
         domain, title = info.tasks.get(e.task_id, ("general", ""))
+        for found in await self._discoveries(e, domain):  # stored before this attempt's learning is announced
+            await self.store_discovery(info, found)
         origin = Origin(run_id=e.run_id, task_id=e.task_id, attempt=e.attempt)
         entries = extract(await self._attempt_log(e), origin=origin, outcome=e.outcome, checks=e.checks,
                           title=title, now=e.occurred_at)
@@ -125,8 +147,8 @@ class Learner:
                          len(report["flagged"]), len(report["pruned"]))
 
     async def serve(self, stop: asyncio.Event) -> None:
-        kinds = ("RunStarted", "AgentStarted", "AgentFinished", "BranchMerged", "RunCompleted", "RunFailed",
-                 "RunCancelled")
+        kinds = ("RunStarted", "AgentStarted", "AgentFinished", "DiscoveryReported", "BranchMerged", "RunCompleted",
+                 "RunFailed", "RunCancelled")
         subjects = [self.bus.type_filter(k) for k in kinds]
         async for d in self.bus.read(subjects):
             self.fold(d.event)

@@ -157,3 +157,21 @@ def paths_on_branch(repo_path: Path | str, branch: str) -> frozenset[str]:
             for i in range(1, len(parts) + 1):
                 out.add("/".join(parts[:i]) + "/")
     return frozenset(out)
+
+
+def changed_paths(repo_path: Path | str, commit: str) -> list[str]:
+    """The files a commit changed against its first parent (a merge: what it brought to the branch)."""
+    from dulwich.diff_tree import tree_changes
+
+    with open_repo(repo_path) as repo:
+        sha = resolve_commit(repo, commit)
+        if sha is None:
+            return []
+        c = repo[sha]
+        base = repo[c.parents[0]].tree if c.parents else None
+        out = set()
+        for change in tree_changes(repo.object_store, base, c.tree):
+            for side in (change.old, change.new):
+                if side is not None and side.path is not None:
+                    out.add(side.path.decode("utf-8", "replace"))
+    return sorted(out)

@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 from decimal import Decimal
 
-from services.executor.agent.tools import TOOL_DEFINITIONS, Sandbox
+from services.executor.agent.tools import TOOL_DEFINITIONS, Sandbox, ToolOutcome
 from shared.budget import BudgetRefused
 from shared import telemetry
 from shared.llm import pricing
@@ -56,13 +56,19 @@ class _Cancelled(Exception):
     pass
 
 
+class _Blocked(Exception):
+    """The agent asked, through its task server, for its task to be blocked."""
+
+
 class _Run:
     """One agent run's state; run_agent is its public face."""
 
     def __init__(self, *, provider: Provider, model: str, system: list[dict], sandbox: Sandbox,
                  max_tokens: int, on_call, on_log, cancel: asyncio.Event, budget=None,
-                 prices: pricing.PriceTable | None = None):
+                 prices: pricing.PriceTable | None = None, task_tools=None):
         self.provider, self.model, self.system, self.sandbox = provider, model, system, sandbox
+        self.task_tools = task_tools  # the task server (services/executor/agent/task_tools.py), if any
+        self.tools = TOOL_DEFINITIONS + (task_tools.definitions if task_tools is not None else [])
         self.max_tokens, self.on_call, self.on_log, self.cancel = max_tokens, on_call, on_log, cancel
         self.budget, self.prices = budget, prices or pricing.DEFAULT
         self.messages: list[dict] = []
@@ -95,13 +101,13 @@ class _Run:
         if self.budget is not None:
             # Reserve the worst case first (every executor sees the same accounts): BudgetRefused stops the agent.
             worst = self.prices.worst_case(
-                self.model, estimate_prompt_tokens(self.system, self.messages, TOOL_DEFINITIONS), self.max_tokens)
+                self.model, estimate_prompt_tokens(self.system, self.messages, self.tools), self.max_tokens)
             hold = await self.budget.reserve(worst)
         with telemetry.span(f"chat {self.model}", {"gen_ai.operation.name": "chat", "gen_ai.request.model": self.model,
                                                    "gen_ai.provider.name": self.provider.name}) as span:
             try:
                 turn = await self.guarded(self.provider.create(
-                    model=self.model, system=self.system, messages=self.messages, tools=TOOL_DEFINITIONS,
+                    model=self.model, system=self.system, messages=self.messages, tools=self.tools,
                     max_tokens=self.max_tokens))
             except BaseException:
                 if hold is not None:  # no answer, no bill: give the reservation back
@@ -138,7 +144,13 @@ class _Run:
             with telemetry.span(f"execute_tool {use.get('name', '')}", {
                     "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": use.get("name"),
                     "gen_ai.tool.call.id": use.get("id")}) as span:
-                outcome = await self.guarded(self.sandbox.run(use.get("name", ""), use.get("input") or {}))
+                if self.task_tools is not None and self.task_tools.handles(use.get("name", "")):
+                    asked = await self.guarded(self.task_tools.run(use.get("name", ""), use.get("input") or {}))
+                    if asked.blocked is not None:
+                        raise _Blocked(asked.blocked)
+                    outcome = ToolOutcome(asked.text, is_error=asked.is_error)
+                else:
+                    outcome = await self.guarded(self.sandbox.run(use.get("name", ""), use.get("input") or {}))
                 span.set_attribute("yf.tool.is_error", bool(outcome.is_error))
             await self.log("tool_result", {"turn": self.result.turns, "id": use.get("id"), "name": use.get("name"),
                                            "is_error": outcome.is_error, "text": outcome.text[:2000]})
@@ -191,13 +203,14 @@ async def run_agent(*, provider: Provider, model: str, system: list[dict], task_
                     on_log: Callable[[str, dict], Awaitable[None]] | None = None,
                     cancel: asyncio.Event | None = None,
                     verify: Callable[[], Awaitable[list[dict]]] | None = None,
-                    budget=None, prices: pricing.PriceTable | None = None) -> AgentResult:
+                    budget=None, prices: pricing.PriceTable | None = None, task_tools=None) -> AgentResult:
     """`verify` adds checks of its own (results shaped like a command check's) after the commands.
     `budget` (a shared.budget.BudgetGate) reserves each call's worst case before it is made."""
     started = time.monotonic()
     prices = prices or pricing.DEFAULT
     run = _Run(provider=provider, model=model, system=system, sandbox=sandbox, max_tokens=max_tokens,
-               on_call=on_call, on_log=on_log, cancel=cancel or asyncio.Event(), budget=budget, prices=prices)
+               on_call=on_call, on_log=on_log, cancel=cancel or asyncio.Event(), budget=budget, prices=prices,
+               task_tools=task_tools)
     result = run.result
     if not prices.is_priced(model) and not prices.is_priced(provider.name):
         result.error = str(_unknown_model(model, prices))  # refused before the first call
@@ -236,6 +249,8 @@ async def run_agent(*, provider: Provider, model: str, system: list[dict], task_
             run.say(_failures_message(result.checks, fix_rounds, max_fix_rounds))
     except _Cancelled:
         result.outcome, result.error = "cancelled", "cancelled while the agent was working"
+    except _Blocked as exc:
+        result.outcome, result.error = "failure", f"the agent asked to block the task: {exc}"
     except BudgetRefused as exc:
         result.outcome, result.error = "budget", str(exc)
     except RateLimited as exc:
