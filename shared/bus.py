@@ -17,7 +17,7 @@ from nats.js import api as jsapi
 from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 
 from shared import telemetry
-from shared.events import Event, decode, delivery_failed, encode, subject_token
+from shared.events import Event, UnknownEvent, decode, delivery_failed, encode, subject_token
 from shared.subjects import Subjects
 from shared.scrub import scrub, scrub_bytes
 
@@ -252,9 +252,13 @@ class Bus:
                     continue
                 for msg in msgs:
                     meta = msg.metadata
-                    body = _log_record(msg) if logs else decode(msg.data)
-                    yield Delivery(body, meta.sequence.stream, msg.subject, meta.num_delivered)  # type: ignore[arg-type]
                     pending = meta.num_pending
+                    try:
+                        body = _log_record(msg) if logs else decode(msg.data)
+                    except UnknownEvent as exc:  # written by a newer version: not this reader's to fold
+                        log.warning("skipping seq=%s on %s: %s", meta.sequence.stream, msg.subject, exc)
+                        continue
+                    yield Delivery(body, meta.sequence.stream, msg.subject, meta.num_delivered)  # type: ignore[arg-type]
                 if stop_at_end and pending == 0:
                     return
         finally:

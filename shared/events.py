@@ -39,11 +39,10 @@ class Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
     project_id: str
     aggregate_id: str
     event_id: str = msgspec.field(default_factory=new_id)
-    aggregate_version: int = 0
     occurred_at: str = msgspec.field(default_factory=now)
     correlation_id: str = ""
     causation_id: str = ""
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = SCHEMA_VERSION  # of the envelope and payloads; a reader skips a newer one (see decode)
 
     @property
     def type(self) -> str:
@@ -458,8 +457,24 @@ def encode(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
+class UnknownEvent(ValueError):
+    """An event this version cannot read: a type it does not know, or a newer schema_version."""
+
+
 def decode(data: bytes) -> Event:
-    return _decoder.decode(data)
+    """One event. Rules (docs/architecture.md, "Schema evolution"): new fields come with defaults
+    and old events decode with them; a field's meaning and type never change; an unknown field is
+    ignored; an unknown type or a newer schema_version raises UnknownEvent, which readers skip."""
+    try:
+        event = _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        if "Invalid value" in str(exc) and "`$.type`" in str(exc):
+            raise UnknownEvent(f"unknown event type: {exc}") from None
+        raise
+    if event.schema_version > SCHEMA_VERSION:
+        raise UnknownEvent(f"{event.type} {event.event_id} has schema_version {event.schema_version}, "
+                           f"newer than this version's {SCHEMA_VERSION}")
+    return event
 
 
 def to_dict(event: Event) -> dict[str, Any]:
