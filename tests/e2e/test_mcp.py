@@ -111,7 +111,7 @@ TOKEN = "mcp-test-token-0123456789abcdef"
 async def test_the_http_transport_sits_behind_the_gateway_s_token(nats_server, database_url, unique, git_repo,
                                                                    monkeypatch):
     import httpx
-    from mcp.client.streamable_http import streamablehttp_client
+    from mcp.client.streamable_http import streamable_http_client
 
     transcripts_cfg = config(parallel={"strategy": "by_task"}, agent={"provider": "sleep:10"})
     async with running_system(nats_server.url, database_url, unique, transcripts_cfg, gateway=True, gateway_port=0,
@@ -128,7 +128,8 @@ async def test_the_http_transport_sits_behind_the_gateway_s_token(nats_server, d
             foreign = await http.post(url, json=init, headers={**headers, "Authorization": f"Bearer {TOKEN}",
                                                                 "Origin": "http://attacker.example"})
             assert foreign.status_code == 403
-        async with streamablehttp_client(url, headers={"Authorization": f"Bearer {TOKEN}"}) as (read, write, _), \
+        authorized = httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        async with authorized, streamable_http_client(url, http_client=authorized) as (read, write, _), \
                 ClientSession(read, write) as session:
             await session.initialize()
             checked = await call(session, "plan_check", plan=PLAN)
@@ -143,3 +144,52 @@ async def test_the_http_transport_sits_behind_the_gateway_s_token(nats_server, d
                 await asyncio.sleep(0.2)
             assert result.structuredContent["status"] == "completed"
             assert "run_id" in await error_of(session, "task_status", run_id=run_id + "x", task_id="t")
+
+
+def orchestrator(repo: str):
+    """The meta-agent's scripted turns: plan, approve, start with the person's limits, report."""
+    def answer(body: dict) -> dict:
+        if any(t.get("name") == "submit_plan" for t in body.get("tools") or []):
+            return turn({**tool("submit_plan"), "input": PLAN})
+        if not any(t.get("name") == "run_start" for t in body.get("tools") or []):
+            return globals()["answer"](body)  # a task's agent
+        results = [json.loads(b["content"]) for m in body["messages"] if m["role"] == "user"
+                   and isinstance(m["content"], list) for b in m["content"] if b.get("type") == "tool_result"]
+        step = len(results)
+        if step == 0:
+            return turn(tool("plan_create", spec="Two greeting files.", repo_path=repo))
+        if step == 1:
+            return turn(tool("plan_approve", plan_id=results[0]["plan_id"]))
+        if step == 2:
+            return turn(tool("run_start", repo_path=repo, plan_id=results[0]["plan_id"], max_concurrency=4,
+                             budget_usd=20))
+        return turn({"type": "text", "text": f"Started run {results[2]['run_id']} with at most 4 agents and $20."})
+    return answer
+
+
+async def test_chat_plans_and_starts_a_run_through_the_tools_only(nats_server, database_url, unique, git_repo,
+                                                                   tmp_path, monkeypatch):
+    import subprocess
+
+    from shared import events as ev
+    from tests.support.system import wait_for_end
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    with FakeAnthropic([orchestrator(str(git_repo))] * 30) as api:
+        env = {**os.environ, **service_env(nats_server.url, database_url, unique), "ANTHROPIC_API_KEY": "test-key",
+               "YOKEFLOW_AGENT__PROVIDER": "anthropic", "YOKEFLOW_AGENT__BASE_URL": api.url,
+               "YOKEFLOW_PARALLEL__STRATEGY": "by_task", "PYTHONPATH": str(ROOT)}
+        cfg = config(agent={"provider": "anthropic", "base_url": api.url})
+        async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
+            said = await asyncio.to_thread(subprocess.run, [
+                sys.executable, "-m", "yokeflow", "chat", "-m",
+                "Plan this spec, run it with at most 4 agents and a $20 budget"], env=env, cwd=tmp_path,
+                capture_output=True, text=True, timeout=180)
+            assert said.returncode == 0, said.stderr
+            assert "with at most 4 agents and $20" in said.stdout
+            [started] = [d.event async for d in bus.read() if isinstance(d.event, ev.RunStarted)]
+            end = await wait_for_end(bus, started.run_id)
+    assert isinstance(end, ev.RunCompleted), end
+    assert started.settings.parallel.max_concurrency == 4 and started.settings.cost.run_budget_usd == 20
+    produced = [r for r in api.requests if any(t.get("name") == "run_start" for t in r.body.get("tools") or [])]
+    assert len(produced) == 4  # the orchestrator's four turns, every action through a tool
