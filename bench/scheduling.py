@@ -229,6 +229,9 @@ class Bench:
         try:
             events = [ev.CostRecorded(project_id="bench", aggregate_id=f"{run_id}-t{i % 50}", run_id=run_id,
                                       task_id=f"t{i % 50}", call=i, model="sleep") for i in range(n)]
+            warm = ev.CostRecorded(project_id="bench", aggregate_id=f"{run_id}-warm", run_id="warm", task_id="warm")
+            await bus.publish(warm)  # the ledger is consuming before the burst starts
+            await system.database.wait_for("ledger", await bus.last_seq(), timeout=60)
             t0 = time.perf_counter()
             await _publish_all(bus, events, concurrency=32)
             publish_s = time.perf_counter() - t0
@@ -268,14 +271,15 @@ async def benchmark(args) -> dict[str, Any]:
         epics, per_epic, agent_ms, conc, scale, scale_ms, burst = 3, 3, 50, 3, [9, 18], 20, 200
     else:
         epics, per_epic, agent_ms, conc = 12, 10, 500, 6
-        scale, scale_ms, burst = [120, 300, 1000], 50, 3000
-    out: dict[str, Any] = {"machine": _machine(), "seed": args.seed, "policies": {}, "scale": [], "burst": {}}
+        scale, scale_ms, burst = args.scale, 50, 3000
+    out: dict[str, Any] = {"machine": _machine(), "seed": args.seed, "learning": args.learning, "policies": {},
+                           "scale": [], "burst": {}}
     plan = prd_plan(epics, per_epic, args.seed)
     try:
         with Bench(root) as bench:
             policies = {"sequential": (1, False), "barrier": (conc, True), "default": (conc, False)}
             for name, (c, barrier) in policies.items():
-                runs = [await bench.run(plan, concurrency=c, agent_ms=agent_ms, barrier=barrier)
+                runs = [await bench.run(plan, concurrency=c, agent_ms=agent_ms, barrier=barrier, learning=args.learning)
                         for _ in range(args.repeats)]
                 rec = min(runs, key=lambda r: r["makespan_s"]) if len(runs) > 1 else runs[0]
                 rec = {**rec, "policy": name, "batch_barrier": barrier, "repeats": len(runs)}
@@ -287,7 +291,8 @@ async def benchmark(args) -> dict[str, Any]:
             for n in scale:
                 per = 10 if n >= 30 else 3
                 big = prd_plan(max(1, n // per), per, args.seed)
-                rec = await bench.run(big, concurrency=20 if not args.quick else 4, agent_ms=scale_ms)
+                rec = await bench.run(big, concurrency=20 if not args.quick else 4, agent_ms=scale_ms,
+                                      learning=args.learning)
                 out["scale"].append({**rec, "plan_tasks": n})
                 _progress(args, f"scale {n}: makespan {rec['makespan_s']} s, cpu {rec['cpu_ms_per_task']} ms/task")
             out["burst"] = await bench.burst(burst)
@@ -310,7 +315,7 @@ def _progress(args, line: str) -> None:
 
 
 def table(out: dict[str, Any]) -> str:
-    lines = [f"machine: {out['machine']}  seed {out['seed']}", "",
+    lines = [f"machine: {out['machine']}  seed {out['seed']}  learning {'on' if out['learning'] else 'off'}", "",
              f"{'policy':<11}{'makespan s':>11}{'bound s':>9}{'effic.':>8}{'speed-up':>9}{'dispatch p50/p99 ms':>21}"
              f"{'merge p50/p99 ms':>18}{'peak':>6}{'ev/s':>7}{'lag p99 ms':>11}{'cpu ms/task':>12}"]
     for name, r in out["policies"].items():
@@ -336,7 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny plan: the suite's smoke test")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=1, help="runs per policy (the fastest is reported)")
+    parser.add_argument("--scale", type=lambda v: [int(x) for x in v.split(",")], default=[120, 300, 1000],
+                        help="plan sizes of the scale series (default 120,300,1000)")
+    parser.add_argument("--learning", choices=("on", "off"), default="on",
+                        help="off: leave the learner out, to see the orchestration alone")
     args = parser.parse_args(argv)
+    args.learning = args.learning == "on"
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     out = asyncio.run(benchmark(args))
