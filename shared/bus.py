@@ -386,6 +386,18 @@ class Bus:
 
     async def _handle_batch(self, consumer: str, msgs: list[Msg], handler: BatchHandler, ack_wait: float,
                             max_deliver: int, backoff: Sequence[float]) -> None:
+        # One handler call per run of messages of one trace, so each span stays in its own trace.
+        group: list[Msg] = []
+        for msg in msgs:
+            if group and _trace_of(msg) != _trace_of(group[0]):
+                await self._handle_group(consumer, group, handler, ack_wait, max_deliver, backoff)
+                group = []
+            group.append(msg)
+        if group:
+            await self._handle_group(consumer, group, handler, ack_wait, max_deliver, backoff)
+
+    async def _handle_group(self, consumer: str, msgs: list[Msg], handler: BatchHandler, ack_wait: float,
+                            max_deliver: int, backoff: Sequence[float]) -> None:
         try:
             batch = [Delivery(decode(m.data), m.metadata.sequence.stream, m.subject, m.metadata.num_delivered, m)
                      for m in msgs]
@@ -635,6 +647,12 @@ async def _fetch(sub, *, batch: int, timeout: float) -> list[Msg]:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise asyncio.CancelledError
+
+
+def _trace_of(msg: Msg) -> str:
+    """The trace id of a message's traceparent (`00-<trace>-<span>-<flags>`), or ""."""
+    parent = (msg.headers or {}).get("traceparent", "")
+    return parent.split("-")[1] if parent.count("-") >= 2 else ""
 
 
 async def _fetch_available(sub, *, batch: int, timeout: float) -> list[Msg]:
