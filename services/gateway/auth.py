@@ -178,6 +178,9 @@ async def guard(conn: HTTPConnection) -> None:
                             "printed", "authorization")
     if not websocket and method not in SAFE_METHODS:
         _check_body_size(conn)
+    for key, value in conn.query_params.multi_items():  # PostgreSQL cannot take a NUL: refuse it for every route
+        if "\x00" in key or "\x00" in value:
+            raise ApiError(422, f"query parameter {key[:50]!r} contains a NUL character: remove it", key[:50] or "query")
 
 
 def _check_body_size(conn: HTTPConnection) -> None:

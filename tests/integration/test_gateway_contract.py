@@ -41,6 +41,8 @@ async def test_bad_input_is_a_4xx_naming_the_field(gateway, git_repo):
     nul_title = {**PLAN, "epics": [{**PLAN["epics"][0], "name": "Data\x00base"}]}
     res = await gateway.post("/api/runs", json={"plan": nul_title, "repo_path": str(git_repo)})
     assert res.status_code == 422 and res.json()["field"] == "plan" and "plan.epics[0].name" in res.json()["detail"]
+    res = await gateway.get("/api/projects/p/costs", params={"run": "r1\x00"})  # any route's query, even one
+    assert res.status_code == 422 and res.json()["field"] == "run", res.text  # without a pattern of its own
     res = await gateway.get("/api/runs", params={"project": "p" * 65})
     assert res.status_code == 422 and res.json()["field"] == "project"
     res = await gateway.get("/api/runs/" + "r" * 65)
