@@ -131,29 +131,38 @@ def _git_dirs(root: Path) -> tuple[list[Path], Path | None]:
     return [dot_git], common if common.is_dir() else None
 
 
-def hand_over(root: Path, ids: tuple[int, int]) -> None:
+def hand_over(root: Path, ids: tuple[int, int], seen: dict[str, int] | None = None) -> None:
     """Let the sandbox user write the worktree: it owns every file but the top folder and `.git`,
     which stay YokeFlow's (so git, run by YokeFlow, still trusts the worktree); the top folder
-    is writable by the sandbox group."""
+    is writable by the sandbox group. `seen`: folder -> mtime at the last hand-over; the files of
+    a folder whose mtime has not moved since are not looked at again (nothing was added there)."""
     uid, gid = ids
     st = os.lstat(root)
     if st.st_gid != gid:
         os.chown(root, -1, gid)
     if st.st_mode & 0o070 != 0o070:
         os.chmod(root, (st.st_mode & 0o7777) | 0o070)
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        if here == root:
-            dirnames[:] = [d for d in dirnames if d != ".git"]
-            filenames = [f for f in filenames if f != ".git"]
-        for name in dirnames + filenames:
-            p = here / name
-            try:
-                s = os.lstat(p)
-                if s.st_uid != uid or s.st_gid != gid:
-                    os.lchown(p, uid, gid)
-            except FileNotFoundError:
-                continue
+    folders = [str(root)]
+    while folders:
+        folder = folders.pop()
+        try:
+            mtime = os.lstat(folder).st_mtime_ns  # before listing: a later addition moves it again
+            fresh = seen is None or seen.get(folder) != mtime
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if folder == str(root) and entry.name == ".git":
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+                    elif not fresh:
+                        continue
+                    s = entry.stat(follow_symlinks=False)
+                    if s.st_uid != uid or s.st_gid != gid:
+                        os.lchown(entry.path, uid, gid)
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        if seen is not None:
+            seen[folder] = mtime
 
 
 @dataclass
@@ -165,6 +174,7 @@ class Jail:
     env: dict[str, str] = field(default_factory=dict)  # the allow-listed environment the command gets
     ids: tuple[int, int] | None = None
     binds: tuple[Path, ...] = ()  # more folders the command may write (e.g. a tool's own state)
+    seen: dict[str, int] = field(default_factory=dict)  # hand-over bookkeeping between commands
 
     @classmethod
     def for_worktree(cls, root: Path | str, settings: SandboxSettings | None = None, *,
@@ -196,9 +206,9 @@ class Jail:
         if not self.confined:
             return [SHELL, "-c", command]
         if self.ids:
-            hand_over(self.root, self.ids)
+            hand_over(self.root, self.ids, self.seen)
             for extra in self.binds:
-                hand_over(extra, self.ids)
+                hand_over(extra, self.ids, self.seen)
         return self._bwrap(cwd or self.root) + self._drop() + [SHELL, "-c", command]
 
     def _bwrap(self, cwd: Path) -> list[str]:
