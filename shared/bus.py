@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.js import api as jsapi
 from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 
-from shared import telemetry
+from shared import metrics, telemetry
 from shared.events import Event, UnknownEvent, decode, delivery_failed, encode, subject_token
 from shared.subjects import Subjects
 from shared.scrub import scrub, scrub_bytes
@@ -386,6 +386,7 @@ class Bus:
 
     async def _handle_batch(self, consumer: str, msgs: list[Msg], handler: BatchHandler, ack_wait: float,
                             max_deliver: int, backoff: Sequence[float]) -> None:
+        metrics.record_pending(consumer, msgs[-1].metadata.num_pending)
         # One handler call per run of messages of one trace, so each span stays in its own trace.
         group: list[Msg] = []
         for msg in msgs:
@@ -456,6 +457,7 @@ class Bus:
                       max_deliver: int, backoff: Sequence[float]) -> None:
         meta = msg.metadata
         seq, deliveries = meta.sequence.stream, meta.num_delivered
+        metrics.record_pending(consumer, meta.num_pending)
         try:
             event = decode(msg.data)
         except Exception as exc:  # an undecodable message is parked, never retried forever

@@ -14,7 +14,9 @@ import contextlib
 import os
 from typing import Any, Iterator, Mapping
 
-from opentelemetry import propagate, trace
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -38,6 +40,9 @@ def setup(service_name: str, *, console: bool = False) -> TracerProvider:
         for exporter in exporters:
             provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
+        readers = _metric_readers_from_env()
+        if readers:
+            metrics.set_meter_provider(MeterProvider(resource=provider.resource, metric_readers=readers))
         _provider = provider
     if console and not getattr(_provider, "_yf_console", False):
         _provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(formatter=one_line)))
@@ -66,14 +71,43 @@ def _exporters_from_env() -> list[SpanExporter]:
 
 
 def _otlp_exporter() -> SpanExporter:
-    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+    _check_protocol("TRACES")
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def _check_protocol(signal: str) -> None:
+    protocol = (os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
                 or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or OTLP_PROTOCOL)
     if protocol != OTLP_PROTOCOL:
         raise TelemetryError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported: YokeFlow exports "
                              f"OTLP over HTTP; set {OTLP_PROTOCOL} and the collector's HTTP port (usually 4318)")
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    return OTLPSpanExporter()
+
+def _metric_readers_from_env() -> list[PeriodicExportingMetricReader]:
+    """OTEL_METRICS_EXPORTER (otlp, console, none); unset means otlp when an OTLP endpoint is set.
+    OTEL_METRIC_EXPORT_INTERVAL (ms) sets how often they are sent."""
+    names = [n.strip().lower() for n in os.environ.get("OTEL_METRICS_EXPORTER", "").split(",") if n.strip()]
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return []
+    if not names and (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or
+                      os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")):
+        names = ["otlp"]
+    readers = []
+    for name in names:
+        if name == "none":
+            continue
+        if name == "console":
+            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+        elif name == "otlp":
+            _check_protocol("METRICS")
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        else:
+            raise TelemetryError(f"OTEL_METRICS_EXPORTER={name} is not supported: use otlp, console or none")
+    return readers
 
 
 def one_line(span: ReadableSpan) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import events as ev
-from shared import telemetry
+from shared import metrics, telemetry
 from shared.bus import Bus, Delivery, Lease
 from shared.config import Config
 from shared.git import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
@@ -193,6 +193,7 @@ class Executor:
                                         task_id=e.task_id, attempt=e.attempt, model=e.model, provider=e.provider,
                                         executor=self.name, expertise_given=given, expertise_versions=versions),
                                msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:AgentStarted")
+        metrics.DISPATCH_LATENCY.record(metrics.seconds_since(e.occurred_at), {"yf.resumed": bool(resumed_after)})
         previous = dict(e.previous_attempt)
         if resumed_after:
             previous.setdefault("resumed", f"attempt {e.attempt} was interrupted {resumed_after} time(s); "
@@ -208,6 +209,7 @@ class Executor:
         async def on_call(record: CallRecord) -> None:
             nonlocal calls
             calls += 1
+            metrics.COST.add(record.cost_usd, {"model": record.model})
             u = record.usage
             await self.bus.publish(
                 e.caused(ev.CostRecorded, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id,
@@ -242,14 +244,19 @@ class Executor:
             with telemetry.span(f"invoke_agent {e.task_id}", {
                     "gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": e.model, "yf.run_id": e.run_id,
                     "yf.task_id": e.task_id, "yf.attempt": e.attempt, "yf.provider": e.provider}) as span:
-                result = await run_agent(
-                    budget=budget, prices=prices, provider=provider, model=e.model,
-                    system=build_system_prompt(expertise=expertise,
-                                               repo_map=await asyncio.to_thread(repo_map, wt.path)),
-                    task_prompt=task_prompt, sandbox=sandbox, checks=list(e.tests),
-                    max_turns=int(options.get("max_turns", 40)), max_fix_rounds=int(options.get("max_fix_rounds", 2)),
-                    on_call=on_call, on_log=on_log, cancel=cancel, verify=verify,
-                    task_tools=None if resolving else self._task_tools(e))
+                metrics.AGENTS_IN_FLIGHT.add(1)
+                try:
+                    result = await run_agent(
+                        budget=budget, prices=prices, provider=provider, model=e.model,
+                        system=build_system_prompt(expertise=expertise,
+                                                   repo_map=await asyncio.to_thread(repo_map, wt.path)),
+                        task_prompt=task_prompt, sandbox=sandbox, checks=list(e.tests),
+                        max_turns=int(options.get("max_turns", 40)),
+                        max_fix_rounds=int(options.get("max_fix_rounds", 2)),
+                        on_call=on_call, on_log=on_log, cancel=cancel, verify=verify,
+                        task_tools=None if resolving else self._task_tools(e))
+                finally:
+                    metrics.AGENTS_IN_FLIGHT.add(-1)
                 telemetry.set_attributes(span, {
                     "yf.outcome": result.outcome, "yf.turns": result.turns, "yf.cost_usd": result.cost_usd,
                     "gen_ai.usage.input_tokens": result.usage.input_tokens,

@@ -10,6 +10,7 @@ from sqlalchemy import select, text
 
 from shared import db
 from shared import events as ev
+from shared import metrics
 from shared.bus import Bus, Delivery
 from shared.config import Config
 from services.ledger.projector import PROJECTION, apply_batch
@@ -46,6 +47,8 @@ class Ledger:
             # Budget alerts are not decided here: executors reserve and settle on the shared accounts
             # (shared/budget.py) and announce BudgetWarning / BudgetExhausted as they cross a level.
             await apply_batch(conn, [(d.seq, d.event) for d in deliveries], self.read_gap, self.stream)
+        for d in deliveries:
+            metrics.PROJECTION_LAG.record(metrics.seconds_since(d.event.occurred_at))
 
     async def serve(self, stop: asyncio.Event) -> None:
         await self.db.migrate()

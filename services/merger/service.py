@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 
 from shared import events as ev
-from shared import gitserve, telemetry
+from shared import gitserve, metrics, telemetry
 from shared.bus import Bus, Delivery
 from shared.config import Config
 from shared.git import GitError, WorktreeManager, find_commit, head_of, merge_branch
@@ -76,6 +77,7 @@ class Merger:
         title = _task_title(run.plan, action.task_id)
         message = f"Merge task {action.task_id}: {title}\n\n" + "".join(f"{k}: {v}\n" for k, v in trailers.items())
         try:
+            began = time.monotonic()
             with telemetry.span(f"merge {action.branch}", {"yf.run_id": run.run_id, "yf.task_id": action.task_id,
                                                            "yf.merge.target": target}) as span:
                 result = await asyncio.to_thread(
@@ -84,6 +86,7 @@ class Merger:
                     validate_command=view.started.settings.merge.validate_command or None,
                     sandbox=view.started.settings.agent.sandbox)
                 telemetry.set_attributes(span, {"yf.merge.status": result.status, "yf.merge.commit": result.commit})
+                metrics.MERGE_DURATION.record(time.monotonic() - began, {"status": result.status})
         except GitError as exc:
             await self._conflicted(view, action, cause, [], str(exc), head)
             return

@@ -11,6 +11,7 @@ import logging
 from datetime import datetime, timezone
 
 from shared import events as ev
+from shared import metrics
 from shared.bus import Bus, Delivery, retry_on_conflict
 from shared.config import Config
 from shared.plan import PlanError
@@ -34,6 +35,16 @@ class Planner:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.histories: dict[str, History] = {}  # per project: what model selection learns from
         self._also_decide: list[RunState] = []
+        metrics.observe_tasks(self.task_counts)
+
+    def task_counts(self) -> dict[str, int]:
+        """Tasks of the runs still going, by status (the `yokeflow.tasks` gauge)."""
+        counts: dict[str, int] = {}
+        for state in list(self.runs.values()):
+            if not state.ended:
+                for t in state.tasks.values():
+                    counts[t.status] = counts.get(t.status, 0) + 1
+        return counts
 
     def fold(self, d: Delivery) -> RunState | ev.RunStarted | None:
         """Fold a delivery in; returns the run it concerns (or a RunStarted whose plan does not parse)."""

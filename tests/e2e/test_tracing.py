@@ -95,6 +95,17 @@ def test_yokeflow_run_in_one_process_makes_one_trace_per_run(tmp_path, git_repo,
     run_id, trace = the_run_trace(receiver.spans)
     assert f"run {run_id}: 2 task(s) merged" in result.stdout
     assert_joins_every_service(trace)
+    # and metrics, through the same OTLP endpoint
+    m = receiver.metrics
+    assert {a["model"] for a, _ in m["yokeflow.cost"]} and all(v >= 0 for _, v in m["yokeflow.cost"])
+    assert m["yokeflow.agents.in_flight"][-1][1] == 0  # every agent that started has finished
+    assert max(v for _, v in m["yokeflow.dispatch.latency"]) == 2  # one per task (a histogram's count)
+    assert max(v for _, v in m["yokeflow.merge.duration"]) == 2
+    assert max(v for _, v in m["yokeflow.projection.lag"]) > 20
+    assert {a["consumer"] for a, _ in m["yokeflow.consumer.pending"]} >= {"planner", "executor", "merger"}
+    from services.planner.scheduler import CONFLICT, DISPATCHED, PENDING, SUCCEEDED, TERMINAL
+    statuses = {a["status"] for a, _ in m["yokeflow.tasks"]}
+    assert {PENDING, DISPATCHED} <= statuses <= {PENDING, DISPATCHED, SUCCEEDED, CONFLICT, *TERMINAL}
 
 
 async def test_services_as_processes_make_one_trace_per_run(nats_server, database_url, unique, git_repo, tmp_path,

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -34,18 +38,23 @@ def _value(v) -> Any:
 class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
+        self.metrics: dict[str, list[tuple[dict[str, Any], float]]] = {}  # name -> (attributes, value) points
         self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.path != "/v1/traces":
+                if self.path == "/v1/traces":
+                    receiver._add(ExportTraceServiceRequest.FromString(body))
+                    out = ExportTraceServiceResponse().SerializeToString()
+                elif self.path == "/v1/metrics":
+                    receiver._add_metrics(ExportMetricsServiceRequest.FromString(body))
+                    out = ExportMetricsServiceResponse().SerializeToString()
+                else:
                     self.send_response(404)
                     self.end_headers()
                     return
-                receiver._add(ExportTraceServiceRequest.FromString(body))
-                out = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(out)))
@@ -73,6 +82,20 @@ class OtlpReceiver:
                             name=s.name, service=str(resource.get("service.name", "")),
                             attributes={a.key: _value(a.value) for a in s.attributes}))
 
+    def _add_metrics(self, request: ExportMetricsServiceRequest) -> None:
+        with self._lock:
+            for rm in request.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        kind = m.WhichOneof("data")
+                        for p in getattr(m, kind).data_points:
+                            attrs = {a.key: _value(a.value) for a in p.attributes}
+                            if kind == "histogram":
+                                value = float(p.count)
+                            else:
+                                value = p.as_double if p.WhichOneof("value") == "as_double" else float(p.as_int)
+                            self.metrics.setdefault(m.name, []).append((attrs, value))
+
     def __enter__(self) -> "OtlpReceiver":
         self.thread.start()
         return self
@@ -83,4 +106,5 @@ class OtlpReceiver:
 
     def env(self) -> dict[str, str]:
         """What a process needs to export here, quickly."""
-        return {"OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
+                "OTEL_METRIC_EXPORT_INTERVAL": "500"}
