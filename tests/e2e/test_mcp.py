@@ -193,3 +193,69 @@ async def test_chat_plans_and_starts_a_run_through_the_tools_only(nats_server, d
     assert started.settings.parallel.max_concurrency == 4 and started.settings.cost.run_budget_usd == 20
     produced = [r for r in api.requests if any(t.get("name") == "run_start" for t in r.body.get("tools") or [])]
     assert len(produced) == 4  # the orchestrator's four turns, every action through a tool
+
+
+def claude_code(body: dict) -> dict:
+    """Claude Code's scripted turns: start a run through YokeFlow's MCP tools, watch it to its end."""
+    import re
+
+    names = {t.get("name") for t in body.get("tools") or []}
+    if "mcp__yokeflow__run_start" not in names:
+        return turn({"type": "text", "text": "ok"})
+    said = json.dumps([m["content"] for m in body["messages"] if m["role"] == "user"])
+    run = re.search(r'run_id[^a-z0-9]+(r[0-9a-f]{11})', said)
+    if run is None:
+        return turn(tool("mcp__yokeflow__run_start", repo_path=CLAUDE_REPO[0], plan=QUICK, max_concurrency=2))
+    last = json.dumps(body["messages"][-1]["content"])
+    ended = re.search(r'"status\W{1,16}(completed|failed|cancelled)', last)  # the run's own status
+    if ended:
+        return turn({"type": "text", "text": f"run {run.group(1)} {ended.group(1)}"})
+    return turn(tool("mcp__yokeflow__run_status", run_id=run.group(1)))
+
+
+CLAUDE_REPO: list[str] = []
+QUICK = {"name": "quick", "epics": [{"id": "E", "name": "E", "tasks": [
+    {"id": "one", "title": "One"}, {"id": "two", "title": "Two", "depends_on": ["one"]}]}]}
+
+
+async def test_claude_code_runs_a_plan_through_yokeflow_s_mcp_tools(nats_server, database_url, unique, git_repo,
+                                                                      tmp_path):
+    import subprocess
+
+    from shared import events as ev
+    from shared.llm.claude_code import bundled_cli
+    from tests.conftest import IN_CI
+
+    cli = bundled_cli()
+    if cli is None:
+        if IN_CI:
+            raise AssertionError("the Claude Code CLI bundled in claude-agent-sdk is required in CI")
+        import pytest
+
+        pytest.skip("claude-agent-sdk (with its bundled CLI) is not installed")
+    CLAUDE_REPO[:] = [str(git_repo)]
+    yokeflow_env = {**service_env(nats_server.url, database_url, unique), "PYTHONPATH": str(ROOT),
+                    "YOKEFLOW_AGENT__PROVIDER": "sleep:50", "YOKEFLOW_PARALLEL__STRATEGY": "by_task"}
+    mcp_config = tmp_path / "mcp.json"
+    mcp_config.write_text(json.dumps({"mcpServers": {"yokeflow": {
+        "command": sys.executable, "args": ["-m", "yokeflow", "mcp"], "env": yokeflow_env}}}))
+    home = tmp_path / "home"
+    home.mkdir()
+    with FakeAnthropic([claude_code] * 200) as api:
+        cfg = config(parallel={"strategy": "by_task"}, agent={"provider": "sleep:50"})
+        async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
+            env = {"PATH": os.environ["PATH"], "HOME": str(home), "ANTHROPIC_BASE_URL": api.url,
+                   "ANTHROPIC_API_KEY": "test-key", "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1",
+                   "ENABLE_TOOL_SEARCH": "false"}  # YokeFlow's tools in the request, not behind a search
+            done = await asyncio.to_thread(subprocess.run, [
+                cli, "-p", "Run the quick plan on the repository and tell me when it is done.",
+                "--mcp-config", str(mcp_config), "--strict-mcp-config",
+                "--allowedTools", "mcp__yokeflow__run_start mcp__yokeflow__run_status",
+                "--permission-mode", "acceptEdits"], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                timeout=240)
+            events = [d.event async for d in bus.read()]
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    [started] = [e for e in events if isinstance(e, ev.RunStarted)]
+    assert started.plan["name"] == "quick" and started.settings.parallel.max_concurrency == 2
+    assert any(isinstance(e, ev.RunCompleted) and e.run_id == started.run_id for e in events)
+    assert f"run {started.run_id} completed" in done.stdout

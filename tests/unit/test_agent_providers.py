@@ -72,12 +72,12 @@ def test_factory_errors_name_the_fix(monkeypatch):
         make_provider("gpt")
 
 
-def test_claude_code_without_its_package_names_the_package(tmp_path):
-    try:
-        import claude_agent_sdk  # noqa: F401
-        pytest.skip("claude-agent-sdk is installed here")
-    except ImportError:
-        pass
+def test_claude_code_without_its_package_names_the_package(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",  # as on a machine without the extra
+                        lambda name, *a: None if name == "claude_agent_sdk" else real(name, *a))
     with pytest.raises(ProviderUnavailable, match=r"claude-agent-sdk package .*yokeflow\[claude-code\]"):
         make_provider("claude-code", {"cwd": str(tmp_path)})
 
