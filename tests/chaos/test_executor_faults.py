@@ -73,3 +73,32 @@ async def test_a_frozen_executor_loses_an_expired_lease_and_its_agent_stops(nats
     worktrees = [e for e in events if isinstance(e, ev.WorktreeCreated)]
     assert worktrees[-1].reused and worktrees[-1].path == worktrees[0].path  # taken over in the same worktree
     assert "lease" in holder.output() and "lost" in holder.output()  # the thawed agent saw it and stopped
+
+
+async def test_an_executor_killed_mid_agent_hands_its_attempt_on_once(nats_server, database_url, unique, git_repo,
+                                                                      tmp_path):
+    endpoint = endpoint_for(nats_server.url, database_url, unique)
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1}, agent={"provider": "sleep:2000"})
+    system = await start_system(endpoint, cfg, services=("ledger", "planner", "merger", "learner"))
+    env = service_env(nats_server.url, database_url, unique, YOKEFLOW_EXECUTOR_ACK_WAIT="2")
+    executors = [ServiceProcess("executor", env, tmp_path).start() for _ in range(2)]
+    bus = await endpoint.bus()
+    try:
+        started = await start_run(bus, PLAN, git_repo, cfg)
+        [first] = await until(lambda: started_by(bus, started.run_id), what="the first AgentStarted")
+        [holder] = [p for p in executors if executor_name(p) == first.executor]
+        holder.kill()
+        assert holder.proc.returncode == -9  # it died of the SIGKILL, mid-agent:
+        assert not [d async for d in bus.read([bus.type_filter("AgentFinished")])]  # nothing finished yet
+        end = await wait_for_end(bus, started.run_id, timeout=120)
+        assert isinstance(end, ev.RunCompleted), end
+        await check_invariants(bus, git_repo, started.run_id, database_url=database_url)
+        events = [d.event async for d in bus.read() if getattr(d.event, "run_id", None) == started.run_id]
+    finally:
+        for p in executors:
+            p.stop()
+        await bus.close()
+        await system.stop()
+    starts = [e for e in events if isinstance(e, ev.AgentStarted)]
+    assert len(starts) == 2 and len({s.executor for s in starts}) == 2  # taken over by the other process
+    assert [(f.attempt, f.outcome) for f in events if isinstance(f, ev.AgentFinished)] == [(1, "success")]
