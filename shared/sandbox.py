@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from shared.config import SandboxSettings, parse_config
+from shared.scrub import is_secret_name, secret_values
 
 log = logging.getLogger("yokeflow.sandbox")
 
@@ -47,12 +48,14 @@ SECRET_SUFFIXES = ("_TOKEN", "_SECRET", "_PASSWORD", "_KEY", "_API_KEY", "_PAT")
 
 def is_secret(name: str) -> bool:
     upper = name.upper()
-    return upper in SECRET_NAMES or upper.startswith(SECRET_PREFIXES) or upper.endswith(SECRET_SUFFIXES)
+    return (upper in SECRET_NAMES or upper.startswith(SECRET_PREFIXES) or upper.endswith(SECRET_SUFFIXES)
+            or is_secret_name(name))  # the scrubber's rule too: PGPASSWORD, *_PAT, *_CREDENTIALS, …
 
 
 def scrubbed_env(inherited: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Unconfined commands only: the inherited environment without secrets, then `extra` on top."""
-    env = {k: v for k, v in inherited.items() if not is_secret(k)}
+    # a URL with a password (DATABASE_URL=postgresql://u:pw@…) is a secret whatever its name
+    env = {k: v for k, v in inherited.items() if not is_secret(k) and not secret_values({k: v})}
     env.update(extra or {})
     return env
 

@@ -36,7 +36,9 @@ def session_dir():
 
 @pytest.fixture(scope="session")
 def nats_server(session_dir):
-    server = EmbeddedNats(session_dir / "nats").start()
+    # Every test's log stream reserves its 1 GiB limit: hundreds of them outgrow the default
+    # reservation ceiling (75% of the free disk) though they hold a few KiB each.
+    server = EmbeddedNats(session_dir / "nats", max_file_store=1 << 50).start()
     yield server
     server.stop()
 
@@ -84,7 +86,9 @@ def _drop_streams(server, unique: str) -> None:
 async def bus(nats_server, unique):
     from shared.bus import Bus
 
-    b = await Bus.connect(nats_server.url, prefix=f"t{unique}", stream=f"EV_{unique}", log_stream=f"LOG_{unique}")
+    # The tests' own bus may publish any event (as an operator's tools may); services connect as themselves.
+    b = await Bus.connect(nats_server.url, identity="admin", prefix=f"t{unique}", stream=f"EV_{unique}",
+                          log_stream=f"LOG_{unique}")
     yield b
     await b.close()
 

@@ -35,6 +35,7 @@ class Endpoint:
     gateway_url: str = ""
     servers: EmbeddedServers | None = None
     bus_options: dict[str, Any] = field(default_factory=dict)
+    nats_creds: str = ""  # YOKEFLOW_NATS_CREDS, for servers named by the environment
 
     @property
     def services_running(self) -> bool:
@@ -47,7 +48,7 @@ class Endpoint:
 
     async def bus(self, name: str = "yokeflow-cli") -> Bus:
         try:
-            return await Bus.connect(self.nats_url, name=name, **self.bus_options)
+            return await Bus.connect(self.nats_url, name=name, creds=self.nats_creds, **self.bus_options)
         except BusError as exc:
             hint = " (check YOKEFLOW_NATS_URL)" if self.source == "environment" else ""
             raise CliError(f"{exc}{hint}") from None
@@ -59,7 +60,8 @@ async def open_endpoint(config: Config, state_dir: Path, *, need_database: bool 
     if config.nats_url:
         if need_database and not config.database_url:
             raise CliError("YOKEFLOW_NATS_URL is set but YOKEFLOW_DATABASE_URL is not: set both to use existing servers")
-        yield Endpoint(config.nats_url, config.database_url, "environment", bus_options=config.runtime.bus_options())
+        yield Endpoint(config.nats_url, config.database_url, "environment", bus_options=config.runtime.bus_options(),
+                       nats_creds=config.nats_creds)
         return
     live = read_endpoint(state_dir)
     if live:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.k8s import ROOT, SERVICES, container, container_env, deployments, render
 from tests.support.otlp import OtlpReceiver
-from tests.support.processes import service_env
+from tests.support.processes import as_identity, service_env
 
 pytestmark = pytest.mark.integration
 PORT_SETTINGS = {"http": "YOKEFLOW_GATEWAY_PORT", "health": "YOKEFLOW_HEALTH_PORT", "git": "YOKEFLOW_GIT_HTTP_PORT"}
@@ -68,6 +68,9 @@ async def test_every_container_starts_and_becomes_ready(overlay, nats_server, da
                 c = container(d)
                 env = container_env(c, docs, missing_secret=placeholder)
                 env["YOKEFLOW_NATS_URL"] = swap_endpoint(env["YOKEFLOW_NATS_URL"], nats_server.url)
+                # the rendered user (each service its own), with the test server's password for it
+                env["YOKEFLOW_NATS_URL"] = as_identity(env["YOKEFLOW_NATS_URL"],
+                                                       urllib.parse.urlsplit(env["YOKEFLOW_NATS_URL"]).username or "cli")
                 if "YOKEFLOW_DATABASE_URL" in env:
                     assert env["YOKEFLOW_DATABASE_URL"].startswith("postgresql://") or overlay == "production"
                     env["YOKEFLOW_DATABASE_URL"] = database_url  # the test server's own role and database

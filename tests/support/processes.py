@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from urllib.parse import urlsplit, urlunsplit
+
+from shared.infra import nats_url_for
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -19,9 +23,13 @@ class ServiceProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ServiceProcess":
+        env = {**os.environ, **self.env}
+        # The service connects to NATS as itself (the database URL stays the owner's: a lone ledger
+        # process migrates the test's fresh database, as a deployment's first start does).
+        env["YOKEFLOW_NATS_URL"] = as_identity(env["YOKEFLOW_NATS_URL"], self.name)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"], cwd=ROOT,
-                                     env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT)
+                                     env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         return self
 
@@ -43,7 +51,15 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def as_identity(nats_url: str, identity: str) -> str:
+    """The test server's URL with `identity`'s credentials (replacing any it carried)."""
+    parts = urlsplit(nats_url)
+    return nats_url_for(urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])), identity)
+
+
 def service_env(nats_url: str, database_url: str, unique: str, **extra: str) -> dict[str, str]:
-    return {"YOKEFLOW_NATS_URL": nats_url, "YOKEFLOW_DATABASE_URL": database_url,
+    """The environment of a service or CLI process on the test's servers; the NATS URL carries the
+    CLI's credentials (ServiceProcess swaps in the service's own)."""
+    return {"YOKEFLOW_NATS_URL": as_identity(nats_url, "cli"), "YOKEFLOW_DATABASE_URL": database_url,
             "YOKEFLOW_SUBJECT_PREFIX": f"t{unique}", "YOKEFLOW_STREAM": f"EV_{unique}",
             "YOKEFLOW_LOG_STREAM": f"LOG_{unique}", "YOKEFLOW_LOG_LEVEL": "WARNING", **extra}

@@ -1,0 +1,74 @@
+"""Who may publish what: the one table of NATS identities and the event types each owns.
+
+Subjects are `<prefix>.evt.<project>.<aggregate>.<id>.<EventType>`, so a publish permission can
+name an event type (`*.evt.*.task.*.TaskReady`). The embedded server's configuration is built
+from this table (shared/infra.py), and docs/security.md shows the same for a cluster's accounts.
+The prefix token is a wildcard: every prefix on a YokeFlow server belongs to YokeFlow (tests run
+many prefixes on one server).
+"""
+
+from __future__ import annotations
+
+from shared import events as ev
+
+# The person's front doors publish the same commands.
+_COMMANDS: tuple[type[ev.Event], ...] = (
+    ev.ProjectCreated, ev.RunStarted, ev.RunCancelled, ev.MergeRequested,
+    ev.PlanRequested, ev.PlanProduced, ev.PlanRejected, ev.PlanApproved,
+)
+
+PUBLISHES: dict[str, tuple[type[ev.Event], ...]] = {
+    "planner": (ev.PlanProduced, ev.PlanRejected, ev.BatchesComputed, ev.TaskReady, ev.TaskCompleted,
+                ev.TaskFailed, ev.TaskBlocked, ev.TaskCancelled, ev.ConflictEscalated, ev.RunPaused,
+                ev.RunResumed, ev.RunCompleted, ev.RunFailed, ev.DeliveryFailed),
+    "executor": (ev.WorktreeCreated, ev.AgentStarted, ev.AgentFinished, ev.CostRecorded, ev.DeliveryFailed),
+    "merger": (ev.BranchMerged, ev.MergeConflicted, ev.BatchMerged, ev.DeliveryFailed),
+    "learner": (ev.LearningExtracted, ev.ExpertiseUpdated, ev.DeliveryFailed),
+    "ledger": (ev.BudgetWarning, ev.BudgetExhausted, ev.DeliveryFailed),
+    "gateway": _COMMANDS,
+    "cli": _COMMANDS,
+}
+# Agent telemetry (`<prefix>.log.>`) and attempt leases (the KV bucket `<stream>_LEASES`; a subject
+# wildcard cannot match part of a token, so the grant is every bucket): only the executor writes them.
+WRITES_LOGS = frozenset({"executor"})
+WRITES_KV = frozenset({"executor"})
+# Every identity above; `admin` may publish anything (operators' tools and the test suite),
+# and its password is kept like the PostgreSQL superuser's.
+SERVICE_IDENTITIES = tuple(PUBLISHES)
+ADMIN = "admin"
+IDENTITIES = (*SERVICE_IDENTITIES, ADMIN)
+
+# What every JetStream client needs: the API (streams, consumers, fetch, direct get) and acks.
+JETSTREAM_ALLOW = ("$JS.API.>", "$JS.ACK.>")
+# No service may delete or purge the log or its messages (the streams deny it too).
+JETSTREAM_DENY = ("$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>")
+
+
+def event_subject_permission(event_type: type[ev.Event]) -> str:
+    return f"*.evt.*.{event_type.aggregate}.*.{event_type.__name__}"
+
+
+def publish_allow(identity: str) -> list[str]:
+    """The subjects `identity` may publish to, as NATS permission subjects."""
+    if identity == ADMIN:
+        return [">"]
+    allowed = [*JETSTREAM_ALLOW, *(event_subject_permission(t) for t in PUBLISHES[identity])]
+    if identity in WRITES_LOGS:
+        allowed.append("*.log.>")
+    if identity in WRITES_KV:
+        allowed.append("$KV.*.>")
+    return allowed
+
+
+def publish_deny(identity: str) -> list[str]:
+    return [] if identity == ADMIN else list(JETSTREAM_DENY)
+
+
+def identity_of(connection_name: str) -> str:
+    """`yokeflow-planner` -> `planner`, `yokeflow-admin` -> `admin`; anything else is the CLI's."""
+    name = connection_name.removeprefix("yokeflow-")
+    return name if name in IDENTITIES else "cli"
+
+
+def may_publish(identity: str, event_type: str) -> bool:
+    return identity == ADMIN or any(t.__name__ == event_type for t in PUBLISHES.get(identity, ()))
