@@ -67,7 +67,8 @@ def _drop_streams(server, unique: str) -> None:
     from shared.bus import Bus
 
     async def drop() -> None:
-        bus = await Bus.connect(server.url, prefix=f"t{unique}", stream=f"EV_{unique}", log_stream=f"LOG_{unique}")
+        bus = await Bus.connect(server.url, identity="admin", prefix=f"t{unique}", stream=f"EV_{unique}",
+                                log_stream=f"LOG_{unique}")  # only the operator's identity may delete a stream
         try:
             for name in (f"EV_{unique}", f"LOG_{unique}"):
                 try:
