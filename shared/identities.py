@@ -14,24 +14,27 @@ from shared import events as ev
 # The person's front doors publish the same commands.
 _COMMANDS: tuple[type[ev.Event], ...] = (
     ev.ProjectCreated, ev.RunStarted, ev.RunCancelled, ev.MergeRequested,
-    ev.PlanRequested, ev.PlanProduced, ev.PlanRejected, ev.PlanApproved,
+    ev.PlanRequested, ev.PlanProduced, ev.PlanRejected, ev.PlanApproved, ev.BudgetSet,
 )
 
 PUBLISHES: dict[str, tuple[type[ev.Event], ...]] = {
     "planner": (ev.PlanProduced, ev.PlanRejected, ev.BatchesComputed, ev.TaskReady, ev.TaskCompleted,
-                ev.TaskFailed, ev.TaskBlocked, ev.TaskCancelled, ev.ConflictEscalated, ev.RunPaused,
+                ev.TaskFailed, ev.TaskBlocked, ev.TaskCancelled, ev.TaskDeferred, ev.ConflictEscalated, ev.RunPaused,
                 ev.RunResumed, ev.RunCompleted, ev.RunFailed, ev.DeliveryFailed),
-    "executor": (ev.WorktreeCreated, ev.AgentStarted, ev.AgentFinished, ev.CostRecorded, ev.DeliveryFailed),
+    # the executor's budget gate announces the levels its reservations cross (shared/budget.py)
+    "executor": (ev.WorktreeCreated, ev.AgentStarted, ev.AgentFinished, ev.CostRecorded, ev.BudgetWarning,
+                 ev.BudgetExhausted, ev.DeliveryFailed),
     "merger": (ev.BranchMerged, ev.MergeConflicted, ev.BatchMerged, ev.DeliveryFailed),
     "learner": (ev.LearningExtracted, ev.ExpertiseUpdated, ev.DeliveryFailed),
     "ledger": (ev.BudgetWarning, ev.BudgetExhausted, ev.DeliveryFailed),
     "gateway": _COMMANDS,
     "cli": _COMMANDS,
 }
-# Agent telemetry (`<prefix>.log.>`) and attempt leases (the KV bucket `<stream>_LEASES`; a subject
-# wildcard cannot match part of a token, so the grant is every bucket): only the executor writes them.
+# Agent telemetry (`<prefix>.log.>`): only the executor writes it. Key-value buckets (`<stream>_LEASES`
+# for attempt leases, `<stream>_BUDGETS` for budget accounts; a subject wildcard cannot match part of
+# a token, so the grant is every bucket): the executor, and the front doors that set a budget.
 WRITES_LOGS = frozenset({"executor"})
-WRITES_KV = frozenset({"executor"})
+WRITES_KV = frozenset({"executor", "gateway", "cli"})
 # Every identity above; `admin` may publish anything (operators' tools and the test suite),
 # and its password is kept like the PostgreSQL superuser's.
 SERVICE_IDENTITIES = tuple(PUBLISHES)
