@@ -10,6 +10,7 @@ many prefixes on one server).
 from __future__ import annotations
 
 from shared import events as ev
+from shared.subjects import ANY, Subjects
 
 # The person's front doors publish the same commands.
 _COMMANDS: tuple[type[ev.Event], ...] = (
@@ -47,8 +48,11 @@ JETSTREAM_ALLOW = ("$JS.API.>", "$JS.ACK.>")
 JETSTREAM_DENY = ("$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>")
 
 
+_ANY_PREFIX = Subjects(ANY)
+
+
 def event_subject_permission(event_type: type[ev.Event]) -> str:
-    return f"*.evt.*.{event_type.aggregate}.*.{event_type.__name__}"
+    return _ANY_PREFIX.of_type(event_type.__name__, aggregate=event_type.aggregate)
 
 
 def publish_allow(identity: str) -> list[str]:
@@ -57,7 +61,7 @@ def publish_allow(identity: str) -> list[str]:
         return [">"]
     allowed = [*JETSTREAM_ALLOW, *(event_subject_permission(t) for t in PUBLISHES[identity])]
     if identity in WRITES_LOGS:
-        allowed.append("*.log.>")
+        allowed.append(_ANY_PREFIX.all_logs)
     if identity in WRITES_KV:
         allowed.append("$KV.*.>")
     return allowed
