@@ -23,8 +23,9 @@ PUBLISHES: dict[str, tuple[type[ev.Event], ...]] = {
                 ev.TaskFailed, ev.TaskBlocked, ev.TaskCancelled, ev.TaskDeferred, ev.ConflictEscalated, ev.RunPaused,
                 ev.RunResumed, ev.RunCompleted, ev.RunFailed, ev.DeliveryFailed),
     # the executor's budget gate announces the levels its reservations cross (shared/budget.py)
+    # and its agents' task server reports discoveries and block requests (executor/agent/task_tools.py)
     "executor": (ev.WorktreeCreated, ev.AgentStarted, ev.AgentFinished, ev.CostRecorded, ev.BudgetWarning,
-                 ev.BudgetExhausted, ev.DeliveryFailed),
+                 ev.BudgetExhausted, ev.DiscoveryReported, ev.TaskBlockRequested, ev.DeliveryFailed),
     "merger": (ev.BranchMerged, ev.MergeConflicted, ev.BatchMerged, ev.DeliveryFailed),
     "learner": (ev.LearningExtracted, ev.ExpertiseUpdated, ev.DeliveryFailed),
     "ledger": (ev.BudgetWarning, ev.BudgetExhausted, ev.DeliveryFailed),
