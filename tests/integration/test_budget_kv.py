@@ -21,8 +21,8 @@ def ready(run="r1", task="t"):
 
 async def test_concurrent_reservations_from_three_connections_never_pass_the_limit(nats_server, unique, bus):
     # three executors: three connections to the same stream and bucket
-    others = [await Bus.connect(nats_server.url, prefix=f"t{unique}", stream=f"EV_{unique}", log_stream=f"LOG_{unique}")
-              for _ in range(2)]
+    others = [await Bus.connect(nats_server.url, identity="executor", prefix=f"t{unique}", stream=f"EV_{unique}",
+                                log_stream=f"LOG_{unique}") for _ in range(2)]
     try:
         cost = {"project_budget_usd": "0", "run_budget_usd": "1.00", "enforcement": "hard"}
         gates = [BudgetGate(b, ready(task=f"t{i}"), cost) for i, b in enumerate([bus, *others])]
