@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.git import merge_branch  # noqa: E402
+from shared.gitops import merge_branch  # noqa: E402
 from shared.gitops import checkout_index  # noqa: E402
 
 ENV = {**os.environ, "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "b@e", "GIT_COMMITTER_NAME": "Bench",

@@ -14,7 +14,7 @@ from typing import Any
 from shared import events as ev
 from shared.bus import Bus
 from shared.config import Config, ConfigError
-from shared.git import GitError, checked_out_branch, checkout_is_clean, local_branches
+from shared.gitops import GitError, checked_out_branch, checkout_is_clean, local_branches
 from shared.plan import Plan, PlanError, parse_plan, plan_to_dict
 from shared.resolver import resolve
 from shared.plan.size import payload_problems

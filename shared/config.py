@@ -91,6 +91,7 @@ class Agent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_fix_rounds: int = 2
     command_timeout_s: float = 300.0
     transcripts: str = ""
+    record: str = ""  # a folder: every agent's real turns are written there as <task>.json, replayable later
     sandbox: SandboxSettings = msgspec.field(default_factory=SandboxSettings)
     env_allow: list[str] = []     # variables of YokeFlow's environment that sandboxed commands may see
 
@@ -315,6 +316,8 @@ def _check_ranges(cfg: Config | RunSettings, source: str) -> None:
         ("agent.sandbox.max_file_mb", cfg.agent.sandbox.max_file_mb >= 1, "must be at least 1"),
         ("agent.sandbox.cpu_seconds", cfg.agent.sandbox.cpu_seconds >= 1, "must be at least 1"),
         ("merge.max_resolution_attempts", cfg.merge.max_resolution_attempts >= 0, "must not be negative"),
+        ("agent.record", not (cfg.agent.record and cfg.agent.provider == "replay"),
+         "records a live provider's turns: set agent.provider to anthropic (or claude-code), or drop agent.record"),
     ]
     if isinstance(cfg, Config):
         checks += [

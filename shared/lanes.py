@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from shared.git import branch_name
+from shared.gitops import branch_name
 from shared.plan import Plan, PlanTask
 
 # Extensions a bare word (no slash) must end in to be taken for a file name.

@@ -22,7 +22,7 @@ from shared import events as ev
 from shared import metrics, telemetry
 from shared.bus import Bus, Delivery, Lease
 from shared.config import Config
-from shared.git import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
+from shared.gitops import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
 from shared.expertise import for_prompt
 from shared.gitops.repo import changed_paths
 from shared.expertise import store as expertise_store
@@ -384,7 +384,7 @@ def _provider_options(spec: str, options: dict[str, Any], wt: Worktree, on_log=N
     kind = spec.partition(":")[0]
     keys = {"anthropic": ("base_url",), "replay": ("transcript",),
             "claude-code": ("base_url", "sandbox", "env_allow")}.get(kind, ())
-    picked = {k: options[k] for k in keys if options.get(k)}
+    picked = {k: options[k] for k in (*keys, "record") if options.get(k)}
     if kind == "claude-code":  # it runs in the worktree's jail and logs its own steps
         picked.update(cwd=str(wt.path), on_log=on_log)
     return picked

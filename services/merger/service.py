@@ -20,7 +20,7 @@ from shared import events as ev
 from shared import gitserve, metrics, telemetry
 from shared.bus import Bus, Delivery
 from shared.config import Config
-from shared.git import GitError, WorktreeManager, find_commit, head_of, merge_branch
+from shared.gitops import GitError, WorktreeManager, find_commit, head_of, merge_branch
 from services.merger import domain
 from services.merger.domain import RunView
 

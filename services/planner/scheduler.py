@@ -19,7 +19,7 @@ import msgspec
 
 from shared import events as ev
 from shared.config import RunSettings
-from shared.git import branch_name, slugify
+from shared.gitops import branch_name, slugify
 from shared.gitops.names import worktree_dir_name
 from shared.gitops.worktrees import WORKTREES_DIR
 from shared.lanes import lane_of
@@ -742,6 +742,8 @@ def _ready_fields(state: RunState, t: TaskState, *, resolving: bool = False) -> 
         options["base_url"] = agent.base_url
     if provider == "replay" and agent.transcripts:
         options["transcript"] = str(Path(agent.transcripts) / f"{task.id}{'.resolve' if resolving else ''}.json")
+    if agent.record and provider != "replay":  # what a live model answered, as a transcript `replay` plays
+        options["record"] = str(Path(agent.record) / f"{task.id}{'.resolve' if resolving else ''}.json")
     deps = [{"task_id": d, "title": state.plan.task(d).title, "summary": state.tasks[d].summary}
             for d, _ in state.deps.get(t.id, []) if state.tasks[d].summary]
     return dict(

@@ -9,7 +9,7 @@ import pytest
 from shared import events as ev
 from shared.commands import start_run
 from shared.config import RunSettings
-from shared.git import WorktreeManager
+from shared.gitops import WorktreeManager
 from services.merger.domain import RunView
 from services.merger.service import Merger
 from tests.conftest import git

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.git import GitError, head_of, merge_branch
+from shared.gitops import GitError, head_of, merge_branch
 from shared.gitops import checkout_index
 from tests.conftest import git, require_tool
 

@@ -9,7 +9,7 @@ import pytest
 
 from services.executor.agent.tools import Sandbox
 from shared.config import SandboxSettings
-from shared.git import WorktreeManager
+from shared.gitops import WorktreeManager
 from shared.sandbox import OFF_WARNING, SANDBOX_USER, warn_if_off
 from tests.conftest import git, require_tool
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.git import WorktreeManager, head_of
+from shared.gitops import WorktreeManager, head_of
 from tests.conftest import git, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import shared.gitops.merge as merge_module
-from shared.git import GitError, WorktreeManager, head_of, merge_branch
+from shared.gitops import GitError, WorktreeManager, head_of, merge_branch
 from tests.conftest import git, require_tool
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.git import merge_branch
+from shared.gitops import merge_branch
 from tests.conftest import require_tool
 
 CASES = int(os.environ.get("YF_ORACLE_CASES", "160"))

@@ -54,7 +54,7 @@ def test_a_lock_left_by_a_dead_writer_is_cleared_and_a_live_one_is_named(git_rep
 
 
 def test_a_merge_goes_past_a_ref_lock_left_by_a_killed_merger(git_repo):
-    from shared.git import merge_branch
+    from shared.gitops import merge_branch
     from tests.conftest import git
 
     git(git_repo, "checkout", "-q", "-b", "task/x")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.git import (
+from shared.gitops import (
     GitError,
     WorktreeManager,
     abort_resolution,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.git import GitError, WorktreeManager, branch_name, head_of, is_ancestor, merge_branch
+from shared.gitops import GitError, WorktreeManager, branch_name, head_of, is_ancestor, merge_branch
 from tests.conftest import git, require_tool
 
 
@@ -170,7 +170,7 @@ async def test_concurrent_acquire_of_different_worktrees(git_repo):
 
 def test_concurrent_acquire_from_processes(git_repo, tmp_path):
     script = (
-        "import sys; from shared.git import WorktreeManager;"
+        "import sys; from shared.gitops import WorktreeManager;"
         "w = WorktreeManager(sys.argv[1]).acquire(sys.argv[2], 'task/' + sys.argv[2]); print(w.port_base)"
     )
     procs = [subprocess.Popen([sys.executable, "-c", script, str(git_repo), f"p{i}"], stdout=subprocess.PIPE, text=True,

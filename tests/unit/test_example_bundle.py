@@ -1,4 +1,4 @@
-"""The bundled examples `yokeflow demo` runs: the plan is well formed, the recorded transcripts
+"""The bundled examples `yokeflow demo` runs: the plan is well formed, the scripted transcripts
 keep the tool contract, tasks that may run at the same time write disjoint files, and playing
 every transcript's file changes in dependency order gives a program whose tests pass."""
 

@@ -5,7 +5,7 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
-from shared.git import branch_name, slugify
+from shared.gitops import branch_name, slugify
 from shared.gitops.names import worktree_dir_name
 
 SAFE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")

@@ -1,7 +1,8 @@
 """`yokeflow demo`: a bundled example, planned and built by replayed agents, offline.
 
 It creates a fresh git repository from the example's seed, runs the example's plan on the
-embedded servers with the `replay` provider (recorded model turns played through the same
+embedded servers with the `replay` provider (scripted model turns, written by hand for the
+example, played through the same
 agent loop and tools a live model uses), and ends by running the program's own tests on
 `main`.
 """
@@ -17,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.git import create_repository
+from shared.gitops import create_repository
 from yokeflow.commands.runtime import _config, _state_arg, execute_run, load_plan_or_fail
 from yokeflow.errors import CliError
 from yokeflow.system import open_endpoint
@@ -56,7 +57,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     plan = load_plan_or_fail(str(example / "plan.yaml"))
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     say(f"YokeFlow demo: building '{plan.name}' ({len(plan.tasks())} tasks in {len(plan.epics)} epics) in {target}")
-    say("The model is REPLAYED OFFLINE: recorded agent turns are played through the real agent loop, tools, "
+    say("The model is REPLAYED OFFLINE: scripted agent turns are played through the real agent loop, tools, "
         "worktrees and merges. No API key, no network, no cost.")
     prepare_repository(example, target)
     config = _config(target)

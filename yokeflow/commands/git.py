@@ -6,7 +6,7 @@ import argparse
 import json
 
 from shared.config import ConfigError, load_config
-from shared.git import GitError, merge_branch
+from shared.gitops import GitError, merge_branch
 from yokeflow.errors import CliError
 
 EXIT_CONFLICT = 3

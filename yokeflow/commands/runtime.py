@@ -74,6 +74,8 @@ def _run_settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrency", type=int)
     p.add_argument("--provider", help="agent provider: anthropic | replay | sleep:<ms> | claude-code")
     p.add_argument("--transcripts", help="folder of <task_id>.json transcripts for the replay provider")
+    p.add_argument("--record", metavar="DIR",
+                   help="write every agent's real model turns to DIR/<task_id>.json (replay them with --transcripts DIR)")
     p.add_argument("--batch-barrier", action="store_true", help="run batch by batch (the PRD's mode)")
 
 
@@ -100,6 +102,8 @@ def settings_override(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         out["parallel"]["batch_barrier"] = True
     if getattr(args, "provider", None):
         out["agent"]["provider"] = args.provider
+    if getattr(args, "record", None):
+        out["agent"]["record"] = str(Path(args.record).resolve())
     if getattr(args, "transcripts", None):
         path = Path(args.transcripts).resolve()
         if not path.is_dir():

@@ -6,7 +6,7 @@ import argparse
 import json
 import re
 
-from shared.git import GitError, WorktreeManager
+from shared.gitops import GitError, WorktreeManager
 from yokeflow.errors import CliError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
