@@ -1,5 +1,5 @@
 """Bundled examples for `yokeflow demo`: each folder holds a seed repository, the spec a person
-would write, the plan, and one recorded agent transcript per task (played by the `replay` provider).
+would write, the plan, and one scripted (hand-written) agent transcript per task (played by the `replay` provider).
 
     <name>/seed/          files of the initial commit
     <name>/app_spec.txt   the spec
