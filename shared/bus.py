@@ -35,6 +35,8 @@ EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject
 _SERVER_RESTARTING = (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError,
                       nats.errors.ConnectionReconnectingError)
 
+BIND_PATIENCE_S = 120.0  # how long a starting consumer waits for JetStream to answer
+
 
 class BusError(RuntimeError):
     pass
@@ -465,13 +467,23 @@ class Bus:
             filter_subject=filter_subjects[0] if len(filter_subjects) == 1 else None,
             max_ack_pending=max_ack_pending,
         )
-        try:
-            await self.js.add_consumer(self.stream, config=cfg)
-        except APIError as exc:
-            if exc.err_code != 10148:  # consumer already exists with other settings: update it
-                raise
-            await self.js.add_consumer(self.stream, config=cfg)
-        return await self.js.pull_subscribe_bind(durable=durable, stream=self.stream)
+        # A service that binds while the server restarts (its request lost, or JetStream not ready
+        # yet) waits and binds again, as its fetches do, instead of dying at start.
+        deadline = asyncio.get_running_loop().time() + BIND_PATIENCE_S
+        while True:
+            try:
+                try:
+                    await self.js.add_consumer(self.stream, config=cfg)
+                except APIError as exc:
+                    if exc.err_code != 10148:  # consumer already exists with other settings: update it
+                        raise
+                    await self.js.add_consumer(self.stream, config=cfg)
+                return await self.js.pull_subscribe_bind(durable=durable, stream=self.stream)
+            except (*_SERVER_RESTARTING, nats.errors.TimeoutError) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("%s: cannot bind its consumer yet (%s); trying again", durable, type(exc).__name__)
+                await asyncio.sleep(0.5)
 
     async def stream_identity(self) -> str:
         """The event stream's name and creation time: a stream deleted and made again is another log."""

@@ -34,7 +34,10 @@ async def test_nats_and_postgresql_restarted_mid_run(pg_server, database_url, un
         pg_server.start()
         end = await wait_for_end(bus, run, timeout=150)
         assert isinstance(end, ev.RunCompleted), (end, fleet.outputs())
-        await check_invariants(bus, git_repo, run, database_url=database_url)
+        try:
+            await check_invariants(bus, git_repo, run, database_url=database_url)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{fleet.outputs()}") from exc
     finally:
         fleet.stop()
         await bus.close()
