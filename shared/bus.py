@@ -611,6 +611,22 @@ class Bus:
         else:
             await self.nc.publish(subject, payload, headers=headers or None)
 
+    async def open_tail(self, stream: str, subject: str, start_seq: int) -> tuple[str, Any]:
+        """An ephemeral pull consumer (no acks, dropped by the server after 5 idle minutes) on
+        `stream`'s `subject` from `start_seq` on: its name and a subscription to fetch from."""
+        cfg = jsapi.ConsumerConfig(deliver_policy=jsapi.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq,
+                                   ack_policy=jsapi.AckPolicy.NONE, inactive_threshold=300.0, mem_storage=True,
+                                   filter_subject=subject, max_waiting=1)
+        info = await self.js.add_consumer(stream, config=cfg)
+        return info.name, await self.js.pull_subscribe_bind(consumer=info.name, stream=stream)
+
+    async def close_tail(self, stream: str, name: str) -> None:
+        with contextlib.suppress(Exception):  # gone already (server restart, inactivity) is fine
+            await self.js.delete_consumer(stream, name)
+
+    async def stream_last_seq(self, stream: str) -> int:
+        return (await self.js.stream_info(stream)).state.last_seq
+
     async def subscribe_live(self, subject: str, callback: Callable[[Msg], Awaitable[None]]):
         """Core NATS subscription for live views (gateway, `events tail`); not durable."""
         return await self.nc.subscribe(subject, cb=callback)

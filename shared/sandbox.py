@@ -11,6 +11,7 @@ inside and /proc/1/environ would show whatever it was started with.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -292,6 +293,12 @@ class Jail:
             return subprocess.CompletedProcess(proc.args, -9, out.decode("utf-8", "replace")
                                                + f"\n[timed out after {timeout_s:g} s]")
         return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode("utf-8", "replace"))
+
+
+def kill_group(pgid: int) -> None:
+    """Kill a jailed command's whole process group (it was started with start_new_session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _under_system(path: Path) -> bool:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.js import api as jsapi
 from nats.js.errors import NotFoundError
 
 from shared.bus import Bus
@@ -81,12 +80,7 @@ class StreamTail:
         self.sub: Any = None
 
     async def _open(self) -> None:
-        cfg = jsapi.ConsumerConfig(deliver_policy=jsapi.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.next_seq,
-                                   ack_policy=jsapi.AckPolicy.NONE, inactive_threshold=300.0, mem_storage=True,
-                                   filter_subject=self.subject, max_waiting=1)
-        info = await self.bus.js._jsm.add_consumer(self.stream, config=cfg)
-        self.name = info.name
-        self.sub = await self.bus.js.pull_subscribe_bind(consumer=info.name, stream=self.stream)
+        self.name, self.sub = await self.bus.open_tail(self.stream, self.subject, self.next_seq)
 
     async def fetch(self, timeout: float) -> tuple[list[Msg], int]:
         """The next messages (none after `timeout` seconds without any) and how many remain after them."""
@@ -110,9 +104,4 @@ class StreamTail:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         if name is not None:
-            with contextlib.suppress(Exception):
-                await self.bus.js._jsm.delete_consumer(self.stream, name)
-
-
-async def stream_position(bus: Bus, stream: str) -> int:
-    return (await bus.js.stream_info(stream)).state.last_seq
+            await self.bus.close_tail(self.stream, name)

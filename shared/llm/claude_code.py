@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from shared.llm.pricing import resolve_model
 from shared.llm.types import ModelTurn, ProviderError, ProviderUnavailable, Usage
-from shared.sandbox import Jail, settings_from
+from shared.sandbox import Jail, kill_group, settings_from
 
 CLAUDE_CODE_TOOLS = ["Read", "Write", "Edit", "Glob", "Grep", "Bash"]
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -213,8 +213,6 @@ class ClaudeCodeProvider:
                 result, usage, calls = await asyncio.wait_for(self._read(proc), STEP_TIMEOUT_S)
             finally:
                 if proc.returncode is None:
-                    from services.executor.agent.commands import kill_group
-
                     kill_group(proc.pid)
                 stderr = (await proc.stderr.read()).decode(errors="replace")
                 await proc.wait()

@@ -16,7 +16,7 @@ from shared import events as ev
 from shared.commands import start_run
 from shared.llm.pricing import PriceTable
 from shared.llm.types import Usage
-from services.ledger.budgets import set_budget
+from shared.budget_commands import set_budget
 from tests.conftest import git
 from yokeflow.progress import follow_run
 from tests.support.fake_anthropic import FakeAnthropic, tool, turn

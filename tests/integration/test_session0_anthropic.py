@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from services.planner import session0_prompt as prompt
-from services.planner.session0 import produce_plan
+from shared.plan import session0_prompt as prompt
+from shared.plan.session0 import produce_plan
 from shared.llm import make_provider
 from tests.support.fake_anthropic import FakeAnthropic, text, tool, turn
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.planner import session0_prompt as prompt
-from services.planner.session0 import MAX_SPEC_BYTES, SpecError, check_submission, produce_plan, read_spec
+from shared.plan import session0_prompt as prompt
+from shared.plan.session0 import MAX_SPEC_BYTES, SpecError, check_submission, produce_plan, read_spec
 from shared.llm import ReplayProvider
 from shared.plan import load_plan, plan_to_dict
 

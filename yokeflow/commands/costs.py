@@ -14,7 +14,7 @@ from yokeflow.system import Endpoint, open_endpoint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from services.ledger.costs import GROUPINGS
+    from shared.readmodel.costs import GROUPINGS
 
     p = sub.add_parser("costs", help="what the model calls cost, per task, epic, model, domain or run")
     _state_arg(p)
@@ -69,7 +69,7 @@ async def _projections(endpoint: Endpoint) -> AsyncIterator[Any]:
 
 
 async def cmd_costs(args: argparse.Namespace) -> int:
-    from services.ledger.costs import GROUPINGS, cost_report
+    from shared.readmodel.costs import GROUPINGS, cost_report
 
     if args.by not in GROUPINGS:
         raise CliError(f"--by: {args.by!r} is not a grouping; use one of {', '.join(GROUPINGS)}", code=2)
@@ -130,7 +130,7 @@ async def _project_of(database, args: argparse.Namespace) -> str:
 
 
 async def cmd_budget_set(args: argparse.Namespace) -> int:
-    from services.ledger.budgets import BudgetInputError, parse_amount, set_budget
+    from shared.budget_commands import BudgetInputError, parse_amount, set_budget
 
     try:
         amount = parse_amount(args.usd, "USD")
@@ -150,7 +150,7 @@ async def cmd_budget_set(args: argparse.Namespace) -> int:
 
 
 async def cmd_budget_show(args: argparse.Namespace) -> int:
-    from services.ledger.budgets import budget_status
+    from shared.budget_commands import budget_status
 
     async with open_endpoint(_config(), args.state_dir) as endpoint:
         async with _projections(endpoint) as database:

@@ -197,7 +197,7 @@ def add_create(plan_commands: argparse._SubParsersAction) -> None:
 def run_create(args: argparse.Namespace) -> int:
     import asyncio
 
-    from services.planner.session0 import SpecError, read_spec
+    from shared.plan.session0 import SpecError, read_spec
     from shared.commands import project_id_for
     from yokeflow.commands.runtime import _config
 
@@ -241,7 +241,7 @@ def _planning_provider(name: str, transcript: str | None, spec_dir: Path, config
 
 
 async def _create(args, config, provider, spec: str, project_id: str, repo: Path | None, out: Path) -> int:
-    from services.planner import session0
+    from shared.plan import session0
     from shared.llm import ProviderError
     from shared.plan import write_plan
 
@@ -332,7 +332,7 @@ def run_approve(args: argparse.Namespace) -> int:
 
 
 async def _approve(ref: str, approver: str, config, state_dir: Path) -> int:
-    from services.planner import session0
+    from shared.plan import session0
 
     async with _plan_bus(config, state_dir) as bus:
         plan_id = ref

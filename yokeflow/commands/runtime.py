@@ -245,7 +245,7 @@ async def _follow_while_served(bus, started: ev.RunStarted, system: System | Non
 async def require_approval_if_produced(endpoint: Endpoint, plan_path: str) -> None:
     """A plan Session 0 wrote runs only once a person approved it; a hand-written plan is
     approved by the person who runs it."""
-    from services.planner.session0 import plan_history, plan_id_for_file
+    from shared.plan.session0 import plan_history, plan_id_for_file
 
     bus = await endpoint.bus()
     try:

@@ -60,7 +60,7 @@ class Operations:
     async def create_plan(self, spec: str, repo_path: str = "", model: str = "sonnet",
                           max_rounds: int = 3) -> dict[str, Any]:
         """Session 0: a model turns the spec into a plan, recorded as PlanProduced (or PlanRejected)."""
-        from services.planner import session0
+        from shared.plan import session0
         from shared.llm import ProviderError, make_provider
 
         try:
@@ -95,7 +95,7 @@ class Operations:
 
     async def show_plan(self, plan_id: str) -> dict[str, Any]:
         from services.gateway.routes.plans import plan_state  # the one reading of a plan's events
-        from services.planner.session0 import plan_history
+        from shared.plan.session0 import plan_history
 
         plan_id = _id("plan_id", plan_id)
         history = await plan_history(self.bus, plan_id)
@@ -107,7 +107,7 @@ class Operations:
         return state
 
     async def approve_plan(self, plan_id: str, approved_by: str = "mcp") -> dict[str, Any]:
-        from services.planner.session0 import PlanNotApprovable, PlanNotFound, approve_plan
+        from shared.plan.session0 import PlanNotApprovable, PlanNotFound, approve_plan
 
         plan_id = _id("plan_id", plan_id)
         try:
@@ -207,7 +207,7 @@ class Operations:
     # ------------------------------------------------------------------ money and expertise
     async def costs(self, project_id: str, run_id: str = "", by: str = "model") -> dict[str, Any]:
         """The same report as `yokeflow costs --json` and GET /api/projects/{id}/costs."""
-        from services.ledger.costs import GROUPINGS, cost_report
+        from shared.readmodel.costs import GROUPINGS, cost_report
 
         project_id = _id("project_id", project_id)
         if by not in GROUPINGS:

@@ -4,16 +4,14 @@ timeout or a cancellation kills every child, the sandbox with them), merged and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from shared.sandbox import Jail, is_secret, scrubbed_env  # noqa: F401 (is_secret, scrubbed_env: re-exported)
+from shared.sandbox import Jail, is_secret, kill_group, scrubbed_env  # noqa: F401 (is_secret, scrubbed_env: re-exported)
 
 SHELL = shutil.which("bash") or "/bin/sh"
 
@@ -41,11 +39,6 @@ def read_capped(f: BinaryIO, cap: int) -> str:
     f.seek(size - half)
     tail = f.read(half).decode("utf-8", "replace")
     return f"{head}\n… [{size - 2 * half} bytes of output omitted] …\n{tail}"
-
-
-def kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 async def run_shell(command: str, *, cwd: Path, jail: Jail, timeout_s: float, output_cap: int,

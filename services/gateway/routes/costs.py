@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from shared import readmodel
 from services.gateway.deps import ApiError, BusDep, DatabaseDep, ProjectId, WaitTimeoutDep
 from services.gateway import writes
-from services.ledger.budgets import BudgetInputError, budget_status, parse_amount, set_budget
-from services.ledger.costs import cost_report
+from shared.budget_commands import BudgetInputError, budget_status, parse_amount, set_budget
+from shared.readmodel.costs import cost_report
 
 router = APIRouter(tags=["costs"])
 

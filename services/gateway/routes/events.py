@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from shared import readmodel
 from services.gateway.deps import NO_CONTROL_OR_EMPTY, SEQ_MAX
-from services.gateway.live import LiveFilter, StreamTail, event_message, log_message, stream_position
+from services.gateway.live import LiveFilter, StreamTail, event_message, log_message
 
 router = APIRouter(tags=["events"])
 
@@ -28,11 +28,11 @@ async def events_ws(ws: WebSocket, project: str = Query(default="", max_length=6
         found = await readmodel.get_run(state.database, run)
         project = found["project_id"] if found else ""
     flt = LiveFilter(project=project, run=run, logs=logs)
-    position = await stream_position(bus, bus.stream)
+    position = await bus.stream_last_seq(bus.stream)
     start = since + 1 if since is not None else position + 1  # no `since`: from now on, with no gap
     tails = [StreamTail(bus, bus.stream, flt.event_subject(bus), start)]
     if logs:
-        tails.append(StreamTail(bus, bus.log_stream, flt.log_subject(bus), await stream_position(bus, bus.log_stream) + 1))
+        tails.append(StreamTail(bus, bus.log_stream, flt.log_subject(bus), await bus.stream_last_seq(bus.log_stream) + 1))
     await ws.accept()
     lock = asyncio.Lock()
 

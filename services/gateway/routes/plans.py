@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from shared import events as ev
 from shared.bus import Bus
 from services.gateway.deps import NO_CONTROL, ApiError, BusDep, PlanId
-from services.planner.session0 import PlanNotApprovable, PlanNotFound, approve_plan, plan_history
+from shared.plan.session0 import PlanNotApprovable, PlanNotFound, approve_plan, plan_history
 
 router = APIRouter(tags=["plans"])
 

@@ -21,7 +21,7 @@ from shared.llm import ModelTurn, Provider, Usage
 from shared.llm.pricing import cost_usd, is_priced
 from shared.plan import Plan, PlanError, PlanProblem, parse_plan
 from shared.resolver import Resolution, resolve
-from services.planner import session0_prompt as prompt
+from shared.plan import session0_prompt as prompt
 
 MAX_SPEC_BYTES = 200_000
 DEFAULT_MAX_TOKENS = 16_000

@@ -1,4 +1,4 @@
-"""Setting a budget (`yokeflow budget set`, PUT /api/projects/{id}/budget): the shared account
+"""The front doors' budget commands (the CLI and the gateway share them). Setting a budget (`yokeflow budget set`, PUT /api/projects/{id}/budget): the shared account
 takes the new limit at once (agents in flight see it at their next call), then a BudgetSet event
 tells the planner, which starts attempts again for a run the old limit had stopped.
 
