@@ -6,16 +6,19 @@ the `runtime` section's, listed in RUNTIME_ENV); they are taken as plain strings
 A bad value is a ConfigError naming the key and what it accepts; so is a key YokeFlow accepts
 in the schema but does not act on yet (see UNWIRED).
 
-This module is the only reader of the process environment for settings: services and the CLI
-get every value from the Config it returns.
+This module is the only reader of the process environment: services and the CLI get every
+setting from the Config it returns, and what must see the environment itself (the scrubber's
+secret values, the sandbox's allow-list, PATH for child processes, the standard OTEL_* and
+ANTHROPIC_* variables) gets it from `process_env`, `otel_env` or `model_api` here.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import msgspec
 import yaml
@@ -156,6 +159,7 @@ class Runtime(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     executor_lease_s: float | None = None  # how long an attempt's lease lives unrenewed (default: the ack wait)
     executor_drain_s: float = 30.0  # on SIGTERM, how long tasks in hand may finish before going back to the log
     merger_ack_wait_s: float = 120.0  # a merger killed mid-merge hands its merge on after this long
+    merger_crash_after_ref_update: bool = False  # tests only (tests/chaos): die between a ref update and its event
     health_port: int = 0  # /livez and /readyz of a service run alone (0: none)
     health_host: str = "0.0.0.0"
     # Executors without a shared disk: the merger serves repositories under git_root over git smart
@@ -205,7 +209,8 @@ RUNTIME_ENV = {
     "YOKEFLOW_GIT_HTTP_PORT": "git_http_port", "YOKEFLOW_GIT_HTTP_HOST": "git_http_host",
     "YOKEFLOW_GIT_ROOT": "git_root", "YOKEFLOW_GIT_TOKEN": "git_token", "YOKEFLOW_GIT_REMOTE": "git_remote",
     "YOKEFLOW_EXECUTOR_SCRATCH": "executor_scratch",
-    "YOKEFLOW_MERGER_ACK_WAIT": "merger_ack_wait_s", "YOKEFLOW_GATEWAY_HOST": "gateway_host",
+    "YOKEFLOW_MERGER_ACK_WAIT": "merger_ack_wait_s",
+    "YOKEFLOW_MERGER_CRASH_AFTER_REF_UPDATE": "merger_crash_after_ref_update", "YOKEFLOW_GATEWAY_HOST": "gateway_host",
     "YOKEFLOW_GATEWAY_PORT": "gateway_port", "YOKEFLOW_API_TOKEN": "api_token", "YOKEFLOW_STATE_DIR": "state_dir",
     "YOKEFLOW_ALLOWED_HOSTS": "allowed_hosts", "YOKEFLOW_CORS_ORIGINS": "cors_origins",
 }
@@ -358,9 +363,32 @@ UNWIRED: dict[tuple[str, str], tuple[Any, str]] = {
 }
 
 
+def process_env() -> Mapping[str, str]:
+    """The process environment, live. Read only through here, so one grep shows every reader."""
+    return os.environ
+
+
+def otel_env() -> dict[str, str]:
+    """The standard OTEL_* variables (shared/telemetry.py acts on them; the SDK's exporters read their own)."""
+    return {k: v for k, v in process_env().items() if k.startswith("OTEL_")}
+
+
+@dataclass(frozen=True)
+class ModelApi:
+    """Where the Anthropic-compatible Messages API is and the key for it (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL)."""
+
+    api_key: str = dataclass_field(default="", repr=False)  # a secret: kept out of every repr, event and log
+    base_url: str = ""
+
+
+def model_api(environ: Mapping[str, str] | None = None) -> ModelApi:
+    env = process_env() if environ is None else environ
+    return ModelApi(api_key=env.get("ANTHROPIC_API_KEY", ""), base_url=env.get("ANTHROPIC_BASE_URL", ""))
+
+
 def config_dir(environ: dict[str, str] | None = None) -> str:
     """Where a service started alone finds `.yokeflow.yaml` (YOKEFLOW_CONFIG_DIR, default the working folder)."""
-    return (os.environ if environ is None else environ).get("YOKEFLOW_CONFIG_DIR", ".")
+    return (process_env() if environ is None else environ).get("YOKEFLOW_CONFIG_DIR", ".")
 
 
 def _amount(value: float) -> bool:
@@ -393,7 +421,7 @@ def _check_models(cost: Cost, source: str) -> None:
 
 def load_config(directory: Path | str | None = None, environ: dict[str, str] | None = None) -> Config:
     """Config from `<directory>/.yokeflow.yaml` (if present) plus environment overrides."""
-    environ = dict(os.environ if environ is None else environ)
+    environ = dict(process_env() if environ is None else environ)
     data: dict[str, Any] = {}
     source = CONFIG_FILE
     if directory is not None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from shared.config import process_env
+
 
 class InfraError(RuntimeError):
     """An embedded server could not be started; the message says why and what to do."""
@@ -337,7 +339,7 @@ class EmbeddedPostgres:
 
     def _psql(self, sql: str, *, password: str | None = "", database: str = "postgres") -> str:
         """Run SQL as the superuser; `password=None` for a folder that still trusts (upgrade)."""
-        env = {"PATH": os.environ.get("PATH", os.defpath), "PGCONNECT_TIMEOUT": "10"}
+        env = {"PATH": process_env().get("PATH", os.defpath), "PGCONNECT_TIMEOUT": "10"}
         if password is not None:
             env["PGPASSWORD"] = password or self.passwords[PG_SUPERUSER]
         res = subprocess.run(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from shared.config import SandboxSettings, parse_config
+from shared.config import SandboxSettings, parse_config, process_env
 from shared.scrub import is_secret_name, secret_values
 
 log = logging.getLogger("yokeflow.sandbox")
@@ -185,7 +185,7 @@ class Jail:
                      extra_env: Mapping[str, str] | None = None, env_allow: tuple[str, ...] | list[str] = (),
                      inherited: Mapping[str, str] | None = None) -> "Jail":
         settings = settings or SandboxSettings()
-        inherited = os.environ if inherited is None else inherited
+        inherited = process_env() if inherited is None else inherited
         root = Path(os.path.realpath(root))
         if settings.mode == "off":
             return cls(root, settings, scrubbed_env(inherited, extra_env))

@@ -12,10 +12,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import re
 from typing import Mapping
 from urllib.parse import unquote, urlsplit
+
+from shared.config import process_env
 
 REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 6  # shorter values ("1", "true", "dev") are settings, and would redact everything
@@ -57,7 +58,7 @@ def is_secret_name(name: str) -> bool:
 
 def secret_values(environ: Mapping[str, str] | None = None) -> frozenset[str]:
     """The secret values in an environment: secret-looking variables, and passwords inside URLs."""
-    environ = os.environ if environ is None else environ
+    environ = process_env() if environ is None else environ
     found: set[str] = set()
     for name, value in environ.items():
         if not value:

@@ -11,7 +11,6 @@ with TelemetryError (e.g. the gRPC protocol: only the OTLP/HTTP exporter is inst
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any, Iterator, Mapping
 
 from opentelemetry import metrics, propagate, trace
@@ -21,6 +20,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from shared.config import otel_env
 
 _provider: TracerProvider | None = None
 OTLP_PROTOCOL = "http/protobuf"
@@ -35,7 +36,7 @@ def setup(service_name: str, *, console: bool = False) -> TracerProvider:
     global _provider
     if _provider is None:
         exporters = _exporters_from_env()
-        attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
+        attributes = {} if otel_env().get("OTEL_SERVICE_NAME") else {"service.name": service_name}
         provider = TracerProvider(resource=Resource.create(attributes))
         for exporter in exporters:
             provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -51,11 +52,11 @@ def setup(service_name: str, *, console: bool = False) -> TracerProvider:
 
 
 def _exporters_from_env() -> list[SpanExporter]:
-    names = [n.strip().lower() for n in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
-    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+    names = [n.strip().lower() for n in otel_env().get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
+    if otel_env().get("OTEL_SDK_DISABLED", "").lower() == "true":
         return []
-    if not names and (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or
-                      os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+    if not names and (otel_env().get("OTEL_EXPORTER_OTLP_ENDPOINT") or
+                      otel_env().get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
         names = ["otlp"]
     out: list[SpanExporter] = []
     for name in names:
@@ -78,8 +79,8 @@ def _otlp_exporter() -> SpanExporter:
 
 
 def _check_protocol(signal: str) -> None:
-    protocol = (os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
-                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or OTLP_PROTOCOL)
+    protocol = (otel_env().get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
+                or otel_env().get("OTEL_EXPORTER_OTLP_PROTOCOL") or OTLP_PROTOCOL)
     if protocol != OTLP_PROTOCOL:
         raise TelemetryError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported: YokeFlow exports "
                              f"OTLP over HTTP; set {OTLP_PROTOCOL} and the collector's HTTP port (usually 4318)")
@@ -88,11 +89,11 @@ def _check_protocol(signal: str) -> None:
 def _metric_readers_from_env() -> list[PeriodicExportingMetricReader]:
     """OTEL_METRICS_EXPORTER (otlp, console, none); unset means otlp when an OTLP endpoint is set.
     OTEL_METRIC_EXPORT_INTERVAL (ms) sets how often they are sent."""
-    names = [n.strip().lower() for n in os.environ.get("OTEL_METRICS_EXPORTER", "").split(",") if n.strip()]
-    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+    names = [n.strip().lower() for n in otel_env().get("OTEL_METRICS_EXPORTER", "").split(",") if n.strip()]
+    if otel_env().get("OTEL_SDK_DISABLED", "").lower() == "true":
         return []
-    if not names and (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or
-                      os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")):
+    if not names and (otel_env().get("OTEL_EXPORTER_OTLP_ENDPOINT") or
+                      otel_env().get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")):
         names = ["otlp"]
     readers = []
     for name in names:

@@ -21,7 +21,7 @@ from typing import Any
 from shared import events as ev
 from shared import metrics, telemetry
 from shared.bus import Bus, Delivery, Lease
-from shared.config import Config
+from shared.config import Config, process_env
 from shared.gitops import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
 from shared.expertise import for_prompt
 from shared.gitops.repo import changed_paths
@@ -376,7 +376,7 @@ class Executor:
 
 def _tool_path() -> str:
     """PATH for agent commands: this interpreter's folder first, so `python` is the one running YokeFlow."""
-    return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
+    return os.pathsep.join([os.path.dirname(sys.executable), process_env().get("PATH", os.defpath)])
 
 
 def _provider_options(spec: str, options: dict[str, Any], wt: Worktree, on_log=None) -> dict[str, Any]:

@@ -26,12 +26,10 @@ from services.merger.domain import RunView
 
 log = logging.getLogger("yokeflow.merger")
 
-CRASH_POINT = "YOKEFLOW_MERGER_CRASH_AFTER_REF_UPDATE"  # tests only: die between the ref update and the ack
-
-
 class Merger:
-    def __init__(self, bus: Bus, *, ack_wait: float = 120.0):
+    def __init__(self, bus: Bus, *, ack_wait: float = 120.0, crash_after_ref_update: bool = False):
         self.bus = bus
+        self.crash_after_ref_update = crash_after_ref_update  # tests only: runtime.merger_crash_after_ref_update
         self.state = domain.MergerState()
         self.ack_wait = ack_wait  # a crashed merger's merge is redelivered after this long
 
@@ -92,7 +90,7 @@ class Merger:
             return
         for warning in result.warnings:
             log.warning("%s", warning)
-        if os.environ.get(CRASH_POINT) and result.status == "merged":
+        if self.crash_after_ref_update and result.status == "merged":
             log.critical("crash point: %s moved to %s for task %s; dying before the event and the ack",
                          target, result.commit, action.task_id)
             os._exit(17)
@@ -194,4 +192,4 @@ async def serve(bus: Bus, config: Config, stop: asyncio.Event) -> None:
         if rt.git_http_port:  # executors on other machines reach the canonical repositories here
             stack.enter_context(gitserve.serving(rt.git_root, rt.git_token or "", host=rt.git_http_host,
                                                  port=rt.git_http_port))
-        await Merger(bus, ack_wait=rt.merger_ack_wait_s).serve(stop)
+        await Merger(bus, ack_wait=rt.merger_ack_wait_s, crash_after_ref_update=rt.merger_crash_after_ref_update).serve(stop)

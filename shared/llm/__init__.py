@@ -22,6 +22,12 @@ def make_provider(spec: str, options: dict | None = None) -> Provider:
     options = dict(options or {})
     record = options.pop("record", None)
     kind, _, arg = spec.strip().partition(":")
+    if kind in ("anthropic", "claude-code"):  # the key and endpoint come from the one config, never from options' absence
+        from shared.config import model_api
+
+        api = model_api()
+        options["api_key"] = options.get("api_key") or api.api_key
+        options["base_url"] = options.get("base_url") or api.base_url
     if kind == "anthropic":
         from shared.llm.anthropic_provider import AnthropicProvider
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
 import random
 
 import anthropic
@@ -62,8 +61,7 @@ class AnthropicProvider:
     def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
                  breaker_threshold: int = 5, max_server_retries: int = 3, base_delay_s: float = 1.0,
                  max_delay_s: float = 60.0, timeout_s: float = 600.0, cache_prompt: bool = True):
-        api_key = api_key or os.environ.get("ANTHROPIC_API_KEY")
-        self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+        self.base_url = base_url or "https://api.anthropic.com"
         if not api_key:
             raise ProviderUnavailable(
                 "the anthropic provider needs an API key: set ANTHROPIC_API_KEY "

@@ -159,12 +159,12 @@ class ClaudeCodeProvider:
         if not self.cli or not Path(self.cli).exists():
             raise ProviderUnavailable("the claude-code provider found no Claude Code CLI: pip install "
                                       "'yokeflow[claude-code]' (its wheel bundles it) or pass options['cli_path']")
-        self.api_key = api_key or os.environ.get("ANTHROPIC_API_KEY", "")
+        self.api_key = api_key or ""
         if not self.api_key:
             raise ProviderUnavailable("the claude-code provider needs ANTHROPIC_API_KEY in YokeFlow's environment "
                                       "(its proxy adds it; Claude Code itself never sees it)")
         self.cwd = Path(os.path.realpath(cwd))
-        self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL", "") or DEFAULT_BASE_URL
+        self.base_url = base_url or DEFAULT_BASE_URL
         self.permission_mode = permission_mode
         self.settings = settings_from(sandbox)
         self.env_allow = tuple(env_allow)

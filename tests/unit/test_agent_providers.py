@@ -92,3 +92,10 @@ async def test_a_recorded_run_replays_turn_for_turn(tmp_path):
     assert (await replay.create(messages=[], **CALL)).content == first.content
     assert (await replay.create(messages=[], **CALL)).content == second.content
     assert replay.model.startswith("replay")
+
+
+def test_the_anthropic_provider_takes_its_key_and_endpoint_from_the_config(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-the-environment")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
+    assert make_provider("anthropic", {}).base_url == "http://127.0.0.1:9"
+    assert make_provider("anthropic", {"base_url": "http://127.0.0.1:8"}).base_url == "http://127.0.0.1:8"

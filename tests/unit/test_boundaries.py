@@ -1,6 +1,6 @@
 """The code's boundaries, checked so they cannot erode: a service never imports another service
-(what two need lives in shared/), shared/ imports no service, and only the bus talks to
-JetStream's internals."""
+(what two need lives in shared/), shared/ imports no service, only the bus talks to JetStream's
+internals, and only the config reads the process environment."""
 
 from __future__ import annotations
 
@@ -46,7 +46,19 @@ def test_no_service_imports_another_and_shared_imports_no_service():
     assert not wrong, "move what both need into shared/:\n" + "\n".join(wrong)
 
 
+def _lines_matching(pattern: str, allowed: str) -> list[str]:
+    return [f"{p.relative_to(ROOT)}:{n}: {text.strip()}" for p in _modules(*CODE)
+            if p.relative_to(ROOT).as_posix() != allowed
+            for n, text in enumerate(p.read_text().splitlines(), 1) if re.search(pattern, text)]
+
+
 def test_only_the_bus_uses_the_jetstream_client_internals():
-    wrong = [f"{p.relative_to(ROOT)}:{n}" for p in _modules(*CODE) if p.relative_to(ROOT).as_posix() != "shared/bus.py"
-             for n, text in enumerate(p.read_text().splitlines(), 1) if re.search(r"\b_jsm\b", text)]
+    wrong = _lines_matching(r"\b_jsm\b", "shared/bus.py")
     assert not wrong, "add a public method to shared/bus.py instead:\n" + "\n".join(wrong)
+
+
+def test_only_the_config_reads_the_process_environment():
+    wrong = _lines_matching(r"\bos\.(environ|getenv|putenv)\b|\bfrom os import\b.*\b(environ|getenv)\b",
+                            "shared/config.py")
+    assert not wrong, ("take the value from shared/config.py (a Config field, or process_env() where the "
+                       "whole environment is the point):\n" + "\n".join(wrong))

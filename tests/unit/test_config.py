@@ -114,3 +114,18 @@ def test_a_model_priced_in_config_may_be_the_default_or_a_tier():
                                  "prices": {"my-model": {"input": 0.1, "output": 0.2, "cache_write": 0.1,
                                                          "cache_read": 0.01}}}})
     assert cfg.cost.default_model == "my-model" and cfg.cost.models["haiku"] == "my-model"
+
+
+def test_the_merger_crash_point_is_a_runtime_setting_off_by_default():
+    assert load_config(None, {}).runtime.merger_crash_after_ref_update is False
+    cfg = load_config(None, {"YOKEFLOW_MERGER_CRASH_AFTER_REF_UPDATE": "1"})
+    assert cfg.runtime.merger_crash_after_ref_update is True
+
+
+def test_the_model_api_key_comes_from_the_config_and_never_shows_in_a_repr():
+    from shared.config import model_api
+
+    api = model_api({"ANTHROPIC_API_KEY": "sk-ant-api03-not-for-logs", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"})
+    assert api.api_key == "sk-ant-api03-not-for-logs" and api.base_url == "http://127.0.0.1:9"
+    assert "sk-ant" not in repr(api) and "sk-ant" not in str(api)
+    assert model_api({}).api_key == ""

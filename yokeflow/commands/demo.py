@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from shared.config import process_env
 from shared.gitops import create_repository
 from yokeflow.commands.runtime import _config, _state_arg, execute_run, load_plan_or_fail
 from yokeflow.errors import CliError
@@ -76,7 +76,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     command = example_check_command(example)
     say(f"All {len(outcome.merged)} tasks merged into main. Running the program's own tests on main: {command}")
     result = await asyncio.to_thread(subprocess.run, shlex.split(command), cwd=target, capture_output=True, text=True,
-                                     env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+                                     env={**process_env(), "PYTHONDONTWRITEBYTECODE": "1"})
     if result.returncode != 0:
         sys.stderr.write(result.stdout + result.stderr)
         raise CliError(f"the demo program's tests failed on main in {target}")
