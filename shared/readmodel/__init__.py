@@ -204,3 +204,21 @@ async def status(database: Database, run_id: str | None = None) -> list[dict[str
             } for t in tasks],
         })
     return out
+
+
+BUDGET_EVENTS = ("BudgetWarning", "BudgetExhausted", "BudgetSet")
+
+
+async def budget_events(database: Database, project_id: str, run_id: str = "", limit: int = 20) -> list[dict[str, Any]]:
+    """The project's budget warnings, exhaustions and new limits (a run's and the project's own), newest first."""
+    e = db.event_log
+    stmt = select(e.c.seq, e.c.type, e.c.run_id, e.c.occurred_at, e.c.data).where(
+        e.c.project_id == project_id, e.c.type.in_(BUDGET_EVENTS))
+    if run_id:  # this run's, and the project-wide ones (they stop every run of the project)
+        stmt = stmt.where((e.c.run_id == run_id) | (e.c.data["scope"].as_string() == "project"))
+    rows = await database.fetch(stmt.order_by(e.c.seq.desc()).limit(limit))
+    return [{"seq": r["seq"], "type": r["type"], "run_id": r["run_id"], "occurred_at": r["occurred_at"],
+             "scope": (r["data"] or {}).get("scope", ""), "fraction": (r["data"] or {}).get("fraction", 0.0),
+             "spent_usd": (r["data"] or {}).get("spent_exact", ""),
+             "limit_usd": (r["data"] or {}).get("limit_exact", ""),
+             "set_by": (r["data"] or {}).get("set_by", "")} for r in rows]

@@ -3,13 +3,15 @@ budgets (the same as `yokeflow budget set|show`)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from shared import readmodel
-from services.gateway.deps import ApiError, BusDep, DatabaseDep, ProjectId, WaitTimeoutDep
+from shared.llm.pricing import usd
+from services.gateway.deps import ApiError, BusDep, ConfigDep, DatabaseDep, ProjectId, WaitTimeoutDep
 from services.gateway import writes
 from shared.budget_commands import BudgetInputError, budget_status, parse_amount, set_budget
 from shared.readmodel.costs import cost_report
@@ -22,11 +24,12 @@ async def _project_or_404(database, project_id: str) -> None:
         raise ApiError(404, f"no project {project_id!r}: GET /api/projects lists the known projects", "project_id")
 
 
-async def _run_of_project(database, project_id: str, run_id: str) -> None:
+async def _run_of_project(database, project_id: str, run_id: str) -> dict[str, Any]:
     run = await readmodel.get_run(database, run_id)
     if run is None or run["project_id"] != project_id:
         raise ApiError(404, f"no run {run_id!r} in project {project_id}: GET /api/projects/{project_id} lists its runs",
                        "run_id")
+    return run
 
 
 @router.get("/api/projects/{project_id}/costs")
@@ -47,12 +50,36 @@ class SetBudget(BaseModel):
 
 
 @router.get("/api/projects/{project_id}/budget")
-async def get_budget(project_id: ProjectId, database: DatabaseDep, bus: BusDep,
+async def get_budget(project_id: ProjectId, database: DatabaseDep, bus: BusDep, config: ConfigDep,
                      run: str | None = Query(default=None, max_length=64)) -> dict[str, Any]:
+    """The project's (and with `run`, the run's) account as the executors see it: limit, spent, reserved,
+    remaining (decimal strings; a limit of "0" is none), enforcement, and the latest budget events."""
     await _project_or_404(database, project_id)
+    settings = config.run_settings().to_dict()
     if run:
-        await _run_of_project(database, project_id, run)
-    return {"project_id": project_id, "run_id": run, **await budget_status(bus, project_id, run or "")}
+        settings = (await _run_of_project(database, project_id, run))["settings"] or settings
+    cost = settings.get("cost") or {}
+    status = await budget_status(bus, project_id, run or "")
+    configured = {"project": cost.get("budget_limit_usd", 0), "run": cost.get("run_budget_usd", 0)}
+    accounts = {scope: _account(status.get(scope), configured[scope]) for scope in ("project", "run")
+                if scope == "project" or run}
+    events = await readmodel.budget_events(database, project_id, run or "")
+    latest = next((e for e in events if e["type"] in ("BudgetExhausted", "BudgetSet")), None)
+    return {"project_id": project_id, "run_id": run, **accounts, "enforcement": cost.get("enforcement", "hard"),
+            "warn_at": cost.get("warn_at", [0.5, 0.8, 0.95]),
+            "exhausted": bool(latest and latest["type"] == "BudgetExhausted"), "events": events}
+
+
+def _account(acct: dict[str, Any] | None, configured: Any) -> dict[str, Any]:
+    """An account with what is left of it; one no call has used yet shows its configured limit."""
+    if acct is None:
+        acct = {"limit_usd": usd(Decimal(str(configured or 0))), "spent_usd": "0", "reserved_usd": "0",
+                "limit_source": "config", "exhausted": False, "left_fraction": 1.0, "used": False}
+    else:
+        acct = {**acct, "used": True}
+    limit = Decimal(acct["limit_usd"])
+    left = limit - Decimal(acct["spent_usd"]) - Decimal(acct["reserved_usd"])
+    return {**acct, "remaining_usd": usd(max(left, Decimal(0))) if limit > 0 else None}
 
 
 @router.put("/api/projects/{project_id}/budget")

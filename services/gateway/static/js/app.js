@@ -3,6 +3,7 @@ import { api, liveEvents, useToken, AuthRequired } from "./api.js";
 import { el, duration } from "./format.js";
 import { renderBoard, drawArrows } from "./board.js";
 import { renderSummary, renderBatches, renderAgents, renderLegend, renderTaskPanel, Feed } from "./panels.js";
+import { loadBudget, renderBudget } from "./budget.js";
 import { openStartDialog, showPlans, showProject, renderConflicts, taskLogView, taskDiffView } from "./steer.js";
 
 const $ = (id) => document.getElementById(id);
@@ -115,8 +116,21 @@ async function refresh() {
   $("cancel-run").hidden = detail.run.status !== "running";
   document.title = `YokeFlow · ${detail.run.plan_name} · ${detail.run.status}`;
   const option = [...$("run-picker").options].find((o) => o.value === detail.run.id);
-  if (option) option.textContent = `${detail.run.plan_name || detail.run.id} · ${detail.run.status} · ${detail.run.id}`;  const conflicts = await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/conflicts`));
+  if (option) option.textContent = `${detail.run.plan_name || detail.run.id} · ${detail.run.status} · ${detail.run.id}`;
+  await refreshBudget(detail);
+  const conflicts = await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/conflicts`));
   if (conflicts) renderConflicts($("conflicts"), conflicts.conflicts, { onRetry: retryMerge, onOpen: (c) => openTask({ id: c.task_id }) });
+}
+
+async function refreshBudget(detail) {
+  const { run } = detail;
+  const budget = await guarded(() => loadBudget(run.project_id, run.id));
+  if (!budget || run.id !== state.runId) return;
+  renderBudget($("budget"), budget, detail.totals.forecast, {
+    projectId: run.project_id, runId: run.id, runOpen: run.status === "running",
+    onRaised: (done) => { message(`The ${done.scope} budget is now $${done.limit_usd}.`, "info"); refresh(); },
+    onError: (err) => message(err.message),
+  });
 }
 
 function hashParam(name) {

@@ -69,8 +69,10 @@ export function describe(e) {
     case "MergeConflicted": return `${task} merge conflict in ${(d.conflicts || []).length} file(s)`;
     case "ConflictEscalated": return `${task} conflict needs a person: ${d.reason || ""}`;
     case "BatchMerged": return `batch ${Number(d.batch) + 1} merged`;
-    case "BudgetWarning": return `budget warning: ${money(d.spent_usd)} of ${money(d.limit_usd)}`;
-    case "BudgetExhausted": return `budget exhausted: ${money(d.spent_usd)} of ${money(d.limit_usd)}`;
+    case "BudgetWarning": return `${d.scope || ""} budget ${Math.round((d.fraction || 0) * 100)}% used: ${money(d.spent_usd)} of ${money(d.limit_usd)}`;
+    case "BudgetExhausted": return `${d.scope || ""} budget exhausted: ${money(d.spent_usd)} of ${money(d.limit_usd)}`;
+    case "BudgetSet": return `${d.scope || ""} budget set to ${money(Number(d.limit_exact))}${d.set_by ? ` by ${d.set_by}` : ""}`;
+    case "TaskDeferred": return `${task} waits (${d.reason || "deferred"})`;
     case "RunCompleted": return "run completed";
     case "RunFailed": return `run failed: ${d.reason || ""}`;
     case "RunCancelled": return `run cancelled: ${d.reason || ""}`;
