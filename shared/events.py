@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any, ClassVar, TypeVar, Union
+from typing import Any, ClassVar, Literal, TypeVar, Union
 
 import msgspec
 
@@ -57,6 +57,52 @@ class Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
         fields.setdefault("correlation_id", self.correlation_id or self.event_id)
         fields.setdefault("causation_id", self.event_id)
         return cls(**fields)
+
+
+# ---------------------------------------------------------------- payload types
+# Closed sets of values are Literals: a value outside them is refused at decode, by name.
+AgentOutcome = Literal["success", "failure", "cancelled", "rate_limited", "budget"]
+MergeStatus = Literal["merged", "up_to_date"]
+TaskPurpose = Literal["task", "resolve_conflict"]
+BudgetScope = Literal["run", "project"]
+ExpertiseReason = Literal["", "learned", "import", "rollback", "validate"]
+Domain = Literal["database", "api", "frontend", "testing", "security", "deployment", "general"]  # shared/plan DOMAINS
+Complexity = Literal["low", "medium", "high"]  # shared/plan COMPLEXITIES
+ConflictKind = Literal["content", "add/add", "modify/delete", "binary", "mode", "symlink", "submodule", "type",
+                       "file/directory", "rename/rename", "rename/delete", "rename/add", "directory-rename"]
+
+
+class CheckResult(msgspec.Struct, frozen=True, kw_only=True):
+    """One of a task's checks as an attempt ran it."""
+
+    command: str = ""
+    passed: bool = False  # absent: it did not pass
+    exit_code: int | None = None  # None: killed before it exited
+    output: str = ""  # its tail
+    timed_out: bool = False
+
+
+class ConflictHunk(msgspec.Struct, frozen=True, kw_only=True):
+    """Lines both sides changed differently (1-based starts in each version)."""
+
+    ours_start: int = 0
+    theirs_start: int = 0
+    base_start: int = 0
+    ours: str = ""
+    theirs: str = ""
+    base: str = ""
+
+
+class Conflict(msgspec.Struct, frozen=True, kw_only=True):
+    """One conflicting path of a merge (shared/gitops/treemerge.py)."""
+
+    path: str
+    kind: ConflictKind = "content"
+    message: str = ""
+    hunks: list[ConflictHunk] = []
+    old_path: str = ""  # rename/delete, rename/add: where the file was
+    ours_path: str = ""  # rename/rename: where each side moved it
+    theirs_path: str = ""
 
 
 def task_aggregate_id(run_id: str, task_id: str) -> str:
@@ -161,8 +207,8 @@ class TaskReady(TaskEvent, frozen=True, kw_only=True):
     epic_id: str = ""
     title: str = ""
     description: str = ""
-    domain: str = "general"
-    complexity: str = "medium"
+    domain: Domain = "general"
+    complexity: Complexity = "medium"
     tests: list[str] = []
     model: str = ""
     provider: str = "replay"
@@ -175,7 +221,7 @@ class TaskReady(TaskEvent, frozen=True, kw_only=True):
     previous_attempt: dict[str, Any] = {}
     # "task": do the work; "resolve_conflict": merge the target branch into the task's branch
     # in its worktree and resolve the conflicts `conflict` describes (merge.on_conflict: agent)
-    purpose: str = "task"
+    purpose: TaskPurpose = "task"
     conflict: dict[str, Any] = {}
     expertise_domains: list[str] = []  # whose expertise the agent is given (none when learning is off)
     # money for this attempt: {"project_budget_usd", "run_budget_usd" (decimal strings), "enforcement",
@@ -195,7 +241,7 @@ class AgentStarted(TaskEvent, frozen=True, kw_only=True):
 
 class AgentFinished(TaskEvent, frozen=True, kw_only=True):
     attempt: int = 1
-    outcome: str = "success"  # success | failure | cancelled | rate_limited
+    outcome: AgentOutcome = "success"
     retry_after_s: float = 0.0
     summary: str = ""
     error: str = ""
@@ -211,7 +257,7 @@ class AgentFinished(TaskEvent, frozen=True, kw_only=True):
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
-    checks: list[dict[str, Any]] = []
+    checks: list[CheckResult] = []
     cost_exact: str = ""  # cost_usd as an exact decimal string (money is Decimal; cost_usd stays a float)
 
 
@@ -283,7 +329,7 @@ class BranchMerged(Event, frozen=True, kw_only=True):
     target_branch: str = "main"
     commit: str = ""
     tree: str = ""
-    status: str = "merged"  # merged | up_to_date
+    status: MergeStatus = "merged"
     attempt: int = 0  # the attempt whose work was merged: a merge is keyed by (run, task, attempt)
     warnings: list[str] = []  # e.g. a person's checkout of the target left as it was (it had local changes)
 
@@ -294,7 +340,7 @@ class MergeConflicted(Event, frozen=True, kw_only=True):
     task_id: str
     branch: str
     target_branch: str = "main"
-    conflicts: list[dict[str, Any]] = []
+    conflicts: list[Conflict] = []
     reason: str = ""
     attempt: int = 0
 
@@ -308,7 +354,7 @@ class ConflictEscalated(Event, frozen=True, kw_only=True):
     task_id: str
     branch: str = ""
     reason: str = ""
-    conflicts: list[dict[str, Any]] = []
+    conflicts: list[Conflict] = []
 
 
 class BatchMerged(Event, frozen=True, kw_only=True):
@@ -366,7 +412,7 @@ class ExpertiseUpdated(Event, frozen=True, kw_only=True):
     lines: int = 0
     content: str = ""
     document: Document | None = None
-    reason: str = ""  # learned | import | rollback | validate
+    reason: ExpertiseReason = ""
     source: str = ""  # the attempt (run/task/attempt), seed folder or version it came from
 
 
@@ -375,7 +421,7 @@ class BudgetWarning(Event, frozen=True, kw_only=True):
     run_id: str = ""
     spent_usd: float = 0.0
     limit_usd: float = 0.0
-    scope: str = "run"  # run: the run's budget | project: the project's, across its runs
+    scope: BudgetScope = "run"  # run: the run's budget | project: the project's, across its runs
     fraction: float = 0.0  # the share of the limit that was crossed (warnings: 0.5, 0.8, 0.95)
     spent_exact: str = ""  # spent_usd / limit_usd as exact decimal strings
     limit_exact: str = ""
@@ -386,7 +432,7 @@ class BudgetExhausted(Event, frozen=True, kw_only=True):
     run_id: str = ""
     spent_usd: float = 0.0
     limit_usd: float = 0.0
-    scope: str = "run"  # run: the run's budget | project: the project's, across its runs
+    scope: BudgetScope = "run"  # run: the run's budget | project: the project's, across its runs
     fraction: float = 0.0  # the share of the limit that was crossed (warnings: 0.5, 0.8, 0.95)
     spent_exact: str = ""  # spent_usd / limit_usd as exact decimal strings
     limit_exact: str = ""
@@ -397,7 +443,7 @@ class BudgetSet(Event, frozen=True, kw_only=True):
     by the old one continues if the new one leaves room."""
 
     aggregate: ClassVar[str] = "budget"
-    scope: str = "project"  # project | run
+    scope: BudgetScope = "project"
     run_id: str = ""
     limit_exact: str = "0"  # USD, decimal string; "0": no limit
     set_by: str = ""

@@ -157,11 +157,8 @@ class EmbeddedNats:
 
     @property
     def url(self) -> str:
-        """The server's address, without credentials (`url_for` adds an identity's)."""
+        """The server's address, without credentials (nats_url_for adds an identity's)."""
         return f"nats://127.0.0.1:{self.port}"
-
-    def url_for(self, identity: str) -> str:
-        return with_credentials(self.url, identity, self.passwords[identity])
 
     def start(self, timeout: float = 20.0) -> "EmbeddedNats":
         from shared.identities import IDENTITIES

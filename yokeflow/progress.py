@@ -44,7 +44,7 @@ def describe(e: ev.Event) -> str:
             return (f"task {task} merged into {e.target_branch} at {e.commit[:12]} ({e.status})"
                     + "".join(f"\n  warning: {w}" for w in e.warnings))
         case ev.MergeConflicted():
-            paths = ", ".join(c.get("path", "?") for c in e.conflicts) or e.reason
+            paths = ", ".join(c.path for c in e.conflicts) or e.reason
             return f"task {task} merge conflict: {paths}"
         case ev.ConflictEscalated():
             return f"task {task} conflict needs a person: {e.reason}"

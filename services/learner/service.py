@@ -13,6 +13,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+import msgspec
+
 from shared import events as ev
 from shared.bus import Bus, Delivery
 from shared.config import Config
@@ -117,7 +119,7 @@ class Learner:
         for found in await self._discoveries(e, domain):  # stored before this attempt's learning is announced
             await self.store_discovery(info, found)
         origin = Origin(run_id=e.run_id, task_id=e.task_id, attempt=e.attempt)
-        entries = extract(await self._attempt_log(e), origin=origin, outcome=e.outcome, checks=e.checks,
+        entries = extract(await self._attempt_log(e), origin=origin, outcome=e.outcome, checks=msgspec.to_builtins(e.checks),
                           title=title, now=e.occurred_at)
         key = f"{e.run_id}:{e.task_id}:{e.attempt}"
         version = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
 
+import msgspec
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -151,7 +152,7 @@ async def _merge_result(conn: AsyncConnection, e: ev.BranchMerged | ev.MergeConf
     await _upsert(conn, db.merges, {
         "event_id": e.event_id, "run_id": e.run_id, "task_id": e.task_id, "branch": e.branch,
         "target_branch": e.target_branch, "status": e.status if merged else "conflict",
-        "commit": e.commit if merged else "", "conflicts": [] if merged else e.conflicts,
+        "commit": e.commit if merged else "", "conflicts": [] if merged else msgspec.to_builtins(e.conflicts),
         "occurred_at": e.occurred_at}, ["event_id"])
     t = db.tasks
     await conn.execute(update(t).where(t.c.run_id == e.run_id, t.c.id == e.task_id).values(
@@ -288,13 +289,6 @@ def _event_log_row(seq: int, e: ev.Event) -> dict[str, Any]:
 
 
 Reader = Callable[[int, int], Awaitable[list[tuple[int, ev.Event]]]]
-
-
-async def apply_in_order(conn: AsyncConnection, seq: int, event: ev.Event, read_gap: Reader,
-                         stream: str = "") -> bool:
-    """Apply `event` at stream sequence `seq` exactly once, filling any gap first.
-    Returns False when it had been applied already."""
-    return bool(await apply_batch(conn, [(seq, event)], read_gap, stream))
 
 
 async def apply_batch(conn: AsyncConnection, batch: list[tuple[int, ev.Event]], read_gap: Reader,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from shared import db
 from shared import events as ev

@@ -16,6 +16,8 @@ import logging
 import os
 import time
 
+import msgspec
+
 from shared import events as ev
 from shared import gitserve, metrics, telemetry
 from shared.bus import Bus, Delivery
@@ -129,7 +131,8 @@ class Merger:
         run = view.started
         e = cause.caused(ev.MergeConflicted, aggregate_id=ev.task_aggregate_id(run.run_id, action.task_id),
                          run_id=run.run_id, task_id=action.task_id, branch=action.branch,
-                         target_branch=run.target_branch, conflicts=conflicts, reason=reason[:4000],
+                         target_branch=run.target_branch,
+                         conflicts=msgspec.convert(conflicts, list[ev.Conflict]), reason=reason[:4000],
                          attempt=action.attempt)
         await self.bus.publish(e, msg_id=f"{run.run_id}:{action.task_id}:{action.attempt}:{cause.event_id}"
                                          f":MergeConflicted")

@@ -24,7 +24,7 @@ from shared.gitops.names import worktree_dir_name
 from shared.gitops.worktrees import WORKTREES_DIR
 from shared.lanes import lane_of
 from shared.plan import Plan, parse_plan, task_complexity
-from services.planner.models import History, select_model
+from services.planner.models import History
 from services.planner import money
 from shared.resolver import Resolution, dependencies, dispatch_order_key, remaining_minutes, resolve
 
@@ -333,7 +333,7 @@ class RunState:
                     task.commit = e.commit
                 else:
                     task.last_failure = {"attempt": e.attempt, "outcome": e.outcome, "error": e.error,
-                                         "summary": e.summary, "checks": e.checks,
+                                         "summary": e.summary, "checks": msgspec.to_builtins(e.checks),
                                          "retry_after_s": e.retry_after_s}
             case ev.TaskCompleted() if task:
                 task.decided_attempts.add(e.attempt)
@@ -674,7 +674,7 @@ def _resolve_conflicts(state: RunState) -> list[Decision]:
         fields = _ready_fields(state, t, resolving=True)
         fields.update(purpose="resolve_conflict", branch=conflict.branch,
                       conflict={"event_id": conflict.event_id, "target_branch": conflict.target_branch,
-                                "conflicts": conflict.conflicts, "reason": conflict.reason})
+                                "conflicts": msgspec.to_builtins(conflict.conflicts), "reason": conflict.reason})
         e = _task_event(state, ev.TaskReady, t.id, **fields)
         out.append((e, f"{state.run_id}:{t.id}:{e.attempt}:TaskReady"))
         state.apply(e)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -35,23 +34,6 @@ def head_tree(repo: Repo) -> bytes | None:
 
 def _index_tree(repo: Repo, index: Index) -> bytes:
     return index.commit(repo.object_store)
-
-
-def dirty_paths(repo: Repo, limit: int = 20) -> list[str]:
-    """Tracked paths whose index or working file differs from HEAD (untracked files do not count)."""
-    index = repo.open_index()
-    found: list[str] = []
-    head = head_tree(repo)
-    if head is not None and _index_tree(repo, index) != head:
-        for ch in tree_changes(repo.object_store, head, _index_tree(repo, index)):
-            found.append(((ch.new or ch.old).path or (ch.old.path)).decode(errors="replace"))
-            if len(found) >= limit:
-                return found
-    for raw in get_unstaged_changes(index, repo.path):
-        found.append(raw.decode(errors="replace"))
-        if len(found) >= limit:
-            break
-    return found
 
 
 def is_clean(repo: Repo, tree: bytes) -> bool:
@@ -205,7 +187,3 @@ def _remove_unignored(ignore: IgnoreFilterManager, root: Path, path: Path, keep:
     for dirpath, dirnames, filenames in os.walk(path, topdown=False) if path.is_dir() and not path.is_symlink() else []:
         if not os.listdir(dirpath):
             os.rmdir(dirpath)
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

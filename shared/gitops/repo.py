@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import os
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
@@ -134,10 +133,6 @@ def main_worktree_branch(repo: Repo) -> bytes | None:
     if head and head.startswith(b"ref: "):
         return head[5:].strip()
     return None
-
-
-def repo_root(repo: Repo) -> Path:
-    return Path(os.path.abspath(repo.path))
 
 
 def paths_on_branch(repo_path: Path | str, branch: str) -> frozenset[str]:

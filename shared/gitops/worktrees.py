@@ -4,7 +4,6 @@ crash, kept up to date with the target branch, with its own port block and setup
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass

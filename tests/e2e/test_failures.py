@@ -27,7 +27,7 @@ async def test_failing_checks_fail_the_task_and_block_its_dependents(nats_server
     assert end.counts == {"done": 1, "failed": 1, "blocked": 2, "cancelled": 0, "total": 4}
     attempts = [e for e in events if isinstance(e, ev.AgentFinished) and e.task_id == "broken"]
     assert [a.outcome for a in attempts] == ["failure", "failure"]  # retried once, then final
-    assert attempts[0].checks[0]["passed"] is False
+    assert attempts[0].checks[0].passed is False
     blocked = {e.task_id: e for e in events if isinstance(e, ev.TaskBlocked)}
     assert set(blocked) == {"child", "grandchild"}
     assert "broken failed" in blocked["child"].reason and "child blocked" in blocked["grandchild"].reason

@@ -35,7 +35,7 @@ async def test_conflict_is_reported_then_resolved_by_a_person(nats_server, datab
     async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
         started = await start_run(bus, PLAN, git_repo, cfg)
         conflict = await next_event(bus, lambda e: isinstance(e, ev.MergeConflicted))
-        assert [c["path"] for c in conflict.conflicts] == ["greeting.txt"]
+        assert [c.path for c in conflict.conflicts] == ["greeting.txt"]
         main_before = git(git_repo, "rev-parse", "main")
         loser = conflict.task_id
         finished = next(e for e in await events_of(bus, started.run_id)
@@ -109,8 +109,8 @@ async def test_a_resolution_agent_merges_main_in_resolves_and_the_merge_lands(na
     assert "`greeting.txt` (add/add)" in prompt and "conflict markers" in prompt
     finished = next(e for e in events if isinstance(e, ev.AgentFinished) and e.attempt == 2)
     # the task's own check and the marker check both ran on the resolved merge
-    assert [c["command"] for c in finished.checks] == ["grep -q hello greeting.txt", "no conflict markers left"]
-    assert all(c["passed"] for c in finished.checks)
+    assert [c.command for c in finished.checks] == ["grep -q hello greeting.txt", "no conflict markers left"]
+    assert all(c.passed for c in finished.checks)
     # the branch got a real merge of main (two parents), then main got the branch
     parents = git(git_repo, "rev-list", "--parents", "-n", "1", finished.commit).split()[1:]
     assert len(parents) == 2 and parents[1] == conflict_main(events, conflict)
@@ -156,7 +156,7 @@ async def test_a_resolution_that_fails_is_handed_to_a_person_with_the_worktree_c
             failed = next(e for e in events if isinstance(e, ev.AgentFinished) and e.attempt == 2)
             assert failed.outcome == "failure"
             assert failed.error == "checks still failing after 1 fix round(s): `no conflict markers left`"
-            assert failed.checks[-1]["output"] == "conflict markers remain in: greeting.txt"
+            assert failed.checks[-1].output == "conflict markers remain in: greeting.txt"
             # the half-done merge was dropped: the worktree is clean at the task's own commit
             wt = failed.worktree
             assert git(git_repo, "-C", wt, "status", "--porcelain") == ""

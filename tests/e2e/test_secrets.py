@@ -63,7 +63,7 @@ async def test_no_secret_of_the_service_environment_is_stored(nats_server, datab
     finished = {e.task_id: e for e in events if isinstance(e, ev.AgentFinished)}
     # The commands did print their environment (so the secrets were there to leak) ...
     assert "exit 3" in finished["setupfails"].error and "[REDACTED]" in finished["setupfails"].error
-    assert "Bearer [REDACTED]" in finished["checkfails"].checks[0]["output"]
+    assert "Bearer [REDACTED]" in finished["checkfails"].checks[0].output
     # ... and nothing stored keeps a secret: every message of both streams, and a dump of the database.
     dump = subprocess.run([str(_pg_bin() / "pg_dump"), "--data-only", f"--dbname={database_url}"],
                           capture_output=True, text=True, check=True).stdout

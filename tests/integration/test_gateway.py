@@ -144,7 +144,7 @@ async def test_runs_are_read_with_totals_after_the_ledger_projects_them(gateway,
     assert [m["status"] for m in task["merges"]] == ["merged"]
     assert task["totals"]["cost_usd"] == pytest.approx(0.25)
     conflicted = (await gateway.get("/api/runs/r1/tasks/b")).json()
-    assert conflicted["merges"][0]["conflicts"] == [{"path": "seed.sql"}]
+    assert [c["path"] for c in conflicted["merges"][0]["conflicts"]] == ["seed.sql"]
 
     missing = await gateway.get("/api/runs/nope")
     assert missing.status_code == 404 and missing.json()["field"] == "run_id"

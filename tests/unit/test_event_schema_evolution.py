@@ -33,10 +33,49 @@ def test_a_version_1_event_decodes_and_keeps_its_values(path):
     again = json.loads(ev.encode(e))
     for key, value in written.items():  # nothing the old writer said is lost or changed in meaning
         if key in again and key not in REINTERPRETED:
-            assert again[key] == value, key
+            _assert_kept(value, again[key], key)
 
 
 REINTERPRETED = {"settings"}  # typed since: the same keys, missing ones filled with their defaults
+
+
+def _assert_kept(written, again, where: str) -> None:
+    """`again` says everything `written` said; a payload typed since may add keys with their defaults."""
+    if isinstance(written, dict):
+        assert isinstance(again, dict), where
+        for k, v in written.items():
+            assert k in again, f"{where}.{k}"
+            _assert_kept(v, again[k], f"{where}.{k}")
+    elif isinstance(written, list):
+        assert isinstance(again, list) and len(again) == len(written), where
+        for i, (w, a) in enumerate(zip(written, again)):
+            _assert_kept(w, a, f"{where}[{i}]")
+    else:
+        assert again == written, where
+
+
+def test_dict_payloads_of_version_1_decode_into_their_types():
+    finished = ev.decode((V1 / "AgentFinished.json").read_bytes())
+    assert finished.outcome == "failure" and finished.checks == [
+        ev.CheckResult(command="pytest", exit_code=1, output="1 failed", passed=False)]
+    conflicted = ev.decode((V1 / "MergeConflicted.json").read_bytes())
+    assert conflicted.conflicts == [ev.Conflict(path="todo/cli.py", kind="content")]
+    assert ev.decode((V1 / "ConflictEscalated.json").read_bytes()).conflicts[0].path == "todo/cli.py"
+    assert ev.decode((V1 / "BranchMerged.json").read_bytes()).status == "merged"
+
+
+def test_a_value_outside_a_closed_set_is_refused_by_name():
+    written = json.loads((V1 / "AgentFinished.json").read_text()) | {"outcome": "exploded"}
+    with pytest.raises(Exception, match="outcome"):
+        ev.decode(json.dumps(written).encode())
+
+
+def test_the_event_literals_match_the_plan_vocabulary():
+    from typing import get_args
+
+    from shared.plan import COMPLEXITIES, DOMAINS
+
+    assert set(get_args(ev.Domain)) == set(DOMAINS) and set(get_args(ev.Complexity)) == set(COMPLEXITIES)
 
 
 def test_old_untyped_settings_decode_typed_with_defaults():
@@ -54,3 +93,12 @@ def test_what_a_newer_version_wrote_is_refused_by_name_so_readers_skip_it():
         ev.decode(json.dumps(newer).encode())
     with_a_new_field = json.loads((V1 / "ProjectCreated.json").read_text()) | {"added_later": 1}
     assert ev.decode(json.dumps(with_a_new_field).encode()).type == "ProjectCreated"  # unknown fields: ignored
+
+
+def test_every_conflict_kind_the_merge_reports_is_a_known_kind():
+    import re
+    from typing import get_args
+
+    source = (Path(ev.__file__).parent / "gitops" / "treemerge.py").read_text()
+    reported = set(re.findall(r'conflict\(\s*\w+,\s*"([a-z/-]+)"', source))
+    assert reported and reported <= set(get_args(ev.ConflictKind))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from shared.sandbox import Jail, is_secret, kill_group, scrubbed_env  # noqa: F401 (is_secret, scrubbed_env: re-exported)
+from shared.sandbox import Jail, kill_group
 
 SHELL = shutil.which("bash") or "/bin/sh"
 

@@ -83,14 +83,6 @@ def walk_files(root: Path, start: Path | None = None) -> Iterator[Path]:
             yield path
 
 
-def looks_binary(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return b"\x00" in f.read(BINARY_SNIFF)
-    except OSError:
-        return True
-
-
 def human_size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
