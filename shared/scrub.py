@@ -28,17 +28,19 @@ _SECRET_NAME = re.compile(
 )
 _URL_NAME = re.compile(r"(^|_)(URL|URI|DSN)$", re.IGNORECASE)
 
-# Common token shapes, found wherever they are, whoever's they are.
+# Common token shapes, found wherever they are, whoever's they are; each with the literals one of
+# which any match contains (a substring test is ~100x cheaper than a regex scan of every event).
 _SHAPES = [
-    re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}"),                       # Anthropic
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{20,}"),                        # OpenAI and look-alikes
-    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),                    # GitHub tokens
-    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"),                  # GitHub fine-grained tokens
-    re.compile(r"\bglpat-[A-Za-z0-9_\-]{20,}"),                     # GitLab
-    re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),                   # AWS access key ids
-    re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"),                # Slack
-    re.compile(r"\beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"),  # JWTs
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
+    (re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}"), ("sk-ant-",)),                       # Anthropic
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{20,}"), ("sk-",)),                            # OpenAI and look-alikes
+    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), ("gh",)),                         # GitHub tokens
+    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"), ("github_pat_",)),              # GitHub fine-grained tokens
+    (re.compile(r"\bglpat-[A-Za-z0-9_\-]{20,}"), ("glpat-",)),                      # GitLab
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), ("AKIA", "ASIA")),               # AWS access key ids
+    (re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"), ("xox",)),                    # Slack
+    (re.compile(r"\beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"), ("eyJ",)),  # JWTs
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
+     ("-----BEGIN ",)),
 ]
 # "Bearer <token>" (an Authorization header echoed by a tool): keep the word, drop the token.
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9\-._~+/]{12,}=*)")
@@ -49,6 +51,20 @@ _ASSIGNMENT = re.compile(
     r"(?i)\b([A-Z0-9_]*(?:API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|PGPASSWORD|_PAT|PRIVATE_KEY))"
     r"(\\?[\"']?\s*[:=]\s*\\?[\"']?)([^\s\"'\\,;&]{%d,})" % MIN_SECRET_LENGTH
 )
+# Every _ASSIGNMENT match has a name ending in one of these, then what follows it there: found with
+# substring searches, so only a text that has one pays for _ASSIGNMENT's backtracking over every word.
+_ASSIGNMENT_ENDS = ("key", "token", "secret", "password", "passwd", "_pat")
+_ASSIGNMENT_AFTER = re.compile(r"\\?[\"']?\s*[:=]\s*\\?[\"']?[^\s\"'\\,;&]{%d,}" % MIN_SECRET_LENGTH)
+
+
+def _may_assign(folded: str) -> bool:
+    for end in _ASSIGNMENT_ENDS:
+        at = folded.find(end)
+        while at != -1:
+            if _ASSIGNMENT_AFTER.match(folded, at + len(end)):
+                return True
+            at = folded.find(end, at + 1)
+    return False
 
 
 def is_secret_name(name: str) -> bool:
@@ -84,29 +100,54 @@ def _url_password(url: str) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _values_pattern(values: frozenset[str]) -> re.Pattern[str] | None:
+def _values_pattern(values: frozenset[str]) -> tuple[re.Pattern[str] | None, tuple[str, ...]]:
     forms: set[str] = set()
     for v in values:
         forms.add(v)
         forms.add(json.dumps(v)[1:-1])  # as it appears inside an encoded JSON string
     if not forms:
-        return None
+        return None, ()
     # Longest first, so a secret containing another is removed whole.
-    return re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+    ordered = sorted(forms, key=len, reverse=True)
+    return re.compile("|".join(re.escape(f) for f in ordered)), tuple(ordered)
+
+
+_process_secrets_cache: tuple[tuple, frozenset[str]] = ((), frozenset())
+
+
+def _process_secrets() -> frozenset[str]:
+    """secret_values() of this process's environment, computed again only when the environment
+    changed: its raw mapping is compared (a few microseconds) instead of decoding and matching
+    every variable on every call (the cost of scrubbing an event was mostly this)."""
+    global _process_secrets_cache
+    raw = getattr(process_env(), "_data", None)  # the undecoded mapping behind it
+    if not isinstance(raw, dict):
+        return secret_values()
+    snapshot = tuple(raw.items())
+    cached, values = _process_secrets_cache
+    if snapshot != cached:
+        values = secret_values()
+        _process_secrets_cache = (snapshot, values)
+    return values
 
 
 def scrub(text: str, environ: Mapping[str, str] | None = None) -> str:
     """`text` without any secret value of the environment nor any token-shaped string."""
     if not text:
         return text
-    pattern = _values_pattern(secret_values(environ))
-    if pattern is not None:
+    pattern, forms = _values_pattern(secret_values(environ) if environ is not None else _process_secrets())
+    if pattern is not None and any(f in text for f in forms):
         text = pattern.sub(REDACTED, text)
-    for shape in _SHAPES:
-        text = shape.sub(REDACTED, text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    text = _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
-    text = _ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    for shape, hints in _SHAPES:
+        if any(h in text for h in hints):
+            text = shape.sub(REDACTED, text)
+    folded = text.casefold()  # what (?i) matches, folded as it folds
+    if "bearer" in folded:
+        text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    if "://" in text and "@" in text:
+        text = _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
+    if _may_assign(folded):
+        text = _ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     return text
 
 

@@ -75,3 +75,11 @@ def test_log_filter_scrubs_message_arguments_and_traceback(monkeypatch):
     assert ScrubFilter().filter(record)
     formatted = logging.Formatter().format(record)
     assert "tok-value-in-env" not in formatted and REDACTED in formatted and "RuntimeError" in formatted
+
+
+def test_a_secret_set_in_the_environment_later_is_scrubbed_too(monkeypatch):
+    assert scrub("value later-secret-123 here") == "value later-secret-123 here"  # the environment, as it was
+    monkeypatch.setenv("LATER_API_KEY", "later-secret-123")
+    assert scrub("value later-secret-123 here") == f"value {REDACTED} here"
+    monkeypatch.delenv("LATER_API_KEY")
+    assert scrub("value later-secret-123 here") == "value later-secret-123 here"
