@@ -124,10 +124,14 @@ class PlanRequested(Event, frozen=True, kw_only=True):
 
 
 class PlanProduced(Event, frozen=True, kw_only=True):
+    """A version of the plan: Session 0's (version 1) or a person's edit of the latest (source "edit")."""
+
     aggregate: ClassVar[str] = "plan"
     plan: dict[str, Any]
     source: str = ""
     path: str = ""
+    version: int = 0  # 0: before versions were numbered (its place among the plan's PlanProduced says)
+    edited_by: str = ""
 
 
 class PlanRejected(Event, frozen=True, kw_only=True):
@@ -138,6 +142,7 @@ class PlanRejected(Event, frozen=True, kw_only=True):
 class PlanApproved(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "plan"
     approved_by: str = ""
+    version: int = 0  # the version approved; 0: before versions, the latest one at the time
 
 
 class BatchesComputed(Event, frozen=True, kw_only=True):

@@ -22,6 +22,7 @@ from shared.llm.pricing import cost_usd, is_priced
 from shared.plan import Plan, PlanError, PlanProblem, parse_plan
 from shared.resolver import Resolution, resolve
 from shared.plan import session0_prompt as prompt
+from shared.plan import versions
 
 MAX_SPEC_BYTES = 200_000
 DEFAULT_MAX_TOKENS = 16_000
@@ -186,6 +187,10 @@ class PlanNotApprovable(ValueError):
     pass
 
 
+class PlanEditConflict(ValueError):
+    """The plan has a newer version than the one a person edited."""
+
+
 async def request_plan(bus: Bus, *, project_id: str, plan_id: str, spec: str, repo_path: str = "") -> ev.PlanRequested:
     requested = ev.PlanRequested(project_id=project_id, aggregate_id=plan_id, spec=spec, repo_path=repo_path,
                                  correlation_id=plan_id)
@@ -201,7 +206,7 @@ async def record_outcome(bus: Bus, requested: ev.PlanRequested, outcome: PlanOut
     plan_id = requested.aggregate_id
     if outcome is not None and outcome.plan is not None:
         event: ev.Event = requested.caused(ev.PlanProduced, aggregate_id=plan_id, plan=plan_to_dict(outcome.plan),
-                                           source=f"session0:{outcome.model}", path=path)
+                                           source=f"session0:{outcome.model}", path=path, version=1)
     else:
         problems = errors if errors is not None else [p.to_dict() for p in (outcome.problems if outcome else [])]
         event = requested.caused(ev.PlanRejected, aggregate_id=plan_id, errors=problems)
@@ -224,14 +229,15 @@ async def plan_id_for_file(bus: Bus, path: str | Path) -> str | None:
     return found
 
 
-async def approve_plan(bus: Bus, plan_id: str, approved_by: str = "person") -> tuple[ev.PlanProduced, bool]:
-    """Record PlanApproved for a produced plan: (the produced event, whether this call approved it)."""
+async def approve_plan(bus: Bus, plan_id: str, approved_by: str = "person",
+                       version: int | None = None) -> tuple[ev.PlanProduced, bool]:
+    """Record PlanApproved for a produced plan's latest version (or the `version` given, which must
+    be the latest): (that version's event, whether this call approved it)."""
     history = await plan_history(bus, plan_id)
     if not history:
         raise PlanNotFound(f"no plan {plan_id!r} in the event log: give the id `yokeflow plan create` printed, "
                            "or the plan file it wrote")
-    produced = next((e for e in reversed(history) if isinstance(e, ev.PlanProduced)), None)
-    if produced is None:
+    if not versions.fold(history).versions:
         rejected = next((e for e in history if isinstance(e, ev.PlanRejected)), None)
         if rejected is not None:
             first = rejected.errors[0]["message"] if rejected.errors else "no valid plan"
@@ -239,13 +245,47 @@ async def approve_plan(bus: Bus, plan_id: str, approved_by: str = "person") -> t
                                     f"{first}); nothing to approve: fix the spec and run `yokeflow plan create` again")
         raise PlanNotApprovable(f"plan {plan_id} is still being produced; approve it once `yokeflow plan create` "
                                 "has written it")
+    chosen: list[ev.PlanProduced] = []
 
     def decide(events: list[ev.Event]) -> list[tuple[ev.Event, str | None]]:
-        if any(isinstance(e, ev.PlanApproved) for e in events):
+        v = versions.fold(events)
+        wanted = version or v.latest
+        if wanted != v.latest:
+            raise PlanNotApprovable(f"plan {plan_id} has no version {wanted} to approve: its latest is version "
+                                    f"{v.latest}; review that one (GET /api/plans/{plan_id}) and approve it")
+        chosen[:] = [v.versions[-1]]
+        if v.approved == wanted:
             return []
-        return [(produced.caused(ev.PlanApproved, aggregate_id=plan_id, approved_by=approved_by),
-                 f"{plan_id}:PlanApproved")]
+        approved = v.versions[-1].caused(ev.PlanApproved, aggregate_id=plan_id, approved_by=approved_by, version=wanted)
+        return [(approved, f"{plan_id}:PlanApproved" if wanted == 1 else f"{plan_id}:v{wanted}:PlanApproved")]
 
-    published = await bus.append(decide, produced)
-    return produced, bool(published)
+    published = await bus.append(decide, history[-1])
+    return chosen[0], bool(published)
 
+
+async def edit_plan(bus: Bus, plan_id: str, edit: versions.PlanEdit, *, base_version: int,
+                    edited_by: str = "person") -> ev.PlanProduced:
+    """A person's edit of the plan's latest version, checked like Session 0's output, recorded as the
+    next version (PlanProduced, source "edit"). `base_version` is the version the person edited: a
+    plan that moved on since is refused (PlanEditConflict) instead of losing the other change."""
+    history = await plan_history(bus, plan_id)
+    if not history:
+        raise PlanNotFound(f"no plan {plan_id!r} in the event log: GET /api/plans lists the plans")
+    made: list[ev.PlanProduced] = []
+
+    def decide(events: list[ev.Event]) -> list[tuple[ev.Event, str | None]]:
+        v = versions.fold(events)
+        if not v.versions:
+            raise PlanNotApprovable(f"plan {plan_id} has no version to edit yet (it is still being produced or "
+                                    "was rejected)")
+        if base_version != v.latest:
+            raise PlanEditConflict(f"plan {plan_id} is at version {v.latest}, not {base_version}: someone changed "
+                                   f"it meanwhile; reload it (GET /api/plans/{plan_id}) and edit version {v.latest}")
+        edited = versions.apply_edit(v.versions[-1].plan, edit)
+        n = v.latest + 1
+        made[:] = [v.versions[-1].caused(ev.PlanProduced, aggregate_id=plan_id, plan=edited, source="edit",
+                                         version=n, edited_by=edited_by)]
+        return [(made[0], f"{plan_id}:v{n}:PlanProduced")]
+
+    await bus.append(decide, history[-1])
+    return made[0]

@@ -1,7 +1,8 @@
 """The web UI steers, in a real headless Chromium driven by Playwright against the whole system
 (replayed agents): a run started from the page progresses live to the end; a task's drawer shows
-its agent log and diff; the board fits or scrolls at any width; a Session 0 plan is reviewed and
-approved, started from the page, and that run is cancelled from the page. Screenshots are kept in
+its agent log and diff; the board fits or scrolls at any width; a Session 0 plan is reviewed,
+edited (a cycle refused and marked, then a new version) and that version approved and started from
+the page, and that run is cancelled from the page. Screenshots are kept in
 $YOKEFLOW_TEST_ARTIFACTS/ui (default test-artifacts/ui)."""
 
 from __future__ import annotations
@@ -120,11 +121,28 @@ async def test_the_ui_starts_watches_approves_and_cancels(nats_server, database_
             await page.click("#show-plans")
             item = page.locator("#plans-panel .plan-item[data-plan-id=pslow]")
             await item.get_by_role("button", name="Review").click()
-            assert "Slow task" in await item.locator("textarea").input_value()
-            await item.get_by_role("button", name="Approve").click()
-            await item.get_by_text("Plan pslow approved.").wait_for()
+            assert await item.get_by_label("title of slow").input_value() == "Slow task"
+            # an edit that makes a cycle is refused, naming the field, which the page marks
+            await item.get_by_label("dependencies of slow").fill("later")
+            await item.get_by_role("button", name="Save as new version").click()
+            await item.locator(".message-error").wait_for()
+            assert "tasks.slow.depends_on" in await item.locator(".message-error").inner_text()
+            assert await item.locator("input.invalid[data-field='tasks.slow.depends_on']").count() == 1
+            await page.screenshot(path=str(shots / "plan-edit-refused.png"))
+            # the person fixes it, renames and re-rates a task: version 2, approved as such
+            await item.get_by_label("dependencies of slow").fill("")
+            await item.get_by_label("title of later").fill("Later, edited")
+            await item.get_by_label("complexity of later").select_option("low")
+            await item.get_by_role("button", name="Save as new version").click()
+            await item.get_by_text("Saved as version 2").wait_for()
+            edited = await next_event(bus, lambda e: isinstance(e, ev.PlanProduced) and e.aggregate_id == "pslow"
+                                      and e.version == 2, 10)
+            assert edited.source == "edit" and edited.edited_by == "web ui"
+            await page.screenshot(path=str(shots / "plan-edited.png"))
+            await item.get_by_role("button", name="Approve version 2").click()
+            await item.get_by_text("Plan pslow version 2 approved.").wait_for()
             approved = await next_event(bus, lambda e: isinstance(e, ev.PlanApproved) and e.aggregate_id == "pslow", 10)
-            assert approved.approved_by == "web ui"
+            assert approved.approved_by == "web ui" and approved.version == 2
             await page.screenshot(path=str(shots / "plan-approved.png"))
             await item.get_by_role("button", name="Start…").click()
             await page.select_option("#start-project", project)
@@ -135,6 +153,8 @@ async def test_the_ui_starts_watches_approves_and_cancels(nats_server, database_
             assert second != run_id
             second_started = next(e for e in await events_of(bus, second) if isinstance(e, ev.RunStarted))
             assert second_started.plan["name"] == "slow-plan"
+            later = next(t for e in second_started.plan["epics"] for t in e["tasks"] if t["id"] == "later")
+            assert later["title"] == "Later, edited" and later["complexity"] == "low"  # the approved version ran
             await page.wait_for_selector("#board article.card[data-task-id=slow][data-state=running]")
             page.once("dialog", lambda dialog: dialog.accept())
             await page.click("#cancel-run")

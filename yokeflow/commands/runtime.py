@@ -245,12 +245,17 @@ async def _follow_while_served(bus, started: ev.RunStarted, system: System | Non
 async def require_approval_if_produced(endpoint: Endpoint, plan_path: str) -> None:
     """A plan Session 0 wrote runs only once a person approved it; a hand-written plan is
     approved by the person who runs it."""
+    from shared.plan import versions
     from shared.plan.session0 import plan_history, plan_id_for_file
 
     bus = await endpoint.bus()
     try:
         plan_id = await plan_id_for_file(bus, plan_path)
-        if plan_id and not any(isinstance(e, ev.PlanApproved) for e in await plan_history(bus, plan_id)):
+        v = versions.fold(await plan_history(bus, plan_id)) if plan_id else None
+        if v is not None and v.latest > 1:  # edited in the web UI or the API: the file holds version 1
+            raise CliError(f"plan {plan_id} was edited after Session 0 wrote {plan_path} (it is at version "
+                           f"{v.latest}): start it by id from the web UI or POST /api/runs with plan_id", code=2)
+        if v is not None and not v.is_approved:
             raise CliError(f"plan {plan_id} ({plan_path}) was produced by Session 0 and is not approved yet: "
                            f"review it, then `yokeflow plan approve {plan_id}`", code=2)
     finally:

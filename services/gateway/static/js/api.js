@@ -17,7 +17,11 @@ export async function api(path, options = {}) {
   const res = await fetch(path, { ...options, headers, credentials: "same-origin" });
   if (res.status === 401) throw new AuthRequired("token required");
   const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(body.detail || `${res.status} ${res.statusText}`);
+  if (!res.ok) {
+    const err = new Error(body.detail || `${res.status} ${res.statusText}`);
+    err.body = body;  // `field` names the request field at fault
+    throw err;
+  }
   return body;
 }
 

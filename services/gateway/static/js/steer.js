@@ -82,33 +82,103 @@ export async function showPlans({ onStart, onClose }) {
 
 async function review(planId, item, onStart) {
   const plan = await api(`/api/plans/${enc(planId)}`);
-  const text = el("textarea", { rows: "14", spellcheck: "false", "aria-label": "Plan JSON" });
-  text.value = JSON.stringify(plan.plan, null, 2);
   const status = el("p", { class: "message message-info", hidden: true });
-  const approve = el("button", { class: "primary", onclick: async () => {
+  const say = (text, kind = "info") => { status.textContent = text; status.className = `message message-${kind}`; status.hidden = false; };
+  const form = planForm(plan.plan);
+  const setBadge = (state) => {
+    item.dataset.status = state.status;
+    item.dataset.version = String(state.version);
+    const badge = item.querySelector(".run-status");
+    badge.textContent = state.status === "approved" ? `approved v${state.approved_version}` : `${state.status} v${state.version}`;
+    badge.className = `run-status status-${state.status === "approved" ? "completed" : "running"}`;
+  };
+  let current = plan;
+  setBadge(plan);
+  const save = el("button", { onclick: async () => {
+    form.querySelectorAll(".invalid").forEach((n) => n.classList.remove("invalid"));
+    const edit = form.edit();
+    if (!Object.keys(edit.tasks).length && !edit.remove.length) { say("Nothing changed yet: edit a task first."); return; }
     try {
-      if (text.value.trim() !== JSON.stringify(plan.plan, null, 2)) {
-        status.textContent = "You edited the plan: start it as your own plan (Start…); approval is for the plan as produced.";
-        status.hidden = false;
-        return;
-      }
-      const done = await api(`/api/plans/${enc(planId)}/approve`, { method: "POST", body: { approved_by: "web ui" } });
-      status.textContent = `Plan ${planId} ${done.status}.`;
-      status.hidden = false;
-      item.dataset.status = done.status;
-      const badge = item.querySelector(".run-status");
-      badge.textContent = done.status;
-      badge.className = "run-status status-completed";
-    } catch (err) { status.textContent = err.message; status.hidden = false; }
-  } }, "Approve");
+      const made = await api(`/api/plans/${enc(planId)}/versions`, { method: "POST",
+        body: { base_version: current.version, edited_by: "web ui", ...edit } });
+      current = made;
+      setBadge(made);
+      form.reset(made.plan);
+      approve.textContent = `Approve version ${made.version}`;
+      say(`Saved as version ${made.version}: review it, then approve it.`);
+    } catch (err) {
+      const field = (err.body && err.body.field) || "";
+      const bad = field && form.querySelector(`[data-field="${CSS.escape(field)}"]`);
+      if (bad) bad.classList.add("invalid");
+      say(err.message, "error");
+    }
+  } }, "Save as new version");
+  const approve = el("button", { class: "primary", onclick: async () => {
+    if (Object.keys(form.edit().tasks).length || form.edit().remove.length) { say("Save your edits as a new version first, then approve it.", "error"); return; }
+    try {
+      const done = await api(`/api/plans/${enc(planId)}/approve`, { method: "POST", body: { approved_by: "web ui", version: current.version } });
+      current = done;
+      setBadge(done);
+      say(`Plan ${planId} version ${done.approved_version} approved.`);
+    } catch (err) { say(err.message, "error"); }
+  } }, `Approve version ${plan.version}`);
   const start = el("button", { onclick: () => {
-    let edited = plan.plan;
-    try { edited = JSON.parse(text.value); } catch (err) { status.textContent = `not valid JSON: ${err.message}`; status.hidden = false; return; }
-    onStart({ plan: edited, planId: JSON.stringify(edited) === JSON.stringify(plan.plan) && item.dataset.status === "approved" ? planId : "", projectId: "" });
+    onStart({ plan: current.plan, planId: current.status === "approved" ? planId : "", projectId: "" });
   } }, "Start…");
-  const box = el("div", { class: "review" }, text, el("div", { class: "actions" }, approve, start), status);
+  const box = el("div", { class: "review" }, form, el("div", { class: "actions" }, save, approve, start), status);
   item.querySelector(".review")?.remove();
   item.append(box);
+}
+
+// One row per task: title, description, dependencies, complexity, remove. `edit()` gives what changed.
+function planForm(initial) {
+  const form = el("div", { class: "plan-edit" });
+  let plan = initial;
+  const render = () => {
+    const rows = plan.epics.flatMap((epic) => [
+      el("tr", { class: "epic-row" }, el("th", { colspan: "6" }, `${epic.name || epic.id}`)),
+      ...epic.tasks.map((t) => el("tr", { dataset: { taskId: String(t.id) } },
+        el("td", {}, el("code", {}, String(t.id))),
+        el("td", {}, el("input", { name: "title", value: t.title || "", "aria-label": `title of ${t.id}`, dataset: { field: `tasks.${t.id}.title` } })),
+        el("td", {}, descriptionBox(t)),
+        el("td", {}, el("input", { name: "depends_on", value: (t.depends_on || []).join(", "), placeholder: "none",
+          "aria-label": `dependencies of ${t.id}`, dataset: { field: `tasks.${t.id}.depends_on` } })),
+        el("td", {}, complexityPick(t)),
+        el("td", {}, el("label", { class: "check" }, el("input", { type: "checkbox", name: "remove", "aria-label": `remove ${t.id}`,
+          dataset: { field: `remove` } }), "remove"))))]);
+    form.replaceChildren(el("table", {}, el("tr", {}, ["id", "title", "description", "depends on", "complexity", ""].map((h) => el("th", {}, h))), rows));
+  };
+  const descriptionBox = (t) => {
+    const box = el("textarea", { name: "description", rows: "1", "aria-label": `description of ${t.id}`, dataset: { field: `tasks.${t.id}.description` } });
+    box.value = t.description || "";
+    return box;
+  };
+  const complexityPick = (t) => {
+    const pick = el("select", { name: "complexity", "aria-label": `complexity of ${t.id}`, dataset: { field: `tasks.${t.id}.complexity` } },
+      el("option", { value: "" }, "estimate"), ...["low", "medium", "high"].map((c) => el("option", { value: c }, c)));
+    pick.value = t.complexity || "";
+    return pick;
+  };
+  form.edit = () => {
+    const tasks = {};
+    const remove = [];
+    for (const epic of plan.epics) for (const t of epic.tasks) {
+      const row = form.querySelector(`tr[data-task-id="${CSS.escape(String(t.id))}"]`);
+      const value = (n) => row.querySelector(`[name=${n}]`).value;
+      if (row.querySelector("[name=remove]").checked) { remove.push(String(t.id)); continue; }
+      const change = {};
+      if (value("title") !== (t.title || "")) change.title = value("title");
+      if (value("description") !== (t.description || "")) change.description = value("description");
+      const deps = value("depends_on").split(",").map((d) => d.trim()).filter(Boolean);
+      if (deps.join(",") !== (t.depends_on || []).map(String).join(",")) change.depends_on = deps;
+      if (value("complexity") && value("complexity") !== (t.complexity || "")) change.complexity = value("complexity");
+      if (Object.keys(change).length) tasks[String(t.id)] = change;
+    }
+    return { tasks, remove };
+  };
+  form.reset = (next) => { plan = next; render(); };
+  render();
+  return form;
 }
 
 // ---------------------------------------------------------------- conflicts
