@@ -523,6 +523,8 @@ def decide(state: RunState) -> list[Decision]:
             out += _resolve_conflicts(state)
         out += _dispatch(state)
     out += _maybe_end(state, out)
+    if not out and not state.ended:
+        out += _watchdog(state)
     return out
 
 
@@ -789,3 +791,48 @@ def _maybe_end(state: RunState, pending: list[Decision]) -> list[Decision]:
         out = [(e, f"{state.run_id}:RunFailed")]
     state.apply(e)
     return out
+
+
+def _watchdog(state: RunState) -> list[Decision]:
+    """A run with nothing to decide and nothing to wait for would wait forever: it fails, naming
+    its open tasks. Checked only when quiet (nothing in flight), so a decision stays cheap."""
+    if state.dispatched or state.conflicted or state.cancelled or state.paused or state.budget_exhausted:
+        return []
+    if waiting_on(state) or not state.open_tasks:
+        return []
+    stuck = [t for t in state.tasks.values() if t.status not in TERMINAL]
+    listed = ", ".join(f"{t.id} {t.status}" for t in stuck[:10]) + (" …" if len(stuck) > 10 else "")
+    e = state.started.caused(ev.RunFailed, aggregate_id=state.run_id, run_id=state.run_id, counts=state.counts(),
+                             stats=state.stats(),
+                             reason=f"stalled: nothing is in flight and no open task can start ({listed})"[:4000])
+    state.apply(e)
+    return [(e, f"{state.run_id}:RunFailed")]
+
+
+def waiting_on(state: RunState) -> str:
+    """What a run that decides nothing now is waiting for, in one line ("" once it has ended, or
+    when nothing can move it: the watchdog's case)."""
+    if state.ended or state.cancelled:
+        return ""
+    def named(ids) -> str:
+        ids = state.in_plan_order(ids)
+        return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    by: dict[str, list[str]] = {}
+    for t in state.tasks.values():
+        by.setdefault(t.status, []).append(t.id)
+    unlearned = [t.id for t in state.tasks.values() if t.status == MERGED and not state.learned(t)]
+    parts = []
+    if by.get(DISPATCHED):
+        parts.append(f"an executor to finish {named(by[DISPATCHED])}")
+    if by.get(SUCCEEDED):
+        parts.append(f"the merger to merge {named(by[SUCCEEDED])}")
+    if unlearned:
+        parts.append(f"the learner to store what {named(unlearned)} taught")
+    if state.paused is not None:
+        parts.append(f"the end of a pause ({state.paused.reason})")
+    if state.budget_exhausted:
+        parts.append("a person to raise the budget (`yokeflow budget set`)")
+    if by.get(CONFLICT):
+        parts.append(f"a person to resolve the merge conflict of {named(by[CONFLICT])} "
+                     f"(then `yokeflow merge retry TASK`)")
+    return "; ".join(parts)
