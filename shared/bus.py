@@ -576,6 +576,15 @@ class Bus:
         with contextlib.suppress(KeyWrongLastSequenceError, APIError):
             await kv.delete(lease.key, last=lease.revision)
 
+    async def pullers(self, durable: str) -> int | None:
+        """How many fetches from live consumers wait on a durable consumer (0: no process of that
+        service is pulling; None: it never bound)."""
+        try:
+            info = await self.js.consumer_info(self.stream, durable)
+        except NotFoundError:
+            return None
+        return int(info.num_waiting or 0)
+
     async def lease_holder(self, key: str) -> str | None:
         kv = await self._lease_bucket()
         try:

@@ -798,7 +798,7 @@ def _watchdog(state: RunState) -> list[Decision]:
     its open tasks. Checked only when quiet (nothing in flight), so a decision stays cheap."""
     if state.dispatched or state.conflicted or state.cancelled or state.paused or state.budget_exhausted:
         return []
-    if waiting_on(state) or not state.open_tasks:
+    if not state.open_tasks or any(state.lane_load.values()) or waiting_on(state):  # a branch awaits its merge
         return []
     stuck = [t for t in state.tasks.values() if t.status not in TERMINAL]
     listed = ", ".join(f"{t.id} {t.status}" for t in stuck[:10]) + (" …" if len(stuck) > 10 else "")

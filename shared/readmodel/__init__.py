@@ -194,6 +194,7 @@ async def status(database: Database, run_id: str | None = None) -> list[dict[str
             "cost_usd": round(float(r["cost_usd"]), 6), "started_at": r["started_at"], "ended_at": r["ended_at"],
             "learning": await learning(database, r["id"]),
             "forecast": await forecast(database, r["id"]),
+            "unstarted": await unstarted(database, r["id"], tasks) if r["status"] == "running" else [],
             "tasks": [{
                 "id": t["id"], "epic_id": t["epic_id"], "title": t["title"], "status": t["status"],
                 "state": summary.task_state(t),
@@ -222,3 +223,22 @@ async def budget_events(database: Database, project_id: str, run_id: str = "", l
              "spent_usd": (r["data"] or {}).get("spent_exact", ""),
              "limit_usd": (r["data"] or {}).get("limit_exact", ""),
              "set_by": (r["data"] or {}).get("set_by", "")} for r in rows]
+
+
+async def unstarted(database: Database, run_id: str, tasks: list[dict[str, Any]],
+                    now: datetime | None = None) -> list[dict[str, Any]]:
+    """Tasks handed to the executors (TaskReady) that no executor has started yet, and for how
+    long: how `status` tells a person that nothing is picking work up."""
+    ready = {t["id"]: t["attempt"] for t in tasks if t["status"] == "ready"}
+    if not ready:
+        return []
+    rows = await database.fetch(select(db.event_log.c.aggregate_id, db.event_log.c.occurred_at, db.event_log.c.data)
+                                .where(db.event_log.c.run_id == run_id, db.event_log.c.type == "TaskReady"))
+    now = now or datetime.now(timezone.utc)
+    out = []
+    for row in rows:
+        data = row["data"] or {}
+        task_id, attempt = str(data.get("task_id", "")), data.get("attempt")
+        if ready.get(task_id) == attempt and (at := summary.parse_time(row["occurred_at"])) is not None:
+            out.append({"task_id": task_id, "attempt": attempt, "waiting_s": round((now - at).total_seconds(), 1)})
+    return sorted(out, key=lambda u: -u["waiting_s"])

@@ -317,9 +317,28 @@ async def collect_status(endpoint: Endpoint, run_id: str | None = None) -> dict[
         runs = await readmodel.status(database, run_id)
         if runs is None:
             raise CliError(f"no run {run_id}: `yokeflow status` lists the runs")
-        return {"runs": runs, "projection_lag_ms": await database.projection_lag_ms()}
+        executors = None
+        if any(r["unstarted"] for r in runs):  # work handed out but not started: is any executor there?
+            bus = await endpoint.bus()
+            try:
+                executors = await bus.pullers("executor")
+            finally:
+                await bus.close()
+        return {"runs": runs, "projection_lag_ms": await database.projection_lag_ms(), "executors_pulling": executors}
     finally:
         await database.dispose()
+
+
+def unstarted_line(unstarted: list[dict[str, Any]], executors: int | None) -> str:
+    """Why nothing happens, when tasks were handed out and no executor started them."""
+    oldest = unstarted[0]
+    line = (f"{len(unstarted)} task(s) handed to the executors and not started; {oldest['task_id']} has waited "
+            f"{oldest['waiting_s']:.0f}s")
+    if not executors:  # None: no executor ever bound; 0: none is pulling now
+        return line + (": no executor is running (start one: `python -m services.executor`, or `yokeflow up`)"
+                       if executors is None else ": no executor is asking for work (every one stopped, or busy with "
+                                   "YOKEFLOW_EXECUTOR_SLOTS full)")
+    return line + f" ({executors} executor fetch(es) waiting: it should start soon)"
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -344,6 +363,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
             table.add_row(t["id"], t["epic_id"], t["title"], t["status"], t["merge_status"], str(t["attempt"]),
                           t["branch"], t["merge_commit"][:12])
         console.print(table)
+        if run.get("unstarted"):
+            console.print(unstarted_line(run["unstarted"], status["executors_pulling"]))
         if (f := run.get("forecast")) and f["remaining_tasks"]:
             console.print(f"forecast: {f['remaining_tasks']} task(s) left" + (
                 f", about ${f['expected_cost_usd']} more and {f['expected_seconds']:.0f}s ({f['basis']})"
