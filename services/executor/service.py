@@ -64,8 +64,12 @@ class Executor:
     async def _task_history(self, e: ev.TaskReady) -> list[ev.Event]:
         return [d.event async for d in self.bus.read([self.bus.aggregate_filter(e)])]
 
-    async def _view(self, e: ev.TaskReady) -> tuple[domain.AttemptView, list[ev.Event]]:
-        """The attempt's task history and its run's endings, folded."""
+    async def _view(self, e: ev.TaskReady, seq: int = 0) -> tuple[domain.AttemptView, list[ev.Event]]:
+        """The attempt's task history and its run's endings, folded. `seq`: the TaskReady's place in the log."""
+        if seq and e.purpose == "task":
+            quick = await self._quick_view(e, seq)
+            if quick is not None:
+                return quick, [e]
         project = ev.subject_token(e.project_id)
 
         async def endings() -> list[ev.Event]:
@@ -75,6 +79,18 @@ class Executor:
         # both reads at once: each is a few round trips, and this is on the way to the agent's start
         history, ended = await asyncio.gather(self._task_history(e), endings())
         return domain.fold([*history, *ended], e), history
+
+    async def _quick_view(self, e: ev.TaskReady, seq: int) -> domain.AttemptView | None:
+        """The common case in one round trip: the TaskReady is still its task's last event. The planner
+        appended it expecting the task's last sequence it had folded, so nothing of the task before it
+        can change the decision; only the run's endings (each the last event on its own subject) can.
+        None: the task moved on since (a redelivery, a cancellation): read its whole history."""
+        subjects = self.bus.subjects
+        last, *endings = await asyncio.gather(self.bus.aggregate_seq(e), *(
+            self.bus.last_event(subjects.event(e.project_id, "run", e.run_id, t.__name__)) for t in domain.RUN_ENDINGS))
+        if last != seq:
+            return None
+        return domain.fold([x for x in endings if x is not None], e)
 
     async def _expertise(self, e: ev.TaskReady) -> tuple[str, list[str], dict[str, int]]:
         """The most useful entries of the domains the scheduler named, within the prompt budget;
@@ -108,11 +124,11 @@ class Executor:
         e = d.event
         if not isinstance(e, ev.TaskReady):
             return
-        lease = await self._hold(e)  # the view is read once, under the lease (a skip costs a lease, not a read)
+        lease = await self._hold(e, d.seq)  # the view is read once, under the lease (a skip costs a lease, not a read)
         if lease is None:
             return  # its live holder finished it while this delivery waited
         try:
-            view, history = await self._view(e)  # a previous holder may have finished before it expired
+            view, history = await self._view(e, d.seq)  # a previous holder may have finished before it expired
             if await self._act_without_agent(e, domain.decide(view)):
                 return
             if not await self._execute(e, d, resumed_after=view.interrupted, history=history, lease=lease):
@@ -129,7 +145,7 @@ class Executor:
             return True
         return False
 
-    async def _hold(self, e: ev.TaskReady) -> Lease | None:
+    async def _hold(self, e: ev.TaskReady, seq: int = 0) -> Lease | None:
         """The attempt's lease: taken at once, or after its live holder lets go or stops renewing.
         Meanwhile the delivery's heartbeat keeps the message ours; None once nothing is left to run."""
         key, holder = domain.lease_key(e), f"{self.name}:{uuid.uuid4().hex[:8]}"
@@ -137,7 +153,7 @@ class Executor:
             lease = await self.bus.lease_acquire(key, holder, self.lease_s)
             if lease is not None:
                 return lease
-            view, _ = await self._view(e)
+            view, _ = await self._view(e, seq)
             if domain.decide(view) != "run":
                 return None  # finished, cancelled or ended by the live holder's side
             await asyncio.sleep(min(1.0, self.lease_s / 4))
@@ -155,7 +171,11 @@ class Executor:
                 log.warning("lease %s not renewed: %s", lease.key, exc)
 
     async def _still_holding(self, lease: Lease) -> bool:
-        """Checked right before each effect of the attempt (commit, AgentFinished)."""
+        """Checked right before each effect of the attempt (commit, AgentFinished). A lease the
+        server renewed less than 0.9 of its TTL ago (by the monotonic clock, which runs on while
+        the process is stopped) cannot have expired, so it needs no round trip."""
+        if lease.fresh():
+            return True
         try:
             return await self.bus.lease_renew(lease)
         except Exception:
@@ -173,26 +193,33 @@ class Executor:
             await self._finish(e, AgentResult(outcome="failure", summary="", error=reason), commit="", wt=None,
                                started=started)
             return True
-        manager = WorktreeManager(await self._working_copy(e), target_branch=e.target_branch,
-                                  setup_command=parallel.setup_command or None, port_base=parallel.port_base,
-                                  sandbox=jail, env_allow=env_allow, tool_path=_tool_path())
         resolving = e.purpose == "resolve_conflict"
+        working_copy = await self._working_copy(e)
+
+        def acquire() -> tuple[WorktreeManager, Worktree]:  # opening the repository is git work too: off the loop
+            manager = WorktreeManager(working_copy, target_branch=e.target_branch,
+                                      setup_command=parallel.setup_command or None, port_base=parallel.port_base,
+                                      sandbox=jail, env_allow=env_allow, tool_path=_tool_path())
+            return manager, manager.acquire(e.worktree, e.branch, update_from_target=not resolving)
+
         try:
-            wt = await asyncio.to_thread(manager.acquire, e.worktree, e.branch, update_from_target=not resolving)
+            manager, wt = await asyncio.to_thread(acquire)
         except GitError as exc:  # e.g. a failing setup_command: the attempt fails with its output, never hangs
             log.warning("task %s attempt %s: worktree not ready: %s", e.task_id, e.attempt, exc)
             await self._finish(e, AgentResult(outcome="failure", summary="", error=str(exc)[:4000]), commit="",
                                wt=None, started=started)
             return True
-        await self.bus.publish(e.caused(ev.WorktreeCreated, aggregate_id=ev.task_aggregate_id(e.run_id, e.task_id),
-                                        run_id=e.run_id, task_id=e.task_id, path=str(wt.path), branch=wt.branch,
-                                        base_commit=wt.base_commit, reused=wt.reused),
-                               msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:WorktreeCreated")
         expertise, given, versions = await self._expertise(e)
-        await self.bus.publish(e.caused(ev.AgentStarted, aggregate_id=e.aggregate_id, run_id=e.run_id,
-                                        task_id=e.task_id, attempt=e.attempt, model=e.model, provider=e.provider,
-                                        executor=self.name, expertise_given=given, expertise_versions=versions),
-                               msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:AgentStarted")
+        # both in one round trip, in this order
+        await self.bus.publish_all([
+            (e.caused(ev.WorktreeCreated, aggregate_id=ev.task_aggregate_id(e.run_id, e.task_id), run_id=e.run_id,
+                      task_id=e.task_id, path=str(wt.path), branch=wt.branch, base_commit=wt.base_commit,
+                      reused=wt.reused),
+             f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:WorktreeCreated"),
+            (e.caused(ev.AgentStarted, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id,
+                      attempt=e.attempt, model=e.model, provider=e.provider, executor=self.name,
+                      expertise_given=given, expertise_versions=versions),
+             f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:AgentStarted")])
         metrics.DISPATCH_LATENCY.record(metrics.seconds_since(e.occurred_at), {"yf.resumed": bool(resumed_after)})
         previous = dict(e.previous_attempt)
         if resumed_after:
@@ -343,11 +370,13 @@ class Executor:
             cache_write_tokens=u.cache_write_tokens, cost_usd=result.cost_usd, checks=result.checks,
             cost_exact=usd(result.cost),
             retry_after_s=float(getattr(result, "retry_after_s", None) or 0.0))
-        # The attempt's log is whole before anyone reads AgentFinished (the learner learns from it).
-        await self.bus.log(e.project_id, e.aggregate_id, "attempt_end",
-                           {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, "outcome": result.outcome},
-                           stored=True)
-        await self.bus.publish(finished, msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:AgentFinished")
+        # The log's end mark and AgentFinished in one round trip: the learner reads the attempt's
+        # log until its end mark is there, so it learns from the whole log either way.
+        await asyncio.gather(
+            self.bus.log(e.project_id, e.aggregate_id, "attempt_end",
+                         {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, "outcome": result.outcome},
+                         stored=True),
+            self.bus.publish(finished, msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:AgentFinished"))
 
     # ------------------------------------------------------------------ cancellation
     async def _on_cancel(self, msg) -> None:

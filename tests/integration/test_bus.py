@@ -238,3 +238,12 @@ async def test_a_consumer_survives_an_ack_that_gets_no_answer(bus, monkeypatch):
 
     await asyncio.wait_for(bus.consume("patient", [bus.events_subject], handler, stop=stop), 20)
     assert got[0] == "t1" and "t2" in got
+
+
+async def test_publish_all_stores_events_in_the_order_given_and_deduplicates(bus):
+    events = [ready(task=str(i)) for i in range(20)]
+    published = await bus.publish_all([(e, f"r:{e.task_id}:1:TaskReady") for e in events])
+    assert [p.seq for p in published] == sorted(p.seq for p in published)
+    again = await bus.publish_all([(ready(task="3"), "r:3:1:TaskReady")])
+    assert again[0].duplicate and again[0].seq == published[3].seq
+    assert [d.event.task_id for d in await all_events(bus)] == [str(i) for i in range(20)]
