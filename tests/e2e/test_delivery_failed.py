@@ -30,7 +30,8 @@ async def test_an_executor_that_always_fails_ends_the_run_with_its_reason(nats_s
             calls.append(d.event.attempt)
             raise RuntimeError("the executor cannot start an agent")
 
-        executor = asyncio.create_task(bus.consume("executor", [bus.type_filter("TaskReady")], broken_executor,
+        as_executor = await system.endpoint.bus("yokeflow-executor")  # only an executor may report its failures
+        executor = asyncio.create_task(as_executor.consume("executor", [bus.type_filter("TaskReady")], broken_executor,
                                                    stop=stop, max_deliver=2, backoff=(0.05,)))
         try:
             started = await start_run(bus, PLAN, git_repo, cfg)
@@ -38,6 +39,7 @@ async def test_an_executor_that_always_fails_ends_the_run_with_its_reason(nats_s
         finally:
             stop.set()
             await executor
+            await as_executor.close()
         events = await events_of(bus, started.run_id)
         await system.database.wait_for("ledger", await bus.last_seq())
         status = await collect_status(system.endpoint, started.run_id)
