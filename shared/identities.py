@@ -12,10 +12,11 @@ from __future__ import annotations
 from shared import events as ev
 from shared.subjects import ANY, Subjects
 
-# The person's front doors publish the same commands.
+# The person's front doors publish the same commands (expertise versions too: a person imports,
+# rolls back and applies a validation through them).
 _COMMANDS: tuple[type[ev.Event], ...] = (
     ev.ProjectCreated, ev.RunStarted, ev.RunCancelled, ev.MergeRequested,
-    ev.PlanRequested, ev.PlanProduced, ev.PlanRejected, ev.PlanApproved, ev.BudgetSet,
+    ev.PlanRequested, ev.PlanProduced, ev.PlanRejected, ev.PlanApproved, ev.BudgetSet, ev.ExpertiseUpdated,
 )
 
 PUBLISHES: dict[str, tuple[type[ev.Event], ...]] = {
