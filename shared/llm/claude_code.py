@@ -171,6 +171,15 @@ class ClaudeCodeProvider:
         self.on_log = on_log
         self._session_id: str | None = None
         self._state = Path(tempfile.mkdtemp(prefix="yf-claude-code-"))  # the CLI's home, kept across steps
+        self._tool_servers: dict[str, Path] = {}
+
+    def tool_socket(self, name: str) -> Path:
+        """Where an MCP server named `name` (streamable HTTP on a Unix socket) must listen for Claude
+        Code to get its tools: inside the folder the jail binds. Every tool of it is allowed."""
+        if not name.replace("-", "").isalnum():
+            raise ValueError(f"an MCP server name is letters, digits and dashes, not {name!r}")
+        self._tool_servers[name] = self._state / f"tools-{name}.sock"
+        return self._tool_servers[name]
 
     async def create(self, *, model: str, system: list[dict], messages: list[dict],
                      tools: list[dict], max_tokens: int, tool_choice: dict | None = None) -> ModelTurn:
@@ -185,19 +194,35 @@ class ClaudeCodeProvider:
         socket_path = state / "api.sock"
         socket_path.unlink(missing_ok=True)
         (state / "forwarding").unlink(missing_ok=True)
+        allowed = CLAUDE_CODE_TOOLS + [f"mcp__{name}" for name in self._tool_servers]  # a server's every tool
         args = ["-p", "--output-format", "stream-json", "--verbose", "--model", model_id,
-                "--permission-mode", self.permission_mode, "--allowedTools", " ".join(CLAUDE_CODE_TOOLS)]
+                "--permission-mode", self.permission_mode, "--allowedTools", " ".join(allowed)]
+        if self._tool_servers:
+            args += ["--mcp-config", str(state / "mcp.json"), "--strict-mcp-config"]
         if self._session_id:
             args += ["--resume", self._session_id]
         quoted = " ".join(_sh(a) for a in args)
+        forward = f"{_sh(sys.executable)} {_sh(str(state / 'forward.py'))}"
         ready = _sh(str(state / "forwarding"))
-        script = (f"{_sh(sys.executable)} {_sh(str(state / 'forward.py'))} {_sh(str(socket_path))} 0 {ready} & "
-                  f"for i in $(seq 200); do [ -e {ready} ] && break; sleep 0.05; done; "
-                  f"export ANTHROPIC_BASE_URL=http://127.0.0.1:$(cat {ready}); "
-                  f"{_sh(self.cli)} {quoted} < {_sh(str(state / 'prompt.txt'))}; code=$?; kill %1; exit $code")
+        lines = [f"{forward} {_sh(str(socket_path))} 0 {ready} &"]
+        wait = [ready]
+        servers = []
+        for name, sock in self._tool_servers.items():  # each MCP server's socket gets a loopback port too
+            port = _sh(str(state / f"tools-{name}.port"))
+            (state / f"tools-{name}.port").unlink(missing_ok=True)
+            lines.append(f"{forward} {_sh(str(sock))} 0 {port} &")
+            wait.append(port)
+            servers.append(f'"{name}":{{"type":"http","url":"http://127.0.0.1:\'$(cat {port})\'/mcp"}}')
+        for file in wait:
+            lines.append(f"for i in $(seq 200); do [ -e {file} ] && break; sleep 0.05; done;")
+        if servers:
+            lines.append(f"echo '{{\"mcpServers\":{{{','.join(servers)}}}}}' > {_sh(str(state / 'mcp.json'))};")
+        script = (" ".join(lines) + f" export ANTHROPIC_BASE_URL=http://127.0.0.1:$(cat {ready}); "
+                  f"{_sh(self.cli)} {quoted} < {_sh(str(state / 'prompt.txt'))}; code=$?; kill $(jobs -p); exit $code")
         env = {"ANTHROPIC_API_KEY": PLACEHOLDER_KEY,
                "CLAUDE_CONFIG_DIR": str(state / "config"), "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1",
-               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "IS_SANDBOX": "1"}
+               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "IS_SANDBOX": "1",
+               "ENABLE_TOOL_SEARCH": "false"}  # the task server's tools in every request, not behind a search
         jail = Jail.for_worktree(self.cwd, self.settings, extra_env=env, env_allow=self.env_allow)
         jail.binds = (state,)
         if not jail.confined:  # off: run as before, but still without the key in its environment

@@ -220,13 +220,21 @@ async def run_agent(*, provider: Provider, model: str, system: list[dict], task_
     run.messages.append({"role": "user", "content": task_prompt})
     checks = [c for c in checks if c.strip()]
     fix_rounds = 0
+    served = None
     try:
+        if task_tools is not None and hasattr(provider, "tool_socket"):
+            # A provider with its own tool loop (claude-code) reaches the task server over MCP.
+            from services.executor.agent.task_mcp import SERVER_NAME, TaskMcpServer
+
+            served = await TaskMcpServer(task_tools, provider.tool_socket(SERVER_NAME)).start()
         while True:
             if result.turns >= max_turns:
                 result.error = (f"the agent used all {max_turns} turns without finishing; raise max_turns "
                                 "or split the task")
                 break
             turn = await run.call_model()
+            if task_tools is not None and task_tools.blocked is not None:  # asked over MCP, inside the step
+                raise _Blocked(task_tools.blocked)
             summary = await run.run_tools(turn) if turn.tool_uses() else None
             if summary is None:
                 if turn.tool_uses():
@@ -257,6 +265,9 @@ async def run_agent(*, provider: Provider, model: str, system: list[dict], task_
         result.outcome, result.error, result.retry_after_s = "rate_limited", str(exc), exc.retry_after_s
     except Exception as exc:  # a provider or tool failure ends this attempt; the scheduler decides on retries
         result.outcome, result.error = "failure", f"{type(exc).__name__}: {exc}"
+    finally:
+        if served is not None:
+            await served.close()
     result.duration_s = round(time.monotonic() - started, 3)
     return result
 

@@ -71,10 +71,12 @@ class TaskOutcome:
 
 class TaskTools:
     definitions = TASK_TOOL_DEFINITIONS
+    names = TASK_TOOL_NAMES
 
     def __init__(self, scope: TaskScope):
         self.scope = scope
         self.discoveries = 0
+        self.blocked: str | None = None  # the reason, once the agent asked to be blocked (seen by any loop)
 
     def handles(self, name: str) -> bool:
         return name in TASK_TOOL_NAMES
@@ -162,6 +164,7 @@ class TaskTools:
         asked = t.caused(ev.TaskBlockRequested, aggregate_id=t.aggregate_id, run_id=t.run_id, task_id=t.task_id,
                          attempt=t.attempt, reason=reason, split_into=[str(s)[:200] for s in (split_into or [])][:20])
         await self.scope.publish(asked, f"{t.run_id}:{t.task_id}:{t.attempt}:TaskBlockRequested")
+        self.blocked = reason
         return TaskOutcome("your attempt ends here; a person is told why", blocked=reason)
 
 
