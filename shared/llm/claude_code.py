@@ -20,9 +20,10 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import urlsplit
 
+from shared.budget import BudgetRefused
 from shared.llm.pricing import resolve_model
 from shared.llm.types import ModelTurn, ProviderError, ProviderUnavailable, Usage
 from shared.sandbox import Jail, kill_group, settings_from
@@ -83,11 +84,24 @@ def _user_text(message: dict) -> str:
     return "\n\n".join(p for p in parts if p)
 
 
-class KeyProxy:
-    """HTTP on a Unix socket → the model endpoint, with the credentials put in here."""
+class Meter(Protocol):
+    """Money per model call for a provider that makes its own calls (the loop's, services/executor/agent/loop.py)."""
 
-    def __init__(self, socket_path: Path, base_url: str, api_key: str):
-        self.socket_path, self.api_key = socket_path, api_key
+    async def reserve(self, model: str, request: dict) -> Any:
+        """The call's worst case held against the budget; raises BudgetRefused when it does not fit."""
+
+    async def settle(self, hold: Any, model: str, usage: Usage | None) -> None:
+        """The call's real cost (nothing when it got no answer): settled, recorded once."""
+
+
+class KeyProxy:
+    """HTTP on a Unix socket → the model endpoint, with the credentials put in here. With a meter,
+    every Messages API call is reserved against the budget before it goes out and priced from the
+    usage in its answer; a call the budget refuses gets an error answer and never leaves."""
+
+    def __init__(self, socket_path: Path, base_url: str, api_key: str, meter: Meter | None = None):
+        self.socket_path, self.api_key, self.meter = socket_path, api_key, meter
+        self.refused: str | None = None  # why the budget stopped a call, if it did
         url = urlsplit(base_url or DEFAULT_BASE_URL)
         self.tls = url.scheme == "https"
         self.host, self.port = url.hostname or "127.0.0.1", url.port or (443 if self.tls else 80)
@@ -114,18 +128,38 @@ class KeyProxy:
                 names = {k.lower(): v for k, v in headers}
                 body = await self._body(reader, names)
                 kept = [(k, v) for k, v in headers if k.lower() not in (
-                    "x-api-key", "authorization", "host", "content-length", "transfer-encoding", "connection")]
+                    "x-api-key", "authorization", "host", "content-length", "transfer-encoding", "connection",
+                    "accept-encoding")]  # answers in plain text, so their usage can be read
                 kept += [("Host", self.host), ("x-api-key", self.api_key), ("Content-Length", str(len(body))),
                          ("Connection", "close")]
-                up_r, up_w = await asyncio.open_connection(self.host, self.port,
-                                                           ssl=ssl.create_default_context() if self.tls else None)
-                up_w.write(f"{method} {self.prefix}{target} HTTP/1.1\r\n".encode()
-                           + "".join(f"{k}: {v}\r\n" for k, v in kept).encode() + b"\r\n" + body)
-                await up_w.drain()
-                while data := await up_r.read(65536):  # the answer as it comes (streams included)
-                    writer.write(data)
-                    await writer.drain()
-                up_w.close()
+                metered = (self.meter is not None and method == "POST"
+                           and target.split("?")[0].rstrip("/").endswith("/v1/messages"))
+                hold, model, answer = None, "", bytearray()
+                if metered:
+                    request = _json_object(body)
+                    model = str(request.get("model") or "")
+                    try:
+                        hold = await self.meter.reserve(model, request)
+                    except BudgetRefused as exc:
+                        self.refused = str(exc)
+                        writer.write(_error_answer(400, f"YokeFlow's budget stopped this call: {exc}"))
+                        await writer.drain()
+                        break
+                try:
+                    up_r, up_w = await asyncio.open_connection(
+                        self.host, self.port, ssl=ssl.create_default_context() if self.tls else None)
+                    up_w.write(f"{method} {self.prefix}{target} HTTP/1.1\r\n".encode()
+                               + "".join(f"{k}: {v}\r\n" for k, v in kept).encode() + b"\r\n" + body)
+                    await up_w.drain()
+                    while data := await up_r.read(65536):  # the answer as it comes (streams included)
+                        if metered and len(answer) < MAX_METERED_ANSWER:
+                            answer += data
+                        writer.write(data)
+                        await writer.drain()
+                    up_w.close()
+                finally:
+                    if metered:
+                        await asyncio.shield(self.meter.settle(hold, model, usage_of_answer(bytes(answer))))
                 break  # the upstream closed: so does this connection (the client reconnects)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, OSError):
             pass
@@ -143,6 +177,60 @@ class KeyProxy:
                     return b"".join(chunks)
                 chunks.append(chunk[:-2])
         return await reader.readexactly(int(names.get("content-length") or 0))
+
+
+MAX_METERED_ANSWER = 32 * 1024 * 1024  # an answer's bytes kept to read its usage (answers are far smaller)
+
+
+def _json_object(raw: bytes) -> dict:
+    try:
+        value = json.loads(raw or b"{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _error_answer(status: int, message: str) -> bytes:
+    body = json.dumps({"type": "error", "error": {"type": "invalid_request_error", "message": message}}).encode()
+    return (f"HTTP/1.1 {status} Bad Request\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n").encode() + body
+
+
+def _dechunk(body: bytes) -> bytes:
+    out, rest = bytearray(), body
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+        except ValueError:
+            break
+        if size == 0:
+            break
+        out += rest[:size]
+        rest = rest[size + 2:]
+    return bytes(out)
+
+
+def usage_of_answer(raw: bytes) -> Usage | None:
+    """The usage a Messages API answer reports (JSON, or server-sent events: `message_start` then
+    `message_delta`), or None when it reports none (an error, a cut connection before the start)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lowered = head.lower()
+    if b"transfer-encoding: chunked" in lowered:
+        body = _dechunk(body)
+    if b"text/event-stream" in lowered:
+        usage: dict = {}
+        for line in body.splitlines():
+            if not line.startswith(b"data:"):
+                continue
+            data = _json_object(line[5:].strip())
+            if data.get("type") == "message_start":
+                usage.update((data.get("message") or {}).get("usage") or {})
+            elif data.get("type") == "message_delta":
+                usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+        return Usage.from_api(usage) if usage else None
+    answer = _json_object(body)
+    return Usage.from_api(answer["usage"]) if isinstance(answer.get("usage"), dict) else None
 
 
 class ClaudeCodeProvider:
@@ -172,6 +260,11 @@ class ClaudeCodeProvider:
         self._session_id: str | None = None
         self._state = Path(tempfile.mkdtemp(prefix="yf-claude-code-"))  # the CLI's home, kept across steps
         self._tool_servers: dict[str, Path] = {}
+        self._meter: Meter | None = None
+
+    def meter(self, meter: Meter) -> None:
+        """Reserve, price and record each of Claude Code's model calls through `meter` (its proxy sees them)."""
+        self._meter = meter
 
     def tool_socket(self, name: str) -> Path:
         """Where an MCP server named `name` (streamable HTTP on a Unix socket) must listen for Claude
@@ -227,7 +320,7 @@ class ClaudeCodeProvider:
         jail.binds = (state,)
         if not jail.confined:  # off: run as before, but still without the key in its environment
             jail.env.update(env)
-        proxy = await KeyProxy(socket_path, self.base_url, self.api_key).start()
+        proxy = await KeyProxy(socket_path, self.base_url, self.api_key, meter=self._meter).start()
         try:
             argv = await asyncio.to_thread(jail.argv, script)
             proc = await asyncio.create_subprocess_exec(
@@ -245,6 +338,8 @@ class ClaudeCodeProvider:
             raise
         finally:
             await proxy.close()
+        if proxy.refused is not None:  # the budget stopped a call: the step ends there, like the loop's own calls
+            raise BudgetRefused(proxy.refused)
         if result is None:
             raise ProviderError(f"Claude Code ended without a result (exit {proc.returncode}): {stderr.strip()[-600:]}")
         if result.get("is_error"):

@@ -60,6 +60,40 @@ class _Blocked(Exception):
     """The agent asked, through its task server, for its task to be blocked."""
 
 
+class _Meter:
+    """Money per call for a provider that makes its own model calls (claude-code, through its proxy):
+    each call's worst case is reserved before it goes out, and its real cost settled and recorded
+    (one CallRecord per call, numbered here) when its answer is in."""
+
+    def __init__(self, run: "_Run"):
+        self.run, self.calls, self.cost = run, 0, Decimal(0)
+
+    async def reserve(self, model: str, request: dict):
+        if self.run.budget is None:
+            return None
+        system = request.get("system") or []
+        worst = self.run.prices.worst_case(
+            self._priced(model), estimate_prompt_tokens(system if isinstance(system, list) else [system],
+                                                         request.get("messages") or [], request.get("tools") or []),
+            int(request.get("max_tokens") or self.run.max_tokens))
+        return await self.run.budget.reserve(worst)
+
+    async def settle(self, hold, model: str, usage: Usage | None) -> None:
+        cost = self.run.prices.cost(self._priced(model), usage) if usage is not None else Decimal(0)
+        if hold is not None:
+            await self.run.budget.settle(hold, cost)
+        if usage is None:
+            return  # no answer, no bill
+        self.calls += 1
+        self.cost += cost
+        if self.run.on_call is not None:
+            await self.run.on_call(CallRecord(call=self.calls, model=model or self.run.model, usage=usage,
+                                              cost_usd=float(cost), cost=cost))
+
+    def _priced(self, model: str) -> str:
+        return model if model and self.run.prices.is_priced(model) else self.run.model
+
+
 class _Run:
     """One agent run's state; run_agent is its public face."""
 
@@ -73,6 +107,10 @@ class _Run:
         self.budget, self.prices = budget, prices or pricing.DEFAULT
         self.messages: list[dict] = []
         self.result = AgentResult(outcome="failure")
+        self.meter: _Meter | None = None
+        if provider is not None and hasattr(provider, "meter"):  # it makes its own calls: each one metered
+            self.meter = _Meter(self)
+            provider.meter(self.meter)
 
     async def guarded(self, work: Coroutine[Any, Any, T]) -> T:
         """Run `work` unless or until cancellation: then stop it (and the sandbox's commands)."""
@@ -97,6 +135,8 @@ class _Run:
             await self.on_log(kind, data)
 
     async def call_model(self) -> ModelTurn:
+        if self.meter is not None:
+            return await self.call_metered()
         hold = None
         if self.budget is not None:
             # Reserve the worst case first (every executor sees the same accounts): BudgetRefused stops the agent.
@@ -131,6 +171,29 @@ class _Run:
         if self.on_call is not None:
             await self.on_call(CallRecord(call=self.result.turns, model=turn.model or self.model,
                                           usage=turn.usage, cost_usd=float(cost), cost=cost))
+        if turn.text():
+            await self.log("text", {"turn": self.result.turns, "text": turn.text()})
+        return turn
+
+    async def call_metered(self) -> ModelTurn:
+        """One step of a provider whose calls the meter reserves, prices and records one by one."""
+        before = self.meter.cost
+        with telemetry.span(f"chat {self.model}", {"gen_ai.operation.name": "chat", "gen_ai.request.model": self.model,
+                                                   "gen_ai.provider.name": self.provider.name}) as span:
+            try:
+                turn = await self.guarded(self.provider.create(
+                    model=self.model, system=self.system, messages=self.messages, tools=self.tools,
+                    max_tokens=self.max_tokens))
+            finally:
+                cost = self.meter.cost - before  # what the step's calls cost, answered or not
+                self.result.cost += cost
+                self.result.cost_usd = float(self.result.cost)
+            telemetry.set_attributes(span, {"gen_ai.usage.input_tokens": turn.usage.input_tokens,
+                                            "gen_ai.usage.output_tokens": turn.usage.output_tokens,
+                                            "yf.cost_usd": float(cost)})
+        self.result.turns += 1
+        self.result.usage = self.result.usage + turn.usage
+        self.messages.append({"role": "assistant", "content": turn.content})
         if turn.text():
             await self.log("text", {"turn": self.result.turns, "text": turn.text()})
         return turn
