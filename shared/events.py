@@ -105,6 +105,34 @@ class Conflict(msgspec.Struct, frozen=True, kw_only=True):
     theirs_path: str = ""
 
 
+class DependencySummary(msgspec.Struct, frozen=True, kw_only=True):
+    """What a finished dependency did, as the agent of a dependent task is told."""
+
+    task_id: str = ""
+    title: str = ""
+    summary: str = ""
+
+
+class PreviousAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    """How the task's last attempt failed, for the next one; `attempt` 0: there was none."""
+
+    attempt: int = 0
+    outcome: AgentOutcome | Literal[""] = ""
+    error: str = ""
+    summary: str = ""
+    checks: list[CheckResult] = []
+    retry_after_s: float = 0.0
+
+
+class ConflictToResolve(msgspec.Struct, frozen=True, kw_only=True):
+    """The MergeConflicted a resolution attempt answers (TaskReady.purpose resolve_conflict)."""
+
+    event_id: str = ""
+    target_branch: str = ""
+    conflicts: list[Conflict] = []
+    reason: str = ""
+
+
 def task_aggregate_id(run_id: str, task_id: str) -> str:
     return f"{subject_token(run_id)}-{subject_token(task_id)}"
 
@@ -222,12 +250,12 @@ class TaskReady(TaskEvent, frozen=True, kw_only=True):
     target_branch: str = "main"
     branch: str = ""
     worktree: str = ""
-    dependency_summaries: list[dict[str, str]] = []
-    previous_attempt: dict[str, Any] = {}
+    dependency_summaries: list[DependencySummary] = []
+    previous_attempt: PreviousAttempt = msgspec.field(default_factory=PreviousAttempt)
     # "task": do the work; "resolve_conflict": merge the target branch into the task's branch
     # in its worktree and resolve the conflicts `conflict` describes (merge.on_conflict: agent)
     purpose: TaskPurpose = "task"
-    conflict: dict[str, Any] = {}
+    conflict: ConflictToResolve = msgspec.field(default_factory=ConflictToResolve)
     expertise_domains: list[str] = []  # whose expertise the agent is given (none when learning is off)
     # money for this attempt: {"project_budget_usd", "run_budget_usd" (decimal strings), "enforcement",
     # "warn_at", "prices" (cost.prices overrides)}; and how its model was chosen: {"tier", "inputs", "reasons"}

@@ -30,7 +30,7 @@ def describe(e: ev.Event) -> str:
     task = getattr(e, "task_id", "")
     match e:
         case ev.TaskReady() if e.purpose == "resolve_conflict":
-            paths = ", ".join(c.get("path", "?") for c in e.conflict.get("conflicts", []))
+            paths = ", ".join(c.path for c in e.conflict.conflicts)
             return f"task {task} resolution agent queued (attempt {e.attempt}, {e.model}) for: {paths}"
         case ev.TaskReady():
             return f"task {task} ready (attempt {e.attempt}, {e.model or e.provider}, branch {e.branch})"

@@ -18,6 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from shared import events as ev
 from shared import metrics, telemetry
 from shared.bus import Bus, Delivery, Lease
@@ -221,7 +223,7 @@ class Executor:
                       expertise_given=given, expertise_versions=versions),
              f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:AgentStarted")])
         metrics.DISPATCH_LATENCY.record(metrics.seconds_since(e.occurred_at), {"yf.resumed": bool(resumed_after)})
-        previous = dict(e.previous_attempt)
+        previous = msgspec.to_builtins(e.previous_attempt) if e.previous_attempt.attempt else {}
         if resumed_after:
             previous.setdefault("resumed", f"attempt {e.attempt} was interrupted {resumed_after} time(s); "
                                            f"the worktree holds the branch's last commit {wt.head[:12]}")
@@ -296,7 +298,7 @@ class Executor:
             if resolving:
                 result = await self._resolve(e, wt, task, agent, sandbox, on_log, cancel, history)
             else:
-                result = await agent(build_task_prompt(task, {"id": e.epic_id}, e.dependency_summaries,
+                result = await agent(build_task_prompt(task, {"id": e.epic_id}, msgspec.to_builtins(e.dependency_summaries),
                                                        previous or None))
         except Exception as exc:  # a provider that cannot start is the task's failure, not the consumer's
             log.exception("task %s attempt %s: agent could not run", e.task_id, e.attempt)
@@ -335,7 +337,7 @@ class Executor:
                        cancel: asyncio.Event, history: list[ev.Event]) -> AgentResult:
         """Merge the target into the task's branch here; an agent resolves what conflicts, then the
         task's checks (and a check that no conflict marker is left) must pass."""
-        target = str(e.conflict.get("target_branch") or e.target_branch)
+        target = e.conflict.target_branch or e.target_branch
         res = await asyncio.to_thread(begin_resolution, wt.path, target)
         await on_log("resolution", {"target_commit": res.target_commit, "up_to_date": res.up_to_date,
                                     "conflicts": [c["path"] for c in res.conflicts]})
@@ -353,7 +355,8 @@ class Executor:
                      "output": ("conflict markers remain in: " + ", ".join(left)) if left else ""}]
 
         resolutions = {h.attempt for h in history if isinstance(h, ev.TaskReady) and h.purpose == "resolve_conflict"}
-        previous = e.previous_attempt if e.previous_attempt.get("attempt") in resolutions else None  # not the task's
+        # a resolution's own previous attempt, not the task's
+        previous = msgspec.to_builtins(e.previous_attempt) if e.previous_attempt.attempt in resolutions else None
         return await agent(build_resolution_prompt(task, branch=wt.branch, target=target, conflicts=res.conflicts,
                                                    marked_files=res.marked_files, previous_attempt=previous),
                            verify=no_markers_left)
@@ -432,7 +435,7 @@ def _commit_message(e: ev.TaskReady, result: AgentResult, *, partial: bool = Fal
         subject = f"task {e.task_id}: work so far (stopped: {result.outcome})"
         body = result.error
     elif e.purpose == "resolve_conflict":
-        target = e.conflict.get("target_branch") or e.target_branch
+        target = e.conflict.target_branch or e.target_branch
         subject = f"Merge {target} into {e.branch}: resolve conflicts of task {e.task_id}"
     else:
         subject = f"task {e.task_id}: {e.title}"

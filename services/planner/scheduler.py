@@ -675,8 +675,8 @@ def _resolve_conflicts(state: RunState) -> list[Decision]:
         assert conflict is not None
         fields = _ready_fields(state, t, resolving=True)
         fields.update(purpose="resolve_conflict", branch=conflict.branch,
-                      conflict={"event_id": conflict.event_id, "target_branch": conflict.target_branch,
-                                "conflicts": msgspec.to_builtins(conflict.conflicts), "reason": conflict.reason})
+                      conflict=ev.ConflictToResolve(event_id=conflict.event_id, target_branch=conflict.target_branch,
+                                                    conflicts=conflict.conflicts, reason=conflict.reason))
         e = _task_event(state, ev.TaskReady, t.id, **fields)
         out.append((e, f"{state.run_id}:{t.id}:{e.attempt}:TaskReady"))
         state.apply(e)
@@ -746,7 +746,7 @@ def _ready_fields(state: RunState, t: TaskState, *, resolving: bool = False) -> 
         options["transcript"] = str(Path(agent.transcripts) / f"{task.id}{'.resolve' if resolving else ''}.json")
     if agent.record and provider != "replay":  # what a live model answered, as a transcript `replay` plays
         options["record"] = str(Path(agent.record) / f"{task.id}{'.resolve' if resolving else ''}.json")
-    deps = [{"task_id": d, "title": state.plan.task(d).title, "summary": state.tasks[d].summary}
+    deps = [ev.DependencySummary(task_id=d, title=state.plan.task(d).title, summary=state.tasks[d].summary)
             for d, _ in state.deps.get(t.id, []) if state.tasks[d].summary]
     return dict(
         attempt=attempt, epic_id=epic.id, title=task.title, description=task.description,
@@ -754,7 +754,7 @@ def _ready_fields(state: RunState, t: TaskState, *, resolving: bool = False) -> 
         **money.attempt_fields(state, t, task, tries=t.resolution_tries + 1 if resolving else t.tries + 1),
         provider=provider, provider_options=options, repo_path=state.repo_path,
         target_branch=state.target_branch, branch=branch, worktree=_worktree_name(branch),
-        dependency_summaries=deps, previous_attempt=dict(t.last_failure) if t.last_failure else {},
+        dependency_summaries=deps, previous_attempt=msgspec.convert(t.last_failure, ev.PreviousAttempt),
         expertise_domains=list(dict.fromkeys([task.domain or "general", "general"])) if state.learning else [],
     )
 

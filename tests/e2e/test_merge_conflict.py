@@ -103,7 +103,7 @@ async def test_a_resolution_agent_merges_main_in_resolves_and_the_merge_lands(na
     loser = conflict.task_id
     resolution = next(e for e in events if isinstance(e, ev.TaskReady) and e.purpose == "resolve_conflict")
     assert resolution.task_id == loser and resolution.attempt == 2
-    assert [c["path"] for c in resolution.conflict["conflicts"]] == ["greeting.txt"]
+    assert [c.path for c in resolution.conflict.conflicts] == ["greeting.txt"]
     # the resolution agent saw the markers git would have left, through the real SDK
     prompt = next(task_prompt(r.body) for r in api.requests if task_prompt(r.body).startswith("# Resolve"))
     assert "`greeting.txt` (add/add)" in prompt and "conflict markers" in prompt

@@ -61,7 +61,7 @@ def test_dependents_wait_for_merge_not_just_success():
     after_merge = apply_all(state, decide(state))
     assert ready_ids(after_merge) == ["b", "c"]  # critical path first: b (5 min) before c (1 min)
     ready_b = next(e for e in after_merge if e.task_id == "b")
-    assert ready_b.dependency_summaries == [{"task_id": "a", "title": "A", "summary": "did a"}]
+    assert ready_b.dependency_summaries == [ev.DependencySummary(task_id="a", title="A", summary="did a")]
     assert ready_b.provider_options["transcript"] == "/t/b.json"
 
 
@@ -95,7 +95,7 @@ def test_failure_retries_with_a_stronger_model_then_blocks_dependents():
     retry = apply_all(state, decide(state))
     assert [e.type for e in retry] == ["TaskFailed", "TaskReady"]
     assert retry[0].final is False and retry[1].attempt == 2
-    assert retry[1].previous_attempt["error"] == "tests failed"
+    assert retry[1].previous_attempt.error == "tests failed"
     # a is on the critical path: the strongest tier from the start, and a retry stays there
     assert retry[1].model == "claude-opus-5-5" and retry[1].selection["tier"] == "opus"
     assert any("critical" in r for r in retry[1].selection["reasons"])
@@ -275,7 +275,7 @@ def test_a_task_whose_ready_event_no_executor_can_take_fails_then_retries_then_e
     failed = [e for e in retry if isinstance(e, ev.TaskFailed)]
     assert len(failed) == 1 and not failed[0].final and "executor gave up on TaskReady" in failed[0].reason
     [again] = [e for e in retry if isinstance(e, ev.TaskReady)]
-    assert again.attempt == 2 and again.previous_attempt["error"].startswith("delivery failed")
+    assert again.attempt == 2 and again.previous_attempt.error.startswith("delivery failed")
     state.apply(delivery_failed(again))
     end = apply_all(state, decide(state))
     assert [e.type for e in end] == ["TaskFailed", "TaskBlocked", "TaskBlocked", "TaskBlocked", "RunFailed"]

@@ -24,7 +24,7 @@ def started(on_conflict="agent", max_resolution_attempts=2, max_concurrency=3):
 
 def conflicted(state, task, paths=("greeting.txt",), reason="merge conflict"):
     e = ev.MergeConflicted(project_id="p", aggregate_id=f"r-{task}", run_id="r", task_id=task, branch=f"task/{task}",
-                           conflicts=[{"path": p, "kind": "content", "message": f"{p}: both"} for p in paths],
+                           conflicts=[ev.Conflict(path=p, kind="content", message=f"{p}: both") for p in paths],
                            reason=reason)
     state.apply(e)
     return e
@@ -49,7 +49,7 @@ def test_a_content_conflict_queues_a_resolution_on_the_same_branch():
     [ready] = resolutions(apply_all(state, decide(state)))
     assert ready.task_id == "a" and ready.attempt == 2 and ready.branch == "task/a"
     assert ready.tests == ["pytest -q"] and ready.selection["inputs"]["tries"] == 1
-    assert ready.conflict["event_id"] == conflict.event_id and ready.conflict["conflicts"][0]["path"] == "greeting.txt"
+    assert ready.conflict.event_id == conflict.event_id and ready.conflict.conflicts[0].path == "greeting.txt"
     assert ready.provider_options["transcript"] == "/t/a.resolve.json"
     assert decide(state) == []  # dispatched once
     finish(state, "a", attempt=2)
@@ -95,7 +95,7 @@ def test_a_resolved_branch_that_conflicts_again_gets_another_resolution():
     apply_all(state, decide(state))
     conflicted(state, "a", paths=("other.txt",))  # main moved again meanwhile
     [again] = resolutions(apply_all(state, decide(state)))
-    assert again.attempt == 3 and again.conflict["conflicts"][0]["path"] == "other.txt"
+    assert again.attempt == 3 and again.conflict.conflicts[0].path == "other.txt"
 
 
 def test_manual_policy_zero_attempts_and_non_content_failures_never_queue_an_agent():

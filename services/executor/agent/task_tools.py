@@ -106,7 +106,7 @@ class TaskTools:
             raise _OutOfScope(f"task {str(task_id)[:80]!r} is not yours: task_info answers about task "
                               f"{self.task.task_id}; dependency_info answers about its dependencies")
         t = self.task
-        deps = [d.get("task_id", "") for d in t.dependency_summaries]
+        deps = [d.task_id for d in t.dependency_summaries]
         lines = [f"task {t.task_id}: {t.title}", f"domain: {t.domain}", f"complexity: {t.complexity}",
                  f"description: {t.description or '(none)'}",
                  "acceptance tests: " + ("; ".join(f"`{c}`" for c in t.tests) or "(none declared)"),
@@ -115,13 +115,13 @@ class TaskTools:
 
     async def _dependency_info(self, task_id: str, run_id: str | None = None) -> TaskOutcome:
         self._own_run(run_id)
-        dep = next((d for d in self.task.dependency_summaries if d.get("task_id") == task_id), None)
+        dep = next((d for d in self.task.dependency_summaries if d.task_id == task_id), None)
         if dep is None:
-            known = ", ".join(d.get("task_id", "") for d in self.task.dependency_summaries) or "none"
+            known = ", ".join(d.task_id for d in self.task.dependency_summaries) or "none"
             raise _OutOfScope(f"task {str(task_id)[:80]!r} is not a dependency of task {self.task.task_id} "
                               f"(its dependencies: {known})")
         files = await self.scope.changed_files(task_id)
-        text = (f"task {task_id}: {dep.get('title', '')}\nsummary: {dep.get('summary') or '(none)'}\n"
+        text = (f"task {task_id}: {dep.title}\nsummary: {dep.summary or '(none)'}\n"
                 f"files it changed: {', '.join(files) or '(none recorded)'}")
         return TaskOutcome(text[:MAX_TEXT])
 
