@@ -64,6 +64,7 @@ class Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
 AgentOutcome = Literal["success", "failure", "cancelled", "rate_limited", "budget"]
 MergeStatus = Literal["merged", "up_to_date"]
 TaskPurpose = Literal["task", "resolve_conflict"]
+MergeAction = Literal["retry", "accept", "rerun"]
 BudgetScope = Literal["run", "project"]
 ExpertiseReason = Literal["", "learned", "import", "rollback", "validate"]
 Domain = Literal["database", "api", "frontend", "testing", "security", "deployment", "general"]  # shared/plan DOMAINS
@@ -347,11 +348,18 @@ class WorktreeCreated(Event, frozen=True, kw_only=True):
 
 
 class MergeRequested(Event, frozen=True, kw_only=True):
+    """A person acts on a conflicted (or never merged) task: `retry` merges the branch again (the
+    target may have moved), `accept` merges the branch only while its head is `commit` (a
+    resolution the person pushed), `rerun` sets the branch aside and runs the task again on the
+    target as it is now (the merger resets the branch: BranchReset; the planner starts a new attempt)."""
+
     aggregate: ClassVar[str] = "merge"
     run_id: str
     task_id: str
     branch: str = ""
     requested_by: str = ""
+    action: MergeAction = "retry"
+    commit: str = ""  # accept: the commit accepted as the resolution (the branch's head)
 
 
 class BranchMerged(Event, frozen=True, kw_only=True):
@@ -376,6 +384,22 @@ class MergeConflicted(Event, frozen=True, kw_only=True):
     conflicts: list[Conflict] = []
     reason: str = ""
     attempt: int = 0
+
+
+class BranchReset(Event, frozen=True, kw_only=True):
+    """The merger set a conflicted task's branch to the target's tip for a person's `rerun`: the
+    work of `attempt` stays reachable at `kept_ref`, and the planner starts a new attempt."""
+
+    aggregate: ClassVar[str] = "merge"
+    run_id: str
+    task_id: str
+    branch: str
+    target_branch: str = "main"
+    attempt: int = 0  # the attempt whose work was set aside
+    old_head: str = ""
+    new_head: str = ""
+    kept_ref: str = ""
+    requested_by: str = ""
 
 
 class ConflictEscalated(Event, frozen=True, kw_only=True):
@@ -522,7 +546,7 @@ AnyEvent = Union[
     RunStarted, RunCancelled, RunPaused, RunResumed, RunCompleted, RunFailed,
     TaskReady, AgentStarted, AgentFinished, TaskCompleted, TaskFailed, TaskBlocked,
     TaskCancelled, TaskDeferred, CostRecorded,
-    WorktreeCreated, MergeRequested, BranchMerged, MergeConflicted, ConflictEscalated, BatchMerged,
+    WorktreeCreated, MergeRequested, BranchMerged, MergeConflicted, BranchReset, ConflictEscalated, BatchMerged,
     LearningExtracted, ExpertiseUpdated, DiscoveryReported, TaskBlockRequested, BudgetWarning, BudgetExhausted, BudgetSet, DeliveryFailed,
 ]
 

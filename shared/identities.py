@@ -27,7 +27,7 @@ PUBLISHES: dict[str, tuple[type[ev.Event], ...]] = {
     # and its agents' task server reports discoveries and block requests (executor/agent/task_tools.py)
     "executor": (ev.WorktreeCreated, ev.AgentStarted, ev.AgentFinished, ev.CostRecorded, ev.BudgetWarning,
                  ev.BudgetExhausted, ev.DiscoveryReported, ev.TaskBlockRequested, ev.DeliveryFailed),
-    "merger": (ev.BranchMerged, ev.MergeConflicted, ev.BatchMerged, ev.DeliveryFailed),
+    "merger": (ev.BranchMerged, ev.MergeConflicted, ev.BranchReset, ev.BatchMerged, ev.DeliveryFailed),
     "learner": (ev.LearningExtracted, ev.ExpertiseUpdated, ev.DeliveryFailed),
     "ledger": (ev.BudgetWarning, ev.BudgetExhausted, ev.DeliveryFailed),
     "gateway": _COMMANDS,

@@ -1,5 +1,5 @@
 """A read-only look at the project's repository for the API: a task's diff against the target
-branch (dulwich; the gateway never writes the repository)."""
+branch, and a conflicted task's files (dulwich; the gateway never writes the repository)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ from dataclasses import dataclass
 from dulwich.diff_tree import tree_changes
 from dulwich.patch import write_tree_diff
 
+from dulwich.object_store import tree_lookup_path
+
 from shared.gitops.errors import GitError
-from shared.gitops.repo import merge_bases, open_repo, resolve_commit
+from shared.gitops.linemerge import merge_lines
+from shared.gitops.repo import commit_is_ancestor, merge_bases, open_repo, resolve_commit
+from shared.gitops.treemerge import merge_trees
+from shared.gitops.xdiff import is_binary
 
 MAX_DIFF_BYTES = 1 << 20  # a diff larger than this is cut, and says so
 
@@ -57,3 +62,59 @@ def task_diff(repo_path: str, target_branch: str, *, branch: str, commit: str, m
     truncated = len(raw) > MAX_DIFF_BYTES
     return Diff(base=base.decode() if base else "", head=head.decode(), files=files,
                 text=raw[:MAX_DIFF_BYTES].decode(errors="replace"), truncated=truncated)
+
+
+MAX_SIDE_BYTES = 256 * 1024  # each version of a conflicting file shown (larger: cut, and said so)
+
+
+def _blob_at(repo, tree: bytes | None, path: str) -> bytes | None:
+    if tree is None:
+        return None
+    try:
+        _, sha = tree_lookup_path(repo.object_store.__getitem__, tree, path.encode())
+        return repo[sha].data
+    except KeyError:
+        return None
+
+
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data[:MAX_SIDE_BYTES].decode(errors="replace")
+
+
+def conflict_view(repo_path: str, target_branch: str, *, branch: str, attempt_commit: str,
+                  recorded_paths: list[str]) -> dict:
+    """A conflicted task as a person needs it to choose: the target and branch heads now, whether
+    the branch would merge cleanly now (the target moved, or someone committed a resolution on the
+    branch), and for each conflicting file the base, ours (the target's), theirs (the branch's)
+    and the conflict-marked text, as `git merge` would leave it. Merges in memory; writes nothing."""
+    with open_repo(repo_path) as repo:
+        target = resolve_commit(repo, target_branch)
+        if target is None:
+            raise GitError(f"target branch {target_branch!r} does not exist in {repo_path}")
+        head = resolve_commit(repo, branch) if branch else None
+        if head is None:
+            raise GitError(f"branch {branch!r} does not exist in {repo_path} any more: retry the merge or rerun the task")
+        bases = merge_bases(repo, target, head)
+        base_tree = repo[bases[0]].tree if bases else None
+        merged = merge_trees(repo.object_store, base_tree, repo[target].tree, repo[head].tree,
+                             labels=(target_branch, branch))
+        now = sorted({c["path"] for c in merged.conflicts})
+        files = []
+        for path in now or recorded_paths:
+            base, ours, theirs = (_blob_at(repo, t, path) for t in (base_tree, repo[target].tree, repo[head].tree))
+            binary = any(b is not None and is_binary(b) for b in (base, ours, theirs))
+            kind = next((c.get("kind", "content") for c in merged.conflicts if c["path"] == path), "content")
+            marked = None
+            if not binary and ours is not None and theirs is not None:
+                marked = merge_lines(base or b"", ours, theirs, labels=(target_branch, branch)).content
+            files.append({"path": path, "kind": kind, "binary": binary, "base": None if binary else _text(base),
+                          "ours": None if binary else _text(ours), "theirs": None if binary else _text(theirs),
+                          "marked": None if binary else _text(marked),
+                          "truncated": any(b is not None and len(b) > MAX_SIDE_BYTES for b in (base, ours, theirs))})
+        moved = bool(attempt_commit) and head.decode() != attempt_commit
+        latest = repo[head]
+        return {"target_head": target.decode(), "branch_head": head.decode(), "merge_base": bases[0].decode() if bases else "",
+                "attempt_commit": attempt_commit, "branch_moved": moved,
+                "branch_head_message": latest.message.decode(errors="replace").strip()[:500],
+                "branch_contains_target": commit_is_ancestor(repo, target, head),
+                "clean_now": not merged.conflicts, "files": files}

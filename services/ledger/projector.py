@@ -168,6 +168,12 @@ async def _conflict_escalated(conn: AsyncConnection, e: ev.ConflictEscalated) ->
     await conn.execute(_task(e).values(status="done", merge_status="conflict", reason=e.reason))
 
 
+async def _branch_reset(conn: AsyncConnection, e: ev.BranchReset) -> None:
+    """A person's rerun: the task waits for its new attempt on the target as it is now."""
+    await conn.execute(_task(e).values(status="pending", merge_status="", merge_commit="",
+                                       reason=f"rerun on {e.target_branch} requested by {e.requested_by or 'a person'}"))
+
+
 async def _batch_merged(conn: AsyncConnection, e: ev.BatchMerged) -> None:
     b = db.parallel_batches
     await conn.execute(update(b).where(b.c.run_id == e.run_id, b.c.batch == e.batch).values(status="merged"))
@@ -220,6 +226,7 @@ PROJECTORS: dict[type[ev.Event], Callable[[AsyncConnection, Any], Awaitable[None
     ev.BranchMerged: _merge_result,
     ev.MergeConflicted: _merge_result,
     ev.ConflictEscalated: _conflict_escalated,
+    ev.BranchReset: _branch_reset,
     ev.BatchMerged: _batch_merged,
     ev.RunCompleted: _run_ended,
     ev.RunFailed: _run_ended,

@@ -25,6 +25,7 @@ class RunView:
     by_attempt: dict[tuple[str, int], ev.BranchMerged] = field(default_factory=dict)
     announced: set[int] = field(default_factory=set)
     finished: dict[str, ev.AgentFinished] = field(default_factory=dict)  # task -> latest successful attempt
+    reset: dict[tuple[str, int], ev.BranchReset] = field(default_factory=dict)  # (task, attempt) set aside
     ended: bool = False
     _lanes: dict[str, Lane] | None = None
 
@@ -60,6 +61,8 @@ class MergerState:
                 view.announced.add(e.batch)
             case ev.AgentFinished() if e.outcome == "success":
                 view.finished[e.task_id] = e
+            case ev.BranchReset():
+                view.reset.setdefault((e.task_id, e.attempt), e)
             case ev.RunCompleted() | ev.RunFailed() | ev.RunCancelled():
                 view.ended = True
         return view
@@ -73,6 +76,18 @@ class Merge:
     branch: str
     attempt: int
     recorded: ev.BranchMerged | None = None
+    commit: str = ""  # accept: merge only while the branch's head is this commit
+
+
+@dataclass(frozen=True)
+class Reset:
+    """A person's rerun: set the branch of (run, task, attempt) aside and point it at the target."""
+
+    task_id: str
+    branch: str
+    attempt: int
+    requested_by: str = ""
+    recorded: ev.BranchReset | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +100,7 @@ class Ignore:
     why: str = ""
 
 
-Action = Merge | Cleanup | Ignore
+Action = Merge | Reset | Cleanup | Ignore
 
 
 def decide(view: RunView, e: ev.Event) -> Action:
@@ -102,8 +117,18 @@ def decide(view: RunView, e: ev.Event) -> Action:
         if not branch:
             return Ignore(f"merge of task {e.task_id} requested but no branch is known")
         attempt = finished.attempt if finished else 0
-        return Merge(e.task_id, branch, attempt, view.by_attempt.get((e.task_id, attempt)))
+        recorded = view.by_attempt.get((e.task_id, attempt))
+        if e.action == "rerun":
+            if recorded is not None or e.task_id in view.merged and view.merged[e.task_id].attempt >= attempt:
+                return Ignore(f"rerun of task {e.task_id} requested but it is merged already")
+            return Reset(e.task_id, branch, attempt, e.requested_by, view.reset.get((e.task_id, attempt)))
+        return Merge(e.task_id, branch, attempt, recorded, commit=e.commit if e.action == "accept" else "")
     return Ignore()
+
+
+def set_aside_ref(run_id: str, task_id: str, attempt: int) -> str:
+    """Where a rerun keeps the work it set aside: one ref per (run, task, attempt)."""
+    return f"refs/yokeflow/set-aside/{ev.subject_token(run_id)}/{ev.subject_token(task_id)}/{attempt}"
 
 
 def merge_msg_id(run_id: str, task_id: str, attempt: int) -> str:

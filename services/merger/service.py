@@ -22,7 +22,7 @@ from shared import events as ev
 from shared import gitserve, metrics, telemetry
 from shared.bus import Bus, Delivery
 from shared.config import Config
-from shared.gitops import GitError, WorktreeManager, find_commit, head_of, merge_branch
+from shared.gitops import GitError, WorktreeManager, find_commit, head_of, merge_branch, set_aside
 from services.merger import domain
 from services.merger.domain import RunView
 
@@ -54,6 +54,8 @@ class Merger:
         match domain.decide(view, e):
             case domain.Merge() as action:
                 await self.merge(view, action, e)
+            case domain.Reset() as action:
+                await self.set_aside(view, action, e)
             case domain.Cleanup():
                 await self._cleanup_run(view)
             case domain.Ignore(why=why) if why:
@@ -73,6 +75,10 @@ class Merger:
                 await self._merged(view, action, cause, commit=found[0], tree=found[1], status="merged")
             else:
                 await self._conflicted(view, action, cause, [], f"branch {action.branch} does not exist")
+            return
+        if action.commit and head != action.commit:  # accept: what the person accepted, nothing since
+            await self._conflicted(view, action, cause, [], f"the resolution accepted is {action.commit[:12]} but "
+                                   f"{action.branch} is at {head[:12]}: accept its head, or retry the merge", head)
             return
         title = _task_title(run.plan, action.task_id)
         message = f"Merge task {action.task_id}: {title}\n\n" + "".join(f"{k}: {v}\n" for k, v in trailers.items())
@@ -108,6 +114,24 @@ class Merger:
         else:
             reason = "merge conflict" if result.status == "conflict" else f"merge {result.status}"
             await self._conflicted(view, action, cause, result.conflicts, reason, head)
+
+    async def set_aside(self, view: RunView, action: domain.Reset, cause: ev.Event) -> None:
+        """Point the task's branch at the target for a new attempt; the old work stays at its own ref."""
+        run = view.started
+        keep = domain.set_aside_ref(run.run_id, action.task_id, action.attempt)
+        try:
+            old, new = await asyncio.to_thread(set_aside, run.repo_path, action.branch, onto=run.target_branch,
+                                               keep_ref=keep)
+        except GitError as exc:
+            await self._conflicted(view, domain.Merge(action.task_id, action.branch, action.attempt), cause, [],
+                                   f"rerun refused: {exc}")
+            return
+        reset = cause.caused(ev.BranchReset, aggregate_id=ev.task_aggregate_id(run.run_id, action.task_id),
+                             run_id=run.run_id, task_id=action.task_id, branch=action.branch,
+                             target_branch=run.target_branch, attempt=action.attempt, old_head=old, new_head=new,
+                             kept_ref=keep, requested_by=action.requested_by)
+        self.fold(reset)
+        await self.bus.publish(reset, msg_id=f"{run.run_id}:{action.task_id}:{action.attempt}:BranchReset")
 
     async def _merged(self, view: RunView, action: domain.Merge, cause: ev.Event, *, commit: str, tree: str,
                       status: str, warnings: list[str] = ()) -> None:
@@ -165,7 +189,7 @@ class Merger:
     async def serve(self, stop: asyncio.Event) -> None:
         await self.catch_up()
         subjects = [self.bus.type_filter(t) for t in
-                    ("RunStarted", "BatchesComputed", "AgentFinished", "MergeRequested", "BranchMerged",
+                    ("RunStarted", "BatchesComputed", "AgentFinished", "MergeRequested", "BranchMerged", "BranchReset",
                      "BatchMerged", "RunCompleted", "RunFailed", "RunCancelled")]
         await self.bus.consume("merger", subjects, self.handle, stop=stop, ack_wait=self.ack_wait, max_deliver=5)
 

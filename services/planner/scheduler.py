@@ -55,6 +55,7 @@ class TaskState:
     decided_attempts: set[int] = field(default_factory=set)          # attempts the planner has judged
     throttled: int = 0  # attempts cut short by the model API's rate limits: they do not count as tries
     budget_stops: int = 0  # attempts stopped by the budget (TaskDeferred): they do not count as tries either
+    reruns: int = 0  # a person's reruns of a conflicted task: its tries start over
     ready_budget_epoch: dict[int, int] = field(default_factory=dict)  # attempt -> budget changes seen at dispatch
     last_tier: str = ""  # the model tier of the last attempt
     conflict: ev.MergeConflicted | None = None  # the standing conflict, until a merge lands
@@ -72,7 +73,7 @@ class TaskState:
 
     @property
     def tries(self) -> int:
-        return self.attempt - self.throttled - self.budget_stops
+        return self.attempt - self.throttled - self.budget_stops - self.reruns
 
     def copy(self) -> "TaskState":
         return _copied(self)
@@ -366,6 +367,11 @@ class RunState:
                 task.status = MERGED
                 task.merged_at = e.occurred_at
                 task.conflict = None
+            case ev.BranchReset() if task:
+                if task.status == CONFLICT:  # a person's rerun, on the target as it is now
+                    task.reruns += 1
+                    task.conflict = None
+                    task.status = PENDING
             case ev.MergeConflicted() if task:
                 if task.status != MERGED:
                     task.status = CONFLICT

@@ -1,7 +1,7 @@
 """The git layer (pure dulwich): branch names, worktrees for agents, in-memory merges.
 The one git layer: import it as `shared.gitops`."""
 
-from shared.gitops.branches import checked_out_branch, checkout_is_clean, local_branches
+from shared.gitops.branches import checked_out_branch, checkout_is_clean, local_branches, set_aside
 from shared.gitops.create import create_repository
 from shared.gitops.errors import GitError
 from shared.gitops.merge import MergeResult, merge_branch
@@ -14,6 +14,7 @@ from shared.gitops.worktrees import Worktree, WorktreeManager
 __all__ = [
     "checked_out_branch", "checkout_is_clean", "local_branches", "find_commit", "trailers_of",
     "GitError", "MergeResult", "Resolution", "Worktree", "WorktreeManager", "abort_resolution",
-    "begin_resolution", "branch_name", "create_repository", "head_of", "is_ancestor", "merge_branch", "slugify",
+    "begin_resolution", "branch_name", "create_repository", "head_of", "is_ancestor", "merge_branch", "set_aside",
+    "slugify",
     "unresolved",
 ]

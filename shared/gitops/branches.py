@@ -31,3 +31,24 @@ def checkout_is_clean(repo_path: Path | str) -> bool:
         except KeyError:
             return True
         return is_clean(repo, repo[head].tree)
+
+
+def set_aside(repo_path: Path | str, branch: str, *, onto: str, keep_ref: str) -> tuple[str, str]:
+    """Point `branch` at `onto`'s tip, keeping its old head reachable at `keep_ref` (a person's
+    rerun of a conflicted task starts over on the target). Once `keep_ref` exists the branch was
+    set aside already and is left alone, so a repeat changes nothing. Returns (old head, new head)."""
+    from shared.gitops.errors import GitError
+    from shared.gitops.locks import ref_update
+    from shared.gitops.repo import branch_ref, read_ref, require_branch
+
+    with open_repo(repo_path) as repo:
+        kept = repo.refs[keep_ref.encode()] if keep_ref.encode() in repo.refs else None
+        old = require_branch(repo, branch)
+        tip = require_branch(repo, onto)
+        if kept is not None and old != kept:  # set aside before (the new attempt may have committed since)
+            return kept.decode(), old.decode()
+        if kept is None and not ref_update(lambda: repo.refs.add_if_new(keep_ref.encode(), old)):
+            raise GitError(f"{keep_ref} appeared while {branch} was being set aside; retry")
+        if not ref_update(lambda: repo.refs.set_if_equals(branch_ref(branch), old, tip)):
+            raise GitError(f"{branch} moved while it was being set aside (it is now {read_ref(repo, branch)!r}); retry")
+        return old.decode(), tip.decode()

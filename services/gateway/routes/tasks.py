@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared import commands
 from shared import readmodel
+from shared.gitops import head_of
 from shared.gitops.errors import GitError
 from services.gateway import gitview, writes
-from services.gateway.deps import SEQ_MAX, ApiError, BusDep, DatabaseDep, RunId, TaskId, WaitTimeoutDep
+from services.gateway.deps import NO_CONTROL, SEQ_MAX, ApiError, BusDep, DatabaseDep, RunId, TaskId, WaitTimeoutDep
 from services.gateway.logs import read_task_log
 from services.gateway.routes.runs import run_or_404
 
@@ -71,6 +73,16 @@ async def task_diff(run_id: RunId, task_id: TaskId, database: DatabaseDep) -> di
             "diff": diff.text, "truncated": diff.truncated}
 
 
+class Resolve(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["retry", "accept", "rerun"] = Field(description=(
+        "retry: merge the branch again (the target moved); accept: merge the resolution `commit` a person "
+        "pushed to the task's branch; rerun: set the branch aside and run the task again on the target as it is"))
+    commit: str = Field(default="", max_length=40, pattern=r"^([0-9a-f]{40})?$",
+                        description="accept: the branch's head commit being accepted (GET …/conflict: branch_head)")
+    requested_by: str = Field(default="api", min_length=1, max_length=200, pattern=NO_CONTROL)
+
+
 @router.get("/api/runs/{run_id}/conflicts")
 async def conflicts(run_id: RunId, database: DatabaseDep) -> dict[str, Any]:
     """Tasks whose merge conflicted and still wait, with the files and what a person can do."""
@@ -84,11 +96,68 @@ async def conflicts(run_id: RunId, database: DatabaseDep) -> dict[str, Any]:
         info = await readmodel.task_detail(database, run_id, t["id"])
         merge = next((m for m in reversed(info["merges"]) if m["status"] == "conflict"), {}) if info else {}
         worktree = next((w["path"] for w in (info or {}).get("worktrees", [])), "")
+        base = f"/api/runs/{run_id}/tasks/{t['id']}"
         out.append({"task_id": t["id"], "title": t["title"], "epic_id": t["epic_id"], "branch": t["branch"],
                     "worktree": worktree, "files": [c.get("path", "") for c in merge.get("conflicts") or []],
                     "reason": t["reason"], "occurred_at": merge.get("occurred_at"),
                     "actions": {
-                        "retry": f"/api/runs/{run_id}/tasks/{t['id']}/merge",
-                        "resolve": f"merge {detail['run']['target_branch'] or 'main'} into {t['branch'] or 'the branch'} "
-                                   f"in {worktree or 'the task worktree'}, fix the files, commit, then retry"}})
+                        "view": f"{base}/conflict",
+                        "retry": f"{base}/merge",
+                        "resolve": f"{base}/resolve",
+                        "how": f"retry after {detail['run']['target_branch'] or 'main'} moved; or merge it into "
+                               f"{t['branch'] or 'the branch'} in {worktree or 'the task worktree'}, fix the files, "
+                               "commit and accept that commit; or rerun the task on the target as it is"}})
     return {"run_id": run_id, "conflicts": out}
+
+
+async def _conflicted_or_409(database: DatabaseDep, run_id: str, task_id: str) -> dict[str, Any]:
+    info = await _task_or_404(database, run_id, task_id)
+    if info["task"]["state"] != "conflict":
+        raise ApiError(409, f"task {task_id} is {info['task']['state']}, not in conflict: GET /api/runs/{run_id}/conflicts "
+                            "lists the tasks that are", "task_id")
+    return info
+
+
+@router.get("/api/runs/{run_id}/tasks/{task_id}/conflict")
+async def conflict_detail(run_id: RunId, task_id: TaskId, database: DatabaseDep) -> dict[str, Any]:
+    """A conflicted task's files now: base, ours (the target's), theirs (the branch's) and the
+    conflict-marked text, whether the branch would merge cleanly now, and whether someone committed
+    on the branch since the attempt (a resolution to accept)."""
+    info = await _conflicted_or_409(database, run_id, task_id)
+    task = info["task"]
+    run = await run_or_404(database, run_id)
+    merge = next((m for m in reversed(info["merges"]) if m["status"] == "conflict"), {})
+    recorded = [c.get("path", "") for c in merge.get("conflicts") or []]
+    try:
+        view = await asyncio.to_thread(gitview.conflict_view, run["repo_path"], run["target_branch"] or "main",
+                                       branch=task["branch"] or "", attempt_commit=task["commit"] or "",
+                                       recorded_paths=recorded)
+    except GitError as exc:
+        raise ApiError(409, f"no conflict view for task {task_id}: {exc}", "task_id") from None
+    return {"run_id": run_id, "task_id": task_id, "branch": task["branch"], "target_branch": run["target_branch"],
+            "attempt": task["attempt"], "reason": task["reason"], "recorded_files": recorded, **view}
+
+
+@router.post("/api/runs/{run_id}/tasks/{task_id}/resolve", status_code=202)
+async def resolve(run_id: RunId, task_id: TaskId, body: Resolve, bus: BusDep, database: DatabaseDep,
+                  wait_timeout: WaitTimeoutDep, wait: bool = False) -> dict[str, Any]:
+    """Act on a conflicted task through the merger: `retry` the merge, `accept` the resolution commit
+    a person pushed to the branch (merged only while it is the branch's head), or `rerun` the task
+    as a new attempt on the target as it is now (its old work kept at a ref of its own)."""
+    info = await _conflicted_or_409(database, run_id, task_id)
+    task = info["task"]
+    if body.action == "accept":
+        if not body.commit:
+            raise ApiError(422, "commit is required to accept a resolution: the 40-hex head of the task's branch "
+                                f"(GET /api/runs/{run_id}/tasks/{task_id}/conflict: branch_head)", "commit")
+        run = await run_or_404(database, run_id)
+        head = await asyncio.to_thread(head_of, run["repo_path"], task["branch"] or "")
+        if head != body.commit:
+            raise ApiError(409, f"{task['branch']} is at {str(head)[:12]}, not {body.commit[:12]}: accept its head, "
+                                "or push the resolution first", "commit")
+    requested = await commands.request_merge(bus, task["project_id"], run_id, task_id, requested_by=body.requested_by,
+                                             action=body.action, commit=body.commit, attempt=int(task["attempt"] or 0))
+    landed = await writes.settle(bus, database, requested, wait=wait, timeout=wait_timeout)
+    return {"run_id": run_id, "task_id": task_id, "action": body.action,
+            "status": {"retry": "merge_requested", "accept": "merge_requested", "rerun": "rerun_requested"}[body.action],
+            **landed}

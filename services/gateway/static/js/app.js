@@ -4,7 +4,7 @@ import { el, duration } from "./format.js";
 import { renderBoard, drawArrows } from "./board.js";
 import { renderSummary, renderBatches, renderAgents, renderLegend, renderTaskPanel, Feed } from "./panels.js";
 import { loadBudget, renderBudget } from "./budget.js";
-import { openStartDialog, showPlans, showProject, renderConflicts, taskLogView, taskDiffView } from "./steer.js";
+import { openStartDialog, showPlans, showProject, renderConflicts, showConflict, taskLogView, taskDiffView } from "./steer.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { runId: "", detail: null, live: null, poll: null, refreshTimer: null, clockSkew: 0, fit: false, taskLog: null };
@@ -119,7 +119,7 @@ async function refresh() {
   if (option) option.textContent = `${detail.run.plan_name || detail.run.id} · ${detail.run.status} · ${detail.run.id}`;
   await refreshBudget(detail);
   const conflicts = await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/conflicts`));
-  if (conflicts) renderConflicts($("conflicts"), conflicts.conflicts, { onRetry: retryMerge, onOpen: (c) => openTask({ id: c.task_id }) });
+  if (conflicts) renderConflicts($("conflicts"), conflicts.conflicts, { onRetry: retryMerge, onOpen: (c) => openTask({ id: c.task_id }), onResolve: resolveConflict });
 }
 
 async function refreshBudget(detail) {
@@ -160,7 +160,17 @@ async function retryMerge(t) {
   if (ok) { message(`Merge of task ${id} requested.`, "info"); refresh(); }
 }
 
+async function resolveConflict(c) {
+  if (state.taskLog) state.taskLog.stop();
+  const panel = $("task-panel");
+  await guarded(() => showConflict(panel, state.runId, c, {
+    onDone: () => { refresh(); },
+    onClose: () => { panel.hidden = true; panel.classList.remove("wide"); },
+  }));
+}
+
 async function openTask(task) {
+  $("task-panel").classList.remove("wide");
   setHash({ task: task.id });
   const info = await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/tasks/${encodeURIComponent(task.id)}`));
   if (!info) return;

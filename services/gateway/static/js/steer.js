@@ -182,13 +182,67 @@ function planForm(initial) {
 }
 
 // ---------------------------------------------------------------- conflicts
-export function renderConflicts(node, conflicts, { onRetry, onOpen }) {
+export function renderConflicts(node, conflicts, { onRetry, onOpen, onResolve }) {
   if (!conflicts.length) { node.replaceChildren(el("li", { class: "none" }, "none")); return; }
   node.replaceChildren(...conflicts.map((c) => el("li", { class: "conflict-item", dataset: { taskId: c.task_id } },
     el("div", {},
       el("strong", { onclick: () => onOpen(c), style: "cursor:pointer" }, `#${c.task_id} ${c.title}`),
-      el("small", {}, `${c.files.join(", ") || "files unknown"} · ${c.resolve_hint || c.actions.resolve}`),
-      el("button", { onclick: () => onRetry(c) }, "Retry merge")))));
+      el("small", {}, `${c.files.join(", ") || "files unknown"} · ${c.reason || "merge conflict"}`),
+      el("div", { class: "actions" },
+        el("button", { class: "primary", onclick: () => onResolve(c) }, "Resolve…"),
+        el("button", { onclick: () => onRetry(c) }, "Retry merge"))))));
+}
+
+// A conflicted task's files (ours / theirs / base and the marked text) and the three ways out.
+export async function showConflict(node, runId, c, { onDone, onClose }) {
+  const view = await api(`/api/runs/${enc(runId)}/tasks/${enc(c.task_id)}/conflict`);
+  const status = el("p", { class: "message message-info", hidden: true });
+  const say = (text, kind = "info") => { status.textContent = text; status.className = `message message-${kind}`; status.hidden = false; };
+  const act = async (body, done) => {
+    try {
+      await api(`/api/runs/${enc(runId)}/tasks/${enc(c.task_id)}/resolve`, { method: "POST", body: { requested_by: "web ui", ...body } });
+      say(done);
+      onDone();
+    } catch (err) { say(err.message, "error"); }
+  };
+  const target = view.target_branch || "main";
+  const state = view.clean_now
+    ? `${view.branch} would merge into ${target} cleanly now${view.branch_moved ? ": someone committed on it since the attempt" : ""}.`
+    : `${view.branch} still conflicts with ${target} in ${view.files.length} file(s).`;
+  const files = view.files.map((f) => el("section", { class: "conflict-file", dataset: { path: f.path } },
+    el("h3", {}, `${f.path} · ${f.kind}`),
+    f.binary ? el("p", { class: "none" }, "binary file: resolve it in the worktree") : [
+      el("p", { class: "label" }, "As git merge leaves it (conflict markers)"),
+      el("pre", { class: "marked", "aria-label": `marked ${f.path}` }, (f.marked || "").split("\n").map((l) => el("span", {
+        class: /^(<{7}|>{7}) /.test(l) || l === "=======" ? "marker" : "" }, `${l}\n`))),
+      el("div", { class: "sides" },
+        side(`ours (${target})`, f.ours), side(`theirs (${view.branch})`, f.theirs), side("base", f.base))],
+    f.truncated ? el("p", { class: "reason" }, "cut at 256 KiB") : null));
+  const accept = el("button", { class: view.branch_moved ? "primary" : "", disabled: !view.branch_moved,
+    title: view.branch_moved ? `accept ${view.branch_head.slice(0, 12)}: ${view.branch_head_message}` : "commit a resolution on the branch first",
+    onclick: () => act({ action: "accept", commit: view.branch_head }, `Merge of ${view.branch_head.slice(0, 12)} requested.`) },
+    `Accept ${view.branch_moved ? view.branch_head.slice(0, 8) : "resolution"}`);
+  node.replaceChildren(
+    el("button", { class: "close", onclick: onClose, "aria-label": "Close" }, "×"),
+    el("h2", {}, `Conflict · #${c.task_id} ${c.title}`),
+    el("p", { class: view.clean_now ? "message message-info" : "reason", dataset: { clean: String(view.clean_now) } }, state),
+    el("p", {}, "branch ", el("code", {}, view.branch), " at ", el("code", {}, view.branch_head.slice(0, 12)),
+      view.branch_moved ? ` (“${view.branch_head_message}”)` : "", " · worktree ", el("code", {}, c.worktree || "—")),
+    el("div", { class: "actions resolve-actions" },
+      el("button", { onclick: () => act({ action: "retry" }, "Merge requested again.") , title: `merge ${view.branch} again (${target} may have moved)` }, "Retry merge"),
+      accept,
+      el("button", { class: "danger", title: `set the branch aside and run the task again on ${target} as it is now`,
+        onclick: () => { if (confirm(`Rerun task ${c.task_id} on ${target} as it is now? Its branch is set aside (kept at a ref).`))
+          act({ action: "rerun" }, `Task ${c.task_id} will run again on ${target}.`); } }, `Rerun on ${target}`)),
+    el("p", { class: "hint" }, `To resolve by hand: in ${c.worktree || "the task's worktree"}, git merge ${target}, fix the files, commit, then Accept.`),
+    status, ...files);
+  node.classList.add("wide");
+  node.hidden = false;
+}
+
+function side(label, text) {
+  return el("div", {}, el("p", { class: "label" }, label),
+    text === null || text === undefined ? el("p", { class: "none" }, "(absent)") : el("pre", {}, text));
 }
 
 // ---------------------------------------------------------------- expertise & costs
