@@ -118,7 +118,7 @@ async def test_prd_routes_after_a_replayed_run(nats_server, database_url, unique
                            files=["greeting.txt"]),
                      Entry(kind="pattern", key="old handler", text="handlers live in api/gone.py", files=["api/gone.py"])]
             await store.append(bus, project, "general", lambda doc: msgspec.structs.replace(
-                doc, entries=[*doc.entries, *extra]), reason="test", source="test", msg_id=f"{project}:test-entries",
+                doc, entries=[*doc.entries, *extra]), reason="import", source="test", msg_id=f"{project}:test-entries",
                 max_lines=1000)
             await system.database.wait_for("ledger", await bus.last_seq(), timeout=30)
             one = (await http.get(f"/api/projects/{project}/expertise/general")).json()

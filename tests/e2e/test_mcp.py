@@ -61,7 +61,7 @@ async def test_a_plan_runs_end_to_end_through_the_tools_over_stdio(nats_server, 
                 await session.initialize()
                 tools = {t.name: t for t in (await session.list_tools()).tools}
                 assert {"plan_create", "plan_approve", "run_start", "run_status", "costs", "expertise",
-                        "events_since", "run_cancel", "merge_retry"} <= set(tools)
+                        "events_since", "run_cancel", "merge_retry", "merge_resolve"} <= set(tools)
                 assert tools["run_start"].inputSchema["properties"]["max_concurrency"]
 
                 created = await call(session, "plan_create", spec="Two greeting files.", repo_path=str(git_repo))

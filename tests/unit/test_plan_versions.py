@@ -36,3 +36,4 @@ def test_removing_a_task_others_depend_on_names_each_dependent():
         versions.apply_edit(PLAN, versions.PlanEdit(remove=["a"]))
     assert refused.value.field == "tasks.b.depends_on"
     assert versions.apply_edit(PLAN, versions.PlanEdit(remove=["a"], tasks={"b": versions.TaskEdit(depends_on=[])}))
+

@@ -186,11 +186,16 @@ class Operations:
         await commands.cancel_run(self.bus, run["project_id"], run["id"], _id("reason", reason, 500))
         return {"run_id": run["id"], "status": "cancelling"}
 
-    async def retry_merge(self, run_id: str, task_id: str) -> dict[str, Any]:
+    async def retry_merge(self, run_id: str, task_id: str, action: str = "retry", commit: str = "") -> dict[str, Any]:
         run = await self._run(run_id)
-        await self.task_status(run_id, task_id)
-        await commands.request_merge(self.bus, run["project_id"], run["id"], task_id, requested_by="mcp")
-        return {"run_id": run["id"], "task_id": task_id, "status": "merge requested"}
+        task = await self.task_status(run_id, task_id)
+        if action == "accept" and not commit:
+            raise OperationError("commit", "accept needs commit: the 40-hex head of the task's branch")
+        attempt = int(task["task"]["attempt"] or 0)
+        await commands.request_merge(self.bus, run["project_id"], run["id"], task_id, requested_by="mcp",
+                                     action=action, commit=commit, attempt=attempt)
+        return {"run_id": run["id"], "task_id": task_id, "action": action,
+                "status": "rerun requested" if action == "rerun" else "merge requested"}
 
     async def runs(self, project_id: str = "") -> dict[str, Any]:
         return {"runs": await readmodel.list_runs(self.database, project_id or None, 50)}

@@ -88,6 +88,13 @@ def build_server(get_ops: Callable[[], Operations], **settings: Any) -> FastMCP:
     async def merge_retry(run_id: Id, task_id: Id) -> dict[str, Any]:
         return await call(get_ops().retry_merge(run_id, task_id))
 
+    @mcp.tool(description="Act on a conflicted task: retry (merge again), accept (merge the resolution commit a "
+                          "person made on its branch: commit = the branch's head) or rerun (a new attempt on the "
+                          "target as it is now; the old work is kept at a ref).")
+    async def merge_resolve(run_id: Id, task_id: Id, action: Literal["retry", "accept", "rerun"],
+                            commit: Annotated[str, Field(pattern=r"^([0-9a-f]{40})?$")] = "") -> dict[str, Any]:
+        return await call(get_ops().retry_merge(run_id, task_id, action=action, commit=commit))
+
     @mcp.tool(description="Runs, newest first (optionally of one project).")
     async def runs_list(project_id: Annotated[str, Field(max_length=128)] = "") -> dict[str, Any]:
         return await call(get_ops().runs(project_id))
