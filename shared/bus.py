@@ -38,6 +38,9 @@ _SERVER_RESTARTING = (nats.js.errors.ServiceUnavailableError, nats.errors.NoResp
 BIND_PATIENCE_S = 120.0  # how long a starting consumer waits for JetStream to answer
 
 
+RUN_FINAL = ("RunCompleted", "RunFailed")  # nothing at all is appended for a run after these
+
+
 class BusError(RuntimeError):
     pass
 
@@ -195,9 +198,11 @@ class Bus:
 
     # ------------------------------------------------------------------ publish
     async def publish(self, event: Event, *, msg_id: str | None = None,
-                      expected_seq: int | None = None, timeout: float = 10.0) -> Published:
+                      expected_seq: int | None = None, timeout: float = 10.0,
+                      expected_subject: str | None = None) -> Published:
         """Append one event. `msg_id` de-duplicates (a duplicate is success);
-        `expected_seq` is the last stream sequence of the event's aggregate the caller saw."""
+        `expected_seq` is the last stream sequence of the event's aggregate the caller saw
+        (of `expected_subject` instead, when given: another aggregate the append depends on)."""
         headers: dict[str, str] = {MSG_ID: msg_id or event.event_id}
         subject = self.subject_of(event)
         with telemetry.span(f"send {event.type}", _messaging(subject, event, operation="send"),
@@ -205,7 +210,7 @@ class Bus:
             telemetry.inject(headers)
             if expected_seq is not None:
                 headers[EXPECTED_LAST_SUBJECT_SEQ] = str(expected_seq)
-                headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = self.aggregate_filter(event)
+                headers[EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = expected_subject or self.aggregate_filter(event)
             data = encode(event)
             clean = scrub_bytes(data)  # no secret is ever stored: every field passes the one scrubber
             if clean is not data:
@@ -228,6 +233,45 @@ class Bus:
         """Several events sent back to back, their acks awaited together: one round trip instead of
         one each. The server stores one connection's messages to a stream in the order sent."""
         return list(await asyncio.gather(*(self.publish(event, msg_id=msg_id) for event, msg_id in items)))
+
+    async def publish_in_run(self, event: Event, run_id: str, *, msg_id: str | None = None,
+                             after_cancel: bool = False) -> Published | None:
+        """Append a run's event only while the run is open, or None: checked atomically against the
+        run's own events (expected last sequence of the run aggregate), so nothing lands after its end.
+        `after_cancel`: a consequence of work already done (a paid call, an agent's end, a merge
+        already on the target) is still recorded after RunCancelled, never after RunCompleted/RunFailed."""
+        done = await self.publish_all_in_run([(event, msg_id)], run_id, after_cancel=after_cancel)
+        return done[0] if done else None
+
+    async def publish_all_in_run(self, items: Sequence[tuple[Event, str | None]], run_id: str, *,
+                                 after_cancel: bool = False) -> list[Published] | None:
+        """`publish_in_run` for several events in one round trip (as `publish_all`); None when the
+        run closed first (those appended before it closed stay, each at most once by its Msg-Id)."""
+        run_filter = self.subjects.aggregate(items[0][0].project_id, "run", run_id)
+        for _ in range(20):  # the run aggregate moves rarely (pause, resume, end): a conflict is retried
+            try:
+                last = await self.js.get_msg(self.stream, subject=run_filter, direct=True)
+            except NotFoundError:
+                return await self.publish_all(items)  # no such run: nothing to guard
+            kind = (last.subject or "").rsplit(".", 1)[-1]
+            if kind in RUN_FINAL or (kind == "RunCancelled" and not after_cancel):
+                return None
+            try:
+                return list(await asyncio.gather(*(
+                    self.publish(event, msg_id=msg_id, expected_seq=last.seq or 0, expected_subject=run_filter)
+                    for event, msg_id in items)))
+            except ConcurrencyConflict:
+                continue
+        raise BusError(f"run {run_id} kept moving while {items[0][0].type} waited to be appended")
+
+    async def run_open(self, project_id: str, run_id: str) -> bool:
+        """Whether the run has neither ended nor been cancelled (its latest run event says so)."""
+        try:
+            last = await self.js.get_msg(self.stream, subject=self.subjects.aggregate(project_id, "run", run_id),
+                                         direct=True)
+        except NotFoundError:
+            return True
+        return (last.subject or "").rsplit(".", 1)[-1] not in (*RUN_FINAL, "RunCancelled")
 
     async def aggregate_seq(self, event: Event) -> int:
         """The stream sequence of the latest event of this event's aggregate (0 if none)."""

@@ -109,7 +109,7 @@ class Executor:
     def _task_tools(self, e: ev.TaskReady) -> TaskTools:
         """The agent's task server, scoped to this attempt's task and run."""
         async def publish(event: ev.Event, msg_id: str) -> None:
-            await self.bus.publish(event, msg_id=msg_id)
+            await self.bus.publish_in_run(event, e.run_id, msg_id=msg_id)
 
         async def changed_files(dep: str) -> list[str]:
             probe = ev.BranchMerged(project_id=e.project_id, aggregate_id=ev.task_aggregate_id(e.run_id, dep),
@@ -212,8 +212,8 @@ class Executor:
                                wt=None, started=started)
             return True
         expertise, given, versions = await self._expertise(e)
-        # both in one round trip, in this order
-        await self.bus.publish_all([
+        # both in one round trip, in this order; neither once the run is cancelled or over
+        if await self.bus.publish_all_in_run([
             (e.caused(ev.WorktreeCreated, aggregate_id=ev.task_aggregate_id(e.run_id, e.task_id), run_id=e.run_id,
                       task_id=e.task_id, path=str(wt.path), branch=wt.branch, base_commit=wt.base_commit,
                       reused=wt.reused),
@@ -221,7 +221,10 @@ class Executor:
             (e.caused(ev.AgentStarted, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id,
                       attempt=e.attempt, model=e.model, provider=e.provider, executor=self.name,
                       expertise_given=given, expertise_versions=versions),
-             f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:AgentStarted")])
+             f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:AgentStarted")], e.run_id) is None:
+            await self._finish(e, AgentResult(outcome="cancelled", summary="", error="cancelled before start"),
+                               commit="", wt=wt, started=started)
+            return True
         metrics.DISPATCH_LATENCY.record(metrics.seconds_since(e.occurred_at), {"yf.resumed": bool(resumed_after)})
         previous = msgspec.to_builtins(e.previous_attempt) if e.previous_attempt.attempt else {}
         if resumed_after:
@@ -240,12 +243,12 @@ class Executor:
             calls += 1
             metrics.COST.add(record.cost_usd, {"model": record.model})
             u = record.usage
-            await self.bus.publish(
+            await self.bus.publish_in_run(
                 e.caused(ev.CostRecorded, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id,
                          attempt=e.attempt, model=record.model, input_tokens=u.input_tokens,
                          output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
                          cache_write_tokens=u.cache_write_tokens, cost_usd=record.cost_usd, call=record.call,
-                         cost_exact=usd(record.cost)),
+                         cost_exact=usd(record.cost)), e.run_id, after_cancel=True,  # paid: recorded even if cancelled
                 # keyed by the call: each holder's calls were made (and paid) once each
                 msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:{record.call}:CostRecorded")
             await d.in_progress()
@@ -374,12 +377,14 @@ class Executor:
             cost_exact=usd(result.cost),
             retry_after_s=float(getattr(result, "retry_after_s", None) or 0.0))
         # The log's end mark and AgentFinished in one round trip: the learner reads the attempt's
-        # log until its end mark is there, so it learns from the whole log either way.
+        # log until its end mark is there, so it learns from the whole log either way. After a
+        # cancellation the scheduler still needs the attempt's end; after the run's end nothing.
         await asyncio.gather(
             self.bus.log(e.project_id, e.aggregate_id, "attempt_end",
                          {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, "outcome": result.outcome},
                          stored=True),
-            self.bus.publish(finished, msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:AgentFinished"))
+            self.bus.publish_in_run(finished, e.run_id, after_cancel=True,
+                                    msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:AgentFinished"))
 
     # ------------------------------------------------------------------ cancellation
     async def _on_cancel(self, msg) -> None:

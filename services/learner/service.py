@@ -134,7 +134,7 @@ class Learner:
         extracted = e.caused(ev.LearningExtracted, aggregate_id=domain, run_id=e.run_id, task_id=e.task_id,
                              attempt=e.attempt, domain=domain, entries=entries,
                              learnings=[describe(x) for x in entries], expertise_version=version)
-        await self.bus.publish(extracted, msg_id=f"{key}:LearningExtracted")
+        await self.bus.publish_in_run(extracted, e.run_id, msg_id=f"{key}:LearningExtracted")
 
     async def validate_after_merge(self, info: RunInfo, e: ev.BranchMerged) -> None:
         repo, branch = info.started.repo_path, e.target_branch

@@ -66,6 +66,9 @@ class Merger:
         if action.recorded is not None:  # merged before (this is a redelivery): the record stands
             await self._after_merge(view, action.task_id, action.branch, cause)
             return
+        if not await self.bus.run_open(run.project_id, run.run_id):  # this fold may lag the log
+            log.info("task %s: run %s ended or was cancelled: not merged", action.task_id, run.run_id)
+            return
         target = run.target_branch
         trailers = domain.merge_trailers(run.run_id, action.task_id, action.attempt)
         head = await asyncio.to_thread(head_of, run.repo_path, action.branch)
@@ -143,7 +146,9 @@ class Merger:
         self.fold(merged)
         # batches first: once the last BranchMerged is out, the run may end, and nothing follows its end
         await self._announce_batches(view, cause)
-        await self.bus.publish(merged, msg_id=domain.merge_msg_id(run.run_id, action.task_id, action.attempt))
+        # a merge already on the target is recorded even if the run was cancelled meanwhile
+        await self.bus.publish_in_run(merged, run.run_id, after_cancel=True,
+                                      msg_id=domain.merge_msg_id(run.run_id, action.task_id, action.attempt))
         await self._release(view, action.task_id)
 
     async def _after_merge(self, view: RunView, task_id: str, branch: str, cause: ev.Event) -> None:
@@ -158,8 +163,8 @@ class Merger:
                          target_branch=run.target_branch,
                          conflicts=msgspec.convert(conflicts, list[ev.Conflict]), reason=reason[:4000],
                          attempt=action.attempt)
-        await self.bus.publish(e, msg_id=f"{run.run_id}:{action.task_id}:{action.attempt}:{cause.event_id}"
-                                         f":MergeConflicted")
+        await self.bus.publish_in_run(e, run.run_id, msg_id=f"{run.run_id}:{action.task_id}:{action.attempt}:"
+                                                           f"{cause.event_id}:MergeConflicted")
 
     async def _release(self, view: RunView, task_id: str) -> None:
         if not domain.releases_worktree(view, task_id):
@@ -183,7 +188,7 @@ class Merger:
         for index in domain.complete_batches(view):
             e = cause.caused(ev.BatchMerged, aggregate_id=f"{run.run_id}-{index}", run_id=run.run_id,
                              batch=index, task_ids=list(view.batches[index]))
-            await self.bus.publish(e, msg_id=f"{run.run_id}:batch:{index}:BatchMerged")
+            await self.bus.publish_in_run(e, run.run_id, msg_id=f"{run.run_id}:batch:{index}:BatchMerged")
             view.announced.add(index)
 
     async def serve(self, stop: asyncio.Event) -> None:

@@ -515,7 +515,7 @@ def decide(state: RunState) -> list[Decision]:
                                   batches=res.batches, critical_path=res.critical_path,
                                   critical_path_minutes=res.critical_path_minutes),
                     f"{state.run_id}:BatchesComputed"))
-    if state.delivery_failure:
+    if state.delivery_failure and not state.cancelled:  # RunCancelled already ended it
         e = origin.caused(ev.RunFailed, aggregate_id=state.run_id, run_id=state.run_id, counts=state.counts(),
                           stats=state.stats(), reason=state.delivery_failure)
         return out + [(e, f"{state.run_id}:RunFailed")]

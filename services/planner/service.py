@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from shared import events as ev
 from shared import metrics
-from shared.bus import Bus, Delivery, retry_on_conflict
+from shared.bus import Bus, ConcurrencyConflict, Delivery, retry_on_conflict
 from shared.config import Config
 from shared.plan import PlanError
 from services.planner.models import History
@@ -113,9 +113,16 @@ class Planner:
 
         async def write() -> None:
             current = self.runs[run_id]  # after a reload, the run as the log has it now
-            for event, msg_id in decide(current):
+            decisions = decide(current)
+            if any(isinstance(e, ev.TaskReady) for e, _ in decisions) and not await self.bus.run_open(
+                    current.project_id, run_id):
+                raise ConcurrencyConflict(f"run {run_id} was cancelled or ended")  # reload: nothing starts now
+            for event, msg_id in decisions:
                 key = self.bus.aggregate_filter(event)
-                expected = self.aggregate_seq.get(key, 0) if isinstance(event, ev.TaskReady) else None
+                # a task's dispatch against its task's events; a run's pause or end against the run's
+                # (a RunCancelled this planner has not folded yet makes it reload and decide again)
+                own = isinstance(event, ev.TaskReady) or event.aggregate == "run"
+                expected = self.aggregate_seq.get(key, 0) if own else None
                 published = await self.bus.publish(event, msg_id=msg_id, expected_seq=expected)
                 self.aggregate_seq[key] = max(self.aggregate_seq.get(key, 0), published.seq)
                 current.apply(event)  # appended: fold it now (its delivery later is a no-op)
@@ -146,8 +153,17 @@ class Planner:
         resumed = pause.caused(ev.RunResumed, aggregate_id=state.run_id, run_id=state.run_id,
                                reason=f"pause of {pause.resume_after_s:g}s is over")
 
+        key = self.bus.aggregate_filter(resumed)
+
+        async def resume() -> None:
+            try:  # only if the run has not moved since (cancelled, ended or paused again: nothing to resume)
+                await self.bus.publish(resumed, msg_id=f"{pause.event_id}:RunResumed",
+                                       expected_seq=self.aggregate_seq.get(key, 0))
+            except ConcurrencyConflict:
+                log.info("run %s moved on during its pause: not resumed by the timer", state.run_id)
+
         def fire() -> None:
-            asyncio.ensure_future(self.bus.publish(resumed, msg_id=f"{pause.event_id}:RunResumed"))
+            asyncio.ensure_future(resume())
 
         self._timers[pause.event_id] = asyncio.get_running_loop().call_later(delay, fire)
 

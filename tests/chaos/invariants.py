@@ -15,6 +15,12 @@ from shared import events as ev
 from services.ledger.projector import exact_cost
 
 RUN_AGGREGATES = ("run", "task", "merge", "worktree", "batch")  # the run's own; expertise outlives a run
+# After RunCancelled only what work already in hand leads to: a paid call's cost, an agent's end,
+# a merge already on the target, the budget levels those cross, and the scheduler closing the tasks
+# (and a TaskReady the planner decided before it saw the cancel, which no agent starts: below).
+# Nothing new starts: no worktree, agent, merge attempt, conflict, learning, batch, pause or ending.
+AFTER_CANCEL = {"CostRecorded", "AgentFinished", "BranchMerged", "BudgetWarning", "BudgetExhausted",
+                "TaskCancelled", "TaskCompleted", "RunCancelled", "TaskReady"}
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -64,11 +70,18 @@ async def check_invariants(bus, repo: Path, run_id: str, *, database_url: str | 
     ends = [(seq, e) for seq, e in events if isinstance(e, (ev.RunCompleted, ev.RunFailed, ev.RunCancelled))]
     assert ends, "the run ended"
     # RunCancelled is a command: the scheduler still cancels the tasks after it; the others are final
-    final = [(seq, e) for seq, e in ends if not isinstance(e, ev.RunCancelled)] or ends
-    assert len([e for _, e in ends if isinstance(e, (ev.RunCompleted, ev.RunFailed))]) <= 1, "one ending"
-    end_seq = final[0][0]
-    late = [e.type for seq, e in events if seq > end_seq and e.aggregate in RUN_AGGREGATES]
-    assert not late, f"events for the run after its end: {late}"
+    final = [(seq, e) for seq, e in ends if not isinstance(e, ev.RunCancelled)]
+    assert len(final) <= 1, "one ending"
+    if final:  # nothing at all for the run after RunCompleted or RunFailed
+        late = [e.type for seq, e in events if seq > final[0][0] and not isinstance(e, ev.RunCancelled)]
+        assert not late, f"events for the run after its end: {late}"
+    cancelled_at = min((seq for seq, e in ends if isinstance(e, ev.RunCancelled)), default=None)
+    if cancelled_at is not None:
+        started_late = [e.type for seq, e in events if seq > cancelled_at and e.type not in AFTER_CANCEL]
+        assert not started_late, f"new work for the run after RunCancelled: {started_late}"
+        late_ready = {(e.task_id, e.attempt) for seq, e in events if seq > cancelled_at and isinstance(e, ev.TaskReady)}
+        answered = {(e.task_id, e.attempt): e.outcome for _, e in events if isinstance(e, ev.AgentFinished)}
+        assert all(answered.get(k) == "cancelled" for k in late_ready), "a late dispatch ran an agent"
 
     # every task in exactly one terminal state
     started = next(e for _, e in events if isinstance(e, ev.RunStarted))
@@ -79,7 +92,10 @@ async def check_invariants(bus, repo: Path, run_id: str, *, database_url: str | 
                 isinstance(e, ev.TaskFailed) and e.final):
             terminal.setdefault(e.task_id, []).append(e)
     assert all(len(v) == 1 for v in terminal.values()), {t: [e.type for e in v] for t, v in terminal.items()}
+    merged = {e.task_id for _, e in events if isinstance(e, ev.BranchMerged)}
     done = {t for t, v in terminal.items() if isinstance(v[0], ev.TaskCompleted)}
+    if cancelled_at is not None:  # a success the cancellation stopped before its merge is not on the target
+        done &= merged
 
     # each done task's work on main exactly once, and its recorded merge commit is its own
     commits = commits_on(repo, branch)
