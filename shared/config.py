@@ -49,6 +49,9 @@ class Learning(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     expertise_max_lines: int = 1000
     prompt_tokens: int = 2000  # how much of the domain's expertise an agent's prompt gets
+    # a tier (haiku, sonnet, opus) or a priced model id: a model that turns each attempt's log into
+    # further entries (shared/expertise/distil.py), its calls in the budget; "" = the log alone
+    model: str = ""
     self_improve_interval: str = ""  # not supported: refused unless empty (see UNWIRED)
 
 
@@ -351,6 +354,13 @@ def _check_ranges(cfg: Config | RunSettings, source: str) -> None:
         if getattr(getattr(cfg, section), key) != unset:
             raise ConfigError(f"{source}: {section}.{key} is not supported yet ({why}): remove it or set it to {unset!r}")
     _check_models(cfg.cost, source)
+    learner = cfg.learning.model
+    if learner and learner not in MODEL_TIERS:
+        from shared.llm.pricing import PriceTable
+
+        if learner in ("replay", "sleep") or not PriceTable.with_overrides(cfg.cost.prices).is_priced(learner):
+            raise ConfigError(f"{source}: learning.model: {learner!r} is neither a tier ({', '.join(MODEL_TIERS)}) "
+                              f"nor a priced model id; to use it, set cost.prices.{learner}")
 
 
 # Keys the schema accepts but nothing acts on yet: refused unless left at their default, so a

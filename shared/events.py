@@ -334,6 +334,7 @@ class CostRecorded(TaskEvent, frozen=True, kw_only=True):
     cost_usd: float = 0.0
     call: int = 0
     cost_exact: str = ""  # tokens × price as an exact decimal string; cost_usd is its float for old readers
+    by: Literal["agent", "learner"] = "agent"  # the learner's call reads the attempt's log (learning.model)
 
 
 # ---------------------------------------------------------------- worktree / merge / batch

@@ -28,7 +28,9 @@ PUBLISHES: dict[str, tuple[type[ev.Event], ...]] = {
     "executor": (ev.WorktreeCreated, ev.AgentStarted, ev.AgentFinished, ev.CostRecorded, ev.BudgetWarning,
                  ev.BudgetExhausted, ev.DiscoveryReported, ev.TaskBlockRequested, ev.DeliveryFailed),
     "merger": (ev.BranchMerged, ev.MergeConflicted, ev.BranchReset, ev.BatchMerged, ev.DeliveryFailed),
-    "learner": (ev.LearningExtracted, ev.ExpertiseUpdated, ev.DeliveryFailed),
+    # with learning.model, the learner's own model call is priced and reserved like an agent's
+    "learner": (ev.LearningExtracted, ev.ExpertiseUpdated, ev.CostRecorded, ev.BudgetWarning, ev.BudgetExhausted,
+                ev.DeliveryFailed),
     "ledger": (ev.BudgetWarning, ev.BudgetExhausted, ev.DeliveryFailed),
     "gateway": _COMMANDS,
     "cli": _COMMANDS,
@@ -37,7 +39,7 @@ PUBLISHES: dict[str, tuple[type[ev.Event], ...]] = {
 # for attempt leases, `<stream>_BUDGETS` for budget accounts; a subject wildcard cannot match part of
 # a token, so the grant is every bucket): the executor, and the front doors that set a budget.
 WRITES_LOGS = frozenset({"executor"})
-WRITES_KV = frozenset({"executor", "gateway", "cli"})
+WRITES_KV = frozenset({"executor", "learner", "gateway", "cli"})
 # Every identity above; `admin` may publish anything (operators' tools and the test suite),
 # and its password is kept like the PostgreSQL superuser's.
 SERVICE_IDENTITIES = tuple(PUBLISHES)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from decimal import Decimal
 from dataclasses import dataclass, field
 
 import msgspec
@@ -18,7 +19,11 @@ import msgspec
 from shared import events as ev
 from shared.bus import Bus, Delivery
 from shared.config import Config
-from shared.expertise import AttemptLog, Entry, Origin, describe, extract, learn
+from shared.budget import BudgetGate, BudgetRefused
+from shared.expertise import AttemptLog, Entry, Origin, describe, distil, extract, learn
+from shared.llm import make_provider
+from shared.llm.pricing import PriceTable, estimate_prompt_tokens, usd
+from shared.scrub import scrub
 from shared.expertise.model import normalise
 from shared.expertise import store
 from shared.gitops.repo import paths_on_branch
@@ -119,8 +124,11 @@ class Learner:
         for found in await self._discoveries(e, domain):  # stored before this attempt's learning is announced
             await self.store_discovery(info, found)
         origin = Origin(run_id=e.run_id, task_id=e.task_id, attempt=e.attempt)
-        entries = extract(await self._attempt_log(e), origin=origin, outcome=e.outcome, checks=msgspec.to_builtins(e.checks),
+        attempt_log = await self._attempt_log(e)
+        entries = extract(attempt_log, origin=origin, outcome=e.outcome, checks=msgspec.to_builtins(e.checks),
                           title=title, now=e.occurred_at)
+        if info.started.settings.learning.model:
+            entries += await self._distil(info, e, attempt_log, domain, title, origin)
         key = f"{e.run_id}:{e.task_id}:{e.attempt}"
         version = 0
         if entries:
@@ -135,6 +143,55 @@ class Learner:
                              attempt=e.attempt, domain=domain, entries=entries,
                              learnings=[describe(x) for x in entries], expertise_version=version)
         await self.bus.publish_in_run(extracted, e.run_id, msg_id=f"{key}:LearningExtracted")
+
+    async def _distil(self, info: RunInfo, e: ev.AgentFinished, attempt_log: AttemptLog, domain: str, title: str,
+                      origin: Origin) -> list[Entry]:
+        """`learning.model`'s entries for the attempt: one call, reserved against the attempt's budgets
+        and recorded as a CostRecorded of the learner, made at most once per attempt (a redelivery that
+        finds the call's cost in the log does not pay again; the log's own entries still count)."""
+        task_events = [d.event async for d in self.bus.read([self.bus.aggregate_filter(e)])]
+        if any(isinstance(x, ev.CostRecorded) and x.by == "learner" and x.run_id == e.run_id and x.attempt == e.attempt
+               for x in task_events):
+            log.info("learning of %s: its model call was made before; not calling again", origin.label())
+            return []
+        ready = next((x for x in task_events if isinstance(x, ev.TaskReady) and x.run_id == e.run_id
+                      and x.attempt == e.attempt), None)
+        settings = info.started.settings
+        model = settings.cost.models.get(settings.learning.model, settings.learning.model)
+        prices = PriceTable.with_overrides(settings.cost.prices)
+        body = distil.request(attempt_log, task=f"{e.task_id}: {title}", domain=domain, outcome=e.outcome)
+        gate = BudgetGate(self.bus, ready, ready.cost) if ready is not None and ready.cost else None
+        hold = None
+        try:
+            if gate is not None:
+                hold = await gate.reserve(prices.worst_case(
+                    model, estimate_prompt_tokens(body["system"], body["messages"], body["tools"]), body["max_tokens"]))
+            provider = make_provider("anthropic", {"base_url": settings.agent.base_url or None})
+            turn = await provider.create(model=model, **body)
+        except BudgetRefused as exc:
+            log.warning("learning of %s without learning.model: %s", origin.label(), exc)
+            return []
+        except Exception as exc:  # the model is a bonus: the log's entries are stored without it
+            if hold is not None:
+                await gate.settle(hold, Decimal(0))
+            log.warning("learning of %s without learning.model (%s: %s)", origin.label(), type(exc).__name__,
+                        scrub(str(exc))[:300])
+            return []
+        cost = prices.cost(model, turn.usage)
+        if hold is not None:
+            await gate.settle(hold, cost)
+        u = turn.usage
+        await self.bus.publish(
+            e.caused(ev.CostRecorded, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id, attempt=e.attempt,
+                     model=turn.model or model, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+                     cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens,
+                     cost_usd=float(cost), cost_exact=usd(cost), call=0, by="learner"),
+            msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:learner:CostRecorded")
+        entries, dropped = distil.entries_from(turn.content, origin=origin, now=e.occurred_at)
+        if dropped:
+            log.info("learning of %s: dropped %d proposed entr%s: %s", origin.label(), len(dropped),
+                     "y" if len(dropped) == 1 else "ies", "; ".join(dropped)[:500])
+        return entries
 
     async def validate_after_merge(self, info: RunInfo, e: ev.BranchMerged) -> None:
         repo, branch = info.started.repo_path, e.target_branch

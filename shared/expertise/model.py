@@ -156,7 +156,7 @@ def parse(text: str, *, source: str = "expertise", domain: str | None = None) ->
         if not isinstance(items, list):
             raise ExpertiseError(f"{source}: {section} must be a list")
         for i, item in enumerate(items):
-            entries.append(_parse_entry(kind, item, f"{source}: {section}[{i}]"))
+            entries.append(parse_entry(kind, item, f"{source}: {section}[{i}]"))
     return Document(domain=name, overview=overview, entries=entries)
 
 
@@ -171,7 +171,7 @@ def _text(item: dict, key: str, where: str, required: bool = False) -> str:
     return str(value)
 
 
-def _parse_entry(kind: str, item: Any, where: str) -> Entry:
+def parse_entry(kind: str, item: Any, where: str) -> Entry:
     if isinstance(item, str):
         item = {"path": item} if kind == "core_file" else {"text": item}
     if not isinstance(item, dict):

@@ -8,6 +8,8 @@ exact. `.yokeflow.yaml` `cost.prices` overrides a rate or adds a model (`PriceTa
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -195,6 +197,13 @@ class PriceTable:
 
 
 DEFAULT = PriceTable()
+CHARS_PER_TOKEN = 3  # fewer than real text averages: the estimate of a prompt's tokens errs high
+
+
+def estimate_prompt_tokens(system: list[dict], messages: list[dict], tools: list[dict]) -> int:
+    """The tokens a request will send, from its size (a reservation needs it before the call)."""
+    size = len(json.dumps([system, messages, tools], ensure_ascii=False, default=str))
+    return math.ceil(size / CHARS_PER_TOKEN)
 
 
 def is_priced(model: str) -> bool:

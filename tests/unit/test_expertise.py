@@ -150,3 +150,23 @@ def test_measures_count_coverage_use_within_the_window_and_repeated_errors():
     assert m["tasks_started"] == 7 and m["expertise_coverage"] == round(2 / 7, 4)
     assert m["entries_learned"] == 2 and m["entries_used_within_n"] == 0.5  # tip was given only at the 6th start
     assert m["failures_met"] == 2 and m["repeat_error_rate"] == 0.5
+
+
+def test_distil_asks_with_the_attempt_log_and_keeps_only_entries_a_seed_file_would_accept():
+    from shared.expertise import distil
+
+    log = AttemptLog([("tool_call", {"name": "run_command", "id": "1", "input": {"command": "pytest"}}),
+                      ("tool_result", {"id": "1", "is_error": True, "text": "E   KeyError: 'user_id'"})])
+    body = distil.request(log, task="t1: Users", domain="api", outcome="failure")
+    assert body["tool_choice"] == {"type": "tool", "name": distil.TOOL_NAME}
+    assert "KeyError: 'user_id'" in body["messages"][0]["content"] and "Outcome: failure" in body["messages"][0]["content"]
+    content = [{"type": "tool_use", "name": distil.TOOL_NAME, "input": {
+        "learned_from_failures": [{"issue": "users lookup", "error": "KeyError: 'user_id'", "solution": "use .get"}],
+        "core_files": [{"path": "api/users.py", "purpose": "the users routes"}, {"purpose": "no path"}],
+        "effective_patterns": "not a list", "nonsense": [{"text": "x"}]}}]
+    origin = Origin(run_id="r", task_id="t1", attempt=1)
+    entries, dropped = distil.entries_from(content, origin=origin, now="2026-12-03T00:00:00Z")
+    assert [(e.kind, e.key) for e in entries] == [("failure", entries[0].key), ("core_file", "api/users.py")]
+    assert all(e.origin == origin and e.learned_at == "2026-12-03T00:00:00Z" for e in entries)
+    assert len(dropped) == 3 and any("path" in d for d in dropped)
+    assert distil.entries_from([{"type": "text", "text": "no tool"}], origin=origin, now="")[0] == []

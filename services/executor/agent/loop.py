@@ -4,8 +4,6 @@ bounded number of fix rounds; success only when every check passes."""
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
@@ -16,17 +14,11 @@ from services.executor.agent.tools import TOOL_DEFINITIONS, Sandbox, ToolOutcome
 from shared.budget import BudgetRefused
 from shared import telemetry
 from shared.llm import pricing
+from shared.llm.pricing import estimate_prompt_tokens
 from shared.llm.types import ModelTurn, Provider, RateLimited, Usage
 
 T = TypeVar("T")
 CHECK_OUTPUT_TAIL = 4000
-CHARS_PER_TOKEN = 3  # fewer than real text averages: the estimate of a prompt's tokens errs high
-
-
-def estimate_prompt_tokens(system: list[dict], messages: list[dict], tools: list[dict]) -> int:
-    """The tokens a request will send, from its size (a reservation needs it before the call)."""
-    size = len(json.dumps([system, messages, tools], ensure_ascii=False, default=str))
-    return math.ceil(size / CHARS_PER_TOKEN)
 
 
 @dataclass
