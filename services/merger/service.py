@@ -120,6 +120,8 @@ class Merger:
 
     async def set_aside(self, view: RunView, action: domain.Reset, cause: ev.Event) -> None:
         """Point the task's branch at the target for a new attempt; the old work stays at its own ref."""
+        if action.recorded is not None:  # set aside before (a redelivery): the record stands
+            return
         run = view.started
         keep = domain.set_aside_ref(run.run_id, action.task_id, action.attempt)
         try:

@@ -91,3 +91,19 @@ def test_worktrees_are_released_by_strategy():
         state = domain.MergerState()
         view = state.apply(started(strategy))
         assert domain.releases_worktree(view, "a") is expected
+
+
+def test_a_persons_accept_pins_the_commit_and_a_rerun_sets_the_attempt_aside_once():
+    _, view = fold(finished("a"))
+    accept = ev.MergeRequested(project_id="p", aggregate_id="r-a", run_id="r", task_id="a", action="accept",
+                               commit="f" * 40)
+    assert domain.decide(view, accept) == domain.Merge("a", "task/a", 1, None, commit="f" * 40)
+    rerun = ev.MergeRequested(project_id="p", aggregate_id="r-a", run_id="r", task_id="a", action="rerun",
+                              requested_by="ada")
+    assert domain.decide(view, rerun) == domain.Reset("a", "task/a", 1, "ada")
+    assert domain.set_aside_ref("r", "a", 1) == "refs/yokeflow/set-aside/r/a/1"
+    reset = ev.BranchReset(project_id="p", aggregate_id="r-a", run_id="r", task_id="a", branch="task/a", attempt=1)
+    _, view = fold(finished("a"), reset)
+    assert domain.decide(view, rerun).recorded == reset  # a repeat re-announces, never resets twice
+    _, view = fold(finished("a"), merged("a"))
+    assert isinstance(domain.decide(view, rerun), domain.Ignore)  # merged already: nothing to rerun

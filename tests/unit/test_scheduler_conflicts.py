@@ -115,3 +115,18 @@ def test_resolutions_respect_the_concurrency_cap():
     state, _ = both_done_then_a_conflicts(max_concurrency=1)
     state.tasks["b"].status = "dispatched"  # the only slot is taken
     assert resolutions(decide(state)) == []
+
+
+def test_a_persons_rerun_is_a_new_attempt_that_does_not_spend_a_try():
+    state, _ = both_done_then_a_conflicts(on_conflict="manual")
+    assert [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)] == []  # a person decides
+    reset = ev.BranchReset(project_id="p", aggregate_id="r-a", run_id="r", task_id="a", branch="task/a", attempt=1)
+    state.apply(reset)
+    [ready] = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)]
+    assert (ready.task_id, ready.attempt, ready.purpose, ready.branch) == ("a", 2, "task", "task/a-a")
+    assert ready.selection["inputs"]["tries"] == 1  # a first try again: no escalation
+    state.apply(reset)  # a redelivery changes nothing
+    assert decide(state) == []
+    finish(state, "a", attempt=2, outcome="failure", error="boom")
+    assert [(e.type, getattr(e, "final", None)) for e in apply_all(state, decide(state))
+            if isinstance(e, ev.TaskFailed)] == [("TaskFailed", False)]  # max_attempts 2: one more try

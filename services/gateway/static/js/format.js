@@ -64,7 +64,9 @@ export function describe(e) {
     case "TaskFailed": return `${task} failed${d.final ? "" : " (will retry)"}: ${d.reason || ""}`;
     case "TaskBlocked": return `${task} blocked: ${d.reason || ""}`;
     case "TaskCancelled": return `${task} cancelled`;
-    case "MergeRequested": return `${task} merge requested`;
+    case "MergeRequested": return d.action === "rerun" ? `${task} rerun on the target requested`
+      : d.action === "accept" ? `${task} resolution ${String(d.commit || "").slice(0, 8)} accepted` : `${task} merge requested`;
+    case "BranchReset": return `${task} branch set aside (kept at ${d.kept_ref}): a new attempt starts on ${d.target_branch}`;
     case "BranchMerged": return `${task} merged into ${d.target_branch} ${String(d.commit || "").slice(0, 8)}`;
     case "MergeConflicted": return `${task} merge conflict in ${(d.conflicts || []).length} file(s)`;
     case "ConflictEscalated": return `${task} conflict needs a person: ${d.reason || ""}`;
