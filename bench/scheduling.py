@@ -199,16 +199,20 @@ class Bench:
         try:
             cpu0 = _cpu()
             started = await start_run(bus, plan, repo, cfg)
-            events: list[ev.Event] = []
-            last_seq = 0
-            async for d in bus.read(stop_at_end=False):
-                last_seq = d.seq
-                if getattr(d.event, "run_id", None) != started.run_id:
-                    continue
-                events.append(d.event)
-                if isinstance(d.event, (ev.RunCompleted, ev.RunFailed, ev.RunCancelled)):
+            # the benchmark watches only for the run's end while it runs (reading every event live
+            # would load the very process it measures), then reads the run's events
+            endings = [bus.type_filter(t.__name__, aggregate="run") for t in (ev.RunCompleted, ev.RunFailed,
+                                                                             ev.RunCancelled)]
+            async for d in bus.read(endings, stop_at_end=False):
+                if getattr(d.event, "run_id", None) == started.run_id:
                     break
             cpu = _cpu() - cpu0
+            events: list[ev.Event] = []
+            last_seq = 0
+            async for d in bus.read():
+                last_seq = d.seq
+                if getattr(d.event, "run_id", None) == started.run_id:
+                    events.append(d.event)
             await system.database.wait_for("ledger", last_seq, timeout=120)
             lags = await _projection_lags(system.database, started.run_id)
         finally:
