@@ -237,20 +237,21 @@ class Executor:
         self.running[(e.run_id, e.task_id)] = cancel
         keeper = asyncio.create_task(self._keep(lease, cancel))
         calls = 0
+        costs: list[asyncio.Future] = []  # CostRecorded sent while the agent goes on; all acked before it ends
 
         async def on_call(record: CallRecord) -> None:
             nonlocal calls
             calls += 1
             metrics.COST.add(record.cost_usd, {"model": record.model})
             u = record.usage
-            await self.bus.publish_in_run(
+            costs.append(asyncio.ensure_future(self.bus.publish_in_run(
                 e.caused(ev.CostRecorded, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id,
                          attempt=e.attempt, model=record.model, input_tokens=u.input_tokens,
                          output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
                          cache_write_tokens=u.cache_write_tokens, cost_usd=record.cost_usd, call=record.call,
                          cost_exact=usd(record.cost)), e.run_id, after_cancel=True,  # paid: recorded even if cancelled
                 # keyed by the call: each holder's calls were made (and paid) once each
-                msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:{record.call}:CostRecorded")
+                msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:{record.call}:CostRecorded")))
             await d.in_progress()
             # the model answered after a pause (e.g. the process was stopped): no tool runs unless still ours
             if not lease.fresh() and not await self._still_holding(lease):
@@ -270,9 +271,11 @@ class Executor:
         budget = BudgetGate(self.bus, e, e.cost) if e.cost else None
 
         async def agent(task_prompt: str, verify=None) -> AgentResult:
-            # off the event loop: the first use imports the provider's SDK, which takes about a second
-            provider = await asyncio.to_thread(make_provider, e.provider,
-                                               _provider_options(e.provider, options, wt, on_log))
+            # off the event loop, in one hop: the first use imports the provider's SDK (about a second),
+            # and the repository map walks the worktree
+            provider, tree = await asyncio.to_thread(
+                lambda: (make_provider(e.provider, _provider_options(e.provider, options, wt, on_log)),
+                         repo_map(wt.path)))
             with telemetry.span(f"invoke_agent {e.task_id}", {
                     "gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": e.model, "yf.run_id": e.run_id,
                     "yf.task_id": e.task_id, "yf.attempt": e.attempt, "yf.provider": e.provider}) as span:
@@ -280,8 +283,7 @@ class Executor:
                 try:
                     result = await run_agent(
                         budget=budget, prices=prices, provider=provider, model=e.model,
-                        system=build_system_prompt(expertise=expertise,
-                                                   repo_map=await asyncio.to_thread(repo_map, wt.path)),
+                        system=build_system_prompt(expertise=expertise, repo_map=tree),
                         task_prompt=task_prompt, sandbox=sandbox, checks=list(e.tests),
                         max_turns=int(options.get("max_turns", 40)),
                         max_fix_rounds=int(options.get("max_fix_rounds", 2)),
@@ -309,6 +311,11 @@ class Executor:
         finally:
             self.running.pop((e.run_id, e.task_id), None)
             keeper.cancel()
+        # every call's cost is in the log before the attempt's end (the calls were made and paid either way)
+        lost = [x for x in await asyncio.gather(*costs, return_exceptions=True) if isinstance(x, BaseException)]
+        if lost:
+            log.error("task %s attempt %s: a cost was not recorded: %s", e.task_id, e.attempt, lost[0])
+            result = AgentResult(outcome="failure", summary="", error=f"cost not recorded: {lost[0]}")
         if not await self._still_holding(lease):
             log.warning("task %s attempt %s: lease lost; its new holder finishes it", e.task_id, e.attempt)
             return False
