@@ -444,10 +444,12 @@ class Bus:
         stop = stop or asyncio.Event()
         durable = subject_token(durable)
         sub = await self._bind_durable(durable, filter_subjects, ack_wait, max_deliver, max(max_batch * 4, 16))
+        ahead: asyncio.Future | None = None  # the next batch, fetched while this one is handled
         try:
             while not stop.is_set():
                 try:
-                    msgs = await _fetch_available(sub, batch=max_batch, timeout=0.5)
+                    fetching, ahead = ahead or _fetch_available(sub, batch=max_batch, timeout=0.5), None
+                    msgs = await fetching
                 except asyncio.TimeoutError:
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
@@ -456,8 +458,14 @@ class Bus:
                     log.warning("%s: JetStream not available (%s); fetching again", durable, type(exc).__name__)
                     await asyncio.sleep(0.5)
                     continue
+                if msgs and msgs[-1].metadata.num_pending:  # a backlog: its next run is there at once
+                    ahead = asyncio.ensure_future(_fetch_available(sub, batch=max_batch, timeout=0.5))
                 await self._handle_batch(durable, msgs, handler, ack_wait, max_deliver, backoff)
         finally:
+            if ahead is not None:  # fetched but not handled: handed back at once, not after the ack wait
+                with contextlib.suppress(BaseException):
+                    for m in await asyncio.wait_for(ahead, timeout=1.0):
+                        await m.nak()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
@@ -482,7 +490,7 @@ class Bus:
         except Exception:  # an undecodable message among them: one at a time parks just that one
             batch = None
         if batch is not None:
-            beats = [asyncio.create_task(_heartbeat(m, ack_wait / 3)) for m in msgs]
+            beats = [asyncio.create_task(_heartbeat_all(msgs, ack_wait / 3))]  # one timer for the run, not one each
             try:
                 with telemetry.span_from_headers(f"{consumer} process batch", msgs[0].headers, {
                         "messaging.consumer.group.name": consumer, "messaging.batch.message_count": len(msgs),
@@ -811,6 +819,14 @@ async def _check_reachable(url: str, timeout: float) -> None:
 
 async def _log_nats_error(exc: Exception) -> None:
     log.warning("NATS: %s", exc or type(exc).__name__)
+
+
+async def _heartbeat_all(msgs: list[Msg], every: float) -> None:
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        while True:
+            await asyncio.sleep(every)
+            for msg in msgs:
+                await msg.in_progress()
 
 
 async def _heartbeat(msg: Msg, every: float) -> None:
