@@ -170,3 +170,22 @@ async def test_with_allow_dirty_a_dirty_checkout_stays_put_and_the_run_says_so(n
     assert merged.warnings and "has local changes" in merged.warnings[0]
     assert "warning:" in describe(merged)  # what `yokeflow run` prints
     assert (git_repo / "README.md").read_text() == "my own edit, not committed\n"  # the person's file is kept
+
+
+async def test_a_run_with_the_sandbox_off_says_so_on_the_screen(nats_server, database_url, unique, git_repo, tmp_path):
+    import asyncio
+
+    from tests.support.processes import service_env
+
+    env = {**service_env(nats_server.url, database_url, unique), "YOKEFLOW_AGENT__SANDBOX": "off",
+           "YOKEFLOW_AGENT__PROVIDER": "sleep:10"}
+    cfg = config(parallel={"strategy": "by_task"}, agent={"provider": "sleep:10", "sandbox": "off"})
+    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
+        result = await asyncio.to_thread(yokeflow, "run", str(write_plan(tmp_path, ONE)), "--repo", str(git_repo),
+                                         "--detach", cwd=tmp_path, env=env, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        run_id = result.stdout.strip()
+        end = await wait_for_end(bus, run_id)
+    assert isinstance(end, ev.RunCompleted), end
+    warning = [line for line in result.stderr.splitlines() if line.startswith(f"WARNING: run {run_id}: ")]
+    assert len(warning) == 1 and "commands run UNCONFINED" in warning[0]

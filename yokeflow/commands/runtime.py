@@ -16,6 +16,7 @@ from shared import telemetry
 from shared.commands import CommandError, check_checkout, check_repo, resolve_target, start_run
 from shared.config import Config, ConfigError, load_config
 from shared.plan import PlanError, load_plan
+from shared.sandbox import OFF_WARNING
 from shared.scrub import scrub
 from yokeflow.errors import CliError
 from yokeflow.progress import describe, follow_run
@@ -209,6 +210,8 @@ async def _execute_run(endpoint: Endpoint, config: Config, plan, repo: Path, ove
                                       allow_dirty=allow_dirty)
         except CommandError as exc:
             raise CliError(str(exc), code=2) from None
+        if started.settings.agent.sandbox.mode == "off":  # loud, on the person's screen, not only in the logs
+            print(f"WARNING: run {started.run_id}: {OFF_WARNING}", file=sys.stderr)
         if detach:
             print(started.run_id)
             return started, None
