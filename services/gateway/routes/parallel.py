@@ -7,13 +7,13 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from shared import commands, readmodel
 from services.gateway import writes
 from services.gateway.deps import (NO_CONTROL, ApiError, BusDep, ConfigDep, DatabaseDep, ProjectId, WaitTimeoutDep)
 from services.gateway.routes.projects import project_or_404
-from services.gateway.routes.runs import RUN_ENDED, StartRun, start_command
+from services.gateway.routes.runs import RUN_ENDED, StartRun, _no_nul, start_command
 
 router = APIRouter(tags=["parallel"])
 
@@ -29,6 +29,12 @@ class ParallelStart(BaseModel):
     strategy: Literal["by_epic", "by_task", "smart"] | None = None
     batch_barrier: bool | None = Field(default=None, description="run batch by batch, as the PRD describes")
     budget_usd: float | None = Field(default=None, gt=0, le=1_000_000, description="the run's hard budget in USD")
+
+    @field_validator("plan")
+    @classmethod
+    def _storable(cls, value: Any, info: Any) -> Any:
+        _no_nul(value, info.field_name)  # refused here as a 422 on `plan`, as POST /api/runs does
+        return value
 
 
 class ParallelCancel(BaseModel):
