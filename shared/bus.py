@@ -192,6 +192,11 @@ class Bus:
                 else:
                     raise
 
+    async def subjects_in(self, filter_subject: str) -> list[str]:
+        """The subjects of the event stream that match `filter_subject` and hold messages (one request)."""
+        info = await self.js.stream_info(self.stream, subjects_filter=filter_subject)
+        return sorted((info.state.subjects or {}).keys())
+
     async def last_seq(self) -> int:
         info = await self.js.stream_info(self.stream)
         return info.state.last_seq
@@ -282,15 +287,23 @@ class Bus:
         return msg.seq or 0
 
     async def append(self, decide: Callable[[list[Event]], Sequence[tuple[Event, str | None]]],
-                     probe: Event, *, attempts: int = 10) -> list[Published]:
+                     probe: Event, *, attempts: int = 10, latest: str | None = None) -> list[Published]:
         """Optimistic write to one aggregate: read its events, decide, append the first new
-        event with the sequence seen, retry on conflict. `probe` names the aggregate."""
+        event with the sequence seen, retry on conflict. `probe` names the aggregate.
+        `latest`: a subject whose last event is all `decide` needs (it gets that one event, or none),
+        read by direct get instead of replaying the aggregate's whole history."""
 
         async def write() -> list[Published]:
-            history = [d async for d in self.read([self.aggregate_filter(probe)])]
-            seq = history[-1].seq if history else 0
+            if latest is not None:
+                seq = await self.aggregate_seq(probe)  # first: a version landing after it fails the append
+                last = await self.last_event(latest)
+                events = [last] if last is not None else []
+            else:
+                history = [d async for d in self.read([self.aggregate_filter(probe)])]
+                seq = history[-1].seq if history else 0
+                events = [d.event for d in history]
             out: list[Published] = []
-            for i, (event, msg_id) in enumerate(decide([d.event for d in history])):
+            for i, (event, msg_id) in enumerate(decide(events)):
                 out.append(await self.publish(event, msg_id=msg_id, expected_seq=seq if i == 0 else None))
             return out
 

@@ -86,7 +86,7 @@ class Learner:
         if info is None or info.ended or not info.enabled:
             return
         if isinstance(e, ev.AgentFinished):
-            await self.learn_from(info, e)
+            await self.learn_from(info, e, redelivered=d.deliveries > 1)
         elif isinstance(e, ev.DiscoveryReported):
             await self.store_discovery(info, e)
         elif isinstance(e, ev.BranchMerged):
@@ -119,7 +119,9 @@ class Learner:
         return [d.event async for d in self.bus.read([subject]) if isinstance(d.event, ev.DiscoveryReported)
                 and (d.event.run_id, d.event.task_id, d.event.attempt) == (e.run_id, e.task_id, e.attempt)]
 
-    async def learn_from(self, info: RunInfo, e: ev.AgentFinished) -> None:
+    async def learn_from(self, info: RunInfo, e: ev.AgentFinished, *, redelivered: bool = True) -> None:
+        """`redelivered` False: this is the event's first delivery, so no earlier learner stored its
+        learning, and the domain's latest version is all there is to read."""
         domain, title = info.tasks.get(e.task_id, ("general", ""))
         for found in await self._discoveries(e, domain):  # stored before this attempt's learning is announced
             await self.store_discovery(info, found)
@@ -137,8 +139,8 @@ class Learner:
                     self.bus, e.project_id, domain, lambda doc: learn(doc, entries, now=e.occurred_at),
                     reason="learned", source=origin.label(), msg_id=f"{key}:ExpertiseUpdated", cause=e,
                     max_lines=info.max_lines, given=self.given.get(e.project_id),
-                    applied=lambda versions: any(v.reason == "learned" and v.source == origin.label()
-                                                 for v in versions))
+                    applied=(lambda versions: any(v.reason == "learned" and v.source == origin.label()
+                                                  for v in versions)) if redelivered else None)
         extracted = e.caused(ev.LearningExtracted, aggregate_id=domain, run_id=e.run_id, task_id=e.task_id,
                              attempt=e.attempt, domain=domain, entries=entries,
                              learnings=[describe(x) for x in entries], expertise_version=version)

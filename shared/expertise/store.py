@@ -31,8 +31,10 @@ async def latest(bus: Bus, project_id: str, domain: str) -> ev.ExpertiseUpdated 
 
 
 async def domains(bus: Bus, project_id: str) -> list[str]:
+    # from the subjects alone (a domain is its aggregate's id, already a subject token): replaying every
+    # version of every document grew with each version
     subject = bus.type_filter("ExpertiseUpdated", project=ev.subject_token(project_id), aggregate="expertise")
-    return sorted({d.event.domain async for d in bus.read([subject]) if isinstance(d.event, ev.ExpertiseUpdated)})
+    return sorted({s.split(".")[-2] for s in await bus.subjects_in(subject)})
 
 
 def document_of(update: ev.ExpertiseUpdated | None, domain: str) -> Document:
@@ -48,17 +50,18 @@ Change = Callable[[Document], Document]
 
 async def append(bus: Bus, project_id: str, domain: str, change: Change, *, reason: str, source: str,
                  msg_id: str, max_lines: int, cause: ev.Event | None = None, given: dict[str, int] | None = None,
-                 applied: Callable[[list[ev.ExpertiseUpdated]], bool] = lambda history: False) -> int:
+                 applied: Callable[[list[ev.ExpertiseUpdated]], bool] | None = None) -> int:
     """Apply `change` to the domain's latest document and append the result as a new version, unless
     nothing changed or `applied(history)` says this change is already in. Returns the version that
-    holds it. Two writers never lose each other's change (optimistic concurrency on the aggregate)."""
+    holds it. Two writers never lose each other's change (optimistic concurrency on the aggregate).
+    Without `applied` only the latest version is read (the whole history grows with every version)."""
     outcome = {"version": 0}
 
     def decide(events: list[ev.Event]) -> list[tuple[ev.Event, str]]:
         updates = [e for e in events if isinstance(e, ev.ExpertiseUpdated)]
         current = updates[-1] if updates else None
         outcome["version"] = current.version if current else 0
-        if applied(updates):
+        if applied is not None and applied(updates):
             return []
         doc = prune(change(document_of(current, domain)), max_lines, given=given)
         if current is not None and current.document == doc:
@@ -72,7 +75,8 @@ async def append(bus: Bus, project_id: str, domain: str, change: Change, *, reas
                   else ev.ExpertiseUpdated(project_id=project_id, **fields))
         return [(update, msg_id)]
 
-    await bus.append(decide, _probe(project_id, domain))
+    probe = _probe(project_id, domain)
+    await bus.append(decide, probe, latest=None if applied is not None else bus.subject_of(probe))
     return outcome["version"]
 
 
