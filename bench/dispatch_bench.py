@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import msgspec  # noqa: E402
+
 from shared import events as ev  # noqa: E402
 from shared.commands import start_run  # noqa: E402
 from shared.config import parse_config  # noqa: E402
@@ -66,7 +68,7 @@ async def one_run(servers: EmbeddedServers, tag: str, args, barrier: bool) -> di
         await bus.close()
         await system.stop()
     assert isinstance(end, ev.RunCompleted), end
-    return {"wall_s": wall, **end.stats["dependency_ready_latency_s"]}
+    return {"wall_s": wall, **msgspec.to_builtins(end.stats.dependency_ready_latency_s)}
 
 
 async def main() -> None:

@@ -134,6 +134,21 @@ class ConflictToResolve(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = ""
 
 
+class LatencySummary(msgspec.Struct, frozen=True, kw_only=True):
+    count: int = 0
+    mean: float = 0.0
+    p50: float = 0.0
+    max: float = 0.0
+
+
+class RunStats(msgspec.Struct, frozen=True, kw_only=True):
+    """How a run went, for benchmarks and the UI (RunCompleted / RunFailed)."""
+
+    attempts: int = 0  # every attempt of every task
+    # from a task's last hard dependency merged to its TaskReady
+    dependency_ready_latency_s: LatencySummary = msgspec.field(default_factory=LatencySummary)
+
+
 def task_aggregate_id(run_id: str, task_id: str) -> str:
     return f"{subject_token(run_id)}-{subject_token(task_id)}"
 
@@ -218,7 +233,7 @@ class RunCompleted(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "run"
     run_id: str
     counts: dict[str, int] = {}
-    stats: dict[str, Any] = {}
+    stats: RunStats = msgspec.field(default_factory=RunStats)
 
 
 class RunFailed(Event, frozen=True, kw_only=True):
@@ -226,7 +241,7 @@ class RunFailed(Event, frozen=True, kw_only=True):
     run_id: str
     reason: str = ""
     counts: dict[str, int] = {}
-    stats: dict[str, Any] = {}
+    stats: RunStats = msgspec.field(default_factory=RunStats)
 
 
 # ---------------------------------------------------------------- task

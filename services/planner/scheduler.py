@@ -448,17 +448,17 @@ class RunState:
         out["total"] = len(self.tasks)
         return out
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ev.RunStats:
         lat = self.ready_latencies
-        return {
-            "dependency_ready_latency_s": {
-                "count": len(lat),
-                "mean": round(statistics.fmean(lat), 4) if lat else 0.0,
-                "p50": round(statistics.median(lat), 4) if lat else 0.0,
-                "max": round(max(lat), 4) if lat else 0.0,
-            },
-            "attempts": sum(t.attempt for t in self.tasks.values()),
-        }
+        return ev.RunStats(
+            dependency_ready_latency_s=ev.LatencySummary(
+                count=len(lat),
+                mean=round(statistics.fmean(lat), 4) if lat else 0.0,
+                p50=round(statistics.median(lat), 4) if lat else 0.0,
+                max=round(max(lat), 4) if lat else 0.0,
+            ),
+            attempts=sum(t.attempt for t in self.tasks.values()),
+        )
 
 
 _SHARED = {"plan", "deps", "resolution", "batch_index", "remaining", "invalid", "lane_key", "lane_members",

@@ -48,7 +48,7 @@ def document_of(update: ev.ExpertiseUpdated | None, domain: str) -> Document:
 Change = Callable[[Document], Document]
 
 
-async def append(bus: Bus, project_id: str, domain: str, change: Change, *, reason: str, source: str,
+async def append(bus: Bus, project_id: str, domain: str, change: Change, *, reason: ev.ExpertiseReason, source: str,
                  msg_id: str, max_lines: int, cause: ev.Event | None = None, given: dict[str, int] | None = None,
                  applied: Callable[[list[ev.ExpertiseUpdated]], bool] | None = None) -> int:
     """Apply `change` to the domain's latest document and append the result as a new version, unless

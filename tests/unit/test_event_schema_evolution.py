@@ -62,6 +62,12 @@ def test_dict_payloads_of_version_1_decode_into_their_types():
     assert conflicted.conflicts == [ev.Conflict(path="todo/cli.py", kind="content")]
     assert ev.decode((V1 / "ConflictEscalated.json").read_bytes()).conflicts[0].path == "todo/cli.py"
     assert ev.decode((V1 / "BranchMerged.json").read_bytes()).status == "merged"
+    failed = ev.decode((V1 / "RunFailed.json").read_bytes())
+    assert failed.stats.attempts == 3 and failed.stats.dependency_ready_latency_s.count == 0
+    ready = ev.decode((V1 / "TaskReady.json").read_bytes())
+    assert ready.previous_attempt.attempt == 1 and ready.previous_attempt.checks[0].passed is False
+    assert ready.conflict.conflicts[0].path == "todo/cli.py" and ready.dependency_summaries[0].task_id == "t1"
+    assert ev.decode((V1 / "TaskFailed.json").read_bytes()).type == "TaskFailed"
 
 
 def test_a_value_outside_a_closed_set_is_refused_by_name():

@@ -120,7 +120,7 @@ def test_run_completes_with_counts_and_latency_stats():
         out = apply_all(state, decide(state))
     assert out[-1].type == "RunCompleted"
     assert out[-1].counts["done"] == 4
-    assert out[-1].stats["dependency_ready_latency_s"]["count"] == 3
+    assert out[-1].stats.dependency_ready_latency_s.count == 3
     assert decide(state) == []
 
 
