@@ -20,6 +20,7 @@ from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 from shared import metrics, telemetry
 from shared.events import Event, UnknownEvent, decode, delivery_failed, encode, subject_token
 from shared.subjects import Subjects
+from shared.payload import fit
 from shared.scrub import scrub, scrub_bytes
 
 log = logging.getLogger("yokeflow.bus")
@@ -220,7 +221,12 @@ class Bus:
             clean = scrub_bytes(data)  # no secret is ever stored: every field passes the one scrubber
             if clean is not data:
                 event = decode(clean)
-            if len(clean) > self.max_payload:  # one line naming the limit, not nats-py's MaxPayloadError
+            room = self.max_payload - sum(len(k) + len(v) + 4 for k, v in headers.items()) - 64
+            if len(clean) > room and (cut := fit(event.type, clean, room)) is not None:
+                log.warning("%s for %s %s was %s bytes: its longest texts were cut to fit the max payload",
+                            event.type, event.aggregate, event.aggregate_id, f"{len(clean):,}")
+                clean, event = cut, decode(cut)
+            if len(clean) > room:  # one line naming the limit, not nats-py's MaxPayloadError
                 raise BusError(f"{event.type} for {event.aggregate} {event.aggregate_id} is {len(clean):,} bytes, over "
                                f"the NATS max payload of {self.max_payload:,} bytes: make it smaller or raise "
                                f"max_payload on the server")
@@ -685,6 +691,9 @@ class Bus:
         headers: dict[str, str] = {}
         telemetry.inject(headers)
         payload = scrub(json.dumps(data, default=str)).encode()
+        room = self.max_payload - 1024
+        if len(payload) > room:  # telemetry too: its longest texts cut, never a MaxPayloadError
+            payload = fit("log", payload, room) or json.dumps({"cut": f"a {kind} record of {len(payload):,} bytes"}).encode()
         if stored:
             await self.js.publish(subject, payload, stream=self.log_stream, headers=headers or None)
         else:
