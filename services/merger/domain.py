@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from shared import events as ev
 from shared.lanes import Lane, lane_of
-from shared.plan import PlanError, parse_plan
+from shared.plan import Plan, PlanError, parse_plan
 
 ENDINGS = (ev.RunCompleted, ev.RunFailed, ev.RunCancelled)
 
@@ -28,15 +28,32 @@ class RunView:
     reset: dict[tuple[str, int], ev.BranchReset] = field(default_factory=dict)  # (task, attempt) set aside
     ended: bool = False
     _lanes: dict[str, Lane] | None = None
+    _plan: Plan | None = None
+    _plan_parsed: bool = False
+
+    def plan(self) -> Plan | None:
+        """The run's plan, parsed once; None when it does not parse (the scheduler fails such a run)."""
+        if not self._plan_parsed:
+            self._plan_parsed = True
+            try:
+                self._plan = parse_plan(self.started.plan)
+            except PlanError:
+                self._plan = None
+        return self._plan
 
     def lanes(self) -> dict[str, Lane]:
         """Task id -> smart lane, computed from the plan as the scheduler computes it."""
         if self._lanes is None:
-            try:
-                self._lanes = lane_of(parse_plan(self.started.plan))
-            except PlanError:  # the scheduler fails such a run before any task runs
-                self._lanes = {}
+            plan = self.plan()
+            self._lanes = lane_of(plan) if plan is not None else {}
         return self._lanes
+
+    def task_title(self, task_id: str) -> str:
+        plan = self.plan()
+        try:
+            return plan.task(task_id).title if plan is not None else ""
+        except KeyError:
+            return ""
 
 
 class MergerState:

@@ -83,7 +83,7 @@ class Merger:
             await self._conflicted(view, action, cause, [], f"the resolution accepted is {action.commit[:12]} but "
                                    f"{action.branch} is at {head[:12]}: accept its head, or retry the merge", head)
             return
-        title = _task_title(run.plan, action.task_id)
+        title = view.task_title(action.task_id)
         message = f"Merge task {action.task_id}: {title}\n\n" + "".join(f"{k}: {v}\n" for k, v in trailers.items())
         try:
             began = time.monotonic()
@@ -199,14 +199,6 @@ class Merger:
                     ("RunStarted", "BatchesComputed", "AgentFinished", "MergeRequested", "BranchMerged", "BranchReset",
                      "BatchMerged", "RunCompleted", "RunFailed", "RunCancelled")]
         await self.bus.consume("merger", subjects, self.handle, stop=stop, ack_wait=self.ack_wait, max_deliver=5)
-
-
-def _task_title(plan: dict, task_id: str) -> str:
-    for epic in plan.get("epics", []):
-        for task in epic.get("tasks", []):
-            if str(task.get("id")) == task_id:
-                return str(task.get("title", ""))
-    return ""
 
 
 def _worktree_name(path: str) -> str:

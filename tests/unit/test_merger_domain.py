@@ -107,3 +107,12 @@ def test_a_persons_accept_pins_the_commit_and_a_rerun_sets_the_attempt_aside_onc
     assert domain.decide(view, rerun).recorded == reset  # a repeat re-announces, never resets twice
     _, view = fold(finished("a"), merged("a"))
     assert isinstance(domain.decide(view, rerun), domain.Ignore)  # merged already: nothing to rerun
+
+
+def test_a_merge_commit_is_titled_from_the_plan_parsed_once():
+    view = domain.RunView(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", repo_path="/repo", plan={
+        "name": "x", "epics": [{"id": "E", "name": "E", "tasks": [{"id": 7, "title": "Seven"}]}]}))
+    assert view.task_title("7") == "Seven" and view.task_title("missing") == ""
+    assert view.plan() is view.plan()
+    broken = domain.RunView(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", repo_path="/repo", plan={}))
+    assert broken.task_title("7") == "" and broken.lanes() == {}
