@@ -13,7 +13,7 @@ from services.executor.agent.tools import Sandbox, ToolRefused
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except OSError:  # gone (FileNotFoundError), or going while read (ProcessLookupError)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
