@@ -102,6 +102,7 @@ class KeyProxy:
     def __init__(self, socket_path: Path, base_url: str, api_key: str, meter: Meter | None = None):
         self.socket_path, self.api_key, self.meter = socket_path, api_key, meter
         self.refused: str | None = None  # why the budget stopped a call, if it did
+        self._settling: set[asyncio.Future] = set()
         url = urlsplit(base_url or DEFAULT_BASE_URL)
         self.tls = url.scheme == "https"
         self.host, self.port = url.hostname or "127.0.0.1", url.port or (443 if self.tls else 80)
@@ -117,6 +118,8 @@ class KeyProxy:
         if self.server:
             self.server.close()
             await self.server.wait_closed()
+        if self._settling:  # every call's cost is settled and recorded before the step ends
+            await asyncio.gather(*list(self._settling), return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -158,8 +161,10 @@ class KeyProxy:
                         await writer.drain()
                     up_w.close()
                 finally:
-                    if metered:
-                        await asyncio.shield(self.meter.settle(hold, model, usage_of_answer(bytes(answer))))
+                    if metered:  # a task of its own: it completes even when this handler is torn down
+                        settling = asyncio.ensure_future(self.meter.settle(hold, model, usage_of_answer(bytes(answer))))
+                        self._settling.add(settling)
+                        settling.add_done_callback(self._settling.discard)
                 break  # the upstream closed: so does this connection (the client reconnects)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, OSError):
             pass
