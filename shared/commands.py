@@ -119,13 +119,21 @@ async def cancel_run(bus: Bus, project_id: str, run_id: str, reason: str = "canc
     return e
 
 
+def resolution_digest(files: dict[str, str]) -> str:
+    from shared.gitops.resolved import digest
+
+    return digest(files)
+
+
 async def request_merge(bus: Bus, project_id: str, run_id: str, task_id: str, requested_by: str = "person", *,
-                        action: str = "retry", commit: str = "", attempt: int = 0) -> ev.MergeRequested:
+                        action: str = "retry", commit: str = "", attempt: int = 0,
+                        files: dict[str, str] | None = None) -> ev.MergeRequested:
     """A person's action on a conflicted task (ev.MergeRequested): retry, accept `commit`, or rerun.
     An accept is keyed by the commit and a rerun by the attempt it sets aside: asking twice is one request."""
     e = ev.MergeRequested(project_id=project_id, aggregate_id=ev.task_aggregate_id(run_id, task_id), run_id=run_id,
                           task_id=task_id, requested_by=requested_by, correlation_id=run_id, action=action,
-                          commit=commit)
-    key = {"accept": f"{run_id}:{task_id}:accept:{commit}", "rerun": f"{run_id}:{task_id}:{attempt}:rerun"}.get(action)
+                          commit=commit, files=dict(files or {}))
+    key = {"accept": f"{run_id}:{task_id}:accept:{commit}", "rerun": f"{run_id}:{task_id}:{attempt}:rerun",
+           "resolve": f"{run_id}:{task_id}:resolve:{commit}:{resolution_digest(files or {})}"}.get(action)
     await bus.publish(e, msg_id=key)
     return e

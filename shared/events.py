@@ -64,7 +64,7 @@ class Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
 AgentOutcome = Literal["success", "failure", "cancelled", "rate_limited", "budget"]
 MergeStatus = Literal["merged", "up_to_date"]
 TaskPurpose = Literal["task", "resolve_conflict"]
-MergeAction = Literal["retry", "accept", "rerun"]
+MergeAction = Literal["retry", "accept", "rerun", "resolve"]
 BudgetScope = Literal["run", "project"]
 ExpertiseReason = Literal["", "learned", "import", "rollback", "validate"]
 Domain = Literal["database", "api", "frontend", "testing", "security", "deployment", "general"]  # shared/plan DOMAINS
@@ -366,7 +366,8 @@ class WorktreeCreated(Event, frozen=True, kw_only=True):
 class MergeRequested(Event, frozen=True, kw_only=True):
     """A person acts on a conflicted (or never merged) task: `retry` merges the branch again (the
     target may have moved), `accept` merges the branch only while its head is `commit` (a
-    resolution the person pushed), `rerun` sets the branch aside and runs the task again on the
+    resolution the person pushed), `resolve` commits `files` (the person's resolution, written in the
+    web UI) as the merge of the target into the branch, then merges it, `rerun` sets the branch aside and runs the task again on the
     target as it is now (the merger resets the branch: BranchReset; the planner starts a new attempt)."""
 
     aggregate: ClassVar[str] = "merge"
@@ -375,7 +376,8 @@ class MergeRequested(Event, frozen=True, kw_only=True):
     branch: str = ""
     requested_by: str = ""
     action: MergeAction = "retry"
-    commit: str = ""  # accept: the commit accepted as the resolution (the branch's head)
+    commit: str = ""  # accept: the commit accepted as the resolution; resolve: the branch head resolved against
+    files: dict[str, str] = {}  # resolve: each conflicting file's resolved content, written in the web UI
 
 
 class BranchMerged(Event, frozen=True, kw_only=True):

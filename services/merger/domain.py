@@ -93,7 +93,8 @@ class Merge:
     branch: str
     attempt: int
     recorded: ev.BranchMerged | None = None
-    commit: str = ""  # accept: merge only while the branch's head is this commit
+    commit: str = ""  # accept: merge only while the branch's head is this commit; resolve: the head resolved against
+    files: dict[str, str] | None = None  # resolve: commit these contents on the branch first
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ def decide(view: RunView, e: ev.Event) -> Action:
             if recorded is not None or e.task_id in view.merged and view.merged[e.task_id].attempt >= attempt:
                 return Ignore(f"rerun of task {e.task_id} requested but it is merged already")
             return Reset(e.task_id, branch, attempt, e.requested_by, view.reset.get((e.task_id, attempt)))
+        if e.action == "resolve":
+            return Merge(e.task_id, branch, attempt, recorded, commit=e.commit, files=dict(e.files))
         return Merge(e.task_id, branch, attempt, recorded, commit=e.commit if e.action == "accept" else "")
     return Ignore()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from shared import gitserve, metrics, telemetry
 from shared.bus import Bus, Delivery
 from shared.config import Config
 from shared.gitops import GitError, WorktreeManager, find_commit, head_of, merge_branch, set_aside
+from shared.gitops.resolved import commit_resolution
 from services.merger import domain
 from services.merger.domain import RunView
 
@@ -79,6 +81,14 @@ class Merger:
             else:
                 await self._conflicted(view, action, cause, [], f"branch {action.branch} does not exist")
             return
+        if action.files:  # the person's resolution from the web UI: committed on the branch, then merged
+            try:
+                head = await asyncio.to_thread(commit_resolution, run.repo_path, action.branch, target=target,
+                                               files=action.files, expected_head=action.commit)
+            except GitError as exc:
+                await self._conflicted(view, action, cause, [], f"resolution not committed: {exc}", head)
+                return
+            action = dataclasses.replace(action, commit=head, files=None)
         if action.commit and head != action.commit:  # accept: what the person accepted, nothing since
             await self._conflicted(view, action, cause, [], f"the resolution accepted is {action.commit[:12]} but "
                                    f"{action.branch} is at {head[:12]}: accept its head, or retry the merge", head)

@@ -111,3 +111,35 @@ async def test_a_conflicted_task_is_rerun_as_a_new_attempt_on_the_new_main(
     # attempt 2 started from main with the winner's greeting and wrote its own over it: no conflict
     assert git(git_repo, "show", "main:greeting.txt") == f"hello from {loser.upper()}"
     assert git(git_repo, "merge-base", "--is-ancestor", main_before, merged.commit) == ""
+
+
+async def test_a_resolution_written_in_the_page_is_committed_on_the_branch_and_merged(
+        nats_server, database_url, unique, git_repo, tmp_path):
+    async with running_system(nats_server.url, database_url, unique, _config(tmp_path), gateway=True,
+                              gateway_port=0, gateway_token=TOKEN) as (system, bus):
+        async with client(system.gateway_url, timeout=60) as http:
+            run, loser = await _conflicted_run(system, bus, http, git_repo)
+            view = (await http.get(f"/api/runs/{run}/tasks/{loser}/conflict")).json()
+            url = f"/api/runs/{run}/tasks/{loser}/resolve"
+            head = view["branch_head"]
+            marked = await http.post(url, json={"action": "resolve", "commit": head,
+                                                 "files": {"greeting.txt": view["files"][0]["marked"]}})
+            assert marked.status_code == 422 and marked.json()["field"] == "files.greeting.txt"
+            assert "conflict markers" in marked.json()["detail"]
+            other = await http.post(url, json={"action": "resolve", "commit": head, "files": {"other.txt": "x\n"}})
+            assert other.status_code == 422 and other.json()["field"] == "files.other.txt"
+            none = await http.post(url, json={"action": "resolve", "commit": head, "files": {}})
+            assert none.status_code == 422 and none.json()["field"] == "files.greeting.txt"
+            stale = await http.post(url, json={"action": "resolve", "commit": "1" * 40,
+                                                "files": {"greeting.txt": "hi\n"}})
+            assert stale.status_code == 409 and stale.json()["field"] == "commit"
+            done = await http.post(url, json={"action": "resolve", "commit": head, "requested_by": "ada",
+                                               "files": {"greeting.txt": "hello from A and B\n"}})
+            assert done.status_code == 202, done.text
+            assert isinstance(await wait_for_end(bus, run), ev.RunCompleted)
+            events = await events_of(bus, run)
+    merged = next(e for e in events if isinstance(e, ev.BranchMerged) and e.task_id == loser)
+    resolution = git(git_repo, "rev-parse", f"{merged.commit}^2")
+    assert git(git_repo, "rev-parse", f"{resolution}^1") == head  # committed on the branch, on what was shown
+    assert "YokeFlow-Resolution:" in git(git_repo, "log", "-1", "--format=%B", resolution)
+    assert git(git_repo, "show", "main:greeting.txt") == "hello from A and B"

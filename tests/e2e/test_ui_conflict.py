@@ -1,6 +1,7 @@
 """A conflict in the web UI, in a real headless Chromium against the whole system (replayed agents
 that write the same file): the conflict panel shows the file as ours / theirs / base and with its
-conflict markers, and the person reruns the task on the new main from the page; the run finishes.
+conflict markers; a resolution with markers left is refused and marked; the person writes the
+resolution in the page and it is committed on the task's branch and merged; the run finishes.
 Screenshots in $YOKEFLOW_TEST_ARTIFACTS/ui (default test-artifacts/ui)."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tests.support.system import events_of, next_event, running_system, wait_for
 pytestmark = pytest.mark.e2e
 
 
-async def test_the_ui_shows_a_conflict_and_reruns_the_task_on_the_new_main(
+async def test_the_ui_shows_a_conflict_and_merges_the_resolution_written_in_the_page(
         nats_server, database_url, unique, git_repo, tmp_path):
     chromium = require_tool("chromium")
     from playwright.async_api import async_playwright
@@ -42,27 +43,33 @@ async def test_the_ui_shows_a_conflict_and_reruns_the_task_on_the_new_main(
             await page.goto(f"{system.gateway_url}/?token={TOKEN}")
             item = page.locator(f"#conflicts .conflict-item[data-task-id={loser}]")
             await item.get_by_role("button", name="Resolve…").click()
-            marked = page.locator("#task-panel pre[aria-label='marked greeting.txt']")
-            await marked.wait_for()
-            text = await marked.inner_text()
+            box = page.locator("#task-panel textarea[aria-label='resolution of greeting.txt']")
+            await box.wait_for()
+            text = await box.input_value()
             assert text.startswith("<<<<<<< main") and f"hello from {loser.upper()}" in text
             assert "still conflicts" in await page.inner_text("#task-panel")
             sides = await page.text_content("#task-panel .conflict-file .sides")
             assert "ours (main)" in sides and "(absent)" in sides  # both added the file: no base
             await page.screenshot(path=str(shots / "conflict-panel.png"))
 
-            page.once("dialog", lambda dialog: dialog.accept())
-            await page.get_by_role("button", name="Rerun on main").click()
-            await page.get_by_text(f"Task {loser} will run again on main.").wait_for()
-            reset = await next_event(bus, lambda e: isinstance(e, ev.BranchReset) and e.run_id == run, 30)
-            assert reset.requested_by == "web ui"
+            # markers left in: refused, naming the file, which the page marks
+            await page.get_by_role("button", name="Merge my resolution").click()
+            await page.locator("#task-panel .message-error").wait_for()
+            assert "files.greeting.txt" in await page.inner_text("#task-panel .message-error")
+            assert await page.locator("#task-panel textarea.resolution.invalid").count() == 1
+            # the person writes the resolution in the page and merges it
+            await box.fill("hello from A and B\n")
+            await page.get_by_role("button", name="Merge my resolution").click()
+            await page.get_by_text("Resolution committed on the branch; merge requested.").wait_for()
+            asked = await next_event(bus, lambda e: isinstance(e, ev.MergeRequested) and e.run_id == run, 30)
+            assert asked.action == "resolve" and asked.requested_by == "web ui"
             assert isinstance(await wait_for_end(bus, run, 60), ev.RunCompleted)
             await page.click("#task-panel .close")
             await page.wait_for_selector(".run-status.status-completed")
             assert await page.inner_text("#conflicts") == "none"
-            await page.screenshot(path=str(shots / "conflict-rerun-completed.png"), full_page=True)
+            await page.screenshot(path=str(shots / "conflict-resolved-completed.png"), full_page=True)
             await browser.close()
             assert errors == [], errors
         events = await events_of(bus, run)
-    assert [e.attempt for e in events if isinstance(e, ev.TaskReady) and e.task_id == loser] == [1, 2]
-    assert git(git_repo, "show", "main:greeting.txt") == f"hello from {loser.upper()}"
+    assert [e.attempt for e in events if isinstance(e, ev.TaskReady) and e.task_id == loser] == [1]
+    assert git(git_repo, "show", "main:greeting.txt") == "hello from A and B"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,12 +12,15 @@ from shared import commands
 from shared import readmodel
 from shared.gitops import head_of
 from shared.gitops.errors import GitError
+from shared.gitops.resolved import ResolutionRefused, check_files
 from services.gateway import gitview, writes
 from services.gateway.deps import NO_CONTROL, SEQ_MAX, ApiError, BusDep, DatabaseDep, RunId, TaskId, WaitTimeoutDep
 from services.gateway.logs import read_task_log
 from services.gateway.routes.runs import run_or_404
 
 router = APIRouter(tags=["tasks"])
+
+MAX_RESOLVED_BYTES = 512 * 1024  # a resolution travels in one event (NATS messages are 1 MiB by default)
 
 
 async def _task_or_404(database: DatabaseDep, run_id: str, task_id: str) -> dict[str, Any]:
@@ -75,11 +78,17 @@ async def task_diff(run_id: RunId, task_id: TaskId, database: DatabaseDep) -> di
 
 class Resolve(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    action: Literal["retry", "accept", "rerun"] = Field(description=(
+    action: Literal["retry", "accept", "resolve", "rerun"] = Field(description=(
         "retry: merge the branch again (the target moved); accept: merge the resolution `commit` a person "
-        "pushed to the task's branch; rerun: set the branch aside and run the task again on the target as it is"))
+        "pushed to the task's branch; resolve: commit `files` (each conflicting file's resolved content) on the "
+        "branch as the merge of the target, then merge; rerun: set the branch aside and run the task again on "
+        "the target as it is"))
     commit: str = Field(default="", max_length=40, pattern=r"^([0-9a-f]{40})?$",
-                        description="accept: the branch's head commit being accepted (GET …/conflict: branch_head)")
+                        description="accept: the branch's head being accepted; resolve: the branch head the files "
+                                    "were resolved against (GET …/conflict: branch_head)")
+    files: dict[Annotated[str, Field(min_length=1, max_length=1000, pattern=NO_CONTROL)],
+                Annotated[str, Field(max_length=MAX_RESOLVED_BYTES, pattern=r"^[^\x00]*$")]] = Field(
+        default_factory=dict, max_length=200, description="resolve: path -> resolved content, no conflict markers")
     requested_by: str = Field(default="api", min_length=1, max_length=200, pattern=NO_CONTROL)
 
 
@@ -138,6 +147,34 @@ async def conflict_detail(run_id: RunId, task_id: TaskId, database: DatabaseDep)
             "attempt": task["attempt"], "reason": task["reason"], "recorded_files": recorded, **view}
 
 
+async def _check_resolution(database: DatabaseDep, run_id: str, task: dict[str, Any], body: "Resolve") -> None:
+    """Refuse a resolution that cannot be committed, naming the file (the merger checks it again)."""
+    if not body.commit:
+        raise ApiError(422, "commit is required to resolve: the branch head the files were resolved against "
+                            f"(GET /api/runs/{run_id}/tasks/{task['id']}/conflict: branch_head)", "commit")
+    if sum(len(v.encode()) for v in body.files.values()) > MAX_RESOLVED_BYTES:
+        raise ApiError(422, f"files: more than {MAX_RESOLVED_BYTES // 1024} KiB in all; resolve large files in the "
+                            "task's worktree and accept the commit instead", "files")
+    run = await run_or_404(database, run_id)
+    try:
+        view = await asyncio.to_thread(gitview.conflict_view, run["repo_path"], run["target_branch"] or "main",
+                                       branch=task["branch"] or "", attempt_commit=task["commit"] or "",
+                                       recorded_paths=[])
+    except GitError as exc:
+        raise ApiError(409, f"cannot resolve task {task['id']} here: {exc}", "task_id") from None
+    if view["branch_head"] != body.commit:
+        raise ApiError(409, f"{task['branch']} moved to {view['branch_head'][:12]} since {body.commit[:12]} was "
+                            "shown: reload the conflict and resolve again", "commit")
+    binary = [f["path"] for f in view["files"] if f["binary"]]
+    if binary:
+        raise ApiError(422, f"files: {', '.join(binary)} are binary: resolve them in the task's worktree and accept "
+                            "the commit", "files")
+    try:
+        check_files({f["path"] for f in view["files"]}, body.files)
+    except ResolutionRefused as exc:
+        raise ApiError(422, str(exc), exc.field) from None
+
+
 @router.post("/api/runs/{run_id}/tasks/{task_id}/resolve", status_code=202)
 async def resolve(run_id: RunId, task_id: TaskId, body: Resolve, bus: BusDep, database: DatabaseDep,
                   wait_timeout: WaitTimeoutDep, wait: bool = False) -> dict[str, Any]:
@@ -155,9 +192,12 @@ async def resolve(run_id: RunId, task_id: TaskId, body: Resolve, bus: BusDep, da
         if head != body.commit:
             raise ApiError(409, f"{task['branch']} is at {str(head)[:12]}, not {body.commit[:12]}: accept its head, "
                                 "or push the resolution first", "commit")
+    if body.action == "resolve":
+        await _check_resolution(database, run_id, task, body)
     requested = await commands.request_merge(bus, task["project_id"], run_id, task_id, requested_by=body.requested_by,
-                                             action=body.action, commit=body.commit, attempt=int(task["attempt"] or 0))
+                                             action=body.action, commit=body.commit, attempt=int(task["attempt"] or 0),
+                                             files=body.files)
     landed = await writes.settle(bus, database, requested, wait=wait, timeout=wait_timeout)
     return {"run_id": run_id, "task_id": task_id, "action": body.action,
-            "status": {"retry": "merge_requested", "accept": "merge_requested", "rerun": "rerun_requested"}[body.action],
+            "status": "rerun_requested" if body.action == "rerun" else "merge_requested",
             **landed}

@@ -198,12 +198,12 @@ export async function showConflict(node, runId, c, { onDone, onClose }) {
   const view = await api(`/api/runs/${enc(runId)}/tasks/${enc(c.task_id)}/conflict`);
   const status = el("p", { class: "message message-info", hidden: true });
   const say = (text, kind = "info") => { status.textContent = text; status.className = `message message-${kind}`; status.hidden = false; };
-  const act = async (body, done) => {
+  const act = async (body, done, onError) => {
     try {
       await api(`/api/runs/${enc(runId)}/tasks/${enc(c.task_id)}/resolve`, { method: "POST", body: { requested_by: "web ui", ...body } });
       say(done);
       onDone();
-    } catch (err) { say(err.message, "error"); }
+    } catch (err) { say(err.message, "error"); if (onError) onError(err); }
   };
   const target = view.target_branch || "main";
   const state = view.clean_now
@@ -212,9 +212,8 @@ export async function showConflict(node, runId, c, { onDone, onClose }) {
   const files = view.files.map((f) => el("section", { class: "conflict-file", dataset: { path: f.path } },
     el("h3", {}, `${f.path} · ${f.kind}`),
     f.binary ? el("p", { class: "none" }, "binary file: resolve it in the worktree") : [
-      el("p", { class: "label" }, "As git merge leaves it (conflict markers)"),
-      el("pre", { class: "marked", "aria-label": `marked ${f.path}` }, (f.marked || "").split("\n").map((l) => el("span", {
-        class: /^(<{7}|>{7}) /.test(l) || l === "=======" ? "marker" : "" }, `${l}\n`))),
+      el("p", { class: "label" }, "Your resolution: as git merge leaves it, edit until no conflict marker is left"),
+      resolutionBox(f),
       el("div", { class: "sides" },
         side(`ours (${target})`, f.ours), side(`theirs (${view.branch})`, f.theirs), side("base", f.base))],
     f.truncated ? el("p", { class: "reason" }, "cut at 256 KiB") : null));
@@ -230,14 +229,29 @@ export async function showConflict(node, runId, c, { onDone, onClose }) {
       view.branch_moved ? ` (“${view.branch_head_message}”)` : "", " · worktree ", el("code", {}, c.worktree || "—")),
     el("div", { class: "actions resolve-actions" },
       el("button", { onclick: () => act({ action: "retry" }, "Merge requested again.") , title: `merge ${view.branch} again (${target} may have moved)` }, "Retry merge"),
+      view.files.length && !view.files.some((f) => f.binary) ? el("button", { class: "primary",
+        title: `commit your resolution on ${view.branch} as the merge of ${target}, then merge it`,
+        onclick: () => {
+          node.querySelectorAll(".invalid").forEach((n) => n.classList.remove("invalid"));
+          const files = Object.fromEntries([...node.querySelectorAll("textarea.resolution")].map((t) => [t.dataset.path, t.value]));
+          act({ action: "resolve", commit: view.branch_head, files }, "Resolution committed on the branch; merge requested.",
+            (err) => { const bad = err.body && node.querySelector(`[data-field="${CSS.escape(err.body.field || "")}"]`); if (bad) bad.classList.add("invalid"); });
+        } }, "Merge my resolution") : null,
       accept,
       el("button", { class: "danger", title: `set the branch aside and run the task again on ${target} as it is now`,
         onclick: () => { if (confirm(`Rerun task ${c.task_id} on ${target} as it is now? Its branch is set aside (kept at a ref).`))
           act({ action: "rerun" }, `Task ${c.task_id} will run again on ${target}.`); } }, `Rerun on ${target}`)),
-    el("p", { class: "hint" }, `To resolve by hand: in ${c.worktree || "the task's worktree"}, git merge ${target}, fix the files, commit, then Accept.`),
+    el("p", { class: "hint" }, `Resolve below and Merge my resolution; or in ${c.worktree || "the task's worktree"}: git merge ${target}, fix the files, commit, then Accept.`),
     status, ...files);
   node.classList.add("wide");
   node.hidden = false;
+}
+
+function resolutionBox(f) {
+  const box = el("textarea", { class: "resolution", spellcheck: "false", "aria-label": `resolution of ${f.path}`,
+    dataset: { path: f.path, field: `files.${f.path}` }, rows: String(Math.min(18, Math.max(4, (f.marked || "").split("\n").length + 1))) });
+  box.value = f.marked || "";
+  return box;
 }
 
 function side(label, text) {
