@@ -836,7 +836,7 @@ async def _check_reachable(url: str, timeout: float) -> None:
             return
         except (OSError, asyncio.TimeoutError):
             continue
-    raise BusError(f"cannot reach NATS at {url}: connection refused or timed out")
+    raise BusError(f"cannot reach NATS at {scrub(url)}: connection refused or timed out")
 
 
 async def _log_nats_error(exc: Exception) -> None:

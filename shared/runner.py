@@ -12,9 +12,10 @@ from typing import Awaitable, Callable
 from shared import probes, telemetry
 from shared.bus import Bus, BusError
 from shared.config import ConfigError, config_dir, load_config
-from shared.scrub import install_log_scrubber
+from shared.scrub import install_log_scrubber, scrub
 
 Serve = Callable[..., Awaitable[None]]
+CONNECT_PATIENCE_S = 60.0  # how long a starting service waits for its NATS server
 
 
 def service_main(name: str, serve: Serve, *, needs_database: bool = False) -> None:
@@ -39,11 +40,19 @@ def service_main(name: str, serve: Serve, *, needs_database: bool = False) -> No
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        try:
-            bus = await Bus.connect(config.nats_url, name=f"yokeflow-{name}", creds=config.nats_creds,
-                                    **config.runtime.bus_options())
-        except BusError as exc:
-            sys.exit(f"{name}: {exc}")
+        # A service started before its server (or while it restarts) waits for it a while, as it
+        # does for a server that goes away later; refused credentials are final at once.
+        deadline = loop.time() + CONNECT_PATIENCE_S
+        while True:
+            try:
+                bus = await Bus.connect(config.nats_url, name=f"yokeflow-{name}", creds=config.nats_creds,
+                                        **config.runtime.bus_options())
+                break
+            except BusError as exc:
+                if stop.is_set() or loop.time() > deadline or "refused the credentials" in str(exc):
+                    sys.exit(f"{name}: {scrub(str(exc))}")
+                logging.getLogger(f"yokeflow.{name}").warning("%s; trying again", exc)
+                await asyncio.sleep(1.0)
         try:
             kwargs = {"database_url": config.database_url} if needs_database else {}
             # /livez and /readyz on YOKEFLOW_HEALTH_PORT; readiness turns 503 as soon as SIGTERM drains

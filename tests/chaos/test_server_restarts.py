@@ -28,16 +28,16 @@ async def test_nats_and_postgresql_restarted_mid_run(pg_server, database_url, un
         assert nats.proc is None
         await asyncio.sleep(1.0)
         nats.start()  # same port, same file store
-        await next_event(bus, of_run(run, ev.BranchMerged), timeout=90)
-        pg_server.stop()  # the ledger loses its database mid-run
-        await asyncio.sleep(1.0)
-        pg_server.start()
-        end = await wait_for_end(bus, run, timeout=150)
-        assert isinstance(end, ev.RunCompleted), (end, fleet.outputs())
         try:
+            await next_event(bus, of_run(run, ev.BranchMerged), timeout=90)
+            pg_server.stop()  # the ledger loses its database mid-run
+            await asyncio.sleep(1.0)
+            pg_server.start()
+            end = await wait_for_end(bus, run, timeout=150)
+            assert isinstance(end, ev.RunCompleted), end
             await check_invariants(bus, git_repo, run, database_url=database_url)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{fleet.outputs()}") from exc
+        except (AssertionError, TimeoutError, asyncio.TimeoutError) as exc:  # what each service said, to see why
+            raise AssertionError(f"{exc!r}\n{fleet.outputs()}") from exc
     finally:
         fleet.stop()
         await bus.close()

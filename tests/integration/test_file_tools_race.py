@@ -52,9 +52,12 @@ class Flipper:
                 os.rename(self.store, self.place)
                 self.flips += 1
             except OSError:  # a tool made something in the way: back to the real thing in place
-                self.clear()
-                if self.store.exists():
-                    os.rename(self.store, self.place)
+                try:
+                    self.clear()
+                    if self.store.exists():
+                        os.rename(self.store, self.place)
+                except OSError:  # made again in the instant: the next round puts it right
+                    continue
 
     def clear(self):
         try:
