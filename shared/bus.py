@@ -111,7 +111,8 @@ class Bus:
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "yokeflow", connect_timeout: float = 5.0,
-                      identity: str | None = None, creds: str = "", **kwargs: Any) -> "Bus":
+                      identity: str | None = None, creds: str = "", patience_s: float = 10.0,
+                      **kwargs: Any) -> "Bus":
         """Connect as `identity` (by default the one `name` says: `yokeflow-planner` is the planner,
         anything else the CLI). Credentials: the URL's own user and password, else a `.creds` file,
         else the generated password of an embedded server this process started or found."""
@@ -143,7 +144,12 @@ class Bus:
             raise BusError(f"cannot reach NATS at {where}: {exc or type(exc).__name__}") from exc
         connected = True
         bus = cls(nc, **kwargs)
-        await bus.ensure_streams()
+        try:
+            await bus.ensure_streams(patience_s=patience_s)
+        except (*_SERVER_RESTARTING, nats.errors.TimeoutError) as exc:
+            await bus.close()
+            raise BusError(f"NATS at {where} answers but its JetStream does not ({type(exc).__name__}): is "
+                           f"JetStream enabled, and the server done starting?") from None
         return bus
 
     @property
@@ -171,7 +177,20 @@ class Bus:
         return self.subjects.of_type(event_type, project, aggregate)
 
     # ------------------------------------------------------------------ streams
-    async def ensure_streams(self) -> None:
+    async def ensure_streams(self, patience_s: float = 10.0) -> None:
+        """The two streams, made or brought to this configuration; a server that is restarting (its
+        JetStream not answering yet) is given `patience_s` to answer."""
+        deadline = asyncio.get_running_loop().time() + patience_s
+        while True:
+            try:
+                return await self._ensure_streams()
+            except (*_SERVER_RESTARTING, nats.errors.TimeoutError) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("JetStream not answering yet (%s); trying again", type(exc).__name__)
+                await asyncio.sleep(0.5)
+
+    async def _ensure_streams(self) -> None:
         events = jsapi.StreamConfig(
             name=self.stream, subjects=[self.events_subject],
             retention=jsapi.RetentionPolicy.LIMITS, storage=jsapi.StorageType.FILE,

@@ -46,7 +46,7 @@ def service_main(name: str, serve: Serve, *, needs_database: bool = False) -> No
         while True:
             try:
                 bus = await Bus.connect(config.nats_url, name=f"yokeflow-{name}", creds=config.nats_creds,
-                                        **config.runtime.bus_options())
+                                        patience_s=CONNECT_PATIENCE_S, **config.runtime.bus_options())
                 break
             except BusError as exc:
                 if stop.is_set() or loop.time() > deadline or "refused the credentials" in str(exc):

@@ -18,6 +18,7 @@ from services.ledger.projector import PROJECTION, apply_batch
 log = logging.getLogger("yokeflow.ledger")
 
 BATCH = 256  # events per transaction at most: one commit and one position write for each run of events
+MIGRATE_PATIENCE_S = 60.0  # how long a starting ledger waits for its database
 
 
 class Ledger:
@@ -51,7 +52,18 @@ class Ledger:
             metrics.PROJECTION_LAG.record(metrics.seconds_since(d.event.occurred_at))
 
     async def serve(self, stop: asyncio.Event) -> None:
-        await self.db.migrate()
+        # A ledger that starts while its database (re)starts waits for it a while, as it does later on.
+        deadline = asyncio.get_running_loop().time() + MIGRATE_PATIENCE_S
+        while True:
+            try:
+                await self.db.migrate()
+                break
+            except db.DatabaseUnavailable as exc:
+                if stop.is_set() or asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("%s; trying again", exc)
+                await self.db.engine.dispose()  # a connection left mid-operation is not reused
+                await asyncio.sleep(1.0)
         await self.bus.consume_batches("ledger", [self.bus.events_subject], self.handle_batch, stop=stop,
                                        max_batch=BATCH, ack_wait=30.0, max_deliver=10)
 
