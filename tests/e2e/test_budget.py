@@ -65,14 +65,13 @@ async def test_a_hard_budget_holds_with_three_agents_and_raising_it_lets_the_run
             started = await start_run(bus, PLAN, git_repo, cfg)
             run = started.run_id
             exhausted = await next_event(bus, lambda e: isinstance(e, ev.BudgetExhausted) and e.run_id == run, 120)
-            # every agent stops at its next call, and no new attempt starts
-            try:
-                deferred = await asyncio.wait_for(_until(bus, run, lambda es: len(
-                    {e.task_id for e in es if isinstance(e, ev.TaskDeferred)}) == 3), 60)
-            except asyncio.TimeoutError:
-                for e in await events_of(bus, run):
-                    print(e.type, getattr(e, "task_id", ""), getattr(e, "outcome", ""), getattr(e, "error", "")[:300], getattr(e,"cost_exact",""))
-                raise
+            # every agent stops at its next call, and no new attempt starts; an agent that ran ahead
+            # of the others (a slow start) may have finished inside the budget: which ones is timing
+            def settled(es) -> bool:
+                return bool(_deferred(es)) and _deferred(es) | _succeeded(es) == {"t1", "t2", "t3"}
+
+            deferred_events = await asyncio.wait_for(_until(bus, run, settled), 60)
+            stopped, finished = _deferred(deferred_events), _succeeded(deferred_events)
             events = await events_of(bus, run)
             stopped_at = spent(events)
             print(f"budget test ({scope}): spent ${stopped_at} of a ${LIMIT} limit when the run stopped")
@@ -84,9 +83,9 @@ async def test_a_hard_budget_holds_with_three_agents_and_raising_it_lets_the_run
             warned = sorted(e.fraction for e in events if isinstance(e, ev.BudgetWarning))
             assert warned[:2] == [0.5, 0.8] and len(warned) == len(set(warned))  # each level once
             assert not [e for e in events if isinstance(e, (ev.TaskFailed, ev.RunFailed, ev.RunCompleted))]
-            assert {e.reason for e in deferred if isinstance(e, ev.TaskDeferred)} == {"budget"}
-            stops = [e for e in events if isinstance(e, ev.AgentFinished)]
-            assert {e.outcome for e in stops} == {"budget"} and len(stops) == 3
+            assert {e.reason for e in deferred_events if isinstance(e, ev.TaskDeferred)} == {"budget"}
+            stops = [e for e in events if isinstance(e, ev.AgentFinished) and e.outcome != "success"]
+            assert {e.outcome for e in stops} == {"budget"} and {e.task_id for e in stops} == stopped
             # the work so far is kept on each task's branch
             for stop in stops:
                 assert stop.commit and "work so far" in git(git_repo, "log", "-1", "--format=%s", stop.commit)
@@ -101,7 +100,8 @@ async def test_a_hard_budget_holds_with_three_agents_and_raising_it_lets_the_run
                 rows = await database.fetch(select(db.tasks).where(db.tasks.c.run_id == run))
             finally:
                 await database.dispose()
-            assert {r["status"] for r in rows} == {"pending"} and all(r["reason"].startswith("budget") for r in rows)
+            pending = [r for r in rows if r["id"] in stopped]
+            assert {r["status"] for r in pending} == {"pending"} and all(r["reason"].startswith("budget") for r in pending)
             assert len(api.requests) == requests_when_stopped  # nothing more was asked of the model
 
             await set_budget(bus, started.project_id, Decimal("5"), run_id=run if scope == "run" else "", set_by="test")
@@ -110,10 +110,18 @@ async def test_a_hard_budget_holds_with_three_agents_and_raising_it_lets_the_run
     assert isinstance(end, ev.RunCompleted), end
     assert spent(events) <= Decimal("5")
     retries = [e for e in events if isinstance(e, ev.TaskReady) and e.attempt == 2]
-    assert {e.task_id for e in retries} == {"t1", "t2", "t3"}
+    assert {e.task_id for e in retries} == stopped and not stopped & finished
     assert all(e.cost[f"{scope}_budget_usd"] == "5" for e in retries)
     for t in ("t1", "t2", "t3"):
         assert git(git_repo, "show", f"main:{t}/part{TURNS - 2}.txt") == f"{t} {TURNS - 2}"
+
+
+def _deferred(events) -> set[str]:
+    return {e.task_id for e in events if isinstance(e, ev.TaskDeferred)}
+
+
+def _succeeded(events) -> set[str]:
+    return {e.task_id for e in events if isinstance(e, ev.AgentFinished) and e.outcome == "success"}
 
 
 async def _until(bus, run_id: str, predicate):

@@ -107,4 +107,4 @@ class OtlpReceiver:
     def env(self) -> dict[str, str]:
         """What a process needs to export here, quickly."""
         return {"OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
-                "OTEL_METRIC_EXPORT_INTERVAL": "500"}
+                "OTEL_METRIC_EXPORT_INTERVAL": "100"}  # several exports while a short run is open
