@@ -65,13 +65,13 @@ class _Meter:
             return None
         system = request.get("system") or []
         worst = self.run.prices.worst_case(
-            self._priced(model), estimate_prompt_tokens(system if isinstance(system, list) else [system],
+            self.run.priced(model), estimate_prompt_tokens(system if isinstance(system, list) else [system],
                                                          request.get("messages") or [], request.get("tools") or []),
             int(request.get("max_tokens") or self.run.max_tokens))
         return await self.run.budget.reserve(worst)
 
     async def settle(self, hold, model: str, usage: Usage | None) -> None:
-        cost = self.run.prices.cost(self._priced(model), usage) if usage is not None else Decimal(0)
+        cost = self.run.prices.cost(self.run.priced(model), usage) if usage is not None else Decimal(0)
         if hold is not None:
             await self.run.budget.settle(hold, cost)
         if usage is None:
@@ -81,9 +81,6 @@ class _Meter:
         if self.run.on_call is not None:
             await self.run.on_call(CallRecord(call=self.calls, model=model or self.run.model, usage=usage,
                                               cost_usd=float(cost), cost=cost))
-
-    def _priced(self, model: str) -> str:
-        return model if model and self.run.prices.is_priced(model) else self.run.model
 
 
 class _Run:
@@ -135,18 +132,14 @@ class _Run:
             worst = self.prices.worst_case(
                 self.model, estimate_prompt_tokens(self.system, self.messages, self.tools), self.max_tokens)
             hold = await self.budget.reserve(worst)
-        with telemetry.span(f"chat {self.model}", {"gen_ai.operation.name": "chat", "gen_ai.request.model": self.model,
-                                                   "gen_ai.provider.name": self.provider.name}) as span:
+        with self._chat_span() as span:
             try:
-                turn = await self.guarded(self.provider.create(
-                    model=self.model, system=self.system, messages=self.messages, tools=self.tools,
-                    max_tokens=self.max_tokens))
+                turn = await self._ask()
             except BaseException:
                 if hold is not None:  # no answer, no bill: give the reservation back
                     await asyncio.shield(self.budget.settle(hold, Decimal(0)))
                 raise
-            priced = turn.model if self.prices.is_priced(turn.model) else self.model
-            cost = self.prices.cost(priced, turn.usage)
+            cost = self.prices.cost(self.priced(turn.model), turn.usage)
             telemetry.set_attributes(span, {
                 "gen_ai.response.model": turn.model or self.model, "gen_ai.response.finish_reasons": [turn.stop_reason],
                 "gen_ai.usage.input_tokens": turn.usage.input_tokens,
@@ -167,15 +160,24 @@ class _Run:
             await self.log("text", {"turn": self.result.turns, "text": turn.text()})
         return turn
 
+    def _chat_span(self):
+        return telemetry.span(f"chat {self.model}", {"gen_ai.operation.name": "chat", "gen_ai.request.model": self.model,
+                                                    "gen_ai.provider.name": self.provider.name})
+
+    async def _ask(self) -> ModelTurn:
+        return await self.guarded(self.provider.create(model=self.model, system=self.system, messages=self.messages,
+                                                       tools=self.tools, max_tokens=self.max_tokens))
+
+    def priced(self, model: str) -> str:
+        """The model a call is priced as: the one that answered when it has a price, else the one asked."""
+        return model if model and self.prices.is_priced(model) else self.model
+
     async def call_metered(self) -> ModelTurn:
         """One step of a provider whose calls the meter reserves, prices and records one by one."""
         before = self.meter.cost
-        with telemetry.span(f"chat {self.model}", {"gen_ai.operation.name": "chat", "gen_ai.request.model": self.model,
-                                                   "gen_ai.provider.name": self.provider.name}) as span:
+        with self._chat_span() as span:
             try:
-                turn = await self.guarded(self.provider.create(
-                    model=self.model, system=self.system, messages=self.messages, tools=self.tools,
-                    max_tokens=self.max_tokens))
+                turn = await self._ask()
             finally:
                 cost = self.meter.cost - before  # what the step's calls cost, answered or not
                 self.result.cost += cost
