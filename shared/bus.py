@@ -168,7 +168,7 @@ class Bus:
         return self.subjects.all_events
 
     def subject_of(self, event: Event) -> str:
-        return event.subject(self.prefix)
+        return self.subjects.event(event.project_id, event.aggregate, event.aggregate_id, event.type)
 
     def aggregate_filter(self, event: Event) -> str:
         return self.subjects.aggregate(event.project_id, event.aggregate, event.aggregate_id)
@@ -230,8 +230,9 @@ class Bus:
         (of `expected_subject` instead, when given: another aggregate the append depends on)."""
         headers: dict[str, str] = {MSG_ID: msg_id or event.event_id}
         subject = self.subject_of(event)
-        with telemetry.span(f"send {event.type}", _messaging(subject, event, operation="send"),
-                            kind=telemetry.SpanKind.PRODUCER) as span:
+        traced = telemetry.tracing()  # off: no span, and none of its attributes are even gathered
+        with telemetry.span(f"send {event.type}" if traced else "", _messaging(subject, event, operation="send")
+                            if traced else None, kind=telemetry.SpanKind.PRODUCER) as span:
             telemetry.inject(headers)
             if expected_seq is not None:
                 headers[EXPECTED_LAST_SUBJECT_SEQ] = str(expected_seq)
@@ -255,8 +256,9 @@ class Bus:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
                     raise ConcurrencyConflict(f"{event.aggregate} {event.aggregate_id} moved on: {exc.description}") from exc
                 raise
-            telemetry.set_attributes(span, {"messaging.nats.stream_sequence": ack.seq,
-                                            "messaging.nats.duplicate": bool(ack.duplicate)})
+            if traced:
+                telemetry.set_attributes(span, {"messaging.nats.stream_sequence": ack.seq,
+                                                "messaging.nats.duplicate": bool(ack.duplicate)})
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate), event=event)
 
     async def publish_all(self, items: Sequence[tuple[Event, str | None]]) -> list[Published]:

@@ -42,6 +42,7 @@ _SHAPES = [
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
      ("-----BEGIN ",)),
 ]
+_ALL_HINTS = tuple(h for _, hints in _SHAPES for h in hints)
 # "Bearer <token>" (an Authorization header echoed by a tool): keep the word, drop the token.
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+)([A-Za-z0-9\-._~+/]{12,}=*)")
 # scheme://user:password@host: keep the user, drop the password.
@@ -140,9 +141,10 @@ def scrub(text: str, environ: Mapping[str, str] | None = None) -> str:
     pattern, forms = _values_pattern(secret_values(environ) if environ is not None else _process_secrets())
     if pattern is not None and any(f in text for f in forms):
         text = pattern.sub(REDACTED, text)
-    for shape, hints in _SHAPES:
-        if any(h in text for h in hints):
-            text = shape.sub(REDACTED, text)
+    if any(h in text for h in _ALL_HINTS):  # one pass for the common text that has none
+        for shape, hints in _SHAPES:
+            if any(h in text for h in hints):
+                text = shape.sub(REDACTED, text)
     folded = text.casefold()  # what (?i) matches, folded as it folds
     if "bearer" in folded:
         text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)

@@ -54,3 +54,21 @@ def test_the_probe_port_is_a_port_or_refused_by_name():
     for bad in ("http", "70000"):
         with pytest.raises(ConfigError, match="health_port"):
             load_config(environ={"YOKEFLOW_HEALTH_PORT": bad})
+
+
+def test_with_tracing_off_no_trace_starts_but_an_arriving_one_is_carried_on(monkeypatch):
+    monkeypatch.setattr(telemetry, "_tracing", False)
+    with telemetry.span("publish") as s:
+        assert not s.is_recording()
+        headers: dict[str, str] = {}
+        telemetry.inject(headers)
+        assert headers == {}  # nothing is started in a process that exports nothing
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with telemetry.span_from_headers("ledger process", {"traceparent": parent}):
+        with telemetry.span("send"):
+            headers = {}
+            telemetry.inject(headers)
+    assert headers["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    with pytest.raises(KeyError):  # an error inside passes through
+        with telemetry.span("x"):
+            raise KeyError("k")
