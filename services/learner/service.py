@@ -38,6 +38,7 @@ LOG_WAIT_S = 5.0  # an attempt's log is stored before its AgentFinished; an olde
 class RunInfo:
     started: ev.RunStarted
     tasks: dict[str, tuple[str, str]] = field(default_factory=dict)  # task id -> (domain, title)
+    merged: set[str] = field(default_factory=set)  # tasks whose work is on the target branch
     ended: bool = False
 
     @property
@@ -76,6 +77,8 @@ class Learner:
             counts = self.given.setdefault(e.project_id, {})
             for entry_id in e.expertise_given:
                 counts[entry_id] = counts.get(entry_id, 0) + 1
+        if info is not None and isinstance(e, ev.BranchMerged):
+            info.merged.add(e.task_id)
         if info is not None and isinstance(e, (ev.RunCompleted, ev.RunFailed, ev.RunCancelled)):
             info.ended = True
         return info
@@ -195,6 +198,13 @@ class Learner:
                      "y" if len(dropped) == 1 else "ies", "; ".join(dropped)[:500])
         return entries
 
+    def _unmerged(self, entry: Entry) -> bool:
+        """Whether the entry was learned from a task of an open run whose work is not merged yet: its
+        files are still in that task's worktree, and flagging them (then pruning them at the next
+        merge) would lose what a dependent is waiting to read."""
+        info = self.runs.get(entry.origin.run_id)
+        return info is not None and not info.ended and entry.origin.task_id not in info.merged
+
     async def validate_after_merge(self, info: RunInfo, e: ev.BranchMerged) -> None:
         repo, branch = info.started.repo_path, e.target_branch
         paths = await asyncio.to_thread(paths_on_branch, repo, branch)
@@ -202,7 +212,7 @@ class Learner:
             async with self._lock(e.project_id, domain):
                 report = await store.validate_domain(
                     self.bus, e.project_id, domain, lambda p: store.exists_in(paths, p), now=e.occurred_at,
-                    branch=branch, max_lines=info.max_lines)
+                    branch=branch, max_lines=info.max_lines, pending=self._unmerged)
             if report["flagged"] or report["pruned"]:
                 log.info("expertise %s after merge of %s: %d flagged, %d pruned", domain, e.task_id,
                          len(report["flagged"]), len(report["pruned"]))

@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Callable
 
 import msgspec
-import yaml
 
-from shared.expertise.model import DUMPER, Document, Entry, entry_yaml, render
+from shared.expertise.model import Document, Entry, entry_item, render
 
 REINFORCE = 1.0
 
@@ -45,7 +44,7 @@ def value_order(given: dict[str, int]) -> Callable[[Entry], tuple]:
 
 
 def _lines(e: Entry) -> int:
-    return yaml.dump([entry_yaml(e)], sort_keys=False, allow_unicode=True, width=120, Dumper=DUMPER).count("\n")
+    return entry_item(e).count("\n")
 
 
 def prune(doc: Document, max_lines: int, *, given: dict[str, int] | None = None) -> Document:
@@ -70,12 +69,18 @@ def prune(doc: Document, max_lines: int, *, given: dict[str, int] | None = None)
     return pruned
 
 
-def validate(doc: Document, exists: Callable[[str], bool], *, now: str, branch: str = "main") -> tuple[Document, dict]:
+def validate(doc: Document, exists: Callable[[str], bool], *, now: str, branch: str = "main",
+             pending: Callable[[Entry], bool] | None = None) -> tuple[Document, dict]:
     """Check every entry's files against the target branch: an entry with a missing file is flagged;
-    one already flagged whose file is still missing is pruned; one whose files are back is cleared."""
+    one already flagged whose file is still missing is pruned; one whose files are back is cleared.
+    `pending(entry)`: the entry comes from work not merged yet (its files are not on the branch
+    because they are still in a worktree), so it is left as it is."""
     kept: list[Entry] = []
     report: dict[str, list] = {"flagged": [], "pruned": [], "cleared": [], "checked": []}
     for e in doc.entries:
+        if pending is not None and pending(e):
+            kept.append(e)
+            continue
         missing = [f for f in e.files if not exists(f)]
         report["checked"].append(e.id)
         if missing and e.flagged:

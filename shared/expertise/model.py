@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from typing import Any, Literal
@@ -111,13 +112,35 @@ def entry_yaml(e: Entry) -> dict[str, Any]:
     return body
 
 
-def render(doc: Document) -> str:
-    """The document as YAML in the PRD's shape (stable: the same document renders the same bytes)."""
-    data: dict[str, Any] = {"domain": doc.domain, "overview": doc.overview}
-    for kind in KINDS:
-        items = [e for e in doc.entries if e.kind == kind]
-        data[SECTION[kind]] = [entry_yaml(e) for e in items]
+def _dump(data: Any) -> str:
     return yaml.dump(data, sort_keys=False, allow_unicode=True, width=120, Dumper=DUMPER)
+
+
+_PACK = msgspec.msgpack.Encoder()
+
+
+@functools.lru_cache(maxsize=16_384)
+def _item(packed: bytes) -> str:
+    return _dump([entry_yaml(msgspec.msgpack.decode(packed, type=Entry))])
+
+
+def entry_item(e: Entry) -> str:
+    """The entry as its list item in the document's YAML. Remembered: a document is rendered at every
+    version and pruned by its entries' lines, and all but one or two entries are those of the version
+    before (dumping each again was most of the learner's work)."""
+    return _item(_PACK.encode(e))
+
+
+def render(doc: Document) -> str:
+    """The document as YAML in the PRD's shape (stable: the same document renders the same bytes).
+    The bytes are those of dumping the whole mapping at once: a section's block sequence is not
+    indented under its key, so it is the concatenation of its entries' items."""
+    out = [_dump({"domain": doc.domain, "overview": doc.overview})]
+    for kind in KINDS:
+        items = [entry_item(e) for e in doc.entries if e.kind == kind]
+        out.append(f"{SECTION[kind]}:\n{''.join(items)}" if items else f"{SECTION[kind]}: []\n")
+    return "".join(out)
+
 
 
 def line_count(doc: Document) -> int:

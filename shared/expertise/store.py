@@ -12,7 +12,7 @@ import msgspec
 from shared import events as ev
 from shared.bus import Bus
 from shared.expertise.curate import learn, prune, validate
-from shared.expertise.model import Document, ExpertiseError, check_domain, line_count, new_document, parse, render
+from shared.expertise.model import Document, Entry, ExpertiseError, check_domain, line_count, new_document, parse, render
 
 
 def _probe(project_id: str, domain: str) -> ev.ExpertiseUpdated:
@@ -63,7 +63,11 @@ async def append(bus: Bus, project_id: str, domain: str, change: Change, *, reas
         outcome["version"] = current.version if current else 0
         if applied is not None and applied(updates):
             return []
-        doc = prune(change(document_of(current, domain)), max_lines, given=given)
+        before = document_of(current, domain)
+        changed = change(before)
+        if current is not None and changed == before:
+            return []  # most validations after a merge: nothing to prune or render again
+        doc = prune(changed, max_lines, given=given)
         if current is not None and current.document == doc:
             return []
         content = render(doc)
@@ -123,12 +127,13 @@ async def rollback(bus: Bus, project_id: str, domain: str, version: int) -> ev.E
 
 
 async def validate_domain(bus: Bus, project_id: str, domain: str, exists: Callable[[str], bool], *, now: str,
-                          branch: str, max_lines: int) -> dict:
-    """Check the domain's entries against the target branch: flag, or prune what was flagged before."""
+                          branch: str, max_lines: int, pending: Callable[[Entry], bool] | None = None) -> dict:
+    """Check the domain's entries against the target branch: flag, or prune what was flagged before
+    (entries `pending` says come from unmerged work are left alone)."""
     report: dict = {}
 
     def change(doc: Document) -> Document:
-        checked, found = validate(doc, exists, now=now, branch=branch)
+        checked, found = validate(doc, exists, now=now, branch=branch, pending=pending)
         report.update(found)
         return checked
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.expertise.model import normalise
 from shared.expertise import (AttemptLog, Document, Entry, ExpertiseError, Origin, error_signature, extract,
@@ -170,3 +172,28 @@ def test_distil_asks_with_the_attempt_log_and_keeps_only_entries_a_seed_file_wou
     assert all(e.origin == origin and e.learned_at == "2026-12-03T00:00:00Z" for e in entries)
     assert len(dropped) == 3 and any("path" in d for d in dropped)
     assert distil.entries_from([{"type": "text", "text": "no tool"}], origin=origin, now="")[0] == []
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300)
+_entry = st.builds(
+    Entry, kind=st.sampled_from(["core_file", "pattern", "best_practice", "failure", "effective_pattern"]),
+    key=st.text(min_size=1, max_size=40), text=_text, path=st.text(max_size=60), issue=_text, error=_text,
+    solution=_text, files=st.lists(st.text(max_size=40), max_size=3),
+    origin=st.builds(Origin, run_id=st.text("abc", max_size=4), task_id=st.text("12", max_size=3),
+                     attempt=st.integers(0, 3)),
+    learned_at=st.text(max_size=30), confirmations=st.integers(1, 5), score=st.floats(-5, 5),
+    flagged=st.text(max_size=50))
+
+
+@settings(max_examples=300, deadline=None)
+@given(overview=_text, entries=st.lists(_entry, max_size=8))
+def test_a_document_renders_the_bytes_of_one_dump_of_the_whole_mapping(overview, entries):
+    """`render` joins its entries' items (each dumped once and remembered): the bytes must be those
+    of dumping the PRD-shaped mapping at once, whatever the texts (long, multi-line, quoted, unicode)."""
+    from shared.expertise.model import DUMPER, SECTION, entry_yaml
+
+    doc = Document(domain="general", overview=overview, entries=entries)
+    data = {"domain": doc.domain, "overview": doc.overview,
+            **{SECTION[k]: [entry_yaml(e) for e in entries if e.kind == k] for k in SECTION}}
+    assert render(doc) == yaml.dump(data, sort_keys=False, allow_unicode=True, width=120, Dumper=DUMPER)
+    assert yaml.safe_load(render(doc))["overview"] == overview
