@@ -161,6 +161,28 @@ class Bus:
         with contextlib.suppress(Exception):
             await self.nc.drain()
 
+    # ------------------------------------------------------------------ health (probes, GET /api/health)
+    @property
+    def connected(self) -> bool:
+        return self.nc.is_connected
+
+    @property
+    def closed(self) -> bool:
+        return self.nc.is_closed
+
+    async def readiness(self, consumer: str | None = None) -> list[str]:
+        """Why this bus cannot serve now (empty: it can): NATS connected, the event stream and
+        `consumer` (a durable consumer's name) there."""
+        if not self.nc.is_connected:
+            return [f"NATS is not connected (reconnecting: {self.nc.is_reconnecting})"]
+        try:
+            await self.js.stream_info(self.stream)
+            if consumer:
+                await self.js.consumer_info(self.stream, consumer)
+        except Exception as exc:  # not found, timeout, no responders: all mean "not ready"
+            return [f"JetStream {self.stream}/{consumer or '-'}: {type(exc).__name__}: {exc}"[:300]]
+        return []
+
     # ------------------------------------------------------------------ subjects
     # Shorthands for shared/subjects.py, the one module that builds subjects.
     @property
@@ -728,6 +750,16 @@ class Bus:
                                    filter_subject=subject, max_waiting=1)
         info = await self.js.add_consumer(stream, config=cfg)
         return info.name, await self.js.pull_subscribe_bind(consumer=info.name, stream=stream)
+
+    async def fetch_tail(self, sub: Any, *, batch: int, timeout: float) -> list[Msg] | None:
+        """A tail's next messages (none after `timeout` seconds without any); None when the server
+        dropped its consumer (restart, inactivity): open it again from the next sequence."""
+        try:
+            return await sub.fetch(batch=batch, timeout=timeout)
+        except asyncio.TimeoutError:  # nats-py raises its own subclass, or a bare one for batch > 1
+            return []
+        except NotFoundError:
+            return None
 
     async def close_tail(self, stream: str, name: str) -> None:
         with contextlib.suppress(Exception):  # gone already (server restart, inactivity) is fine

@@ -35,20 +35,14 @@ class Probes:
     _engine: object | None = field(default=None, repr=False)
 
     async def live(self) -> list[str]:
-        return ["the NATS connection is closed"] if self.bus.nc.is_closed else []
+        return ["the NATS connection is closed"] if self.bus.closed else []
 
     async def ready(self) -> list[str]:
         if self.draining.is_set():
             return ["draining: stopping after the work in hand"]
-        problems: list[str] = []
-        if not self.bus.nc.is_connected:
-            return [f"NATS is not connected (reconnecting: {self.bus.nc.is_reconnecting})"]
-        try:
-            await self.bus.js.stream_info(self.bus.stream)
-            if self.consumer:
-                await self.bus.js.consumer_info(self.bus.stream, self.consumer)
-        except Exception as exc:  # not found, timeout, no responders: all mean "not ready"
-            problems.append(f"JetStream {self.bus.stream}/{self.consumer or '-'}: {type(exc).__name__}: {exc}"[:300])
+        problems = await self.bus.readiness(self.consumer)
+        if problems and not self.bus.connected:
+            return problems
         if self.database_url:
             problems += await self._database()
         return problems

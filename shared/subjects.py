@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import NamedTuple
 
 _TOKEN_BAD = re.compile(r"[^A-Za-z0-9_\-]")
 ANY = "*"
@@ -21,6 +22,14 @@ def token(value: object) -> str:
     if not text.isascii():  # CJK ids would all become "__": a hash keeps them apart
         safe = f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
     return safe or "_"
+
+
+class LogSubject(NamedTuple):
+    """The parts of an agent-log subject (each as the subject carries it: a token)."""
+
+    project: str
+    task_key: str
+    kind: str
 
 
 def _part(value: object) -> str:
@@ -61,3 +70,9 @@ class Subjects:
 
     def project_logs(self, project_id: str) -> str:
         return f"{self.prefix}.log.{token(project_id)}.>"
+
+    def parse_log(self, subject: str) -> LogSubject | None:
+        """The parts of a log subject under this prefix; None for any other subject."""
+        head = f"{self.prefix}.log."
+        parts = subject[len(head):].split(".") if subject.startswith(head) else []
+        return LogSubject(*parts) if len(parts) == 3 else None

@@ -6,7 +6,6 @@ dropped: the stream keeps the messages) and is told how far behind it is."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -14,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
 
 from shared.bus import Bus
 from shared.events import decode, to_dict
+from shared.subjects import Subjects
 
 log = logging.getLogger("yokeflow.gateway.live")
 
@@ -54,17 +53,17 @@ def event_message(msg: Msg) -> dict[str, Any] | None:
             "data": to_dict(event)}
 
 
-def log_message(msg: Msg, prefix: str) -> dict[str, Any] | None:
+def log_message(msg: Msg, subjects: Subjects) -> dict[str, Any] | None:
     try:
         data = json.loads(msg.data)
     except ValueError:
         return None
-    parts = msg.subject[len(prefix) + 1:].split(".")  # log.<project>.<run-task>.<kind>
-    if len(parts) != 4 or not isinstance(data, dict):
+    parts = subjects.parse_log(msg.subject)
+    if parts is None or not isinstance(data, dict):
         return None
-    return {"kind": "log", "type": parts[3], "log_seq": msg.metadata.sequence.stream, "subject": msg.subject,
-            "project_id": parts[1], "run_id": str(data.get("run_id", "")), "task_id": str(data.get("task_id", "")),
-            "data": data}
+    return {"kind": "log", "type": parts.kind, "log_seq": msg.metadata.sequence.stream, "subject": msg.subject,
+            "project_id": parts.project, "run_id": str(data.get("run_id", "")),
+            "task_id": str(data.get("task_id", "")), "data": data}
 
 
 class StreamTail:
@@ -86,11 +85,8 @@ class StreamTail:
         """The next messages (none after `timeout` seconds without any) and how many remain after them."""
         if self.sub is None:
             await self._open()
-        try:
-            msgs = await self.sub.fetch(batch=BATCH, timeout=timeout)
-        except asyncio.TimeoutError:  # nats-py raises its own subclass, or a bare one for batch > 1
-            return [], 0
-        except NotFoundError:  # the consumer went away (server restart, inactivity): start again where we were
+        msgs = await self.bus.fetch_tail(self.sub, batch=BATCH, timeout=timeout)
+        if msgs is None:  # the consumer went away (server restart, inactivity): start again where we were
             await self.close()
             return [], 0
         if not msgs:

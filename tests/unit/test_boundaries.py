@@ -57,6 +57,26 @@ def test_only_the_bus_uses_the_jetstream_client_internals():
     assert not wrong, "add a public method to shared/bus.py instead:\n" + "\n".join(wrong)
 
 
+def test_only_the_bus_holds_the_nats_connection():
+    # probes, the gateway's health and its live tails ask the bus (connected, readiness, fetch_tail)
+    wrong = _lines_matching(r"\bbus\.(nc|js)\b|\.bus\.(nc|js)\b", "shared/bus.py")
+    assert not wrong, "add a public method to shared/bus.py instead:\n" + "\n".join(wrong)
+
+
+def test_only_the_subjects_module_takes_subjects_apart():
+    wrong = [line for line in _lines_matching(r"subject.*\.split\(\"\.\"\)|subject\[len\(", "shared/subjects.py")]
+    assert not wrong, "parse it with shared/subjects.py (e.g. Subjects.parse_log):\n" + "\n".join(wrong)
+
+
+def test_a_log_subject_parses_back_into_its_parts():
+    from shared.subjects import LogSubject, Subjects
+
+    subjects = Subjects("t1")
+    assert subjects.parse_log(subjects.log("shop", "r1-t2", "tool_call")) == LogSubject("shop", "r1-t2", "tool_call")
+    assert subjects.parse_log(subjects.event("shop", "run", "r1", "RunStarted")) is None
+    assert Subjects("other").parse_log(subjects.log("shop", "r1-t2", "text")) is None
+
+
 def test_only_the_config_reads_the_process_environment():
     wrong = _lines_matching(r"\bos\.(environ|getenv|putenv)\b|\bfrom os import\b.*\b(environ|getenv)\b",
                             "shared/config.py")

@@ -10,6 +10,7 @@ from typing import Any, Awaitable, Callable
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from shared import readmodel
+from shared.subjects import Subjects
 from services.gateway.deps import NO_CONTROL_OR_EMPTY, SEQ_MAX
 from services.gateway.live import LiveFilter, StreamTail, event_message, log_message
 
@@ -47,7 +48,7 @@ async def events_ws(ws: WebSocket, project: str = Query(default="", max_length=6
         tasks = [asyncio.create_task(_events(tails[0], flt, send, state.heartbeat_s, state.behind_after)),
                  asyncio.create_task(_drain(ws))]
         if logs:
-            tasks.append(asyncio.create_task(_logs(tails[1], flt, send, state.heartbeat_s, bus.prefix)))
+            tasks.append(asyncio.create_task(_logs(tails[1], flt, send, state.heartbeat_s, bus.subjects)))
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for t in done:
             if not t.cancelled() and t.exception() and not isinstance(t.exception(), (WebSocketDisconnect, RuntimeError)):
@@ -91,11 +92,11 @@ async def _events(tail: StreamTail, flt: LiveFilter, send: Send, heartbeat_s: fl
             await send({"kind": "caught_up", "seq": last})
 
 
-async def _logs(tail: StreamTail, flt: LiveFilter, send: Send, heartbeat_s: float, prefix: str) -> None:
+async def _logs(tail: StreamTail, flt: LiveFilter, send: Send, heartbeat_s: float, subjects: Subjects) -> None:
     while True:
         msgs, _ = await tail.fetch(heartbeat_s)
         for msg in msgs:
-            frame = log_message(msg, prefix)
+            frame = log_message(msg, subjects)
             if frame is not None and flt.wants(frame["project_id"], frame["run_id"]):
                 await send(frame)
 

@@ -14,7 +14,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/api/health")
 async def health(request: Request, database: DatabaseDep, bus: BusDep) -> JSONResponse:
-    checks: dict[str, object] = {"nats": bus.nc.is_connected}
+    checks: dict[str, object] = {"nats": bus.connected}
     try:
         checks["ledger_position"] = await database.position("ledger")
         checks["database"] = True
