@@ -265,7 +265,7 @@ class TaskReady(TaskEvent, frozen=True, kw_only=True):
     repo_path: str = ""
     target_branch: str = "main"
     branch: str = ""
-    worktree: str = ""
+    worktree: str = ""  # the worktree's folder name under the repository's worktrees folder (not a path)
     dependency_summaries: list[DependencySummary] = []
     previous_attempt: PreviousAttempt = msgspec.field(default_factory=PreviousAttempt)
     # "task": do the work; "resolve_conflict": merge the target branch into the task's branch
@@ -296,7 +296,10 @@ class AgentFinished(TaskEvent, frozen=True, kw_only=True):
     error: str = ""
     commit: str = ""
     branch: str = ""
-    worktree: str = ""
+    worktree_path: str = ""  # where the attempt's worktree was on the executor's disk
+    # Version 1 wrote that path under "worktree", a name that means the worktree's folder name in
+    # TaskReady: still read from old events (worktree_dir), never written now.
+    v1_worktree_path: str = msgspec.field(default="", name="worktree")
     repo_path: str = ""
     model: str = ""
     turns: int = 0
@@ -308,6 +311,11 @@ class AgentFinished(TaskEvent, frozen=True, kw_only=True):
     cost_usd: float = 0.0
     checks: list[CheckResult] = []
     cost_exact: str = ""  # cost_usd as an exact decimal string (money is Decimal; cost_usd stays a float)
+
+    @property
+    def worktree_dir(self) -> str:
+        """The worktree's path, from this version's field or version 1's."""
+        return self.worktree_path or self.v1_worktree_path
 
 
 class TaskCompleted(TaskEvent, frozen=True, kw_only=True):

@@ -377,7 +377,7 @@ class Executor:
         finished = e.caused(
             ev.AgentFinished, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id, attempt=e.attempt,
             outcome=result.outcome, summary=result.summary, error=result.error, commit=commit,
-            branch=wt.branch if wt else e.branch, worktree=str(wt.path) if wt else "", repo_path=e.repo_path,
+            branch=wt.branch if wt else e.branch, worktree_path=str(wt.path) if wt else "", repo_path=e.repo_path,
             model=e.model, turns=result.turns, duration_s=round(time.monotonic() - started, 3),
             input_tokens=u.input_tokens, output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
             cache_write_tokens=u.cache_write_tokens, cost_usd=result.cost_usd, checks=result.checks,

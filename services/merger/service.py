@@ -182,9 +182,9 @@ class Merger:
         if not domain.releases_worktree(view, task_id):
             return  # the epic's or lane's next task reuses the worktree; released later
         manager = WorktreeManager(view.started.repo_path, target_branch=view.started.target_branch)
-        name = view.finished[task_id].worktree if task_id in view.finished else ""
-        if name:
-            await asyncio.to_thread(_release_quietly, manager, _worktree_name(name),
+        path = view.finished[task_id].worktree_dir if task_id in view.finished else ""
+        if path:
+            await asyncio.to_thread(_release_quietly, manager, _worktree_name(path),
                                     not view.started.settings.merge.keep_branches)
 
     async def _cleanup_run(self, view: RunView) -> None:
@@ -192,8 +192,8 @@ class Merger:
         keep = view.started.settings.merge.keep_branches
         for task_id in view.merged:
             finished = view.finished.get(task_id)
-            if finished and finished.worktree:
-                await asyncio.to_thread(_release_quietly, manager, _worktree_name(finished.worktree), not keep)
+            if finished and finished.worktree_dir:
+                await asyncio.to_thread(_release_quietly, manager, _worktree_name(finished.worktree_dir), not keep)
 
     async def _announce_batches(self, view: RunView, cause: ev.Event) -> None:
         run = view.started
@@ -212,6 +212,7 @@ class Merger:
 
 
 def _worktree_name(path: str) -> str:
+    """The folder name (TaskReady.worktree) of a worktree path (AgentFinished.worktree_dir)."""
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 

@@ -48,7 +48,7 @@ async def test_conflict_is_reported_then_resolved_by_a_person(nats_server, datab
                     if isinstance(e, ev.TaskReady) and e.task_id == "after"]
 
         # a person resolves it in the task's worktree and asks for the merge again
-        wt = finished.worktree
+        wt = finished.worktree_path
         subprocess.run(["git", "merge", "main"], cwd=wt, capture_output=True, text=True)
         with open(f"{wt}/greeting.txt", "w") as f:
             f.write("hello from A and B\n")
@@ -158,7 +158,7 @@ async def test_a_resolution_that_fails_is_handed_to_a_person_with_the_worktree_c
             assert failed.error == "checks still failing after 1 fix round(s): `no conflict markers left`"
             assert failed.checks[-1].output == "conflict markers remain in: greeting.txt"
             # the half-done merge was dropped: the worktree is clean at the task's own commit
-            wt = failed.worktree
+            wt = failed.worktree_path
             assert git(git_repo, "-C", wt, "status", "--porcelain") == ""
             assert "<<<<<<<" not in open(f"{wt}/greeting.txt").read()
             own = next(e for e in events if isinstance(e, ev.AgentFinished) and e.task_id == loser and e.attempt == 1)

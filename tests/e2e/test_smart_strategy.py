@@ -70,7 +70,7 @@ async def test_the_merger_keeps_a_shared_lane_worktree_until_its_last_task_is_me
     def finished(task_id: str, wt) -> None:
         info.finished[task_id] = ev.AgentFinished(project_id="p", aggregate_id=f"r-{task_id}", run_id="r",
                                                   task_id=task_id, attempt=1, outcome="success",
-                                                  branch=wt.branch, worktree=str(wt.path))
+                                                  branch=wt.branch, worktree_path=str(wt.path))
         info.merged[task_id] = ev.BranchMerged(project_id="p", aggregate_id=f"r-{task_id}", run_id="r",
                                                task_id=task_id, branch=wt.branch, attempt=1)
 

@@ -70,6 +70,16 @@ def test_dict_payloads_of_version_1_decode_into_their_types():
     assert ev.decode((V1 / "TaskFailed.json").read_bytes()).type == "TaskFailed"
 
 
+def test_worktree_has_one_meaning_a_folder_name_and_version_1_paths_are_still_read():
+    ready = ev.decode((V1 / "TaskReady.json").read_bytes())
+    assert ready.worktree == "task-t2-cli"  # a name, never a path
+    finished = ev.decode((V1 / "AgentFinished.json").read_bytes())
+    assert finished.worktree_dir == "/repos/todo/.yokeflow/worktrees/task-t2-cli" and not finished.worktree_path
+    now = ev.AgentFinished(project_id="p", aggregate_id="a", run_id="r", task_id="t", worktree_path="/w/task-t")
+    assert now.worktree_dir == "/w/task-t" and json.loads(ev.encode(now))["worktree_path"] == "/w/task-t"
+    assert not hasattr(now, "worktree")  # the attribute name `worktree` means a folder name only
+
+
 def test_a_value_outside_a_closed_set_is_refused_by_name():
     written = json.loads((V1 / "AgentFinished.json").read_text()) | {"outcome": "exploded"}
     with pytest.raises(Exception, match="outcome"):

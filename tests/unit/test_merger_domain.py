@@ -18,7 +18,7 @@ def started(strategy: str = "by_task") -> ev.RunStarted:
 
 def finished(task: str, attempt: int = 1, outcome: str = "success") -> ev.AgentFinished:
     return ev.AgentFinished(project_id="p", aggregate_id=f"r-{task}", run_id="r", task_id=task, attempt=attempt,
-                            outcome=outcome, branch=f"task/{task}", worktree=f"/repo/.worktrees/task-{task}")
+                            outcome=outcome, branch=f"task/{task}", worktree_path=f"/repo/.worktrees/task-{task}")
 
 
 def merged(task: str, attempt: int = 1, commit: str = "c0ffee") -> ev.BranchMerged:
