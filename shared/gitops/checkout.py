@@ -21,7 +21,13 @@ from dulwich.repo import Repo
 
 from shared.gitops.objects import write_object
 
-from shared.gitops.checkout_index import switch_working_tree, working_tree_clean
+from shared.gitops.checkout_index import (
+    stage_working_tree,
+    switch_working_tree,
+    tracked_paths,
+    walk_checkout,
+    working_tree_clean,
+)
 from shared.gitops.fastindex import UnsupportedIndex
 
 
@@ -55,9 +61,15 @@ def _mode_of(st: os.stat_result) -> int:
 def stage_all(repo: Repo) -> bytes:
     """Like `git add -A`: adds, edits, deletions and mode changes; honours .gitignore.
     Writes the index and returns the tree it describes."""
+    ignore = IgnoreFilterManager.from_repo(repo)
+    head = head_tree(repo)
+    if head is not None:
+        try:   # the usual case: the index lists HEAD, so only what changed is hashed and rebuilt
+            return stage_working_tree(repo.path, repo.index_path(), repo.object_store, head, ignore.is_ignored)
+        except UnsupportedIndex:
+            pass
     root = os.fsencode(repo.path)
     index = repo.open_index()
-    ignore = IgnoreFilterManager.from_repo(repo)
     tracked = {path for path in index.paths()}
     tracked_dirs = {os.path.dirname(p) for p in tracked}
     tracked_dirs |= {d for p in list(tracked_dirs) for d in _parents(p)}
@@ -163,12 +175,23 @@ def reset_to(repo: Repo, tree: bytes) -> bool:
     if not clean:
         reset_hard(repo, tree)
         return False
-    root = Path(repo.path)
-    tracked = {os.fsdecode(p) for p in repo.open_index().paths()}
+    try:
+        tracked, tracked_dirs = tracked_paths(repo.index_path())
+    except UnsupportedIndex:
+        tracked = {p: b"" for p in repo.open_index().paths()}
+        tracked_dirs = frozenset(d for p in tracked for d in (os.path.dirname(p), *_parents(p)))
     ignore = IgnoreFilterManager.from_repo(repo)
-    for child in root.iterdir():
-        if child.name != ".git":
-            _remove_unignored(ignore, root, child, keep=tracked)
+    root = os.fsencode(os.path.abspath(repo.path))
+    folders: list[bytes] = []
+    for rel, _st in walk_checkout(root, tracked, tracked_dirs, ignore.is_ignored, folders):
+        if rel not in tracked:
+            os.unlink(root + b"/" + rel)
+    for d in reversed(folders[1:]):   # children before parents; git leaves no empty untracked folder
+        if d not in tracked_dirs:
+            try:
+                os.rmdir(root + b"/" + d)
+            except OSError:
+                pass
     return True
 
 

@@ -10,7 +10,10 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from typing import Callable, Iterator
+
 from dulwich.object_store import BaseObjectStore
+from dulwich.objects import Blob, Tree
 
 from shared.gitops.fastindex import (
     IndexFile,
@@ -18,6 +21,7 @@ from shared.gitops.fastindex import (
     IndexLock,
     UnsupportedIndex,
     content_matches,
+    file_mode,
     index_matches_tree,
     is_racy,
     pack_entry,
@@ -27,8 +31,9 @@ from shared.gitops.fastindex import (
 )
 from shared.gitops.fswatch import DirectoryWatch
 from shared.gitops.objects import cached_store
+from shared.gitops.treeedit import Edit, apply_edits
 
-_MAX_CHECKOUTS = 8
+_MAX_CHECKOUTS = 32    # a merger follows one checkout per target; executors judge one per agent
 use_watches = True   # False: every check lstats every tracked file (the benchmark compares both)
 
 
@@ -260,3 +265,130 @@ def _make_parents(root: bytes, path: bytes, watch: DirectoryWatch | None) -> Non
         os.mkdir(full)
         if watch is not None:
             watch.watch(d)
+
+
+# ---------------------------------------------------------------- staging and fresh checkouts
+def walk_checkout(root: bytes, tracked: dict[bytes, bytes] | frozenset[bytes], tracked_dirs: frozenset[bytes],
+                  is_ignored: Callable[[str], bool], folders: list[bytes] | None = None) -> Iterator[tuple[bytes, os.stat_result]]:
+    """(path, lstat) of every regular file and symlink that is tracked or not ignored, outside
+    .git, nested repositories and linked worktrees (what `git add -A` looks at). `folders`
+    collects the folders walked, parents first."""
+    stack = [b""]
+    while stack:
+        rel_dir = stack.pop()
+        if folders is not None:
+            folders.append(rel_dir)
+        try:
+            listing = os.scandir(root + b"/" + rel_dir if rel_dir else root)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with listing:
+            for entry in listing:
+                name = entry.name
+                if name == b".git":
+                    continue   # git metadata, or a linked worktree's pointer to it
+                rel = rel_dir + b"/" + name if rel_dir else name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if os.path.lexists(entry.path + b"/.git"):
+                            continue   # nested repositories and linked worktrees are not content
+                        if rel in tracked_dirs or not is_ignored(rel.decode(errors="surrogateescape") + "/"):
+                            stack.append(rel)
+                        continue
+                    if rel not in tracked and is_ignored(rel.decode(errors="surrogateescape")):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                    yield rel, st
+
+
+def tracked_paths(index_path: str) -> tuple[dict[bytes, bytes], frozenset[bytes]]:
+    """The index's entries (path -> raw entry) and the folders holding them."""
+    index = _read(index_path)
+    return index.raw, index.directories()
+
+
+def stage_working_tree(root: str, index_path: str, store: BaseObjectStore, head_tree: bytes,
+                       is_ignored: Callable[[str], bool]) -> bytes:
+    """`git add -A` for an index that lists `head_tree`: files whose stat changed are hashed,
+    and the new tree is `head_tree` with only the changed paths rebuilt. Returns the tree.
+    UnsupportedIndex (nothing changed) when the index lists anything else."""
+    store = cached_store(store)
+    with _mutex, IndexLock(index_path) as lock:
+        index = _read(index_path)
+        if not index_matches_tree(store, index, head_tree):
+            raise UnsupportedIndex(f"{index_path} does not list tree {head_tree.decode()}")
+        rootb = os.fsencode(os.path.abspath(root))
+        missing = set(index.raw)
+        changed: dict[bytes, bytes] = {}
+        edits: dict[bytes, Edit] = {}
+        for rel, st in walk_checkout(rootb, index.raw, index.directories(), is_ignored):
+            entry = index.raw.get(rel)
+            if entry is not None:
+                missing.discard(rel)
+                if stat_matches(entry, st) and not is_racy(entry, index.mtime):
+                    continue
+            full = rootb + b"/" + rel
+            try:
+                data = os.readlink(full) if stat.S_ISLNK(st.st_mode) else _read_file(full)
+            except FileNotFoundError:   # gone since the walk saw it
+                continue
+            blob, mode = Blob.from_string(data), file_mode(st)
+            if entry is None or entry[40:60] != blob.sha().digest() or entry[24:28] != mode.to_bytes(4, "big"):
+                store.add_object(blob)
+                edits[rel] = (mode, blob.id)
+            changed[rel] = pack_entry(rel, st, blob.sha().digest(), mode)
+        for rel in missing:
+            edits[rel] = None
+        if not changed and not missing:
+            return head_tree
+        trees: list = []
+        tree = apply_edits(store, head_tree, edits, trees) if edits else head_tree
+        if tree is None:   # everything was deleted: git commits the empty tree
+            empty = Tree()
+            trees.append(empty)
+            tree = empty.id
+        for t in trees:
+            store.add_object(t)
+        write_index(lock, index, missing, changed, tree)
+        _state(rootb).judged_clean = None
+        return tree
+
+
+def _read_file(full: bytes) -> bytes:
+    with open(full, "rb") as f:
+        return f.read()
+
+
+def checkout_new(root: str, index_path: str, store: BaseObjectStore, tree: bytes) -> None:
+    """Write every file of `tree` into an empty folder and an index listing them (a new
+    worktree); an index already there stops it with OSError."""
+    store = cached_store(store)
+    rootb = os.fsencode(os.path.abspath(root))
+    if os.path.exists(index_path):
+        raise OSError(f"{index_path} exists: this checkout is not new")
+    with _mutex, IndexLock(index_path) as lock:
+        written: list[tuple[bytes, int, bytes]] = []
+        _tree_diff(store, None, tree, b"", [], written)
+        changed: dict[bytes, bytes] = {}
+        made: set[bytes] = {b""}
+        for p, mode, sha in written:
+            d = os.path.dirname(p)
+            if d not in made:
+                os.makedirs(rootb + b"/" + d, exist_ok=True)
+                while d not in made:
+                    made.add(d)
+                    d = os.path.dirname(d)
+            full = rootb + b"/" + p
+            data = store[sha].as_raw_string()
+            if stat.S_ISLNK(mode):
+                os.symlink(data, full)
+            else:
+                fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o777 if mode & 0o100 else 0o666)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            changed[p] = pack_entry(p, os.lstat(full), bytes.fromhex(sha.decode()), _index_mode(mode))
+        empty = IndexFile(index_path, (0, 0, 0, 0, b""), [], {}, b"", [0], (0, 0))
+        write_index(lock, empty, set(), changed, tree)

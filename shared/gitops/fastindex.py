@@ -20,7 +20,7 @@ _HEADER = struct.Struct(">4sII")
 _STAT = struct.Struct(">10I")       # ctime s, ns, mtime s, ns, dev, ino, mode, uid, gid, size
 _FLAGS = struct.Struct(">H")
 _MODE = struct.Struct(">I")
-_CACHE_SIZE = 8
+_CACHE_SIZE = 64       # parsed indexes and flat trees: one per live worktree, as many agents as run at once
 _M32 = 0xFFFFFFFF
 
 

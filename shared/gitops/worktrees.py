@@ -10,16 +10,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dulwich.repo import Repo
-from dulwich.worktree import add_worktree
 
 from shared.gitops.checkout import head_tree, reset_to, stage_all, switch_tree
+from shared.gitops.checkout_index import checkout_new
 from shared.gitops.errors import GitError
 from shared.gitops.housekeeping import copy_included, ensure_worktrees_ignored
 from shared.gitops.locks import file_lock, ref_update
 from shared.gitops.merge import make_commit
 from shared.gitops.names import worktree_dir_name
 from shared.gitops.resolution import clear_merge_state, merge_parent
-from shared.gitops.repo import branch_ref, commit_is_ancestor, merge_bases, open_repo, read_ref, require_branch
+from shared.gitops.repo import (
+    branch_ref,
+    commit_is_ancestor,
+    main_worktree_branch,
+    merge_bases,
+    open_repo,
+    read_ref,
+    require_branch,
+)
 from shared.gitops.treemerge import merge_trees
 from shared.config import SandboxSettings
 from shared.sandbox import Jail, SandboxUnavailable
@@ -111,10 +119,7 @@ class WorktreeManager:
                 if read_ref(repo, branch) is None:
                     ref_update(lambda: repo.refs.add_if_new(ref, target_tip))
                 path.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    add_worktree(repo, str(path), branch=ref).close()
-                except ValueError as exc:
-                    raise GitError(f"cannot create worktree {path} on {branch}: {exc}") from None
+                self._add_worktree(repo, path, dirname, ref)
                 meta = {"name": name, "branch": branch, "created_at": time.time()}
             meta.setdefault("port_base", self._allocate_port(dirname))
             with Repo(str(path)) as wt:
@@ -131,6 +136,35 @@ class WorktreeManager:
             with self._lock():
                 self._write_meta(dirname, meta)
         return Worktree(name, path, branch, target_tip.decode(), head.decode(), reused, meta["port_base"])
+
+    def _add_worktree(self, repo: Repo, path: Path, dirname: str, ref: bytes) -> None:
+        """`git worktree add <path> <branch>`: the pointer files both ways, HEAD on the branch, and one
+        checkout of its tree written straight into the empty folder."""
+        elsewhere = self._checked_out_at(repo, ref)
+        if elsewhere is not None:
+            raise GitError(f"cannot create worktree {path} on {ref.decode().removeprefix('refs/heads/')}: "
+                           f"the branch is already checked out at {elsewhere}")
+        admin = self._admin(dirname)
+        path.mkdir(parents=True)
+        admin.mkdir(parents=True)
+        (path / ".git").write_bytes(b"gitdir: " + bytes(admin) + b"\n")
+        (admin / "gitdir").write_bytes(bytes(path / ".git") + b"\n")
+        (admin / "commondir").write_bytes(b"../..\n")
+        (admin / "HEAD").write_bytes(b"ref: " + ref + b"\n")
+        with Repo(str(path)) as wt:
+            checkout_new(str(path), wt.index_path(), repo.object_store, repo[repo.refs[ref]].tree)
+
+    def _checked_out_at(self, repo: Repo, ref: bytes) -> str | None:
+        if main_worktree_branch(repo) == ref:
+            return str(self.root)
+        admin_root = self.git_dir / "worktrees"
+        for admin in admin_root.iterdir() if admin_root.is_dir() else []:
+            try:
+                if (admin / "HEAD").read_bytes().strip() == b"ref: " + ref:
+                    return (admin / "gitdir").read_text().strip().removesuffix("/.git")
+            except OSError:
+                continue
+        return None
 
     def _bring_in_target(self, repo: Repo, wt: Repo, ref: bytes, branch: str, target_tip: bytes) -> bytes:
         head = repo.refs[ref]

@@ -59,6 +59,60 @@ def test_commit_all_stages_adds_edits_deletes_and_modes(git_repo):
     assert "YokeFlow-Task: 2" in git(wt.path, "log", "-1", "--format=%B")
 
 
+def test_commit_all_agrees_with_git_on_every_kind_of_change(git_repo):
+    """The commit stages only what changed (hashing files whose stat moved, rebuilding only their
+    folders); git itself must then see nothing left to stage and an index equal to HEAD."""
+    for rel in ("a/b/c.txt", "a/b/d.txt", "a/e.txt", "f.txt", "g/h.txt", "link-me.txt"):
+        (git_repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (git_repo / rel).write_text(f"{rel}\n")
+    os.symlink("link-me.txt", git_repo / "ln")
+    git(git_repo, "add", "-A")
+    git(git_repo, "commit", "-q", "-m", "shapes")
+    wm = WorktreeManager(git_repo)
+    wt = wm.acquire("t9", "task/9-shapes")
+    p = wt.path
+    (p / "a" / "b" / "c.txt").write_text("edited\n")           # edit deep inside
+    (p / "a" / "b" / "d.txt").unlink()                           # delete next to it
+    (p / "f.txt").unlink()
+    (p / "f.txt").mkdir()                                        # a file becomes a folder
+    (p / "f.txt" / "inside.txt").write_text("inside\n")
+    for child in (p / "g").iterdir():
+        child.unlink()
+    (p / "g").rmdir()
+    (p / "g").write_text("a folder became this file\n")         # a folder becomes a file
+    (p / "ln").unlink()
+    os.symlink("a/e.txt", p / "ln")                              # a symlink retargeted
+    (p / "new" / "deep").mkdir(parents=True)
+    (p / "new" / "deep" / "x.sh").write_text("echo\n")
+    (p / "new" / "deep" / "x.sh").chmod(0o755)
+    (p / "empty-dir").mkdir()                                    # git has no empty folders
+    (p / ".gitignore").write_text((p / ".gitignore").read_text() + "build/\n")
+    (p / "build").mkdir()
+    (p / "build" / "out.bin").write_bytes(b"\0ignored")
+    nested = p / "vendored"
+    nested.mkdir()
+    subprocess.run(["git", "init", "-q", str(nested)], check=True)   # a nested repository is not content
+    (nested / "x.txt").write_text("x\n")
+    sha = wm.commit_all(wt, "every shape")
+    assert sha == git(p, "rev-parse", "HEAD")
+    assert git(p, "status", "--porcelain", "--untracked-files=all") == "?? vendored/"
+    assert git(p, "diff", "--cached", "--name-only", "HEAD") == ""
+    listed = git(p, "ls-tree", "-r", "--name-only", "HEAD").splitlines()
+    assert sorted(listed) == sorted([".gitignore", "README.md", "a/b/c.txt", "a/e.txt", "f.txt/inside.txt", "g",
+                                     "link-me.txt", "ln", "new/deep/x.sh"])
+    assert git(p, "ls-files", "-s", "new/deep/x.sh").startswith("100755")
+    assert git(p, "ls-files", "-s", "ln").startswith("120000")
+    assert wm.commit_all(wt, "again") is None
+    # a reused worktree drops untracked files and folders, keeps ignored ones
+    (p / "junk" / "deeper").mkdir(parents=True)
+    (p / "junk" / "deeper" / "j.txt").write_text("junk\n")
+    (p / "a" / "b" / "stray.txt").write_text("stray\n")
+    again = wm.acquire("t9", "task/9-shapes")
+    assert not (p / "junk").exists() and not (p / "a" / "b" / "stray.txt").exists()
+    assert (p / "build" / "out.bin").exists() and (p / "a" / "b" / "c.txt").read_text() == "edited\n"
+    assert again.head == sha and git(p, "status", "--porcelain") == "?? vendored/"
+
+
 def test_reuse_after_crash_discards_junk_and_keeps_commits(git_repo):
     wm = WorktreeManager(git_repo)
     wt = wm.acquire("t3", "task/3-y")
