@@ -65,22 +65,46 @@ def inside(root: Path, path: Path) -> bool:
 
 def walk_files(root: Path, start: Path | None = None) -> Iterator[Path]:
     """Files under `start` (default: root) in sorted order, as real paths inside root."""
+    for _, entry in walk_entries(root, start):
+        yield Path(entry.path)
+
+
+def walk_entries(root: Path, start: Path | None = None) -> Iterator[tuple[str, os.DirEntry]]:
+    """(path relative to root, directory entry) of the files `walk_files` gives, in its order: a
+    folder's files, then its folders. By `os.scandir`, whose entries already know their type (the
+    repository map of every attempt walks the whole tree)."""
     ignore = _ignore_filter(root)
-    start = start or root
-    for dirpath, dirnames, filenames in os.walk(start, followlinks=False):
-        here = Path(dirpath)
-        rel_dir = here.relative_to(root).as_posix() if here != root else ""
 
-        def ignored(name: str, is_dir: bool) -> bool:
-            rel = f"{rel_dir}/{name}" if rel_dir else name
-            return bool(ignore and ignore.is_ignored(rel + ("/" if is_dir else "")))
+    def ignored(rel: str, is_dir: bool) -> bool:
+        return bool(ignore and ignore.is_ignored(rel + ("/" if is_dir else "")))
 
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not ignored(d, True))
-        for name in sorted(filenames):
-            path = here / name
-            if name == ".git" or ignored(name, False) or (path.is_symlink() and not inside(root, path)):
+    def visit(folder: str, rel_dir: str) -> Iterator[tuple[str, os.DirEntry]]:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            return  # gone or unreadable meanwhile: as os.walk, skipped
+        folders = []
+        for e in entries:
+            try:
+                is_dir = e.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                folders.append(e)
                 continue
-            yield path
+            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            if e.name == ".git" or ignored(rel, False) or (e.is_symlink() and not inside(root, Path(e.path))):
+                continue
+            yield rel, e
+        for e in folders:
+            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            if e.name in SKIP_DIRS or ignored(rel, True) or e.is_symlink():
+                continue  # a linked folder is not followed
+            yield from visit(e.path, rel)
+
+    start = start or root
+    yield from visit(str(start), Path(start).relative_to(root).as_posix() if Path(start) != Path(root) else "")
 
 
 def human_size(n: int) -> str:

@@ -7,7 +7,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from services.executor.agent.files import human_size, walk_files
+from services.executor.agent.files import human_size, walk_entries
 
 RULES = """\
 You are a software engineer working on one task of a larger plan, inside your own git worktree.
@@ -136,15 +136,32 @@ def repo_map(root: Path, max_lines: int = 200) -> str:
     """Folders and files with sizes, ignoring .git, caches and gitignored files. When the tree is
     longer than max_lines, deep folders are folded into one line each (file count, total size)."""
     root = Path(os.path.realpath(root))
-    files = [(p.relative_to(root).as_posix(), p.lstat().st_size) for p in walk_files(root)]
+    files = [(rel, entry.stat(follow_symlinks=False).st_size) for rel, entry in walk_entries(root)]
     if not files:
         return "(empty repository)"
-    for depth in range(max(len(r.split("/")) for r, _ in files), 0, -1):
-        lines = _render(files, depth)
-        if len(lines) <= max_lines:
-            return "\n".join(lines)
+    split = [rel.split("/") for rel, _ in files]
+    for depth in range(max(len(p) for p in split), 0, -1):
+        if _line_count(split, depth) <= max_lines:  # counted first: rendering every depth tried was most of it
+            return "\n".join(_render(files, depth))
     lines = _render(files, 1)
     return "\n".join(lines[: max_lines - 1] + [f"… and {len(lines) - max_lines + 1} more entries"])
+
+
+def _line_count(split: list[list[str]], depth: int) -> int:
+    """len(_render(files, depth)), without making the lines."""
+    folders: set[tuple[str, ...]] = set()
+    folded: set[tuple[str, ...]] = set()
+    shown = 0
+    for parts in split:
+        if len(parts) <= depth:
+            shown += 1
+            headed = len(parts) - 1
+        else:
+            folded.add(tuple(parts[:depth]))
+            headed = depth - 1
+        for level in range(1, headed + 1):
+            folders.add(tuple(parts[:level]))
+    return len(folders) + shown + len(folded)
 
 
 def _render(files: list[tuple[str, int]], depth: int) -> list[str]:
