@@ -124,14 +124,14 @@ def _decode(raw: bytes | None) -> Account:
 class BudgetGate:
     """Reservations and settlements for one attempt's model calls (used by the agent loop)."""
 
-    def __init__(self, bus, origin: ev.TaskReady, cost: dict[str, Any]):
+    def __init__(self, bus, origin: ev.TaskReady, cost: ev.AttemptBudget):
         self.bus = bus
         self.origin = origin
-        self.hard = str(cost.get("enforcement", "hard")) == "hard"
-        self.warn_at = tuple(cost.get("warn_at") or DEFAULT_WARN_AT)
+        self.hard = cost.enforcement == "hard"
+        self.warn_at = tuple(cost.warn_at or DEFAULT_WARN_AT)
         self.scopes = [Scope("project", account_key("project", origin.project_id),
-                             Decimal(str(cost.get("project_budget_usd") or 0))),
-                       Scope("run", account_key("run", origin.run_id), Decimal(str(cost.get("run_budget_usd") or 0)))]
+                             Decimal(cost.project_budget_usd or 0)),
+                       Scope("run", account_key("run", origin.run_id), Decimal(cost.run_budget_usd or 0))]
 
     async def _change(self, scope: Scope, change) -> tuple[Account, Any]:
         """Apply `change(account) -> (account, result)` atomically (compare-and-set, retried)."""

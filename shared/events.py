@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal, TypeVar, Union
 
 import msgspec
 
-from shared.config import RunSettings
+from shared.config import RunSettings, SandboxSettings
 from shared.subjects import Subjects, token
 from shared.expertise.model import Document, Entry
 
@@ -149,6 +149,76 @@ class RunStats(msgspec.Struct, frozen=True, kw_only=True):
     dependency_ready_latency_s: LatencySummary = msgspec.field(default_factory=LatencySummary)
 
 
+class TaskCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """A run's tasks by how they ended (RunCompleted / RunFailed)."""
+
+    done: int = 0  # merged
+    failed: int = 0
+    blocked: int = 0
+    cancelled: int = 0
+    total: int = 0
+
+
+class PlanIssue(msgspec.Struct, frozen=True, kw_only=True):
+    """One reason a plan was rejected: a plan problem (shared/plan PlanProblem) or why producing it failed."""
+
+    code: str = ""  # open set: shared/plan PROBLEM_CODES, "too_large", or e.g. "provider_error"
+    ids: list[str] = []
+    message: str = ""
+    path: str = ""  # the plan field at fault, when there is one
+
+
+ModelTier = Literal["", "haiku", "sonnet", "opus"]  # "": cost.default_model is a model id, not a tier
+
+
+class SelectionInputs(msgspec.Struct, frozen=True, kw_only=True):
+    """What the model choice of an attempt rested on (services/planner/models.py select_model)."""
+
+    complexity: Complexity | Literal[""] = ""
+    complexity_source: Literal["", "task", "estimated"] = ""  # the plan said it, or it was estimated
+    domain: str = ""
+    tries: int = 0  # this attempt's number among the task's real tries
+    critical: bool = False  # on the plan's critical path
+    budget_left_fraction: float = 1.0
+    optimization_enabled: bool = True
+    default_model: str = ""
+
+
+class ModelSelection(msgspec.Struct, frozen=True, kw_only=True):
+    """How an attempt's model was chosen (TaskReady.selection)."""
+
+    tier: ModelTier = ""
+    model: str = ""
+    reasons: list[str] = []
+    inputs: SelectionInputs = msgspec.field(default_factory=SelectionInputs)
+
+
+class AttemptBudget(msgspec.Struct, frozen=True, kw_only=True):
+    """The money rules an attempt's model calls are held to (TaskReady.cost; shared/budget.py BudgetGate)."""
+
+    project_budget_usd: str = "0"  # exact decimal strings; "0": no limit
+    run_budget_usd: str = "0"
+    enforcement: Literal["hard", "soft"] = "hard"
+    warn_at: list[float] = msgspec.field(default_factory=lambda: [0.5, 0.8, 0.95])
+    # cost.prices exactly as written in .yokeflow.yaml (model id -> price fields), free-form there too:
+    # PriceTable.with_overrides checks it, naming the key
+    prices: dict[str, Any] = {}
+
+
+class ProviderOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """How an attempt's agent runs (TaskReady.provider_options), from the run's `agent` settings;
+    the executor hands the provider its share (base_url, transcript, record) and keeps the rest."""
+
+    max_turns: int = 40
+    max_fix_rounds: int = 2
+    command_timeout_s: float = 300.0
+    sandbox: SandboxSettings = msgspec.field(default_factory=SandboxSettings)
+    env_allow: list[str] = []
+    base_url: str = ""
+    transcript: str = ""  # replay: the transcript it plays
+    record: str = ""  # a live provider: where its real turns are written as a transcript
+
+
 def task_aggregate_id(run_id: str, task_id: str) -> str:
     return f"{subject_token(run_id)}-{subject_token(task_id)}"
 
@@ -180,7 +250,7 @@ class PlanProduced(Event, frozen=True, kw_only=True):
 
 class PlanRejected(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "plan"
-    errors: list[dict[str, Any]]
+    errors: list[PlanIssue]
 
 
 class PlanApproved(Event, frozen=True, kw_only=True):
@@ -232,7 +302,7 @@ class RunResumed(Event, frozen=True, kw_only=True):
 class RunCompleted(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "run"
     run_id: str
-    counts: dict[str, int] = {}
+    counts: TaskCounts = msgspec.field(default_factory=TaskCounts)
     stats: RunStats = msgspec.field(default_factory=RunStats)
 
 
@@ -240,7 +310,7 @@ class RunFailed(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "run"
     run_id: str
     reason: str = ""
-    counts: dict[str, int] = {}
+    counts: TaskCounts = msgspec.field(default_factory=TaskCounts)
     stats: RunStats = msgspec.field(default_factory=RunStats)
 
 
@@ -261,7 +331,7 @@ class TaskReady(TaskEvent, frozen=True, kw_only=True):
     tests: list[str] = []
     model: str = ""
     provider: str = "replay"
-    provider_options: dict[str, Any] = {}
+    provider_options: ProviderOptions = msgspec.field(default_factory=ProviderOptions)
     repo_path: str = ""
     target_branch: str = "main"
     branch: str = ""
@@ -273,10 +343,8 @@ class TaskReady(TaskEvent, frozen=True, kw_only=True):
     purpose: TaskPurpose = "task"
     conflict: ConflictToResolve = msgspec.field(default_factory=ConflictToResolve)
     expertise_domains: list[str] = []  # whose expertise the agent is given (none when learning is off)
-    # money for this attempt: {"project_budget_usd", "run_budget_usd" (decimal strings), "enforcement",
-    # "warn_at", "prices" (cost.prices overrides)}; and how its model was chosen: {"tier", "inputs", "reasons"}
-    cost: dict[str, Any] = {}
-    selection: dict[str, Any] = {}
+    cost: AttemptBudget | None = None  # None: no budget gate for this attempt (not written by the scheduler)
+    selection: ModelSelection = msgspec.field(default_factory=ModelSelection)
 
 
 class AgentStarted(TaskEvent, frozen=True, kw_only=True):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+import msgspec
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -57,7 +59,7 @@ def describe(e: ev.Event) -> str:
         case ev.BatchMerged():
             return f"batch {e.batch} merged ({', '.join(e.task_ids)})"
         case ev.RunCompleted() | ev.RunFailed():
-            counts = ", ".join(f"{k} {v}" for k, v in e.counts.items())
+            counts = ", ".join(f"{k} {v}" for k, v in msgspec.structs.asdict(e.counts).items())
             reason = f": {e.reason}" if isinstance(e, ev.RunFailed) and e.reason else ""
             return f"run {e.run_id} {'completed' if isinstance(e, ev.RunCompleted) else 'failed'} ({counts}){reason}"
         case ev.WorktreeCreated():

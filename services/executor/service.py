@@ -41,7 +41,7 @@ from services.executor.agent.prompt import (
     repo_map,
 )
 from services.executor.agent.tools import Sandbox
-from shared.sandbox import settings_from, unavailable_reason, warn_if_off
+from shared.sandbox import unavailable_reason, warn_if_off
 from services.executor import domain
 
 log = logging.getLogger("yokeflow.executor")
@@ -189,8 +189,8 @@ class Executor:
         started = time.monotonic()
         parallel = self.config.parallel
         options = e.provider_options
-        jail = settings_from(options.get("sandbox"))
-        env_allow = list(options.get("env_allow") or [])
+        jail = options.sandbox
+        env_allow = list(options.env_allow)
         if reason := unavailable_reason(jail):  # refused before anything runs, in one line
             await self._finish(e, AgentResult(outcome="failure", summary="", error=reason), commit="", wt=None,
                                started=started)
@@ -230,7 +230,7 @@ class Executor:
         if resumed_after:
             previous.setdefault("resumed", f"attempt {e.attempt} was interrupted {resumed_after} time(s); "
                                            f"the worktree holds the branch's last commit {wt.head[:12]}")
-        sandbox = Sandbox(wt.path, command_timeout_s=float(options.get("command_timeout_s", 300.0)),
+        sandbox = Sandbox(wt.path, command_timeout_s=options.command_timeout_s,
                           env={"YOKEFLOW_PORT_BASE": str(wt.port_base), "PATH": _tool_path()},
                           settings=jail, env_allow=env_allow)
         cancel = asyncio.Event()
@@ -267,7 +267,7 @@ class Executor:
         task = {"id": e.task_id, "title": e.title, "description": e.description, "tests": e.tests,
                 "domain": e.domain, "complexity": e.complexity}
 
-        prices = PriceTable.with_overrides((e.cost or {}).get("prices"))
+        prices = PriceTable.with_overrides(e.cost.prices if e.cost else None)
         budget = BudgetGate(self.bus, e, e.cost) if e.cost else None
 
         async def agent(task_prompt: str, verify=None) -> AgentResult:
@@ -285,8 +285,7 @@ class Executor:
                         budget=budget, prices=prices, provider=provider, model=e.model,
                         system=build_system_prompt(expertise=expertise, repo_map=tree),
                         task_prompt=task_prompt, sandbox=sandbox, checks=list(e.tests),
-                        max_turns=int(options.get("max_turns", 40)),
-                        max_fix_rounds=int(options.get("max_fix_rounds", 2)),
+                        max_turns=options.max_turns, max_fix_rounds=options.max_fix_rounds,
                         on_call=on_call, on_log=on_log, cancel=cancel, verify=verify,
                         task_tools=None if resolving else self._task_tools(e))
                 finally:
@@ -423,12 +422,12 @@ def _tool_path() -> str:
     return os.pathsep.join([os.path.dirname(sys.executable), process_env().get("PATH", os.defpath)])
 
 
-def _provider_options(spec: str, options: dict[str, Any], wt: Worktree, on_log=None) -> dict[str, Any]:
+def _provider_options(spec: str, options: ev.ProviderOptions, wt: Worktree, on_log=None) -> dict[str, Any]:
     """The options a provider takes, out of the attempt's options (the rest steer the loop)."""
     kind = spec.partition(":")[0]
     keys = {"anthropic": ("base_url",), "replay": ("transcript",),
             "claude-code": ("base_url", "sandbox", "env_allow")}.get(kind, ())
-    picked = {k: options[k] for k in (*keys, "record") if options.get(k)}
+    picked = {k: getattr(options, k) for k in (*keys, "record") if getattr(options, k)}
     if kind == "claude-code":  # it runs in the worktree's jail and logs its own steps
         picked.update(cwd=str(wt.path), on_log=on_log)
     return picked

@@ -183,7 +183,7 @@ async def _run_ended(conn: AsyncConnection, e: ev.RunCompleted | ev.RunFailed | 
     status = {"RunCompleted": "completed", "RunFailed": "failed", "RunCancelled": "cancelled"}[e.type]
     values: dict[str, Any] = {"status": status, "ended_at": e.occurred_at}
     if not isinstance(e, ev.RunCancelled):
-        values.update(counts=e.counts, stats=msgspec.to_builtins(e.stats))
+        values.update(counts=msgspec.to_builtins(e.counts), stats=msgspec.to_builtins(e.stats))
     values["reason"] = getattr(e, "reason", "")
     await conn.execute(_run(e.run_id).values(**values))
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
+from shared import events as ev
 from shared.llm.pricing import usd
 from services.planner.models import TIERS, select_model
 
@@ -45,9 +48,9 @@ def attempt_fields(state: "RunState", t: "TaskState", task: Any, *, tries: int) 
     project, run = _limits(state)
     return {
         "model": selection.model,
-        "selection": selection.as_event_field(),
-        "cost": {"project_budget_usd": usd(project), "run_budget_usd": usd(run),
-                 "enforcement": cost.enforcement, "warn_at": list(cost.warn_at), "prices": dict(cost.prices)},
+        "selection": msgspec.convert(selection.as_event_field(), ev.ModelSelection),
+        "cost": ev.AttemptBudget(project_budget_usd=usd(project), run_budget_usd=usd(run),
+                                 enforcement=cost.enforcement, warn_at=list(cost.warn_at), prices=dict(cost.prices)),
     }
 
 

@@ -318,7 +318,7 @@ class RunState:
                 task.status = DISPATCHED
                 task.ready_at = e.occurred_at
                 task.ready_budget_epoch[e.attempt] = self.budget_epoch
-                task.last_tier = str((e.selection or {}).get("tier", ""))
+                task.last_tier = e.selection.tier
                 if e.purpose == "resolve_conflict":
                     task.resolution_attempts.add(e.attempt)
                 else:
@@ -439,14 +439,13 @@ class RunState:
         front = next((i for i, n in enumerate(self.open_in_batch) if n), len(self.open_in_batch))
         return [tid for tid in self.ready if self.batch_of(tid) <= front]
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> ev.TaskCounts:
         names = {MERGED: "done", FAILED: "failed", BLOCKED: "blocked", CANCELLED: "cancelled"}
         out = {v: 0 for v in names.values()}
         for t in self.tasks.values():
             if t.status in names:
                 out[names[t.status]] += 1
-        out["total"] = len(self.tasks)
-        return out
+        return ev.TaskCounts(**out, total=len(self.tasks))
 
     def stats(self) -> ev.RunStats:
         lat = self.ready_latencies
@@ -743,15 +742,13 @@ def _ready_fields(state: RunState, t: TaskState, *, resolving: bool = False) -> 
     branch = _branch_of(state, t)
     agent = state.settings.agent
     provider = agent.provider
-    options: dict[str, Any] = {"max_turns": agent.max_turns, "max_fix_rounds": agent.max_fix_rounds,
-                               "command_timeout_s": agent.command_timeout_s,
-                               "sandbox": msgspec.to_builtins(agent.sandbox), "env_allow": list(agent.env_allow)}
-    if agent.base_url:
-        options["base_url"] = agent.base_url
-    if provider == "replay" and agent.transcripts:
-        options["transcript"] = str(Path(agent.transcripts) / f"{task.id}{'.resolve' if resolving else ''}.json")
-    if agent.record and provider != "replay":  # what a live model answered, as a transcript `replay` plays
-        options["record"] = str(Path(agent.record) / f"{task.id}{'.resolve' if resolving else ''}.json")
+    own = f"{task.id}{'.resolve' if resolving else ''}.json"
+    options = ev.ProviderOptions(
+        max_turns=agent.max_turns, max_fix_rounds=agent.max_fix_rounds, command_timeout_s=agent.command_timeout_s,
+        sandbox=agent.sandbox, env_allow=list(agent.env_allow), base_url=agent.base_url,
+        transcript=str(Path(agent.transcripts) / own) if provider == "replay" and agent.transcripts else "",
+        # what a live model answered, as a transcript `replay` plays
+        record=str(Path(agent.record) / own) if agent.record and provider != "replay" else "")
     deps = [ev.DependencySummary(task_id=d, title=state.plan.task(d).title, summary=state.tasks[d].summary)
             for d, _ in state.deps.get(t.id, []) if state.tasks[d].summary]
     return dict(
@@ -781,18 +778,18 @@ def _maybe_end(state: RunState, pending: list[Decision]) -> list[Decision]:
     origin = state.started
     if state.cancelled:
         return []  # RunCancelled already ends the run
-    if state.budget_exhausted and counts["done"] < counts["total"]:
+    if state.budget_exhausted and counts.done < counts.total:
         e = origin.caused(ev.RunFailed, aggregate_id=state.run_id, run_id=state.run_id, counts=counts,
                           stats=state.stats(), reason="budget exhausted")
         out = [(e, f"{state.run_id}:RunFailed")]
-    elif counts["done"] == counts["total"]:
+    elif counts.done == counts.total:
         e = origin.caused(ev.RunCompleted, aggregate_id=state.run_id, run_id=state.run_id, counts=counts,
                           stats=state.stats())
         out = [(e, f"{state.run_id}:RunCompleted")]
     else:
         e = origin.caused(ev.RunFailed, aggregate_id=state.run_id, run_id=state.run_id, counts=counts,
                           stats=state.stats(),
-                          reason=f"{counts['failed']} failed, {counts['blocked']} blocked, {counts['cancelled']} cancelled"
+                          reason=f"{counts.failed} failed, {counts.blocked} blocked, {counts.cancelled} cancelled"
                                  f"{_first_failure(state)}"[:4000])
         out = [(e, f"{state.run_id}:RunFailed")]
     state.apply(e)

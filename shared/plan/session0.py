@@ -199,7 +199,7 @@ async def request_plan(bus: Bus, *, project_id: str, plan_id: str, spec: str, re
 
 
 async def record_outcome(bus: Bus, requested: ev.PlanRequested, outcome: PlanOutcome | None, *,
-                         path: str = "", errors: list[dict[str, Any]] | None = None) -> ev.Event:
+                         path: str = "", errors: list[ev.PlanIssue] | None = None) -> ev.Event:
     """PlanProduced for a valid outcome (with the file it was written to), else PlanRejected."""
     from shared.plan import plan_to_dict
 
@@ -208,7 +208,8 @@ async def record_outcome(bus: Bus, requested: ev.PlanRequested, outcome: PlanOut
         event: ev.Event = requested.caused(ev.PlanProduced, aggregate_id=plan_id, plan=plan_to_dict(outcome.plan),
                                            source=f"session0:{outcome.model}", path=path, version=1)
     else:
-        problems = errors if errors is not None else [p.to_dict() for p in (outcome.problems if outcome else [])]
+        problems = errors if errors is not None else [ev.PlanIssue(**p.to_dict()) for p in
+                                                      (outcome.problems if outcome else [])]
         event = requested.caused(ev.PlanRejected, aggregate_id=plan_id, errors=problems)
     await bus.publish(event, msg_id=f"{plan_id}:{event.type}")
     return event
@@ -240,7 +241,7 @@ async def approve_plan(bus: Bus, plan_id: str, approved_by: str = "person",
     if not versions.fold(history).versions:
         rejected = next((e for e in history if isinstance(e, ev.PlanRejected)), None)
         if rejected is not None:
-            first = rejected.errors[0]["message"] if rejected.errors else "no valid plan"
+            first = rejected.errors[0].message if rejected.errors else "no valid plan"
             raise PlanNotApprovable(f"plan {plan_id} was rejected ({len(rejected.errors)} problem(s), first: "
                                     f"{first}); nothing to approve: fix the spec and run `yokeflow plan create` again")
         raise PlanNotApprovable(f"plan {plan_id} is still being produced; approve it once `yokeflow plan create` "

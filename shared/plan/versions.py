@@ -140,6 +140,6 @@ def plan_state(plan_id: str, history: list[ev.Event]) -> dict[str, Any]:
             "versions": [{"version": i + 1, "source": p.source, "edited_by": p.edited_by, "occurred_at": p.occurred_at}
                          for i, p in enumerate(v.versions)],
             "source": produced.source if produced else "", "path": produced.path if produced else "",
-            "errors": rejected.errors if rejected and not produced else [],
+            "errors": msgspec.to_builtins(rejected.errors) if rejected and not produced else [],
             "approved_by": v.approval.approved_by if v.approval else "",
             "approved_at": v.approval.occurred_at if v.approval else None}

@@ -111,7 +111,7 @@ async def test_a_hard_budget_holds_with_three_agents_and_raising_it_lets_the_run
     assert spent(events) <= Decimal("5")
     retries = [e for e in events if isinstance(e, ev.TaskReady) and e.attempt == 2]
     assert {e.task_id for e in retries} == stopped and not stopped & finished
-    assert all(e.cost[f"{scope}_budget_usd"] == "5" for e in retries)
+    assert all(getattr(e.cost, f"{scope}_budget_usd") == "5" for e in retries)
     for t in ("t1", "t2", "t3"):
         assert git(git_repo, "show", f"main:{t}/part{TURNS - 2}.txt") == f"{t} {TURNS - 2}"
 

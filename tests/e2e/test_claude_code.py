@@ -89,7 +89,7 @@ async def test_claude_code_does_a_task_that_is_merged_and_a_hostile_one_escapes_
             events = await events_of(bus, started.run_id)
 
     assert isinstance(end, ev.RunCompleted), end
-    assert end.counts["done"] == 2, (end.counts, [e for e in events if isinstance(e, ev.AgentFinished)])
+    assert end.counts.done == 2, (end.counts, [e for e in events if isinstance(e, ev.AgentFinished)])
     shown = subprocess.run(["git", "show", "main:good.py"], cwd=git_repo, capture_output=True, text=True)
     assert shown.stdout == "VALUE = 42\n"
     # every model call went through the proxy, which alone added the key

@@ -73,4 +73,4 @@ async def test_claude_code_agents_use_their_task_server(nats_server, database_ur
     finished = {e.task_id: e for e in events if isinstance(e, ev.AgentFinished)}
     assert finished["asks"].outcome == "success"
     assert finished["stuck"].outcome == "failure" and "asked to block the task" in finished["stuck"].error
-    assert isinstance(end, ev.RunFailed) and end.counts["done"] == 1, end
+    assert isinstance(end, ev.RunFailed) and end.counts.done == 1, end

@@ -51,7 +51,7 @@ async def test_an_executor_that_always_fails_ends_the_run_with_its_reason(nats_s
     assert [(f.task_id, f.attempt, f.consumer) for f in failures] == [("doomed", 1, "executor"), ("doomed", 2, "executor")]
     assert [f.failed_event_id for f in failures] == [r.event_id for r in readies]
     assert isinstance(end, ev.RunFailed)
-    assert end.counts == {"done": 0, "failed": 1, "blocked": 1, "cancelled": 0, "total": 2}
+    assert end.counts == ev.TaskCounts(done=0, failed=1, blocked=1, cancelled=0, total=2)
     assert "executor gave up on TaskReady after 2 deliveries" in end.reason
     assert "the executor cannot start an agent" in end.reason
 

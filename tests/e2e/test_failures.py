@@ -24,7 +24,7 @@ async def test_failing_checks_fail_the_task_and_block_its_dependents(nats_server
         end = await wait_for_end(bus, started.run_id)
         events = await events_of(bus, started.run_id)
     assert isinstance(end, ev.RunFailed)
-    assert end.counts == {"done": 1, "failed": 1, "blocked": 2, "cancelled": 0, "total": 4}
+    assert end.counts == ev.TaskCounts(done=1, failed=1, blocked=2, cancelled=0, total=4)
     attempts = [e for e in events if isinstance(e, ev.AgentFinished) and e.task_id == "broken"]
     assert [a.outcome for a in attempts] == ["failure", "failure"]  # retried once, then final
     assert attempts[0].checks[0].passed is False

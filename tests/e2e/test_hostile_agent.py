@@ -132,7 +132,7 @@ async def test_a_hostile_agent_escapes_nothing_and_the_good_task_is_merged(nats_
             events = await events_of(bus, started.run_id)
 
     assert isinstance(end, ev.RunCompleted), end
-    assert end.counts["done"] == 2, end.counts
+    assert end.counts.done == 2, end.counts
     # nothing outside the worktree changed
     assert snapshot(outside) | {str(secret): secret.read_bytes()} == before
     assert not list(tmp_path.glob("escape*")) and not Path("/escape.txt").exists()

@@ -51,7 +51,7 @@ async def test_a_diamond_runs_through_every_service_and_lands_on_main(strategy, 
         started = await start_run(bus, PLAN, git_repo, cfg)
         end = await wait_for_end(bus, started.run_id)
         assert isinstance(end, ev.RunCompleted), end
-        assert end.counts == {"done": 4, "failed": 0, "blocked": 0, "cancelled": 0, "total": 4}
+        assert end.counts == ev.TaskCounts(done=4, failed=0, blocked=0, cancelled=0, total=4)
         await system.database.wait_for("ledger", await bus.last_seq())
         status = await collect_status(system.endpoint, started.run_id)
 

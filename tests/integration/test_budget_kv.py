@@ -24,7 +24,7 @@ async def test_concurrent_reservations_from_three_connections_never_pass_the_lim
     others = [await Bus.connect(nats_server.url, identity="executor", prefix=f"t{unique}", stream=f"EV_{unique}",
                                 log_stream=f"LOG_{unique}") for _ in range(2)]
     try:
-        cost = {"project_budget_usd": "0", "run_budget_usd": "1.00", "enforcement": "hard"}
+        cost = ev.AttemptBudget(project_budget_usd="0", run_budget_usd="1.00", enforcement="hard")
         gates = [BudgetGate(b, ready(task=f"t{i}"), cost) for i, b in enumerate([bus, *others])]
 
         async def take(gate):
@@ -54,7 +54,7 @@ async def test_concurrent_reservations_from_three_connections_never_pass_the_lim
 
 
 async def test_soft_enforcement_warns_at_each_level_once_and_never_refuses(bus):
-    gate = BudgetGate(bus, ready("r2"), {"project_budget_usd": "0", "run_budget_usd": "1", "enforcement": "soft"})
+    gate = BudgetGate(bus, ready("r2"), ev.AttemptBudget(project_budget_usd="0", run_budget_usd="1", enforcement="soft"))
     for _ in range(4):
         hold = await gate.reserve(Decimal("0.50"))  # more than the limit: made anyway under soft
         await gate.settle(hold, Decimal("0.30"))

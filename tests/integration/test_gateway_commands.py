@@ -149,7 +149,7 @@ async def test_unknown_and_rejected_plans_are_clear_errors(gateway, bus, git_rep
     assert missing.status_code == 404 and missing.json()["field"] == "plan_id"
     assert (await gateway.post("/api/runs", json={"plan_id": "nope", "repo_path": str(git_repo)})).status_code == 404
     await bus.publish(ev.PlanRequested(project_id="p", aggregate_id="pr1", spec="?"), msg_id="pr1:req")
-    await bus.publish(ev.PlanRejected(project_id="p", aggregate_id="pr1", errors=[{"message": "a cycle a -> b -> a"}]),
+    await bus.publish(ev.PlanRejected(project_id="p", aggregate_id="pr1", errors=[ev.PlanIssue(message="a cycle a -> b -> a")]),
                       msg_id="pr1:rej")
     assert (await gateway.get("/api/plans/pr1")).json()["status"] == "rejected"
     refused = await gateway.post("/api/plans/pr1/approve")

@@ -111,7 +111,7 @@ def test_no_valid_plan_is_rejected_with_exit_2_and_cannot_be_approved(isolated, 
     plan_id = out.split("plan ", 1)[1].split(" ", 1)[0]
     history = events_of(isolated, plan_id)
     assert [e.type for e in history] == ["PlanRequested", "PlanRejected"]
-    assert {p["code"] for p in history[1].errors} == {"cycle", "invalid_field"}
+    assert {p.code for p in history[1].errors} == {"cycle", "invalid_field"}
     code, _, err = cli(capsys, "plan", "approve", plan_id)
     assert code == 2 and f"plan {plan_id} was rejected" in err
     code, _, err = cli(capsys, "plan", "approve", "p-never-made")

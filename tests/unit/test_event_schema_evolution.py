@@ -70,6 +70,31 @@ def test_dict_payloads_of_version_1_decode_into_their_types():
     assert ev.decode((V1 / "TaskFailed.json").read_bytes()).type == "TaskFailed"
 
 
+def test_version_1_cost_selection_options_errors_and_counts_decode_typed():
+    ready = ev.decode((V1 / "TaskReady.json").read_bytes())
+    assert ready.provider_options == ev.ProviderOptions(max_turns=40, transcript="/t/t2.json")
+    assert ready.provider_options.sandbox.mode == "required"  # absent then: the default jail
+    assert ready.selection == ev.ModelSelection() and ready.cost == ev.AttemptBudget()
+    rejected = ev.decode((V1 / "PlanRejected.json").read_bytes())
+    assert rejected.errors == [ev.PlanIssue(code="cycle", ids=["t1", "t2"], message="t1 -> t2 -> t1")]
+    completed = ev.decode((V1 / "RunCompleted.json").read_bytes())
+    assert completed.counts == ev.TaskCounts(done=2, total=2)
+    failed = ev.decode((V1 / "RunFailed.json").read_bytes())
+    assert (failed.counts.failed, failed.counts.blocked) == (1, 1)
+
+
+def test_a_typed_payload_keeps_its_json_shape():
+    ready = ev.TaskReady(project_id="p", aggregate_id="r-t", run_id="r", task_id="t",
+                         cost=ev.AttemptBudget(run_budget_usd="2.5", prices={"m": {"input": 1, "output": 2}}),
+                         selection=ev.ModelSelection(tier="opus", model="o", reasons=["why"]))
+    wire = json.loads(ev.encode(ready))
+    assert wire["cost"]["run_budget_usd"] == "2.5" and wire["cost"]["prices"] == {"m": {"input": 1, "output": 2}}
+    assert wire["selection"]["tier"] == "opus" and wire["selection"]["inputs"]["tries"] == 0
+    assert ev.decode(ev.encode(ready)) == ready
+    with pytest.raises(Exception, match="tier"):
+        ev.decode(json.dumps(wire | {"selection": {"tier": "gigantic"}}).encode())
+
+
 def test_worktree_has_one_meaning_a_folder_name_and_version_1_paths_are_still_read():
     ready = ev.decode((V1 / "TaskReady.json").read_bytes())
     assert ready.worktree == "task-t2-cli"  # a name, never a path

@@ -62,7 +62,7 @@ def test_dependents_wait_for_merge_not_just_success():
     assert ready_ids(after_merge) == ["b", "c"]  # critical path first: b (5 min) before c (1 min)
     ready_b = next(e for e in after_merge if e.task_id == "b")
     assert ready_b.dependency_summaries == [ev.DependencySummary(task_id="a", title="A", summary="did a")]
-    assert ready_b.provider_options["transcript"] == "/t/b.json"
+    assert ready_b.provider_options.transcript == "/t/b.json"
 
 
 def test_concurrency_cap_and_by_epic_exclusivity():
@@ -97,8 +97,8 @@ def test_failure_retries_with_a_stronger_model_then_blocks_dependents():
     assert retry[0].final is False and retry[1].attempt == 2
     assert retry[1].previous_attempt.error == "tests failed"
     # a is on the critical path: the strongest tier from the start, and a retry stays there
-    assert retry[1].model == "claude-opus-5-5" and retry[1].selection["tier"] == "opus"
-    assert any("critical" in r for r in retry[1].selection["reasons"])
+    assert retry[1].model == "claude-opus-5-5" and retry[1].selection.tier == "opus"
+    assert any("critical" in r for r in retry[1].selection.reasons)
     finish(state, "a", outcome="failure", attempt=2, error="still failing")
     final = apply_all(state, decide(state))
     types = [e.type for e in final]
@@ -106,8 +106,8 @@ def test_failure_retries_with_a_stronger_model_then_blocks_dependents():
     blocked = {e.task_id: e for e in final if isinstance(e, ev.TaskBlocked)}
     assert set(blocked) == {"b", "c", "d"}
     assert "a failed" in blocked["b"].reason
-    assert types[-1] == "RunFailed" and final[-1].counts == {"done": 0, "failed": 1, "blocked": 3,
-                                                             "cancelled": 0, "total": 4}
+    assert types[-1] == "RunFailed" and final[-1].counts == ev.TaskCounts(done=0, failed=1, blocked=3,
+                                                             cancelled=0, total=4)
 
 
 def test_run_completes_with_counts_and_latency_stats():
@@ -119,7 +119,7 @@ def test_run_completes_with_counts_and_latency_stats():
             merge(state, t)
         out = apply_all(state, decide(state))
     assert out[-1].type == "RunCompleted"
-    assert out[-1].counts["done"] == 4
+    assert out[-1].counts.done == 4
     assert out[-1].stats.dependency_ready_latency_s.count == 3
     assert decide(state) == []
 
@@ -184,8 +184,8 @@ def test_an_attempt_stopped_by_the_budget_goes_back_to_pending_until_the_budget_
     assert decide(state) == []
     state.apply(ev.BudgetSet(project_id="p", aggregate_id="r", run_id="r", scope="run", limit_exact="5"))
     [again] = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)]
-    assert again.task_id == "a" and again.attempt == 2 and again.selection["inputs"]["tries"] == 1
-    assert again.cost["run_budget_usd"] == "5"
+    assert again.task_id == "a" and again.attempt == 2 and again.selection.inputs.tries == 1
+    assert again.cost.run_budget_usd == "5"
     # an attempt refused under the old budget, reporting after the raise, does not stop the run again
     finish(state, "a", outcome="budget", attempt=1)
     assert state.budget_exhausted is False
@@ -211,7 +211,7 @@ def test_rate_limit_pauses_the_run_without_spending_a_try():
     assert not ready_ids(out)  # paused: nothing dispatches
     state.apply(ev.RunResumed(project_id="p", aggregate_id="r", run_id="r"))
     [retry] = [x for x in apply_all(state, decide(state)) if isinstance(x, ev.TaskReady)]
-    assert retry.attempt == 2 and retry.selection["inputs"]["tries"] == 1  # not escalated: the first try never ran out
+    assert retry.attempt == 2 and retry.selection.inputs.tries == 1  # not escalated: the first try never ran out
     finish(state, "a", outcome="failure", attempt=2, error="real failure")
     out = apply_all(state, decide(state))
     assert out[0].type == "TaskFailed" and out[0].final is False  # one real try spent of two
@@ -344,9 +344,9 @@ def test_model_selection_is_wired_in_complexity_estimate_budget_left_and_reasons
     ready = {e.task_id: e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)}
     sec = ready["sec"]
     assert sec.complexity == "high" and sec.model == "claude-opus-4-6"  # the estimator, and ids from cost.models
-    assert sec.selection["inputs"]["complexity_source"] == "estimated"
+    assert sec.selection.inputs.complexity_source == "estimated"
     assert ready["doc"].complexity == "low" and ready["doc"].model == "claude-haiku-4-5"
-    assert sec.cost["run_budget_usd"] == "1" and sec.cost["enforcement"] == "hard"
+    assert sec.cost.run_budget_usd == "1" and sec.cost.enforcement == "hard"
     # 95 % of the run's budget spent: the next attempt gets the cheapest tier, and says why
     state.apply(ev.CostRecorded(project_id="p", aggregate_id="r-sec", run_id="r", task_id="sec", cost_usd=0.95,
                                 cost_exact="0.95"))
@@ -354,7 +354,7 @@ def test_model_selection_is_wired_in_complexity_estimate_budget_left_and_reasons
     apply_all(state, decide(state))
     merge(state, "sec")
     [later] = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)]
-    assert later.model == "claude-haiku-4-5" and "budget" in later.selection["reasons"][0]
+    assert later.model == "claude-haiku-4-5" and "budget" in later.selection.reasons[0]
 
 
 def test_decide_leaves_the_state_it_is_given_as_it_was():

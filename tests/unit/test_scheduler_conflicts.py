@@ -48,9 +48,9 @@ def test_a_content_conflict_queues_a_resolution_on_the_same_branch():
     state, conflict = both_done_then_a_conflicts()
     [ready] = resolutions(apply_all(state, decide(state)))
     assert ready.task_id == "a" and ready.attempt == 2 and ready.branch == "task/a"
-    assert ready.tests == ["pytest -q"] and ready.selection["inputs"]["tries"] == 1
+    assert ready.tests == ["pytest -q"] and ready.selection.inputs.tries == 1
     assert ready.conflict.event_id == conflict.event_id and ready.conflict.conflicts[0].path == "greeting.txt"
-    assert ready.provider_options["transcript"] == "/t/a.resolve.json"
+    assert ready.provider_options.transcript == "/t/a.resolve.json"
     assert decide(state) == []  # dispatched once
     finish(state, "a", attempt=2)
     assert [e.type for e in apply_all(state, decide(state))] == ["TaskCompleted"]
@@ -65,8 +65,8 @@ def test_failed_resolutions_retry_with_a_stronger_model_then_a_person_is_asked()
     out = apply_all(state, decide(state))
     assert out[0].type == "TaskFailed" and not out[0].final and "conflict resolution" in out[0].reason
     [again] = resolutions(out)
-    assert again.attempt == 3 and again.selection["inputs"]["tries"] == 2
-    assert again.selection["tier"] == "opus"
+    assert again.attempt == 3 and again.selection.inputs.tries == 2
+    assert again.selection.tier == "opus"
     finish(state, "a", outcome="failure", attempt=3, error="markers left")
     out = apply_all(state, decide(state))
     assert [e.type for e in out] == ["TaskFailed", "ConflictEscalated"]
@@ -124,7 +124,7 @@ def test_a_persons_rerun_is_a_new_attempt_that_does_not_spend_a_try():
     state.apply(reset)
     [ready] = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)]
     assert (ready.task_id, ready.attempt, ready.purpose, ready.branch) == ("a", 2, "task", "task/a-a")
-    assert ready.selection["inputs"]["tries"] == 1  # a first try again: no escalation
+    assert ready.selection.inputs.tries == 1  # a first try again: no escalation
     state.apply(reset)  # a redelivery changes nothing
     assert decide(state) == []
     finish(state, "a", attempt=2, outcome="failure", error="boom")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from shared import events as ev
 from shared.lanes import compute_lanes
 from shared.resolver import Resolution, resolve
 from shared.plan import Plan, PlanError, PlanFileUnreadable, PlanProblem, load_plan
@@ -254,7 +255,7 @@ async def _create(args, config, provider, spec: str, project_id: str, repo: Path
                                                   repo_map=_repo_map(repo) if repo else "")
         except ProviderError as exc:
             await session0.record_outcome(bus, requested, None, errors=[
-                {"code": "provider_error", "ids": [], "message": str(exc), "path": ""}])
+                ev.PlanIssue(code="provider_error", message=str(exc))])
             raise CliError(f"plan {plan_id} rejected: the model call failed: {exc}") from None
         spent = (f"{outcome.rounds} round(s) with {outcome.model}: {outcome.usage.input_tokens:,} tokens in, "
                  f"{outcome.usage.output_tokens:,} out, ${outcome.cost_usd:.4f}")

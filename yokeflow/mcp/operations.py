@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from shared import commands, readmodel
+from shared import events as ev
 from shared.bus import Bus
 from shared.config import Config, ConfigError, parse_config
 from shared.db import Database
@@ -85,7 +86,7 @@ class Operations:
             outcome = await session0.produce_plan(provider, spec, model=model, max_rounds=int(max_rounds))
         except ProviderError as exc:
             await session0.record_outcome(self.bus, requested, None, errors=[
-                {"code": "provider_error", "ids": [], "message": str(exc), "path": ""}])
+                ev.PlanIssue(code="provider_error", message=str(exc))])
             raise OperationError("", f"plan {plan_id} rejected: the model call failed: {exc}") from None
         await session0.record_outcome(self.bus, requested, outcome)
         return {"plan_id": plan_id, "status": "produced" if outcome.plan is not None else "rejected",
