@@ -13,7 +13,8 @@ from shared import events as ev
 from shared import metrics
 from shared.bus import Bus, Delivery
 from shared.config import Config
-from services.ledger.projector import PROJECTION, apply_batch
+from services.ledger.projector import PROJECTION
+from services.ledger.writer import apply_batch
 
 log = logging.getLogger("yokeflow.ledger")
 
@@ -43,11 +44,10 @@ class Ledger:
         """Project a run of events in one transaction (rows and position together)."""
         if not self.stream:
             self.stream = await self.bus.stream_identity()
-        async with self.db.begin() as conn:
-            conn = await self.db.execution(conn)
+        async with self.db.driver_transaction() as pg:
             # Budget alerts are not decided here: executors reserve and settle on the shared accounts
             # (shared/budget.py) and announce BudgetWarning / BudgetExhausted as they cross a level.
-            await apply_batch(conn, [(d.seq, d.event) for d in deliveries], self.read_gap, self.stream)
+            await apply_batch(pg, self.db.schema, [(d.seq, d.event) for d in deliveries], self.read_gap, self.stream)
         for d in deliveries:
             metrics.PROJECTION_LAG.record(metrics.seconds_since(d.event.occurred_at))
 
@@ -79,11 +79,11 @@ async def rebuild(bus: Bus, database_url: str, schema: str = db.SCHEMA) -> dict[
         count = 0
         batch: list[Delivery] = []
 
+        stream = await bus.stream_identity()
+
         async def flush() -> None:
-            async with fresh.begin() as conn:
-                conn = await fresh.execution(conn)
-                await apply_batch(conn, [(d.seq, d.event) for d in batch], ledger.read_gap,
-                                  await bus.stream_identity())
+            async with fresh.driver_transaction() as pg:
+                await apply_batch(pg, fresh.schema, [(d.seq, d.event) for d in batch], ledger.read_gap, stream)
             batch.clear()
 
         async for d in bus.read():

@@ -52,8 +52,7 @@ async def project_all(bus, database, stop_after: int):
 
 async def snapshot(database):
     out = {}
-    for table in (db.projects, db.runs, db.epics, db.tasks, db.parallel_batches, db.attempts, db.merges,
-                  db.agent_costs, db.event_log, db.budget_alerts):
+    for table in db.metadata.sorted_tables:
         rows = await database.fetch(select(table))
         # projected_at says when a row was written (projection lag), not what the log holds
         out[table.name] = sorted((sorted((k, v) for k, v in r.items() if k != "projected_at") for r in rows),
@@ -194,3 +193,79 @@ async def test_float_money_columns_become_exact_decimals(database_url):
     [row] = await database.fetch(select(db.agent_costs))
     assert row["cost_usd"] == Decimal("0.1")
     await database.dispose()
+
+
+def busy_log(rng, run: str) -> list[ev.Event]:
+    """A run with every projected event type, in an order the services could produce it and some they
+    would not (a merge before its worktree, an agent started before its attempt was queued)."""
+    ids = [f"t{i}" for i in range(6)]
+    plan = {"name": "busy", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": t, "title": t.upper(), "depends_on": ids[:i][-1:]} for i, t in enumerate(ids)]}]}
+    t = lambda task, cls, **kw: cls(project_id="p", aggregate_id=ev.task_aggregate_id(run, task), run_id=run,
+                                     task_id=task, **kw)
+    out: list[ev.Event] = [
+        ev.ProjectCreated(project_id="p", aggregate_id="p", name="démo", repo_path="/tmp/x"),
+        ev.RunStarted(project_id="p", aggregate_id=run, run_id=run, plan=plan, repo_path="/tmp/x",
+                      settings=RunSettings.of({})),
+        ev.BatchesComputed(project_id="p", aggregate_id=run, run_id=run, batches=[ids[:3], ids[3:]])]
+    makers = [
+        lambda task, a: t(task, ev.TaskReady, attempt=a + 1, model=rng.choice(["sonnet", "opus"]), branch=f"b/{task}",
+                          worktree=f"/w/{task}", purpose=rng.choice(["task", "resolve_conflict"])),
+        lambda task, a: t(task, ev.AgentStarted, attempt=max(a, 1), model="sonnet", provider="x"),
+        lambda task, a: t(task, ev.WorktreeCreated, path=rng.choice([f"/w/{task}", "/w/shared"]), branch=f"b/{task}"),
+        lambda task, a: t(task, ev.CostRecorded, attempt=max(a, 1), model="sonnet", cost_usd=rng.random(),
+                          cost_exact=rng.choice(["", "0.000123456789"])),
+        lambda task, a: t(task, ev.AgentFinished, attempt=max(a, 1), outcome=rng.choice(["success", "failure"]),
+                          commit="c", summary="sümmary", cost_usd=0.25, turns=3, model=rng.choice(["", "haiku"])),
+        lambda task, a: t(task, ev.TaskCompleted, attempt=max(a, 1), commit="c2"),
+        lambda task, a: t(task, ev.TaskFailed, attempt=max(a, 1), reason="boom", final=rng.random() < 0.5),
+        lambda task, a: t(task, ev.TaskDeferred, reason="budget", detail=rng.choice(["", "later"])),
+        lambda task, a: t(task, ev.TaskBlocked, reason="blocked"),
+        lambda task, a: t(task, ev.TaskCancelled, reason="cancelled"),
+        lambda task, a: ev.BranchMerged(project_id="p", aggregate_id=ev.task_aggregate_id(run, task), run_id=run,
+                                        task_id=task, branch=f"b/{task}", commit="m"),
+        lambda task, a: ev.MergeConflicted(project_id="p", aggregate_id=ev.task_aggregate_id(run, task), run_id=run,
+                                           task_id=task, branch=f"b/{task}", conflicts=[ev.Conflict(path="a.py")]),
+        lambda task, a: t(task, ev.ConflictEscalated, reason="escalated"),
+        lambda task, a: t(task, ev.BranchReset, branch=f"b/{task}", target_branch="main"),
+        lambda task, a: ev.BatchMerged(project_id="p", aggregate_id=run, run_id=run, batch=rng.randint(0, 1)),
+        lambda task, a: ev.BudgetWarning(project_id="p", aggregate_id=run, run_id=run, fraction=0.8),
+        lambda task, a: ev.DeliveryFailed(project_id="p", aggregate_id="p", run_id=run, task_id=rng.choice(["", task]),
+                                          attempt=rng.choice([0, 1]), consumer="x", failed_subject="s",
+                                          stream_seq=1, deliveries=5, error="gave up"),
+        lambda task, a: ev.ExpertiseUpdated(project_id="p", aggregate_id="p-api", domain="api",
+                                            version=rng.randint(1, 2), lines=1, content="x"),
+    ]
+    attempts = dict.fromkeys(ids, 0)
+    for _ in range(90):
+        task, i = rng.choice(ids), rng.randrange(len(makers))
+        out.append(makers[i](task, attempts[task]))
+        attempts[task] += i == 0
+    out.append(ev.RunCompleted(project_id="p", aggregate_id=run, run_id=run, counts={"done": 3}))
+    return out
+
+
+async def test_any_batching_of_a_busy_log_projects_what_one_event_at_a_time_does(bus, database_url):
+    import random
+
+    rng = random.Random(17)
+    for run in ("r6", "r7"):
+        for e in busy_log(rng, run):
+            await bus.publish(e)
+    deliveries = [d async for d in bus.read()]
+    single, batched = db.Database(database_url, schema="yf_single"), db.Database(database_url)
+    await single.migrate()
+    await batched.migrate()
+    one_by_one = Ledger(bus, single, publish_alerts=False)
+    for d in deliveries:
+        await one_by_one.handle(d)
+    ledger = Ledger(bus, batched, publish_alerts=False)
+    done = 0
+    while done < len(deliveries):  # runs of any length, some overlapping (redelivered), some skipping (a gap)
+        n = rng.randint(1, 40)
+        run = deliveries[max(0, done - rng.randint(0, 4)):done + n]
+        await ledger.handle_batch(run[2:] if rng.random() < 0.2 and len(run) > 3 else run)
+        done += n
+    assert await snapshot(batched) == await snapshot(single)
+    await single.dispose()
+    await batched.dispose()
