@@ -40,6 +40,7 @@ BIND_PATIENCE_S = 120.0  # how long a starting consumer waits for JetStream to a
 
 
 RUN_FINAL = ("RunCompleted", "RunFailed")  # nothing at all is appended for a run after these
+RUNS_REMEMBERED = 1024  # runs whose latest event publish_in_run keeps (one direct get saved per append)
 
 
 class BusError(RuntimeError):
@@ -108,6 +109,7 @@ class Bus:
         self.replicas = replicas
         self._leases = None  # the lease bucket, created on first use
         self._kv_buckets: dict[str, Any] = {}
+        self._runs: dict[str, tuple[int, str]] = {}  # run aggregate -> (sequence, type) of its latest event seen
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "yokeflow", connect_timeout: float = 5.0,
@@ -302,21 +304,34 @@ class Bus:
         """`publish_in_run` for several events in one round trip (as `publish_all`); None when the
         run closed first (those appended before it closed stay, each at most once by its Msg-Id)."""
         run_filter = self.subjects.aggregate(items[0][0].project_id, "run", run_id)
+        # The run's latest event as last seen: appending against its sequence is still checked by the
+        # server, so a stale one costs a conflict and a fresh read, never an append after the run's end;
+        # an ending is final, so a run seen ended is never read again.
+        known = self._runs.get(run_filter)
         for _ in range(20):  # the run aggregate moves rarely (pause, resume, end): a conflict is retried
-            try:
-                last = await self.js.get_msg(self.stream, subject=run_filter, direct=True)
-            except NotFoundError:
-                return await self.publish_all(items)  # no such run: nothing to guard
-            kind = (last.subject or "").rsplit(".", 1)[-1]
+            if known is None:
+                try:
+                    last = await self.js.get_msg(self.stream, subject=run_filter, direct=True)
+                except NotFoundError:
+                    return await self.publish_all(items)  # no such run: nothing to guard
+                known = (last.seq or 0, (last.subject or "").rsplit(".", 1)[-1])
+                self._remember_run(run_filter, known)
+            seq, kind = known
             if kind in RUN_FINAL or (kind == "RunCancelled" and not after_cancel):
                 return None
             try:
                 return list(await asyncio.gather(*(
-                    self.publish(event, msg_id=msg_id, expected_seq=last.seq or 0, expected_subject=run_filter)
+                    self.publish(event, msg_id=msg_id, expected_seq=seq, expected_subject=run_filter)
                     for event, msg_id in items)))
             except ConcurrencyConflict:
-                continue
+                known = None
+                self._runs.pop(run_filter, None)
         raise BusError(f"run {run_id} kept moving while {items[0][0].type} waited to be appended")
+
+    def _remember_run(self, run_filter: str, known: tuple[int, str]) -> None:
+        if len(self._runs) >= RUNS_REMEMBERED:  # the oldest first: runs end, few are open at once
+            self._runs.pop(next(iter(self._runs)))
+        self._runs[run_filter] = known
 
     async def run_open(self, project_id: str, run_id: str) -> bool:
         """Whether the run has neither ended nor been cancelled (its latest run event says so)."""

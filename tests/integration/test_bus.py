@@ -247,3 +247,27 @@ async def test_publish_all_stores_events_in_the_order_given_and_deduplicates(bus
     again = await bus.publish_all([(ready(task="3"), "r:3:1:TaskReady")])
     assert again[0].duplicate and again[0].seq == published[3].seq
     assert [d.event.task_id for d in await all_events(bus)] == [str(i) for i in range(20)]
+
+
+async def test_a_run_scoped_append_never_lands_after_the_run_ended_elsewhere(bus, nats_server):
+    from shared.bus import Bus
+    from shared.events import AgentStarted, RunCancelled, RunCompleted, RunStarted
+
+    other = await Bus.connect(nats_server.url, identity="admin", prefix=bus.prefix, stream=bus.stream,
+                              log_stream=bus.log_stream)
+    try:
+        await other.publish(RunStarted(project_id="p", aggregate_id="r", run_id="r", plan={}, repo_path="/x"))
+        started = lambda task: AgentStarted(project_id="p", aggregate_id=task_aggregate_id("r", task), run_id="r",
+                                            task_id=task, attempt=1)
+        assert await bus.publish_in_run(started("1"), "r") is not None  # this bus now knows the run as open
+        await other.publish(RunCancelled(project_id="p", aggregate_id="r", run_id="r"))  # behind its back
+        assert await bus.publish_in_run(started("2"), "r") is None
+        assert await bus.publish_in_run(started("3"), "r", after_cancel=True) is not None
+        await other.publish(RunCompleted(project_id="p", aggregate_id="r", run_id="r"))
+        assert await bus.publish_in_run(started("4"), "r", after_cancel=True) is None
+        assert await bus.publish_in_run(started("5"), "r", after_cancel=True) is None  # known ended: no read
+    finally:
+        await other.close()
+    types = [(d.event.type, getattr(d.event, "task_id", "")) for d in await all_events(bus)]
+    assert types == [("RunStarted", ""), ("AgentStarted", "1"), ("RunCancelled", ""), ("AgentStarted", "3"),
+                     ("RunCompleted", "")]
