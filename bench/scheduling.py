@@ -8,6 +8,7 @@ epics; cross-epic dependencies; a fixed seed), side by side:
   sequential  max_concurrency 1
   barrier     the PRD's batch barrier at the default policy's concurrency
   default     YokeFlow's default (by_epic, no barrier)
+  processes   the default policy with each service in its own OS process (runtime.service_processes)
 Each reports makespan, lower bound = max(critical path, total work / concurrency),
 efficiency = bound / makespan, speed-up over sequential, dispatch latency (the event that made
 a task startable -> its agent started), merge latency (agent finished -> merged), peak agents in
@@ -189,16 +190,16 @@ class Bench:
                         bus_options={"prefix": f"b{tag}", "stream": f"B_{tag}", "log_stream": f"BL_{tag}"})
 
     async def run(self, plan: dict, *, concurrency: int, agent_ms: int, barrier: bool = False,
-                  strategy: str = "by_epic", learning: bool = True) -> dict[str, Any]:
+                  strategy: str = "by_epic", learning: bool = True, processes: bool = False) -> dict[str, Any]:
         endpoint = await self.endpoint()
         cfg = parse_config({"parallel": {"strategy": strategy, "max_concurrency": concurrency,
                                          "batch_barrier": barrier},
                             "agent": {"provider": f"sleep:{agent_ms}"}, "learning": {"enabled": learning}})
         repo = _repo(self.root)
-        system = await System(endpoint, cfg).start()
+        system = await System(endpoint, cfg, processes=processes).start()
         bus = await endpoint.bus()
         try:
-            cpu0 = _cpu()
+            cpu0 = _cpu() + system.children_cpu_seconds()
             started = await start_run(bus, plan, repo, cfg)
             # the benchmark watches only for the run's end while it runs (reading every event live
             # would load the very process it measures), then reads the run's events
@@ -207,7 +208,7 @@ class Bench:
             async for d in bus.read(endings, stop_at_end=False):
                 if getattr(d.event, "run_id", None) == started.run_id:
                     break
-            cpu = _cpu() - cpu0
+            cpu = _cpu() + system.children_cpu_seconds() - cpu0
             events: list[ev.Event] = []
             last_seq = 0
             async for d in bus.read():
@@ -297,12 +298,16 @@ async def benchmark(args) -> dict[str, Any]:
     plan = prd_plan(epics, per_epic, args.seed)
     try:
         with Bench(root) as bench:
-            policies = {"sequential": (1, False), "barrier": (conc, True), "default": (conc, False)}
-            for name, (c, barrier) in (policies.items() if "policies" in args.only else ()):
-                runs = [await bench.run(plan, concurrency=c, agent_ms=agent_ms, barrier=barrier, learning=args.learning)
+            # processes: the default policy with each service in its own OS process (runtime.service_processes)
+            policies = {"sequential": (1, False, False), "barrier": (conc, True, False), "default": (conc, False, False),
+                        "processes": (conc, False, True)}
+            for name, (c, barrier, processes) in (policies.items() if "policies" in args.only else ()):
+                runs = [await bench.run(plan, concurrency=c, agent_ms=agent_ms, barrier=barrier, learning=args.learning,
+                                        processes=processes)
                         for _ in range(args.repeats)]
                 rec = min(runs, key=lambda r: r["makespan_s"]) if len(runs) > 1 else runs[0]
-                rec = {**rec, "policy": name, "batch_barrier": barrier, "repeats": len(runs)}
+                rec = {**rec, "policy": name, "batch_barrier": barrier, "service_processes": processes,
+                       "repeats": len(runs)}
                 out["policies"][name] = rec
                 _progress(args, f"{name}: makespan {rec['makespan_s']} s, efficiency {rec['efficiency']}")
             seq = out["policies"]["sequential"]["makespan_s"] if out["policies"] else 0.0

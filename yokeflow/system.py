@@ -3,7 +3,9 @@
 `open_endpoint` finds the NATS and PostgreSQL a command should use: the ones named by
 YOKEFLOW_NATS_URL / YOKEFLOW_DATABASE_URL, else those of a live `yokeflow up` on the state
 folder, else embedded servers it starts on that folder itself (and stops afterwards).
-`System` runs the services as asyncio tasks, each with its own NATS connection.
+`System` runs the services as asyncio tasks, each with its own NATS connection, or (with
+`runtime.service_processes`) each in its own OS process (`python -m services.<name>`), so the
+orchestration uses more than one core.
 """
 
 from __future__ import annotations
@@ -12,14 +14,22 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+import msgspec
+import yaml
+
 from shared.bus import Bus, BusError
-from shared.config import Config
-from shared.infra import EmbeddedServers, InfraError, database_url_for, read_endpoint
+from shared.config import CONFIG_FILE, Config, process_env
+from shared.identities import identity_of
+from shared.infra import EmbeddedServers, InfraError, database_url_for, nats_url_for, read_endpoint
 from yokeflow.errors import CliError
 
 log = logging.getLogger("yokeflow.system")
@@ -123,14 +133,92 @@ async def wait_for_clients(state_dir: Path, every: float = 0.5) -> None:
         await asyncio.sleep(every)
 
 
+class ServiceProcesses:
+    """The services as child processes of this one: each connects as its own NATS identity (the
+    ledger alone gets its database role), reads this process's settings from a private folder
+    (mode 0700, removed at stop) and serves until SIGTERM, as it would in a deployment."""
+
+    SECRET_RUNTIME = ("api_token", "git_token")  # never written to the folder: a child inherits them from the environment
+
+    def __init__(self, endpoint: Endpoint, config: Config):
+        self.endpoint = endpoint
+        self.config = config
+        self.folder = Path(tempfile.mkdtemp(prefix="yokeflow-services-"))
+        data = msgspec.to_builtins(config)
+        for key in ("nats_url", "nats_creds", "database_url"):
+            data.pop(key, None)
+        for key in self.SECRET_RUNTIME:
+            data["runtime"].pop(key, None)
+        (self.folder / CONFIG_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
+        self.children: dict[str, subprocess.Popen] = {}
+        self.stopping = False
+
+    def env(self, name: str, slots: int) -> dict[str, str]:
+        options = self.endpoint.bus_options
+        env = {**process_env(),
+               "YOKEFLOW_CONFIG_DIR": str(self.folder),
+               "YOKEFLOW_NATS_URL": nats_url_for(self.endpoint.nats_url, identity_of(f"yokeflow-{name}")),
+               "YOKEFLOW_HEALTH_PORT": "0",  # several services on one machine: no probe ports of their own
+               "YOKEFLOW_EXECUTOR_SLOTS": str(slots)}
+        if self.endpoint.nats_creds:
+            env["YOKEFLOW_NATS_CREDS"] = self.endpoint.nats_creds
+        for key, var in (("prefix", "YOKEFLOW_SUBJECT_PREFIX"), ("stream", "YOKEFLOW_STREAM"),
+                         ("log_stream", "YOKEFLOW_LOG_STREAM"), ("replicas", "YOKEFLOW_STREAM_REPLICAS")):
+            if options.get(key) is not None:
+                env[var] = str(options[key])
+        env.pop("YOKEFLOW_DATABASE_URL", None)
+        if name == "ledger":  # the only service that needs PostgreSQL, as its own role
+            env["YOKEFLOW_DATABASE_URL"] = self.endpoint.database_url_for("ledger")
+        return env
+
+    def start(self, name: str, slots: int) -> None:
+        self.children[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=self.env(name, slots),
+                                               stdin=subprocess.DEVNULL)
+
+    def failed(self) -> str | None:
+        for name, child in self.children.items():
+            if not self.stopping and child.poll() is not None:
+                return f"{name}: its process exited with code {child.returncode}"
+        return None
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU of the live children so far (Linux /proc; 0 where it cannot be read)."""
+        total = 0.0
+        for child in self.children.values():
+            try:
+                fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError, ValueError):
+                continue
+        return total
+
+    async def stop(self, drain_s: float) -> None:
+        """SIGTERM (each drains as it does in a deployment), then SIGKILL after `drain_s` + 15 s."""
+        self.stopping = True
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+        def wait(child: subprocess.Popen) -> None:
+            try:
+                child.wait(drain_s + 15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+        await asyncio.gather(*(asyncio.to_thread(wait, c) for c in self.children.values()))
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 class System:
-    """All services in this process."""
+    """All services: in this process, or each in its own (`processes`, default
+    `runtime.service_processes`). The gateway, when asked for, is always in this one."""
 
     SERVICES = ("ledger", "planner", "executor", "merger", "learner")
 
     def __init__(self, endpoint: Endpoint, config: Config, *, gateway: bool = False, gateway_host: str = "127.0.0.1",
                  gateway_port: int = 8765, executor_slots: int | None = None, services: tuple[str, ...] | None = None,
-                 gateway_token: str | None = None, no_auth: bool = False):
+                 gateway_token: str | None = None, no_auth: bool = False, processes: bool | None = None):
         self.endpoint = endpoint
         self.config = config
         self.gateway = gateway
@@ -140,6 +228,8 @@ class System:
         self.gateway_token = gateway_token
         self.no_auth = no_auth
         self.services = services or self.SERVICES
+        self.processes = config.runtime.service_processes if processes is None else processes
+        self.children: ServiceProcesses | None = None
         self.stop_event = asyncio.Event()
         self.tasks: dict[str, asyncio.Task] = {}
         self.buses: list[Bus] = []
@@ -177,9 +267,14 @@ class System:
             "merger": lambda b: Merger(b).serve(stop),
             "learner": lambda b: Learner(b, self.config).serve(stop),
         }
-        for name in self.services:
-            bus = await self._bus(name)
-            self.tasks[name] = asyncio.create_task(makers[name](bus), name=name)
+        if self.processes:
+            self.children = ServiceProcesses(self.endpoint, self.config)
+            for name in self.services:
+                self.children.start(name, slots)
+        else:
+            for name in self.services:
+                bus = await self._bus(name)
+                self.tasks[name] = asyncio.create_task(makers[name](bus), name=name)
         if self.gateway:
             await self._start_gateway()
         return self
@@ -217,10 +312,16 @@ class System:
         for name, task in self.tasks.items():
             if task.done() and not task.cancelled() and task.exception() is not None:
                 return f"{name}: {task.exception()}"
-        return None
+        return self.children.failed() if self.children is not None else None
+
+    def children_cpu_seconds(self) -> float:
+        """CPU used so far by the services' own processes (0 when they run in this one)."""
+        return self.children.cpu_seconds() if self.children is not None else 0.0
 
     async def stop(self) -> None:
         self.stop_event.set()
+        if self.children is not None:
+            await self.children.stop(self.config.runtime.executor_drain_s)
         if self.tasks:
             _, pending = await asyncio.wait(list(self.tasks.values()), timeout=15)
             for task in pending:

@@ -22,7 +22,8 @@ def test_quick_benchmark_reports_every_policy_and_scale_point():
                           capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
-    assert set(out["policies"]) == {"sequential", "barrier", "default"}
+    assert set(out["policies"]) == {"sequential", "barrier", "default", "processes"}
+    assert out["policies"]["processes"]["service_processes"] and not out["policies"]["default"]["service_processes"]
     for name, rec in out["policies"].items():
         assert FIELDS | {"speedup"} <= set(rec), name
         assert rec["completed"] and rec["tasks"] == 9
