@@ -15,7 +15,7 @@ from shared import events as ev
 from shared.bus import Bus
 from shared.config import Config, ConfigError
 from shared.gitops import GitError, checked_out_branch, checkout_is_clean, local_branches
-from shared.plan import Plan, PlanError, parse_plan, plan_to_dict
+from shared.plan import Plan, PlanDoc, PlanError, parse_plan
 from shared.resolver import resolve
 from shared.plan.size import payload_problems
 
@@ -105,7 +105,7 @@ async def start_run(bus: Bus, plan: Plan | dict, repo_path: Path | str, config: 
                                 repo_path=str(repo), target_branch=target)
     await bus.publish(created, msg_id=f"{project_id}:ProjectCreated")
     run_id = run_id or new_run_id()
-    started = ev.RunStarted(project_id=project_id, aggregate_id=run_id, run_id=run_id, plan=plan_to_dict(plan),
+    started = ev.RunStarted(project_id=project_id, aggregate_id=run_id, run_id=run_id, plan=PlanDoc.of(plan),
                             repo_path=str(repo), target_branch=target, settings=settings,
                             correlation_id=run_id)
     await bus.publish(started, msg_id=f"{run_id}:RunStarted")

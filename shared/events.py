@@ -15,6 +15,8 @@ import msgspec
 from shared.config import RunSettings, SandboxSettings
 from shared.subjects import Subjects, token
 from shared.expertise.model import Document, Entry
+from shared.plan.doc import PlanDoc
+from shared.plan.model import Complexity, Domain
 
 SCHEMA_VERSION = 1
 subject_token = token  # a value made safe as one subject token (see shared/subjects.py)
@@ -67,8 +69,6 @@ TaskPurpose = Literal["task", "resolve_conflict"]
 MergeAction = Literal["retry", "accept", "rerun", "resolve"]
 BudgetScope = Literal["run", "project"]
 ExpertiseReason = Literal["", "learned", "import", "rollback", "validate"]
-Domain = Literal["database", "api", "frontend", "testing", "security", "deployment", "general"]  # shared/plan DOMAINS
-Complexity = Literal["low", "medium", "high"]  # shared/plan COMPLEXITIES
 ConflictKind = Literal["content", "add/add", "modify/delete", "binary", "mode", "symlink", "submodule", "type",
                        "file/directory", "rename/rename", "rename/delete", "rename/add", "directory-rename"]
 
@@ -241,7 +241,7 @@ class PlanProduced(Event, frozen=True, kw_only=True):
     """A version of the plan: Session 0's (version 1) or a person's edit of the latest (source "edit")."""
 
     aggregate: ClassVar[str] = "plan"
-    plan: dict[str, Any]
+    plan: PlanDoc
     source: str = ""
     path: str = ""
     version: int = 0  # 0: before versions were numbered (its place among the plan's PlanProduced says)
@@ -271,7 +271,7 @@ class BatchesComputed(Event, frozen=True, kw_only=True):
 class RunStarted(Event, frozen=True, kw_only=True):
     aggregate: ClassVar[str] = "run"
     run_id: str
-    plan: dict[str, Any]
+    plan: PlanDoc
     repo_path: str
     target_branch: str = "main"
     # Typed once here; a run started before it was typed carried the same JSON shape as a dict.

@@ -88,7 +88,7 @@ def describe(e: ev.Event) -> str:
 
 async def follow_run(bus: Bus, started: ev.RunStarted, *, quiet: bool = False) -> RunOutcome:
     """Watch the log from the run's start until it ends; show progress as it goes."""
-    total = sum(len(epic.get("tasks", [])) for epic in started.plan.get("epics", []))
+    total = started.plan.task_count()
     outcome = RunOutcome()
     tty = sys.stdout.isatty() and not quiet
     console = Console(stderr=False)

@@ -21,10 +21,10 @@ async def build_report(database: Database, project: dict[str, Any]) -> dict[str,
             "run_id": summary["id"], "plan_name": summary["plan_name"], "status": summary["status"],
             "reason": summary["reason"], "started_at": summary["started_at"], "ended_at": summary["ended_at"],
             "settings": (detail["run"].get("settings") or {}).get("parallel", {}),
-            "plan": {"name": plan.get("name", ""), "epics": [
-                {"id": e.get("id"), "name": e.get("name", ""), "tasks": [
-                    {"id": t.get("id"), "title": t.get("title", ""), "depends_on": t.get("depends_on", []),
-                     "domain": t.get("domain", "")} for t in e.get("tasks", [])]} for e in plan.get("epics", [])]},
+            "plan": {"name": plan.name, "epics": [
+                {"id": e.id, "name": e.name, "tasks": [
+                    {"id": t.id, "title": t.title, "depends_on": list(t.depends_on), "domain": t.domain}
+                    for t in e.tasks]} for e in plan.epics]},
             "results": [{"task_id": t["id"], "epic_id": t["epic_id"], "title": t["title"], "state": t["state"],
                          "attempts": t["attempt"], "model": t["model"], "cost_usd": round(float(t["cost_usd"] or 0), 6),
                          "merge_commit": t["merge_commit"], "reason": t["reason"]} for t in detail["tasks"]],

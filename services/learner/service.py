@@ -27,7 +27,7 @@ from shared.scrub import scrub
 from shared.expertise.model import normalise
 from shared.expertise import store
 from shared.gitops.repo import paths_on_branch
-from shared.plan import PlanError, parse_plan
+from shared.plan import PlanError
 
 log = logging.getLogger("yokeflow.learner")
 
@@ -66,7 +66,7 @@ class Learner:
         if isinstance(e, ev.RunStarted) and e.run_id not in self.runs:
             info = RunInfo(e)
             try:
-                plan = parse_plan(e.plan)
+                plan = e.plan.to_plan()
                 info.tasks = {t.id: (t.domain or "general", t.title) for t in plan.tasks()}
             except PlanError:
                 pass  # the scheduler fails such a run; nothing runs, nothing is learned

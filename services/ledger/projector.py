@@ -56,20 +56,16 @@ Change = Upsert | Update | UpdateWhere | Add
 def _plan_rows(e: ev.RunStarted) -> tuple[list[dict], list[dict]]:
     epic_rows, task_rows = [], []
     position = 0
-    for epic_pos, epic in enumerate(e.plan.get("epics", [])):
-        epic_id = str(epic.get("id"))
+    for epic_pos, epic in enumerate(e.plan.epics):
         epic_rows.append({
-            "run_id": e.run_id, "id": epic_id, "project_id": e.project_id, "name": str(epic.get("name", "")),
-            "priority": int(epic.get("priority", 3)), "depends_on": [str(d) for d in epic.get("depends_on", [])],
-            "position": epic_pos,
+            "run_id": e.run_id, "id": epic.id, "project_id": e.project_id, "name": epic.name,
+            "priority": epic.priority, "depends_on": list(epic.depends_on), "position": epic_pos,
         })
-        for task in epic.get("tasks", []):
+        for task in epic.tasks:
             task_rows.append({
-                "run_id": e.run_id, "id": str(task.get("id")), "project_id": e.project_id, "epic_id": epic_id,
-                "title": str(task.get("title", "")), "priority": int(task.get("priority", 3)),
-                "depends_on": [str(d) for d in task.get("depends_on", [])],
-                "dependency_type": str(task.get("dependency_type", "hard")),
-                "domain": str(task.get("domain", "general")), "complexity": str(task.get("complexity") or ""),
+                "run_id": e.run_id, "id": task.id, "project_id": e.project_id, "epic_id": epic.id,
+                "title": task.title, "priority": task.priority, "depends_on": list(task.depends_on),
+                "dependency_type": task.dependency_type, "domain": task.domain, "complexity": task.complexity or "",
                 "position": position,
             })
             position += 1
@@ -97,7 +93,7 @@ def _project_created(e: ev.ProjectCreated) -> list[Change]:
 def _run_started(e: ev.RunStarted) -> list[Change]:
     epic_rows, task_rows = _plan_rows(e)
     return [Upsert("runs", {
-        "id": e.run_id, "project_id": e.project_id, "plan_name": str(e.plan.get("name", "")),
+        "id": e.run_id, "project_id": e.project_id, "plan_name": e.plan.name,
         "status": "running", "repo_path": e.repo_path, "target_branch": e.target_branch,
         "settings": e.settings.to_dict(), "started_at": e.occurred_at}),
         *(Upsert("epics", row) for row in epic_rows), *(Upsert("tasks", row) for row in task_rows)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from shared import events as ev
 from shared.lanes import Lane, lane_of
-from shared.plan import Plan, PlanError, parse_plan
+from shared.plan import Plan, PlanError
 
 ENDINGS = (ev.RunCompleted, ev.RunFailed, ev.RunCancelled)
 
@@ -36,7 +36,7 @@ class RunView:
         if not self._plan_parsed:
             self._plan_parsed = True
             try:
-                self._plan = parse_plan(self.started.plan)
+                self._plan = self.started.plan.to_plan()
             except PlanError:
                 self._plan = None
         return self._plan

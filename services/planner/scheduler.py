@@ -23,7 +23,7 @@ from shared.gitops import branch_name, slugify
 from shared.gitops.names import worktree_dir_name
 from shared.gitops.worktrees import WORKTREES_DIR
 from shared.lanes import lane_of
-from shared.plan import Plan, parse_plan, task_complexity
+from shared.plan import Plan, task_complexity
 from services.planner.models import History
 from services.planner import money
 from shared.resolver import Resolution, dependencies, dispatch_order_key, remaining_minutes, resolve
@@ -202,7 +202,7 @@ class RunState:
     # ------------------------------------------------------------------ fold
     @classmethod
     def start(cls, e: ev.RunStarted) -> "RunState":
-        plan = parse_plan(e.plan)
+        plan = e.plan.to_plan()
         resolution = resolve(plan)
         tasks = {t.id: TaskState(t.id, t.epic_id) for t in plan.tasks()}
         state = cls(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, Literal, get_args
 
 import msgspec
 
-DOMAINS = ("database", "api", "frontend", "testing", "security", "deployment", "general")
-COMPLEXITIES = ("low", "medium", "high")
+Domain = Literal["database", "api", "frontend", "testing", "security", "deployment", "general"]
+Complexity = Literal["low", "medium", "high"]
+DOMAINS: tuple[str, ...] = get_args(Domain)
+COMPLEXITIES: tuple[str, ...] = get_args(Complexity)
 DEPENDENCY_TYPES = ("hard", "soft")
 PROBLEM_CODES = ("cycle", "missing_dependency", "duplicate_id", "self_dependency", "invalid_field", "too_large")
 PLAN_FIELDS = ("name", "epics")

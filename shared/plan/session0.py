@@ -19,7 +19,7 @@ from shared import events as ev
 from shared.bus import Bus
 from shared.llm import ModelTurn, Provider, Usage
 from shared.llm.pricing import cost_usd, is_priced
-from shared.plan import Plan, PlanError, PlanProblem, parse_plan
+from shared.plan import Plan, PlanDoc, PlanError, PlanProblem, parse_plan
 from shared.resolver import Resolution, resolve
 from shared.plan import session0_prompt as prompt
 from shared.plan import versions
@@ -201,11 +201,9 @@ async def request_plan(bus: Bus, *, project_id: str, plan_id: str, spec: str, re
 async def record_outcome(bus: Bus, requested: ev.PlanRequested, outcome: PlanOutcome | None, *,
                          path: str = "", errors: list[ev.PlanIssue] | None = None) -> ev.Event:
     """PlanProduced for a valid outcome (with the file it was written to), else PlanRejected."""
-    from shared.plan import plan_to_dict
-
     plan_id = requested.aggregate_id
     if outcome is not None and outcome.plan is not None:
-        event: ev.Event = requested.caused(ev.PlanProduced, aggregate_id=plan_id, plan=plan_to_dict(outcome.plan),
+        event: ev.Event = requested.caused(ev.PlanProduced, aggregate_id=plan_id, plan=PlanDoc.of(outcome.plan),
                                            source=f"session0:{outcome.model}", path=path, version=1)
     else:
         problems = errors if errors is not None else [ev.PlanIssue(**p.to_dict()) for p in

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import msgspec
 
-from shared.plan.model import Plan, PlanProblem, plan_to_dict
+from shared.plan.doc import PlanDoc
+from shared.plan.model import Plan, PlanProblem
 
 NATS_DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default max_payload (the embedded server's too)
 ENVELOPE_BYTES = 16 * 1024  # the event's envelope and the run's settings, generously
 
 
 def payload_problems(plan: Plan, max_payload: int = NATS_DEFAULT_MAX_PAYLOAD) -> list[PlanProblem]:
-    size = len(msgspec.json.encode(plan_to_dict(plan))) + ENVELOPE_BYTES
+    size = len(msgspec.json.encode(PlanDoc.of(plan))) + ENVELOPE_BYTES  # as RunStarted carries it
     if size <= max_payload:
         return []
     tasks = sum(len(e.tasks) for e in plan.epics)

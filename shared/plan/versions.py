@@ -8,7 +8,6 @@ Everything here is pure: the bus calls are in shared/plan/session0.py.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ import msgspec
 
 from shared import events as ev
 from shared.plan.fields import parse_plan
+from shared.plan.doc import PlanDoc
 from shared.plan.model import COMPLEXITIES, PlanError
 from shared.resolver import resolve
 
@@ -70,10 +70,10 @@ class EditRefused(ValueError):
         self.problems = problems or [{"field": field, "message": message}]
 
 
-def apply_edit(plan: dict[str, Any], edit: PlanEdit) -> dict[str, Any]:
+def apply_edit(plan: PlanDoc, edit: PlanEdit) -> PlanDoc:
     """The edited plan, checked like Session 0's output (fields, cycles, unknown dependencies).
     EditRefused names the first field at fault and lists every problem."""
-    out = copy.deepcopy(plan)
+    out = plan.to_dict()
     tasks = {str(t.get("id")): t for e in out.get("epics", []) for t in e.get("tasks", [])}
     for i, tid in enumerate(edit.remove):
         if tid not in tasks:
@@ -106,7 +106,7 @@ def apply_edit(plan: dict[str, Any], edit: PlanEdit) -> dict[str, Any]:
                           [{"field": f"tasks.{t}.depends_on", "message": f"task {t} depends on removed task {d}"}
                            for t, d in still])
     _check(out, set(tasks) - removed)
-    return out
+    return msgspec.convert(out, PlanDoc)
 
 
 def _check(plan: dict[str, Any], task_ids: set[str]) -> None:
@@ -135,7 +135,7 @@ def plan_state(plan_id: str, history: list[ev.Event]) -> dict[str, Any]:
     produced = v.versions[-1] if v.versions else None
     rejected = next((e for e in reversed(history) if isinstance(e, ev.PlanRejected)), None)
     status = ("approved" if v.is_approved else "produced" if produced else "rejected" if rejected else "requested")
-    return {"plan_id": plan_id, "status": status, "plan": produced.plan if produced else None,
+    return {"plan_id": plan_id, "status": status, "plan": produced.plan.to_dict() if produced else None,
             "version": v.latest, "approved_version": v.approved,
             "versions": [{"version": i + 1, "source": p.source, "edited_by": p.edited_by, "occurred_at": p.occurred_at}
                          for i, p in enumerate(v.versions)],

@@ -17,6 +17,7 @@ from shared.expertise.measures import learning_measures
 from shared.db import Database
 from shared import summary
 from shared.forecast import forecast
+from shared.plan import PlanDoc
 
 
 async def list_projects(database: Database) -> list[dict[str, Any]]:
@@ -64,11 +65,12 @@ async def get_run(database: Database, run_id: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-async def run_plan(database: Database, run_id: str) -> dict[str, Any]:
-    """The plan the run was started with, from the RunStarted entry of the event log ({} if not indexed)."""
+async def run_plan(database: Database, run_id: str) -> PlanDoc:
+    """The plan the run was started with, from the RunStarted entry of the event log (empty if not indexed)."""
     e = db.event_log
     rows = await database.fetch(select(e.c.data).where(and_(e.c.run_id == run_id, e.c.type == "RunStarted")).limit(1))
-    return ((rows[0]["data"] or {}).get("plan") or {}) if rows else {}
+    data = (rows[0]["data"] or {}).get("plan") if rows else None
+    return msgspec.convert(data, PlanDoc) if data else PlanDoc(name="")
 
 
 async def costs_by_model(database: Database, project_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -87,8 +89,7 @@ async def costs_by_model(database: Database, project_id: str, run_id: str | None
 async def plan_estimates(database: Database, run_id: str) -> dict[str, float]:
     """The plan's estimate_minutes per task, from the RunStarted entry of the event log."""
     plan = await run_plan(database, run_id)
-    return {str(t.get("id")): float(t.get("estimate_minutes") or 1.0)
-            for epic in plan.get("epics", []) for t in epic.get("tasks", [])}
+    return {t.id: t.estimate_minutes or 1.0 for epic in plan.epics for t in epic.tasks}
 
 
 async def run_detail(database: Database, run_id: str, now: datetime | None = None) -> dict[str, Any] | None:

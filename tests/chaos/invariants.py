@@ -85,7 +85,7 @@ async def check_invariants(bus, repo: Path, run_id: str, *, database_url: str | 
 
     # every task in exactly one terminal state
     started = next(e for _, e in events if isinstance(e, ev.RunStarted))
-    task_ids = [str(t["id"]) for epic in started.plan.get("epics", []) for t in epic.get("tasks", [])]
+    task_ids = [t.id for epic in started.plan.epics for t in epic.tasks]
     terminal: dict[str, list[ev.Event]] = {t: [] for t in task_ids}
     for _, e in events:
         if isinstance(e, (ev.TaskCompleted, ev.TaskBlocked, ev.TaskCancelled)) or (

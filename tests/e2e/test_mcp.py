@@ -256,6 +256,6 @@ async def test_claude_code_runs_a_plan_through_yokeflow_s_mcp_tools(nats_server,
             events = [d.event async for d in bus.read()]
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
     [started] = [e for e in events if isinstance(e, ev.RunStarted)]
-    assert started.plan["name"] == "quick" and started.settings.parallel.max_concurrency == 2
+    assert started.plan.name == "quick" and started.settings.parallel.max_concurrency == 2
     assert any(isinstance(e, ev.RunCompleted) and e.run_id == started.run_id for e in events)
     assert f"run {started.run_id} completed" in done.stdout

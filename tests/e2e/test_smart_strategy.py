@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from shared.commands import start_run
 from shared.config import RunSettings
 from shared.gitops import WorktreeManager
@@ -63,7 +64,7 @@ async def test_the_merger_keeps_a_shared_lane_worktree_until_its_last_task_is_me
     manager = WorktreeManager(git_repo, target_branch="main")
     lane = manager.acquire("lane-a-greeting-a", "lane/a-greeting-a")
     alone = manager.acquire("task-c-other", "task/c-other")
-    started = ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PLAN, repo_path=str(git_repo),
+    started = ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PlanDoc.of(PLAN), repo_path=str(git_repo),
                             settings=RunSettings.of({"parallel": {"strategy": "smart"}}))
     info = RunView(started)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from shared.config import RunSettings
 from tests.conftest import require_tool
 from tests.integration.test_gateway import TOKEN, publish_and_project, running_gateway, task_event
@@ -41,7 +42,7 @@ def bookshop_events(run: str = "rui") -> list[ev.Event]:
                                           task_id=task, branch=f"task/{task}", commit=f"m{task}")
     out: list[ev.Event] = [
         ev.ProjectCreated(project_id="shop", aggregate_id="shop", name="bookshop", repo_path="/srv/bookshop"),
-        ev.RunStarted(project_id="shop", aggregate_id=run, run_id=run, plan=PLAN, repo_path="/srv/bookshop",
+        ev.RunStarted(project_id="shop", aggregate_id=run, run_id=run, plan=PlanDoc.of(PLAN), repo_path="/srv/bookshop",
                       settings=RunSettings.of({"parallel": {"max_concurrency": 3}})),
         ev.BatchesComputed(project_id="shop", aggregate_id=run, run_id=run,
                            batches=[["1", "2"], ["3", "4"], ["5", "6", "7"], ["8"]]),

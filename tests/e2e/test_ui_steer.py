@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from tests.conftest import require_tool
 from tests.integration.test_gateway import TOKEN
 from tests.support.fake_anthropic import tool, turn
@@ -116,7 +117,7 @@ async def test_the_ui_starts_watches_approves_and_cancels(nats_server, database_
             project = started.project_id
             await bus.publish(ev.PlanRequested(project_id=project, aggregate_id="pslow", spec="something slow"),
                               msg_id="pslow:req")
-            await bus.publish(ev.PlanProduced(project_id=project, aggregate_id="pslow", plan=SLOW,
+            await bus.publish(ev.PlanProduced(project_id=project, aggregate_id="pslow", plan=PlanDoc.of(SLOW),
                                               source="session0:sonnet"), msg_id="pslow:prod")
             await page.click("#show-plans")
             item = page.locator("#plans-panel .plan-item[data-plan-id=pslow]")
@@ -152,9 +153,9 @@ async def test_the_ui_starts_watches_approves_and_cancels(nats_server, database_
             second = await page.eval_on_selector("#run-picker", "s => s.value")
             assert second != run_id
             second_started = next(e for e in await events_of(bus, second) if isinstance(e, ev.RunStarted))
-            assert second_started.plan["name"] == "slow-plan"
-            later = next(t for e in second_started.plan["epics"] for t in e["tasks"] if t["id"] == "later")
-            assert later["title"] == "Later, edited" and later["complexity"] == "low"  # the approved version ran
+            assert second_started.plan.name == "slow-plan"
+            later = next(t for e in second_started.plan.epics for t in e.tasks if t.id == "later")
+            assert later.title == "Later, edited" and later.complexity == "low"  # the approved version ran
             await page.wait_for_selector("#board article.card[data-task-id=slow][data-state=running]")
             page.once("dialog", lambda dialog: dialog.accept())
             await page.click("#cancel-run")

@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from shared.config import RunSettings
 from shared.llm.pricing import PriceTable
 from shared.llm.types import Usage
@@ -41,7 +42,7 @@ DOMAIN = {"t1": "api", "t2": "database", "t3": "frontend"}
 def events() -> list[ev.Event]:
     out: list[ev.Event] = [ev.ProjectCreated(project_id="p", aggregate_id="p", name="shop", repo_path="/tmp/shop")]
     for run in ("r1", "r2"):
-        out.append(ev.RunStarted(project_id="p", aggregate_id=run, run_id=run, plan=PLAN, repo_path="/tmp/shop",
+        out.append(ev.RunStarted(project_id="p", aggregate_id=run, run_id=run, plan=PlanDoc.of(PLAN), repo_path="/tmp/shop",
                                  settings=RunSettings()))
     for i, (run, task, model, inp, outp, write, read) in enumerate(CALLS):
         usage = Usage(inp, outp, cache_read_tokens=read, cache_write_tokens=write)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from shared.config import Config, RunSettings
 from shared.db import Database
 from services.gateway.app import create_app
@@ -42,7 +43,7 @@ def run_events(run: str = "r1", project: str = "p") -> list[ev.Event]:
     t = lambda cls, task, **kw: task_event(cls, task, run, project, **kw)
     return [
         ev.ProjectCreated(project_id=project, aggregate_id=project, name="shop", repo_path="/srv/shop"),
-        ev.RunStarted(project_id=project, aggregate_id=run, run_id=run, plan=PLAN, repo_path="/srv/shop",
+        ev.RunStarted(project_id=project, aggregate_id=run, run_id=run, plan=PlanDoc.of(PLAN), repo_path="/srv/shop",
                       settings=RunSettings.of({"parallel": {"max_concurrency": 2}})),
         ev.BatchesComputed(project_id=project, aggregate_id=run, run_id=run, batches=[["a"], ["b", "c"], ["d"]]),
         t(ev.TaskReady, "a", model="sonnet", branch="task/a-schema"),

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from tests.integration.test_gateway import AUTH, PLAN, client, publish_and_project, run_events, running_gateway
 
 pytestmark = pytest.mark.integration
@@ -78,7 +79,7 @@ async def test_a_good_plan_starts_a_run_readable_at_once(gateway, bus, git_repo)
     assert started.run_id == body["run_id"] and started.project_id == body["project_id"]
     assert started.repo_path == str(git_repo.resolve())
     assert started.settings.parallel.max_concurrency == 5
-    assert [e["id"] for e in started.plan["epics"]] == ["db", "api"]
+    assert [e.id for e in started.plan.epics] == ["db", "api"]
     # read-your-writes: with ?wait=true the run is already projected
     detail = (await gateway.get(f"/api/runs/{body['run_id']}")).json()
     assert detail["run"]["status"] == "running" and len(detail["tasks"]) == 4
@@ -121,7 +122,7 @@ async def test_commands_need_the_token_when_one_is_set(bus, database_url, git_re
 
 async def test_a_session0_plan_runs_by_id_only_once_approved(gateway, bus, git_repo):
     await bus.publish(ev.PlanRequested(project_id="p", aggregate_id="pa1", spec="a todo app"), msg_id="pa1:req")
-    await bus.publish(ev.PlanProduced(project_id="p", aggregate_id="pa1", plan=PLAN, source="session0:sonnet",
+    await bus.publish(ev.PlanProduced(project_id="p", aggregate_id="pa1", plan=PlanDoc.of(PLAN), source="session0:sonnet",
                                       path="/x/plan.yaml"), msg_id="pa1:prod")
     read = (await gateway.get("/api/plans/pa1")).json()
     assert read["status"] == "produced" and read["plan"]["name"] == PLAN["name"] and read["path"] == "/x/plan.yaml"
@@ -140,7 +141,7 @@ async def test_a_session0_plan_runs_by_id_only_once_approved(gateway, bus, git_r
     started = await gateway.post("/api/runs", json={"plan_id": "pa1", "repo_path": str(git_repo)})
     assert started.status_code == 201, started.text
     [run] = [e for e in await logged(bus) if isinstance(e, ev.RunStarted)]
-    assert run.plan["name"] == PLAN["name"] and run.run_id == started.json()["run_id"]
+    assert run.plan.name == PLAN["name"] and run.run_id == started.json()["run_id"]
 
 
 async def test_unknown_and_rejected_plans_are_clear_errors(gateway, bus, git_repo):

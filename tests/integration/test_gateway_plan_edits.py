@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from tests.integration.test_gateway import PLAN
 from tests.integration.test_gateway_commands import gateway, logged  # noqa: F401 (fixture)
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 async def produced(bus, plan_id: str = "pe1") -> None:
     await bus.publish(ev.PlanRequested(project_id="p", aggregate_id=plan_id, spec="a shop"), msg_id=f"{plan_id}:req")
-    await bus.publish(ev.PlanProduced(project_id="p", aggregate_id=plan_id, plan=PLAN, source="session0:sonnet",
+    await bus.publish(ev.PlanProduced(project_id="p", aggregate_id=plan_id, plan=PlanDoc.of(PLAN), source="session0:sonnet",
                                       version=1), msg_id=f"{plan_id}:prod")
 
 
@@ -51,7 +52,7 @@ async def test_an_edit_is_a_new_version_that_is_approved_and_run(gateway, bus, g
     started = await gateway.post("/api/runs", json={"plan_id": "pe1", "repo_path": str(git_repo)})
     assert started.status_code == 201, started.text
     [run] = [e for e in await logged(bus) if isinstance(e, ev.RunStarted)]
-    assert "b" not in tasks_of(run.plan) and tasks_of(run.plan)["d"]["title"] == "Card payments"
+    assert "b" not in tasks_of(run.plan.to_dict()) and tasks_of(run.plan.to_dict())["d"]["title"] == "Card payments"
 
     # an edit of an approved plan is version 3, not approved until someone approves it
     again = await gateway.post("/api/plans/pe1/versions", json={"base_version": 2, "tasks": {"a": {"title": "Tables"}}})

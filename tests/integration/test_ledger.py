@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from shared import db
 from shared import events as ev
+from shared.plan import PlanDoc
 from shared.config import RunSettings
 from services.ledger.projector import PROJECTION
 from services.ledger.service import Ledger, rebuild
@@ -25,7 +26,7 @@ def run_events(run="r1", budget=1.0):
                                      task_id=task, **kw)
     return [
         ev.ProjectCreated(project_id="p", aggregate_id="p", name="demo", repo_path="/tmp/x"),
-        ev.RunStarted(project_id="p", aggregate_id=run, run_id=run, plan=PLAN, repo_path="/tmp/x",
+        ev.RunStarted(project_id="p", aggregate_id=run, run_id=run, plan=PlanDoc.of(PLAN), repo_path="/tmp/x",
                       settings=RunSettings.of({"cost": {"budget_limit_usd": budget}})),
         ev.BatchesComputed(project_id="p", aggregate_id=run, run_id=run, batches=[["a"], ["b"]]),
         t("a", ev.TaskReady, attempt=1, model="sonnet", branch="task/a-a"),

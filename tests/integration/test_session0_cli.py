@@ -79,7 +79,7 @@ def test_create_writes_a_checked_plan_records_it_and_approve_records_the_approva
     requested, produced = history
     assert requested.project_id == project_id_for(example) == produced.project_id
     assert requested.spec == (EXAMPLE / "app_spec.txt").read_text()
-    assert produced.path == str(plan_file.resolve()) and produced.plan["name"] == "todo-service"
+    assert produced.path == str(plan_file.resolve()) and produced.plan.name == "todo-service"
     assert produced.causation_id == requested.event_id
 
     code, out, err = cli(capsys, "plan", "approve", plan_id, "--by", "reviewer")

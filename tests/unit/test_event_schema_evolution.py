@@ -83,6 +83,18 @@ def test_version_1_cost_selection_options_errors_and_counts_decode_typed():
     assert (failed.counts.failed, failed.counts.blocked) == (1, 1)
 
 
+def test_version_1_plans_decode_into_the_plan_document_and_parse_into_the_plan():
+    from shared.plan import PlanDoc
+
+    for name in ("RunStarted", "PlanProduced"):
+        e = ev.decode((V1 / f"{name}.json").read_bytes())
+        assert isinstance(e.plan, PlanDoc) and e.plan.task_count() == 2
+        plan = e.plan.to_plan()
+        assert plan.task("t2").depends_on == ("t1",) and plan.task("t2").files == ("todo/cli.py",)
+        assert plan.task("t1").complexity == "low" and plan.task("t2").complexity is None
+        assert PlanDoc.of(plan).to_plan() == plan  # the document and the plan say the same
+
+
 def test_a_typed_payload_keeps_its_json_shape():
     ready = ev.TaskReady(project_id="p", aggregate_id="r-t", run_id="r", task_id="t",
                          cost=ev.AttemptBudget(run_budget_usd="2.5", prices={"m": {"input": 1, "output": 2}}),

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from shared.config import RunSettings
 from shared.lanes import compute_lanes, lane_of, normalise, paths_in_text, paths_overlap, predicted_paths
 from shared.plan import parse_plan
@@ -166,7 +167,7 @@ def _event(cls, tid: str, **fields) -> ev.Event:
 @given(runs(), st.data())
 def test_every_run_finishes_and_a_lane_never_runs_two_tasks_at_once(run, data):
     plan, parallel = run
-    state = RunState.start(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=plan,
+    state = RunState.start(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PlanDoc.of(plan),
                                          repo_path="/repo", settings=RunSettings.of({"parallel": parallel})))
     lanes = lane_of(state.plan)
     waiting_for_a_person: list[str] = []  # conflicted under the manual policy, resolved later

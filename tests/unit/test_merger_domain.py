@@ -4,6 +4,7 @@ attempt), a recorded merge answers its redelivery, a run's end silences it, batc
 from __future__ import annotations
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from shared.config import RunSettings
 from services.merger import domain
 
@@ -12,7 +13,7 @@ PLAN = {"name": "p", "epics": [{"id": "E", "name": "E", "tasks": [
 
 
 def started(strategy: str = "by_task") -> ev.RunStarted:
-    return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PLAN, repo_path="/repo",
+    return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PlanDoc.of(PLAN), repo_path="/repo",
                          settings=RunSettings.of({"parallel": {"strategy": strategy}}))
 
 
@@ -110,9 +111,9 @@ def test_a_persons_accept_pins_the_commit_and_a_rerun_sets_the_attempt_aside_onc
 
 
 def test_a_merge_commit_is_titled_from_the_plan_parsed_once():
-    view = domain.RunView(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", repo_path="/repo", plan={
-        "name": "x", "epics": [{"id": "E", "name": "E", "tasks": [{"id": 7, "title": "Seven"}]}]}))
+    view = domain.RunView(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", repo_path="/repo", plan=PlanDoc.of({
+        "name": "x", "epics": [{"id": "E", "name": "E", "tasks": [{"id": 7, "title": "Seven"}]}]})))
     assert view.task_title("7") == "Seven" and view.task_title("missing") == ""
     assert view.plan() is view.plan()
-    broken = domain.RunView(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", repo_path="/repo", plan={}))
+    broken = domain.RunView(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", repo_path="/repo", plan=PlanDoc(name="x")))
     assert broken.task_title("7") == "" and broken.lanes() == {}

@@ -4,6 +4,7 @@ plans are never cut."""
 from __future__ import annotations
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from shared.payload import fit
 
 
@@ -28,8 +29,8 @@ def test_an_event_that_fits_is_left_as_it_is_and_a_plan_is_never_cut():
     small = ev.encode(finished("done", []))
     assert fit("AgentFinished", small, 64 * 1024) is small
     started = ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", repo_path="/r",
-                            plan={"name": "big", "epics": [{"id": "e", "name": "E", "tasks": [
-                                {"id": "t", "title": "T", "description": "x" * 100_000}]}]})
+                            plan=PlanDoc.of({"name": "big", "epics": [{"id": "e", "name": "E", "tasks": [
+                                {"id": "t", "title": "T", "description": "x" * 100_000}]}]}))
     assert fit("RunStarted", ev.encode(started), 64 * 1024) is None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from shared.config import RunSettings
 from services.planner.scheduler import RunState, decide
 
@@ -23,7 +24,7 @@ DIAMOND = {"name": "d", "epics": [
 def started(plan=DIAMOND, **parallel):
     settings = {"parallel": {"max_concurrency": 3, "strategy": "by_task", "max_attempts": 2, **parallel},
                 "agent": {"provider": "replay", "transcripts": "/t"}, "learning": {"enabled": False}}
-    return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=plan, repo_path="/repo",
+    return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PlanDoc.of(plan), repo_path="/repo",
                          settings=RunSettings.of(settings))
 
 
@@ -339,7 +340,7 @@ def test_model_selection_is_wired_in_complexity_estimate_budget_left_and_reasons
                                "learning": {"enabled": False}, "cost": {"run_budget_usd": 1, "models": {"opus": "claude-opus-4-6",
                                                                          "sonnet": "claude-sonnet-4-6",
                                                                          "haiku": "claude-haiku-4-5"}}})
-    state = RunState.start(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=plan, repo_path="/repo",
+    state = RunState.start(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PlanDoc.of(plan), repo_path="/repo",
                                          settings=settings))
     ready = {e.task_id: e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)}
     sec = ready["sec"]

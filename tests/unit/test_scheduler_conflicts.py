@@ -4,6 +4,7 @@ agent on the task's branch; failures retry up to a limit, then a person is asked
 from __future__ import annotations
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from shared.config import RunSettings
 from services.planner.scheduler import CONFLICT, RunState, decide
 from tests.unit.test_scheduler import apply_all, finish, merge, ready_ids
@@ -18,7 +19,7 @@ def started(on_conflict="agent", max_resolution_attempts=2, max_concurrency=3):
                 "agent": {"provider": "replay", "transcripts": "/t"},
                 "merge": {"on_conflict": on_conflict, "max_resolution_attempts": max_resolution_attempts},
                 "learning": {"enabled": False}}
-    return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PAIR, repo_path="/repo",
+    return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PlanDoc.of(PAIR), repo_path="/repo",
                          settings=RunSettings.of(settings))
 
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from shared.config import RunSettings
 from services.planner.scheduler import (
     DISPATCHED,
@@ -55,7 +56,7 @@ def test_incremental_ready_set_equals_full_recomputation(seed, n, strategy, barr
     settings_ = {"parallel": {"max_concurrency": concurrency, "strategy": strategy, "batch_barrier": barrier,
                               "max_attempts": 2}, "agent": {"provider": "sleep:1"},
                  "learning": {"enabled": learning}}
-    state = RunState.start(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=plan,
+    state = RunState.start(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PlanDoc.of(plan),
                                          repo_path="/repo", settings=RunSettings.of(settings_)))
     assert from_indexes(state) == full_recomputation(state)
     for _ in range(6 * n + 10):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from shared.config import RunSettings
 from services.planner.scheduler import RunState, decide
 from tests.unit.test_scheduler import apply_all, finish, merge, ready_ids
@@ -22,7 +23,7 @@ PLAN = {"name": "smart", "epics": [
 
 def started(plan=PLAN, **settings):
     parallel = {"max_concurrency": 3, "strategy": "smart", "max_attempts": 2, **settings.pop("parallel", {})}
-    return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=plan, repo_path="/repo",
+    return ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PlanDoc.of(plan), repo_path="/repo",
                          settings=RunSettings.of({"parallel": parallel,
                                                   "agent": {"provider": "replay", "transcripts": "/t"},
                                                   "learning": {"enabled": False}, **settings}))

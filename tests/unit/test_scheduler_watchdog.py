@@ -9,6 +9,7 @@ import random
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from shared import events as ev
+from shared.plan import PlanDoc
 from shared.config import RunSettings
 from services.planner.scheduler import RunState, decide, waiting_on
 
@@ -39,7 +40,7 @@ def runs(draw):
                  "merge": {"on_conflict": draw(st.sampled_from(["agent", "manual"])),
                            "max_resolution_attempts": draw(st.integers(0, 2))},
                  "learning": {"enabled": draw(st.booleans())}}
-    started = ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=_plan(draw), repo_path="/repo",
+    started = ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PlanDoc.of(_plan(draw)), repo_path="/repo",
                             settings=RunSettings.of(settings_))
     return started, draw(st.integers(0, 2**32 - 1))
 

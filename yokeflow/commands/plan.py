@@ -348,9 +348,9 @@ async def _approve(ref: str, approver: str, config, state_dir: Path) -> int:
             raise CliError(str(exc), EXIT_UNREADABLE) from None
         except session0.PlanNotApprovable as exc:
             raise CliError(str(exc), EXIT_INVALID) from None
-    tasks = sum(len(e.get("tasks") or []) for e in produced.plan.get("epics", []))
+    tasks = produced.plan.task_count()
     what = "approved" if approved_now else "was already approved"
-    print(f"plan {plan_id} ({produced.plan.get('name')}, {tasks} tasks, {produced.path or 'no file'}) {what}")
+    print(f"plan {plan_id} ({produced.plan.name}, {tasks} tasks, {produced.path or 'no file'}) {what}")
     return EXIT_VALID
 
 
