@@ -271,3 +271,14 @@ async def test_a_run_scoped_append_never_lands_after_the_run_ended_elsewhere(bus
     types = [(d.event.type, getattr(d.event, "task_id", "")) for d in await all_events(bus)]
     assert types == [("RunStarted", ""), ("AgentStarted", "1"), ("RunCancelled", ""), ("AgentStarted", "3"),
                      ("RunCompleted", "")]
+
+
+async def test_a_publish_returns_once_stored_and_fails_at_once_when_nothing_stores_it(bus):
+    import nats.js.errors
+
+    published = await asyncio.gather(*(bus.publish(ready(task=str(i))) for i in range(50)))
+    assert sorted(p.seq for p in published) == list(range(1, 51))  # each acked with its own place in the log
+    assert len(await all_events(bus)) == 50
+    await bus.js.delete_stream(bus.stream)
+    with pytest.raises(nats.js.errors.NoStreamResponseError):
+        await asyncio.wait_for(bus.publish(ready(task="late")), timeout=5)
