@@ -132,7 +132,7 @@ class Bus:
         self._ack_prefix: str | None = None  # the reply subjects of publish acks (see _stored)
         self._ack_lock = asyncio.Lock()
         self._ack_tokens = itertools.count(1)
-        self._acks: dict[str, asyncio.Future] = {}
+        self._acks: dict[str, asyncio.Future] = {}  # reply subject -> its publish waiting for the ack
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "yokeflow", connect_timeout: float = 5.0,
@@ -312,18 +312,17 @@ class Bus:
         """js.publish without its cost per message (a new id, a wait_for and a JSON parse into a
         dataclass each): one reply subscription for every publish of this bus, acks decoded by msgspec.
         Returns once the stream has stored the message, as js.publish does."""
-        prefix = self._ack_prefix or await self._ack_inbox()
-        token = str(next(self._ack_tokens))
+        reply = (self._ack_prefix or await self._ack_inbox()) + str(next(self._ack_tokens))
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
-        self._acks[token] = waiter
+        self._acks[reply] = waiter
         timer = loop.call_later(timeout, _expire, waiter)
         try:
-            await self.nc.publish(subject, payload, reply=prefix + token, headers=headers)
+            await self.nc.publish(subject, payload, reply=reply, headers=headers)
             msg = await waiter
         finally:
             timer.cancel()
-            self._acks.pop(token, None)
+            self._acks.pop(reply, None)
         if msg.headers and msg.headers.get("Status") == "503":  # nothing stores this subject
             raise nats.js.errors.NoStreamResponseError
         ack = _ack_decoder.decode(msg.data)
@@ -340,7 +339,7 @@ class Bus:
         return self._ack_prefix
 
     async def _on_ack(self, msg: Msg) -> None:
-        waiter = self._acks.get(msg.subject[len(self._ack_prefix or ""):])
+        waiter = self._acks.get(msg.subject)
         if waiter is not None and not waiter.done():
             waiter.set_result(msg)
 

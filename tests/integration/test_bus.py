@@ -256,7 +256,8 @@ async def test_a_run_scoped_append_never_lands_after_the_run_ended_elsewhere(bus
     other = await Bus.connect(nats_server.url, identity="admin", prefix=bus.prefix, stream=bus.stream,
                               log_stream=bus.log_stream)
     try:
-        await other.publish(RunStarted(project_id="p", aggregate_id="r", run_id="r", plan={}, repo_path="/x"))
+        await other.publish(RunStarted(project_id="p", aggregate_id="r", run_id="r", plan={"name": "p"},
+                                       repo_path="/x"))
         started = lambda task: AgentStarted(project_id="p", aggregate_id=task_aggregate_id("r", task), run_id="r",
                                             task_id=task, attempt=1)
         assert await bus.publish_in_run(started("1"), "r") is not None  # this bus now knows the run as open
