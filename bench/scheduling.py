@@ -8,7 +8,7 @@ epics; cross-epic dependencies; a fixed seed), side by side:
   sequential  max_concurrency 1
   barrier     the PRD's batch barrier at the default policy's concurrency
   default     YokeFlow's default (by_epic, no barrier)
-  processes   the default policy with each service in its own OS process (runtime.service_processes)
+  processes   (--processes) the default policy, each service in its own OS process (runtime.service_processes)
 Each reports makespan, lower bound = max(critical path, total work / concurrency),
 efficiency = bound / makespan, speed-up over sequential, dispatch latency (the event that made
 a task startable -> its agent started), merge latency (agent finished -> merged), peak agents in
@@ -298,9 +298,9 @@ async def benchmark(args) -> dict[str, Any]:
     plan = prd_plan(epics, per_epic, args.seed)
     try:
         with Bench(root) as bench:
-            # processes: the default policy with each service in its own OS process (runtime.service_processes)
-            policies = {"sequential": (1, False, False), "barrier": (conc, True, False), "default": (conc, False, False),
-                        "processes": (conc, False, True)}
+            policies = {"sequential": (1, False, False), "barrier": (conc, True, False), "default": (conc, False, False)}
+            if args.processes:  # the default policy with each service in its own OS process
+                policies["processes"] = (conc, False, True)
             for name, (c, barrier, processes) in (policies.items() if "policies" in args.only else ()):
                 runs = [await bench.run(plan, concurrency=c, agent_ms=agent_ms, barrier=barrier, learning=args.learning,
                                         processes=processes)
@@ -378,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="plan sizes of the scale series (default 120,300,1000)")
     parser.add_argument("--learning", choices=("on", "off"), default="on",
                         help="off: leave the learner out, to see the orchestration alone")
+    parser.add_argument("--processes", action="store_true",
+                        help="also run the default policy with each service in its own process")
     parser.add_argument("--only", type=lambda v: set(v.split(",")), default=set(PARTS),
                         help=f"run only these parts, comma-separated, of {','.join(PARTS)} (default all)")
     args = parser.parse_args(argv)

@@ -18,7 +18,7 @@ FIELDS = {"makespan_s", "lower_bound_s", "efficiency", "dispatch_p50_ms", "dispa
 
 
 def test_quick_benchmark_reports_every_policy_and_scale_point():
-    proc = subprocess.run([sys.executable, "-m", "bench.scheduling", "--quick", "--json"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "bench.scheduling", "--quick", "--json", "--processes"], cwd=ROOT,
                           capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
