@@ -30,7 +30,7 @@ from shared.gitops.fastindex import (
     write_index,
 )
 from shared.gitops.fswatch import DirectoryWatch
-from shared.gitops.objects import cached_store
+from shared.gitops.objects import cached_store, changed_names, tree_entries
 from shared.gitops.treeedit import Edit, apply_edits
 
 _MAX_CHECKOUTS = 32    # a merger follows one checkout per target; executors judge one per agent
@@ -196,12 +196,12 @@ def _index_mode(mode: int) -> int:
 def _tree_diff(store: BaseObjectStore, old: bytes | None, new: bytes | None, prefix: bytes,
                removed: list[bytes], written: list[tuple[bytes, int, bytes]]) -> None:
     """Files to delete and to write to go from tree `old` to tree `new`; equal subtrees are skipped."""
-    a = {e.path: (e.mode, e.sha) for e in store[old].iteritems()} if old else {}
-    b = {e.path: (e.mode, e.sha) for e in store[new].iteritems()} if new else {}
-    for name in a.keys() | b.keys():
+    if old == new:
+        return
+    a = tree_entries(store, old) if old else {}
+    b = tree_entries(store, new) if new else {}
+    for name in changed_names(a, b):
         was, now = a.get(name), b.get(name)
-        if was == now:
-            continue
         path = prefix + name
         if now is not None and now[0] == 0o160000:
             raise UnsupportedIndex(f"submodule {path!r}")

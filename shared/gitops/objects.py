@@ -11,6 +11,7 @@ from growing with every merge.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Any, Iterable
 
@@ -73,6 +74,33 @@ class CachedStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+
+_ENTRIES_CACHED = 64   # trees as dicts; a 1,000-file folder's dict is a few hundred KB
+_entries: OrderedDict[bytes, dict[bytes, tuple[int, bytes]]] = OrderedDict()
+_entries_lock = threading.Lock()
+
+
+def tree_entries(store: BaseObjectStore, tree_id: bytes) -> dict[bytes, tuple[int, bytes]]:
+    """name -> (mode, hex sha) of one tree (read-only: shared). A tree's id is its content, so two
+    trees are diffed by the symmetric difference of their items, which runs in C: a folder of a
+    thousand files costs its changed entries in Python, not its size."""
+    with _entries_lock:
+        found = _entries.get(tree_id)
+        if found is not None:
+            _entries.move_to_end(tree_id)
+            return found
+    found = {item.path: (item.mode, item.sha) for item in store[tree_id].iteritems()}
+    with _entries_lock:
+        _entries[tree_id] = found
+        while len(_entries) > _ENTRIES_CACHED:
+            _entries.popitem(last=False)
+    return found
+
+
+def changed_names(a: dict[bytes, tuple[int, bytes]], b: dict[bytes, tuple[int, bytes]]) -> set[bytes]:
+    """Names whose entry differs between two tree_entries dicts."""
+    return {name for name, _ in a.items() ^ b.items()}
 
 
 def cached_store(store: BaseObjectStore | CachedStore) -> CachedStore:

@@ -6,7 +6,6 @@ import heapq
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
-from dulwich.graph import can_fast_forward
 from dulwich.objects import Commit
 from dulwich.repo import Repo
 
@@ -77,27 +76,80 @@ def merge_bases(repo: Repo, a: bytes, b: bytes) -> list[bytes]:
     flags: dict[bytes, int] = {a: ONE, b: TWO}
     heap = [(-repo[a].commit_time, a), (-repo[b].commit_time, b)]
     heapq.heapify(heap)
+    queued: dict[bytes, int] = {a: 1, b: 1}   # heap entries per commit
+    live = 2                                  # heap entries whose commit is not STALE (git's queue_has_nonstale)
     found: list[bytes] = []
-    while any(not flags[sha] & STALE for _, sha in heap):
+    while live:
         _, sha = heapq.heappop(heap)
+        queued[sha] -= 1
         f = flags[sha]
+        if not f & STALE:
+            live -= 1
         if f & (ONE | TWO) == (ONE | TWO) and not f & STALE:
             found.append(sha)
             f |= STALE
             flags[sha] = f
+            live -= queued[sha]
         for parent in repo[sha].parents:
             pf = flags.get(parent, 0)
             if pf & f == f:
                 continue
             flags[parent] = pf | f
+            if f & STALE and not pf & STALE:
+                live -= queued.get(parent, 0)
             heapq.heappush(heap, (-repo[parent].commit_time, parent))
+            queued[parent] = queued.get(parent, 0) + 1
+            if not (pf | f) & STALE:
+                live += 1
     if len(found) > 1:  # drop candidates that are ancestors of other candidates
-        found = [c for c in found if not any(o != c and can_fast_forward(repo, c, o) for o in found)]
+        found = [c for c in found if not any(o != c and commit_is_ancestor(repo, c, o) for o in found)]
     return list(dict.fromkeys(found))
 
 
+_generations: dict[bytes, int] = {}   # commit -> 1 + its parents' highest (commits never change)
+_MAX_GENERATIONS = 500_000
+
+
+def generation(repo: Repo, sha: bytes) -> int:
+    """The commit's generation number: 1 for a root, else one more than its highest parent."""
+    known = _generations
+    if sha in known:
+        return known[sha]
+    if len(known) > _MAX_GENERATIONS:
+        known.clear()
+    stack = [sha]
+    while stack:
+        c = stack[-1]
+        if c in known:
+            stack.pop()
+            continue
+        parents = repo[c].parents
+        missing = [p for p in parents if p not in known]
+        if missing:
+            stack.extend(missing)
+            continue
+        known[c] = 1 + max((known[p] for p in parents), default=0)
+        stack.pop()
+    return known[sha]
+
+
 def commit_is_ancestor(repo: Repo, ancestor: bytes, descendant: bytes) -> bool:
-    return ancestor == descendant or ancestor in merge_bases(repo, ancestor, descendant)
+    """Walks back from `descendant` only through commits of a higher generation than `ancestor`
+    (what git's commit-graph does): the commits made since, not the whole history."""
+    if ancestor == descendant:
+        return True
+    floor = generation(repo, ancestor)
+    if generation(repo, descendant) <= floor:
+        return False
+    seen, stack = {descendant}, [descendant]
+    while stack:
+        for parent in repo[stack.pop()].parents:
+            if parent == ancestor:
+                return True
+            if parent not in seen and generation(repo, parent) > floor:
+                seen.add(parent)
+                stack.append(parent)
+    return False
 
 
 def is_ancestor(repo_path: Path | str, ancestor: str, descendant: str) -> bool:

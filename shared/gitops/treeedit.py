@@ -8,6 +8,8 @@ import stat
 from dulwich.object_store import BaseObjectStore
 from dulwich.objects import Tree
 
+from shared.gitops.objects import tree_entries
+
 Edit = tuple[int, bytes] | None    # (mode, hex sha) of the file now there, or None: removed
 DIR_MODE = 0o040000
 
@@ -17,9 +19,7 @@ def apply_edits(store: BaseObjectStore, tree_id: bytes | None, edits: dict[bytes
     """`tree_id` with `edits` (path -> entry) applied; None for a tree left empty. New trees are
     appended to `new_objects` (not written). A path replaced by a folder, or a folder by a file,
     arrives as the removal of one and the entries of the other."""
-    entries: dict[bytes, tuple[int, bytes]] = {}
-    if tree_id is not None:
-        entries = {item.path: (item.mode, item.sha) for item in store[tree_id].iteritems()}
+    entries = dict(tree_entries(store, tree_id)) if tree_id is not None else {}
     direct: dict[bytes, Edit] = {}
     nested: dict[bytes, dict[bytes, Edit]] = {}
     for path, entry in edits.items():

@@ -8,10 +8,10 @@ import posixpath
 import stat
 from dataclasses import dataclass, field
 
-from dulwich.diff_tree import tree_changes
 from dulwich.object_store import BaseObjectStore, tree_lookup_path
 from dulwich.objects import S_ISGITLINK, Blob, Tree
 
+from shared.gitops.objects import changed_names, tree_entries
 from shared.gitops.renames import detect_renames
 from shared.gitops.linemerge import merge_lines
 from shared.gitops.xdiff import is_binary
@@ -31,15 +31,27 @@ def _raw(path: str) -> bytes:
 def _side_changes(store: BaseObjectStore, base: bytes | None, side: bytes) -> dict[str, tuple[Entry | None, Entry | None]]:
     """path -> (base entry, side entry) for every file that differs, with subtrees compared by id."""
     out: dict[str, tuple[Entry | None, Entry | None]] = {}
-    for ch in tree_changes(store, base, side):
-        old = (ch.old.mode, ch.old.sha) if ch.old is not None and ch.old.path is not None else None
-        new = (ch.new.mode, ch.new.sha) if ch.new is not None and ch.new.path is not None else None
-        path = _p((ch.new if new else ch.old).path)
-        if path in out:  # a type change arrives as delete + add of the same path
-            prev_old, prev_new = out[path]
-            old, new = prev_old or old, prev_new or new
-        out[path] = (old, new)
+    _diff_files(store, base, side, b"", out)
     return out
+
+
+def _diff_files(store: BaseObjectStore, a_id: bytes | None, b_id: bytes | None, prefix: bytes,
+                out: dict[str, tuple[Entry | None, Entry | None]]) -> None:
+    if a_id == b_id:
+        return
+    a = tree_entries(store, a_id) if a_id is not None else {}
+    b = tree_entries(store, b_id) if b_id is not None else {}
+    for name in changed_names(a, b):
+        was, now = a.get(name), b.get(name)
+        path = prefix + name
+        was_dir = was is not None and stat.S_ISDIR(was[0])
+        now_dir = now is not None and stat.S_ISDIR(now[0])
+        if was_dir or now_dir:
+            _diff_files(store, was[1] if was_dir else None, now[1] if now_dir else None, path + b"/", out)
+        old = None if was is None or was_dir else was
+        new = None if now is None or now_dir else now
+        if old is not None or new is not None:
+            out[_p(path)] = (old, new)
 
 
 def _ancestors(path: str):
@@ -254,10 +266,7 @@ class _TreeBuilder:
         self.store, self.m = store, merger
 
     def build(self, tree_id: bytes | None, edits: dict[str, Entry | None], prefix: str = "") -> bytes | None:
-        entries: dict[bytes, tuple[int, bytes]] = {}
-        if tree_id is not None:
-            for item in self.store[tree_id].iteritems():
-                entries[item.path] = (item.mode, item.sha)
+        entries = dict(tree_entries(self.store, tree_id)) if tree_id is not None else {}
         direct: dict[bytes, Entry | None] = {}
         nested: dict[bytes, dict[str, Entry | None]] = {}
         for path, entry in edits.items():

@@ -1,0 +1,52 @@
+"""Merge bases and ancestry on random commit graphs (in memory), against the definition: the
+common ancestors that no other common ancestor descends from. Commit times may go backwards
+(clocks are skewed in real repositories), which the generation-bounded walks do not rely on."""
+
+from __future__ import annotations
+
+import random
+
+from dulwich.objects import Commit, Tree
+from dulwich.repo import MemoryRepo
+
+from shared.gitops.repo import commit_is_ancestor, merge_bases
+
+
+def _graph(rng: random.Random, n: int, skewed: bool) -> tuple[MemoryRepo, list[bytes]]:
+    repo, tree = MemoryRepo(), Tree()
+    repo.object_store.add_object(tree)
+    commits: list[bytes] = []
+    for i in range(n):
+        c = Commit()
+        c.tree = tree.id
+        c.parents = rng.sample(commits, min(rng.choice([1, 1, 1, 2, 2, 3]), len(commits))) if commits else []
+        c.author = c.committer = b"A <a@example.com>"
+        c.commit_time = c.author_time = rng.choice([i, 1000 - i, 5]) if skewed else i // 3
+        c.commit_timezone = c.author_timezone = 0
+        c.message = b"commit %d" % i
+        repo.object_store.add_object(c)
+        commits.append(c.id)
+    return repo, commits
+
+
+def _ancestors(repo: MemoryRepo, sha: bytes) -> set[bytes]:
+    seen, stack = set(), [sha]
+    while stack:
+        c = stack.pop()
+        if c not in seen:
+            seen.add(c)
+            stack.extend(repo[c].parents)
+    return seen
+
+
+def test_merge_bases_and_ancestry_match_their_definition():
+    rng = random.Random(17)
+    for trial in range(40):
+        repo, commits = _graph(rng, rng.randint(3, 50), skewed=trial % 2 == 1)
+        below = {c: _ancestors(repo, c) for c in commits}
+        for _ in range(25):
+            a, b = rng.choice(commits), rng.choice(commits)
+            assert commit_is_ancestor(repo, a, b) == (a in below[b])
+            common = below[a] & below[b]
+            best = {c for c in common if not any(c != d and c in below[d] for d in common)}
+            assert set(merge_bases(repo, a, b)) == best, (trial, a, b)
