@@ -64,33 +64,49 @@ class History:
     finished: dict[tuple[str, str, int], tuple[str, Decimal]] = field(default_factory=dict)  # -> outcome, cost
     spent: dict[str, Decimal] = field(default_factory=dict)  # CostRecorded by event id (project spend)
     limit_set: Decimal | None = None  # the project budget a person set (BudgetSet), if any
+    # kept as events arrive (every TaskReady reads them: summing the whole history each time grew
+    # with the project, a third of the planner's work at 1,000 tasks)
+    project_spent: Decimal = Decimal(0)
+    _stats: dict[tuple[str, str, str], Stats] = field(default_factory=dict)
+    _counted: dict[tuple[str, str, int], tuple[tuple[str, str, str], bool, Decimal]] = field(default_factory=dict)
 
     def apply(self, e: ev.Event) -> None:
         match e:
             case ev.TaskReady():
-                self.ready[(e.run_id, e.task_id, e.attempt)] = (e.domain, e.complexity, e.model)
+                key = (e.run_id, e.task_id, e.attempt)
+                self.ready[key] = (e.domain, e.complexity, e.model)
+                self._recount(key)
             case ev.AgentFinished():
+                key = (e.run_id, e.task_id, e.attempt)
                 cost = Decimal(e.cost_exact) if e.cost_exact else Decimal(str(e.cost_usd))
-                self.finished[(e.run_id, e.task_id, e.attempt)] = (e.outcome, cost)
+                self.finished[key] = (e.outcome, cost)
+                self._recount(key)
             case ev.CostRecorded():
-                self.spent[e.event_id] = Decimal(e.cost_exact) if e.cost_exact else Decimal(str(e.cost_usd))
+                amount = Decimal(e.cost_exact) if e.cost_exact else Decimal(str(e.cost_usd))
+                self.project_spent += amount - self.spent.get(e.event_id, Decimal(0))
+                self.spent[e.event_id] = amount
             case ev.BudgetSet() if e.scope == "project":
                 self.limit_set = Decimal(e.limit_exact)
 
-    @property
-    def project_spent(self) -> Decimal:
-        return sum(self.spent.values(), Decimal(0))
+    def _recount(self, key: tuple[str, str, int]) -> None:
+        """Take the attempt's contribution out of the stats and put in what it is now (a re-fold of the
+        same event puts back what it took)."""
+        if (old := self._counted.pop(key, None)) is not None:
+            s = self._stats[old[0]]
+            s.attempts, s.successes, s.cost = s.attempts - 1, s.successes - old[1], s.cost - old[2]
+            if not s.attempts:
+                del self._stats[old[0]]
+        finished, ready = self.finished.get(key), self.ready.get(key)
+        if finished is None or ready is None or finished[0] not in COUNTED_OUTCOMES:
+            return
+        success = finished[0] == "success"
+        s = self._stats.setdefault(ready, Stats())
+        s.attempts, s.successes, s.cost = s.attempts + 1, s.successes + success, s.cost + finished[1]
+        self._counted[key] = (ready, success, finished[1])
 
-    def stats(self) -> dict[tuple[str, str, str], Stats]:
-        out: dict[tuple[str, str, str], Stats] = {}
-        for key, (outcome, cost) in self.finished.items():
-            if outcome not in COUNTED_OUTCOMES or key not in self.ready:
-                continue
-            s = out.setdefault(self.ready[key], Stats())
-            s.attempts += 1
-            s.successes += outcome == "success"
-            s.cost += cost
-        return out
+    def stats(self) -> Mapping[tuple[str, str, str], Stats]:
+        """Per (domain, complexity, model) of the finished attempts counted (read-only: kept up to date)."""
+        return self._stats
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,8 @@ def _limits(state: "RunState") -> tuple[Decimal, Decimal]:
 def budget_left_fraction(state: "RunState") -> float:
     """The smaller share left of the project's and the run's budget (1.0 with no budget)."""
     project, run = _limits(state)
-    run_spent = sum((Decimal(v) for v in state.run_spent.values()), Decimal(0))
     left = [max(Decimal(0), (limit - spent) / limit) for limit, spent in
-            ((project, state.history.project_spent), (run, run_spent)) if limit > 0]
+            ((project, state.history.project_spent), (run, state.run_spent_total)) if limit > 0]
     return float(min(left)) if left else 1.0
 
 

@@ -8,6 +8,7 @@ was left undecided: nothing is lost and nothing is dispatched twice.
 from __future__ import annotations
 
 import copy
+from decimal import Decimal
 import statistics
 from collections import ChainMap
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class RunState:
     budget_epoch: int = 0  # BudgetSet events seen: an attempt refused under an older budget does not stop the run
     run_limit_set: str = ""  # the run budget a person set, if any
     run_spent: dict[str, str] = field(default_factory=dict)  # CostRecorded of this run by event id
+    run_spent_total: Decimal = Decimal(0)  # their sum, kept as they arrive
     # Indexes kept as statuses change, so a decision costs the same whatever the plan's size:
     dependents: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # task -> [(dependent, kind)]
     unmet: dict[str, int] = field(default_factory=dict)       # task -> dependencies not yet satisfied
@@ -357,7 +359,9 @@ class RunState:
                 if task.status not in TERMINAL:
                     task.status = PENDING
             case ev.CostRecorded():
-                self.run_spent[e.event_id] = e.cost_exact or str(e.cost_usd)
+                amount = e.cost_exact or str(e.cost_usd)
+                self.run_spent_total += Decimal(amount) - Decimal(self.run_spent.get(e.event_id, "0"))
+                self.run_spent[e.event_id] = amount
             case ev.BudgetSet():
                 self.budget_epoch += 1
                 self.budget_exhausted = False  # the next reservation decides whether the new budget has room

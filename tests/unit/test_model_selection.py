@@ -63,3 +63,34 @@ def test_history_folds_attempts_by_identity():
     assert key == ("api", "low", "h-1") and (stats.attempts, stats.successes, str(stats.mean_cost)) == (1, 1, "0.25")
     h.apply(ev.AgentFinished(project_id="p", aggregate_id="a", run_id="r", task_id="t", attempt=1, outcome="budget"))
     assert h.stats() == {}  # a budget stop says nothing about the model
+
+
+def test_history_kept_as_events_arrive_equals_history_counted_from_scratch():
+    """The stats and spend every TaskReady reads are kept incrementally: whatever the order and the
+    re-folds, they equal a count over everything folded."""
+    import random
+    from decimal import Decimal
+
+    rng = random.Random(5)
+    h = History()
+    for _ in range(600):
+        run, task, attempt = rng.choice("rs"), rng.choice("tuvw"), rng.randint(1, 3)
+        kind = rng.random()
+        if kind < 0.35:
+            h.apply(ev.TaskReady(project_id="p", aggregate_id="a", run_id=run, task_id=task, attempt=attempt,
+                                 domain=rng.choice(["api", "general"]), complexity=rng.choice(["low", "high"]),
+                                 model=rng.choice(["h-1", "s-1"])))
+        elif kind < 0.7:
+            h.apply(ev.AgentFinished(project_id="p", aggregate_id="a", run_id=run, task_id=task, attempt=attempt,
+                                     outcome=rng.choice(["success", "failure", "budget", "cancelled"]),
+                                     cost_exact=str(Decimal(rng.randint(0, 900)) / 1000)))
+        else:
+            h.apply(ev.CostRecorded(project_id="p", aggregate_id="a", run_id=run, task_id=task,
+                                    event_id=f"c{rng.randint(0, 40)}", cost_exact=str(Decimal(rng.randint(0, 90)) / 100)))
+        expected: dict = {}
+        for key, (outcome, cost) in h.finished.items():
+            if outcome in ("success", "failure") and key in h.ready:
+                s = expected.setdefault(h.ready[key], Stats())
+                s.attempts, s.successes, s.cost = s.attempts + 1, s.successes + (outcome == "success"), s.cost + cost
+        assert dict(h.stats()) == expected
+        assert h.project_spent == sum(h.spent.values(), Decimal(0))
