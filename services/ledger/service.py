@@ -4,6 +4,7 @@ order with their tracking position, and rebuilds from the log."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from sqlalchemy import text
@@ -14,7 +15,7 @@ from shared import metrics
 from shared.bus import Bus, Delivery
 from shared.config import Config
 from services.ledger.projector import PROJECTION
-from services.ledger.writer import apply_batch
+from services.ledger.writer import Tracked, apply_batch, write_batch
 
 log = logging.getLogger("yokeflow.ledger")
 
@@ -28,6 +29,20 @@ class Ledger:
         self.db = database
         self.publish_alerts = publish_alerts
         self.stream = ""  # the log's identity, read once
+        self.tracked: Tracked | None = None  # the position as this ledger wrote it last (None: read it)
+        self._held = None  # while serving, a pooled connection kept between batches: no checkout and ping each
+        self.serving = False
+
+    async def _connection(self):
+        if self._held is None:
+            self._held = await self.db.engine.connect()
+        return (await self._held.get_raw_connection()).driver_connection
+
+    async def release(self) -> None:
+        held, self._held, self.tracked = self._held, None, None
+        if held is not None:
+            with contextlib.suppress(Exception):
+                await held.invalidate()
 
     async def read_gap(self, first: int, last: int) -> list[tuple[int, ev.Event]]:
         out = []
@@ -41,13 +56,23 @@ class Ledger:
         await self.handle_batch([delivery])
 
     async def handle_batch(self, deliveries: list[Delivery]) -> None:
-        """Project a run of events in one transaction (rows and position together)."""
+        """Project a run of events atomically (rows and position together)."""
         if not self.stream:
             self.stream = await self.bus.stream_identity()
-        async with self.db.driver_transaction() as pg:
-            # Budget alerts are not decided here: executors reserve and settle on the shared accounts
-            # (shared/budget.py) and announce BudgetWarning / BudgetExhausted as they cross a level.
-            await apply_batch(pg, self.db.schema, [(d.seq, d.event) for d in deliveries], self.read_gap, self.stream)
+        # Budget alerts are not decided here: executors reserve and settle on the shared accounts
+        # (shared/budget.py) and announce BudgetWarning / BudgetExhausted as they cross a level.
+        batch = [(d.seq, d.event) for d in deliveries]
+        if not self.serving:  # a one-off (the CLI bringing the projections up to the log): nothing held
+            async with self.db.engine.connect() as conn:
+                pg = (await conn.get_raw_connection()).driver_connection
+                await write_batch(pg, self.db.schema, batch, self.read_gap, self.stream)
+        else:
+            try:
+                pg = await self._connection()
+                _, self.tracked = await write_batch(pg, self.db.schema, batch, self.read_gap, self.stream, self.tracked)
+            except BaseException:
+                await self.release()  # a connection that failed is not trusted again, nor the position known
+                raise
         for d in deliveries:
             metrics.PROJECTION_LAG.record(metrics.seconds_since(d.event.occurred_at))
 
@@ -64,8 +89,20 @@ class Ledger:
                 log.warning("%s; trying again", exc)
                 await self.db.engine.dispose()  # a connection left mid-operation is not reused
                 await asyncio.sleep(1.0)
-        await self.bus.consume_batches("ledger", [self.bus.events_subject], self.handle_batch, stop=stop,
-                                       max_batch=BATCH, ack_wait=30.0, max_deliver=10)
+        self.serving = True
+        try:
+            await self.bus.consume_batches("ledger", [self.bus.events_subject], self.handle_batch, stop=stop,
+                                           max_batch=BATCH, ack_wait=30.0, max_deliver=10)
+        finally:
+            self.serving = False
+            await self.close()
+
+    async def close(self) -> None:
+        """Give the held connection back to the pool."""
+        held, self._held, self.tracked = self._held, None, None
+        if held is not None:
+            with contextlib.suppress(Exception):
+                await held.close()
 
 
 async def rebuild(bus: Bus, database_url: str, schema: str = db.SCHEMA) -> dict[str, int]:

@@ -1,22 +1,26 @@
 """Applies a batch of events to PostgreSQL through asyncpg, set-based: each event's row changes
 (services/ledger/projector.py) are folded in log order into one net change per row, then written
-as one prepared statement per shape of change (executemany: one round trip for many rows), with
-the event log and the tracking position, in the caller's transaction. The result is the rows
-that applying the events one at a time gives (tests/integration/test_ledger.py compares them)."""
+as one statement per shape of change, its rows as arrays (unnest). Statements on different tables
+go out together as one (data-modifying WITH clauses), gated by a compare-and-set of the tracking
+position: a batch is usually one round trip, and it writes nothing if the position moved since it
+was read. The result is the rows that applying the events one at a time gives
+(tests/integration/test_ledger.py compares them)."""
 
 from __future__ import annotations
 
 import json
+import operator
+import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NamedTuple
 
 import msgspec
 from sqlalchemy import JSON, BigInteger, DateTime, Float, Integer, Numeric, String, Text
 
 from shared import db
 from shared import events as ev
-from services.ledger.projector import PROJECTION, Add, Change, Update, UpdateWhere, Upsert, changes
+from services.ledger.projector import PROJECTION, Add, Change, UpdateWhere, Upsert, changes
 
 KEYS: dict[str, tuple[str, ...]] = {t.name: tuple(c.name for c in t.primary_key.columns)
                                     for t in db.metadata.tables.values()}
@@ -32,8 +36,24 @@ TYPES: dict[str, dict[str, str]] = {t.name: {c.name: next(v for k, v in _BASE.it
                                              for c in t.columns} for t in db.metadata.tables.values()}
 LOG_COLUMNS = ("seq", "event_id", "project_id", "run_id", "type", "aggregate", "aggregate_id", "occurred_at", "data")
 _encode = msgspec.json.Encoder().encode
+WHERE_GATE, AND_GATE = "/*where gate*/", "/*and gate*/"  # where a statement's rows wait for the gate
+_PARAM = re.compile(r"\$(\d+)")
 
 Reader = Callable[[int, int], Awaitable[list[tuple[int, ev.Event]]]]
+
+
+class Tracked(NamedTuple):
+    """The tracking row as stored: its position, the log it is a position in, and whether it exists."""
+
+    seq: int
+    stream: str
+    exists: bool
+
+
+class _Sql(NamedTuple):
+    table: str
+    text: str  # parameters numbered from $1
+    args: list[Any]
 
 
 def _q(name: str) -> str:
@@ -51,13 +71,13 @@ class _Net:
 class RowWriter:
     """Row changes folded per row (in log order) and written set-based on `flush`."""
 
-    def __init__(self, pg: Any, schema: str):
-        self.pg = pg
+    def __init__(self, schema: str):
         self.schema = schema
         self.rows: dict[str, dict[tuple, _Net]] = {}
         self.sums: dict[tuple[str, tuple, str], Decimal] = {}
+        self.out: list[_Sql] = []  # the statements, in the order they must run
 
-    async def add(self, change: Change) -> None:
+    def add(self, change: Change) -> None:
         if isinstance(change, Add):
             at = (change.table, _key(change.table, change.key), change.column)
             # each amount rounded as the column stores it, as one add per event would: the same sum however batched
@@ -65,20 +85,20 @@ class RowWriter:
             self.sums[at] = self.sums.get(at, Decimal(0)) + amount
             return
         if isinstance(change, UpdateWhere):  # not by key: the table's earlier changes are written first
-            await self.flush(change.table)
+            self.flush(change.table)
             cols = list(change.values)
             conds = list(change.where)
-            await self.pg.execute(
-                f"UPDATE {self._table(change.table)} SET "
-                + ", ".join(f"{_q(c)} = ${i + 1}" for i, c in enumerate(cols)) + " WHERE "
-                + " AND ".join(f"{_q(c)} = ${len(cols) + i + 1}" for i, c in enumerate(conds)),
-                *self._params(change.table, cols, change.values), *(change.where[c] for c in conds))
+            self.out.append(_Sql(change.table, f"UPDATE {self._table(change.table)} SET "
+                                 + ", ".join(f"{_q(c)} = ${i + 1}" for i, c in enumerate(cols)) + " WHERE "
+                                 + " AND ".join(f"{_q(c)} = ${len(cols) + i + 1}" for i, c in enumerate(conds))
+                                 + AND_GATE,
+                                 [*self._params(change.table, cols, change.values), *(change.where[c] for c in conds)]))
             return
         if isinstance(change, Upsert):
             keys = KEYS[change.table]
             update = [c for c in change.values if c not in keys] if change.update is None else change.update
             new = _Net(dict(change.values), {c: change.values[c] for c in update})
-            key = tuple(change.values[k] for k in keys)
+            key = _key(change.table, change.values)
         else:
             new = _Net(None, dict(change.values))
             key = _key(change.table, change.key)
@@ -92,8 +112,8 @@ class RowWriter:
         old.insert = {**old.insert, **new.set} if old.insert is not None else new.insert
         old.set.update(new.set)
 
-    async def flush(self, only: str | None = None) -> None:
-        """Write the folded changes (of one table, or all): one statement per shape of change, its rows
+    def flush(self, only: str | None = None) -> None:
+        """The folded changes (of one table, or all) as statements: one per shape of change, its rows
         as arrays (unnest), so PostgreSQL inserts or updates them all in one go."""
         for name in [only] if only is not None else list(self.rows):
             pending = self.rows.pop(name, None)
@@ -111,16 +131,16 @@ class RowWriter:
                     odd.append((key, net))
             for (inserted, updated), rows in shapes.items():
                 columns = KEYS[name] + updated if inserted is None else inserted
-                await self.pg.execute(self._set_statement(name, inserted, updated),
-                                      *self._arrays(name, columns, rows))
+                self.out.append(_Sql(name, self._set_statement(name, inserted, updated),
+                                     self._arrays(name, columns, rows)))
             for key, net in odd:
                 inserted, updated = tuple(net.insert), tuple(net.set)  # type: ignore[arg-type]
-                await self.pg.execute(self._statement(name, inserted, updated),
-                                      *self._params(name, inserted, net.insert), *self._params(name, updated, net.set))
+                self.out.append(_Sql(name, self._statement(name, inserted, updated),
+                                     [*self._params(name, inserted, net.insert), *self._params(name, updated, net.set)]))
 
-    async def finish(self) -> None:
-        """Everything folded so far, then the sums."""
-        await self.flush()
+    def finish(self) -> list[_Sql]:
+        """Every statement: what is folded so far, then the sums."""
+        self.flush()
         by_column: dict[tuple[str, str], list[tuple]] = {}
         for (table, key, column), amount in self.sums.items():
             by_column.setdefault((table, column), []).append((*key, amount))
@@ -128,10 +148,11 @@ class RowWriter:
         for (table, column), rows in by_column.items():
             keys = KEYS[table]
             names = (*keys, column)
-            await self.pg.execute(
-                f"UPDATE {self._table(table)} AS t SET {_q(column)} = t.{_q(column)} + u.{_q(column)} "
-                f"FROM {self._unnest(table, names)} WHERE " + " AND ".join(f"t.{_q(k)} = u.{_q(k)}" for k in keys),
-                *self._arrays(table, names, rows))
+            self.out.append(_Sql(table, f"UPDATE {self._table(table)} AS t SET {_q(column)} = t.{_q(column)} + "
+                                 f"u.{_q(column)} FROM {self._unnest(table, names)} WHERE "
+                                 + " AND ".join(f"t.{_q(k)} = u.{_q(k)}" for k in keys) + AND_GATE,
+                                 self._arrays(table, names, rows)))
+        return self.out
 
     def _table(self, name: str) -> str:
         return f"{_q(self.schema)}.{_q(name)}"
@@ -149,18 +170,20 @@ class RowWriter:
         if inserted is None:
             return (f"UPDATE {self._table(name)} AS t SET " + ", ".join(f"{_q(c)} = {value(c)}" for c in updated)
                     + f" FROM {self._unnest(name, keys + updated)} WHERE "
-                    + " AND ".join(f"t.{_q(k)} = u.{_q(k)}" for k in keys))
+                    + " AND ".join(f"t.{_q(k)} = u.{_q(k)}" for k in keys) + AND_GATE)
         sql = (f"INSERT INTO {self._table(name)} ({', '.join(map(_q, inserted))}) SELECT "
-               f"{', '.join(value(c) for c in inserted)} FROM {self._unnest(name, inserted)} "
+               f"{', '.join(value(c) for c in inserted)} FROM {self._unnest(name, inserted)}{WHERE_GATE} "
                f"ON CONFLICT ({', '.join(map(_q, keys))}) ")
         if not updated:
             return sql + "DO NOTHING"
         return sql + "DO UPDATE SET " + ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in updated)
 
     def _statement(self, name: str, inserted: tuple[str, ...], updated: tuple[str, ...]) -> str:
-        keys = KEYS[name]
-        sql = (f"INSERT INTO {self._table(name)} ({', '.join(map(_q, inserted))}) VALUES "
-               f"({', '.join(f'${i + 1}' for i in range(len(inserted)))}) ON CONFLICT ({', '.join(map(_q, keys))}) ")
+        keys, types = KEYS[name], TYPES[name]
+        sql = (f"INSERT INTO {self._table(name)} ({', '.join(map(_q, inserted))}) SELECT "
+               + ", ".join(f"${i + 1}::{types[c]}" + ("::json" if c in JSON_COLUMNS[name] else "")
+                           for i, c in enumerate(inserted))
+               + f"{WHERE_GATE} ON CONFLICT ({', '.join(map(_q, keys))}) ")
         if not updated:
             return sql + "DO NOTHING"
         return sql + "DO UPDATE SET " + ", ".join(f"{_q(c)} = ${len(inserted) + i + 1}" for i, c in enumerate(updated))
@@ -178,8 +201,14 @@ class RowWriter:
                 for c, column in zip(columns, zip(*rows))]
 
 
-def _key(table: str, key: dict[str, Any]) -> tuple:
-    return tuple(key[k] for k in KEYS[table])
+def _key(table: str, row: dict[str, Any]) -> tuple:
+    """The primary key's values of a row (or of a key) of `table`, in the key's order."""
+    return _KEY_OF[table](row)
+
+
+_KEY_OF: dict[str, Callable[[dict[str, Any]], tuple]] = {
+    name: (operator.itemgetter(*keys) if len(keys) > 1 else (lambda row, k=keys[0]: (row[k],)))
+    for name, keys in KEYS.items()}
 
 
 def log_row(seq: int, e: ev.Event) -> tuple:
@@ -188,51 +217,111 @@ def log_row(seq: int, e: ev.Event) -> tuple:
             e.occurred_at, _encode(e).decode())
 
 
+class PositionMoved(Exception):
+    """The tracking position is not the one the batch was folded against (another writer moved it)."""
+
+
+async def read_tracked(pg: Any, schema: str, *, lock: bool = False) -> Tracked:
+    row = await pg.fetchrow(f"SELECT last_stream_seq, stream FROM {_q(schema)}.projection_tracking WHERE "
+                            f"projection = $1{' FOR UPDATE' if lock else ''}", PROJECTION)
+    return Tracked(int(row[0]), row[1] or "", True) if row else Tracked(0, "", False)
+
+
+async def write_batch(pg: Any, schema: str, batch: list[tuple[int, ev.Event]], read_gap: Reader, stream: str = "",
+                      tracked: Tracked | None = None) -> tuple[list[ev.Event], Tracked]:
+    """Apply events (in log order) exactly once, filling any gap, with the tracking position moved
+    to the last of them atomically. `tracked`: the tracking row as this writer last wrote it (None:
+    read it); if another writer moved it meanwhile nothing is written and the batch is folded again
+    from the position as it is. `stream` names the log (see Bus.stream_identity): a position taken
+    from another log (a stream deleted and made again) is not trusted, the new log is applied from
+    its start. Returns the events of `batch` that were new, and the tracking row as written."""
+    for _ in range(5):
+        if tracked is None:
+            tracked = await read_tracked(pg, schema)
+        position = tracked.seq if not (stream and tracked.stream and tracked.stream != stream) else 0
+        writer = RowWriter(schema)
+        applied: list[ev.Event] = []
+        log_rows: list[tuple] = []
+        for seq, event in batch:
+            if seq <= position:
+                continue
+            for gap_seq, gap_event in (await read_gap(position + 1, seq - 1) if seq > position + 1 else []):
+                for change in changes(gap_event):
+                    writer.add(change)
+                log_rows.append(log_row(gap_seq, gap_event))
+            for change in changes(event):
+                writer.add(change)
+            log_rows.append(log_row(seq, event))
+            applied.append(event)
+            position = seq
+        if not applied:
+            return [], tracked
+        statements = writer.finish()
+        # the log last: each row's projected_at (projection lag) is taken as close to the commit as can be
+        statements.append(_Sql("event_log", f"INSERT INTO {_q(schema)}.event_log ({', '.join(LOG_COLUMNS)}) SELECT "
+                               f"{', '.join(c if c != 'data' else 'data::json' for c in LOG_COLUMNS)} FROM "
+                               f"{RowWriter._unnest('event_log', LOG_COLUMNS)}{WHERE_GATE} ON CONFLICT (seq) "
+                               f"DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in LOG_COLUMNS[1:]),
+                               [list(c) for c in zip(*log_rows)]))
+        written = Tracked(position, stream or tracked.stream, True)
+        try:
+            await _write(pg, schema, statements, tracked, written)
+        except PositionMoved:
+            tracked = None
+            continue
+        return applied, written
+    raise PositionMoved(f"the {PROJECTION} projection's position kept moving while a batch waited to be written")
+
+
+async def _write(pg: Any, schema: str, statements: list[_Sql], tracked: Tracked, written: Tracked) -> None:
+    """The statements, packed into as few as can go together (no table twice in one: WITH clauses see
+    one snapshot), the first gated by the compare-and-set of the position; several in a transaction."""
+    packs: list[list[_Sql]] = [[]]
+    for sql in statements:
+        if any(other.table == sql.table for other in packs[-1]):
+            packs.append([])
+        packs[-1].append(sql)
+    if len(packs) == 1:
+        if not await pg.fetchval(*_packed(schema, packs[0], tracked, written)):
+            raise PositionMoved
+        return
+    async with pg.transaction():
+        if await read_tracked(pg, schema, lock=True) != tracked:
+            raise PositionMoved
+        for i, pack in enumerate(packs):
+            if not await pg.fetchval(*_packed(schema, pack, tracked if i == 0 else None, written)):
+                raise PositionMoved
+
+
+def _packed(schema: str, pack: list[_Sql], tracked: Tracked | None, written: Tracked) -> tuple:
+    """One statement of several (renumbered parameters); with `tracked`, the position moves from it
+    to `written` first and every row waits for that (none is written when it had moved)."""
+    args: list[Any] = []
+    clauses: list[str] = []
+    if tracked is not None:
+        table = f"{_q(schema)}.projection_tracking"
+        if tracked.exists:
+            gate = (f"UPDATE {table} SET last_stream_seq = $1, stream = $2 WHERE projection = $3 "
+                    f"AND last_stream_seq = $4 AND stream = $5 RETURNING 1")
+            args += [written.seq, written.stream, PROJECTION, tracked.seq, tracked.stream]
+        else:
+            gate = (f"INSERT INTO {table} (projection, last_stream_seq, stream) VALUES ($3, $1, $2) "
+                    f"ON CONFLICT (projection) DO NOTHING RETURNING 1")
+            args += [written.seq, written.stream, PROJECTION]
+        clauses.append(f"gate AS ({gate})")
+    for i, sql in enumerate(pack):
+        offset = len(args)
+        text = _PARAM.sub(lambda m: f"${int(m.group(1)) + offset}", sql.text)
+        if tracked is not None:
+            text = text.replace(WHERE_GATE, " WHERE EXISTS (SELECT 1 FROM gate)").replace(
+                AND_GATE, " AND EXISTS (SELECT 1 FROM gate)")
+        clauses.append(f"w{i} AS ({text.replace(WHERE_GATE, '').replace(AND_GATE, '')})")
+        args += sql.args
+    final = "SELECT count(*) FROM gate" if tracked is not None else "SELECT 1"
+    return "WITH " + ", ".join(clauses) + " " + final, *args
+
+
 async def apply_batch(pg: Any, schema: str, batch: list[tuple[int, ev.Event]], read_gap: Reader,
                       stream: str = "") -> list[ev.Event]:
-    """Apply events (in log order) exactly once in the caller's transaction on the asyncpg
-    connection `pg`, filling any gap, and move the tracking position to the last of them in
-    that same transaction. `stream` names the log (see Bus.stream_identity): a position taken
-    from another log (a stream deleted and made again) is not trusted, the new log is applied
-    from its start. Returns the events of `batch` that were new."""
-    tracking = f"{_q(schema)}.projection_tracking"
-    row = await pg.fetchrow(f"SELECT last_stream_seq, stream FROM {tracking} WHERE projection = $1 FOR UPDATE",
-                            PROJECTION)
-    position = int(row[0]) if row else 0
-    if row is not None and stream and row[1] and row[1] != stream:
-        position = 0
-    writer = RowWriter(pg, schema)
-    applied: list[ev.Event] = []
-    log_rows: list[tuple] = []
-
-    async def one(seq: int, event: ev.Event) -> None:
-        for change in changes(event):
-            await writer.add(change)
-        log_rows.append(log_row(seq, event))
-
-    for seq, event in batch:
-        if seq <= position:
-            continue
-        if seq > position + 1:
-            for gap_seq, gap_event in await read_gap(position + 1, seq - 1):
-                await one(gap_seq, gap_event)
-        await one(seq, event)
-        applied.append(event)
-        position = seq
-    if not applied:
-        return []
-    await writer.finish()
-    # the log last: each row's projected_at (projection lag) is taken as close to the commit as can be
-    await pg.execute(
-        f"INSERT INTO {_q(schema)}.event_log ({', '.join(LOG_COLUMNS)}) SELECT "
-        f"{', '.join(c if c != 'data' else 'data::json' for c in LOG_COLUMNS)} FROM "
-        f"{RowWriter._unnest('event_log', LOG_COLUMNS)} ON CONFLICT (seq) DO UPDATE SET "
-        + ", ".join(f"{c} = EXCLUDED.{c}" for c in LOG_COLUMNS[1:]), *[list(c) for c in zip(*log_rows)])
-    if stream:
-        await pg.execute(f"INSERT INTO {tracking} (projection, last_stream_seq, stream) VALUES ($1, $2, $3) "
-                         f"ON CONFLICT (projection) DO UPDATE SET last_stream_seq = $2, stream = $3",
-                         PROJECTION, position, stream)
-    else:
-        await pg.execute(f"INSERT INTO {tracking} (projection, last_stream_seq) VALUES ($1, $2) "
-                         f"ON CONFLICT (projection) DO UPDATE SET last_stream_seq = $2", PROJECTION, position)
-    return applied
+    """`write_batch` from the position as stored; returns the events of `batch` that were new."""
+    return (await write_batch(pg, schema, batch, read_gap, stream))[0]

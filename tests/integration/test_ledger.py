@@ -268,5 +268,16 @@ async def test_any_batching_of_a_busy_log_projects_what_one_event_at_a_time_does
         await ledger.handle_batch(run[2:] if rng.random() < 0.2 and len(run) > 3 else run)
         done += n
     assert await snapshot(batched) == await snapshot(single)
+
+    # A writer whose idea of the position is stale (another ledger moved it) writes nothing twice.
+    from services.ledger.writer import Tracked, write_batch
+
+    async with batched.engine.connect() as conn:
+        pg = (await conn.get_raw_connection()).driver_connection
+        stale = Tracked(deliveries[5].seq, await bus.stream_identity(), True)
+        applied, now = await write_batch(pg, batched.schema, [(d.seq, d.event) for d in deliveries[6:12]],
+                                         ledger.read_gap, stale.stream, stale)
+    assert applied == [] and now.seq == deliveries[-1].seq
+    assert await snapshot(batched) == await snapshot(single)
     await single.dispose()
     await batched.dispose()
