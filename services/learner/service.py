@@ -26,7 +26,7 @@ from shared.llm.pricing import PriceTable, estimate_prompt_tokens, usd
 from shared.scrub import scrub
 from shared.expertise.model import normalise
 from shared.expertise import store
-from shared.gitops.repo import paths_on_branch
+from shared.gitops.repo import BranchPaths
 from shared.plan import PlanError
 
 log = logging.getLogger("yokeflow.learner")
@@ -207,11 +207,14 @@ class Learner:
 
     async def validate_after_merge(self, info: RunInfo, e: ev.BranchMerged) -> None:
         repo, branch = info.started.repo_path, e.target_branch
-        paths = await asyncio.to_thread(paths_on_branch, repo, branch)
+        with await asyncio.to_thread(BranchPaths, repo, branch) as paths:
+            await self._validate_domains(info, e, paths, branch)
+
+    async def _validate_domains(self, info: RunInfo, e: ev.BranchMerged, paths: BranchPaths, branch: str) -> None:
         for domain in await store.domains(self.bus, e.project_id):
             async with self._lock(e.project_id, domain):
                 report = await store.validate_domain(
-                    self.bus, e.project_id, domain, lambda p: store.exists_in(paths, p), now=e.occurred_at,
+                    self.bus, e.project_id, domain, paths.exists, now=e.occurred_at,
                     branch=branch, max_lines=info.max_lines, pending=self._unmerged)
             if report["flagged"] or report["pruned"]:
                 log.info("expertise %s after merge of %s: %d flagged, %d pruned", domain, e.task_id,

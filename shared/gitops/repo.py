@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import stat
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
@@ -204,6 +205,48 @@ def paths_on_branch(repo_path: Path | str, branch: str) -> frozenset[str]:
             for i in range(1, len(parts) + 1):
                 out.add("/".join(parts[:i]) + "/")
     return frozenset(out)
+
+
+class BranchPaths:
+    """Whether files and folders exist on a branch, each looked up in its tree when asked: what
+    `paths_on_branch` answers, without listing the whole branch (the learner asks after every merge
+    about the few files expertise names, and the listing grew with the repository)."""
+
+    def __init__(self, repo_path: Path | str, branch: str):
+        self.repo = open_repo(repo_path)
+        sha = read_ref(self.repo, branch)
+        self.tree: bytes | None = self.repo[sha].tree if sha is not None else None
+        self.known: dict[str, bool] = {}
+
+    def exists(self, path: str) -> bool:
+        """`path` is a file or a folder on the branch ("src/db/" or "src/db" for a folder)."""
+        clean = path.strip().removeprefix("./")
+        if clean not in self.known:
+            self.known[clean] = self._lookup(clean)
+        return self.known[clean]
+
+    def _lookup(self, clean: str) -> bool:
+        parts = [p for p in clean.rstrip("/").split("/")]
+        if self.tree is None or not clean.rstrip("/") or "" in parts:
+            return False
+        tree, mode = self.tree, 0o040000
+        for part in parts:
+            if not stat.S_ISDIR(mode):
+                return False  # a file named as if it were a folder
+            try:
+                mode, tree = self.repo[tree][part.encode()]
+            except KeyError:
+                return False
+        return stat.S_ISDIR(mode) or not clean.endswith("/")
+
+    def close(self) -> None:
+        self.repo.close()
+
+    def __enter__(self) -> "BranchPaths":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def changed_paths(repo_path: Path | str, commit: str) -> list[str]:
