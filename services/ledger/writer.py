@@ -125,7 +125,7 @@ class RowWriter:
                 if net.insert is None:
                     if net.set:
                         shapes.setdefault((None, tuple(net.set)), []).append((*key, *net.set.values()))
-                elif all(c in net.insert and net.insert[c] == v for c, v in net.set.items()):
+                elif net.set.items() <= net.insert.items():  # it sets only what it would insert
                     shapes.setdefault((tuple(net.insert), tuple(net.set)), []).append(tuple(net.insert.values()))
                 else:  # sets what it would not insert (an update came before the upsert): a statement of its own
                     odd.append((key, net))
