@@ -11,8 +11,11 @@ The decisions live in services/merger/domain.py; this module does the git and bu
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -36,6 +39,14 @@ class Merger:
         self.crash_after_ref_update = crash_after_ref_update  # tests only: runtime.merger_crash_after_ref_update
         self.state = domain.MergerState()
         self.ack_wait = ack_wait  # a crashed merger's merge is redelivered after this long
+        # Its own thread for git work: merges are serial, and in a process shared with executors the
+        # default pool's few threads are often all busy with worktrees, so each merge waited its turn
+        # there and every dependent waited for the merge.
+        self._git = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="yokeflow-merger-git")
+
+    async def _in_git(self, fn, *args, **kwargs):
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)  # keeps the trace context
+        return await asyncio.get_running_loop().run_in_executor(self._git, call)
 
     @property
     def runs(self) -> dict[str, RunView]:
@@ -73,9 +84,9 @@ class Merger:
             return
         target = run.target_branch
         trailers = domain.merge_trailers(run.run_id, action.task_id, action.attempt)
-        head = await asyncio.to_thread(head_of, run.repo_path, action.branch)
+        head = await self._in_git(head_of, run.repo_path, action.branch)
         if head is None:  # released after a merge whose event was lost, or never there
-            found = await asyncio.to_thread(find_commit, run.repo_path, target, trailers)
+            found = await self._in_git(find_commit, run.repo_path, target, trailers)
             if found:
                 await self._merged(view, action, cause, commit=found[0], tree=found[1], status="merged")
             else:
@@ -83,7 +94,7 @@ class Merger:
             return
         if action.files:  # the person's resolution from the web UI: committed on the branch, then merged
             try:
-                head = await asyncio.to_thread(commit_resolution, run.repo_path, action.branch, target=target,
+                head = await self._in_git(commit_resolution, run.repo_path, action.branch, target=target,
                                                files=action.files, expected_head=action.commit)
             except GitError as exc:
                 await self._conflicted(view, action, cause, [], f"resolution not committed: {exc}", head)
@@ -99,7 +110,7 @@ class Merger:
             began = time.monotonic()
             with telemetry.span(f"merge {action.branch}", {"yf.run_id": run.run_id, "yf.task_id": action.task_id,
                                                            "yf.merge.target": target}) as span:
-                result = await asyncio.to_thread(
+                result = await self._in_git(
                     merge_branch, run.repo_path, action.branch, into=target,
                     mode=view.started.settings.merge.mode, message=message,
                     validate_command=view.started.settings.merge.validate_command or None,
@@ -120,7 +131,7 @@ class Merger:
                                status="merged", warnings=list(result.warnings))
         elif result.status == "up_to_date":
             # its own merge commit if this attempt was merged before a crash; else nothing of its own
-            found = await asyncio.to_thread(find_commit, run.repo_path, target, trailers)
+            found = await self._in_git(find_commit, run.repo_path, target, trailers)
             await self._merged(view, action, cause, commit=found[0] if found else "",
                                tree=found[1] if found else (result.tree or ""),
                                status="merged" if found else "up_to_date")
@@ -135,7 +146,7 @@ class Merger:
         run = view.started
         keep = domain.set_aside_ref(run.run_id, action.task_id, action.attempt)
         try:
-            old, new = await asyncio.to_thread(set_aside, run.repo_path, action.branch, onto=run.target_branch,
+            old, new = await self._in_git(set_aside, run.repo_path, action.branch, onto=run.target_branch,
                                                keep_ref=keep)
         except GitError as exc:
             await self._conflicted(view, domain.Merge(action.task_id, action.branch, action.attempt), cause, [],
@@ -184,7 +195,7 @@ class Merger:
         manager = WorktreeManager(view.started.repo_path, target_branch=view.started.target_branch)
         path = view.finished[task_id].worktree_dir if task_id in view.finished else ""
         if path:
-            await asyncio.to_thread(_release_quietly, manager, _worktree_name(path),
+            await self._in_git(_release_quietly, manager, _worktree_name(path),
                                     not view.started.settings.merge.keep_branches)
 
     async def _cleanup_run(self, view: RunView) -> None:
@@ -193,7 +204,7 @@ class Merger:
         for task_id in view.merged:
             finished = view.finished.get(task_id)
             if finished and finished.worktree_dir:
-                await asyncio.to_thread(_release_quietly, manager, _worktree_name(finished.worktree_dir), not keep)
+                await self._in_git(_release_quietly, manager, _worktree_name(finished.worktree_dir), not keep)
 
     async def _announce_batches(self, view: RunView, cause: ev.Event) -> None:
         run = view.started
@@ -208,7 +219,13 @@ class Merger:
         subjects = [self.bus.type_filter(t) for t in
                     ("RunStarted", "BatchesComputed", "AgentFinished", "MergeRequested", "BranchMerged", "BranchReset",
                      "BatchMerged", "RunCompleted", "RunFailed", "RunCancelled")]
-        await self.bus.consume("merger", subjects, self.handle, stop=stop, ack_wait=self.ack_wait, max_deliver=5)
+        try:
+            # two at once: one merge's bus round trips (run check, BranchMerged, ack) overlap the next
+            # one's git work, which stays serial in order on the merger's one git thread
+            await self.bus.consume("merger", subjects, self.handle, stop=stop, ack_wait=self.ack_wait, max_deliver=5,
+                                   concurrency=2)
+        finally:
+            self._git.shutdown(wait=False)
 
 
 def _worktree_name(path: str) -> str:
