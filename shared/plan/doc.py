@@ -12,9 +12,11 @@ from shared.plan.fields import parse_plan
 from shared.plan.model import Complexity, Domain, Plan, plan_to_dict
 
 
+# Every field has a default, so an event whose plan misses one still decodes: to_plan() then
+# refuses it by name, as a plan file missing it is (the scheduler fails such a run).
 class TaskDoc(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    title: str
+    id: str = ""
+    title: str = ""
     description: str = ""
     priority: int = 3
     depends_on: list[str] = []
@@ -27,8 +29,8 @@ class TaskDoc(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EpicDoc(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    name: str
+    id: str = ""
+    name: str = ""
     description: str = ""
     priority: int = 3
     depends_on: list[str] = []
@@ -36,7 +38,7 @@ class EpicDoc(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PlanDoc(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
+    name: str = ""
     epics: list[EpicDoc] = []
 
     @classmethod

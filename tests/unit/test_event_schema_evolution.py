@@ -95,6 +95,16 @@ def test_version_1_plans_decode_into_the_plan_document_and_parse_into_the_plan()
         assert PlanDoc.of(plan).to_plan() == plan  # the document and the plan say the same
 
 
+def test_a_plan_missing_fields_still_decodes_and_is_refused_when_read_naming_them():
+    from shared.plan import PlanError
+
+    written = json.loads((V1 / "RunStarted.json").read_text())
+    for plan in ({}, {"name": "x", "epics": [{"id": "e", "name": "E", "tasks": [{"id": "t"}]}]}):
+        started = ev.decode(json.dumps(written | {"plan": plan}).encode())
+        with pytest.raises(PlanError, match="name|title"):
+            started.plan.to_plan()
+
+
 def test_a_typed_payload_keeps_its_json_shape():
     ready = ev.TaskReady(project_id="p", aggregate_id="r-t", run_id="r", task_id="t",
                          cost=ev.AttemptBudget(run_budget_usd="2.5", prices={"m": {"input": 1, "output": 2}}),
