@@ -29,6 +29,7 @@ from shared.bus import Bus, Delivery, Lease
 from shared.config import Config, process_env
 from shared.gitops import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
 from shared.expertise import for_prompt
+from shared.gitops.checkout import tracked_files
 from shared.gitops.repo import changed_paths
 from shared.expertise import store as expertise_store
 from shared.budget import BudgetGate
@@ -282,10 +283,10 @@ class Executor:
 
         async def agent(task_prompt: str, verify=None) -> AgentResult:
             # off the event loop, in one hop: the first use imports the provider's SDK (about a second),
-            # and the repository map walks the worktree
+            # and the repository map reads the index of the clean worktree (a resolution's is mid-merge: walked)
             provider, tree = await self._in_git(
                 lambda: (make_provider(e.provider, _provider_options(e.provider, options, wt, on_log)),
-                         repo_map(wt.path)))
+                         repo_map(wt.path, tracked=None if resolving else tracked_files(wt.path))))
             with telemetry.span(f"invoke_agent {e.task_id}", {
                     "gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": e.model, "yf.run_id": e.run_id,
                     "yf.task_id": e.task_id, "yf.attempt": e.attempt, "yf.provider": e.provider}) as span:

@@ -195,6 +195,21 @@ def reset_to(repo: Repo, tree: bytes) -> bool:
     return True
 
 
+def tracked_files(checkout: Path | str) -> list[tuple[str, int, int]] | None:
+    """(path, size, mode) of every file the checkout's index lists, from the index alone (no walk,
+    no ignore rules); None when there is no index this layer reads (then walk the folder)."""
+    dot_git = Path(checkout) / ".git"
+    try:
+        if dot_git.is_file():   # a linked worktree: "gitdir: <its folder in the repository>"
+            index_path = str(Path(checkout) / dot_git.read_text().split("gitdir:", 1)[1].strip() / "index")
+        else:
+            index_path = str(dot_git / "index")
+        raw, _ = tracked_paths(index_path)
+    except (OSError, IndexError, UnsupportedIndex):
+        return None
+    return [(os.fsdecode(p), int.from_bytes(e[36:40], "big"), int.from_bytes(e[24:28], "big")) for p, e in raw.items()]
+
+
 def _remove_unignored(ignore: IgnoreFilterManager, root: Path, path: Path, keep: set[str] = frozenset()) -> None:
     stack = [path]
     while stack:

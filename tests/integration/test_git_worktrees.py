@@ -275,3 +275,22 @@ def test_merged_worktree_branch_reaches_main(git_repo):
     assert os.path.exists(wt.path)
     wm.release("m")
     assert git(git_repo, "status", "--porcelain") == ""
+
+
+def test_repository_map_from_the_index_equals_the_walked_one(git_repo):
+    from services.executor.agent.prompt import repo_map
+    from shared.gitops.checkout import tracked_files
+
+    for rel in ("src/app/main.py", "src/app/util/x.py", "src/b.py", "docs/a.md", "z.txt", "a-b.txt", "a/b.txt",
+                "node_modules/dep/index.js", "pkg/__pycache__/m.pyc"):
+        (git_repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (git_repo / rel).write_text(rel * 3)
+    os.symlink("z.txt", git_repo / "to-file")
+    os.symlink("src", git_repo / "to-folder")
+    git(git_repo, "add", "-A", "-f")
+    git(git_repo, "commit", "-q", "-m", "shapes")
+    wt = WorktreeManager(git_repo).acquire("t10", "task/10-map")
+    for lines in (200, 8, 3):
+        assert repo_map(wt.path, lines, tracked=tracked_files(wt.path)) == repo_map(wt.path, lines)
+    assert "node_modules" not in repo_map(wt.path, tracked=tracked_files(wt.path))
+    assert tracked_files(git_repo / "nowhere") is None   # no index: the caller walks

@@ -4,10 +4,11 @@ map) and a task prompt (the task, its epic, its checks, its dependencies, a prev
 from __future__ import annotations
 
 import os
+import stat
 from collections import defaultdict
 from pathlib import Path
 
-from services.executor.agent.files import human_size, walk_entries
+from services.executor.agent.files import SKIP_DIRS, human_size, inside, walk_entries
 
 RULES = """\
 You are a software engineer working on one task of a larger plan, inside your own git worktree.
@@ -132,11 +133,17 @@ def _previous_attempt(prev: dict) -> str:
     return "\n".join(lines)
 
 
-def repo_map(root: Path, max_lines: int = 200) -> str:
+def repo_map(root: Path, max_lines: int = 200, *, tracked: list[tuple[str, int, int]] | None = None) -> str:
     """Folders and files with sizes, ignoring .git, caches and gitignored files. When the tree is
-    longer than max_lines, deep folders are folded into one line each (file count, total size)."""
+    longer than max_lines, deep folders are folded into one line each (file count, total size).
+    `tracked`: (path, size, mode) of the files git tracks in a clean checkout (gitops
+    `tracked_files`), which the map is then made of without walking the folder or matching
+    every file against the ignore rules."""
     root = Path(os.path.realpath(root))
-    files = [(rel, entry.stat(follow_symlinks=False).st_size) for rel, entry in walk_entries(root)]
+    if tracked is not None:
+        files = _in_walk_order(root, tracked)
+    else:
+        files = [(rel, entry.stat(follow_symlinks=False).st_size) for rel, entry in walk_entries(root)]
     if not files:
         return "(empty repository)"
     split = [rel.split("/") for rel, _ in files]
@@ -145,6 +152,23 @@ def repo_map(root: Path, max_lines: int = 200) -> str:
             return "\n".join(_render(files, depth))
     lines = _render(files, 1)
     return "\n".join(lines[: max_lines - 1] + [f"… and {len(lines) - max_lines + 1} more entries"])
+
+
+def _in_walk_order(root: Path, tracked: list[tuple[str, int, int]]) -> list[tuple[str, int]]:
+    """Tracked files as walk_entries gives them: a folder's files (by name), then its folders; no
+    caches or dependency folders; a symlink only to a file inside the checkout."""
+    keyed = []
+    for rel, size, mode in tracked:
+        parts = rel.split("/")
+        if any(d in SKIP_DIRS for d in parts[:-1]) or parts[-1] == ".git":
+            continue
+        if stat.S_ISLNK(mode):
+            full = root / rel
+            if full.is_dir() or not inside(root, full):
+                continue
+        keyed.append(((*((1, d) for d in parts[:-1]), (0, parts[-1])), rel, size))
+    keyed.sort()
+    return [(rel, size) for _, rel, size in keyed]
 
 
 def _line_count(split: list[list[str]], depth: int) -> int:
