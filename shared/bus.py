@@ -372,7 +372,7 @@ class Bus:
                     last = await self.js.get_msg(self.stream, subject=run_filter, direct=True)
                 except NotFoundError:
                     return await self.publish_all(items)  # no such run: nothing to guard
-                known = (last.seq or 0, (last.subject or "").rsplit(".", 1)[-1])
+                known = (last.seq or 0, Subjects.last_token(last.subject or ""))
                 self._remember_run(run_filter, known)
             seq, kind = known
             if kind in RUN_FINAL or (kind == "RunCancelled" and not after_cancel):
@@ -398,7 +398,7 @@ class Bus:
                                          direct=True)
         except NotFoundError:
             return True
-        return (last.subject or "").rsplit(".", 1)[-1] not in (*RUN_FINAL, "RunCancelled")
+        return Subjects.last_token(last.subject or "") not in (*RUN_FINAL, "RunCancelled")
 
     async def aggregate_seq(self, event: Event) -> int:
         """The stream sequence of the latest event of this event's aggregate (0 if none)."""
@@ -503,7 +503,7 @@ class Bus:
                         data = json.loads(msg.data)
                     except ValueError:
                         data = {"text": msg.data.decode(errors="replace")}
-                    entries.append({"seq": meta.sequence.stream, "kind": msg.subject.rsplit(".", 1)[-1],
+                    entries.append({"seq": meta.sequence.stream, "kind": Subjects.last_token(msg.subject),
                                     "time": meta.timestamp.isoformat() if meta.timestamp else None, "data": data})
         finally:
             with contextlib.suppress(Exception):
@@ -918,7 +918,7 @@ def _log_record(msg: Msg) -> LogRecord:
         data = json.loads(msg.data)
     except ValueError:
         data = {}
-    return LogRecord(msg.subject.rsplit(".", 1)[-1], data if isinstance(data, dict) else {})
+    return LogRecord(Subjects.last_token(msg.subject), data if isinstance(data, dict) else {})
 
 
 async def _fetch(sub, *, batch: int, timeout: float) -> list[Msg]:

@@ -32,6 +32,15 @@ class LogSubject(NamedTuple):
     kind: str
 
 
+class EventSubject(NamedTuple):
+    """The parts of an event subject (each as the subject carries it: a token)."""
+
+    project: str
+    aggregate: str
+    aggregate_id: str
+    event_type: str
+
+
 def _part(value: object) -> str:
     return ANY if value == ANY else token(value)
 
@@ -70,6 +79,17 @@ class Subjects:
 
     def project_logs(self, project_id: str) -> str:
         return f"{self.prefix}.log.{token(project_id)}.>"
+
+    def parse_event(self, subject: str) -> EventSubject | None:
+        """The parts of an event subject under this prefix; None for any other subject."""
+        head = f"{self.prefix}.evt."
+        parts = subject[len(head):].split(".") if subject.startswith(head) else []
+        return EventSubject(*parts) if len(parts) == 4 else None
+
+    @staticmethod
+    def last_token(subject: str) -> str:
+        """An event subject's event type, or a log subject's kind."""
+        return subject.rsplit(".", 1)[-1]
 
     def parse_log(self, subject: str) -> LogSubject | None:
         """The parts of a log subject under this prefix; None for any other subject."""

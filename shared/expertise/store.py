@@ -34,7 +34,8 @@ async def domains(bus: Bus, project_id: str) -> list[str]:
     # from the subjects alone (a domain is its aggregate's id, already a subject token): replaying every
     # version of every document grew with each version
     subject = bus.type_filter("ExpertiseUpdated", project=ev.subject_token(project_id), aggregate="expertise")
-    return sorted({s.split(".")[-2] for s in await bus.subjects_in(subject)})
+    parts = (bus.subjects.parse_event(s) for s in await bus.subjects_in(subject))
+    return sorted({p.aggregate_id for p in parts if p is not None})
 
 
 def document_of(update: ev.ExpertiseUpdated | None, domain: str) -> Document:
