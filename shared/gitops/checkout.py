@@ -183,7 +183,7 @@ def reset_to(repo: Repo, tree: bytes) -> bool:
     ignore = IgnoreFilterManager.from_repo(repo)
     root = os.fsencode(os.path.abspath(repo.path))
     folders: list[bytes] = []
-    for rel, _st in walk_checkout(root, tracked, tracked_dirs, ignore.is_ignored, folders):
+    for rel, _entry in walk_checkout(root, tracked, tracked_dirs, ignore.is_ignored, folders):
         if rel not in tracked:
             os.unlink(root + b"/" + rel)
     for d in reversed(folders[1:]):   # children before parents; git leaves no empty untracked folder

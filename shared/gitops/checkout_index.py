@@ -269,15 +269,18 @@ def _make_parents(root: bytes, path: bytes, watch: DirectoryWatch | None) -> Non
 
 # ---------------------------------------------------------------- staging and fresh checkouts
 def walk_checkout(root: bytes, tracked: dict[bytes, bytes] | frozenset[bytes], tracked_dirs: frozenset[bytes],
-                  is_ignored: Callable[[str], bool], folders: list[bytes] | None = None) -> Iterator[tuple[bytes, os.stat_result]]:
-    """(path, lstat) of every regular file and symlink that is tracked or not ignored, outside
+                  is_ignored: Callable[[str], bool], folders: list[bytes] | None = None,
+                  on_folder: Callable[[bytes], None] | None = None) -> Iterator[tuple[bytes, os.DirEntry]]:
+    """(path, entry) of every regular file and symlink that is tracked or not ignored, outside
     .git, nested repositories and linked worktrees (what `git add -A` looks at). `folders`
-    collects the folders walked, parents first."""
+    collects the folders walked, parents first; `on_folder` is called before a folder is read."""
     stack = [b""]
     while stack:
         rel_dir = stack.pop()
         if folders is not None:
             folders.append(rel_dir)
+        if on_folder is not None:
+            on_folder(rel_dir)
         try:
             listing = os.scandir(root + b"/" + rel_dir if rel_dir else root)
         except (FileNotFoundError, NotADirectoryError):
@@ -295,13 +298,13 @@ def walk_checkout(root: bytes, tracked: dict[bytes, bytes] | frozenset[bytes], t
                         if rel in tracked_dirs or not is_ignored(rel.decode(errors="surrogateescape") + "/"):
                             stack.append(rel)
                         continue
+                    if not (entry.is_file(follow_symlinks=False) or entry.is_symlink()):
+                        continue   # sockets, fifos, devices: not content
                     if rel not in tracked and is_ignored(rel.decode(errors="surrogateescape")):
                         continue
-                    st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                    yield rel, st
+                yield rel, entry
 
 
 def tracked_paths(index_path: str) -> tuple[dict[bytes, bytes], frozenset[bytes]]:
@@ -321,10 +324,26 @@ def stage_working_tree(root: str, index_path: str, store: BaseObjectStore, head_
         if not index_matches_tree(store, index, head_tree):
             raise UnsupportedIndex(f"{index_path} does not list tree {head_tree.decode()}")
         rootb = os.fsencode(os.path.abspath(root))
+        state = _state(rootb)
+        # every folder watched before it is read: the index written below is then known clean to
+        # the next check, which looks only at what changed since (a task's commit, then its next acquire)
+        watching = [_watch_all(rootb, state, index)]
+
+        def watch(folder: bytes) -> None:
+            if watching[0]:
+                try:
+                    state.watch.watch(folder)
+                except OSError:   # out of watches: the next check looks at every file
+                    watching[0] = False
+
         missing = set(index.raw)
         changed: dict[bytes, bytes] = {}
         edits: dict[bytes, Edit] = {}
-        for rel, st in walk_checkout(rootb, index.raw, index.directories(), is_ignored):
+        for rel, found in walk_checkout(rootb, index.raw, index.directories(), is_ignored, on_folder=watch):
+            try:
+                st = found.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
             entry = index.raw.get(rel)
             if entry is not None:
                 missing.discard(rel)
@@ -343,6 +362,7 @@ def stage_working_tree(root: str, index_path: str, store: BaseObjectStore, head_
         for rel in missing:
             edits[rel] = None
         if not changed and not missing:
+            state.verified = index.key if watching[0] else None
             return head_tree
         trees: list = []
         tree = apply_edits(store, head_tree, edits, trees) if edits else head_tree
@@ -352,8 +372,9 @@ def stage_working_tree(root: str, index_path: str, store: BaseObjectStore, head_
             tree = empty.id
         for t in trees:
             store.add_object(t)
-        write_index(lock, index, missing, changed, tree)
-        _state(rootb).judged_clean = None
+        written = write_index(lock, index, missing, changed, tree)
+        state.refreshed, state.refreshed_for, state.judged_clean = {}, None, None
+        state.verified = written.key if watching[0] else None
         return tree
 
 
