@@ -22,6 +22,7 @@ from dulwich.repo import Repo
 from shared.gitops.objects import write_object
 
 from shared.gitops.checkout_index import (
+    remove_untracked,
     stage_working_tree,
     switch_working_tree,
     tracked_paths,
@@ -175,12 +176,14 @@ def reset_to(repo: Repo, tree: bytes) -> bool:
     if not clean:
         reset_hard(repo, tree)
         return False
-    try:
-        tracked, tracked_dirs = tracked_paths(repo.index_path())
-    except UnsupportedIndex:
-        tracked = {p: b"" for p in repo.open_index().paths()}
-        tracked_dirs = frozenset(d for p in tracked for d in (os.path.dirname(p), *_parents(p)))
     ignore = IgnoreFilterManager.from_repo(repo)
+    try:
+        remove_untracked(repo.path, repo.index_path(), ignore.is_ignored)
+        return True
+    except UnsupportedIndex:
+        pass
+    tracked = {p: b"" for p in repo.open_index().paths()}
+    tracked_dirs = frozenset(d for p in tracked for d in (os.path.dirname(p), *_parents(p)))
     root = os.fsencode(os.path.abspath(repo.path))
     folders: list[bytes] = []
     for rel, _entry in walk_checkout(root, tracked, tracked_dirs, ignore.is_ignored, folders):

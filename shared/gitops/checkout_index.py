@@ -44,6 +44,11 @@ class _CheckoutState:
     refreshed: dict[bytes, bytes] = field(default_factory=dict)   # stat-only changes, for the next write
     refreshed_for: IndexKey | None = None
     judged_clean: IndexKey | None = None    # the index working_tree_clean last said yes to
+    # at this index, besides `verified`, no untracked file that is not ignored existed and every folder
+    # read was watched; what the watch reported since is kept here, so a commit or a reset looks only there
+    complete: IndexKey | None = None
+    events: set[bytes] = field(default_factory=set)
+    event_dirs: set[bytes] = field(default_factory=set)
 
 
 _mutex = threading.RLock()    # one check or move at a time: the watch and the caches are shared
@@ -85,7 +90,7 @@ def working_tree_clean(root: str, index_path: str, store: BaseObjectStore, tree:
 def _files_clean(root: bytes, index: IndexFile) -> bool:
     state = _state(root)
     if state.watch is not None and state.verified == index.key:
-        changes = state.watch.drain()
+        changes = _drain(state, index)
         if not changes.overflow:
             suspects = changes.paths & index.raw.keys()
             for d in changes.directories:
@@ -95,15 +100,32 @@ def _files_clean(root: bytes, index: IndexFile) -> bool:
                     suspects.add(d)
             if all(_entry_clean(root, index, p, state, always_hash=True) for p in suspects):
                 return True
-            state.verified = None
+            state.verified = state.complete = None
             return False
-    state.verified, state.refreshed, state.refreshed_for = None, {}, index.key
+    state.verified, state.complete, state.refreshed, state.refreshed_for = None, None, {}, index.key
     watching = _watch_all(root, state, index)
     if not all(_entry_clean(root, index, p, state, always_hash=False) for p in index.paths):
         return False
     if watching:
         state.verified = index.key
     return True
+
+
+def _drain(state: _CheckoutState, index: IndexFile):
+    """The watch's news, also kept for the next commit or reset while the picture is complete."""
+    changes = state.watch.drain()
+    if state.complete != index.key or changes.overflow:
+        state.complete = None
+        state.events, state.event_dirs = set(), set()
+    else:
+        state.events |= changes.paths
+        state.event_dirs |= changes.directories
+    return changes
+
+
+def _complete(state: _CheckoutState, key: IndexKey) -> None:
+    state.verified = state.complete = key
+    state.events, state.event_dirs = set(), set()
 
 
 def _watch_all(root: bytes, state: _CheckoutState, index: IndexFile) -> bool:
@@ -187,6 +209,8 @@ def switch_working_tree(root: str, index_path: str, store: BaseObjectStore, old_
         state.refreshed, state.refreshed_for, state.judged_clean = {}, None, None
         if state.verified == index.key:   # untouched entries still hold; written files left events
             state.verified = new_index.key
+            if state.complete == index.key:   # and it wrote no untracked file
+                state.complete = new_index.key
 
 
 def _index_mode(mode: int) -> int:
@@ -270,11 +294,12 @@ def _make_parents(root: bytes, path: bytes, watch: DirectoryWatch | None) -> Non
 # ---------------------------------------------------------------- staging and fresh checkouts
 def walk_checkout(root: bytes, tracked: dict[bytes, bytes] | frozenset[bytes], tracked_dirs: frozenset[bytes],
                   is_ignored: Callable[[str], bool], folders: list[bytes] | None = None,
-                  on_folder: Callable[[bytes], None] | None = None) -> Iterator[tuple[bytes, os.DirEntry]]:
+                  on_folder: Callable[[bytes], None] | None = None, start: bytes = b"") -> Iterator[tuple[bytes, os.DirEntry]]:
     """(path, entry) of every regular file and symlink that is tracked or not ignored, outside
     .git, nested repositories and linked worktrees (what `git add -A` looks at). `folders`
-    collects the folders walked, parents first; `on_folder` is called before a folder is read."""
-    stack = [b""]
+    collects the folders walked, parents first; `on_folder` is called before a folder is read;
+    `start`: a folder to walk instead of the whole checkout."""
+    stack = [start]
     while stack:
         rel_dir = stack.pop()
         if folders is not None:
@@ -317,7 +342,9 @@ def stage_working_tree(root: str, index_path: str, store: BaseObjectStore, head_
                        is_ignored: Callable[[str], bool]) -> bytes:
     """`git add -A` for an index that lists `head_tree`: files whose stat changed are hashed,
     and the new tree is `head_tree` with only the changed paths rebuilt. Returns the tree.
-    UnsupportedIndex (nothing changed) when the index lists anything else."""
+    When the watch holds the complete picture since the last commit or reset, only what it
+    reported is looked at; otherwise every folder is walked. UnsupportedIndex (nothing changed)
+    when the index lists anything else."""
     store = cached_store(store)
     with _mutex, IndexLock(index_path) as lock:
         index = _read(index_path)
@@ -325,24 +352,25 @@ def stage_working_tree(root: str, index_path: str, store: BaseObjectStore, head_
             raise UnsupportedIndex(f"{index_path} does not list tree {head_tree.decode()}")
         rootb = os.fsencode(os.path.abspath(root))
         state = _state(rootb)
-        # every folder watched before it is read: the index written below is then known clean to
-        # the next check, which looks only at what changed since (a task's commit, then its next acquire)
-        watching = [_watch_all(rootb, state, index)]
+        watching = [True]
 
-        def watch(folder: bytes) -> None:
+        def watch(folder: bytes) -> None:   # before the folder is read, so later changes are reported
             if watching[0]:
                 try:
-                    state.watch.watch(folder)
+                    watching[0] = state.watch is not None and (state.watch.watch(folder) or True)
                 except OSError:   # out of watches: the next check looks at every file
                     watching[0] = False
 
-        missing = set(index.raw)
+        found = _reported(rootb, index, state, is_ignored, watch)
+        if found is None:   # walk everything: every folder watched before it is read
+            watching[0] = _watch_all(rootb, state, index)
+            found = (_stat_of(walk_checkout(rootb, index.raw, index.directories(), is_ignored, on_folder=watch)),
+                     set(index.raw))
+        candidates, missing = found
         changed: dict[bytes, bytes] = {}
         edits: dict[bytes, Edit] = {}
-        for rel, found in walk_checkout(rootb, index.raw, index.directories(), is_ignored, on_folder=watch):
-            try:
-                st = found.stat(follow_symlinks=False)
-            except FileNotFoundError:
+        for rel, st in candidates:
+            if st is None:
                 continue
             entry = index.raw.get(rel)
             if entry is not None:
@@ -352,7 +380,7 @@ def stage_working_tree(root: str, index_path: str, store: BaseObjectStore, head_
             full = rootb + b"/" + rel
             try:
                 data = os.readlink(full) if stat.S_ISLNK(st.st_mode) else _read_file(full)
-            except FileNotFoundError:   # gone since the walk saw it
+            except (FileNotFoundError, NotADirectoryError):   # gone since it was seen: the watch says so
                 continue
             blob, mode = Blob.from_string(data), file_mode(st)
             if entry is None or entry[40:60] != blob.sha().digest() or entry[24:28] != mode.to_bytes(4, "big"):
@@ -362,7 +390,10 @@ def stage_working_tree(root: str, index_path: str, store: BaseObjectStore, head_
         for rel in missing:
             edits[rel] = None
         if not changed and not missing:
-            state.verified = index.key if watching[0] else None
+            if watching[0]:
+                _complete(state, index.key)
+            else:
+                state.verified = state.complete = None
             return head_tree
         trees: list = []
         tree = apply_edits(store, head_tree, edits, trees) if edits else head_tree
@@ -374,8 +405,123 @@ def stage_working_tree(root: str, index_path: str, store: BaseObjectStore, head_
             store.add_object(t)
         written = write_index(lock, index, missing, changed, tree)
         state.refreshed, state.refreshed_for, state.judged_clean = {}, None, None
-        state.verified = written.key if watching[0] else None
+        if watching[0]:
+            _complete(state, written.key)
+        else:
+            state.verified = state.complete = None
         return tree
+
+
+def remove_untracked(root: str, index_path: str, is_ignored: Callable[[str], bool]) -> None:
+    """Delete the files that are neither tracked nor ignored, and the folders that leaves empty, in a
+    checkout working_tree_clean just judged clean: where the watch reported something when it holds
+    the complete picture, else everywhere (each folder watched before it is read)."""
+    with _mutex:
+        index = _read(index_path)
+        rootb = os.fsencode(os.path.abspath(root))
+        state = _state(rootb)
+        watching = [True]
+
+        def watch(folder: bytes) -> None:
+            if watching[0]:
+                try:
+                    watching[0] = state.watch is not None and (state.watch.watch(folder) or True)
+                except OSError:
+                    watching[0] = False
+
+        found = _reported(rootb, index, state, is_ignored, watch)
+        folders: list[bytes] = []
+        if found is not None:
+            gone = [rel for rel, _ in found[0] if rel not in index.raw]
+        else:
+            watching[0] = state.watch is not None and state.verified == index.key
+            if watching[0]:
+                news = state.watch.drain()
+                watching[0] = not (news.overflow or news.paths or news.directories)   # else: judged on stale news
+            if watching[0]:
+                _complete(state, index.key)   # from here on, what the watch reports is kept
+            else:
+                state.complete = None
+            gone = [rel for rel, _ in walk_checkout(rootb, index.raw, index.directories(), is_ignored, folders,
+                                                    on_folder=watch) if rel not in index.raw]
+        for rel in gone:
+            try:
+                os.unlink(rootb + b"/" + rel)
+            except FileNotFoundError:
+                pass
+        emptied = {os.path.dirname(rel) for rel in gone} | set(folders[1:])
+        for d in sorted(emptied, key=lambda d: -d.count(b"/")):   # children before parents
+            while d and d not in index.directories():   # git leaves no empty untracked folder
+                try:
+                    os.rmdir(rootb + b"/" + d)
+                except OSError:
+                    break
+                d = os.path.dirname(d)
+        if not watching[0]:
+            state.complete = None
+        elif found is not None:
+            _complete(state, index.key)
+
+
+def _stat_of(found) -> Iterator[tuple[bytes, os.stat_result | None]]:
+    for rel, entry in found:
+        try:
+            yield rel, entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            yield rel, None
+
+
+def _reported(root: bytes, index: IndexFile, state: _CheckoutState, is_ignored: Callable[[str], bool],
+              watch: Callable[[bytes], None]):
+    """(files to look at as (path, lstat), tracked paths now gone) from what the watch reported
+    since the picture was complete; None when it was not, or when only a walk can tell (an ignore
+    file changed, a folder became a repository, the checkout's own folder moved)."""
+    if state.watch is None or state.complete != index.key or state.verified != index.key:
+        return None
+    if _drain(state, index).overflow:
+        return None
+    paths, dirs = set(state.events), set(state.event_dirs)
+    if b"" in dirs or any(_needs_walk(p) for p in paths | dirs):
+        return None
+    for d in dirs:
+        paths.update(index.under(d))
+    files: dict[bytes, os.stat_result | None] = {}
+    missing: set[bytes] = set()
+    walk_from: set[bytes] = set()
+    for p in paths | dirs:
+        full = root + b"/" + p
+        try:
+            st = os.lstat(full)
+        except (FileNotFoundError, NotADirectoryError):
+            if p in index.raw:
+                missing.add(p)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if p in index.raw:
+                missing.add(p)   # a file that became a folder
+            if os.path.lexists(full + b"/.git"):
+                return None
+            if p in index.directories() or not is_ignored(p.decode(errors="surrogateescape") + "/"):
+                walk_from.add(p)
+        elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            if p in index.raw or not is_ignored(p.decode(errors="surrogateescape")):
+                files[p] = st
+        elif p in index.raw:
+            missing.add(p)
+    tops = sorted(walk_from)
+    for d in [d for i, d in enumerate(tops) if not any(d.startswith(t + b"/") for t in tops[:i])]:
+        for rel, st in _stat_of(walk_checkout(root, index.raw, index.directories(), is_ignored, on_folder=watch,
+                                              start=d)):
+            files[rel] = st
+    for p in index.raw.keys() & paths:   # a tracked path looked at and not found as a file is gone
+        if p not in files:
+            missing.add(p)
+    return list(files.items()), missing
+
+
+def _needs_walk(path: bytes) -> bool:
+    parts = path.split(b"/")
+    return b".git" in parts or parts[-1] == b".gitignore"
 
 
 def _read_file(full: bytes) -> bytes:

@@ -89,18 +89,27 @@ def test_commit_all_agrees_with_git_on_every_kind_of_change(git_repo):
     (p / ".gitignore").write_text((p / ".gitignore").read_text() + "build/\n")
     (p / "build").mkdir()
     (p / "build" / "out.bin").write_bytes(b"\0ignored")
-    nested = p / "vendored"
-    nested.mkdir()
-    subprocess.run(["git", "init", "-q", str(nested)], check=True)   # a nested repository is not content
-    (nested / "x.txt").write_text("x\n")
     sha = wm.commit_all(wt, "every shape")
     assert sha == git(p, "rev-parse", "HEAD")
-    assert git(p, "status", "--porcelain", "--untracked-files=all") == "?? vendored/"
+    assert git(p, "status", "--porcelain", "--untracked-files=all") == ""
     assert git(p, "diff", "--cached", "--name-only", "HEAD") == ""
     listed = git(p, "ls-tree", "-r", "--name-only", "HEAD").splitlines()
     assert sorted(listed) == sorted([".gitignore", "README.md", "a/b/c.txt", "a/e.txt", "f.txt/inside.txt", "g",
                                      "link-me.txt", "ln", "new/deep/x.sh"])
     assert git(p, "ls-files", "-s", "new/deep/x.sh").startswith("100755")
+    # the next commit: what changed since the last one, a nested repository among it
+    (p / "new" / "deep" / "x.sh").unlink()
+    (p / "a" / "e.txt").write_text("edited again\n")
+    (p / "new" / "deep" / "y.txt").write_text("y\n")
+    nested = p / "vendored"
+    nested.mkdir()
+    subprocess.run(["git", "init", "-q", str(nested)], check=True)   # a nested repository is not content
+    (nested / "x.txt").write_text("x\n")
+    sha = wm.commit_all(wt, "and again")
+    assert git(p, "status", "--porcelain", "--untracked-files=all") == "?? vendored/"
+    assert git(p, "diff", "--cached", "--name-only", "HEAD") == ""
+    assert git(p, "show", "--name-status", "--format=", sha).splitlines() == [
+        "M\ta/e.txt", "D\tnew/deep/x.sh", "A\tnew/deep/y.txt"]
     assert git(p, "ls-files", "-s", "ln").startswith("120000")
     assert wm.commit_all(wt, "again") is None
     # a reused worktree drops untracked files and folders, keeps ignored ones
