@@ -215,14 +215,20 @@ class Executor:
                                       sandbox=jail, env_allow=env_allow, tool_path=_tool_path())
             return manager, manager.acquire(e.worktree, e.branch, update_from_target=not resolving)
 
+        reading = asyncio.ensure_future(self._expertise(e))  # read while the worktree is made: neither needs the other
         try:
             manager, wt = await self._in_git(acquire)
         except GitError as exc:  # e.g. a failing setup_command: the attempt fails with its output, never hangs
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
             log.warning("task %s attempt %s: worktree not ready: %s", e.task_id, e.attempt, exc)
             await self._finish(e, AgentResult(outcome="failure", summary="", error=str(exc)[:4000]), commit="",
                                wt=None, started=started)
             return True
-        expertise, given, versions = await self._expertise(e)
+        except BaseException:
+            reading.cancel()
+            raise
+        expertise, given, versions = await reading
         # both in one round trip, in this order; neither once the run is cancelled or over
         if await self.bus.publish_all_in_run([
             (e.caused(ev.WorktreeCreated, aggregate_id=ev.task_aggregate_id(e.run_id, e.task_id), run_id=e.run_id,
