@@ -43,6 +43,8 @@ class Ledger:
         if held is not None:
             with contextlib.suppress(Exception):
                 await held.invalidate()
+            with contextlib.suppress(Exception):
+                await held.close()
 
     async def read_gap(self, first: int, last: int) -> list[tuple[int, ev.Event]]:
         out = []
