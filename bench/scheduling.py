@@ -8,7 +8,8 @@ epics; cross-epic dependencies; a fixed seed), side by side:
   sequential  max_concurrency 1
   barrier     the PRD's batch barrier at the default policy's concurrency
   default     YokeFlow's default (by_epic, no barrier)
-  processes   (--processes) the default policy, each service in its own OS process (runtime.service_processes)
+  processes   (--processes) the default policy, each service in its own OS process (runtime.service_processes);
+              the burst then runs its ledger in a process of its own too
 Each reports makespan, lower bound = max(critical path, total work / concurrency),
 efficiency = bound / makespan, speed-up over sequential, dispatch latency (the event that made
 a task startable -> its agent started), merge latency (agent finished -> merged), peak agents in
@@ -226,10 +227,11 @@ class Bench:
         out["cpu_ms_per_task"] = round(cpu * 1000 / out["tasks"], 1)
         return out
 
-    async def burst(self, n: int) -> dict[str, Any]:
-        """`n` events published at once (the services' concurrency) for the ledger to project."""
+    async def burst(self, n: int, *, processes: bool = False) -> dict[str, Any]:
+        """`n` events published at once (the services' concurrency) for the ledger to project
+        (`processes`: the ledger in its own OS process, not sharing this one's core)."""
         endpoint = await self.endpoint()
-        system = await System(endpoint, parse_config({}), services=("ledger",)).start()
+        system = await System(endpoint, parse_config({}), services=("ledger",), processes=processes).start()
         bus = await endpoint.bus("yokeflow-admin")  # it publishes the executor's CostRecorded itself
         run_id = f"burst{uuid.uuid4().hex[:6]}"
         try:
@@ -321,7 +323,7 @@ async def benchmark(args) -> dict[str, Any]:
                 out["scale"].append({**rec, "plan_tasks": n})
                 _progress(args, f"scale {n}: makespan {rec['makespan_s']} s, cpu {rec['cpu_ms_per_task']} ms/task")
             if "burst" in args.only:
-                out["burst"] = await bench.burst(burst)
+                out["burst"] = await bench.burst(burst, processes=args.processes)
                 _progress(args, f"burst {burst}: lag p99 {out['burst']['projection_lag_p99_ms']} ms")
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -379,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning", choices=("on", "off"), default="on",
                         help="off: leave the learner out, to see the orchestration alone")
     parser.add_argument("--processes", action="store_true",
-                        help="also run the default policy with each service in its own process")
+                        help="also run the default policy with each service in its own process, and the "
+                             "burst's ledger in its own process")
     parser.add_argument("--only", type=lambda v: set(v.split(",")), default=set(PARTS),
                         help=f"run only these parts, comma-separated, of {','.join(PARTS)} (default all)")
     args = parser.parse_args(argv)

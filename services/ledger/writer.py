@@ -69,7 +69,7 @@ class _Net:
 
 
 class RowWriter:
-    """Row changes folded per row (in log order) and written set-based on `flush`."""
+    """Row changes folded per row (in log order), made into set-based statements by `flush` and `finish`."""
 
     def __init__(self, schema: str):
         self.schema = schema
