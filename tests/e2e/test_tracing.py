@@ -59,7 +59,9 @@ def the_run_trace(spans: list[ReceivedSpan]) -> tuple[str, list[ReceivedSpan]]:
     [root] = [s for s in spans if s.name == "yokeflow run"]
     run_id = root.attributes["yf.run_id"]
     assert not root.parent_id
-    assert {s.trace_id for s in spans if s.attributes.get("yf.run_id") == run_id} == {root.trace_id}
+    stray = [(s.name, s.service, s.attributes) for s in spans
+             if s.attributes.get("yf.run_id") == run_id and s.trace_id != root.trace_id]
+    assert not stray, f"spans of run {run_id} outside its trace: {stray}"
     return run_id, [s for s in spans if s.trace_id == root.trace_id]
 
 
