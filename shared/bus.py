@@ -102,6 +102,7 @@ class Delivery:
     deliveries: int
     msg: Msg | None = field(default=None, compare=False, repr=False)
     left: bool = field(default=False, compare=False, repr=False)
+    headers: dict[str, str] | None = field(default=None, compare=False, repr=False)  # read(): the trace it carries
 
     async def in_progress(self) -> None:
         if self.msg is not None:
@@ -470,7 +471,8 @@ class Bus:
                         continue
                     if not logs and self.forged(msg.subject, body, meta.sequence.stream, "read"):
                         continue
-                    yield Delivery(body, meta.sequence.stream, msg.subject, meta.num_delivered)  # type: ignore[arg-type]
+                    yield Delivery(body, meta.sequence.stream, msg.subject, meta.num_delivered,  # type: ignore[arg-type]
+                                   headers=msg.headers)
                 if stop_at_end and pending == 0:
                     return
         finally:

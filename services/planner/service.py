@@ -11,7 +11,7 @@ import logging
 from datetime import datetime, timezone
 
 from shared import events as ev
-from shared import metrics
+from shared import metrics, telemetry
 from shared.bus import Bus, ConcurrencyConflict, Delivery, retry_on_conflict
 from shared.config import Config
 from shared.plan import PlanError
@@ -31,6 +31,7 @@ class Planner:
         self.rejected: set[str] = set()
         self.plan_errors: dict[str, str] = {}
         self.aggregate_seq: dict[str, int] = {}
+        self.resume_trace: dict[str, dict[str, str]] = {}  # run id -> trace headers of its latest event at start
         self._lock = asyncio.Lock()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.histories: dict[str, History] = {}  # per project: what model selection learns from
@@ -80,7 +81,9 @@ class Planner:
 
     async def catch_up(self) -> None:
         async for d in self.bus.read():
-            self.fold(d)
+            state = self.fold(d)
+            if isinstance(state, RunState) and d.headers and "traceparent" in d.headers:
+                self.resume_trace[state.run_id] = d.headers
 
     async def handle(self, d: Delivery) -> None:
         await self.handle_batch([d])
@@ -168,10 +171,15 @@ class Planner:
         self._timers[pause.event_id] = asyncio.get_running_loop().call_later(delay, fire)
 
     async def resume(self) -> None:
+        """Decide for every open run found at start, each in the trace of its latest event (a planner
+        that starts after `yokeflow run` published RunStarted dispatches the run's first tasks here)."""
         for state in list(self.runs.values()):
             if not state.ended:
-                async with self._lock:
-                    await self._decide(state)
+                with telemetry.span_from_headers("planner resume", self.resume_trace.get(state.run_id),
+                                                 {"yf.run_id": state.run_id}):
+                    async with self._lock:
+                        await self._decide(state)
+        self.resume_trace.clear()
 
     async def serve(self, stop: asyncio.Event) -> None:
         await self.catch_up()
