@@ -66,7 +66,10 @@ async def test_killed_executor_task_is_redelivered_and_done_once(nats_server, da
     cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1}, agent={"provider": "sleep:2500"},
                  learning={"enabled": False})  # no learner runs here
     system = await start_system(endpoint, cfg, services=("ledger", "planner", "merger"))
-    env = service_env(nats_server.url, database_url, unique, YOKEFLOW_EXECUTOR_ACK_WAIT="2")
+    # redelivered 2 s after the kill; the attempt's lease lives 6 s unrenewed, so a live holder renewing
+    # every 2 s is not taken for dead on a loaded machine (a 2 s lease once let a third start through)
+    env = service_env(nats_server.url, database_url, unique, YOKEFLOW_EXECUTOR_ACK_WAIT="2",
+                      YOKEFLOW_EXECUTOR_LEASE_S="6")
     first = ServiceProcess("executor", env, tmp_path).start()
     second = None
     bus = await endpoint.bus()
