@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import typing
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -30,7 +31,7 @@ class ConfigError(ValueError):
     pass
 
 
-class Parallel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class Parallel(msgspec.Struct, kw_only=True):
     enabled: bool = True  # false: one attempt in flight per run, whatever max_concurrency says
     max_concurrency: int = 3
     strategy: Literal["by_epic", "by_task", "smart"] = "by_epic"
@@ -45,7 +46,7 @@ class Parallel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return self.max_concurrency if self.enabled else 1
 
 
-class Learning(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class Learning(msgspec.Struct, kw_only=True):
     enabled: bool = True
     expertise_max_lines: int = 1000
     prompt_tokens: int = 2000  # how much of the domain's expertise an agent's prompt gets
@@ -62,7 +63,7 @@ def _default_tier_models() -> dict[str, str]:
     return {"opus": "claude-opus-5-5", "sonnet": "claude-sonnet-5-5", "haiku": "claude-haiku-5-5"}
 
 
-class Cost(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class Cost(msgspec.Struct, kw_only=True):
     """Money settings (docs/costs.md). Amounts are USD; 0 means no limit."""
 
     budget_limit_usd: float = 100.0   # the project's budget, across all its runs
@@ -78,7 +79,7 @@ class Cost(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     prices: dict[str, Any] = msgspec.field(default_factory=dict)  # model id -> {input, output, cache_write, cache_read}
 
 
-class SandboxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class SandboxSettings(msgspec.Struct, kw_only=True):
     """`agent.sandbox`: how commands run for a person (see shared/sandbox.py); a plain
     `required` / `off` is shorthand for the mode."""
 
@@ -90,7 +91,7 @@ class SandboxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_file_mb: int = 2048       # largest file a command may write
 
 
-class Agent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class Agent(msgspec.Struct, kw_only=True):
     provider: str = "replay"
     base_url: str = ""
     max_turns: int = 40
@@ -102,7 +103,7 @@ class Agent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     env_allow: list[str] = []     # variables of YokeFlow's environment that sandboxed commands may see
 
 
-class Merge(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class Merge(msgspec.Struct, kw_only=True):
     mode: Literal["merge", "squash"] = "merge"
     target_branch: str = "main"
     validate_command: str = ""
@@ -111,7 +112,7 @@ class Merge(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     keep_branches: bool = False
 
 
-class RunSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class RunSettings(msgspec.Struct, kw_only=True):
     """The sections a run carries in its RunStarted event (so the log alone replays it).
 
     Same JSON shape as the `.yokeflow.yaml` sections: an old event's dict decodes into it, and a
@@ -129,6 +130,7 @@ class RunSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         if isinstance(data, RunSettings):
             return data
         try:
+            _refuse_unknown(data or {}, cls)
             settings = msgspec.convert(data or {}, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise ConfigError(f"{source}: {_readable(exc)}") from None
@@ -259,6 +261,7 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> Config:
         raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
     data = _sandbox_shorthand(data)
     try:
+        _refuse_unknown(data, Config)
         cfg = msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {_readable(exc)}") from None
@@ -298,6 +301,22 @@ def _sandbox_shorthand(data: dict[str, Any]) -> dict[str, Any]:
     value = agent["sandbox"]
     mode = {False: "off", True: "required"}.get(value, value) if isinstance(value, bool) else value
     return {**data, "agent": {**agent, "sandbox": {"mode": mode}}}
+
+
+def _refuse_unknown(data: Any, typ: Any, where: str = "") -> None:
+    """A key no setting has is refused, naming it, in a file or a request. The run's sections accept
+    unknown fields when they are decoded from an event: a newer version's RunStarted or TaskReady
+    with a setting this version does not know stays readable, as the schema-evolution rule says."""
+    if not isinstance(data, dict) or not (isinstance(typ, type) and issubclass(typ, msgspec.Struct)):
+        return
+    fields = {f.encode_name: f.type for f in msgspec.structs.fields(typ)}
+    for key, value in data.items():
+        if key not in fields:
+            raise msgspec.ValidationError(f"Object contains unknown field `{key}`" + (f" - at `$.{where}`" if where else ""))
+        inner = [t for t in (typing.get_args(fields[key]) or (fields[key],))
+                 if isinstance(t, type) and issubclass(t, msgspec.Struct)]
+        if len(inner) == 1:
+            _refuse_unknown(value, inner[0], f"{where}.{key}" if where else key)
 
 
 def _readable(exc: msgspec.ValidationError) -> str:

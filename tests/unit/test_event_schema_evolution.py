@@ -165,3 +165,20 @@ def test_every_conflict_kind_the_merge_reports_is_a_known_kind():
     source = (Path(ev.__file__).parent / "gitops" / "treemerge.py").read_text()
     reported = set(re.findall(r'conflict\(\s*\w+,\s*"([a-z/-]+)"', source))
     assert reported and reported <= set(get_args(ev.ConflictKind))
+
+
+def test_a_setting_a_newer_version_added_is_read_past_in_events_and_refused_in_a_file():
+    """Run settings travel in RunStarted (and the sandbox in TaskReady's provider options): an event
+    from a newer writer with a key this version lacks still decodes; the same key in a file is an error."""
+    from shared.config import ConfigError, parse_config
+
+    newer = {"type": "RunStarted", "project_id": "p", "aggregate_id": "r", "run_id": "r", "repo_path": "/x",
+             "plan": {"name": "n", "epics": []},
+             "settings": {"parallel": {"max_concurrency": 5, "future_knob": 1},
+                          "agent": {"sandbox": {"mode": "required", "later": 2}}, "newer_section": {}}}
+    started = ev.decode(json.dumps(newer).encode())
+    assert started.settings.parallel.max_concurrency == 5 and started.settings.agent.sandbox.mode == "required"
+    with pytest.raises(ConfigError, match=r"parallel: Object contains unknown field `future_knob`"):
+        parse_config({"parallel": {"future_knob": 1}})
+    with pytest.raises(ConfigError, match=r"agent\.sandbox: Object contains unknown field `later`"):
+        parse_config({"agent": {"sandbox": {"later": 2}}})
