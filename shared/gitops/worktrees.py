@@ -121,7 +121,8 @@ class WorktreeManager:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._add_worktree(repo, path, dirname, ref)
                 meta = {"name": name, "branch": branch, "created_at": time.time()}
-            meta.setdefault("port_base", self._allocate_port(dirname))
+            if "port_base" not in meta:   # reading every other worktree's record once, not on every reuse
+                meta["port_base"] = self._allocate_port(dirname)
             with Repo(str(path)) as wt:
                 clear_merge_state(wt)  # a resolution interrupted by a crash starts over
                 reset_to(wt, wt[wt.refs[ref]].tree)
