@@ -8,10 +8,7 @@ subscription; a task redelivered after a crash resumes in the same worktree.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import contextvars
-import functools
 import logging
 import os
 import socket
@@ -25,6 +22,7 @@ import msgspec
 
 from shared import events as ev
 from shared import metrics, telemetry
+from shared.threads import Threads
 from shared.bus import Bus, Delivery, Lease
 from shared.config import Config, process_env
 from shared.gitops import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
@@ -67,11 +65,7 @@ class Executor:
         self.remote = Remote(rt.git_remote, rt.git_token or "", Path(rt.executor_scratch)) if rt.git_remote else None
         # Threads of its own for worktree work (made as needed): the default pool has cpu+4 of them,
         # shared with every other service of the process, and each agent's worktree waited its turn.
-        self._git = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="yokeflow-executor-git")
-
-    async def _in_git(self, fn, *args, **kwargs):
-        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)  # keeps the trace context
-        return await asyncio.get_running_loop().run_in_executor(self._git, call)
+        self._git = Threads("yokeflow-executor-git", max_workers=32)
 
     # ------------------------------------------------------------------ history
     async def _task_history(self, e: ev.TaskReady) -> list[ev.Event]:
@@ -127,7 +121,7 @@ class Executor:
                                     run_id=e.run_id, task_id=dep, branch="")
             merges = [d.event async for d in self.bus.read([self.bus.aggregate_filter(probe)])
                       if isinstance(d.event, ev.BranchMerged) and d.event.commit]
-            return await self._in_git(changed_paths, e.repo_path, merges[-1].commit) if merges else []
+            return await self._git.run(changed_paths, e.repo_path, merges[-1].commit) if merges else []
 
         return TaskTools(TaskScope(origin=e, publish=publish, changed_files=changed_files,
                                    latest_expertise=lambda d: expertise_store.latest(self.bus, e.project_id, d)))
@@ -217,7 +211,7 @@ class Executor:
 
         reading = asyncio.ensure_future(self._expertise(e))  # read while the worktree is made: neither needs the other
         try:
-            manager, wt = await self._in_git(acquire)
+            manager, wt = await self._git.run(acquire)
         except GitError as exc:  # e.g. a failing setup_command: the attempt fails with its output, never hangs
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
@@ -290,7 +284,7 @@ class Executor:
         async def agent(task_prompt: str, verify=None) -> AgentResult:
             # off the event loop, in one hop: the first use imports the provider's SDK (about a second),
             # and the repository map reads the index of the clean worktree (a resolution's is mid-merge: walked)
-            provider, tree = await self._in_git(
+            provider, tree = await self._git.run(
                 lambda: (make_provider(e.provider, _provider_options(e.provider, options, wt, on_log)),
                          repo_map(wt.path, tracked=None if resolving else tracked_files(wt.path))))
             with telemetry.span(f"invoke_agent {e.task_id}", {
@@ -339,16 +333,16 @@ class Executor:
         if result.outcome == "success":
             message = _commit_message(e, result)
             # Nothing new to commit (e.g. work committed before a crash): the branch head stands.
-            commit = await self._in_git(manager.commit_all, wt, message) or wt.head
+            commit = await self._git.run(manager.commit_all, wt, message) or wt.head
         elif result.outcome == "budget" and not resolving:
             # Stopped by the budget: the work so far stays on the branch for the next attempt.
-            commit = await self._in_git(manager.commit_all, wt, _commit_message(e, result, partial=True)) or ""
+            commit = await self._git.run(manager.commit_all, wt, _commit_message(e, result, partial=True)) or ""
         elif resolving:
-            await self._in_git(_abort_quietly, wt.path)
+            await self._git.run(_abort_quietly, wt.path)
         if not await self._still_holding(lease):
             return False
         if commit and self.remote is not None:  # the merger merges from the canonical repository
-            await self._in_git(self.remote.push, e.repo_path, wt.branch)
+            await self._git.run(self.remote.push, e.repo_path, wt.branch)
         await self._finish(e, result, commit=commit, wt=wt, started=started)
         return True
 
@@ -357,14 +351,14 @@ class Executor:
         executor's clone of it, fetched over git smart HTTP (YOKEFLOW_GIT_REMOTE)."""
         if self.remote is None:
             return e.repo_path
-        return str(await self._in_git(self.remote.sync, e.repo_path, e.target_branch, e.branch))
+        return str(await self._git.run(self.remote.sync, e.repo_path, e.target_branch, e.branch))
 
     async def _resolve(self, e: ev.TaskReady, wt: Worktree, task: dict, agent, sandbox: Sandbox, on_log,
                        cancel: asyncio.Event, history: list[ev.Event]) -> AgentResult:
         """Merge the target into the task's branch here; an agent resolves what conflicts, then the
         task's checks (and a check that no conflict marker is left) must pass."""
         target = e.conflict.target_branch or e.target_branch
-        res = await self._in_git(begin_resolution, wt.path, target)
+        res = await self._git.run(begin_resolution, wt.path, target)
         await on_log("resolution", {"target_commit": res.target_commit, "up_to_date": res.up_to_date,
                                     "conflicts": [c["path"] for c in res.conflicts]})
         if res.up_to_date:
@@ -375,7 +369,7 @@ class Executor:
             return result
 
         async def no_markers_left() -> list[dict]:
-            left = await self._in_git(unresolved, wt.path, res.marked_files)
+            left = await self._git.run(unresolved, wt.path, res.marked_files)
             return [{"command": "no conflict markers left", "exit_code": 1 if left else 0, "passed": not left,
                      "timed_out": False,
                      "output": ("conflict markers remain in: " + ", ".join(left)) if left else ""}]
@@ -432,7 +426,7 @@ class Executor:
             for sub in subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-            self._git.shutdown(wait=False)
+            self._git.close()
 
 
 def _tool_path() -> str:

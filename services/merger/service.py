@@ -11,11 +11,8 @@ The decisions live in services/merger/domain.py; this module does the git and bu
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import contextvars
 import dataclasses
-import functools
 import logging
 import os
 import time
@@ -24,6 +21,7 @@ import msgspec
 
 from shared import events as ev
 from shared import gitserve, metrics, telemetry
+from shared.threads import Threads
 from shared.bus import Bus, Delivery
 from shared.config import Config
 from shared.gitops import GitError, WorktreeManager, find_commit, head_of, merge_branch, set_aside
@@ -42,11 +40,7 @@ class Merger:
         # Its own thread for git work: merges are serial, and in a process shared with executors the
         # default pool's few threads are often all busy with worktrees, so each merge waited its turn
         # there and every dependent waited for the merge.
-        self._git = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="yokeflow-merger-git")
-
-    async def _in_git(self, fn, *args, **kwargs):
-        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)  # keeps the trace context
-        return await asyncio.get_running_loop().run_in_executor(self._git, call)
+        self._git = Threads("yokeflow-merger-git", max_workers=1)
 
     @property
     def runs(self) -> dict[str, RunView]:
@@ -84,9 +78,9 @@ class Merger:
             return
         target = run.target_branch
         trailers = domain.merge_trailers(run.run_id, action.task_id, action.attempt)
-        head = await self._in_git(head_of, run.repo_path, action.branch)
+        head = await self._git.run(head_of, run.repo_path, action.branch)
         if head is None:  # released after a merge whose event was lost, or never there
-            found = await self._in_git(find_commit, run.repo_path, target, trailers)
+            found = await self._git.run(find_commit, run.repo_path, target, trailers)
             if found:
                 await self._merged(view, action, cause, commit=found[0], tree=found[1], status="merged")
             else:
@@ -94,7 +88,7 @@ class Merger:
             return
         if action.files:  # the person's resolution from the web UI: committed on the branch, then merged
             try:
-                head = await self._in_git(commit_resolution, run.repo_path, action.branch, target=target,
+                head = await self._git.run(commit_resolution, run.repo_path, action.branch, target=target,
                                                files=action.files, expected_head=action.commit)
             except GitError as exc:
                 await self._conflicted(view, action, cause, [], f"resolution not committed: {exc}", head)
@@ -110,7 +104,7 @@ class Merger:
             began = time.monotonic()
             with telemetry.span(f"merge {action.branch}", {"yf.run_id": run.run_id, "yf.task_id": action.task_id,
                                                            "yf.merge.target": target}) as span:
-                result = await self._in_git(
+                result = await self._git.run(
                     merge_branch, run.repo_path, action.branch, into=target,
                     mode=view.started.settings.merge.mode, message=message,
                     validate_command=view.started.settings.merge.validate_command or None,
@@ -131,7 +125,7 @@ class Merger:
                                status="merged", warnings=list(result.warnings))
         elif result.status == "up_to_date":
             # its own merge commit if this attempt was merged before a crash; else nothing of its own
-            found = await self._in_git(find_commit, run.repo_path, target, trailers)
+            found = await self._git.run(find_commit, run.repo_path, target, trailers)
             await self._merged(view, action, cause, commit=found[0] if found else "",
                                tree=found[1] if found else (result.tree or ""),
                                status="merged" if found else "up_to_date")
@@ -146,7 +140,7 @@ class Merger:
         run = view.started
         keep = domain.set_aside_ref(run.run_id, action.task_id, action.attempt)
         try:
-            old, new = await self._in_git(set_aside, run.repo_path, action.branch, onto=run.target_branch,
+            old, new = await self._git.run(set_aside, run.repo_path, action.branch, onto=run.target_branch,
                                                keep_ref=keep)
         except GitError as exc:
             await self._conflicted(view, domain.Merge(action.task_id, action.branch, action.attempt), cause, [],
@@ -195,7 +189,7 @@ class Merger:
         manager = WorktreeManager(view.started.repo_path, target_branch=view.started.target_branch)
         path = view.finished[task_id].worktree_dir if task_id in view.finished else ""
         if path:
-            await self._in_git(_release_quietly, manager, _worktree_name(path),
+            await self._git.run(_release_quietly, manager, _worktree_name(path),
                                     not view.started.settings.merge.keep_branches)
 
     async def _cleanup_run(self, view: RunView) -> None:
@@ -204,7 +198,7 @@ class Merger:
         for task_id in view.merged:
             finished = view.finished.get(task_id)
             if finished and finished.worktree_dir:
-                await self._in_git(_release_quietly, manager, _worktree_name(finished.worktree_dir), not keep)
+                await self._git.run(_release_quietly, manager, _worktree_name(finished.worktree_dir), not keep)
 
     async def _announce_batches(self, view: RunView, cause: ev.Event) -> None:
         run = view.started
@@ -225,7 +219,7 @@ class Merger:
             await self.bus.consume("merger", subjects, self.handle, stop=stop, ack_wait=self.ack_wait, max_deliver=5,
                                    concurrency=2)
         finally:
-            self._git.shutdown(wait=False)
+            self._git.close()
 
 
 def _worktree_name(path: str) -> str:
