@@ -26,11 +26,11 @@ def test_a_write_racing_another_writer_of_the_same_object_waits_for_it(git_repo)
     path, lock = _paths(repo, blob)
     open(lock, "wb").close()  # another process is writing this very object
 
-    def other_writer_finishes():
+    def other_writer_finishes():  # as git and dulwich do: the content goes into the lock, renamed into place
         time.sleep(0.1)
-        with open(path, "wb") as f:
+        with open(lock, "wb") as f:
             f.write(blob.as_legacy_object())
-        os.unlink(lock)
+        os.rename(lock, path)
 
     threading.Thread(target=other_writer_finishes).start()
     write_object(repo.object_store, blob)
