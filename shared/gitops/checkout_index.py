@@ -197,14 +197,7 @@ def switch_working_tree(root: str, index_path: str, store: BaseObjectStore, old_
             _make_parents(rootb, p, state.watch)
             if p in index.raw:
                 os.unlink(full)
-            data = store[sha].as_raw_string()
-            if stat.S_ISLNK(mode):
-                os.symlink(data, full)
-            else:
-                fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o777 if mode & 0o100 else 0o666)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-            changed[p] = pack_entry(p, os.lstat(full), bytes.fromhex(sha.decode()), _index_mode(mode))
+            changed[p] = _write_entry(store, full, p, mode, sha)
         new_index = write_index(lock, index, set(removed) - changed.keys(), changed, new_tree)
         state.refreshed, state.refreshed_for, state.judged_clean = {}, None, None
         if state.verified == index.key:   # untouched entries still hold; written files left events
@@ -529,6 +522,18 @@ def _read_file(full: bytes) -> bytes:
         return f.read()
 
 
+def _write_entry(store, full: bytes, p: bytes, mode: int, sha: bytes) -> bytes:
+    """Write the blob `sha` at `full` (a new file, or a symlink) and return its packed index entry."""
+    data = store[sha].as_raw_string()
+    if stat.S_ISLNK(mode):
+        os.symlink(data, full)
+    else:
+        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o777 if mode & 0o100 else 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    return pack_entry(p, os.lstat(full), bytes.fromhex(sha.decode()), _index_mode(mode))
+
+
 def checkout_new(root: str, index_path: str, store: BaseObjectStore, tree: bytes) -> None:
     """Write every file of `tree` into an empty folder and an index listing them (a new
     worktree); an index already there stops it with OSError."""
@@ -548,14 +553,6 @@ def checkout_new(root: str, index_path: str, store: BaseObjectStore, tree: bytes
                 while d not in made:
                     made.add(d)
                     d = os.path.dirname(d)
-            full = rootb + b"/" + p
-            data = store[sha].as_raw_string()
-            if stat.S_ISLNK(mode):
-                os.symlink(data, full)
-            else:
-                fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o777 if mode & 0o100 else 0o666)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-            changed[p] = pack_entry(p, os.lstat(full), bytes.fromhex(sha.decode()), _index_mode(mode))
+            changed[p] = _write_entry(store, rootb + b"/" + p, p, mode, sha)
         empty = IndexFile(index_path, (0, 0, 0, 0, b""), [], {}, b"", [0], (0, 0))
         write_index(lock, empty, set(), changed, tree)
