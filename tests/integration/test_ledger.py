@@ -147,9 +147,9 @@ async def test_a_conflict_resolution_shows_as_resolving_then_waiting_for_a_perso
     await database.dispose()
 
 
-async def test_a_batch_projects_what_single_events_do_and_a_recreated_stream_is_applied_again(bus, database_url):
-    for e in run_events("r4"):
-        await bus.publish(e)
+async def projected_one_at_a_time(bus, database_url):
+    """The log's deliveries, a database where a ledger applied them one event at a time, and an
+    empty one beside it for the batching under test (both migrated)."""
     deliveries = [d async for d in bus.read()]
     single, batched = db.Database(database_url, schema="yf_single"), db.Database(database_url)
     await single.migrate()
@@ -157,6 +157,13 @@ async def test_a_batch_projects_what_single_events_do_and_a_recreated_stream_is_
     one_by_one = Ledger(bus, single, publish_alerts=False)
     for d in deliveries:
         await one_by_one.handle(d)
+    return deliveries, single, batched
+
+
+async def test_a_batch_projects_what_single_events_do_and_a_recreated_stream_is_applied_again(bus, database_url):
+    for e in run_events("r4"):
+        await bus.publish(e)
+    deliveries, single, batched = await projected_one_at_a_time(bus, database_url)
     ledger = Ledger(bus, batched, publish_alerts=False)
     await ledger.handle_batch(deliveries[:6])
     await ledger.handle_batch(deliveries[3:])  # a redelivered overlap is applied once
@@ -253,13 +260,7 @@ async def test_any_batching_of_a_busy_log_projects_what_one_event_at_a_time_does
     for run in ("r6", "r7"):
         for e in busy_log(rng, run):
             await bus.publish(e)
-    deliveries = [d async for d in bus.read()]
-    single, batched = db.Database(database_url, schema="yf_single"), db.Database(database_url)
-    await single.migrate()
-    await batched.migrate()
-    one_by_one = Ledger(bus, single, publish_alerts=False)
-    for d in deliveries:
-        await one_by_one.handle(d)
+    deliveries, single, batched = await projected_one_at_a_time(bus, database_url)
     ledger = Ledger(bus, batched, publish_alerts=False)
     done = 0
     while done < len(deliveries):  # runs of any length, some overlapping (redelivered), some skipping (a gap)
