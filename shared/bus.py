@@ -23,6 +23,7 @@ from shared import metrics, telemetry
 from shared.events import Event, UnknownEvent, decode, delivery_failed, encode, subject_token
 from shared.subjects import Subjects
 from shared.payload import fit
+from shared.pull import Pull, PullClosed
 from shared.scrub import scrub, scrub_bytes
 
 log = logging.getLogger("yokeflow.bus")
@@ -580,31 +581,22 @@ class Bus:
         time, so a poison event fails alone (and, at its last delivery, becomes DeliveryFailed)."""
         stop = stop or asyncio.Event()
         durable = subject_token(durable)
-        sub = await self._bind_durable(durable, filter_subjects, ack_wait, max_deliver, max(max_batch * 4, 16))
-        ahead: asyncio.Future | None = None  # the next batch, fetched while this one is handled
+        await self._ensure_durable(durable, filter_subjects, ack_wait, max_deliver, max(max_batch * 4, 16))
+        # one request kept open, its messages collected as they come (shared/pull.py): while a batch is
+        # handled the next one arrives, and no message costs a wait of its own
+        pull = await Pull(self.nc, self.js._prefix, self.stream, durable, window=max_batch * 2).open()
         try:
             while not stop.is_set():
                 try:
-                    fetching, ahead = ahead or _fetch_available(sub, batch=max_batch, timeout=0.5), None
-                    msgs = await fetching
-                except asyncio.TimeoutError:
-                    continue
-                except (nats.errors.ConnectionClosedError, nats.errors.DrainTimeoutError):
+                    msgs = await pull.take(max_batch, timeout=0.5)
+                except PullClosed:
                     return
-                except _SERVER_RESTARTING as exc:  # the server is back but JetStream is not ready yet: wait
-                    log.warning("%s: JetStream not available (%s); fetching again", durable, type(exc).__name__)
-                    await asyncio.sleep(0.5)
-                    continue
-                if msgs and msgs[-1].metadata.num_pending:  # a backlog: its next run is there at once
-                    ahead = asyncio.ensure_future(_fetch_available(sub, batch=max_batch, timeout=0.5))
-                await self._handle_batch(durable, msgs, handler, ack_wait, max_deliver, backoff)
+                if msgs:
+                    await self._handle_batch(durable, msgs, handler, ack_wait, max_deliver, backoff)
         finally:
-            if ahead is not None:  # fetched but not handled: handed back at once, not after the ack wait
-                with contextlib.suppress(BaseException):
-                    for m in await asyncio.wait_for(ahead, timeout=1.0):
-                        await m.nak()
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            for m in await pull.close():  # delivered but not handled: handed back at once, not after the ack wait
+                with contextlib.suppress(Exception):
+                    await m.nak()
 
     async def _handle_batch(self, consumer: str, msgs: list[Msg], handler: BatchHandler, ack_wait: float,
                             max_deliver: int, backoff: Sequence[float]) -> None:
@@ -654,6 +646,11 @@ class Bus:
 
     async def _bind_durable(self, durable: str, filter_subjects: Sequence[str], ack_wait: float, max_deliver: int,
                             max_ack_pending: int):
+        await self._ensure_durable(durable, filter_subjects, ack_wait, max_deliver, max_ack_pending)
+        return await self.js.pull_subscribe_bind(durable=durable, stream=self.stream)
+
+    async def _ensure_durable(self, durable: str, filter_subjects: Sequence[str], ack_wait: float, max_deliver: int,
+                              max_ack_pending: int) -> None:
         cfg = jsapi.ConsumerConfig(
             durable_name=durable, name=durable, ack_policy=jsapi.AckPolicy.EXPLICIT,
             ack_wait=ack_wait, max_deliver=max_deliver,
@@ -672,7 +669,7 @@ class Bus:
                     if exc.err_code != 10148:  # consumer already exists with other settings: update it
                         raise
                     await self.js.add_consumer(self.stream, config=cfg)
-                return await self.js.pull_subscribe_bind(durable=durable, stream=self.stream)
+                return
             except (*_SERVER_RESTARTING, nats.errors.TimeoutError) as exc:
                 if asyncio.get_running_loop().time() > deadline:
                     raise

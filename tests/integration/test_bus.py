@@ -283,3 +283,31 @@ async def test_a_publish_returns_once_stored_and_fails_at_once_when_nothing_stor
     await bus.js.delete_stream(bus.stream)
     with pytest.raises(nats.js.errors.NoStreamResponseError):
         await asyncio.wait_for(bus.publish(ready(task="late")), timeout=5)
+
+
+async def test_batches_come_once_each_in_log_order_and_a_stopped_consumer_hands_back_what_it_held(bus):
+    """consume_batches keeps a pull request open, so events arrive while a batch is handled; those
+    delivered but not yet handled when it stops go back at once: the next consumer gets them well
+    inside the ack wait (30 s), and nothing is handled twice."""
+    published = await bus.publish_all([(ready(task=str(i)), None) for i in range(300)])
+    first_stop, second_stop = asyncio.Event(), asyncio.Event()
+    first: list[list[int]] = []
+    second: list[int] = []
+
+    async def slow_then_stop(batch):
+        first.append([d.seq for d in batch])
+        first_stop.set()
+        await asyncio.sleep(0.3)  # more arrive meanwhile, into the consumer's hands
+
+    async def collect(batch):
+        second.extend(d.seq for d in batch)
+        if len(second) + sum(map(len, first)) >= len(published):
+            second_stop.set()
+
+    await asyncio.wait_for(bus.consume_batches("batched", [bus.events_subject], slow_then_stop, stop=first_stop,
+                                               max_batch=50, ack_wait=30.0), 20)
+    await asyncio.wait_for(bus.consume_batches("batched", [bus.events_subject], collect, stop=second_stop,
+                                               max_batch=50, ack_wait=30.0), 15)
+    handled = [s for batch in first for s in batch] + second
+    assert len(first) == 1 and len(first[0]) <= 50
+    assert handled == [p.seq for p in published]  # each once, in log order

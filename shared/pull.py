@@ -1,0 +1,128 @@
+"""A durable pull consumer's messages as they arrive: one pull request kept open, its messages
+collected by a subscription callback.
+
+nats-py's `fetch` waits for each message of a batch through `asyncio.wait_for` (a task and a
+timer per message) and asks for the next batch only when the last is taken; under a burst that
+machinery cost the ledger more than projecting. Here a request for `window` messages stays open
+(expiring after `expires` seconds, so a lost one is replaced); the server sends each message as
+soon as it is stored, and `take` hands out what has arrived, in order, without waiting per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+import nats
+from nats.aio.msg import Msg
+
+log = logging.getLogger("yokeflow.bus")
+
+STATUS = "Status"
+DESCRIPTION = "Description"
+PENDING_MESSAGES = "Nats-Pending-Messages"
+
+
+class PullClosed(Exception):
+    """The connection closed under the consumer: nothing more will come."""
+
+
+class Pull:
+    """Messages of the durable consumer `durable` on `stream`, in delivery order."""
+
+    def __init__(self, nc: nats.NATS, api_prefix: str, stream: str, durable: str, *, window: int,
+                 expires: float = 0.5):
+        self.nc = nc
+        self.next_subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self.durable = durable
+        self.window = window  # messages one request asks for
+        self.expires = expires
+        self.inbox = ""
+        self.sub = None
+        self.buffer: list[Msg] = []
+        self.owed = 0  # messages the open request may still bring (0: no request open)
+        self.asked_at = 0.0  # when the open request was sent (a lost one is replaced after its expiry)
+        self.pause_until = 0.0  # after an error status: when to ask again
+        self.arrived = asyncio.Event()
+
+    async def open(self) -> "Pull":
+        self.inbox = self.nc.new_inbox()
+        self.sub = await self.nc.subscribe(self.inbox, cb=self._on_msg, pending_msgs_limit=-1,
+                                           pending_bytes_limit=-1)
+        return self
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if msg.data or not msg.headers or STATUS not in msg.headers:
+            self.buffer.append(msg)
+            self.owed -= 1
+            self.arrived.set()
+            return
+        status = msg.headers[STATUS]
+        if status == "100":  # an idle heartbeat (not asked for): nothing to do
+            return
+        if status in ("404", "408"):  # the request ended (expired) with messages still owed: ask again
+            left = msg.headers.get(PENDING_MESSAGES)
+            self.owed = max(0, self.owed - int(left)) if left and left.isdigit() else 0
+        else:  # 409 (consumer deleted, leadership change, too many waiting) or 503 (JetStream not ready)
+            log.warning("%s: pull request answered %s %s; asking again shortly", self.durable, status,
+                        msg.headers.get(DESCRIPTION, ""))
+            self.owed = 0
+            self.pause_until = asyncio.get_running_loop().time() + 0.5
+        self.arrived.set()
+
+    async def _ask(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self.owed > 0 and now - self.asked_at < self.expires + 1.0:
+            return  # the open request still stands
+        if now < self.pause_until:
+            return
+        want = self.window - len(self.buffer)
+        if want <= 0:
+            return
+        request = {"batch": want, "expires": int(self.expires * 1e9)}
+        self.owed, self.asked_at = want, now
+        try:
+            await self.nc.publish(self.next_subject, json.dumps(request).encode(), reply=self.inbox)
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+            raise PullClosed from None
+
+    async def take(self, most: int, timeout: float) -> list[Msg]:
+        """Up to `most` messages in delivery order: those already here at once, else the first to
+        come within `timeout` seconds (none: an empty list)."""
+        if self.nc.is_closed:
+            raise PullClosed
+        await self._ask()
+        if not self.buffer:
+            self.arrived.clear()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while not self.buffer:
+                left = deadline - loop.time()
+                if left <= 0:
+                    return []
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.arrived.wait(), min(left, self.expires))
+                self.arrived.clear()
+                if self.nc.is_closed:
+                    raise PullClosed
+                await self._ask()  # the request expired or failed: another one, while waiting
+        out, self.buffer = self.buffer[:most], self.buffer[most:]
+        await self._ask()  # keep the next messages coming while these are handled
+        return out
+
+    async def close(self) -> list[Msg]:
+        """Stop asking; what arrives before the open request ends (at most `expires` later) and was
+        not taken is returned, for the caller to hand back."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.expires + 0.2
+        while self.owed > 0 and not self.nc.is_closed and loop.time() < deadline:
+            self.arrived.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), deadline - loop.time())
+        left, self.buffer = self.buffer, []
+        if self.sub is not None:
+            with contextlib.suppress(Exception):
+                await self.sub.unsubscribe()
+        return left
