@@ -38,7 +38,7 @@ def set_aside(repo_path: Path | str, branch: str, *, onto: str, keep_ref: str) -
     rerun of a conflicted task starts over on the target). Once `keep_ref` exists the branch was
     set aside already and is left alone, so a repeat changes nothing. Returns (old head, new head)."""
     from shared.gitops.errors import GitError
-    from shared.gitops.locks import ref_update
+    from shared.gitops.refwrite import add_ref, set_ref
     from shared.gitops.repo import branch_ref, read_ref, require_branch
 
     with open_repo(repo_path) as repo:
@@ -47,8 +47,8 @@ def set_aside(repo_path: Path | str, branch: str, *, onto: str, keep_ref: str) -
         tip = require_branch(repo, onto)
         if kept is not None and old != kept:  # set aside before (the new attempt may have committed since)
             return kept.decode(), old.decode()
-        if kept is None and not ref_update(lambda: repo.refs.add_if_new(keep_ref.encode(), old)):
+        if kept is None and not add_ref(repo, keep_ref.encode(), old):
             raise GitError(f"{keep_ref} appeared while {branch} was being set aside; retry")
-        if not ref_update(lambda: repo.refs.set_if_equals(branch_ref(branch), old, tip)):
+        if not set_ref(repo, branch_ref(branch), old, tip):
             raise GitError(f"{branch} moved while it was being set aside (it is now {read_ref(repo, branch)!r}); retry")
         return old.decode(), tip.decode()

@@ -9,6 +9,7 @@ from dulwich.repo import Repo
 from shared.gitops.checkout import stage_all
 from shared.gitops.errors import GitError
 from shared.gitops.merge import make_commit
+from shared.gitops.refwrite import add_ref
 from shared.gitops.repo import branch_ref
 
 
@@ -23,5 +24,5 @@ def create_repository(path: Path | str, *, message: str = "Initial commit", bran
         repo.refs.set_symbolic_ref(b"HEAD", branch_ref(branch))
         tree = stage_all(repo)
         commit = make_commit(repo, tree, [], message, author)
-        repo.refs.add_if_new(branch_ref(branch), commit.id)
+        add_ref(repo, branch_ref(branch), commit.id)
     return commit.id.decode()

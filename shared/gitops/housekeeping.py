@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 from dulwich.objects import Blob, Tree
 from dulwich.repo import Repo
 
-from shared.gitops.locks import ref_update
+from shared.gitops.refwrite import set_ref
 from shared.gitops.repo import branch_ref, require_branch
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def ensure_worktrees_ignored(repo: Repo, target: str, dirname: str) -> None:
         repo.object_store.add_objects([(blob, None), (new_tree, None)])
         commit = make_commit(repo, new_tree.id, [tip], f"Ignore {dirname}/ (agent worktrees live there)",
                              IGNORE_COMMIT_AUTHOR)
-        if ref_update(lambda: repo.refs.set_if_equals(branch_ref(target), tip, commit.id)):
+        if set_ref(repo, branch_ref(target), tip, commit.id):
             for warning in _follow_checkouts(repo, branch_ref(target), tip, commit):
                 log.warning(warning)
             return

@@ -56,5 +56,5 @@ def retry_locked(action: Callable[[], T], *, stale_after_s: float, wait_s: float
 
 
 def ref_update(action: Callable[[], T]) -> T:
-    """A ref change (set_if_equals, add_if_new) that outlives a writer killed while it held the ref's lock."""
+    """A ref change (refwrite's set_ref, add_ref) that outlives a writer killed while it held the ref's lock."""
     return retry_locked(action, stale_after_s=REF_LOCK_STALE_S)

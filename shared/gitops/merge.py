@@ -15,7 +15,7 @@ from dulwich.repo import Repo
 
 from shared.gitops.checkout import is_clean, switch_tree
 from shared.gitops.errors import GitError
-from shared.gitops.locks import ref_update
+from shared.gitops.refwrite import set_ref
 from shared.gitops.objects import write_object
 from shared.gitops.repo import (
     branch_ref,
@@ -179,8 +179,7 @@ def merge_branch(repo_path: Path | str, branch: str, *, into: str = "main", mode
                     if not is_clean(wt_repo, repo[ours].tree):
                         raise GitError(f"{into} is checked out at {wt} with local changes; commit or discard "
                                        f"them there (or check out another branch) and merge again")
-            if ref_update(lambda: repo.refs.set_if_equals(target_ref, ours, commit.id,
-                                                          message=f"yokeflow: merge {branch}".encode())):
+            if set_ref(repo, target_ref, ours, commit.id, message=f"yokeflow: merge {branch}".encode()):
                 warnings = _follow_checkouts(repo, target_ref, ours, commit)
                 return MergeResult("merged", commit.id.decode(), tm.tree.decode(), [], warnings)
             # lost the race: someone moved the target; merge again on its new tip

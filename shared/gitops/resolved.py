@@ -16,7 +16,7 @@ from pathlib import Path
 from dulwich.objects import Blob, Tree
 
 from shared.gitops.errors import GitError
-from shared.gitops.locks import ref_update
+from shared.gitops.refwrite import set_ref
 from shared.gitops.merge import _base_tree, make_commit
 from shared.gitops.repo import branch_ref, merge_bases, open_repo, require_branch
 from shared.gitops.treemerge import merge_trees
@@ -84,7 +84,7 @@ def commit_resolution(repo_path: Path | str, branch: str, *, target: str, files:
         message = (f"Merge branch '{target}' into {branch}: conflicts resolved in the web UI\n\n"
                    f"Resolved: {', '.join(sorted(files))}\n{TRAILER}: {key}\n")
         commit = make_commit(repo, tree, [head, tip], message, author)
-        if not ref_update(lambda: repo.refs.set_if_equals(branch_ref(branch), head, commit.id)):
+        if not set_ref(repo, branch_ref(branch), head, commit.id):
             raise GitError(f"{branch} moved while the resolution was being committed; reload it and resolve again")
         return commit.id.decode()
 

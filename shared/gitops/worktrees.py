@@ -15,7 +15,8 @@ from shared.gitops.checkout import head_tree, reset_to, stage_all, switch_tree
 from shared.gitops.checkout_index import checkout_new
 from shared.gitops.errors import GitError
 from shared.gitops.housekeeping import copy_included, ensure_worktrees_ignored
-from shared.gitops.locks import file_lock, ref_update
+from shared.gitops.locks import file_lock
+from shared.gitops.refwrite import add_ref, set_ref
 from shared.gitops.merge import make_commit
 from shared.gitops.names import worktree_dir_name
 from shared.gitops.resolution import clear_merge_state, merge_parent
@@ -117,7 +118,7 @@ class WorktreeManager:
                 shutil.rmtree(path, ignore_errors=True)  # a half-created worktree from a crash
                 shutil.rmtree(self._admin(dirname), ignore_errors=True)
                 if read_ref(repo, branch) is None:
-                    ref_update(lambda: repo.refs.add_if_new(ref, target_tip))
+                    add_ref(repo, ref, target_tip)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._add_worktree(repo, path, dirname, ref)
                 meta = {"name": name, "branch": branch, "created_at": time.time()}
@@ -185,7 +186,7 @@ class WorktreeManager:
             repo.object_store.add_objects([(o, None) for o in tm.objects])
             new = make_commit(repo, tm.tree, [head, target_tip], f"Merge branch '{self.target}' into {branch}",
                               "YokeFlow <worktrees@yokeflow.dev>").id
-        if not ref_update(lambda: repo.refs.set_if_equals(ref, head, new)):
+        if not set_ref(repo, ref, head, new):
             raise GitError(f"{branch} moved while it was being updated from {self.target}; retry")
         switch_tree(wt, old_tree, repo[new].tree)
         return new
@@ -220,16 +221,10 @@ class WorktreeManager:
             if tree == head_tree(repo) and merging is None:
                 return None
             commit = make_commit(repo, tree, [head] + ([merging] if merging else []), message, author)
-            if not ref_update(lambda: repo.refs.set_if_equals(b"HEAD", head, commit.id)):
+            if not set_ref(repo, b"HEAD", head, commit.id):
                 raise GitError(f"the branch of {path} moved while committing; commit again")
             clear_merge_state(repo)
-        name = path.name
-        if self._admin(name).is_dir():
-            with self._lock():
-                meta = self._read_meta(name)
-                if meta:
-                    meta["last_used_at"] = time.time()
-                    self._write_meta(name, meta)
+        # no record rewritten for the time: prune reads it from the index and the branch's ref file
         return commit.id.decode()
 
     def release(self, name: str, *, delete_branch: bool = True) -> None:
@@ -262,6 +257,20 @@ class WorktreeManager:
                                       meta.get("base_commit", ""), head, True, meta.get("port_base", -1)))
         return found
 
+    def _last_used(self, path: Path, meta: dict) -> float:
+        """The latest of: acquired (the record), committed to (the worktree's index and its branch's
+        ref file are rewritten by every commit)."""
+        times = [meta.get("last_used_at") or 0.0]
+        files = [self._admin(path.name) / "index"]
+        if meta.get("branch"):
+            files.append(self.git_dir / branch_ref(meta["branch"]).decode())
+        for f in files:
+            try:
+                times.append(f.stat().st_mtime)
+            except OSError:   # no index yet, or a packed ref
+                pass
+        return max(times) or path.stat().st_mtime
+
     def prune(self, older_than_s: float) -> list[str]:
         """Remove worktrees unused for longer than `older_than_s` (and half-created leftovers).
         A branch is deleted only when the target branch already contains it; unmerged work stays."""
@@ -270,7 +279,7 @@ class WorktreeManager:
         base = self.root / WORKTREES_DIR
         for path in sorted(base.iterdir()) if base.is_dir() else []:
             meta = self._read_meta(path.name)
-            last = meta.get("last_used_at") or path.stat().st_mtime
+            last = self._last_used(path, meta)
             if now - last < older_than_s:
                 continue
             keep_branch = True

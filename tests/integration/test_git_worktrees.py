@@ -244,6 +244,16 @@ def test_concurrent_acquire_from_processes(git_repo, tmp_path):
     assert len(git(git_repo, "worktree", "list").splitlines()) == 5
 
 
+def _age(repo: Path, name: str, seconds: float) -> None:
+    """The worktree `name` was last acquired and committed to `seconds` ago."""
+    past = time.time() - seconds
+    admin = repo / ".git" / "worktrees" / name
+    meta = admin / "yokeflow.json"
+    meta.write_text(meta.read_text().replace('"last_used_at": ', f'"last_used_at": {past}, "x": '))
+    os.utime(admin / "index", (past, past))
+    os.utime(repo / ".git" / "refs" / "heads" / "task" / name, (past, past))
+
+
 def test_release_and_prune(git_repo):
     wm = WorktreeManager(git_repo)
     wt = wm.acquire("r1", "task/r1")
@@ -255,10 +265,10 @@ def test_release_and_prune(git_repo):
     wm.commit_all(old, "unmerged")
     merged = wm.acquire("merged", "task/merged")
     fresh = wm.acquire("fresh", "task/fresh")
-    past = time.time() - 7200
-    for name in ("old", "merged"):
-        meta = git_repo / ".git" / "worktrees" / name / "yokeflow.json"
-        meta.write_text(meta.read_text().replace('"last_used_at": ', f'"last_used_at": {past}, "x": '))
+    for name in ("old", "merged", "fresh"):
+        _age(git_repo, name, 7200)
+    (fresh.path / "later.txt").write_text("committed to a moment ago\n")
+    wm.commit_all(fresh, "recent work")   # a commit is a use: the worktree stays
     assert sorted(wm.prune(3600)) == ["merged", "old"]
     assert [w.name for w in wm.list()] == ["fresh"]
     assert fresh.path.exists() and not old.path.exists() and not merged.path.exists()
