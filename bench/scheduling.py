@@ -11,8 +11,8 @@ epics; cross-epic dependencies; a fixed seed), side by side:
   processes   (--processes) the default policy, each service in its own OS process (runtime.service_processes);
               the burst then runs its ledger in a process of its own too
 Each reports makespan, lower bound = max(critical path, total work / concurrency),
-efficiency = bound / makespan, speed-up over sequential, dispatch latency (the event that made
-a task startable -> its agent started), merge latency (agent finished -> merged), peak agents in
+efficiency = bound / makespan, speed-up over sequential, dispatch latency (from the moment a
+task could start, its dependencies merged and an agent slot free, to its agent started), merge latency (agent finished -> merged), peak agents in
 flight, events/s, projection lag (event occurred -> its row in PostgreSQL) and the orchestration
 CPU of this process per task. A scale series (short agents, concurrency 20) shows CPU per task
 as the plan grows; a burst of events and a publish run measure the ledger and the bus alone.
@@ -117,6 +117,8 @@ def analyse(events: list[ev.Event], plan: dict, *, agent_ms: int, concurrency: i
     ready_at: dict[str, float] = {}
     ready_lat, dispatch_lat, merge_lat = [], [], []
     finished_at: dict[tuple[str, int], float] = {}
+    slot_at: dict[str, float] = {}  # when the agent slot an attempt was admitted to came free
+    last_finished = float("-inf")
     running = peak = 0
     for e in events:
         if isinstance(e, TASK_STARTERS):
@@ -124,13 +126,19 @@ def analyse(events: list[ev.Event], plan: dict, *, agent_ms: int, concurrency: i
         if isinstance(e, ev.TaskReady) and e.attempt == 1 and e.purpose == "task":
             ready_at[e.task_id] = _t(trigger.occurred_at)
             ready_lat.append(_t(e.occurred_at) - _t(trigger.occurred_at))
+        elif isinstance(e, ev.AgentAdmitted) and e.attempt == 1:
+            # slots come free only as agents finish: an attempt that waited for one was admitted after the last
+            slot_at[e.task_id] = last_finished
         elif isinstance(e, ev.AgentStarted):
             running += 1
             peak = max(peak, running)
             if e.attempt == 1 and e.task_id in ready_at:
-                dispatch_lat.append(_t(e.occurred_at) - ready_at.pop(e.task_id))
+                # from the moment it could start: its dependencies merged and an agent slot free
+                could = max(ready_at.pop(e.task_id), slot_at.pop(e.task_id, float("-inf")))
+                dispatch_lat.append(_t(e.occurred_at) - could)
         elif isinstance(e, ev.AgentFinished):
             running -= 1
+            last_finished = _t(e.occurred_at)
             finished_at[(e.task_id, e.attempt)] = _t(e.occurred_at)
         elif isinstance(e, ev.BranchMerged):
             done = [v for (tid, _), v in finished_at.items() if tid == e.task_id]

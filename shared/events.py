@@ -347,6 +347,13 @@ class TaskReady(TaskEvent, frozen=True, kw_only=True):
     selection: ModelSelection = msgspec.field(default_factory=ModelSelection)
 
 
+class AgentAdmitted(TaskEvent, frozen=True, kw_only=True):
+    """The scheduler gives a dispatched attempt an agent slot: its executor may start the agent.
+    An attempt is dispatched (`TaskReady`) ahead of a free slot so that its worktree is ready when
+    one frees; at most `max_concurrency` attempts are admitted and not finished at any time."""
+    attempt: int = 1
+
+
 class AgentStarted(TaskEvent, frozen=True, kw_only=True):
     attempt: int = 1
     model: str = ""
@@ -638,7 +645,7 @@ def delivery_failed(event: Event, *, consumer: str, failed_subject: str, stream_
 AnyEvent = Union[
     ProjectCreated, PlanRequested, PlanProduced, PlanRejected, PlanApproved, BatchesComputed,
     RunStarted, RunCancelled, RunPaused, RunResumed, RunCompleted, RunFailed,
-    TaskReady, AgentStarted, AgentFinished, TaskCompleted, TaskFailed, TaskBlocked,
+    TaskReady, AgentAdmitted, AgentStarted, AgentFinished, TaskCompleted, TaskFailed, TaskBlocked,
     TaskCancelled, TaskDeferred, CostRecorded,
     WorktreeCreated, MergeRequested, BranchMerged, MergeConflicted, BranchReset, ConflictEscalated, BatchMerged,
     LearningExtracted, ExpertiseUpdated, DiscoveryReported, TaskBlockRequested, BudgetWarning, BudgetExhausted, BudgetSet, DeliveryFailed,

@@ -20,9 +20,9 @@ _COMMANDS: tuple[type[ev.Event], ...] = (
 )
 
 PUBLISHES: dict[str, tuple[type[ev.Event], ...]] = {
-    "planner": (ev.PlanProduced, ev.PlanRejected, ev.BatchesComputed, ev.TaskReady, ev.TaskCompleted,
-                ev.TaskFailed, ev.TaskBlocked, ev.TaskCancelled, ev.TaskDeferred, ev.ConflictEscalated, ev.RunPaused,
-                ev.RunResumed, ev.RunCompleted, ev.RunFailed, ev.DeliveryFailed),
+    "planner": (ev.PlanProduced, ev.PlanRejected, ev.BatchesComputed, ev.TaskReady, ev.AgentAdmitted,
+                ev.TaskCompleted, ev.TaskFailed, ev.TaskBlocked, ev.TaskCancelled, ev.TaskDeferred,
+                ev.ConflictEscalated, ev.RunPaused, ev.RunResumed, ev.RunCompleted, ev.RunFailed, ev.DeliveryFailed),
     # the executor's budget gate announces the levels its reservations cross (shared/budget.py)
     # and its agents' task server reports discoveries and block requests (executor/agent/task_tools.py)
     "executor": (ev.WorktreeCreated, ev.AgentStarted, ev.AgentFinished, ev.CostRecorded, ev.BudgetWarning,

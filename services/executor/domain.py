@@ -25,10 +25,11 @@ class AttemptView:
     cancelled: bool = False  # the task or the run was cancelled
     run_ended: bool = False  # RunCompleted or RunFailed: nothing more may be published for the run
     interrupted: int = 0  # AgentStarted for this attempt without its AgentFinished (a crashed holder)
+    admitted: bool = False  # the scheduler gave the attempt an agent slot (AgentAdmitted, or it started)
 
 
 def fold(events: Iterable[ev.Event], ready: ev.TaskReady) -> AttemptView:
-    finished = cancelled = ended = False
+    finished = cancelled = ended = admitted = False
     started = 0
     for e in events:
         if getattr(e, "run_id", None) != ready.run_id:
@@ -38,6 +39,8 @@ def fold(events: Iterable[ev.Event], ready: ev.TaskReady) -> AttemptView:
                 finished = True
             case ev.AgentStarted() if e.task_id == ready.task_id and e.attempt == ready.attempt:
                 started += 1
+            case ev.AgentAdmitted() if e.task_id == ready.task_id and e.attempt == ready.attempt:
+                admitted = True
             case ev.TaskCancelled() if e.task_id == ready.task_id:
                 cancelled = True
             case ev.RunCancelled():
@@ -45,7 +48,7 @@ def fold(events: Iterable[ev.Event], ready: ev.TaskReady) -> AttemptView:
             case ev.RunCompleted() | ev.RunFailed():
                 ended = True
     return AttemptView(finished=finished, cancelled=cancelled, run_ended=ended,
-                       interrupted=0 if finished else started)
+                       interrupted=0 if finished else started, admitted=admitted or started > 0)
 
 
 def decide(view: AttemptView) -> Action:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -66,6 +67,8 @@ class Executor:
         # Threads of its own for worktree work (made as needed): the default pool has cpu+4 of them,
         # shared with every other service of the process, and each agent's worktree waited its turn.
         self._git = Threads("yokeflow-executor-git", max_workers=32)
+        # attempts waiting for their agent slot, woken by the scheduler's AgentAdmitted (a live message)
+        self._admissions: dict[tuple[str, str, int], asyncio.Future] = {}
 
     # ------------------------------------------------------------------ history
     async def _task_history(self, e: ev.TaskReady) -> list[ev.Event]:
@@ -93,11 +96,46 @@ class Executor:
         can change the decision; only the run's endings (each the last event on its own subject) can.
         None: the task moved on since (a redelivery, a cancellation): read its whole history."""
         subjects = self.bus.subjects
-        last, *endings = await asyncio.gather(self.bus.aggregate_seq(e), *(
-            self.bus.last_event(subjects.event(e.project_id, "run", e.run_id, t.__name__)) for t in domain.RUN_ENDINGS))
-        if last != seq:
+        last, admission, *endings = await asyncio.gather(
+            self.bus.aggregate_seq(e), self.bus.last_delivery(self._admission_subject(e)), *(
+                self.bus.last_event(subjects.event(e.project_id, "run", e.run_id, t.__name__))
+                for t in domain.RUN_ENDINGS))
+        # the scheduler often admits the attempt in the same append as its TaskReady: then that is the last
+        admitted = (admission is not None and admission.seq == last and isinstance(admission.event, ev.AgentAdmitted)
+                    and admission.event.attempt == e.attempt)
+        if last != seq and not admitted:
             return None
-        return domain.fold([x for x in endings if x is not None], e)
+        return dataclasses.replace(domain.fold([x for x in endings if x is not None], e), admitted=admitted)
+
+    def _admission_subject(self, e: ev.TaskReady) -> str:
+        return self.bus.subjects.event(e.project_id, ev.AgentAdmitted.aggregate, e.aggregate_id, "AgentAdmitted")
+
+    async def _admission(self, e: ev.TaskReady, waiter: asyncio.Future, cancel: asyncio.Event) -> ev.Event | None:
+        """Wait for the scheduler to admit the attempt to an agent slot (its AgentAdmitted); None when it
+        was cancelled (or its lease lost) first. The live message wakes it; the log is read again now
+        and then, since a live message can be lost while the connection is re-established."""
+        cancelled = asyncio.ensure_future(cancel.wait())
+        try:
+            while not waiter.done():
+                found = await self.bus.last_event(self._admission_subject(e))
+                if isinstance(found, ev.AgentAdmitted) and found.attempt == e.attempt:
+                    return found
+                await asyncio.wait({waiter, cancelled}, timeout=2.0, return_when=asyncio.FIRST_COMPLETED)
+                if cancel.is_set():
+                    return None
+            return waiter.result()
+        finally:
+            cancelled.cancel()
+
+    async def _on_admitted(self, msg) -> None:
+        try:
+            e = ev.decode(msg.data)
+        except Exception:
+            return
+        if isinstance(e, ev.AgentAdmitted):
+            waiter = self._admissions.get((e.run_id, e.task_id, e.attempt))
+            if waiter is not None and not waiter.done():
+                waiter.set_result(e)
 
     async def _expertise(self, e: ev.TaskReady) -> tuple[str, list[str], dict[str, int]]:
         """The most useful entries of the domains the scheduler named, within the prompt budget;
@@ -138,7 +176,7 @@ class Executor:
             view, history = await self._view(e, d.seq)  # a previous holder may have finished before it expired
             if await self._act_without_agent(e, domain.decide(view)):
                 return
-            if not await self._execute(e, d, resumed_after=view.interrupted, history=history, lease=lease):
+            if not await self._execute(e, d, view=view, history=history, lease=lease):
                 d.leave_unacked()  # the lease went to a redelivery: the message is its holder's now
         finally:
             await self.bus.lease_release(lease)
@@ -188,9 +226,25 @@ class Executor:
         except Exception:
             return False
 
-    async def _execute(self, e: ev.TaskReady, d: Delivery, resumed_after: int, history: list[ev.Event],
+    async def _execute(self, e: ev.TaskReady, d: Delivery, view: domain.AttemptView, history: list[ev.Event],
                        lease: Lease) -> bool:
-        """Run the attempt's agent under `lease`; False when the lease was lost (nothing published after)."""
+        """Prepare the attempt's worktree, wait for its agent slot, run its agent under `lease`; False
+        when the lease was lost (nothing published after)."""
+        key = (e.run_id, e.task_id, e.attempt)
+        waiter = self._admissions[key] = asyncio.get_running_loop().create_future()
+        cancel = asyncio.Event()
+        self.running[(e.run_id, e.task_id)] = cancel
+        keeper = asyncio.create_task(self._keep(lease, cancel))
+        try:
+            return await self._attempt(e, d, view, history, lease, waiter, cancel)
+        finally:
+            self.running.pop((e.run_id, e.task_id), None)
+            self._admissions.pop(key, None)
+            keeper.cancel()
+
+    async def _attempt(self, e: ev.TaskReady, d: Delivery, view: domain.AttemptView, history: list[ev.Event],
+                       lease: Lease, waiter: asyncio.Future, cancel: asyncio.Event) -> bool:
+        resumed_after = view.interrupted
         started = time.monotonic()
         parallel = self.config.parallel
         options = e.provider_options
@@ -223,20 +277,55 @@ class Executor:
             reading.cancel()
             raise
         expertise, given, versions = await reading
-        # both in one round trip, in this order; neither once the run is cancelled or over
-        if await self.bus.publish_all_in_run([
-            (e.caused(ev.WorktreeCreated, aggregate_id=ev.task_aggregate_id(e.run_id, e.task_id), run_id=e.run_id,
-                      task_id=e.task_id, path=str(wt.path), branch=wt.branch, base_commit=wt.base_commit,
-                      reused=wt.reused),
-             f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:WorktreeCreated"),
-            (e.caused(ev.AgentStarted, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id,
-                      attempt=e.attempt, model=e.model, provider=e.provider, executor=self.name,
-                      expertise_given=given, expertise_versions=versions),
-             f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:AgentStarted")], e.run_id) is None:
-            await self._finish(e, AgentResult(outcome="cancelled", summary="", error="cancelled before start"),
+
+        async def on_log(kind: str, data: dict[str, Any]) -> None:
+            await self.bus.log(e.project_id, e.aggregate_id, kind,
+                               {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, **data})
+
+        # The provider and the repository map too, off the event loop in one hop, before the slot: the
+        # first use imports the provider's SDK (about a second), and the map reads the clean worktree's
+        # index (a resolution's is mid-merge: walked once the merge is under way, in `agent`).
+        try:
+            prepared = None if resolving else await self._git.run(
+                lambda: (make_provider(e.provider, _provider_options(e.provider, options, wt, on_log)),
+                         repo_map(wt.path, tracked=tracked_files(wt.path))))
+        except Exception as exc:  # a provider that cannot start is the task's failure, not the consumer's
+            log.exception("task %s attempt %s: agent could not start", e.task_id, e.attempt)
+            await self._finish(e, AgentResult(outcome="failure", summary="", error=f"{type(exc).__name__}: {exc}"),
                                commit="", wt=wt, started=started)
             return True
-        metrics.DISPATCH_LATENCY.record(metrics.seconds_since(e.occurred_at), {"yf.resumed": bool(resumed_after)})
+        cancelled = AgentResult(outcome="cancelled", summary="", error="cancelled before start")
+        created = (e.caused(ev.WorktreeCreated, aggregate_id=ev.task_aggregate_id(e.run_id, e.task_id), run_id=e.run_id,
+                            task_id=e.task_id, path=str(wt.path), branch=wt.branch, base_commit=wt.base_commit,
+                            reused=wt.reused),
+                   f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:WorktreeCreated")
+
+        def agent_started() -> tuple[ev.Event, str]:  # made when it happens: its time is the agent's start
+            return (e.caused(ev.AgentStarted, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id,
+                             attempt=e.attempt, model=e.model, provider=e.provider, executor=self.name,
+                             expertise_given=given, expertise_versions=versions),
+                    f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:AgentStarted")
+
+        admitted = view.admitted or waiter.done()
+        # admitted with its TaskReady, or later once a slot came free
+        slot_at = waiter.result().occurred_at if waiter.done() else e.occurred_at
+        # WorktreeCreated tells the scheduler this attempt can start at once; admitted already, both
+        # go in one round trip. Neither once the run is cancelled or over.
+        if await self.bus.publish_all_in_run([created, agent_started()] if admitted else [created], e.run_id) is None:
+            await self._finish(e, cancelled, commit="", wt=wt, started=started)
+            return True
+        if not admitted:
+            admission = await self._admission(e, waiter, cancel)
+            if admission is None:
+                if not await self._still_holding(lease):
+                    return False  # its new holder goes on with it
+                await self._finish(e, cancelled, commit="", wt=wt, started=started)
+                return True
+            if await self.bus.publish_all_in_run([agent_started()], e.run_id) is None:
+                await self._finish(e, cancelled, commit="", wt=wt, started=started)
+                return True
+            slot_at = admission.occurred_at
+        metrics.DISPATCH_LATENCY.record(metrics.seconds_since(slot_at), {"yf.resumed": bool(resumed_after)})
         previous = msgspec.to_builtins(e.previous_attempt) if e.previous_attempt.attempt else {}
         if resumed_after:
             previous.setdefault("resumed", f"attempt {e.attempt} was interrupted {resumed_after} time(s); "
@@ -244,9 +333,6 @@ class Executor:
         sandbox = Sandbox(wt.path, command_timeout_s=options.command_timeout_s,
                           env={"YOKEFLOW_PORT_BASE": str(wt.port_base), "PATH": _tool_path()},
                           settings=jail, env_allow=env_allow)
-        cancel = asyncio.Event()
-        self.running[(e.run_id, e.task_id)] = cancel
-        keeper = asyncio.create_task(self._keep(lease, cancel))
         calls = 0
         costs: list[asyncio.Future] = []  # CostRecorded sent while the agent goes on; all acked before it ends
 
@@ -268,10 +354,6 @@ class Executor:
             if not lease.fresh() and not await self._still_holding(lease):
                 cancel.set()
 
-        async def on_log(kind: str, data: dict[str, Any]) -> None:
-            await self.bus.log(e.project_id, e.aggregate_id, kind,
-                               {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, **data})
-
         if warning := warn_if_off(jail):
             await on_log("sandbox", {"warning": warning})
 
@@ -282,11 +364,9 @@ class Executor:
         budget = BudgetGate(self.bus, e, e.cost) if e.cost else None
 
         async def agent(task_prompt: str, verify=None) -> AgentResult:
-            # off the event loop, in one hop: the first use imports the provider's SDK (about a second),
-            # and the repository map reads the index of the clean worktree (a resolution's is mid-merge: walked)
-            provider, tree = await self._git.run(
+            provider, tree = prepared or await self._git.run(
                 lambda: (make_provider(e.provider, _provider_options(e.provider, options, wt, on_log)),
-                         repo_map(wt.path, tracked=None if resolving else tracked_files(wt.path))))
+                         repo_map(wt.path, tracked=None)))
             with telemetry.span(f"invoke_agent {e.task_id}", {
                     "gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": e.model, "yf.run_id": e.run_id,
                     "yf.task_id": e.task_id, "yf.attempt": e.attempt, "yf.provider": e.provider}) as span:
@@ -318,9 +398,6 @@ class Executor:
         except Exception as exc:  # a provider that cannot start is the task's failure, not the consumer's
             log.exception("task %s attempt %s: agent could not run", e.task_id, e.attempt)
             result = AgentResult(outcome="failure", summary="", error=f"{type(exc).__name__}: {exc}")
-        finally:
-            self.running.pop((e.run_id, e.task_id), None)
-            keeper.cancel()
         # every call's cost is in the log before the attempt's end (the calls were made and paid either way)
         lost = [x for x in await asyncio.gather(*costs, return_exceptions=True) if isinstance(x, BaseException)]
         if lost:
@@ -415,7 +492,8 @@ class Executor:
 
     async def serve(self, stop: asyncio.Event) -> None:
         subs = [await self.bus.subscribe_live(self.bus.type_filter("RunCancelled"), self._on_cancel),
-                await self.bus.subscribe_live(self.bus.type_filter("TaskCancelled"), self._on_cancel)]
+                await self.bus.subscribe_live(self.bus.type_filter("TaskCancelled"), self._on_cancel),
+                await self.bus.subscribe_live(self.bus.type_filter("AgentAdmitted"), self._on_admitted)]
         try:
             await self.bus.consume("executor", [self.bus.type_filter("TaskReady")], self.handle, stop=stop,
                                    concurrency=self.concurrency, ack_wait=self.ack_wait, max_deliver=5,

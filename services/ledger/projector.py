@@ -256,6 +256,7 @@ IGNORED: frozenset[type[ev.Event]] = frozenset({
     ev.PlanRequested, ev.PlanProduced, ev.PlanRejected, ev.PlanApproved,  # plans: read from the log (session 0)
     ev.RunPaused, ev.RunResumed,          # a pause shows through its reason on the tasks it deferred
     ev.MergeRequested,                    # the merge it asks for is projected when it happens
+    ev.AgentAdmitted,                     # a slot given: the task shows "running" once its agent starts
     ev.LearningExtracted, ev.DiscoveryReported,  # expertise is projected from ExpertiseUpdated
     ev.TaskBlockRequested,                # the agent's request: what it leads to (TaskBlocked, ...) is projected
     ev.BudgetSet,                         # budgets are read from the log by the planner and `costs`

@@ -64,6 +64,8 @@ class TaskState:
     escalated: str = ""  # event id of the conflict handed to a person
     learned: set[int] = field(default_factory=set)  # attempts whose learning the learner has stored
     delivery_failures: dict[int, str] = field(default_factory=dict)  # attempt -> why a consumer gave up on it
+    running: bool = False  # its dispatched attempt holds an agent slot (admitted, not finished)
+    prepared: bool = False  # its dispatched attempt's worktree is ready (WorktreeCreated)
     owner: Any = field(default=None, repr=False, compare=False)  # the RunState whose indexes follow `status`
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -126,7 +128,9 @@ class RunState:
     doomed: set[str] = field(default_factory=set)             # waiting, a hard dependency dead
     conflicted: set[str] = field(default_factory=set)         # in CONFLICT
     unjudged: set[str] = field(default_factory=set)           # with a finished attempt not judged yet
-    dispatched: int = 0                                       # attempts in flight
+    dispatched: int = 0                                       # attempts in flight (staged or running)
+    running: int = 0                                          # of those, attempts holding an agent slot
+    staged: set[str] = field(default_factory=set)             # dispatched, waiting for an agent slot
     lane_load: dict[str, int] = field(default_factory=dict)   # lane -> members whose branch is in use
     open_in_batch: list[int] = field(default_factory=list)    # batch -> tasks not terminal
     open_tasks: int = 0                                       # tasks not terminal
@@ -234,6 +238,10 @@ class RunState:
                 self.dependents.setdefault(d, []).append((tid, kind))
             if t.status == DISPATCHED:
                 self.dispatched += 1
+                if t.running:
+                    self.running += 1
+                else:
+                    self.staged.add(tid)
             if t.status in LANE_BUSY:
                 self.lane_load[self.lane_key.get(tid, tid)] = self.lane_load.get(self.lane_key.get(tid, tid), 0) + 1
             if t.status not in TERMINAL:
@@ -248,6 +256,9 @@ class RunState:
     def _status_changed(self, t: TaskState, old: str, new: str) -> None:
         """Keep the indexes in step with one task's move from `old` to `new`."""
         self.dispatched += (new == DISPATCHED) - (old == DISPATCHED)
+        if old == DISPATCHED:
+            self._stop_running(t)
+            self.staged.discard(t.id)
         busy = (new in LANE_BUSY) - (old in LANE_BUSY)
         if busy:
             lane = self.lane_key.get(t.id, t.id)
@@ -264,6 +275,17 @@ class RunState:
                 self._refresh(child)
         self._touch(t)
         self._refresh(t.id)
+
+    def _start_running(self, t: TaskState) -> None:
+        if t.status == DISPATCHED and not t.running:
+            t.running = True
+            self.running += 1
+            self.staged.discard(t.id)
+
+    def _stop_running(self, t: TaskState) -> None:
+        if t.running:
+            t.running = False
+            self.running -= 1
 
     def _touch(self, t: TaskState) -> None:
         """Re-derive what dependents see of `t` (hard: merged and its learning stored; soft: finished)."""
@@ -317,7 +339,10 @@ class RunState:
                 self.batches_announced = True
             case ev.TaskReady() if task:
                 task.attempt = max(task.attempt, e.attempt)
+                self._stop_running(task)  # a new attempt waits for a slot of its own
+                task.prepared = False
                 task.status = DISPATCHED
+                self.staged.add(task.id)
                 task.ready_at = e.occurred_at
                 task.ready_budget_epoch[e.attempt] = self.budget_epoch
                 task.last_tier = e.selection.tier
@@ -325,7 +350,14 @@ class RunState:
                     task.resolution_attempts.add(e.attempt)
                 else:
                     self._record_ready_latency(task, e.occurred_at)
+            case ev.WorktreeCreated() if task and task.status == DISPATCHED:
+                task.prepared = True  # (published by the attempt's holder, between its TaskReady and its end)
+            case ev.AgentAdmitted() | ev.AgentStarted() if task and e.attempt == task.attempt:
+                self._start_running(task)  # (AgentStarted: an attempt of a version that started without admission)
             case ev.AgentFinished() if task:
+                if e.attempt == task.attempt:
+                    self._stop_running(task)
+                    self.staged.discard(task.id)
                 task.finished_attempts[e.attempt] = e.outcome
                 if e.outcome == "rate_limited":
                     task.throttled += 1
@@ -429,7 +461,14 @@ class RunState:
 
     # ------------------------------------------------------------------ queries
     def in_flight(self) -> int:
-        return self.dispatched
+        """Agents running (or admitted to run): at most `max_concurrency`."""
+        return self.running
+
+    @property
+    def dispatch_window(self) -> int:
+        """Attempts that may be dispatched at once: the agent slots, and as many again whose executors
+        prepare their worktrees while the slots are busy, so a freed slot starts its next agent at once."""
+        return 2 * self.max_concurrency
 
     def lane_busy(self, task_id: str) -> bool:
         """Whether the task's lane (epic, task or smart lane) has a task whose branch is not merged yet."""
@@ -531,6 +570,7 @@ def decide(state: RunState) -> list[Decision]:
         if state.resolves_conflicts:
             out += _resolve_conflicts(state)
         out += _dispatch(state)
+        out += _admit(state)
     out += _maybe_end(state, out)
     if not out and not state.ended:
         out += _watchdog(state)
@@ -678,7 +718,7 @@ def _resolve_conflicts(state: RunState) -> list[Decision]:
     for t in (state.tasks[tid] for tid in state.in_plan_order(state.conflicted)):
         if not _awaits_resolution(state, t) or t.resolution_tries >= state.max_resolution_attempts:
             continue
-        if state.in_flight() >= state.max_concurrency:
+        if state.dispatched >= state.dispatch_window:
             break
         conflict = t.conflict
         assert conflict is not None
@@ -710,17 +750,29 @@ def _is_ready(state: RunState, t: TaskState) -> bool:
 
 def _dispatch(state: RunState) -> list[Decision]:
     out: list[Decision] = []
-    if state.in_flight() >= state.max_concurrency:
+    if state.dispatched >= state.dispatch_window:
         return out
     ready = [state.tasks[tid] for tid in state.startable()]
     ready.sort(key=lambda t: state.order_key[t.id])
     for t in ready:
-        if state.in_flight() >= state.max_concurrency:
+        if state.dispatched >= state.dispatch_window:
             break
         if state.lane_busy(t.id):
             continue
         e = _task_event(state, ev.TaskReady, t.id, **_ready_fields(state, t))
         out.append((e, f"{state.run_id}:{t.id}:{e.attempt}:TaskReady"))
+        state.apply(e)
+    return out
+
+
+def _admit(state: RunState) -> list[Decision]:
+    """Free agent slots go to staged attempts: those whose worktrees are ready first (their agents
+    start at once), each group in dispatch order. The scheduler alone decides how many agents run."""
+    out: list[Decision] = []
+    while state.running < state.max_concurrency and state.staged:
+        t = state.tasks[min(state.staged, key=lambda tid: (not state.tasks[tid].prepared, state.order_key[tid]))]
+        e = _task_event(state, ev.AgentAdmitted, t.id, attempt=t.attempt)
+        out.append((e, f"{state.run_id}:{t.id}:{t.attempt}:AgentAdmitted"))
         state.apply(e)
     return out
 

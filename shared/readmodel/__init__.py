@@ -228,18 +228,24 @@ async def budget_events(database: Database, project_id: str, run_id: str = "", l
 
 async def unstarted(database: Database, run_id: str, tasks: list[dict[str, Any]],
                     now: datetime | None = None) -> list[dict[str, Any]]:
-    """Tasks handed to the executors (TaskReady) that no executor has started yet, and for how
-    long: how `status` tells a person that nothing is picking work up."""
+    """Tasks handed to the executors (TaskReady) that no executor has taken up yet (no worktree made
+    since: an attempt prepared and waiting for its agent slot is in an executor's hands), and for
+    how long: how `status` tells a person that nothing is picking work up."""
     ready = {t["id"]: t["attempt"] for t in tasks if t["status"] == "ready"}
     if not ready:
         return []
-    rows = await database.fetch(select(db.event_log.c.aggregate_id, db.event_log.c.occurred_at, db.event_log.c.data)
-                                .where(db.event_log.c.run_id == run_id, db.event_log.c.type == "TaskReady"))
+    rows = await database.fetch(select(db.event_log.c.type, db.event_log.c.occurred_at, db.event_log.c.data)
+                                .where(db.event_log.c.run_id == run_id,
+                                       db.event_log.c.type.in_(("TaskReady", "WorktreeCreated")))
+                                .order_by(db.event_log.c.seq))
     now = now or datetime.now(timezone.utc)
-    out = []
-    for row in rows:
+    waiting: dict[str, dict[str, Any]] = {}
+    for row in rows:  # in log order: a worktree made after the attempt's TaskReady takes it off the list
         data = row["data"] or {}
         task_id, attempt = str(data.get("task_id", "")), data.get("attempt")
-        if ready.get(task_id) == attempt and (at := summary.parse_time(row["occurred_at"])) is not None:
-            out.append({"task_id": task_id, "attempt": attempt, "waiting_s": round((now - at).total_seconds(), 1)})
-    return sorted(out, key=lambda u: -u["waiting_s"])
+        if row["type"] == "WorktreeCreated":
+            waiting.pop(task_id, None)
+        elif ready.get(task_id) == attempt and (at := summary.parse_time(row["occurred_at"])) is not None:
+            waiting[task_id] = {"task_id": task_id, "attempt": attempt,
+                                "waiting_s": round((now - at).total_seconds(), 1)}
+    return sorted(waiting.values(), key=lambda u: -u["waiting_s"])

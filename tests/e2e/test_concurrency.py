@@ -34,3 +34,30 @@ async def test_a_run_with_max_concurrency_six_runs_six_agents_at_once(nats_serve
         events = await events_of(bus, started.run_id)
     assert isinstance(end, ev.RunCompleted), end
     assert peak_in_flight(events) == 6  # above the 4 slots executors used to hard-code, never above the setting
+
+
+async def test_worktrees_are_prepared_ahead_of_a_free_slot_and_the_cap_still_holds(
+        nats_server, database_url, unique, git_repo):
+    plan = {"name": "wide", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": f"t{i}", "title": f"Task {i}"} for i in range(6)]}]}
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2}, agent={"provider": "sleep:1500"})
+    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
+        started = await start_run(bus, plan, git_repo, cfg)
+        end = await wait_for_end(bus, started.run_id)
+        events = await events_of(bus, started.run_id)
+    assert isinstance(end, ev.RunCompleted), end
+    assert peak_in_flight(events) == 2
+    first_end = next(i for i, e in enumerate(events) if isinstance(e, ev.AgentFinished))
+    before = events[:first_end]
+    # while the first two agents ran, two more attempts were dispatched and their worktrees made
+    assert sum(isinstance(e, ev.TaskReady) for e in before) == 4
+    assert sum(isinstance(e, ev.WorktreeCreated) for e in before) == 4
+    assert sum(isinstance(e, ev.AgentStarted) for e in before) == 2
+    position = {(type(e).__name__, e.task_id): i for i, e in enumerate(events) if getattr(e, "task_id", "")}
+    admitted = [e.task_id for e in events if isinstance(e, ev.AgentAdmitted)]
+    assert sorted(admitted) == [f"t{i}" for i in range(6)]  # once each
+    for task in admitted:
+        assert position[("AgentAdmitted", task)] < position[("AgentStarted", task)]
+    # the later ones had their worktree before their slot: their agents started as a slot came free
+    ahead = [t for t in admitted if position[("WorktreeCreated", t)] < position[("AgentAdmitted", t)]]
+    assert len(ahead) >= 2, ahead

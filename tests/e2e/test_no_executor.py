@@ -16,7 +16,8 @@ pytestmark = pytest.mark.e2e
 PLAN = {"name": "alone", "epics": [{"id": "E", "name": "E", "tasks": [{"id": "a", "title": "A"}]}]}
 
 
-async def test_status_says_no_executor_has_taken_the_task(nats_server, database_url, unique, git_repo):
+async def test_status_says_no_executor_has_taken_the_task(nats_server, database_url, unique, git_repo, bus):
+    admin = bus
     cfg = config(parallel={"strategy": "by_task"}, agent={"provider": "sleep:10"})
     async with running_system(nats_server.url, database_url, unique, cfg,
                               services=("ledger", "planner", "merger", "learner")) as (system, bus):
@@ -24,6 +25,12 @@ async def test_status_says_no_executor_has_taken_the_task(nats_server, database_
         await next_event(bus, lambda e: isinstance(e, ev.TaskReady) and e.run_id == started.run_id, timeout=30)
         await system.database.wait_for("ledger", await bus.last_seq())
         status = await collect_status(system.endpoint, started.run_id)
+        # an executor that made the attempt's worktree holds it (waiting for its agent slot, say)
+        await admin.publish(ev.WorktreeCreated(project_id=started.project_id, aggregate_id=ev.task_aggregate_id(started.run_id, "a"),
+                                             run_id=started.run_id, task_id="a", path="/w/a", branch="task/a"))
+        await system.database.wait_for("ledger", await bus.last_seq())
+        taken = await collect_status(system.endpoint, started.run_id)
+    assert taken["runs"][0]["unstarted"] == [] and taken["executors_pulling"] is None
 
     [run] = status["runs"]
     assert run["status"] == "running"

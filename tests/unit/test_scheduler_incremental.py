@@ -36,14 +36,18 @@ def full_recomputation(state: RunState) -> dict:
     busy_lanes = {state.lane_key.get(t.id, t.id) for t in state.tasks.values() if t.status in LANE_BUSY}
     return {
         "startable": sorted(t.id for t in state.tasks.values() if _is_ready(state, t)),
-        "in_flight": sum(1 for t in state.tasks.values() if t.status == DISPATCHED),
+        "dispatched": sum(1 for t in state.tasks.values() if t.status == DISPATCHED),
+        "in_flight": sum(1 for t in state.tasks.values() if t.status == DISPATCHED and t.running),
+        "staged": sorted(t.id for t in state.tasks.values() if t.status == DISPATCHED and not t.running
+                         and t.attempt not in t.finished_attempts),
         "busy": sorted(tid for tid in state.tasks if state.lane_key.get(tid, tid) in busy_lanes),
         "open": sum(1 for t in state.tasks.values() if t.status not in TERMINAL),
     }
 
 
 def from_indexes(state: RunState) -> dict:
-    return {"startable": sorted(state.startable()), "in_flight": state.in_flight(),
+    return {"startable": sorted(state.startable()), "dispatched": state.dispatched, "in_flight": state.in_flight(),
+            "staged": sorted(state.staged),
             "busy": sorted(tid for tid in state.tasks if state.lane_busy(tid)), "open": state.open_tasks}
 
 
@@ -63,6 +67,7 @@ def test_incremental_ready_set_equals_full_recomputation(seed, n, strategy, barr
         for e, _ in decide(state):
             state.apply(e)
         assert from_indexes(state) == full_recomputation(state)
+        assert state.in_flight() <= concurrency and state.dispatched <= 2 * concurrency
         if state.ended:
             break
         unlearned = [(t, a) for t in state.tasks.values() for a in t.finished_attempts if a not in t.learned]
