@@ -112,16 +112,24 @@ def _base_tree(repo: Repo, ours: bytes, theirs: bytes, bases: list[bytes] | None
 
 
 def _linked_worktrees_on(repo: Repo, ref: bytes) -> list[Path]:
-    """Linked worktrees (not the main one) that have `ref` checked out."""
+    """Linked worktrees (not the main one) that have `ref` checked out: git reads every worktree's
+    HEAD for this too; one open per worktree (a hundred epics' worktrees are read at each merge)."""
     found = []
-    admin = Path(repo.controldir()) / "worktrees"
-    if not admin.is_dir():
+    want = b"ref: " + ref
+    try:
+        admins = os.scandir(os.path.join(repo.controldir(), "worktrees"))
+    except OSError:   # no linked worktree was ever made
         return found
-    for wt in admin.iterdir():
-        head = (wt / "HEAD")
-        gitdir = (wt / "gitdir")
-        if head.exists() and gitdir.exists() and head.read_bytes().strip() == b"ref: " + ref:
-            path = Path(gitdir.read_text().strip()).parent
+    with admins:
+        for admin in admins:
+            try:
+                with open(os.path.join(admin.path, "HEAD"), "rb") as f:
+                    if f.read().strip() != want:
+                        continue
+                with open(os.path.join(admin.path, "gitdir"), "rb") as f:
+                    path = Path(os.fsdecode(f.read().strip())).parent
+            except OSError:   # a worktree being created or removed right now
+                continue
             if path.exists():
                 found.append(path)
     return found
@@ -174,13 +182,14 @@ def merge_branch(repo_path: Path | str, branch: str, *, into: str = "main", mode
                 if not ok:
                     return MergeResult("rejected", None, tm.tree.decode(), [], [
                         f"validate command failed; {into} was not moved"], output)
-            for wt in _linked_worktrees_on(repo, target_ref):
+            linked = _linked_worktrees_on(repo, target_ref)
+            for wt in linked:
                 with Repo(str(wt)) as wt_repo:
                     if not is_clean(wt_repo, repo[ours].tree):
                         raise GitError(f"{into} is checked out at {wt} with local changes; commit or discard "
                                        f"them there (or check out another branch) and merge again")
             if set_ref(repo, target_ref, ours, commit.id, message=f"yokeflow: merge {branch}".encode()):
-                warnings = _follow_checkouts(repo, target_ref, ours, commit)
+                warnings = _follow_checkouts(repo, target_ref, ours, commit, linked)
                 return MergeResult("merged", commit.id.decode(), tm.tree.decode(), [], warnings)
             # lost the race: someone moved the target; merge again on its new tip
         raise GitError(f"{into} in {repo.path} kept moving during {_MAX_RACES} merge attempts; retry later")
@@ -196,13 +205,15 @@ def _new_commit(repo: Repo, tree: bytes, ours: bytes, theirs: bytes, branch: str
     return make_commit(repo, tree, [ours, theirs], text, author)
 
 
-def _follow_checkouts(repo: Repo, target_ref: bytes, old: bytes, new: Commit) -> list[str]:
-    """The person's checkout of the target follows the new commit only when it is clean."""
+def _follow_checkouts(repo: Repo, target_ref: bytes, old: bytes, new: Commit,
+                      linked: list[Path] | None = None) -> list[str]:
+    """The person's checkout of the target follows the new commit only when it is clean.
+    `linked`: the linked worktrees on the target, when the caller has just listed them."""
     warnings: list[str] = []
     checkouts: list[Path] = []
     if main_worktree_branch(repo) == target_ref:
         checkouts.append(Path(repo.path))
-    checkouts += _linked_worktrees_on(repo, target_ref)
+    checkouts += _linked_worktrees_on(repo, target_ref) if linked is None else linked
     if not checkouts:
         return warnings
     old_tree = repo[old].tree

@@ -11,6 +11,8 @@ from growing with every merge.
 
 from __future__ import annotations
 
+import binascii
+import stat
 import threading
 from collections import OrderedDict
 from typing import Any, Iterable
@@ -90,12 +92,71 @@ def tree_entries(store: BaseObjectStore, tree_id: bytes) -> dict[bytes, tuple[in
         if found is not None:
             _entries.move_to_end(tree_id)
             return found
-    found = {item.path: (item.mode, item.sha) for item in store[tree_id].iteritems()}
+    tree = store[tree_id]
+    found = dict(tree._entries) if _FAST_TREES else {item.path: (item.mode, item.sha) for item in tree.iteritems()}
+    _remember_entries(tree_id, found)
+    return found
+
+
+def _remember_entries(tree_id: bytes, found: dict[bytes, tuple[int, bytes]]) -> None:
     with _entries_lock:
         _entries[tree_id] = found
         while len(_entries) > _ENTRIES_CACHED:
             _entries.popitem(last=False)
-    return found
+
+
+_MODE_PREFIX: dict[int, bytes] = {}
+
+
+def tree_raw(entries: dict[bytes, tuple[int, bytes]]) -> bytes:
+    """A tree object's content (without its header), as git writes it: entries sorted by name, a
+    folder as if its name ended in "/", each `<octal mode> <name>\\0<20-byte sha>`."""
+    names = sorted(entries)
+    if any(stat.S_ISDIR(mode) for mode, _ in entries.values()):
+        names.sort(key=lambda n: n + b"/" if stat.S_ISDIR(entries[n][0]) else n)
+    prefix = _MODE_PREFIX
+    for mode, _ in entries.values():
+        if mode not in prefix:
+            prefix[mode] = b"%04o " % mode
+    unhex = binascii.unhexlify
+    return b"".join([prefix[mode] + name + b"\0" + unhex(sha) for name in names for mode, sha in (entries[name],)])
+
+
+def new_tree(entries: dict[bytes, tuple[int, bytes]]) -> Tree:
+    """A Tree of `entries` (name -> (mode, hex sha); kept by the tree and the tree_entries cache:
+    do not change it afterwards). Serialized in one pass by tree_raw: dulwich sorts with a Python
+    key function and formats each entry on its own, ~1 ms for a folder of 1,000 files at every
+    commit and merge."""
+    tree = Tree()
+    if _FAST_TREES:
+        tree._entries = entries
+        tree._chunked_text = [tree_raw(entries)]
+        tree._needs_serialization = False
+    else:
+        for name, (mode, sha) in entries.items():
+            tree.add(name, mode, sha)
+    _remember_entries(tree.id, entries)
+    return tree
+
+
+def _fast_trees_work() -> bool:
+    """dulwich's Tree keeps its entries and serialized text in the attributes new_tree sets (checked
+    once against dulwich's own serialization: a dulwich that changed them gets the slow path)."""
+    blob, folder = b"e69de29bb2d1d6434b8b29ae775ad8c2e48c5391", b"4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+    sample = {b"b": (0o100755, blob), b"a": (0o040000, folder), b"a.txt": (0o100644, blob), b"l": (0o120000, blob)}
+    try:
+        ours, theirs = Tree(), Tree()
+        ours._entries, ours._chunked_text, ours._needs_serialization = dict(sample), [tree_raw(sample)], False
+        for name, (mode, sha) in sample.items():
+            theirs.add(name, mode, sha)
+        parsed = Tree.from_string(theirs.as_raw_string())
+        return (ours.id == theirs.id and ours.as_raw_string() == theirs.as_raw_string()
+                and dict(parsed._entries) == sample and parsed.items() == ours.items())
+    except Exception:   # noqa: BLE001 - any change in dulwich's internals means: use its public API
+        return False
+
+
+_FAST_TREES = _fast_trees_work()
 
 
 def changed_names(a: dict[bytes, tuple[int, bytes]], b: dict[bytes, tuple[int, bytes]]) -> set[bytes]:

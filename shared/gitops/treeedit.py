@@ -8,7 +8,7 @@ import stat
 from dulwich.object_store import BaseObjectStore
 from dulwich.objects import Tree
 
-from shared.gitops.objects import tree_entries
+from shared.gitops.objects import new_tree, tree_entries
 
 Edit = tuple[int, bytes] | None    # (mode, hex sha) of the file now there, or None: removed
 DIR_MODE = 0o040000
@@ -43,10 +43,8 @@ def apply_edits(store: BaseObjectStore, tree_id: bytes | None, edits: dict[bytes
             entries[name] = entry
     if not entries:
         return None
-    tree = Tree()
-    for name, (mode, sha) in entries.items():
-        tree.add(name, mode, sha)
-    if tree.id == tree_id:
+    if tree_id is not None and entries == tree_entries(store, tree_id):
         return tree_id
+    tree = new_tree(entries)
     new_objects.append(tree)
     return tree.id

@@ -9,9 +9,9 @@ import stat
 from dataclasses import dataclass, field
 
 from dulwich.object_store import BaseObjectStore, tree_lookup_path
-from dulwich.objects import S_ISGITLINK, Blob, Tree
+from dulwich.objects import S_ISGITLINK, Blob
 
-from shared.gitops.objects import changed_names, tree_entries
+from shared.gitops.objects import changed_names, new_tree, tree_entries
 from shared.gitops.renames import detect_renames
 from shared.gitops.linemerge import merge_lines
 from shared.gitops.xdiff import is_binary
@@ -301,11 +301,9 @@ class _TreeBuilder:
             entries[name] = entry
         if not entries:
             return None
-        tree = Tree()
-        for name, (mode, sha) in entries.items():
-            tree.add(name, mode, sha)
-        if tree_id is not None and tree.id == tree_id:
+        if tree_id is not None and entries == tree_entries(self.store, tree_id):
             return tree_id
+        tree = new_tree(entries)
         self.m.new_objects[tree.id] = tree
         return tree.id
 

@@ -61,6 +61,17 @@ def test_repo_map_folds_deep_folders_to_stay_short(tmp_path):
     assert "pkg/ … 30 files, 2.9 KB" in text and "README.md (2 B)" in text
 
 
+def test_a_map_too_long_even_folded_shows_its_first_lines_and_counts_the_rest(tmp_path):
+    tracked = [(f"f{i:03d}.txt", 10, 0o100644) for i in range(300)] + [
+        ("lib/a/x.py", 1000, 0o100644), ("lib/b.py", 24, 0o100644), ("node_modules/m.js", 5, 0o100644)]
+    text = repo_map(tmp_path, max_lines=50, tracked=tracked[::-1])   # any index order: walk order comes out
+    lines = text.splitlines()
+    assert len(lines) == 50 and lines[0] == "f000.txt (10 B)" and lines[48] == "f048.txt (10 B)"
+    assert lines[-1] == "… and 252 more entries"   # 300 files and lib/ (folded, 2 files) in all, node_modules never
+    short = repo_map(tmp_path, max_lines=2, tracked=[("z.txt", 1, 0o100644), ("a.txt", 1, 0o100644)] + tracked[-3:])
+    assert short == "a.txt (1 B)\n… and 2 more entries"   # z.txt and lib/ (folded) not shown
+
+
 def test_a_resolution_prompt_lists_the_conflicts_and_what_failed_before():
     from services.executor.agent.prompt import build_resolution_prompt
 
