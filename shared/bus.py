@@ -517,16 +517,11 @@ class Bus:
 
     async def last_event(self, subject: str) -> Event | None:
         """The latest event on a subject (e.g. a domain's ExpertiseUpdated), or None."""
-        found = await self.last_delivery(subject)
-        return found.event if found is not None else None
-
-    async def last_delivery(self, subject: str) -> Delivery | None:
-        """The latest event on a subject with its place in the log, or None."""
         try:
             msg = await self.js.get_last_msg(self.stream, subject, direct=True)
         except NotFoundError:
             return None
-        return Delivery(decode(msg.data), msg.seq or 0, msg.subject or subject, 1) if msg.data else None
+        return decode(msg.data) if msg.data else None
 
     # ------------------------------------------------------------------ durable consumers
     async def consume(self, durable: str, filter_subjects: Sequence[str], handler: Handler, *,

@@ -444,6 +444,7 @@ class WorktreeCreated(Event, frozen=True, kw_only=True):
     branch: str
     base_commit: str = ""
     reused: bool = False
+    attempt: int = 0  # the attempt it was made for (0: written before attempts were recorded here)
 
 
 class MergeRequested(Event, frozen=True, kw_only=True):

@@ -16,7 +16,7 @@ _meter = metrics.get_meter("yokeflow")
 COST = _meter.create_counter("yokeflow.cost", unit="USD", description="what model calls cost, by model")
 AGENTS_IN_FLIGHT = _meter.create_up_down_counter("yokeflow.agents.in_flight", description="agents working now")
 DISPATCH_LATENCY = _meter.create_histogram("yokeflow.dispatch.latency", unit="s",
-                                           description="from its agent slot (TaskReady or a later AgentAdmitted) to its agent starting")
+                                           description="from its agent slot (AgentAdmitted) to its agent starting")
 MERGE_DURATION = _meter.create_histogram("yokeflow.merge.duration", unit="s", description="one merge into a target")
 PROJECTION_LAG = _meter.create_histogram("yokeflow.projection.lag", unit="s",
                                          description="from an event's time to its row in PostgreSQL")

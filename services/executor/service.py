@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import socket
@@ -96,16 +95,11 @@ class Executor:
         can change the decision; only the run's endings (each the last event on its own subject) can.
         None: the task moved on since (a redelivery, a cancellation): read its whole history."""
         subjects = self.bus.subjects
-        last, admission, *endings = await asyncio.gather(
-            self.bus.aggregate_seq(e), self.bus.last_delivery(self._admission_subject(e)), *(
-                self.bus.last_event(subjects.event(e.project_id, "run", e.run_id, t.__name__))
-                for t in domain.RUN_ENDINGS))
-        # the scheduler often admits the attempt in the same append as its TaskReady: then that is the last
-        admitted = (admission is not None and admission.seq == last and isinstance(admission.event, ev.AgentAdmitted)
-                    and admission.event.attempt == e.attempt)
-        if last != seq and not admitted:
+        last, *endings = await asyncio.gather(self.bus.aggregate_seq(e), *(
+            self.bus.last_event(subjects.event(e.project_id, "run", e.run_id, t.__name__)) for t in domain.RUN_ENDINGS))
+        if last != seq:  # (an admission too: a slot goes only to an attempt whose worktree was made)
             return None
-        return dataclasses.replace(domain.fold([x for x in endings if x is not None], e), admitted=admitted)
+        return domain.fold([x for x in endings if x is not None], e)
 
     def _admission_subject(self, e: ev.TaskReady) -> str:
         return self.bus.subjects.event(e.project_id, ev.AgentAdmitted.aggregate, e.aggregate_id, "AgentAdmitted")
@@ -297,7 +291,7 @@ class Executor:
         cancelled = AgentResult(outcome="cancelled", summary="", error="cancelled before start")
         created = (e.caused(ev.WorktreeCreated, aggregate_id=ev.task_aggregate_id(e.run_id, e.task_id), run_id=e.run_id,
                             task_id=e.task_id, path=str(wt.path), branch=wt.branch, base_commit=wt.base_commit,
-                            reused=wt.reused),
+                            reused=wt.reused, attempt=e.attempt),
                    f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:WorktreeCreated")
 
         def agent_started() -> tuple[ev.Event, str]:  # made when it happens: its time is the agent's start
@@ -306,11 +300,10 @@ class Executor:
                              expertise_given=given, expertise_versions=versions),
                     f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:AgentStarted")
 
-        admitted = view.admitted or waiter.done()
-        # admitted with its TaskReady, or later once a slot came free
-        slot_at = waiter.result().occurred_at if waiter.done() else e.occurred_at
-        # WorktreeCreated tells the scheduler this attempt can start at once; admitted already, both
-        # go in one round trip. Neither once the run is cancelled or over.
+        admitted = view.admitted  # a redelivery of an attempt admitted before
+        slot_at = e.occurred_at
+        # WorktreeCreated tells the scheduler this attempt can start at once (a slot goes only to such
+        # an attempt); admitted already, both go in one round trip. Neither once the run is over.
         if await self.bus.publish_all_in_run([created, agent_started()] if admitted else [created], e.run_id) is None:
             await self._finish(e, cancelled, commit="", wt=wt, started=started)
             return True

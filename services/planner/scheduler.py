@@ -350,8 +350,8 @@ class RunState:
                     task.resolution_attempts.add(e.attempt)
                 else:
                     self._record_ready_latency(task, e.occurred_at)
-            case ev.WorktreeCreated() if task and task.status == DISPATCHED:
-                task.prepared = True  # (published by the attempt's holder, between its TaskReady and its end)
+            case ev.WorktreeCreated() if task and task.status == DISPATCHED and e.attempt in (0, task.attempt):
+                task.prepared = True  # its holder waits for a slot
             case ev.AgentAdmitted() | ev.AgentStarted() if task and e.attempt == task.attempt:
                 self._start_running(task)  # (AgentStarted: an attempt of a version that started without admission)
             case ev.AgentFinished() if task:
@@ -766,11 +766,16 @@ def _dispatch(state: RunState) -> list[Decision]:
 
 
 def _admit(state: RunState) -> list[Decision]:
-    """Free agent slots go to staged attempts: those whose worktrees are ready first (their agents
-    start at once), each group in dispatch order. The scheduler alone decides how many agents run."""
+    """Free agent slots go to staged attempts whose worktrees are ready, in dispatch order. Only to
+    those: an admitted attempt is then always in an executor's hands (it made the worktree and
+    waits), never behind attempts that wait for a slot in executors with a slot limit of their own.
+    The scheduler alone decides how many agents run."""
     out: list[Decision] = []
-    while state.running < state.max_concurrency and state.staged:
-        t = state.tasks[min(state.staged, key=lambda tid: (not state.tasks[tid].prepared, state.order_key[tid]))]
+    while state.running < state.max_concurrency:
+        ready = [tid for tid in state.staged if state.tasks[tid].prepared]
+        if not ready:
+            break
+        t = state.tasks[min(ready, key=state.order_key.__getitem__)]
         e = _task_event(state, ev.AgentAdmitted, t.id, attempt=t.attempt)
         out.append((e, f"{state.run_id}:{t.id}:{t.attempt}:AgentAdmitted"))
         state.apply(e)

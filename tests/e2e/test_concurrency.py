@@ -56,8 +56,5 @@ async def test_worktrees_are_prepared_ahead_of_a_free_slot_and_the_cap_still_hol
     position = {(type(e).__name__, e.task_id): i for i, e in enumerate(events) if getattr(e, "task_id", "")}
     admitted = [e.task_id for e in events if isinstance(e, ev.AgentAdmitted)]
     assert sorted(admitted) == [f"t{i}" for i in range(6)]  # once each
-    for task in admitted:
-        assert position[("AgentAdmitted", task)] < position[("AgentStarted", task)]
-    # the later ones had their worktree before their slot: their agents started as a slot came free
-    ahead = [t for t in admitted if position[("WorktreeCreated", t)] < position[("AgentAdmitted", t)]]
-    assert len(ahead) >= 2, ahead
+    for task in admitted:  # a slot goes only to an attempt whose worktree is ready, and its agent starts then
+        assert position[("WorktreeCreated", task)] < position[("AgentAdmitted", task)] < position[("AgentStarted", task)]

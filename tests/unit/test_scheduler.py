@@ -42,6 +42,12 @@ def admitted_ids(events):
     return [e.task_id for e in events if isinstance(e, ev.AgentAdmitted)]
 
 
+def prepared(state, task, attempt=0):
+    """The attempt's executor made its worktree and waits for an agent slot."""
+    state.apply(ev.WorktreeCreated(project_id="p", aggregate_id=f"r-{task}", run_id="r", task_id=task,
+                                   path=f"/w/{task}", branch=f"task/{task}", attempt=attempt))
+
+
 def finish(state, task, outcome="success", attempt=1, error=""):
     e = ev.AgentFinished(project_id="p", aggregate_id=f"r-{task}", run_id="r", task_id=task, attempt=attempt,
                          outcome=outcome, summary=f"did {task}", error=error, commit="c" + task)
@@ -77,13 +83,15 @@ def test_concurrency_cap_and_by_epic_exclusivity():
     ]}
     state = RunState.start(started(wide, max_concurrency=3))
     first = apply_all(state, decide(state))
-    # three agents, and three more attempts dispatched to prepare their worktrees meanwhile
-    assert ready_ids(first) == ["x0", "x1", "x2", "x3", "x4", "y0"]
-    assert admitted_ids(first) == ["x0", "x1", "x2"]
+    # three agents' worth, and three more attempts whose worktrees are made meanwhile
+    assert ready_ids(first) == ["x0", "x1", "x2", "x3", "x4", "y0"] and admitted_ids(first) == []
+    for task in ready_ids(first):
+        prepared(state, task)
+    assert admitted_ids(apply_all(state, decide(state))) == ["x0", "x1", "x2"]
     assert decide(state) == []  # the cap holds until something finishes
     finish(state, "x0")
     after = apply_all(state, decide(state))
-    assert ready_ids(after) == ["y1"] and admitted_ids(after) == ["x3"]  # the slot goes to the earliest staged
+    assert ready_ids(after) == ["y1"] and admitted_ids(after) == ["x3"]  # the slot goes to the earliest ready
 
     state = RunState.start(started(wide, strategy="by_epic", max_concurrency=3))
     first = ready_ids(apply_all(state, decide(state)))
@@ -102,7 +110,7 @@ def test_failure_retries_with_a_stronger_model_then_blocks_dependents():
     apply_all(state, decide(state))
     finish(state, "a", outcome="failure", error="tests failed")
     retry = apply_all(state, decide(state))
-    assert [e.type for e in retry] == ["TaskFailed", "TaskReady", "AgentAdmitted"]
+    assert [e.type for e in retry] == ["TaskFailed", "TaskReady"]
     assert retry[0].final is False and retry[1].attempt == 2
     assert retry[1].previous_attempt.error == "tests failed"
     # a is on the critical path: the strongest tier from the start, and a retry stays there
@@ -184,7 +192,7 @@ def test_cancellation_and_budget_stop_dispatch():
 
 def test_an_attempt_stopped_by_the_budget_goes_back_to_pending_until_the_budget_is_raised():
     state = RunState.start(started())
-    assert [e.type for e in apply_all(state, decide(state))[1:]] == ["TaskReady", "AgentAdmitted"]
+    [first] = apply_all(state, decide(state))[1:]
     finish(state, "a", outcome="budget", error="run budget of $1 has no room")
     out = apply_all(state, decide(state))
     assert [e.type for e in out] == ["TaskDeferred"]  # not failed, not retried yet
@@ -231,8 +239,9 @@ def test_parallel_disabled_runs_one_attempt_at_a_time():
     apply_all(state, decide(state))
     finish(state, "a")
     merge(state, "a")
-    out = apply_all(state, decide(state))
-    assert ready_ids(out) == ["b", "c"] and admitted_ids(out) == ["b"]  # both ready; one prepares, one runs
+    assert ready_ids(apply_all(state, decide(state))) == ["b", "c"]  # both dispatched: their worktrees are made
+    prepared(state, "c"), prepared(state, "b")
+    assert admitted_ids(apply_all(state, decide(state))) == ["b"]  # one runs
 
 
 def learned(state, task, attempt=1):
@@ -244,7 +253,7 @@ def test_with_learning_on_a_dependent_starts_only_once_its_dependency_s_learning
     learning_on = {"parallel": {"max_concurrency": 3, "strategy": "by_task"}, "agent": {"provider": "replay"}}
     state = RunState.start(msgspec.structs.replace(started(), settings=RunSettings.of(learning_on)))
     first = apply_all(state, decide(state))
-    assert ready_ids(first) == ["a"] and first[-2].expertise_domains == ["general"]
+    assert ready_ids(first) == ["a"] and first[-1].expertise_domains == ["general"]
     finish(state, "a")
     apply_all(state, decide(state))
     merge(state, "a")
@@ -378,36 +387,42 @@ def test_decide_leaves_the_state_it_is_given_as_it_was():
     assert state.tasks["a"].status == "dispatched" and decide(state) == []
 
 
-def prepared(state, task):
-    state.apply(ev.WorktreeCreated(project_id="p", aggregate_id=f"r-{task}", run_id="r", task_id=task,
-                                   path=f"/w/{task}", branch=f"task/{task}"))
-
-
-def test_a_free_slot_goes_to_a_staged_attempt_whose_worktree_is_ready_first():
+def test_a_free_slot_goes_only_to_a_staged_attempt_whose_worktree_is_ready():
     wide = {"name": "w", "epics": [{"id": "E", "name": "E", "tasks": [
         {"id": f"x{i}", "title": f"X{i}"} for i in range(4)]}]}
     state = RunState.start(started(wide, max_concurrency=2))
     first = apply_all(state, decide(state))
-    assert ready_ids(first) == ["x0", "x1", "x2", "x3"] and admitted_ids(first) == ["x0", "x1"]
-    prepared(state, "x3")  # x2 comes first in order, but only x3 can start at once
-    assert decide(state) == []  # a ready worktree is no reason to decide: no slot is free
+    assert ready_ids(first) == ["x0", "x1", "x2", "x3"] and admitted_ids(first) == []
+    prepared(state, "x1")
+    assert admitted_ids(apply_all(state, decide(state))) == ["x1"]
+    prepared(state, "x0"), prepared(state, "x3")
+    assert admitted_ids(apply_all(state, decide(state))) == ["x0"]
+    assert decide(state) == []  # x3 is ready too, but no slot is free
     finish(state, "x0")
-    assert admitted_ids(apply_all(state, decide(state))) == ["x3"]
+    assert admitted_ids(apply_all(state, decide(state))) == ["x3"]  # x2 comes first in order, but only x3 can start
     finish(state, "x1")
-    assert admitted_ids(apply_all(state, decide(state))) == ["x2"]  # none ready: the first in order
-
+    assert admitted_ids(apply_all(state, decide(state))) == []  # a slot is free, but x2's worktree is not ready
+    prepared(state, "x2")
+    assert admitted_ids(apply_all(state, decide(state))) == ["x2"]
+    # a worktree of an earlier attempt says nothing about the current one
+    state.apply(ev.WorktreeCreated(project_id="p", aggregate_id="r-x3", run_id="r", task_id="x3", path="/w/x3",
+                                   branch="task/x3", attempt=7))
+    assert state.tasks["x3"].running
 
 def test_no_agent_is_admitted_while_the_run_is_paused_and_a_cancelled_staged_attempt_frees_its_place():
     wide = {"name": "w", "epics": [{"id": "E", "name": "E", "tasks": [
         {"id": f"x{i}", "title": f"X{i}"} for i in range(5)]}]}
     state = RunState.start(started(wide, max_concurrency=2))
-    apply_all(state, decide(state))
+    for task in ready_ids(apply_all(state, decide(state))):
+        prepared(state, task)
+    assert admitted_ids(apply_all(state, decide(state))) == ["x0", "x1"]
     state.apply(ev.RunPaused(project_id="p", aggregate_id="r", run_id="r", reason="a person paused it"))
     finish(state, "x0")
     out = apply_all(state, decide(state))
     assert not admitted_ids(out) and not ready_ids(out) and state.in_flight() == 1
     state.apply(ev.RunResumed(project_id="p", aggregate_id="r", run_id="r"))
-    assert admitted_ids(apply_all(state, decide(state))) == ["x2"]
+    out = apply_all(state, decide(state))
+    assert admitted_ids(out) == ["x2"] and ready_ids(out) == ["x4"]
     # a staged attempt whose executor gave up before its slot (cancelled before start)
     finish(state, "x3", outcome="cancelled", error="cancelled before start")
     out = apply_all(state, decide(state))

@@ -77,6 +77,13 @@ def test_incremental_ready_set_equals_full_recomputation(seed, n, strategy, barr
                                              attempt=attempt))
             assert from_indexes(state) == full_recomputation(state)
             continue
+        staged = [t for t in state.tasks.values() if t.status == DISPATCHED and not t.prepared]
+        if staged and rng.random() < 0.5:  # an executor made an attempt's worktree: it waits for a slot
+            t = rng.choice(staged)
+            state.apply(ev.WorktreeCreated(project_id="p", aggregate_id=f"r-{t.id}", run_id="r", task_id=t.id,
+                                           path=f"/w/{t.id}", branch=f"b/{t.id}", attempt=t.attempt))
+            assert from_indexes(state) == full_recomputation(state)
+            continue
         running = [t for t in state.tasks.values() if t.status == DISPATCHED]
         finished = [t for t in state.tasks.values() if t.status == "succeeded"]
         if finished and (not running or rng.random() < 0.5):
