@@ -120,15 +120,19 @@ class Planner:
             if any(isinstance(e, ev.TaskReady) for e, _ in decisions) and not await self.bus.run_open(
                     current.project_id, run_id):
                 raise ConcurrencyConflict(f"run {run_id} was cancelled or ended")  # reload: nothing starts now
+            # Sent back to back, their acks awaited together (one round trip, not one per decision),
+            # except that an append checked against its aggregate waits for the earlier ones on it.
+            group: list[tuple[ev.Event, str, str, int | None]] = []
             for event, msg_id in decisions:
                 key = self.bus.aggregate_filter(event)
                 # a task's dispatch against its task's events; a run's pause or end against the run's
                 # (a RunCancelled this planner has not folded yet makes it reload and decide again)
                 own = isinstance(event, ev.TaskReady) or event.aggregate == "run"
-                expected = self.aggregate_seq.get(key, 0) if own else None
-                published = await self.bus.publish(event, msg_id=msg_id, expected_seq=expected)
-                self.aggregate_seq[key] = max(self.aggregate_seq.get(key, 0), published.seq)
-                current.apply(event)  # appended: fold it now (its delivery later is a no-op)
+                if own and any(k == key for _, _, k, _ in group):
+                    await self._append(current, group)
+                    group = []
+                group.append((event, msg_id, key, self.aggregate_seq.get(key, 0) if own else None))
+            await self._append(current, group)
             self._schedule_resume(current)
 
         try:
@@ -137,6 +141,18 @@ class Planner:
         except Exception:
             await self._reload(run_id)  # what was folded but not published must not linger
             raise
+
+    async def _append(self, current: RunState, group: list[tuple[ev.Event, str, str, int | None]]) -> None:
+        """Append decisions in order (one connection's messages are stored in the order sent) and fold
+        each in once appended (its delivery later is a no-op). On a conflict the caller reloads the run
+        from the log: what did land is there, and deciding again sends it with the same Msg-Id."""
+        if not group:
+            return
+        published = await asyncio.gather(*(self.bus.publish(event, msg_id=msg_id, expected_seq=expected)
+                                           for event, msg_id, _, expected in group))
+        for (event, _, key, _), done in zip(group, published):
+            self.aggregate_seq[key] = max(self.aggregate_seq.get(key, 0), done.seq)
+            current.apply(event)
 
     async def _reload(self, run_id: str) -> RunState:
         self.runs.pop(run_id, None)
