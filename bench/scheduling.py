@@ -8,8 +8,7 @@ epics; cross-epic dependencies; a fixed seed), side by side:
   sequential  max_concurrency 1
   barrier     the PRD's batch barrier at the default policy's concurrency
   default     YokeFlow's default (by_epic, no barrier)
-  processes   (--processes) the default policy, each service in its own OS process (runtime.service_processes);
-              the burst then runs its ledger in a process of its own too
+  processes   (--processes) the default policy, each service in its own OS process (runtime.service_processes)
 Each reports makespan, lower bound = max(critical path, total work / concurrency),
 efficiency = bound / makespan, speed-up over sequential, dispatch latency (from the moment a
 task could start, its dependencies merged and an agent slot free, to its agent started), merge latency (agent finished -> merged), peak agents in
@@ -235,11 +234,12 @@ class Bench:
         out["cpu_ms_per_task"] = round(cpu * 1000 / out["tasks"], 1)
         return out
 
-    async def burst(self, n: int, *, processes: bool = False) -> dict[str, Any]:
-        """`n` events published at once (the services' concurrency) for the ledger to project
-        (`processes`: the ledger in its own OS process, not sharing this one's core)."""
+    async def burst(self, n: int) -> dict[str, Any]:
+        """`n` events published at once (the services' concurrency) for the ledger to project, the
+        ledger where `up` and `run` put it by default (`runtime.ledger_process`: its own OS process)."""
         endpoint = await self.endpoint()
-        system = await System(endpoint, parse_config({}), services=("ledger",), processes=processes).start()
+        system = await System(endpoint, parse_config({}), services=("ledger",)).start()
+        apart = "ledger" in system.apart()
         bus = await endpoint.bus("yokeflow-admin")  # it publishes the executor's CostRecorded itself
         run_id = f"burst{uuid.uuid4().hex[:6]}"
         try:
@@ -262,7 +262,8 @@ class Bench:
         # drained: from the first publish to the last row projected (the burst's end to end)
         return {"events": n, "publish_per_s": round(n / publish_s), "projection_lag_p50_ms":
                 round(_pct(lags, 0.5) * 1000, 1), "projection_lag_p99_ms": round(_pct(lags, 0.99) * 1000, 1),
-                "drained_s": round(drained_s, 3), "projected_per_s": round(n / drained_s)}
+                "drained_s": round(drained_s, 3), "projected_per_s": round(n / drained_s),
+                "ledger_own_process": apart}
 
 
 async def _publish_all(bus, make, n: int, *, concurrency: int) -> None:
@@ -331,7 +332,7 @@ async def benchmark(args) -> dict[str, Any]:
                 out["scale"].append({**rec, "plan_tasks": n})
                 _progress(args, f"scale {n}: makespan {rec['makespan_s']} s, cpu {rec['cpu_ms_per_task']} ms/task")
             if "burst" in args.only:
-                out["burst"] = await bench.burst(burst, processes=args.processes)
+                out["burst"] = await bench.burst(burst)
                 _progress(args, f"burst {burst}: lag p99 {out['burst']['projection_lag_p99_ms']} ms")
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -373,7 +374,8 @@ def table(out: dict[str, Any]) -> str:
     if b := out["burst"]:
         lines.append(f"burst of {b['events']} events: publish {b['publish_per_s']}/s, projection lag "
                      f"p50 {b['projection_lag_p50_ms']:.0f} ms, p99 {b['projection_lag_p99_ms']:.0f} ms, "
-                     f"all projected {b['drained_s']:.2f} s after the first was sent ({b['projected_per_s']}/s)")
+                     f"all projected {b['drained_s']:.2f} s after the first was sent ({b['projected_per_s']}/s; "
+                     f"the ledger in {'its own process' if b['ledger_own_process'] else 'this process'})")
     return "\n".join(lines)
 
 
@@ -389,8 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning", choices=("on", "off"), default="on",
                         help="off: leave the learner out, to see the orchestration alone")
     parser.add_argument("--processes", action="store_true",
-                        help="also run the default policy with each service in its own process, and the "
-                             "burst's ledger in its own process")
+                        help="also run the default policy with each service in its own process")
     parser.add_argument("--only", type=lambda v: set(v.split(",")), default=set(PARTS),
                         help=f"run only these parts, comma-separated, of {','.join(PARTS)} (default all)")
     args = parser.parse_args(argv)

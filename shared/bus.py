@@ -19,11 +19,11 @@ from nats.aio.msg import Msg
 from nats.js import api as jsapi
 from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 
-from shared import metrics, telemetry
+from shared import metrics, nats_client, telemetry
 from shared.events import Event, UnknownEvent, decode, delivery_failed, encode, subject_token
 from shared.subjects import Subjects
 from shared.payload import fit
-from shared.pull import Pull, PullClosed
+from shared.pull import Pull, PullClosed, position
 from shared.scrub import scrub, scrub_bytes
 
 log = logging.getLogger("yokeflow.bus")
@@ -39,6 +39,7 @@ EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject
 _SERVER_RESTARTING = (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError,
                       nats.errors.ConnectionReconnectingError)
 
+ACK_SWEEP_S = 0.25  # how often publishes in flight are checked for an overdue ack
 BIND_PATIENCE_S = 120.0  # how long a starting consumer waits for JetStream to answer
 
 
@@ -134,7 +135,8 @@ class Bus:
         self._ack_prefix: str | None = None  # the reply subjects of publish acks (see _stored)
         self._ack_lock = asyncio.Lock()
         self._ack_tokens = itertools.count(1)
-        self._acks: dict[str, asyncio.Future] = {}  # reply subject -> its publish waiting for the ack
+        self._acks: dict[str, tuple[asyncio.Future, float]] = {}  # reply subject -> its publish's ack and deadline
+        self._sweeper: asyncio.TimerHandle | None = None  # expires overdue acks (see _sweep)
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "yokeflow", connect_timeout: float = 5.0,
@@ -162,9 +164,9 @@ class Bus:
             await _log_nats_error(exc)
 
         try:
-            nc = await nats.connect(url, name=name, connect_timeout=connect_timeout,
-                                    max_reconnect_attempts=-1, allow_reconnect=True,
-                                    reconnect_time_wait=0.5, error_cb=on_error, **options)
+            nc = await nats_client.connect(url, name=name, connect_timeout=connect_timeout,
+                                           max_reconnect_attempts=-1, allow_reconnect=True,
+                                           reconnect_time_wait=0.5, error_cb=on_error, **options)
         except BusError:
             raise
         except Exception as exc:  # nats raises a handful of unrelated types here
@@ -317,13 +319,13 @@ class Bus:
         reply = (self._ack_prefix or await self._ack_inbox()) + str(next(self._ack_tokens))
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
-        self._acks[reply] = waiter
-        timer = loop.call_later(timeout, _expire, waiter)
+        self._acks[reply] = (waiter, loop.time() + timeout)
+        if self._sweeper is None:  # one timer for every publish in flight, not one each
+            self._sweeper = loop.call_later(ACK_SWEEP_S, self._sweep, loop)
         try:
             await self.nc.publish(subject, payload, reply=reply, headers=headers)
             msg = await waiter
         finally:
-            timer.cancel()
             self._acks.pop(reply, None)
         if msg.headers and msg.headers.get("Status") == "503":  # nothing stores this subject
             raise nats.js.errors.NoStreamResponseError
@@ -341,9 +343,17 @@ class Bus:
         return self._ack_prefix
 
     async def _on_ack(self, msg: Msg) -> None:
-        waiter = self._acks.get(msg.subject)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(msg)
+        waiting = self._acks.get(msg.subject)
+        if waiting is not None and not waiting[0].done():
+            waiting[0].set_result(msg)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the publishes whose ack is overdue; look again while any is in flight."""
+        now = loop.time()
+        for waiter, deadline in list(self._acks.values()):
+            if deadline <= now:
+                _expire(waiter)
+        self._sweeper = loop.call_later(ACK_SWEEP_S, self._sweep, loop) if self._acks else None
 
     async def publish_all(self, items: Sequence[tuple[Event, str | None]]) -> list[Published]:
         """Several events sent back to back, their acks awaited together: one round trip instead of
@@ -600,7 +610,7 @@ class Bus:
 
     async def _handle_batch(self, consumer: str, msgs: list[Msg], handler: BatchHandler, ack_wait: float,
                             max_deliver: int, backoff: Sequence[float]) -> None:
-        metrics.record_pending(consumer, msgs[-1].metadata.num_pending)
+        metrics.record_pending(consumer, position(msgs[-1])[2])
         # One handler call per run of messages of one trace, so each span stays in its own trace.
         group: list[Msg] = []
         for msg in msgs:
@@ -614,8 +624,7 @@ class Bus:
     async def _handle_group(self, consumer: str, msgs: list[Msg], handler: BatchHandler, ack_wait: float,
                             max_deliver: int, backoff: Sequence[float]) -> None:
         try:
-            batch = [Delivery(decode(m.data), m.metadata.sequence.stream, m.subject, m.metadata.num_delivered, m)
-                     for m in msgs]
+            batch = [Delivery(decode(m.data), (at := position(m))[0], m.subject, at[1], m) for m in msgs]
         except Exception:  # an undecodable message among them: one at a time parks just that one
             batch = None
         if batch is not None:

@@ -167,6 +167,9 @@ class Runtime(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     merger_crash_after_ref_update: bool = False  # tests only (tests/chaos): die between a ref update and its event
     # `yokeflow up` / `run`: each service in its own process (more than one core for the orchestration)
     service_processes: bool = False
+    # `up` / `run` with the other services in one process: the ledger in its own (its projecting never
+    # takes the orchestration's core; as its own NATS identity and database role, as services run alone)
+    ledger_process: bool = True
     health_port: int = 0  # /livez and /readyz of a service run alone (0: none)
     health_host: str = "0.0.0.0"
     # Executors without a shared disk: the merger serves repositories under git_root over git smart
@@ -216,6 +219,7 @@ RUNTIME_ENV = {
     "YOKEFLOW_GIT_HTTP_PORT": "git_http_port", "YOKEFLOW_GIT_HTTP_HOST": "git_http_host",
     "YOKEFLOW_GIT_ROOT": "git_root", "YOKEFLOW_GIT_TOKEN": "git_token", "YOKEFLOW_GIT_REMOTE": "git_remote",
     "YOKEFLOW_EXECUTOR_SCRATCH": "executor_scratch", "YOKEFLOW_SERVICE_PROCESSES": "service_processes",
+    "YOKEFLOW_LEDGER_PROCESS": "ledger_process",
     "YOKEFLOW_MERGER_ACK_WAIT": "merger_ack_wait_s",
     "YOKEFLOW_MERGER_CRASH_AFTER_REF_UPDATE": "merger_crash_after_ref_update", "YOKEFLOW_GATEWAY_HOST": "gateway_host",
     "YOKEFLOW_GATEWAY_PORT": "gateway_port", "YOKEFLOW_API_TOKEN": "api_token", "YOKEFLOW_STATE_DIR": "state_dir",

@@ -126,3 +126,13 @@ class Pull:
             with contextlib.suppress(Exception):
                 await self.sub.unsubscribe()
         return left
+
+
+def position(msg: Msg) -> tuple[int, int, int]:
+    """A JetStream message's stream sequence, deliveries so far and messages pending after it, read
+    from its reply subject (nats-py's `metadata` also builds a datetime and two dataclasses: 7 us)."""
+    tokens = msg.reply.split(".")
+    if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
+        return int(tokens[5]), int(tokens[4]), int(tokens[8])
+    # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>[...]
+    return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.NumDelivered]), int(tokens[Msg.Ack.NumPending])

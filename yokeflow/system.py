@@ -35,6 +35,7 @@ from yokeflow.errors import CliError
 log = logging.getLogger("yokeflow.system")
 
 DEFAULT_STATE_DIR = Path(".yokeflow")
+LEDGER_START_PATIENCE_S = 60.0  # how long `start` waits for a ledger in its own process to consume
 
 
 @dataclass
@@ -133,6 +134,17 @@ async def wait_for_clients(state_dir: Path, every: float = 0.5) -> None:
         await asyncio.sleep(every)
 
 
+def _ends_with_parent():
+    """A child that gets SIGTERM (and drains) when this process dies, even by SIGKILL: no service is
+    left running on its own (Linux; elsewhere nothing)."""
+    from shared.sandbox import _libc_prctl
+
+    prctl = _libc_prctl() if sys.platform.startswith("linux") else None
+    if prctl is None:
+        return None
+    return lambda: prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 class ServiceProcesses:
     """The services as child processes of this one: each connects as its own NATS identity (the
     ledger alone gets its database role), reads this process's settings from a private folder
@@ -173,7 +185,7 @@ class ServiceProcesses:
 
     def start(self, name: str, slots: int) -> None:
         self.children[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=self.env(name, slots),
-                                               stdin=subprocess.DEVNULL)
+                                               stdin=subprocess.DEVNULL, preexec_fn=_ends_with_parent())
 
     def failed(self) -> str | None:
         for name, child in self.children.items():
@@ -267,17 +279,45 @@ class System:
             "merger": lambda b: Merger(b).serve(stop),
             "learner": lambda b: Learner(b, self.config).serve(stop),
         }
-        if self.processes:
+        apart = self.apart()
+        if apart:
             self.children = ServiceProcesses(self.endpoint, self.config)
-            for name in self.services:
+            for name in apart:
                 self.children.start(name, slots)
-        else:
-            for name in self.services:
+            if "ledger" in apart:
+                try:
+                    await self._until_pulling("ledger")
+                except BaseException:
+                    await self.stop()  # nothing is left running by a start that failed
+                    raise
+        for name in self.services:
+            if name not in apart:
                 bus = await self._bus(name)
                 self.tasks[name] = asyncio.create_task(makers[name](bus), name=name)
         if self.gateway:
             await self._start_gateway()
         return self
+
+    async def _until_pulling(self, name: str, patience_s: float = LEDGER_START_PATIENCE_S) -> None:
+        """Return once the service started in its own process pulls from its consumer: events sent
+        before would wait for its start (a run's first events were projected ~1 s late)."""
+        assert self.children is not None
+        bus = await self._bus("cli")
+        deadline = asyncio.get_running_loop().time() + patience_s
+        while not await bus.pullers(name):
+            if failed := self.children.failed():
+                raise CliError(f"{failed}: see its output above")
+            if asyncio.get_running_loop().time() > deadline:
+                raise CliError(f"the {name} process did not start consuming within {patience_s:g} s: see its "
+                               f"output above")
+            await asyncio.sleep(0.05)
+
+    def apart(self) -> list[str]:
+        """The services that run in processes of their own: all (`processes`), else the ledger
+        (`runtime.ledger_process`, the default), else none."""
+        if self.processes:
+            return list(self.services)
+        return [name for name in self.services if name == "ledger" and self.config.runtime.ledger_process]
 
     async def _start_gateway(self) -> None:
         from services.gateway.service import serve as serve_gateway

@@ -95,10 +95,13 @@ class RowWriter:
                                  [*self._params(change.table, cols, change.values), *(change.where[c] for c in conds)]))
             return
         if isinstance(change, Upsert):
-            keys = KEYS[change.table]
-            update = [c for c in change.values if c not in keys] if change.update is None else change.update
-            new = _Net(dict(change.values), {c: change.values[c] for c in update})
-            key = _key(change.table, change.values)
+            values = change.values  # a projector's own dict, never changed after: held as it is
+            if change.update is None:
+                keys = KEYS[change.table]
+                new = _Net(values, {c: v for c, v in values.items() if c not in keys})
+            else:
+                new = _Net(values, {c: values[c] for c in change.update})
+            key = _key(change.table, values)
         else:
             new = _Net(None, dict(change.values))
             key = _key(change.table, change.key)

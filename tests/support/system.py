@@ -28,7 +28,11 @@ def write_transcripts(folder: Path, scripts: dict[str, list[dict]]) -> Path:
 
 
 def config(**sections: dict[str, Any]) -> Config:
-    return parse_config(sections)
+    """Settings for a test's system: every service in this process unless the test says otherwise (the
+    ledger's own process, the default of `up` and `run`, costs a start of Python per system; its tests
+    ask for it)."""
+    runtime = {"ledger_process": False, **sections.get("runtime", {})}
+    return parse_config({**sections, "runtime": runtime})
 
 
 async def events_of(bus, run_id: str) -> list[ev.Event]:
