@@ -30,7 +30,7 @@ from shared.gitops.fastindex import (
     write_index,
 )
 from shared.gitops.fswatch import DirectoryWatch
-from shared.gitops.objects import cached_store, changed_names, tree_entries
+from shared.gitops.objects import blob_data, cached_store, changed_names, tree_entries
 from shared.gitops.treeedit import Edit, apply_edits
 
 _MAX_CHECKOUTS = 32    # a merger follows one checkout per target; executors judge one per agent
@@ -524,7 +524,7 @@ def _read_file(full: bytes) -> bytes:
 
 def _write_entry(store, full: bytes, p: bytes, mode: int, sha: bytes) -> bytes:
     """Write the blob `sha` at `full` (a new file, or a symlink) and return its packed index entry."""
-    data = store[sha].as_raw_string()
+    data = blob_data(store, sha)
     if stat.S_ISLNK(mode):
         os.symlink(data, full)
     else:

@@ -78,6 +78,35 @@ class CachedStore:
         return getattr(self._store, name)
 
 
+_BLOB_BYTES = 32 << 20    # contents of small blobs kept; a checkout writes each blob into every new worktree
+_BLOB_MAX = 256 << 10
+_blobs: OrderedDict[bytes, bytes] = OrderedDict()
+_blob_bytes = 0
+_blobs_lock = threading.Lock()
+
+
+def blob_data(store: BaseObjectStore, sha: bytes) -> bytes:
+    """A blob's content. Small ones stay in memory (by id, so never stale): a file merged into `main`
+    is written into every worktree created or moved after it, and each read was an open, a read
+    and an inflate of the loose object."""
+    global _blob_bytes
+    with _blobs_lock:
+        data = _blobs.get(sha)
+        if data is not None:
+            _blobs.move_to_end(sha)
+            return data
+    data = store[sha].as_raw_string()
+    if len(data) <= _BLOB_MAX:
+        with _blobs_lock:
+            if sha not in _blobs:
+                _blobs[sha] = data
+                _blob_bytes += len(data)
+                while _blob_bytes > _BLOB_BYTES:
+                    _, old = _blobs.popitem(last=False)
+                    _blob_bytes -= len(old)
+    return data
+
+
 _ENTRIES_CACHED = 64   # trees as dicts; a 1,000-file folder's dict is a few hundred KB
 _entries: OrderedDict[bytes, dict[bytes, tuple[int, bytes]]] = OrderedDict()
 _entries_lock = threading.Lock()

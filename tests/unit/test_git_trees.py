@@ -48,3 +48,21 @@ def test_entries_read_back_from_a_stored_tree_are_its_entries():
             tree.add(name, mode, sha)
         store.add_object(Tree.from_string(tree.as_raw_string()))   # parsed, as a tree read from disk is
         assert tree_entries(store, tree.id) == entries
+
+
+def test_blob_contents_are_kept_up_to_a_size_and_read_back_unchanged(monkeypatch):
+    from dulwich.objects import Blob
+
+    monkeypatch.setattr(objects, "_blobs", objects.OrderedDict())
+    monkeypatch.setattr(objects, "_blob_bytes", 0)
+    monkeypatch.setattr(objects, "_BLOB_BYTES", 100)
+    monkeypatch.setattr(objects, "_BLOB_MAX", 40)
+    store = MemoryObjectStore()
+    blobs = [Blob.from_string(b"%d" % i * 30) for i in range(1, 6)] + [Blob.from_string(b"x" * 50)]
+    for b in blobs:
+        store.add_object(b)
+    for b in blobs + blobs:
+        assert objects.blob_data(store, b.id) == b.data
+    assert blobs[-1].id not in objects._blobs                      # larger than _BLOB_MAX: read each time
+    assert sum(map(len, objects._blobs.values())) == objects._blob_bytes <= 100   # the oldest went first
+    assert list(objects._blobs) == [b.id for b in blobs[2:5]]
