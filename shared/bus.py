@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -30,6 +31,7 @@ log = logging.getLogger("yokeflow.bus")
 
 UNBOUNDED = 1024  # a consumer's in-flight handlers when the caller sets no limit
 WRONG_LAST_SEQUENCE = 10071  # JetStream: Nats-Expected-Last-Subject-Sequence did not match
+SETTING_FIXED = 10012  # JetStream: a consumer setting that cannot be updated in place (ack or deliver policy)
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
@@ -585,13 +587,18 @@ class Bus:
 
     async def consume_batches(self, durable: str, filter_subjects: Sequence[str], handler: BatchHandler, *,
                               stop: asyncio.Event | None = None, max_batch: int = 256, ack_wait: float = 30.0,
-                              max_deliver: int = 5, backoff: Sequence[float] = (0.5, 2.0, 5.0, 15.0)) -> None:
+                              max_deliver: int = 5, backoff: Sequence[float] = (0.5, 2.0, 5.0, 15.0),
+                              ack_all: bool = False) -> None:
         """Like `consume`, one handler call for every run of up to `max_batch` events already in
         the log (in order), acked after it returns. A failed batch is retried one event at a
-        time, so a poison event fails alone (and, at its last delivery, becomes DeliveryFailed)."""
+        time, so a poison event fails alone (and, at its last delivery, becomes DeliveryFailed).
+        `ack_all`: one ack for each handled run, its last message's, acknowledging all before it
+        (AckPolicy.ALL; an ack message per event spared on both sides). Only for a handler that fills
+        gaps itself, as the ledger does from the log: a message handed back after a failure is
+        acknowledged too by the next run's ack."""
         stop = stop or asyncio.Event()
         durable = subject_token(durable)
-        await self._ensure_durable(durable, filter_subjects, ack_wait, max_deliver, max(max_batch * 4, 16))
+        await self._ensure_durable(durable, filter_subjects, ack_wait, max_deliver, max(max_batch * 4, 16), ack_all)
         # one request kept open, its messages collected as they come (shared/pull.py): while a batch is
         # handled the next one arrives, and no message costs a wait of its own
         pull = await Pull(self.nc, self.js._prefix, self.stream, durable, window=max_batch * 2).open()
@@ -602,27 +609,27 @@ class Bus:
                 except PullClosed:
                     return
                 if msgs:
-                    await self._handle_batch(durable, msgs, handler, ack_wait, max_deliver, backoff)
+                    await self._handle_batch(durable, msgs, handler, ack_wait, max_deliver, backoff, ack_all)
         finally:
             for m in await pull.close():  # delivered but not handled: handed back at once, not after the ack wait
                 with contextlib.suppress(Exception):
                     await m.nak()
 
     async def _handle_batch(self, consumer: str, msgs: list[Msg], handler: BatchHandler, ack_wait: float,
-                            max_deliver: int, backoff: Sequence[float]) -> None:
+                            max_deliver: int, backoff: Sequence[float], ack_all: bool = False) -> None:
         metrics.record_pending(consumer, position(msgs[-1])[2])
         # One handler call per run of messages of one trace, so each span stays in its own trace.
         group: list[Msg] = []
         for msg in msgs:
             if group and _trace_of(msg) != _trace_of(group[0]):
-                await self._handle_group(consumer, group, handler, ack_wait, max_deliver, backoff)
+                await self._handle_group(consumer, group, handler, ack_wait, max_deliver, backoff, ack_all)
                 group = []
             group.append(msg)
         if group:
-            await self._handle_group(consumer, group, handler, ack_wait, max_deliver, backoff)
+            await self._handle_group(consumer, group, handler, ack_wait, max_deliver, backoff, ack_all)
 
     async def _handle_group(self, consumer: str, msgs: list[Msg], handler: BatchHandler, ack_wait: float,
-                            max_deliver: int, backoff: Sequence[float]) -> None:
+                            max_deliver: int, backoff: Sequence[float], ack_all: bool = False) -> None:
         try:
             batch = [Delivery(decode(m.data), (at := position(m))[0], m.subject, at[1], m) for m in msgs]
         except Exception:  # an undecodable message among them: one at a time parks just that one
@@ -643,7 +650,7 @@ class Bus:
                 log.warning("%s: batch of %s events from seq=%s failed; handling them one at a time", consumer,
                             len(msgs), batch[0].seq, exc_info=True)
             else:
-                for m in msgs:  # after the handler's commit; a lost ack is a redelivery the handler skips
+                for m in msgs[-1:] if ack_all else msgs:  # after the handler's commit; a lost ack is a redelivery the handler skips
                     with contextlib.suppress(Exception):
                         await m.ack()
                 return
@@ -659,9 +666,9 @@ class Bus:
         return await self.js.pull_subscribe_bind(durable=durable, stream=self.stream)
 
     async def _ensure_durable(self, durable: str, filter_subjects: Sequence[str], ack_wait: float, max_deliver: int,
-                              max_ack_pending: int) -> None:
+                              max_ack_pending: int, ack_all: bool = False) -> None:
         cfg = jsapi.ConsumerConfig(
-            durable_name=durable, name=durable, ack_policy=jsapi.AckPolicy.EXPLICIT,
+            durable_name=durable, name=durable, ack_policy=jsapi.AckPolicy.ALL if ack_all else jsapi.AckPolicy.EXPLICIT,
             ack_wait=ack_wait, max_deliver=max_deliver,
             filter_subjects=list(filter_subjects) if len(filter_subjects) > 1 else None,
             filter_subject=filter_subjects[0] if len(filter_subjects) == 1 else None,
@@ -675,15 +682,35 @@ class Bus:
                 try:
                     await self.js.add_consumer(self.stream, config=cfg)
                 except APIError as exc:
-                    if exc.err_code != 10148:  # consumer already exists with other settings: update it
+                    if exc.err_code == SETTING_FIXED:
+                        await self._rebind(durable, cfg)
+                    elif exc.err_code != 10148:  # consumer already exists with other settings: update it
                         raise
-                    await self.js.add_consumer(self.stream, config=cfg)
+                    else:
+                        await self.js.add_consumer(self.stream, config=cfg)
                 return
             except (*_SERVER_RESTARTING, nats.errors.TimeoutError) as exc:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 log.warning("%s: cannot bind its consumer yet (%s); trying again", durable, type(exc).__name__)
                 await asyncio.sleep(0.5)
+
+    async def _rebind(self, durable: str, cfg: jsapi.ConsumerConfig) -> None:
+        """A durable consumer whose settings cannot change in place: where it starts is kept as it
+        was; a new ack policy (the ledger's acks moved to one per batch) takes a new consumer, which
+        starts after the last message the old one had acknowledged (those it held come again)."""
+        info = await self.js.consumer_info(self.stream, durable)
+        if info.config.ack_policy == cfg.ack_policy:
+            await self.js.add_consumer(self.stream, config=dataclasses.replace(
+                cfg, deliver_policy=info.config.deliver_policy, opt_start_seq=info.config.opt_start_seq,
+                opt_start_time=info.config.opt_start_time))
+            return
+        start = (info.ack_floor.stream_seq or 0) + 1 if info.ack_floor else 1
+        log.warning("%s: its consumer's ack policy becomes %s: made again from stream sequence %s", durable,
+                    cfg.ack_policy, start)
+        await self.js.delete_consumer(self.stream, durable)
+        await self.js.add_consumer(self.stream, config=dataclasses.replace(
+            cfg, deliver_policy=jsapi.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start) if start > 1 else cfg)
 
     async def stream_identity(self) -> str:
         """The event stream's name and creation time: a stream deleted and made again is another log."""

@@ -94,7 +94,7 @@ class Ledger:
         self.serving = True
         try:
             await self.bus.consume_batches("ledger", [self.bus.events_subject], self.handle_batch, stop=stop,
-                                           max_batch=BATCH, ack_wait=30.0, max_deliver=10)
+                                           max_batch=BATCH, ack_wait=30.0, max_deliver=10, ack_all=True)
         finally:
             self.serving = False
             await self.close()

@@ -282,3 +282,39 @@ async def test_any_batching_of_a_busy_log_projects_what_one_event_at_a_time_does
     assert await snapshot(batched) == await snapshot(single)
     await single.dispose()
     await batched.dispose()
+
+
+async def test_a_ledger_acked_event_by_event_before_goes_on_with_one_ack_per_batch_from_where_it_was(bus, database_url):
+    """The ledger's consumer acks one message per batch (AckPolicy.ALL); one made before, with an ack
+    per event, cannot change its policy in place: it is made again from the first message it had not
+    acknowledged, and every event is projected once."""
+    events = run_events()
+    database = db.Database(database_url)
+    try:
+        for e in events[:5]:
+            await bus.publish(e)
+        await project_all(bus, database, stop_after=5)  # the consumer as it was: an ack per event
+        for e in events[5:]:
+            await bus.publish(e)
+        stop = asyncio.Event()
+        serving = asyncio.create_task(Ledger(bus, database).serve(stop))
+        await database.wait_for(PROJECTION, len(events), timeout=20)
+        info = await bus.js.consumer_info(bus.stream, "ledger")
+        stop.set()
+        await asyncio.wait_for(serving, 20)
+        assert info.config.ack_policy == "all"
+        assert info.delivered.consumer_seq == len(events) - 5  # started after the old one's ack floor
+        assert info.ack_floor.stream_seq == len(events) and info.num_ack_pending == 0
+        logged = await database.fetch(select(db.event_log.c.seq))
+        assert sorted(r["seq"] for r in logged) == list(range(1, len(events) + 1))
+        # bound again (a restart): the consumer it made is kept, where it starts included
+        stop = asyncio.Event()
+        serving = asyncio.create_task(Ledger(bus, database).serve(stop))
+        await bus.publish(ev.ProjectCreated(project_id="p2", aggregate_id="p2", name="more", repo_path="/tmp/y"))
+        await database.wait_for(PROJECTION, len(events) + 1, timeout=20)
+        stop.set()
+        await asyncio.wait_for(serving, 20)
+        again = await bus.js.consumer_info(bus.stream, "ledger")
+        assert again.config.ack_policy == "all" and again.ack_floor.stream_seq == len(events) + 1
+    finally:
+        await database.dispose()
