@@ -611,9 +611,13 @@ class Bus:
                 if msgs:
                     await self._handle_batch(durable, msgs, handler, ack_wait, max_deliver, backoff, ack_all)
         finally:
-            for m in await pull.close():  # delivered but not handled: handed back at once, not after the ack wait
+            left = await pull.close()
+            for m in left:  # delivered but not handled: handed back at once, not after the ack wait
                 with contextlib.suppress(Exception):
                     await m.nak()
+            if left:  # out of this connection's buffer before it closes (the naks are fire-and-forget)
+                with contextlib.suppress(Exception):
+                    await self.nc.flush(timeout=2)
 
     async def _handle_batch(self, consumer: str, msgs: list[Msg], handler: BatchHandler, ack_wait: float,
                             max_deliver: int, backoff: Sequence[float], ack_all: bool = False) -> None:

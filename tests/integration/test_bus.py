@@ -288,7 +288,8 @@ async def test_a_publish_returns_once_stored_and_fails_at_once_when_nothing_stor
 async def test_batches_come_once_each_in_log_order_and_a_stopped_consumer_hands_back_what_it_held(bus):
     """consume_batches keeps a pull request open, so events arrive while a batch is handled; those
     delivered but not yet handled when it stops go back at once: the next consumer gets them well
-    inside the ack wait (30 s), and nothing is handled twice."""
+    inside the ack wait (30 s), and nothing is handled twice. (A handed-back event may come after
+    newer ones that the server had not delivered yet: the order holds within one consumer's run.)"""
     published = await bus.publish_all([(ready(task=str(i)), None) for i in range(300)])
     first_stop, second_stop = asyncio.Event(), asyncio.Event()
     first: list[list[int]] = []
@@ -309,5 +310,5 @@ async def test_batches_come_once_each_in_log_order_and_a_stopped_consumer_hands_
     await asyncio.wait_for(bus.consume_batches("batched", [bus.events_subject], collect, stop=second_stop,
                                                max_batch=50, ack_wait=30.0), 15)
     handled = [s for batch in first for s in batch] + second
-    assert len(first) == 1 and len(first[0]) <= 50
-    assert handled == [p.seq for p in published]  # each once, in log order
+    assert len(first) == 1 and len(first[0]) <= 50 and first[0] == sorted(first[0])
+    assert sorted(handled) == [p.seq for p in published] and len(set(handled)) == len(handled)  # each once
