@@ -257,8 +257,7 @@ class RunState:
         """Keep the indexes in step with one task's move from `old` to `new`."""
         self.dispatched += (new == DISPATCHED) - (old == DISPATCHED)
         if old == DISPATCHED:
-            self._stop_running(t)
-            self.staged.discard(t.id)
+            self._leave_slot(t)
         busy = (new in LANE_BUSY) - (old in LANE_BUSY)
         if busy:
             lane = self.lane_key.get(t.id, t.id)
@@ -286,6 +285,11 @@ class RunState:
         if t.running:
             t.running = False
             self.running -= 1
+
+    def _leave_slot(self, t: TaskState) -> None:
+        """Its attempt neither holds an agent slot nor waits for one (it ended, or the task moved on)."""
+        self._stop_running(t)
+        self.staged.discard(t.id)
 
     def _touch(self, t: TaskState) -> None:
         """Re-derive what dependents see of `t` (hard: merged and its learning stored; soft: finished)."""
@@ -356,8 +360,7 @@ class RunState:
                 self._start_running(task)  # (AgentStarted: an attempt of a version that started without admission)
             case ev.AgentFinished() if task:
                 if e.attempt == task.attempt:
-                    self._stop_running(task)
-                    self.staged.discard(task.id)
+                    self._leave_slot(task)
                 task.finished_attempts[e.attempt] = e.outcome
                 if e.outcome == "rate_limited":
                     task.throttled += 1
@@ -771,11 +774,8 @@ def _admit(state: RunState) -> list[Decision]:
     waits), never behind attempts that wait for a slot in executors with a slot limit of their own.
     The scheduler alone decides how many agents run."""
     out: list[Decision] = []
-    while state.running < state.max_concurrency:
-        ready = [tid for tid in state.staged if state.tasks[tid].prepared]
-        if not ready:
-            break
-        t = state.tasks[min(ready, key=state.order_key.__getitem__)]
+    ready = sorted((tid for tid in state.staged if state.tasks[tid].prepared), key=state.order_key.__getitem__)
+    for t in (state.tasks[tid] for tid in ready[:max(0, state.max_concurrency - state.running)]):
         e = _task_event(state, ev.AgentAdmitted, t.id, attempt=t.attempt)
         out.append((e, f"{state.run_id}:{t.id}:{t.attempt}:AgentAdmitted"))
         state.apply(e)
