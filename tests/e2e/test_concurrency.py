@@ -23,29 +23,30 @@ def peak_in_flight(events: list[ev.Event]) -> int:
     return peak
 
 
-async def test_a_run_with_max_concurrency_six_runs_six_agents_at_once(nats_server, database_url, unique, git_repo):
+async def six_independent_tasks(nats_url: str, database_url: str, unique: str, git_repo,
+                                max_concurrency: int, agent_ms: int) -> list[ev.Event]:
+    """The log of a completed run of six tasks that need nothing of each other."""
     plan = {"name": "wide", "epics": [{"id": "E", "name": "E", "tasks": [
         {"id": f"t{i}", "title": f"Task {i}"} for i in range(6)]}]}
-    # Agents sleep long enough for the whole first wave to start before any finishes.
-    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 6}, agent={"provider": "sleep:4000"})
-    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": max_concurrency},
+                 agent={"provider": f"sleep:{agent_ms}"})
+    async with running_system(nats_url, database_url, unique, cfg) as (_, bus):
         started = await start_run(bus, plan, git_repo, cfg)
         end = await wait_for_end(bus, started.run_id)
         events = await events_of(bus, started.run_id)
     assert isinstance(end, ev.RunCompleted), end
+    return events
+
+
+async def test_a_run_with_max_concurrency_six_runs_six_agents_at_once(nats_server, database_url, unique, git_repo):
+    # Agents sleep long enough for the whole first wave to start before any finishes.
+    events = await six_independent_tasks(nats_server.url, database_url, unique, git_repo, 6, 4000)
     assert peak_in_flight(events) == 6  # above the 4 slots executors used to hard-code, never above the setting
 
 
 async def test_worktrees_are_prepared_ahead_of_a_free_slot_and_the_cap_still_holds(
         nats_server, database_url, unique, git_repo):
-    plan = {"name": "wide", "epics": [{"id": "E", "name": "E", "tasks": [
-        {"id": f"t{i}", "title": f"Task {i}"} for i in range(6)]}]}
-    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2}, agent={"provider": "sleep:1500"})
-    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
-        started = await start_run(bus, plan, git_repo, cfg)
-        end = await wait_for_end(bus, started.run_id)
-        events = await events_of(bus, started.run_id)
-    assert isinstance(end, ev.RunCompleted), end
+    events = await six_independent_tasks(nats_server.url, database_url, unique, git_repo, 2, 1500)
     assert peak_in_flight(events) == 2
     first_end = next(i for i, e in enumerate(events) if isinstance(e, ev.AgentFinished))
     before = events[:first_end]
