@@ -307,6 +307,8 @@ class Executor:
         if await self.bus.publish_all_in_run([created, agent_started()] if admitted else [created], e.run_id) is None:
             await self._finish(e, cancelled, commit="", wt=wt, started=started)
             return True
+        recorded: asyncio.Future = asyncio.get_running_loop().create_future()
+        recorded.set_result(True)
         if not admitted:
             admission = await self._admission(e, waiter, cancel)
             if admission is None:
@@ -314,9 +316,11 @@ class Executor:
                     return False  # its new holder goes on with it
                 await self._finish(e, cancelled, commit="", wt=wt, started=started)
                 return True
-            if await self.bus.publish_all_in_run([agent_started()], e.run_id) is None:
-                await self._finish(e, cancelled, commit="", wt=wt, started=started)
-                return True
+            # The agent starts while its AgentStarted is appended (a round trip of the slot's time):
+            # its first call's cost waits for the append, and a run found over stops it at once.
+            recorded = asyncio.ensure_future(self.bus.publish_all_in_run([agent_started()], e.run_id))
+            recorded.add_done_callback(lambda f: None if f.cancelled() or (f.exception() is None and f.result())
+                                       else cancel.set())
             slot_at = admission.occurred_at
         metrics.DISPATCH_LATENCY.record(metrics.seconds_since(slot_at), {"yf.resumed": bool(resumed_after)})
         previous = msgspec.to_builtins(e.previous_attempt) if e.previous_attempt.attempt else {}
@@ -332,6 +336,7 @@ class Executor:
         async def on_call(record: CallRecord) -> None:
             nonlocal calls
             calls += 1
+            await asyncio.wait([recorded])  # a cost follows its agent's start in the log
             metrics.COST.add(record.cost_usd, {"model": record.model})
             u = record.usage
             costs.append(asyncio.ensure_future(self.bus.publish_in_run(
@@ -393,6 +398,9 @@ class Executor:
             result = AgentResult(outcome="failure", summary="", error=f"{type(exc).__name__}: {exc}")
         # every call's cost is in the log before the attempt's end (the calls were made and paid either way)
         lost = [x for x in await asyncio.gather(*costs, return_exceptions=True) if isinstance(x, BaseException)]
+        if not await recorded:  # the run ended before the agent's start was appended: it was stopped
+            await self._finish(e, cancelled, commit="", wt=wt, started=started)
+            return True
         if lost:
             log.error("task %s attempt %s: a cost was not recorded: %s", e.task_id, e.attempt, lost[0])
             result = AgentResult(outcome="failure", summary="", error=f"cost not recorded: {lost[0]}")

@@ -37,6 +37,38 @@ async def test_run_cancelled_mid_task_stops_the_agent_within_two_seconds(nats_se
     assert not [e for e in events if isinstance(e, ev.BranchMerged)]
 
 
+async def test_a_run_cancelled_while_its_agents_start_is_appended_stops_that_agent(nats_server, database_url, unique,
+                                                                                  git_repo, monkeypatch):
+    """The agent starts while its AgentStarted is appended; a run found cancelled by that append stops
+    the agent at once: no start and no cost recorded for it, the attempt ends cancelled."""
+    from shared.bus import Bus
+
+    plan = {"name": "slow", "epics": [{"id": "E", "name": "E", "tasks": [{"id": "slow", "title": "Slow"}]}]}
+    cfg = config(parallel={"strategy": "by_task"}, agent={"provider": "sleep:120000"})
+    append = Bus.publish_all_in_run
+    refused: list = []
+    admin: list = []  # the test's own bus: the executor's identity may not cancel runs
+
+    async def cancel_first(self, items, run_id, **kwargs):
+        if [type(e) for e, _ in items] == [ev.AgentStarted] and not refused:
+            await cancel_run(admin[0], items[0][0].project_id, run_id)  # lands between admission and start
+            refused.append(await append(self, items, run_id, **kwargs))
+            return refused[-1]
+        return await append(self, items, run_id, **kwargs)
+
+    monkeypatch.setattr(Bus, "publish_all_in_run", cancel_first)
+    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
+        admin.append(bus)
+        started = await start_run(bus, plan, git_repo, cfg)
+        # a 120 s agent that was not stopped would not finish within this wait
+        finished = await next_event(bus, lambda e: isinstance(e, ev.AgentFinished) and e.run_id == started.run_id, 60)
+        events = await events_of(bus, started.run_id)
+    assert refused == [None]  # the fault happened: the start's append found the run cancelled
+    assert finished.outcome == "cancelled" and not finished.commit
+    assert [type(e) for e in events if isinstance(e, (ev.AgentAdmitted, ev.AgentStarted, ev.CostRecorded))] == [
+        ev.AgentAdmitted]
+
+
 async def test_a_run_followed_in_process_fails_clearly_when_a_service_dies(nats_server, database_url, unique,
                                                                            git_repo):
     from yokeflow.commands.runtime import _follow_while_served

@@ -59,3 +59,8 @@ async def test_worktrees_are_prepared_ahead_of_a_free_slot_and_the_cap_still_hol
     assert sorted(admitted) == [f"t{i}" for i in range(6)]  # once each
     for task in admitted:  # a slot goes only to an attempt whose worktree is ready, and its agent starts then
         assert position[("WorktreeCreated", task)] < position[("AgentAdmitted", task)] < position[("AgentStarted", task)]
+    # the agent starts while its AgentStarted is appended, but its calls' costs come after it in the log
+    costs = [i for i, e in enumerate(events) if isinstance(e, ev.CostRecorded)]
+    assert len(costs) == 12  # two calls per sleep agent
+    for i in costs:
+        assert position[("AgentStarted", events[i].task_id)] < i
