@@ -25,6 +25,7 @@ from shared.threads import Threads
 from shared.bus import Bus, Delivery
 from shared.config import Config
 from shared.gitops import GitError, WorktreeManager, find_commit, head_of, merge_branch, set_aside
+from shared.gitops.merge import MergeResult
 from shared.gitops.resolved import commit_resolution
 from services.merger import domain
 from services.merger.domain import RunView
@@ -78,7 +79,29 @@ class Merger:
             return
         target = run.target_branch
         trailers = domain.merge_trailers(run.run_id, action.task_id, action.attempt)
-        head = await self._git.run(head_of, run.repo_path, action.branch)
+        title = view.task_title(action.task_id)
+        message = f"Merge task {action.task_id}: {title}\n\n" + "".join(f"{k}: {v}\n" for k, v in trailers.items())
+        settings = run.settings
+
+        def merge() -> MergeResult:
+            return merge_branch(run.repo_path, action.branch, into=target, mode=settings.merge.mode, message=message,
+                                validate_command=settings.merge.validate_command or None,
+                                sandbox=settings.agent.sandbox)
+
+        # The usual merge (the branch as the agent left it) is one job on the git thread with the read of
+        # its head: when several agents end at once, each waited for the others' merges twice.
+        plain = not action.files and not action.commit
+        began = time.monotonic()
+        with telemetry.span(f"merge {action.branch}", {"yf.run_id": run.run_id, "yf.task_id": action.task_id,
+                                                       "yf.merge.target": target}) as span:
+            head, result, failed = await self._git.run(_head_then, run.repo_path, action.branch,
+                                                       merge if plain else None)
+            if result is not None:
+                telemetry.set_attributes(span, {"yf.merge.status": result.status, "yf.merge.commit": result.commit})
+                metrics.MERGE_DURATION.record(time.monotonic() - began, {"status": result.status})
+        if failed is not None:
+            await self._conflicted(view, action, cause, [], failed, head)
+            return
         if head is None:  # released after a merge whose event was lost, or never there
             found = await self._git.run(find_commit, run.repo_path, target, trailers)
             if found:
@@ -86,34 +109,10 @@ class Merger:
             else:
                 await self._conflicted(view, action, cause, [], f"branch {action.branch} does not exist")
             return
-        if action.files:  # the person's resolution from the web UI: committed on the branch, then merged
-            try:
-                head = await self._git.run(commit_resolution, run.repo_path, action.branch, target=target,
-                                               files=action.files, expected_head=action.commit)
-            except GitError as exc:
-                await self._conflicted(view, action, cause, [], f"resolution not committed: {exc}", head)
+        if result is None:  # a resolution to commit first, or a head the person accepted
+            result = await self._merge_chosen(view, action, cause, head, merge)
+            if result is None:
                 return
-            action = dataclasses.replace(action, commit=head, files=None)
-        if action.commit and head != action.commit:  # accept: what the person accepted, nothing since
-            await self._conflicted(view, action, cause, [], f"the resolution accepted is {action.commit[:12]} but "
-                                   f"{action.branch} is at {head[:12]}: accept its head, or retry the merge", head)
-            return
-        title = view.task_title(action.task_id)
-        message = f"Merge task {action.task_id}: {title}\n\n" + "".join(f"{k}: {v}\n" for k, v in trailers.items())
-        try:
-            began = time.monotonic()
-            with telemetry.span(f"merge {action.branch}", {"yf.run_id": run.run_id, "yf.task_id": action.task_id,
-                                                           "yf.merge.target": target}) as span:
-                result = await self._git.run(
-                    merge_branch, run.repo_path, action.branch, into=target,
-                    mode=view.started.settings.merge.mode, message=message,
-                    validate_command=view.started.settings.merge.validate_command or None,
-                    sandbox=view.started.settings.agent.sandbox)
-                telemetry.set_attributes(span, {"yf.merge.status": result.status, "yf.merge.commit": result.commit})
-                metrics.MERGE_DURATION.record(time.monotonic() - began, {"status": result.status})
-        except GitError as exc:
-            await self._conflicted(view, action, cause, [], str(exc), head)
-            return
         for warning in result.warnings:
             log.warning("%s", warning)
         if self.crash_after_ref_update and result.status == "merged":
@@ -132,6 +131,35 @@ class Merger:
         else:
             reason = "merge conflict" if result.status == "conflict" else f"merge {result.status}"
             await self._conflicted(view, action, cause, result.conflicts, reason, head)
+
+    async def _merge_chosen(self, view: RunView, action: domain.Merge, cause: ev.Event, head: str,
+                            merge) -> MergeResult | None:
+        """The merge of what a person chose: their resolution from the web UI committed on the branch
+        first, or the head they accepted (and nothing since). None when it was refused (recorded)."""
+        run = view.started
+        if action.files:
+            try:
+                head = await self._git.run(commit_resolution, run.repo_path, action.branch, target=run.target_branch,
+                                           files=action.files, expected_head=action.commit)
+            except GitError as exc:
+                await self._conflicted(view, action, cause, [], f"resolution not committed: {exc}", head)
+                return None
+            action = dataclasses.replace(action, commit=head, files=None)
+        if action.commit and head != action.commit:
+            await self._conflicted(view, action, cause, [], f"the resolution accepted is {action.commit[:12]} but "
+                                   f"{action.branch} is at {head[:12]}: accept its head, or retry the merge", head)
+            return None
+        began = time.monotonic()
+        with telemetry.span(f"merge {action.branch}", {"yf.run_id": run.run_id, "yf.task_id": action.task_id,
+                                                       "yf.merge.target": run.target_branch}) as span:
+            try:
+                result = await self._git.run(merge)
+            except GitError as exc:
+                await self._conflicted(view, action, cause, [], str(exc), head)
+                return None
+            telemetry.set_attributes(span, {"yf.merge.status": result.status, "yf.merge.commit": result.commit})
+            metrics.MERGE_DURATION.record(time.monotonic() - began, {"status": result.status})
+        return result
 
     async def set_aside(self, view: RunView, action: domain.Reset, cause: ev.Event) -> None:
         """Point the task's branch at the target for a new attempt; the old work stays at its own ref."""
@@ -214,12 +242,24 @@ class Merger:
                     ("RunStarted", "BatchesComputed", "AgentFinished", "MergeRequested", "BranchMerged", "BranchReset",
                      "BatchMerged", "RunCompleted", "RunFailed", "RunCancelled")]
         try:
-            # two at once: one merge's bus round trips (run check, BranchMerged, ack) overlap the next
-            # one's git work, which stays serial in order on the merger's one git thread
+            # a few at once: merges' bus round trips (run check, BranchMerged, ack) overlap the others'
+            # git work, which stays serial in order on the merger's one git thread (agents often end
+            # together: the first tasks of a run, a wave of dependents)
             await self.bus.consume("merger", subjects, self.handle, stop=stop, ack_wait=self.ack_wait, max_deliver=5,
-                                   concurrency=2)
+                                   concurrency=4)
         finally:
             self._git.close()
+
+
+def _head_then(repo_path: str, branch: str, merge) -> tuple[str | None, MergeResult | None, str | None]:
+    """The branch's head, then `merge()` if given and the branch exists: (head, result, refusal)."""
+    head = head_of(repo_path, branch)
+    if head is None or merge is None:
+        return head, None, None
+    try:
+        return head, merge(), None
+    except GitError as exc:
+        return head, None, str(exc)
 
 
 def _worktree_name(path: str) -> str:
