@@ -14,7 +14,10 @@ from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from dulwich.file import FileLocked
 from dulwich.object_store import BaseObjectStore
+
+from shared.gitops.locks import LockFile
 
 _HEADER = struct.Struct(">4sII")
 _STAT = struct.Struct(">10I")       # ctime s, ns, mtime s, ns, dev, ino, mode, uid, gid, size
@@ -268,33 +271,20 @@ def _splice(index: IndexFile, removed: set[bytes], changed: dict[bytes, bytes]):
     return new_paths, raw, b"".join(pieces), new_starts
 
 
-class IndexLock:
-    """`index.lock` held as git holds it: taken before the index is read, renamed over it to commit."""
+class IndexLock(LockFile):
+    """`index.lock` held as git holds it: taken before the index is read, renamed over it to commit.
+    Held by someone else, it is refused at once with what to do (a checkout is not waited for)."""
 
     def __init__(self, index_path: str) -> None:
-        self.index_path, self.path = index_path, index_path + ".lock"
         try:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except FileExistsError:
-            raise OSError(f"{self.path} exists: another git process is using this checkout; "
+            super().__init__(index_path, 0o666)
+        except FileLocked:
+            raise OSError(f"{index_path}.lock exists: another git process is using this checkout; "
                           f"remove the file if no git command is running") from None
 
-    def commit(self, data: bytes) -> os.stat_result:
-        with os.fdopen(self.fd, "wb") as f:
-            self.fd = -1
-            f.write(data)
-        os.replace(self.path, self.index_path)
-        self.path = ""
-        return os.stat(self.index_path)
-
-    def __enter__(self) -> IndexLock:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-        if self.path and os.path.exists(self.path):
-            os.unlink(self.path)
+    def commit(self, data: bytes, *, fsync: bool = False) -> os.stat_result:
+        super().commit(data, fsync=fsync)
+        return os.stat(self.path)
 
 
 def write_index(lock: IndexLock, index: IndexFile, removed: set[bytes], changed: dict[bytes, bytes],

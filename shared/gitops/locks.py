@@ -17,6 +17,50 @@ REF_LOCK_STALE_S = 10.0     # a ref's lock is held for a moment: older means its
 OBJECT_LOCK_STALE_S = 60.0  # a loose object's lock is held while it is written, large blobs included
 
 
+class LockFile:
+    """git's `<file>.lock`: created with O_EXCL (FileLocked while someone else holds it), written, and
+    renamed over the file to commit; removed if not committed (`abort()`, or on leaving a `with`)."""
+
+    def __init__(self, path: str | bytes, mode: int = 0o644):
+        self.path = path
+        self.lock = path + (b".lock" if isinstance(path, bytes) else ".lock")
+        try:
+            self.fd = os.open(self.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        except FileExistsError:
+            raise FileLocked(os.fsdecode(path), os.fsdecode(self.lock)) from None
+        self.held = True  # the lock file is ours until renamed or removed
+
+    def commit(self, data: bytes, *, fsync: bool = False) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+            if fsync:
+                os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+        os.replace(self.lock, self.path)
+        self.held = False
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.held:
+            self.held = False
+            try:
+                os.unlink(self.lock)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "LockFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.abort()
+
+
 @contextmanager
 def file_lock(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,14 +8,13 @@ from __future__ import annotations
 import os
 import time
 
-from dulwich.file import FileLocked
 from dulwich.refs import SYMREF, ZERO_SHA, check_ref_format, is_per_worktree_ref
 from dulwich.reflog import format_reflog_line
 from dulwich.repo import Repo, get_user_identity
 
 from shared.config import process_env
 from shared.gitops.errors import GitError
-from shared.gitops.locks import ref_update
+from shared.gitops.locks import LockFile, ref_update
 
 # git's core.fsync component names (config.c, fsync_component_names) -> do they include references
 _REF_COMPONENTS = {"reference", "committed", "added", "all"}
@@ -80,36 +79,6 @@ def _repo_settings(repo: Repo) -> tuple[bool, bytes]:
     return found
 
 
-class _Lock:
-    """`<path>.lock`, taken with O_EXCL as git takes it; FileLocked while someone else holds it."""
-
-    def __init__(self, path: bytes):
-        self.path, self.lock = path, path + b".lock"
-        try:
-            self.fd = os.open(self.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            raise FileLocked(os.fsdecode(path), os.fsdecode(self.lock)) from None
-
-    def commit(self, data: bytes, fsync: bool) -> None:
-        try:
-            os.write(self.fd, data)
-            if fsync:
-                os.fsync(self.fd)
-        finally:
-            os.close(self.fd)
-            self.fd = -1
-        os.replace(self.lock, self.path)
-
-    def abort(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        try:
-            os.unlink(self.lock)
-        except FileNotFoundError:
-            pass
-
-
 def _resolve(repo: Repo, name: bytes) -> bytes:
     """The ref a write to `name` lands on: symbolic refs (HEAD) followed, as git does."""
     real = name
@@ -156,21 +125,15 @@ def _write(repo: Repo, name: bytes, expect, new: bytes, message: bytes | None) -
         parent = parent.rpartition(b"/")[0]
     fsync, who = _repo_settings(repo)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    lock = _Lock(path)
-    try:
+    with LockFile(path) as lock:   # removed unless committed
         current = _current(repo, real)   # read again under the lock: the compare in compare-and-set
         if expect is not ... and current != expect:
-            lock.abort()
             return False
         if current == new:
-            lock.abort()
             return True
         if message is not None:   # as dulwich did: a line in the ref's log when the caller gives a message
             _reflog(repo, real, current, new, who, message)
-        lock.commit(new + b"\n", fsync)
-    except BaseException:
-        lock.abort()
-        raise
+        lock.commit(new + b"\n", fsync=fsync)
     return True
 
 
