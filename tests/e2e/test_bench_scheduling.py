@@ -18,7 +18,8 @@ FIELDS = {"makespan_s", "lower_bound_s", "efficiency", "dispatch_p50_ms", "dispa
 
 
 def test_quick_benchmark_reports_every_policy_and_scale_point():
-    proc = subprocess.run([sys.executable, "-m", "bench.scheduling", "--quick", "--json", "--processes"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "bench.scheduling", "--quick", "--json", "--processes", "--repeats", "3"],
+                          cwd=ROOT,
                           capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
@@ -29,6 +30,10 @@ def test_quick_benchmark_reports_every_policy_and_scale_point():
         assert rec["completed"] and rec["tasks"] == 9
         assert 0 < rec["efficiency"] <= 1.0 and rec["makespan_s"] >= rec["lower_bound_s"]
         assert 1 <= rec["peak_agents"] <= rec["concurrency"]
+    for name, rec in out["policies"].items():  # the median of three runs; sequential once
+        runs = rec["efficiency_of_each_run"]
+        assert rec["repeats"] == len(runs) == (1 if name == "sequential" else 3), name
+        assert rec["efficiency"] == sorted(runs)[len(runs) // 2], name
     assert out["policies"]["sequential"]["peak_agents"] == 1
     assert out["policies"]["sequential"]["speedup"] == 1.0
     assert [r["plan_tasks"] for r in out["scale"]] == [9, 18]
