@@ -33,7 +33,9 @@ from shared.gitops.fswatch import DirectoryWatch
 from shared.gitops.objects import blob_data, cached_store, changed_names, tree_entries
 from shared.gitops.treeedit import Edit, apply_edits
 
-_MAX_CHECKOUTS = 32    # a merger follows one checkout per target; executors judge one per agent
+# a merger follows one checkout per target; an executor judges one per worktree, and a run by epic
+# keeps one per epic (100 at 1,000 tasks): a checkout dropped from here is walked in full next time
+_MAX_CHECKOUTS = 256
 use_watches = True   # False: every check lstats every tracked file (the benchmark compares both)
 
 
