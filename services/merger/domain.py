@@ -168,10 +168,17 @@ def complete_batches(view: RunView) -> list[int]:
 
 
 def releases_worktree(view: RunView, task_id: str) -> bool:
-    """Whether the merge of `task_id` frees its worktree now (by_epic: at the run's end; a smart lane:
-    with its last merge; by_task: at once)."""
+    """Whether the merge of `task_id` frees its worktree now: with the last merge of its epic
+    (by_epic) or of its smart lane; at once (by_task)."""
     strategy = view.started.settings.parallel.strategy
     if strategy == "by_epic":
-        return False
+        plan = view.plan()
+        if plan is None:
+            return False  # released at the run's end
+        try:
+            epic = plan.epic(plan.task(task_id).epic_id)
+        except KeyError:
+            return False
+        return all(t.id in view.merged for t in epic.tasks)
     lane = view.lanes().get(task_id) if strategy == "smart" else None
     return lane is None or all(t in view.merged for t in lane.task_ids)

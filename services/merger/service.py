@@ -216,9 +216,9 @@ class Merger:
             return  # the epic's or lane's next task reuses the worktree; released later
         manager = WorktreeManager(view.started.repo_path, target_branch=view.started.target_branch)
         path = view.finished[task_id].worktree_dir if task_id in view.finished else ""
-        if path:
+        if path:  # kept as a spare: the next epic's or lane's new worktree takes it over
             await self._git.run(_release_quietly, manager, _worktree_name(path),
-                                    not view.started.settings.merge.keep_branches)
+                                not view.started.settings.merge.keep_branches, True)
 
     async def _cleanup_run(self, view: RunView) -> None:
         manager = WorktreeManager(view.started.repo_path, target_branch=view.started.target_branch)
@@ -227,6 +227,7 @@ class Merger:
             finished = view.finished.get(task_id)
             if finished and finished.worktree_dir:
                 await self._git.run(_release_quietly, manager, _worktree_name(finished.worktree_dir), not keep)
+        await self._git.run(manager.drop_spares)  # released checkouts kept for reuse: none after the run
 
     async def _announce_batches(self, view: RunView, cause: ev.Event) -> None:
         run = view.started
@@ -267,9 +268,9 @@ def _worktree_name(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _release_quietly(manager: WorktreeManager, name: str, delete_branch: bool) -> None:
+def _release_quietly(manager: WorktreeManager, name: str, delete_branch: bool, keep_for_reuse: bool = False) -> None:
     try:
-        manager.release(name, delete_branch=delete_branch)
+        manager.release(name, delete_branch=delete_branch, keep_for_reuse=keep_for_reuse)
     except GitError as exc:  # already gone: cleanup is best effort, the merge is what counts
         log.info("cleanup of worktree %s: %s", name, exc)
 

@@ -4,8 +4,10 @@ crash, kept up to date with the target branch, with its own port block and setup
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,8 @@ from shared.sandbox import Jail, SandboxUnavailable
 
 WORKTREES_DIR = ".worktrees"
 _META = "yokeflow.json"
+_SPARE = ".spare-"   # a released checkout kept for reuse (worktree names never start with a dot)
+MAX_SPARES = 4   # enough for the epics that start while others end; each costs a checkout's disk
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class WorktreeManager:
         return self.root / WORKTREES_DIR / worktree_dir_name(name)
 
     def _admin(self, name: str) -> Path:
-        return self.git_dir / "worktrees" / worktree_dir_name(name)
+        return self.git_dir / "worktrees" / (name if name.startswith(_SPARE) else worktree_dir_name(name))
 
     def _lock(self):
         return file_lock(self.git_dir / "yokeflow-worktrees.lock")
@@ -120,8 +124,10 @@ class WorktreeManager:
                 if read_ref(repo, branch) is None:
                     add_ref(repo, ref, target_tip)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self._add_worktree(repo, path, dirname, ref)
-                meta = {"name": name, "branch": branch, "created_at": time.time()}
+                spare = self._adopt_spare(repo, path, dirname, ref)
+                if spare is None:
+                    self._add_worktree(repo, path, dirname, ref)
+                meta = {"name": name, "branch": branch, "created_at": time.time(), **(spare or {})}
             if "port_base" not in meta:   # reading every other worktree's record once, not on every reuse
                 meta["port_base"] = self._allocate_port(dirname)
             with Repo(str(path)) as wt:
@@ -227,8 +233,11 @@ class WorktreeManager:
         # no record rewritten for the time: prune reads it from the index and the branch's ref file
         return commit.id.decode()
 
-    def release(self, name: str, *, delete_branch: bool = True) -> None:
-        """Remove the worktree (files and git's bookkeeping) and, by default, its branch."""
+    def release(self, name: str, *, delete_branch: bool = True, keep_for_reuse: bool = False) -> None:
+        """Remove the worktree (files and git's bookkeeping) and, by default, its branch.
+        `keep_for_reuse`: the checkout is kept as a spare (at most MAX_SPARES) that the next new
+        worktree takes over, writing only the files that differ, instead of checking out every file
+        of the repository again (a run by epic makes one worktree per epic)."""
         dirname = worktree_dir_name(name)
         with self._lock(), open_repo(self.root) as repo:
             admin = self._admin(dirname)
@@ -236,10 +245,81 @@ class WorktreeManager:
             if (admin / "HEAD").exists():
                 head = (admin / "HEAD").read_bytes().strip()
                 branch = head[5:] if head.startswith(b"ref: ") else None
-            shutil.rmtree(self.path_of(name), ignore_errors=True)
-            shutil.rmtree(admin, ignore_errors=True)
+            if not (keep_for_reuse and branch and self._keep_spare(repo, dirname, branch)):
+                shutil.rmtree(self.path_of(name), ignore_errors=True)
+                shutil.rmtree(admin, ignore_errors=True)
             if delete_branch and branch and branch != branch_ref(self.target) and branch in repo.refs:
                 del repo.refs[branch]
+
+    # -- spares: released checkouts kept for the next new worktree ---------------
+    def _spares(self) -> list[str]:
+        admin_root = self.git_dir / "worktrees"
+        found = [a.name for a in admin_root.iterdir() if a.name.startswith(_SPARE)] if admin_root.is_dir() else []
+        return sorted(found, key=lambda n: self._read_meta(n).get("spared_at", 0.0))
+
+    def drop_spares(self) -> None:
+        """Remove the spares (at a run's end: they take a checkout's disk each)."""
+        with self._lock():
+            for spare in self._spares():
+                shutil.rmtree(self.root / WORKTREES_DIR / spare, ignore_errors=True)
+                shutil.rmtree(self._admin(spare), ignore_errors=True)
+
+    def _point(self, path: Path, admin: Path) -> None:
+        """git's pointers both ways between a worktree folder and its bookkeeping folder."""
+        (path / ".git").write_bytes(b"gitdir: " + bytes(admin) + b"\n")
+        (admin / "gitdir").write_bytes(bytes(path / ".git") + b"\n")
+
+    def _keep_spare(self, repo: Repo, dirname: str, branch: bytes) -> bool:
+        """Turn the worktree into a spare: left clean at its branch's tree, HEAD detached there (the
+        branch may go), moved aside under a name no worktree has. False when it cannot be (then it
+        is removed as before)."""
+        path, admin = self.root / WORKTREES_DIR / dirname, self._admin(dirname)
+        head = read_ref(repo, branch.decode())
+        if head is None or not (path / ".git").is_file() or len(self._spares()) >= MAX_SPARES:
+            return False
+        tree = repo[head].tree
+        try:
+            with Repo(str(path)) as wt:
+                clear_merge_state(wt)
+                reset_to(wt, tree)   # what the agent left untracked or modified goes; the index lists `tree`
+        except (OSError, KeyError, ValueError, GitError):
+            return False
+        spare = f"{_SPARE}{uuid.uuid4().hex[:12]}"
+        meta = self._read_meta(dirname)
+        (admin / "HEAD").write_bytes(head + b"\n")   # detached: no longer holds the branch
+        spare_path, spare_admin = self.root / WORKTREES_DIR / spare, self._admin(spare)
+        os.rename(path, spare_path)
+        os.rename(admin, spare_admin)
+        self._point(spare_path, spare_admin)
+        self._write_meta(spare, {"tree": tree.decode(), "port_base": meta.get("port_base"), "spared_at": time.time()})
+        return True
+
+    def _adopt_spare(self, repo: Repo, path: Path, dirname: str, ref: bytes) -> dict | None:
+        """Take the newest spare as the worktree `dirname` on `ref`, its files and index moved from the
+        spare's tree to the branch's (only what differs is written); None when there is none."""
+        for spare in reversed(self._spares()):
+            spare_path, spare_admin = self.root / WORKTREES_DIR / spare, self._admin(spare)
+            meta = self._read_meta(spare)
+            try:
+                old_tree = meta["tree"].encode()
+                os.rename(spare_path, path)
+            except (KeyError, AttributeError, OSError):
+                shutil.rmtree(spare_path, ignore_errors=True)   # a spare half made by a crash: gone
+                shutil.rmtree(spare_admin, ignore_errors=True)
+                continue
+            admin = self._admin(dirname)
+            os.rename(spare_admin, admin)
+            self._point(path, admin)
+            (admin / "HEAD").write_bytes(b"ref: " + ref + b"\n")
+            try:
+                with Repo(str(path)) as wt:
+                    switch_tree(wt, old_tree, repo[repo.refs[ref]].tree)
+            except (OSError, KeyError, ValueError, GitError):
+                shutil.rmtree(path, ignore_errors=True)   # not usable after all: a fresh checkout instead
+                shutil.rmtree(admin, ignore_errors=True)
+                return None
+            return {"port_base": meta["port_base"]} if meta.get("port_base") is not None else {}
+        return None
 
     def list(self) -> list[Worktree]:
         found = []
@@ -247,7 +327,7 @@ class WorktreeManager:
         with open_repo(self.root) as repo:
             for path in sorted(base.iterdir()) if base.is_dir() else []:
                 admin = self._admin(path.name)
-                if not (admin / "HEAD").exists():
+                if path.name.startswith(_SPARE) or not (admin / "HEAD").exists():
                     continue
                 head_ref = (admin / "HEAD").read_bytes().strip()
                 branch = head_ref[5:].decode() if head_ref.startswith(b"ref: ") else ""
@@ -279,6 +359,13 @@ class WorktreeManager:
         base = self.root / WORKTREES_DIR
         for path in sorted(base.iterdir()) if base.is_dir() else []:
             meta = self._read_meta(path.name)
+            if path.name.startswith(_SPARE):   # a spare: no branch, no work of its own
+                if now - meta.get("spared_at", 0.0) >= older_than_s:
+                    with self._lock():
+                        shutil.rmtree(path, ignore_errors=True)
+                        shutil.rmtree(self._admin(path.name), ignore_errors=True)
+                    removed.append(path.name)
+                continue
             last = self._last_used(path, meta)
             if now - last < older_than_s:
                 continue

@@ -276,6 +276,53 @@ def test_release_and_prune(git_repo):
     assert head_of(git_repo, "task/merged") is None
 
 
+def test_a_released_worktree_kept_for_reuse_becomes_the_next_new_one_writing_only_what_differs(git_repo):
+    wm = WorktreeManager(git_repo)
+    first = wm.acquire("e1", "epic/1-first")
+    (first.path / "mine.txt").write_text("mine\n")
+    wm.commit_all(first, "mine")
+    assert merge_branch(git_repo, "epic/1-first", into="main", message="merge e1").status == "merged"
+    (first.path / "junk.tmp").write_text("left behind\n")
+    before = (first.path / "README.md").stat()
+    wm.release("e1", keep_for_reuse=True)
+    assert not first.path.exists() and wm.list() == [] and head_of(git_repo, "epic/1-first") is None
+    (git_repo / "theirs.txt").write_text("theirs\n")   # main moves on while the checkout waits
+    git(git_repo, "add", "theirs.txt")
+    git(git_repo, "commit", "-q", "-m", "main moved")
+    second = wm.acquire("e2", "epic/2-second")
+    assert not second.reused and second.port_base == first.port_base
+    now = (second.path / "README.md").stat()
+    assert (now.st_ino, now.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # the same file, not rewritten
+    assert (second.path / "mine.txt").read_text() == "mine\n" and (second.path / "theirs.txt").exists()
+    assert not (second.path / "junk.tmp").exists()
+    assert git(second.path, "rev-parse", "--abbrev-ref", "HEAD") == "epic/2-second"
+    assert git(second.path, "status", "--porcelain") == ""
+    assert git(second.path, "rev-parse", "HEAD") == git(git_repo, "rev-parse", "main")
+    listed = git(git_repo, "worktree", "list")
+    assert str(second.path) in listed and ".spare-" not in listed
+    third = wm.acquire("e3", "epic/3-third")  # no spare left: a checkout of its own
+    assert (third.path / "theirs.txt").exists() and git(third.path, "status", "--porcelain") == ""
+
+
+def test_spares_are_capped_dropped_at_a_runs_end_and_pruned(git_repo):
+    from shared.gitops.worktrees import MAX_SPARES
+
+    wm = WorktreeManager(git_repo)
+    for i in range(MAX_SPARES + 2):
+        wm.acquire(f"s{i}", f"task/s{i}")
+    for i in range(MAX_SPARES + 2):
+        wm.release(f"s{i}", keep_for_reuse=True)
+    spares = [p.name for p in (git_repo / ".worktrees").iterdir()]
+    assert len(spares) == MAX_SPARES and all(n.startswith(".spare-") for n in spares)
+    wm.drop_spares()
+    assert list((git_repo / ".worktrees").iterdir()) == []
+    assert ".spare-" not in git(git_repo, "worktree", "list")
+    wm.acquire("p1", "task/p1")
+    wm.release("p1", keep_for_reuse=True)
+    assert [n.startswith(".spare-") for n in wm.prune(0)] == [True]
+    assert list((git_repo / ".worktrees").iterdir()) == []
+
+
 def test_bare_or_missing_repository_is_a_clear_error(tmp_path):
     with pytest.raises(GitError, match="not a git repository"):
         WorktreeManager(tmp_path)

@@ -87,11 +87,14 @@ def test_a_batch_completes_once_when_its_last_task_is_merged():
 
 
 def test_worktrees_are_released_by_strategy():
-    state = domain.MergerState()
-    for strategy, expected in (("by_task", True), ("by_epic", False)):
-        state = domain.MergerState()
-        view = state.apply(started(strategy))
-        assert domain.releases_worktree(view, "a") is expected
+    view = domain.MergerState().apply(started("by_task"))
+    assert domain.releases_worktree(view, "a") is True  # by task: with its own merge
+    state = domain.MergerState()  # by epic: with the epic's last merge (its worktree is the epic's)
+    for e in (started("by_epic"), merged("a"), merged("c")):
+        view = state.apply(e)
+    assert domain.releases_worktree(view, "c") is False
+    view = state.apply(merged("b"))
+    assert domain.releases_worktree(view, "b") is True
 
 
 def test_a_persons_accept_pins_the_commit_and_a_rerun_sets_the_attempt_aside_once():
