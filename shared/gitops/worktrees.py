@@ -37,7 +37,7 @@ from shared.sandbox import Jail, SandboxUnavailable
 
 WORKTREES_DIR = ".worktrees"
 _META = "yokeflow.json"
-_SPARE = ".spare-"   # a released checkout kept for reuse (worktree names never start with a dot)
+_SPARE = "spare_"   # a released checkout kept for reuse (worktree names are [a-z0-9-]: never this)
 MAX_SPARES = 4   # enough for the epics that start while others end; each costs a checkout's disk
 
 

@@ -299,7 +299,10 @@ def test_a_released_worktree_kept_for_reuse_becomes_the_next_new_one_writing_onl
     assert git(second.path, "status", "--porcelain") == ""
     assert git(second.path, "rev-parse", "HEAD") == git(git_repo, "rev-parse", "main")
     listed = git(git_repo, "worktree", "list")
-    assert str(second.path) in listed and ".spare-" not in listed
+    assert str(second.path) in listed and "spare_" not in listed
+    wm.acquire("e4", "epic/4-fourth")
+    wm.release("e4", keep_for_reuse=True)  # a spare waiting: git's own checks accept it
+    assert subprocess.run(["git", "fsck", "--no-dangling"], cwd=git_repo, capture_output=True).returncode == 0
     third = wm.acquire("e3", "epic/3-third")  # no spare left: a checkout of its own
     assert (third.path / "theirs.txt").exists() and git(third.path, "status", "--porcelain") == ""
 
@@ -313,13 +316,13 @@ def test_spares_are_capped_dropped_at_a_runs_end_and_pruned(git_repo):
     for i in range(MAX_SPARES + 2):
         wm.release(f"s{i}", keep_for_reuse=True)
     spares = [p.name for p in (git_repo / ".worktrees").iterdir()]
-    assert len(spares) == MAX_SPARES and all(n.startswith(".spare-") for n in spares)
+    assert len(spares) == MAX_SPARES and all(n.startswith("spare_") for n in spares)
     wm.drop_spares()
     assert list((git_repo / ".worktrees").iterdir()) == []
-    assert ".spare-" not in git(git_repo, "worktree", "list")
+    assert "spare_" not in git(git_repo, "worktree", "list")
     wm.acquire("p1", "task/p1")
     wm.release("p1", keep_for_reuse=True)
-    assert [n.startswith(".spare-") for n in wm.prune(0)] == [True]
+    assert [n.startswith("spare_") for n in wm.prune(0)] == [True]
     assert list((git_repo / ".worktrees").iterdir()) == []
 
 
