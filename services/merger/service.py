@@ -84,9 +84,14 @@ class Merger:
         settings = run.settings
 
         def merge() -> MergeResult:
-            return merge_branch(run.repo_path, action.branch, into=target, mode=settings.merge.mode, message=message,
-                                validate_command=settings.merge.validate_command or None,
-                                sandbox=settings.agent.sandbox)
+            result = merge_branch(run.repo_path, action.branch, into=target, mode=settings.merge.mode, message=message,
+                                  validate_command=settings.merge.validate_command or None,
+                                  sandbox=settings.agent.sandbox)
+            if self.crash_after_ref_update and result.status == "merged":  # on the git thread: no next merge begins
+                log.critical("crash point: %s moved to %s for task %s; dying before the event and the ack",
+                             target, result.commit, action.task_id)
+                os._exit(17)
+            return result
 
         # The usual merge (the branch as the agent left it) is one job on the git thread with the read of
         # its head: when several agents end at once, each waited for the others' merges twice.
@@ -115,10 +120,6 @@ class Merger:
                 return
         for warning in result.warnings:
             log.warning("%s", warning)
-        if self.crash_after_ref_update and result.status == "merged":
-            log.critical("crash point: %s moved to %s for task %s; dying before the event and the ack",
-                         target, result.commit, action.task_id)
-            os._exit(17)
         if result.status == "merged":
             await self._merged(view, action, cause, commit=result.commit or "", tree=result.tree or "",
                                status="merged", warnings=list(result.warnings))
