@@ -124,6 +124,10 @@ class WorktreeManager:
                 if read_ref(repo, branch) is None:
                     add_ref(repo, ref, target_tip)
                 path.parent.mkdir(parents=True, exist_ok=True)
+                elsewhere = self._checked_out_at(repo, ref)
+                if elsewhere is not None:
+                    raise GitError(f"cannot create worktree {path} on {branch}: the branch is already checked "
+                                   f"out at {elsewhere}")
                 spare = self._adopt_spare(repo, path, dirname, ref)
                 if spare is None:
                     self._add_worktree(repo, path, dirname, ref)
@@ -146,17 +150,12 @@ class WorktreeManager:
         return Worktree(name, path, branch, target_tip.decode(), head.decode(), reused, meta["port_base"])
 
     def _add_worktree(self, repo: Repo, path: Path, dirname: str, ref: bytes) -> None:
-        """`git worktree add <path> <branch>`: the pointer files both ways, HEAD on the branch, and one
-        checkout of its tree written straight into the empty folder."""
-        elsewhere = self._checked_out_at(repo, ref)
-        if elsewhere is not None:
-            raise GitError(f"cannot create worktree {path} on {ref.decode().removeprefix('refs/heads/')}: "
-                           f"the branch is already checked out at {elsewhere}")
+        """`git worktree add <path> <branch>` (the branch checked out nowhere else): the pointer files
+        both ways, HEAD on the branch, and one checkout of its tree written straight into the empty folder."""
         admin = self._admin(dirname)
         path.mkdir(parents=True)
         admin.mkdir(parents=True)
-        (path / ".git").write_bytes(b"gitdir: " + bytes(admin) + b"\n")
-        (admin / "gitdir").write_bytes(bytes(path / ".git") + b"\n")
+        self._point(path, admin)
         (admin / "commondir").write_bytes(b"../..\n")
         (admin / "HEAD").write_bytes(b"ref: " + ref + b"\n")
         with Repo(str(path)) as wt:
@@ -261,8 +260,11 @@ class WorktreeManager:
         """Remove the spares (at a run's end: they take a checkout's disk each)."""
         with self._lock():
             for spare in self._spares():
-                shutil.rmtree(self.root / WORKTREES_DIR / spare, ignore_errors=True)
-                shutil.rmtree(self._admin(spare), ignore_errors=True)
+                self._remove_spare(spare)
+
+    def _remove_spare(self, spare: str) -> None:
+        shutil.rmtree(self.root / WORKTREES_DIR / spare, ignore_errors=True)
+        shutil.rmtree(self._admin(spare), ignore_errors=True)
 
     def _point(self, path: Path, admin: Path) -> None:
         """git's pointers both ways between a worktree folder and its bookkeeping folder."""
@@ -304,8 +306,7 @@ class WorktreeManager:
                 old_tree = meta["tree"].encode()
                 os.rename(spare_path, path)
             except (KeyError, AttributeError, OSError):
-                shutil.rmtree(spare_path, ignore_errors=True)   # a spare half made by a crash: gone
-                shutil.rmtree(spare_admin, ignore_errors=True)
+                self._remove_spare(spare)   # a spare half made by a crash: gone
                 continue
             admin = self._admin(dirname)
             os.rename(spare_admin, admin)
@@ -362,8 +363,7 @@ class WorktreeManager:
             if path.name.startswith(_SPARE):   # a spare: no branch, no work of its own
                 if now - meta.get("spared_at", 0.0) >= older_than_s:
                     with self._lock():
-                        shutil.rmtree(path, ignore_errors=True)
-                        shutil.rmtree(self._admin(path.name), ignore_errors=True)
+                        self._remove_spare(path.name)
                     removed.append(path.name)
                 continue
             last = self._last_used(path, meta)

@@ -307,6 +307,17 @@ def test_a_released_worktree_kept_for_reuse_becomes_the_next_new_one_writing_onl
     assert (third.path / "theirs.txt").exists() and git(third.path, "status", "--porcelain") == ""
 
 
+def test_a_spare_never_checks_out_a_branch_that_is_checked_out_elsewhere(git_repo):
+    wm = WorktreeManager(git_repo)
+    wm.acquire("a", "task/x")
+    wm.acquire("b", "task/b")
+    wm.release("b", keep_for_reuse=True)
+    with pytest.raises(GitError, match="task/x: the branch is already checked out at"):
+        wm.acquire("c", "task/x")
+    assert not (git_repo / ".worktrees" / "c").exists()
+    assert [p.name.startswith("spare_") for p in (git_repo / ".worktrees").iterdir() if p.name != "a"] == [True]
+
+
 def test_spares_are_capped_dropped_at_a_runs_end_and_pruned(git_repo):
     from shared.gitops.worktrees import MAX_SPARES
 
