@@ -83,10 +83,15 @@ class Merger:
         message = f"Merge task {action.task_id}: {title}\n\n" + "".join(f"{k}: {v}\n" for k, v in trailers.items())
         settings = run.settings
 
-        def merge() -> MergeResult:
-            result = merge_branch(run.repo_path, action.branch, into=target, mode=settings.merge.mode, message=message,
-                                  validate_command=settings.merge.validate_command or None,
-                                  sandbox=settings.agent.sandbox)
+        def merge() -> MergeResult:  # on the git thread, in the handler's trace
+            began = time.monotonic()
+            with telemetry.span(f"merge {action.branch}", {"yf.run_id": run.run_id, "yf.task_id": action.task_id,
+                                                           "yf.merge.target": target}) as span:
+                result = merge_branch(run.repo_path, action.branch, into=target, mode=settings.merge.mode,
+                                      message=message, validate_command=settings.merge.validate_command or None,
+                                      sandbox=settings.agent.sandbox)
+                telemetry.set_attributes(span, {"yf.merge.status": result.status, "yf.merge.commit": result.commit})
+            metrics.MERGE_DURATION.record(time.monotonic() - began, {"status": result.status})
             if self.crash_after_ref_update and result.status == "merged":  # on the git thread: no next merge begins
                 log.critical("crash point: %s moved to %s for task %s; dying before the event and the ack",
                              target, result.commit, action.task_id)
@@ -96,14 +101,7 @@ class Merger:
         # The usual merge (the branch as the agent left it) is one job on the git thread with the read of
         # its head: when several agents end at once, each waited for the others' merges twice.
         plain = not action.files and not action.commit
-        began = time.monotonic()
-        with telemetry.span(f"merge {action.branch}", {"yf.run_id": run.run_id, "yf.task_id": action.task_id,
-                                                       "yf.merge.target": target}) as span:
-            head, result, failed = await self._git.run(_head_then, run.repo_path, action.branch,
-                                                       merge if plain else None)
-            if result is not None:
-                telemetry.set_attributes(span, {"yf.merge.status": result.status, "yf.merge.commit": result.commit})
-                metrics.MERGE_DURATION.record(time.monotonic() - began, {"status": result.status})
+        head, result, failed = await self._git.run(_head_then, run.repo_path, action.branch, merge if plain else None)
         if failed is not None:
             await self._conflicted(view, action, cause, [], failed, head)
             return
@@ -150,17 +148,11 @@ class Merger:
             await self._conflicted(view, action, cause, [], f"the resolution accepted is {action.commit[:12]} but "
                                    f"{action.branch} is at {head[:12]}: accept its head, or retry the merge", head)
             return None
-        began = time.monotonic()
-        with telemetry.span(f"merge {action.branch}", {"yf.run_id": run.run_id, "yf.task_id": action.task_id,
-                                                       "yf.merge.target": run.target_branch}) as span:
-            try:
-                result = await self._git.run(merge)
-            except GitError as exc:
-                await self._conflicted(view, action, cause, [], str(exc), head)
-                return None
-            telemetry.set_attributes(span, {"yf.merge.status": result.status, "yf.merge.commit": result.commit})
-            metrics.MERGE_DURATION.record(time.monotonic() - began, {"status": result.status})
-        return result
+        try:
+            return await self._git.run(merge)
+        except GitError as exc:
+            await self._conflicted(view, action, cause, [], str(exc), head)
+            return None
 
     async def set_aside(self, view: RunView, action: domain.Reset, cause: ev.Event) -> None:
         """Point the task's branch at the target for a new attempt; the old work stays at its own ref."""
