@@ -5,6 +5,7 @@ instances per user by default), and each watch hears only about its own folders.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -42,12 +43,18 @@ def test_two_hundred_checkouts_are_watched_on_one_inotify_instance(tmp_path, wat
     assert watches[199].drain().paths == {b"src/a.py"}
 
 
+def watched(root: Path, watches: list[DirectoryWatch]) -> DirectoryWatch:
+    """A watch on a new folder `root` (its top only), closed when the test ends."""
+    root.mkdir()
+    w = DirectoryWatch(os.fsencode(root))
+    watches.append(w)
+    assert w.watch(b"")
+    return w
+
+
 def test_each_watch_hears_only_of_its_own_folders_whoever_reads_first(tmp_path, watches):
     a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir(), b.mkdir()
-    wa, wb = DirectoryWatch(os.fsencode(a)), DirectoryWatch(os.fsencode(b))
-    watches += [wa, wb]
-    assert wa.watch(b"") and wb.watch(b"")
+    wa, wb = watched(a, watches), watched(b, watches)
     (a / "one.txt").write_text("1")
     assert wb.drain().paths == set()  # b reads the shared queue first: a's news is kept for a
     (b / "two.txt").write_text("2")
@@ -57,10 +64,7 @@ def test_each_watch_hears_only_of_its_own_folders_whoever_reads_first(tmp_path, 
 
 def test_a_closed_watch_hears_nothing_and_leaves_the_others_alone(tmp_path, watches):
     a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir(), b.mkdir()
-    wa, wb = DirectoryWatch(os.fsencode(a)), DirectoryWatch(os.fsencode(b))
-    watches += [wa, wb]
-    assert wa.watch(b"") and wb.watch(b"")
+    wa, wb = watched(a, watches), watched(b, watches)
     wa.close()
     assert not wa.usable and wa.watched == set()
     (a / "late.txt").write_text("x")
