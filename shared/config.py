@@ -165,6 +165,7 @@ class Runtime(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     executor_drain_s: float = 30.0  # on SIGTERM, how long tasks in hand may finish before going back to the log
     merger_ack_wait_s: float = 120.0  # a merger killed mid-merge hands its merge on after this long
     merger_crash_after_ref_update: bool = False  # tests only (tests/chaos): die between a ref update and its event
+    executor_crash_after_finish: bool = False  # tests only (tests/chaos): die between AgentFinished and the commit
     # `yokeflow up` / `run`: each service in its own process (more than one core for the orchestration)
     service_processes: bool = False
     # `up` / `run` with the other services in one process: the ledger in its own (its projecting never
@@ -221,7 +222,8 @@ RUNTIME_ENV = {
     "YOKEFLOW_EXECUTOR_SCRATCH": "executor_scratch", "YOKEFLOW_SERVICE_PROCESSES": "service_processes",
     "YOKEFLOW_LEDGER_PROCESS": "ledger_process",
     "YOKEFLOW_MERGER_ACK_WAIT": "merger_ack_wait_s",
-    "YOKEFLOW_MERGER_CRASH_AFTER_REF_UPDATE": "merger_crash_after_ref_update", "YOKEFLOW_GATEWAY_HOST": "gateway_host",
+    "YOKEFLOW_MERGER_CRASH_AFTER_REF_UPDATE": "merger_crash_after_ref_update",
+    "YOKEFLOW_EXECUTOR_CRASH_AFTER_FINISH": "executor_crash_after_finish", "YOKEFLOW_GATEWAY_HOST": "gateway_host",
     "YOKEFLOW_GATEWAY_PORT": "gateway_port", "YOKEFLOW_API_TOKEN": "api_token", "YOKEFLOW_STATE_DIR": "state_dir",
     "YOKEFLOW_ALLOWED_HOSTS": "allowed_hosts", "YOKEFLOW_CORS_ORIGINS": "cors_origins",
 }

@@ -386,11 +386,26 @@ class AgentFinished(TaskEvent, frozen=True, kw_only=True):
     cost_usd: float = 0.0
     checks: list[CheckResult] = []
     cost_exact: str = ""  # cost_usd as an exact decimal string (money is Decimal; cost_usd stays a float)
+    # A success whose work is committed after this event, in its WorkCommitted (commit is empty
+    # here): the agent's slot frees as its agent ends, not after the commit. False: `commit` says it
+    # all (other outcomes, and logs of versions that committed before AgentFinished).
+    commit_follows: bool = False
 
     @property
     def worktree_dir(self) -> str:
         """The worktree's path, from this version's field or version 1's."""
         return self.worktree_path or self.v1_worktree_path
+
+
+class WorkCommitted(TaskEvent, frozen=True, kw_only=True):
+    """A successful attempt's work committed on its branch, after its AgentFinished (commit_follows):
+    the merger merges it and the scheduler completes the task on it. `error` instead of `commit`: the
+    work could not be committed (its worktree is gone, e.g. with the executor that ran it), so the
+    attempt counts as failed."""
+    attempt: int = 1
+    commit: str = ""
+    branch: str = ""
+    error: str = ""
 
 
 class TaskCompleted(TaskEvent, frozen=True, kw_only=True):
@@ -646,7 +661,7 @@ def delivery_failed(event: Event, *, consumer: str, failed_subject: str, stream_
 AnyEvent = Union[
     ProjectCreated, PlanRequested, PlanProduced, PlanRejected, PlanApproved, BatchesComputed,
     RunStarted, RunCancelled, RunPaused, RunResumed, RunCompleted, RunFailed,
-    TaskReady, AgentAdmitted, AgentStarted, AgentFinished, TaskCompleted, TaskFailed, TaskBlocked,
+    TaskReady, AgentAdmitted, AgentStarted, AgentFinished, WorkCommitted, TaskCompleted, TaskFailed, TaskBlocked,
     TaskCancelled, TaskDeferred, CostRecorded,
     WorktreeCreated, MergeRequested, BranchMerged, MergeConflicted, BranchReset, ConflictEscalated, BatchMerged,
     LearningExtracted, ExpertiseUpdated, DiscoveryReported, TaskBlockRequested, BudgetWarning, BudgetExhausted, BudgetSet, DeliveryFailed,

@@ -25,8 +25,8 @@ PUBLISHES: dict[str, tuple[type[ev.Event], ...]] = {
                 ev.ConflictEscalated, ev.RunPaused, ev.RunResumed, ev.RunCompleted, ev.RunFailed, ev.DeliveryFailed),
     # the executor's budget gate announces the levels its reservations cross (shared/budget.py)
     # and its agents' task server reports discoveries and block requests (executor/agent/task_tools.py)
-    "executor": (ev.WorktreeCreated, ev.AgentStarted, ev.AgentFinished, ev.CostRecorded, ev.BudgetWarning,
-                 ev.BudgetExhausted, ev.DiscoveryReported, ev.TaskBlockRequested, ev.DeliveryFailed),
+    "executor": (ev.WorktreeCreated, ev.AgentStarted, ev.AgentFinished, ev.WorkCommitted, ev.CostRecorded,
+                 ev.BudgetWarning, ev.BudgetExhausted, ev.DiscoveryReported, ev.TaskBlockRequested, ev.DeliveryFailed),
     "merger": (ev.BranchMerged, ev.MergeConflicted, ev.BranchReset, ev.BatchMerged, ev.DeliveryFailed),
     # with learning.model, the learner's own model call is priced and reserved like an agent's
     "learner": (ev.LearningExtracted, ev.ExpertiseUpdated, ev.CostRecorded, ev.BudgetWarning, ev.BudgetExhausted,

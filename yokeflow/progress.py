@@ -42,6 +42,8 @@ def describe(e: ev.Event) -> str:
             extra = f", error: {e.error[:160]}" if e.error else ""
             return (f"task {task} agent finished: {e.outcome} in {e.duration_s:.1f}s, {e.turns} turns, "
                     f"{e.input_tokens}+{e.output_tokens} tokens, ${e.cost_usd:.4f}{extra}")
+        case ev.WorkCommitted() if e.error:
+            return f"task {task} work not committed (attempt {e.attempt}): {e.error[:160]}"
         case ev.BranchMerged():
             return (f"task {task} merged into {e.target_branch} at {e.commit[:12]} ({e.status})"
                     + "".join(f"\n  warning: {w}" for w in e.warnings))

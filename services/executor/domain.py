@@ -14,7 +14,7 @@ from shared import events as ev
 
 RUN_ENDINGS = (ev.RunCompleted, ev.RunFailed, ev.RunCancelled)
 
-Action = Literal["skip", "cancel", "run"]
+Action = Literal["skip", "cancel", "run", "commit"]
 
 
 @dataclass(frozen=True)
@@ -26,17 +26,23 @@ class AttemptView:
     run_ended: bool = False  # RunCompleted or RunFailed: nothing more may be published for the run
     interrupted: int = 0  # AgentStarted for this attempt without its AgentFinished (a crashed holder)
     admitted: bool = False  # the scheduler gave the attempt an agent slot (AgentAdmitted, or it started)
+    uncommitted: ev.AgentFinished | None = None  # its success, whose WorkCommitted is not in the log
 
 
 def fold(events: Iterable[ev.Event], ready: ev.TaskReady) -> AttemptView:
     finished = cancelled = ended = admitted = False
     started = 0
+    success: ev.AgentFinished | None = None
+    committed = False
     for e in events:
         if getattr(e, "run_id", None) != ready.run_id:
             continue
         match e:
             case ev.AgentFinished() if e.task_id == ready.task_id and e.attempt == ready.attempt:
                 finished = True
+                success = e if e.commit_follows else None
+            case ev.WorkCommitted() if e.task_id == ready.task_id and e.attempt == ready.attempt:
+                committed = True
             case ev.AgentStarted() if e.task_id == ready.task_id and e.attempt == ready.attempt:
                 started += 1
             case ev.AgentAdmitted() if e.task_id == ready.task_id and e.attempt == ready.attempt:
@@ -48,13 +54,17 @@ def fold(events: Iterable[ev.Event], ready: ev.TaskReady) -> AttemptView:
             case ev.RunCompleted() | ev.RunFailed():
                 ended = True
     return AttemptView(finished=finished, cancelled=cancelled, run_ended=ended,
-                       interrupted=0 if finished else started, admitted=admitted or started > 0)
+                       interrupted=0 if finished else started, admitted=admitted or started > 0,
+                       uncommitted=None if committed else success)
 
 
 def decide(view: AttemptView) -> Action:
-    """skip: already done, or the run is over; cancel: say so once; run: start (or resume) the agent."""
-    if view.finished or view.run_ended:
+    """skip: already done, or the run is over; cancel: say so once; run: start (or resume) the agent;
+    commit: the agent finished but its holder died before committing its work (and saying so)."""
+    if view.run_ended:
         return "skip"
+    if view.finished:
+        return "commit" if view.uncommitted is not None else "skip"
     if view.cancelled:
         return "cancel"
     return "run"

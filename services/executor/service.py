@@ -23,12 +23,12 @@ import msgspec
 from shared import events as ev
 from shared import metrics, telemetry
 from shared.threads import Threads
-from shared.bus import Bus, Delivery, Lease
+from shared.bus import Bus, Delivery, Lease, Published
 from shared.config import Config, process_env
 from shared.gitops import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
 from shared.expertise import for_prompt
 from shared.gitops.checkout import tracked_files
-from shared.gitops.repo import changed_paths
+from shared.gitops.repo import changed_paths, head_of
 from shared.expertise import store as expertise_store
 from shared.budget import BudgetGate
 from shared.llm import make_provider
@@ -168,15 +168,19 @@ class Executor:
             return  # its live holder finished it while this delivery waited
         try:
             view, history = await self._view(e, d.seq)  # a previous holder may have finished before it expired
-            if await self._act_without_agent(e, domain.decide(view)):
+            if await self._act_without_agent(e, view, lease):
                 return
             if not await self._execute(e, d, view=view, history=history, lease=lease):
                 d.leave_unacked()  # the lease went to a redelivery: the message is its holder's now
         finally:
             await self.bus.lease_release(lease)
 
-    async def _act_without_agent(self, e: ev.TaskReady, action: domain.Action) -> bool:
+    async def _act_without_agent(self, e: ev.TaskReady, view: domain.AttemptView, lease: Lease) -> bool:
+        action = domain.decide(view)
         if action == "skip":
+            return True
+        if action == "commit":
+            await self._commit_after_crash(e, view.uncommitted, lease)
             return True
         if action == "cancel":
             await self._finish(e, AgentResult(outcome="cancelled", summary="", error="cancelled before start"),
@@ -193,7 +197,7 @@ class Executor:
             if lease is not None:
                 return lease
             view, _ = await self._view(e, seq)
-            if domain.decide(view) != "run":
+            if domain.decide(view) not in ("run", "commit"):
                 return None  # finished, cancelled or ended by the live holder's side
             await asyncio.sleep(min(1.0, self.lease_s / 4))
 
@@ -409,9 +413,16 @@ class Executor:
             return False
         commit = ""
         if result.outcome == "success":
-            message = _commit_message(e, result)
-            # Nothing new to commit (e.g. work committed before a crash): the branch head stands.
-            commit = await self._git.run(manager.commit_all, wt, message) or wt.head
+            # The agent's slot frees as its agent ends: AgentFinished goes first, and the work is
+            # committed after it, announced by WorkCommitted (which the merger merges on). A holder
+            # that dies in between leaves the commit to the attempt's next delivery (domain.decide).
+            if await self._finish(e, result, commit="", wt=wt, started=started, commit_follows=True) is None:
+                return True  # the run is over: nothing to merge
+            if self.config.runtime.executor_crash_after_finish:
+                log.critical("crash point: task %s attempt %s finished; dying before its commit", e.task_id,
+                             e.attempt)
+                os._exit(17)
+            return await self._commit_work(e, result, manager, wt.path, wt.branch, lease)
         elif result.outcome == "budget" and not resolving:
             # Stopped by the budget: the work so far stays on the branch for the next attempt.
             commit = await self._git.run(manager.commit_all, wt, _commit_message(e, result, partial=True)) or ""
@@ -423,6 +434,40 @@ class Executor:
             await self._git.run(self.remote.push, e.repo_path, wt.branch)
         await self._finish(e, result, commit=commit, wt=wt, started=started)
         return True
+
+    async def _commit_work(self, e: ev.TaskReady, done: AgentResult | ev.AgentFinished, manager: WorktreeManager,
+                           path: Path | None, branch: str, lease: Lease) -> bool:
+        """Commit a successful attempt's work on its branch and announce it (WorkCommitted), after its
+        AgentFinished; False when the lease was lost first (its new holder commits)."""
+        if not await self._still_holding(lease):
+            return False
+        if path is not None and path.is_dir():
+            # Nothing new to commit (e.g. committed by a holder that died before announcing it): the
+            # branch's head stands.
+            commit = await self._git.run(lambda: manager.commit_all(path, _commit_message(e, done))
+                                         or head_of(path, branch) or "")
+            error = ""
+            if self.remote is not None:  # the merger merges from the canonical repository
+                await self._git.run(self.remote.push, e.repo_path, branch)
+        else:
+            commit, error = "", f"the attempt's worktree {path} is gone: its work was never committed"
+        if not await self._still_holding(lease):
+            return False
+        await self.bus.publish_in_run(
+            e.caused(ev.WorkCommitted, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id,
+                     attempt=e.attempt, commit=commit, branch=branch, error=error),
+            e.run_id, after_cancel=True, msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:WorkCommitted")
+        return True
+
+    async def _commit_after_crash(self, e: ev.TaskReady, finished: ev.AgentFinished, lease: Lease) -> None:
+        """The attempt's AgentFinished is in the log without its WorkCommitted (its holder died in
+        between): commit what its worktree holds, as the holder would have."""
+        working_copy = await self._working_copy(e)
+        manager = await self._git.run(lambda: WorktreeManager(working_copy, target_branch=e.target_branch))
+        log.warning("task %s attempt %s: finished without its commit; committing its worktree now",
+                    e.task_id, e.attempt)
+        path = Path(finished.worktree_dir) if finished.worktree_dir else None
+        await self._commit_work(e, finished, manager, path, finished.branch, lease)
 
     async def _working_copy(self, e: ev.TaskReady) -> str:
         """The repository the attempt's worktree lives in: the run's own (shared disk), or this
@@ -460,7 +505,7 @@ class Executor:
                            verify=no_markers_left)
 
     async def _finish(self, e: ev.TaskReady, result: AgentResult, *, commit: str, wt: Worktree | None,
-                      started: float) -> None:
+                      started: float, commit_follows: bool = False) -> Published | None:
         u = result.usage
         finished = e.caused(
             ev.AgentFinished, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id, attempt=e.attempt,
@@ -469,17 +514,18 @@ class Executor:
             model=e.model, turns=result.turns, duration_s=round(time.monotonic() - started, 3),
             input_tokens=u.input_tokens, output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
             cache_write_tokens=u.cache_write_tokens, cost_usd=result.cost_usd, checks=result.checks,
-            cost_exact=usd(result.cost),
+            cost_exact=usd(result.cost), commit_follows=commit_follows,
             retry_after_s=float(getattr(result, "retry_after_s", None) or 0.0))
         # The log's end mark and AgentFinished in one round trip: the learner reads the attempt's
         # log until its end mark is there, so it learns from the whole log either way. After a
         # cancellation the scheduler still needs the attempt's end; after the run's end nothing.
-        await asyncio.gather(
+        _, published = await asyncio.gather(
             self.bus.log(e.project_id, e.aggregate_id, "attempt_end",
                          {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, "outcome": result.outcome},
                          stored=True),
             self.bus.publish_in_run(finished, e.run_id, after_cancel=True,
                                     msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:AgentFinished"))
+        return published
 
     # ------------------------------------------------------------------ cancellation
     async def _on_cancel(self, msg) -> None:
@@ -531,7 +577,7 @@ def _abort_quietly(path) -> None:
         log.info("resolution in %s: %s", path, exc)
 
 
-def _commit_message(e: ev.TaskReady, result: AgentResult, *, partial: bool = False) -> str:
+def _commit_message(e: ev.TaskReady, result: AgentResult | ev.AgentFinished, *, partial: bool = False) -> str:
     body = result.summary.strip() or "(no summary)"
     if partial:
         subject = f"task {e.task_id}: work so far (stopped: {result.outcome})"

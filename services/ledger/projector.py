@@ -126,12 +126,19 @@ def _worktree_created(e: ev.WorktreeCreated) -> list[Change]:
 
 
 def _agent_finished(e: ev.AgentFinished) -> list[Change]:
-    return [_attempt(e, e.attempt, outcome=e.outcome, summary=e.summary, error=e.error, commit=e.commit,
+    commit = {} if e.commit_follows else {"commit": e.commit}  # else its WorkCommitted's
+    return [_attempt(e, e.attempt, outcome=e.outcome, summary=e.summary, error=e.error, **commit,
                      turns=e.turns, duration_s=float(e.duration_s), input_tokens=e.input_tokens,
                      output_tokens=e.output_tokens, cache_read_tokens=e.cache_read_tokens,
                      cache_write_tokens=e.cache_write_tokens, cost_usd=exact_cost(e), finished_at=e.occurred_at,
                      **({"model": e.model} if e.model else {})),
-            _task(e, summary=e.summary, commit=e.commit, finished_at=e.occurred_at)]
+            _task(e, summary=e.summary, **commit, finished_at=e.occurred_at)]
+
+
+def _work_committed(e: ev.WorkCommitted) -> list[Change]:
+    if e.error:  # the attempt failed after all
+        return [_attempt(e, e.attempt, outcome="failure", error=e.error)]
+    return [_attempt(e, e.attempt, commit=e.commit), _task(e, commit=e.commit)]
 
 
 def _task_completed(e: ev.TaskCompleted) -> list[Change]:
@@ -230,6 +237,7 @@ PROJECTORS: dict[type[ev.Event], Callable[[Any], list[Change]]] = {
     ev.AgentStarted: _agent_started,
     ev.WorktreeCreated: _worktree_created,
     ev.AgentFinished: _agent_finished,
+    ev.WorkCommitted: _work_committed,
     ev.TaskCompleted: _task_completed,
     ev.TaskFailed: _task_failed,
     ev.TaskBlocked: _task_blocked,

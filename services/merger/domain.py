@@ -128,6 +128,12 @@ def decide(view: RunView, e: ev.Event) -> Action:
     if view.ended:
         return Ignore("the run has ended: nothing more is published for it")
     if isinstance(e, ev.AgentFinished) and e.outcome == "success":
+        if e.commit_follows:
+            return Ignore(f"task {e.task_id}'s work is merged once its WorkCommitted says it is committed")
+        return Merge(e.task_id, e.branch, e.attempt, view.by_attempt.get((e.task_id, e.attempt)))
+    if isinstance(e, ev.WorkCommitted):
+        if e.error:
+            return Ignore(f"task {e.task_id}'s work was not committed: {e.error}")
         return Merge(e.task_id, e.branch, e.attempt, view.by_attempt.get((e.task_id, e.attempt)))
     if isinstance(e, ev.MergeRequested):
         finished = view.finished.get(e.task_id)

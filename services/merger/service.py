@@ -1,5 +1,6 @@
-"""The merger's wiring: every successful `AgentFinished` (and every `MergeRequested`) is
-merged into the run's target branch as soon as it arrives; batches are announced when
+"""The merger's wiring: every successful attempt's committed work (its `WorkCommitted`, or an
+`AgentFinished` of a version that committed before it) and every `MergeRequested` is merged into
+the run's target branch as soon as it arrives; batches are announced when
 all their tasks are merged; worktrees are cleaned up.
 
 Exactly once by identity: a merge is keyed by (run, task, attempt). The log's record of an
@@ -233,8 +234,8 @@ class Merger:
     async def serve(self, stop: asyncio.Event) -> None:
         await self.catch_up()
         subjects = [self.bus.type_filter(t) for t in
-                    ("RunStarted", "BatchesComputed", "AgentFinished", "MergeRequested", "BranchMerged", "BranchReset",
-                     "BatchMerged", "RunCompleted", "RunFailed", "RunCancelled")]
+                    ("RunStarted", "BatchesComputed", "AgentFinished", "WorkCommitted", "MergeRequested", "BranchMerged",
+                     "BranchReset", "BatchMerged", "RunCompleted", "RunFailed", "RunCancelled")]
         try:
             # a few at once: merges' bus round trips (run check, BranchMerged, ack) overlap the others'
             # git work, which stays serial in order on the merger's one git thread (agents often end

@@ -54,6 +54,7 @@ class TaskState:
     last_failure: dict[str, Any] = field(default_factory=dict)
     finished_attempts: dict[int, str] = field(default_factory=dict)  # attempt -> outcome
     decided_attempts: set[int] = field(default_factory=set)          # attempts the planner has judged
+    uncommitted: set[int] = field(default_factory=set)  # successes judged once their WorkCommitted is in
     throttled: int = 0  # attempts cut short by the model API's rate limits: they do not count as tries
     budget_stops: int = 0  # attempts stopped by the budget (TaskDeferred): they do not count as tries either
     reruns: int = 0  # a person's reruns of a conflicted task: its tries start over
@@ -313,7 +314,7 @@ class RunState:
         (self.doomed.add if waiting and self.dead.get(tid, 0) > 0 else self.doomed.discard)(tid)
 
     def _rejudge(self, t: TaskState) -> None:
-        pending = any(a not in t.decided_attempts for a in t.finished_attempts)
+        pending = any(a not in t.decided_attempts and a not in t.uncommitted for a in t.finished_attempts)
         (self.unjudged.add if pending else self.unjudged.discard)(t.id)
 
     def in_plan_order(self, ids) -> list[str]:
@@ -368,11 +369,20 @@ class RunState:
                     self.budget_exhausted = True  # refused under the budget in force: no new attempt starts
                 if e.outcome == "success":
                     task.summary = e.summary
-                    task.commit = e.commit
+                    if e.commit_follows:
+                        task.uncommitted.add(e.attempt)
+                    else:
+                        task.commit = e.commit
                 else:
                     task.last_failure = {"attempt": e.attempt, "outcome": e.outcome, "error": e.error,
                                          "summary": e.summary, "checks": msgspec.to_builtins(e.checks),
                                          "retry_after_s": e.retry_after_s}
+            case ev.WorkCommitted() if task and e.attempt in task.uncommitted:
+                task.uncommitted.discard(e.attempt)
+                if e.error:  # the work was lost with its worktree: the attempt failed
+                    self._fail_uncommitted(task, e.attempt, e.error)
+                else:
+                    task.commit = e.commit
             case ev.TaskCompleted() if task:
                 task.decided_attempts.add(e.attempt)
                 if task.status not in (MERGED, CONFLICT):
@@ -444,11 +454,19 @@ class RunState:
             self._touch(task)
         return True
 
+    def _fail_uncommitted(self, task: TaskState, attempt: int, error: str) -> None:
+        task.uncommitted.discard(attempt)
+        task.finished_attempts[attempt] = "failure"
+        task.last_failure = {"attempt": attempt, "outcome": "failure", "error": error}
+
     def _fold_delivery_failure(self, task: TaskState, e: ev.DeliveryFailed) -> None:
-        """The attempt fails with the consumer's reason: unfinished, it is judged like a failed agent;
-        finished but stuck (its merge gave up), `_judge_delivery_failures` fails it."""
+        """The attempt fails with the consumer's reason: unfinished (or finished, its work never
+        committed), it is judged like a failed agent; finished but stuck (its merge gave up),
+        `_judge_delivery_failures` fails it."""
         attempt = e.attempt or task.attempt
-        if attempt not in task.finished_attempts:
+        if attempt in task.uncommitted:
+            self._fail_uncommitted(task, attempt, e.reason)
+        elif attempt not in task.finished_attempts:
             task.finished_attempts[attempt] = "failure"
             task.last_failure = {"attempt": attempt, "outcome": "failure", "error": e.reason}
             task.learned.add(attempt)  # no agent ran: nothing to learn, nothing to wait for
@@ -589,7 +607,7 @@ def _judge_finished_attempts(state: RunState) -> list[Decision]:
     out: list[Decision] = []
     for t in (state.tasks[tid] for tid in state.in_plan_order(state.unjudged)):
         for attempt, outcome in sorted(t.finished_attempts.items()):
-            if attempt in t.decided_attempts:
+            if attempt in t.decided_attempts or attempt in t.uncommitted:
                 continue
             key = f"{state.run_id}:{t.id}:{attempt}"
             if outcome == "success":

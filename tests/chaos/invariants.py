@@ -15,11 +15,11 @@ from shared import events as ev
 from services.ledger.projector import exact_cost
 
 RUN_AGGREGATES = ("run", "task", "merge", "worktree", "batch")  # the run's own; expertise outlives a run
-# After RunCancelled only what work already in hand leads to: a paid call's cost, an agent's end,
-# a merge already on the target, the budget levels those cross, and the scheduler closing the tasks
+# After RunCancelled only what work already in hand leads to: a paid call's cost, an agent's end
+# and the commit of its work on its branch, a merge already on the target, the budget levels those cross, and the scheduler closing the tasks
 # (and a TaskReady the planner decided before it saw the cancel, which no agent starts: below).
 # Nothing new starts: no worktree, agent, merge attempt, conflict, learning, batch, pause or ending.
-AFTER_CANCEL = {"CostRecorded", "AgentFinished", "BranchMerged", "BudgetWarning", "BudgetExhausted",
+AFTER_CANCEL = {"CostRecorded", "AgentFinished", "WorkCommitted", "BranchMerged", "BudgetWarning", "BudgetExhausted",
                 "TaskCancelled", "TaskCompleted", "RunCancelled", "TaskReady"}
 
 

@@ -1,6 +1,10 @@
-"""An executor frozen (SIGSTOP) past its ack wait: the attempt's lease keeps one live agent."""
+"""Executor faults: frozen (SIGSTOP) past its ack wait, the attempt's lease keeps one live agent;
+killed mid-agent or between its agent's end and the commit, the attempt is done once."""
 
 from __future__ import annotations
+
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +14,13 @@ from tests.chaos.faults import executor_name, freeze, redelivered, started_by, s
 from tests.chaos.invariants import check_invariants
 from tests.support.processes import ServiceProcess, service_env
 from tests.support.system import config, endpoint_for, start_system, wait_for_end
+
+def commits_touching(repo: Path, branch: str, name: str) -> list[str]:
+    """Commits on `branch` that add or change a file called `name`."""
+    out = subprocess.run(["git", "-C", str(repo), "log", "--format=%H", branch, "--", f"*{name}"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
 
 PLAN = {"name": "one", "epics": [{"id": "E", "name": "E", "tasks": [
     {"id": "t0", "title": "Task 0", "tests": ["test -d yokeflow-sleep"]}]}]}
@@ -102,3 +113,44 @@ async def test_an_executor_killed_mid_agent_hands_its_attempt_on_once(nats_serve
     starts = [e for e in events if isinstance(e, ev.AgentStarted)]
     assert len(starts) == 2 and len({s.executor for s in starts}) == 2  # taken over by the other process
     assert [(f.attempt, f.outcome) for f in events if isinstance(f, ev.AgentFinished)] == [(1, "success")]
+
+
+async def test_an_executor_killed_between_its_agents_end_and_the_commit_has_the_work_committed_once(
+        nats_server, database_url, unique, git_repo, tmp_path):
+    """AgentFinished frees the agent's slot before the work is committed: a holder that dies in
+    between leaves the commit (and its WorkCommitted) to the attempt's redelivery, which never runs
+    the agent again."""
+    endpoint = endpoint_for(nats_server.url, database_url, unique)
+    cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1}, agent={"provider": "sleep:50"})
+    system = await start_system(endpoint, cfg, services=("ledger", "planner", "merger", "learner"))
+    env = service_env(nats_server.url, database_url, unique, YOKEFLOW_EXECUTOR_ACK_WAIT="2")
+    crashing = ServiceProcess("executor", {**env, "YOKEFLOW_EXECUTOR_CRASH_AFTER_FINISH": "1"}, tmp_path).start()
+    executor = None
+    bus = await endpoint.bus()
+    try:
+        started = await start_run(bus, PLAN, git_repo, cfg)
+        await until(lambda: crashing.proc.poll() is not None, what="the executor's crash point")
+        # the fault is where it should be: the agent finished and wrote its file, nothing was committed
+        assert crashing.proc.returncode == 17 and "crash point" in crashing.output()
+        [finished] = [d.event async for d in bus.read([bus.type_filter("AgentFinished")])]
+        assert finished.outcome == "success" and finished.commit_follows and not finished.commit
+        assert not [d async for d in bus.read([bus.type_filter("WorkCommitted")])]
+        left = list((Path(finished.worktree_dir) / "yokeflow-sleep").iterdir())
+        assert len(left) == 1 and not commits_touching(git_repo, finished.branch, left[0].name)
+        executor = ServiceProcess("executor", env, tmp_path).start()
+        end = await wait_for_end(bus, started.run_id, timeout=120)
+        assert isinstance(end, ev.RunCompleted), (end, executor.output()[-2000:])
+        await check_invariants(bus, git_repo, started.run_id, database_url=database_url)
+        events = [d.event async for d in bus.read() if getattr(d.event, "run_id", None) == started.run_id]
+    finally:
+        for p in (crashing, executor):
+            if p:
+                p.stop()
+        await bus.close()
+        await system.stop()
+    assert len([e for e in events if isinstance(e, ev.AgentStarted)]) == 1  # the agent ran once
+    [committed] = [e for e in events if isinstance(e, ev.WorkCommitted)]
+    assert committed.commit and not committed.error and "committing its worktree now" in executor.output()
+    [merged] = [e for e in events if isinstance(e, ev.BranchMerged)]
+    assert commits_touching(git_repo, "main", left[0].name)  # the agent's file reached main
+    assert merged.status == "merged"

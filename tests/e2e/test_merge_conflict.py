@@ -112,12 +112,18 @@ async def test_a_resolution_agent_merges_main_in_resolves_and_the_merge_lands(na
     assert [c.command for c in finished.checks] == ["grep -q hello greeting.txt", "no conflict markers left"]
     assert all(c.passed for c in finished.checks)
     # the branch got a real merge of main (two parents), then main got the branch
-    parents = git(git_repo, "rev-list", "--parents", "-n", "1", finished.commit).split()[1:]
+    parents = git(git_repo, "rev-list", "--parents", "-n", "1", committed(events, loser, 2)).split()[1:]
     assert len(parents) == 2 and parents[1] == conflict_main(events, conflict)
     assert git(git_repo, "show", "main:greeting.txt") == "hello from A and B"
     assert git(git_repo, "show", "main:after.txt") == "done"
     assert not [e for e in events if isinstance(e, ev.ConflictEscalated)]
     assert sum(1 for e in events if isinstance(e, ev.CostRecorded)) == len(api.requests) == 8
+
+
+def committed(events, task: str, attempt: int) -> str:
+    """The commit of a successful attempt's work (its WorkCommitted: made after its AgentFinished)."""
+    [e] = [e for e in events if isinstance(e, ev.WorkCommitted) and (e.task_id, e.attempt) == (task, attempt)]
+    return e.commit
 
 
 def conflict_main(events, conflict) -> str:
@@ -161,8 +167,7 @@ async def test_a_resolution_that_fails_is_handed_to_a_person_with_the_worktree_c
             wt = failed.worktree_path
             assert git(git_repo, "-C", wt, "status", "--porcelain") == ""
             assert "<<<<<<<" not in open(f"{wt}/greeting.txt").read()
-            own = next(e for e in events if isinstance(e, ev.AgentFinished) and e.task_id == loser and e.attempt == 1)
-            assert git(git_repo, "-C", wt, "rev-parse", "HEAD") == own.commit
+            assert git(git_repo, "-C", wt, "rev-parse", "HEAD") == committed(events, loser, 1)
 
             subprocess.run(["git", "merge", "main"], cwd=wt, capture_output=True, text=True)
             with open(f"{wt}/greeting.txt", "w") as f:

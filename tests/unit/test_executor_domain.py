@@ -54,3 +54,16 @@ def test_the_lease_key_is_the_attempts_identity():
     assert domain.lease_key(READY) == "r.t.2"
     odd = ev.TaskReady(project_id="p", aggregate_id="x", run_id="r.1", task_id="日本 語", attempt=1)
     assert "." not in domain.lease_key(odd).replace(".", "", 2)
+
+
+def test_a_success_whose_holder_died_before_the_commit_is_committed_by_its_next_delivery():
+    finished = task_event(ev.AgentFinished, attempt=2, commit_follows=True, worktree_path="/w/t", branch="task/t")
+    view = domain.fold([task_event(ev.AgentStarted, attempt=2), finished], READY)
+    assert domain.decide(view) == "commit" and view.uncommitted == finished and view.interrupted == 0
+    committed = task_event(ev.WorkCommitted, attempt=2, commit="c0ffee", branch="task/t")
+    assert domain.decide(domain.fold([finished, committed], READY)) == "skip"
+    assert domain.decide(domain.fold([finished, task_event(ev.WorkCommitted, attempt=1)], READY)) == "commit"
+    run_failed = ev.RunFailed(project_id="p", aggregate_id="r", run_id="r")
+    assert domain.decide(domain.fold([finished, run_failed], READY)) == "skip"  # nothing is merged after the end
+    # an AgentFinished that carries its commit (other outcomes, older versions) has nothing left to do
+    assert domain.decide(domain.fold([task_event(ev.AgentFinished, attempt=2, commit="c0ffee")], READY)) == "skip"

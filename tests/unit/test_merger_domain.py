@@ -120,3 +120,20 @@ def test_a_merge_commit_is_titled_from_the_plan_parsed_once():
     assert view.plan() is view.plan()
     broken = domain.RunView(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", repo_path="/repo", plan=PlanDoc(name="x")))
     assert broken.task_title("7") == "" and broken.lanes() == {}
+
+
+def test_work_committed_after_its_agent_finished_is_merged_on_its_work_committed():
+    follows = ev.AgentFinished(project_id="p", aggregate_id="r-a", run_id="r", task_id="a", attempt=1,
+                               outcome="success", branch="task/a", commit_follows=True)
+    _, view = fold(follows)
+    assert isinstance(domain.decide(view, follows), domain.Ignore)  # nothing committed yet
+    committed = ev.WorkCommitted(project_id="p", aggregate_id="r-a", run_id="r", task_id="a", attempt=1,
+                                 commit="c0ffee", branch="task/a")
+    _, view = fold(follows, committed)
+    assert domain.decide(view, committed) == domain.Merge("a", "task/a", 1, None)
+    record = merged("a")
+    _, view = fold(follows, committed, record)
+    assert domain.decide(view, committed) == domain.Merge("a", "task/a", 1, record)  # redelivered: its record
+    lost = ev.WorkCommitted(project_id="p", aggregate_id="r-a", run_id="r", task_id="a", attempt=1,
+                            branch="task/a", error="the attempt's worktree /w is gone")
+    assert isinstance(domain.decide(fold(follows, lost)[1], lost), domain.Ignore)

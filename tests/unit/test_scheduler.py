@@ -440,3 +440,49 @@ def test_an_attempt_started_by_a_version_without_admission_holds_its_slot():
         old.apply(e)
     old.apply(ev.AgentStarted(project_id="p", aggregate_id="r-x0", run_id="r", task_id="x0", attempt=1))
     assert old.in_flight() == 1 and admitted_ids(apply_all(old, decide(old))) == []
+
+
+def finish_then_commit(state, task, attempt=1):
+    """A success as the executor reports it: AgentFinished (the slot frees), then its WorkCommitted."""
+    state.apply(ev.AgentFinished(project_id="p", aggregate_id=f"r-{task}", run_id="r", task_id=task, attempt=attempt,
+                                 outcome="success", summary=f"did {task}", commit_follows=True))
+    between = apply_all(state, decide(state))
+    commit = ev.WorkCommitted(project_id="p", aggregate_id=f"r-{task}", run_id="r", task_id=task, attempt=attempt,
+                              commit="c" + task, branch=f"task/{task}")
+    return between, commit
+
+
+def test_a_success_is_completed_on_its_commit_while_its_slot_frees_at_its_agents_end():
+    wide = {"name": "w", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": "a", "title": "A"}, {"id": "b", "title": "B"}, {"id": "c", "title": "C", "depends_on": ["a"]}]}]}
+    state = RunState.start(started(wide, max_concurrency=1))
+    apply_all(state, decide(state))
+    prepared(state, "a"), prepared(state, "b")
+    assert admitted_ids(apply_all(state, decide(state))) == ["a"]
+    between, commit = finish_then_commit(state, "a")
+    assert admitted_ids(between) == ["b"]  # a's slot went to b as a's agent ended, before its commit
+    assert not [e for e in between if isinstance(e, ev.TaskCompleted)]  # a is not complete without its commit
+    state.apply(commit)
+    [completed] = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskCompleted)]
+    assert completed.task_id == "a" and completed.commit == "ca"
+
+
+def test_work_that_could_not_be_committed_fails_its_attempt_and_is_tried_again():
+    state = RunState.start(started(max_attempts=2))
+    apply_all(state, decide(state))
+    between, _ = finish_then_commit(state, "a")
+    assert not [e for e in between if isinstance(e, (ev.TaskCompleted, ev.TaskFailed))]
+    state.apply(ev.WorkCommitted(project_id="p", aggregate_id="r-a", run_id="r", task_id="a", attempt=1,
+                                 error="the attempt's worktree /w/a is gone: its work was never committed"))
+    out = apply_all(state, decide(state))
+    assert [e.type for e in out][:2] == ["TaskFailed", "TaskReady"] and not out[0].final
+    assert "worktree /w/a is gone" in out[1].previous_attempt.error and out[1].attempt == 2
+
+
+def test_an_executor_that_gives_up_on_a_commit_fails_the_attempt():
+    state = RunState.start(started(max_attempts=1))
+    [ready] = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)]
+    finish_then_commit(state, "a")
+    state.apply(delivery_failed(ready))
+    out = apply_all(state, decide(state))
+    assert out[0].type == "TaskFailed" and out[0].final and out[-1].type == "RunFailed"

@@ -59,6 +59,8 @@ export function describe(e) {
     case "WorktreeCreated": return `${task} worktree ${d.branch}${d.reused ? " (reused)" : ""}`;
     case "AgentStarted": return `${task} agent started${d.model ? " · " + d.model : ""}`;
     case "AgentFinished": return `${task} agent ${d.outcome} · ${money(d.cost_usd)}`;
+    case "WorkCommitted": return d.error ? `${task} work not committed: ${d.error}`
+      : `${task} work committed ${String(d.commit || "").slice(0, 8)} on ${d.branch}`;
     case "CostRecorded": return `${task} ${count((d.input_tokens || 0) + (d.output_tokens || 0))} tokens · ${money(d.cost_usd)}`;
     case "TaskCompleted": return `${task} completed`;
     case "TaskFailed": return `${task} failed${d.final ? "" : " (will retry)"}: ${d.reason || ""}`;
