@@ -30,6 +30,7 @@ from shared.bus import Bus, BusError
 from shared.config import CONFIG_FILE, Config, process_env
 from shared.identities import identity_of
 from shared.infra import EmbeddedServers, InfraError, database_url_for, nats_url_for, read_endpoint
+from shared.runner import settle_gc
 from yokeflow.errors import CliError
 
 log = logging.getLogger("yokeflow.system")
@@ -296,6 +297,7 @@ class System:
                 self.tasks[name] = asyncio.create_task(makers[name](bus), name=name)
         if self.gateway:
             await self._start_gateway()
+        settle_gc()
         return self
 
     async def _until_pulling(self, name: str, patience_s: float = LEDGER_START_PATIENCE_S) -> None:
