@@ -19,22 +19,21 @@ Serve = Callable[..., Awaitable[None]]
 CONNECT_PATIENCE_S = 60.0  # how long a starting service waits for its NATS server
 
 
-GC_YOUNG_THRESHOLD = 10_000  # allocations between collections of the youngest generation (Python's default: 700)
 _gc_settled = False
 
 
 def settle_gc() -> None:
     """Once per process, when its services have started: what it loaded to get there (modules,
-    classes, connections: most of its objects) is moved out of the collector's scans (gc.freeze),
-    and young objects are collected less often. A full collection of a started system walked
-    about 100,000 objects and stopped every service for 55-80 ms; the collector took 180 ms of a
-    12 s benchmark run on the event loop's thread, and 105 ms after this (bench/README.md)."""
+    classes, connections: most of its objects) is moved out of the collector's scans (gc.freeze).
+    A full collection of a started system walked about 100,000 objects and stopped every service
+    for 55-80 ms in the middle of a benchmark run; 20 ms after this (bench/README.md). The young
+    generations keep Python's thresholds: collected less often, each took longer, and a burst's
+    projection lag grew with them."""
     global _gc_settled
     if _gc_settled:
         return
     _gc_settled = True
     gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def service_main(name: str, serve: Serve, *, needs_database: bool = False) -> None:
