@@ -64,3 +64,11 @@ async def test_worktrees_are_prepared_ahead_of_a_free_slot_and_the_cap_still_hol
     assert len(costs) == 12  # two calls per sleep agent
     for i in costs:
         assert position[("AgentStarted", events[i].task_id)] < i
+    # a success's work is committed after its AgentFinished (which frees its slot: the scheduler's unit
+    # tests), announced by WorkCommitted, and merged after that; the task completes on that commit
+    for task in admitted:
+        finished, committed = position[("AgentFinished", task)], position[("WorkCommitted", task)]
+        assert finished < committed < position[("BranchMerged", task)]
+        assert not events[finished].commit and events[finished].commit_follows
+        assert events[committed].commit == next(e.commit for e in events if isinstance(e, ev.TaskCompleted)
+                                                and e.task_id == task)
