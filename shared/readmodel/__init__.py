@@ -226,6 +226,32 @@ async def budget_events(database: Database, project_id: str, run_id: str = "", l
              "set_by": (r["data"] or {}).get("set_by", "")} for r in rows]
 
 
+async def waiting(database: Database, run_id: str) -> list[dict[str, Any]]:
+    """`unstarted` for one running run (empty for any other)."""
+    runs = await database.fetch(select(db.runs.c.status).where(db.runs.c.id == run_id))
+    if not runs or runs[0]["status"] != "running":
+        return []
+    tasks = await database.fetch(select(db.tasks.c.id, db.tasks.c.status, db.tasks.c.attempt)
+                                 .where(db.tasks.c.run_id == run_id))
+    return await unstarted(database, run_id, tasks)
+
+
+def waiting_line(unstarted: list[dict[str, Any]], executors: int | None) -> str:
+    """Why nothing happens, when tasks were handed out and no executor started them (`yokeflow
+    status` prints it, the web UI shows it); "" when nothing waits. `executors`: fetches waiting
+    on the executor consumer (None: no executor ever bound it)."""
+    if not unstarted:
+        return ""
+    oldest = unstarted[0]
+    line = (f"{len(unstarted)} task(s) handed to the executors and not started; {oldest['task_id']} has waited "
+            f"{oldest['waiting_s']:.0f}s")
+    if not executors:  # None: no executor ever bound; 0: none is pulling now
+        return line + (": no executor is running (start one: `python -m services.executor`, or `yokeflow up`)"
+                       if executors is None else ": no executor is asking for work (every one stopped, or busy with "
+                                   "YOKEFLOW_EXECUTOR_SLOTS full)")
+    return line + f" ({executors} executor fetch(es) waiting: it should start soon)"
+
+
 async def unstarted(database: Database, run_id: str, tasks: list[dict[str, Any]],
                     now: datetime | None = None) -> list[dict[str, Any]]:
     """Tasks handed to the executors (TaskReady) that no executor has taken up yet (no worktree made

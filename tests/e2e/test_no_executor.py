@@ -9,7 +9,8 @@ import pytest
 from shared import events as ev
 from shared.commands import start_run
 from tests.support.system import config, next_event, running_system
-from yokeflow.commands.runtime import collect_status, unstarted_line
+from shared.readmodel import waiting_line
+from yokeflow.commands.runtime import collect_status
 
 pytestmark = pytest.mark.e2e
 
@@ -37,6 +38,6 @@ async def test_status_says_no_executor_has_taken_the_task(nats_server, database_
     [waiting] = run["unstarted"]
     assert waiting["task_id"] == "a" and waiting["attempt"] == 1 and waiting["waiting_s"] >= 0
     assert status["executors_pulling"] is None  # no executor ever bound its consumer
-    line = unstarted_line(run["unstarted"], status["executors_pulling"])
+    line = waiting_line(run["unstarted"], status["executors_pulling"])
     assert line.startswith("1 task(s) handed to the executors and not started; a has waited")
     assert "no executor is running (start one: `python -m services.executor`, or `yokeflow up`)" in line

@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from shared import events as ev
@@ -96,6 +97,13 @@ async def test_ui_shows_lanes_cards_and_statuses(bus, database_url, tmp_path):
         assert 'data-status="running"' in dom and html.escape("bookshop") in dom
         assert "seed.sql changed on main" in dom  # the conflict's reason on its card
         assert not re.search(r">[^<]*\b(null|undefined|NaN)", dom), "a missing value leaked into the page"
+        # task 7 was handed out and no executor ever asked for work: the page says so, as `status` does
+        notice = re.search(r'<div id="waiting" class="message message-warn" role="status">([^<]*)</div>', dom)
+        assert notice and "7 has waited" in notice.group(1) and "no executor is running" in notice.group(1)
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+            waiting = (await http.get("/api/runs/rui/waiting")).json()
+        assert [u["task_id"] for u in waiting["unstarted"]] == ["7"] and waiting["executors_pulling"] is None
+        assert waiting["line"] == html.unescape(notice.group(1))
 
         shot = Path(os.environ.get("YOKEFLOW_UI_SCREENSHOT", tmp_path / "ui.png"))
         await chromium(f"--user-data-dir={tmp_path / 'profile2'}", "--virtual-time-budget=8000",

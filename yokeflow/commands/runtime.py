@@ -332,19 +332,9 @@ async def collect_status(endpoint: Endpoint, run_id: str | None = None) -> dict[
         await database.dispose()
 
 
-def unstarted_line(unstarted: list[dict[str, Any]], executors: int | None) -> str:
-    """Why nothing happens, when tasks were handed out and no executor started them."""
-    oldest = unstarted[0]
-    line = (f"{len(unstarted)} task(s) handed to the executors and not started; {oldest['task_id']} has waited "
-            f"{oldest['waiting_s']:.0f}s")
-    if not executors:  # None: no executor ever bound; 0: none is pulling now
-        return line + (": no executor is running (start one: `python -m services.executor`, or `yokeflow up`)"
-                       if executors is None else ": no executor is asking for work (every one stopped, or busy with "
-                                   "YOKEFLOW_EXECUTOR_SLOTS full)")
-    return line + f" ({executors} executor fetch(es) waiting: it should start soon)"
-
-
 async def cmd_status(args: argparse.Namespace) -> int:
+    from shared import readmodel
+
     config = _config()
     async with open_endpoint(config, args.state_dir) as endpoint:
         status = await collect_status(endpoint, args.run)
@@ -367,7 +357,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
                           t["branch"], t["merge_commit"][:12])
         console.print(table)
         if run.get("unstarted"):
-            console.print(unstarted_line(run["unstarted"], status["executors_pulling"]))
+            console.print(readmodel.waiting_line(run["unstarted"], status["executors_pulling"]))
         if (f := run.get("forecast")) and f["remaining_tasks"]:
             console.print(f"forecast: {f['remaining_tasks']} task(s) left" + (
                 f", about ${f['expected_cost_usd']} more and {f['expected_seconds']:.0f}s ({f['basis']})"

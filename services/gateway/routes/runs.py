@@ -92,6 +92,18 @@ async def get_run(run_id: RunId, database: DatabaseDep) -> dict[str, Any]:
     return detail
 
 
+@router.get("/api/runs/{run_id}/waiting")
+async def get_run_waiting(run_id: RunId, database: DatabaseDep, bus: BusDep) -> dict[str, Any]:
+    """Tasks of a running run handed to the executors that none has taken up, how long each has
+    waited, and whether any executor asks for work (`executors_pulling`: fetches waiting on the
+    executor consumer, null when no executor ever bound it), with the line `yokeflow status` prints."""
+    await run_or_404(database, run_id)
+    unstarted = await readmodel.waiting(database, run_id)
+    executors = await bus.pullers("executor") if unstarted else None
+    return {"run_id": run_id, "unstarted": unstarted, "executors_pulling": executors,
+            "line": readmodel.waiting_line(unstarted, executors)}
+
+
 @router.get("/api/runs/{run_id}/events")
 async def get_run_events(run_id: RunId, database: DatabaseDep, after: int = Query(default=0, ge=0, le=SEQ_MAX),
                          limit: int = Query(default=500, ge=1, le=5000),

@@ -118,8 +118,25 @@ async function refresh() {
   const option = [...$("run-picker").options].find((o) => o.value === detail.run.id);
   if (option) option.textContent = `${detail.run.plan_name || detail.run.id} · ${detail.run.status} · ${detail.run.id}`;
   await refreshBudget(detail);
+  await refreshWaiting(detail);
   const conflicts = await guarded(() => api(`/api/runs/${encodeURIComponent(state.runId)}/conflicts`));
   if (conflicts) renderConflicts($("conflicts"), conflicts.conflicts, { onRetry: retryMerge, onOpen: (c) => openTask({ id: c.task_id }), onResolve: resolveConflict });
+}
+
+// Tasks handed out that no executor takes up: said at once when no executor is there at all, and
+// after a few seconds when none asks for work (a busy one takes them soon enough).
+const WAITING_NOTICE_AFTER_S = 5;
+
+async function refreshWaiting(detail) {
+  const node = $("waiting");
+  const waiting = detail.run.status === "running"
+    ? await guarded(() => api(`/api/runs/${encodeURIComponent(detail.run.id)}/waiting`)) : null;
+  if (detail.run.id !== state.runId) return;
+  const oldest = waiting && waiting.unstarted.length ? waiting.unstarted[0].waiting_s : 0;
+  const show = waiting && waiting.line && (waiting.executors_pulling === null
+    || (waiting.executors_pulling === 0 && oldest >= WAITING_NOTICE_AFTER_S));
+  node.hidden = !show;
+  node.textContent = show ? waiting.line : "";
 }
 
 async function refreshBudget(detail) {
