@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -10,7 +11,9 @@ import time
 from pathlib import Path
 
 from shared import events as ev
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, service_env
+from tests.support.system import endpoint_for, start_system
+from yokeflow.system import System
 
 
 def state_of(proc: ServiceProcess) -> str:
@@ -58,3 +61,41 @@ async def redelivered(bus, consumer: str) -> int:
 
 async def started_by(bus, run_id: str) -> list[ev.AgentStarted]:
     return [d.event async for d in bus.read([bus.type_filter("AgentStarted")]) if d.event.run_id == run_id]
+
+
+class CrashPoint:
+    """A service in a process of its own that dies at a test-only crash point (exit 17)."""
+
+    def __init__(self, service: str, env: dict[str, str], crash_env: str, tmp_path: Path):
+        self.service, self.env, self.tmp_path = service, env, tmp_path
+        self.crashing = ServiceProcess(service, {**env, crash_env: "1"}, tmp_path).start()
+        self.replacement: ServiceProcess | None = None
+
+    async def crashed(self) -> None:
+        """Until the process has died, and proof that it died at its crash point."""
+        await until(lambda: self.crashing.proc.poll() is not None, what=f"the {self.service}'s crash point")
+        assert self.crashing.proc.returncode == 17 and "crash point" in self.crashing.output()
+
+    def replace(self) -> ServiceProcess:
+        """The service started again, without its crash point."""
+        self.replacement = ServiceProcess(self.service, self.env, self.tmp_path).start()
+        return self.replacement
+
+
+@contextlib.asynccontextmanager
+async def crash_point(service: str, crash_env: str, *, nats_url: str, database_url: str, unique: str, tmp_path: Path,
+                      cfg, **env: str):
+    """Every other service in this process, `service` in its own with `crash_env` set, and a bus;
+    all stopped on the way out."""
+    endpoint = endpoint_for(nats_url, database_url, unique)
+    system = await start_system(endpoint, cfg, services=tuple(s for s in System.SERVICES if s != service))
+    fault = CrashPoint(service, service_env(nats_url, database_url, unique, **env), crash_env, tmp_path)
+    bus = await endpoint.bus()
+    try:
+        yield fault, bus
+    finally:
+        for p in (fault.crashing, fault.replacement):
+            if p:
+                p.stop()
+        await bus.close()
+        await system.stop()

@@ -10,7 +10,7 @@ import pytest
 
 from shared import events as ev
 from shared.commands import start_run
-from tests.chaos.faults import executor_name, freeze, redelivered, started_by, state_of, thaw, until
+from tests.chaos.faults import crash_point, executor_name, freeze, redelivered, started_by, state_of, thaw, until
 from tests.chaos.invariants import check_invariants
 from tests.support.processes import ServiceProcess, service_env
 from tests.support.system import config, endpoint_for, start_system, wait_for_end
@@ -120,34 +120,23 @@ async def test_an_executor_killed_between_its_agents_end_and_the_commit_has_the_
     """AgentFinished frees the agent's slot before the work is committed: a holder that dies in
     between leaves the commit (and its WorkCommitted) to the attempt's redelivery, which never runs
     the agent again."""
-    endpoint = endpoint_for(nats_server.url, database_url, unique)
     cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1}, agent={"provider": "sleep:50"})
-    system = await start_system(endpoint, cfg, services=("ledger", "planner", "merger", "learner"))
-    env = service_env(nats_server.url, database_url, unique, YOKEFLOW_EXECUTOR_ACK_WAIT="2")
-    crashing = ServiceProcess("executor", {**env, "YOKEFLOW_EXECUTOR_CRASH_AFTER_FINISH": "1"}, tmp_path).start()
-    executor = None
-    bus = await endpoint.bus()
-    try:
+    async with crash_point("executor", "YOKEFLOW_EXECUTOR_CRASH_AFTER_FINISH", nats_url=nats_server.url,
+                           database_url=database_url, unique=unique, tmp_path=tmp_path, cfg=cfg,
+                           YOKEFLOW_EXECUTOR_ACK_WAIT="2") as (fault, bus):
         started = await start_run(bus, PLAN, git_repo, cfg)
-        await until(lambda: crashing.proc.poll() is not None, what="the executor's crash point")
+        await fault.crashed()
         # the fault is where it should be: the agent finished and wrote its file, nothing was committed
-        assert crashing.proc.returncode == 17 and "crash point" in crashing.output()
         [finished] = [d.event async for d in bus.read([bus.type_filter("AgentFinished")])]
         assert finished.outcome == "success" and finished.commit_follows and not finished.commit
         assert not [d async for d in bus.read([bus.type_filter("WorkCommitted")])]
         left = list((Path(finished.worktree_dir) / "yokeflow-sleep").iterdir())
         assert len(left) == 1 and not commits_touching(git_repo, finished.branch, left[0].name)
-        executor = ServiceProcess("executor", env, tmp_path).start()
+        executor = fault.replace()
         end = await wait_for_end(bus, started.run_id, timeout=120)
         assert isinstance(end, ev.RunCompleted), (end, executor.output()[-2000:])
         await check_invariants(bus, git_repo, started.run_id, database_url=database_url)
         events = [d.event async for d in bus.read() if getattr(d.event, "run_id", None) == started.run_id]
-    finally:
-        for p in (crashing, executor):
-            if p:
-                p.stop()
-        await bus.close()
-        await system.stop()
     assert len([e for e in events if isinstance(e, ev.AgentStarted)]) == 1  # the agent ran once
     [committed] = [e for e in events if isinstance(e, ev.WorkCommitted)]
     assert committed.commit and not committed.error and "committing its worktree now" in executor.output()

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from shared import events as ev
 from shared.commands import start_run
-from tests.chaos.faults import until
+from tests.chaos.faults import crash_point
 from tests.chaos.invariants import check_invariants, commits_on
-from tests.support.processes import ServiceProcess, service_env
-from tests.support.system import config, endpoint_for, start_system, wait_for_end
+from tests.support.system import config, wait_for_end
 
 PLAN = {"name": "wide", "epics": [{"id": "E", "name": "E", "tasks": [
     {"id": f"t{i}", "title": f"Task {i}", "tests": ["test -d yokeflow-sleep"]} for i in range(4)]}]}
@@ -16,31 +15,20 @@ PLAN = {"name": "wide", "epics": [{"id": "E", "name": "E", "tasks": [
 
 async def test_merger_killed_after_its_ref_update_records_each_merge_once(nats_server, database_url, unique,
                                                                           git_repo, tmp_path):
-    endpoint = endpoint_for(nats_server.url, database_url, unique)
     cfg = config(parallel={"strategy": "by_task", "max_concurrency": 2}, agent={"provider": "sleep:50"})
-    system = await start_system(endpoint, cfg, services=("ledger", "planner", "executor", "learner"))
-    env = service_env(nats_server.url, database_url, unique, YOKEFLOW_MERGER_ACK_WAIT="2")
-    crashing = ServiceProcess("merger", {**env, "YOKEFLOW_MERGER_CRASH_AFTER_REF_UPDATE": "1"}, tmp_path).start()
-    merger = None
-    bus = await endpoint.bus()
-    try:
+    async with crash_point("merger", "YOKEFLOW_MERGER_CRASH_AFTER_REF_UPDATE", nats_url=nats_server.url,
+                           database_url=database_url, unique=unique, tmp_path=tmp_path, cfg=cfg,
+                           YOKEFLOW_MERGER_ACK_WAIT="2") as (fault, bus):
         started = await start_run(bus, PLAN, git_repo, cfg)
-        await until(lambda: crashing.proc.poll() is not None, what="the merger's crash point")
+        await fault.crashed()
         # the fault is where it should be: main moved, the process died, no BranchMerged was published
-        assert crashing.proc.returncode == 17 and "crash point" in crashing.output()
         moved = [c for c in commits_on(git_repo) if c["merge"]]
         assert len(moved) == 1
         assert not [d async for d in bus.read([bus.type_filter("BranchMerged")])]
-        merger = ServiceProcess("merger", env, tmp_path).start()
+        merger = fault.replace()
         end = await wait_for_end(bus, started.run_id, timeout=120)
         assert isinstance(end, ev.RunCompleted), (end, merger.output()[-2000:])
         await check_invariants(bus, git_repo, started.run_id, database_url=database_url)
         task = moved[0]["trailers"]["YokeFlow-Task"]
         [record] = [d.event async for d in bus.read([bus.type_filter("BranchMerged")]) if d.event.task_id == task]
         assert record.commit == moved[0]["sha"] and record.status == "merged"  # its own, found by trailers
-    finally:
-        for p in (crashing, merger):
-            if p:
-                p.stop()
-        await bus.close()
-        await system.stop()
