@@ -253,8 +253,7 @@ class WorktreeManager:
     # -- spares: released checkouts kept for the next new worktree ---------------
     def _spares(self) -> list[str]:
         admin_root = self.git_dir / "worktrees"
-        found = [a.name for a in admin_root.iterdir() if a.name.startswith(_SPARE)] if admin_root.is_dir() else []
-        return sorted(found, key=lambda n: self._read_meta(n).get("spared_at", 0.0))
+        return [a.name for a in admin_root.iterdir() if a.name.startswith(_SPARE)] if admin_root.is_dir() else []
 
     def drop_spares(self) -> None:
         """Remove the spares (at a run's end: they take a checkout's disk each)."""
@@ -299,7 +298,7 @@ class WorktreeManager:
     def _adopt_spare(self, repo: Repo, path: Path, dirname: str, ref: bytes) -> dict | None:
         """Take the newest spare as the worktree `dirname` on `ref`, its files and index moved from the
         spare's tree to the branch's (only what differs is written); None when there is none."""
-        for spare in reversed(self._spares()):
+        for spare in sorted(self._spares(), key=lambda n: self._read_meta(n).get("spared_at", 0.0), reverse=True):
             spare_path, spare_admin = self.root / WORKTREES_DIR / spare, self._admin(spare)
             meta = self._read_meta(spare)
             try:
