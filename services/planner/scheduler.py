@@ -378,10 +378,10 @@ class RunState:
                                          "summary": e.summary, "checks": msgspec.to_builtins(e.checks),
                                          "retry_after_s": e.retry_after_s}
             case ev.WorkCommitted() if task and e.attempt in task.uncommitted:
-                task.uncommitted.discard(e.attempt)
                 if e.error:  # the work was lost with its worktree: the attempt failed
                     self._fail_uncommitted(task, e.attempt, e.error)
                 else:
+                    task.uncommitted.discard(e.attempt)
                     task.commit = e.commit
             case ev.TaskCompleted() if task:
                 task.decided_attempts.add(e.attempt)
