@@ -43,6 +43,7 @@ _SERVER_RESTARTING = (nats.js.errors.ServiceUnavailableError, nats.errors.NoResp
 
 ACK_SWEEP_S = 0.25  # how often publishes in flight are checked for an overdue ack
 BIND_PATIENCE_S = 120.0  # how long a starting consumer waits for JetStream to answer
+READ_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)  # a patient read's waits for its server, one after another
 
 
 RUN_FINAL = ("RunCompleted", "RunFailed")  # nothing at all is appended for a run after these
@@ -448,51 +449,83 @@ class Bus:
 
     # ------------------------------------------------------------------ read / replay
     async def read(self, filter_subjects: Iterable[str] | None = None, *, start_seq: int = 1,
-                   stop_at_end: bool = True, logs: bool = False) -> AsyncIterator[Delivery]:
+                   stop_at_end: bool = True, logs: bool = False, patient: bool = False) -> AsyncIterator[Delivery]:
         """Events in log order from `start_seq`, through an ephemeral consumer.
         With `stop_at_end` it stops at the end of the log as it was when it began.
-        `logs`: read the agent-log stream instead (Delivery.event is then a LogRecord)."""
+        `logs`: read the agent-log stream instead (Delivery.event is then a LogRecord).
+        `patient` (a service's start-up catch-up): a read that loses its server (NATS restarting or
+        not answering) waits for it and reads on after the last event it delivered, for as long as
+        the connection is not closed; otherwise the error is raised. A read never ends early on an
+        outage: events left unread are an error, not the end of the log."""
         stream = self.log_stream if logs else self.stream
         subjects = list(filter_subjects or [self.events_subject])
-        cfg = jsapi.ConsumerConfig(
-            deliver_policy=jsapi.DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else jsapi.DeliverPolicy.ALL,
-            opt_start_seq=start_seq if start_seq > 1 else None,
-            ack_policy=jsapi.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
-            filter_subjects=subjects if len(subjects) > 1 else None,
-            filter_subject=subjects[0] if len(subjects) == 1 else None,
-        )
-        info = await self.js.add_consumer(stream, config=cfg)
-        sub = await self.js.pull_subscribe_bind(consumer=info.name, stream=stream)
-        try:
-            pending = info.num_pending
-            if stop_at_end and pending == 0:
-                return
-            while True:
+        at, outages = start_seq, 0  # the next sequence to read; outages met in a row
+        while True:
+            name = ""
+            try:
+                cfg = jsapi.ConsumerConfig(
+                    deliver_policy=jsapi.DeliverPolicy.BY_START_SEQUENCE if at > 1 else jsapi.DeliverPolicy.ALL,
+                    opt_start_seq=at if at > 1 else None,
+                    ack_policy=jsapi.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
+                    filter_subjects=subjects if len(subjects) > 1 else None,
+                    filter_subject=subjects[0] if len(subjects) == 1 else None,
+                )
+                info = await self.js.add_consumer(stream, config=cfg)
+                name = info.name
+                sub = await self.js.pull_subscribe_bind(consumer=name, stream=stream)
                 try:
-                    msgs = await _fetch(sub, batch=min(max(pending, 1), 256), timeout=1.0 if stop_at_end else 5.0)
-                except asyncio.TimeoutError:  # nats-py raises its own subclass or, in fetch(batch>1), a bare one
-                    if stop_at_end:
+                    pending = info.num_pending
+                    if stop_at_end and pending == 0:
                         return
-                    continue
-                for msg in msgs:
-                    meta = msg.metadata
-                    pending = meta.num_pending
-                    try:
-                        body = _log_record(msg) if logs else decode(msg.data)
-                    except UnknownEvent as exc:  # written by a newer version: not this reader's to fold
-                        log.warning("skipping seq=%s on %s: %s", meta.sequence.stream, msg.subject, exc)
-                        continue
-                    if not logs and self.forged(msg.subject, body, meta.sequence.stream, "read"):
-                        continue
-                    yield Delivery(body, meta.sequence.stream, msg.subject, meta.num_delivered,  # type: ignore[arg-type]
-                                   headers=msg.headers)
-                if stop_at_end and pending == 0:
-                    return
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-            with contextlib.suppress(Exception):
-                await self.js.delete_consumer(stream, info.name)
+                    while True:
+                        try:
+                            msgs = await _fetch(sub, batch=min(max(pending, 1), 256),
+                                                timeout=1.0 if stop_at_end else 5.0)
+                        except asyncio.TimeoutError:  # nats-py raises its own subclass or, in fetch(batch>1), a bare one
+                            if not stop_at_end:
+                                continue
+                            if await self._read_done(stream, name):
+                                return
+                            raise nats.errors.TimeoutError from None  # events are left, none came: the server went away
+                        for msg in msgs:
+                            meta = msg.metadata
+                            pending, at = meta.num_pending, meta.sequence.stream + 1
+                            try:
+                                body = _log_record(msg) if logs else decode(msg.data)
+                            except UnknownEvent as exc:  # written by a newer version: not this reader's to fold
+                                log.warning("skipping seq=%s on %s: %s", meta.sequence.stream, msg.subject, exc)
+                                continue
+                            if not logs and self.forged(msg.subject, body, meta.sequence.stream, "read"):
+                                continue
+                            outages = 0
+                            yield Delivery(body, meta.sequence.stream, msg.subject,  # type: ignore[arg-type]
+                                           meta.num_delivered, headers=msg.headers)
+                        if stop_at_end and pending == 0:
+                            return
+                finally:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+            except (*_SERVER_RESTARTING, nats.errors.TimeoutError) as exc:
+                name = ""  # its consumer goes by itself (inactive_threshold): no request to a server away
+                if not patient or self.nc.is_closed:
+                    raise
+                wait = READ_BACKOFF_S[min(outages, len(READ_BACKOFF_S) - 1)]
+                outages += 1
+                log.warning("reading %s: NATS not answering (%s); reading on from seq=%s in %gs",
+                            stream, type(exc).__name__, at, wait)
+                await asyncio.sleep(wait)
+            finally:
+                if name:
+                    with contextlib.suppress(Exception):
+                        await self.js.delete_consumer(stream, name)
+
+    async def _read_done(self, stream: str, name: str) -> bool:
+        """Whether a reader's consumer has nothing left (a fetch that timed out with events pending may
+        have met messages removed by the log stream's limits; a server that restarted lost the consumer)."""
+        try:
+            return (await self.js.consumer_info(stream, name)).num_pending == 0
+        except NotFoundError:
+            return False
 
     async def log_page(self, filter_subject: str, *, after: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
         """Agent-log entries on `filter_subject` after stream sequence `after`, at most `limit`,
