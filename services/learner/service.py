@@ -224,7 +224,7 @@ class Learner:
         kinds = ("RunStarted", "AgentStarted", "AgentFinished", "DiscoveryReported", "BranchMerged", "RunCompleted",
                  "RunFailed", "RunCancelled")
         subjects = [self.bus.type_filter(k) for k in kinds]
-        async for d in self.bus.read(subjects):
+        async for d in self.bus.read(subjects, patient=True):  # a NATS outage at start is waited out
             self.fold(d.event)
         # several attempts at once: a dependent waits for its dependency's learning, so one slow
         # extraction or validation must not hold every other one up (appends are optimistic, keyed by attempt)

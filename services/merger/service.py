@@ -52,7 +52,7 @@ class Merger:
         return self.state.apply(e)
 
     async def catch_up(self) -> None:
-        async for d in self.bus.read():
+        async for d in self.bus.read(patient=True):  # a NATS outage at start is waited out
             self.fold(d.event)
 
     async def handle(self, d: Delivery) -> None:

@@ -80,7 +80,7 @@ class Planner:
         return state
 
     async def catch_up(self) -> None:
-        async for d in self.bus.read():
+        async for d in self.bus.read(patient=True):  # a NATS outage at start is waited out
             state = self.fold(d)
             if isinstance(state, RunState) and d.headers and "traceparent" in d.headers:
                 self.resume_trace[state.run_id] = d.headers
