@@ -92,3 +92,10 @@ def test_a_secret_set_in_the_environment_later_is_scrubbed_too(monkeypatch):
     assert scrub("value later-secret-123 here") == f"value {REDACTED} here"
     monkeypatch.delenv("LATER_API_KEY")
     assert scrub("value later-secret-123 here") == "value later-secret-123 here"
+
+
+def test_a_secret_whose_value_changes_is_scrubbed_by_its_new_value(monkeypatch):
+    monkeypatch.setenv("ROTATED_TOKEN", "first-value-123")
+    assert scrub("first-value-123") == REDACTED
+    monkeypatch.setenv("ROTATED_TOKEN", "second-value-456")  # same variable, same number of variables
+    assert scrub("first-value-123 second-value-456") == f"first-value-123 {REDACTED}"
