@@ -304,8 +304,8 @@ async def benchmark(args) -> dict[str, Any]:
     else:
         epics, per_epic, agent_ms, conc = 12, 10, 500, 6
         scale, scale_ms, burst = args.scale, 50, 3000
-    out: dict[str, Any] = {"machine": _machine(), "seed": args.seed, "learning": args.learning, "policies": {},
-                           "scale": [], "burst": {}}
+    out: dict[str, Any] = {"machine": _machine(), "host": {"start": host_speed()}, "seed": args.seed,
+                           "learning": args.learning, "policies": {}, "scale": [], "burst": {}}
     plan = prd_plan(epics, per_epic, args.seed)
     try:
         with Bench(root) as bench:
@@ -333,20 +333,56 @@ async def benchmark(args) -> dict[str, Any]:
             for n in (scale if "scale" in args.only else ()):
                 per = 10 if n >= 30 else 3
                 big = prd_plan(max(1, n // per), per, args.seed)
+                host = host_speed()  # the host as this point began: the series runs minutes apart
                 rec = await bench.run(big, concurrency=20 if not args.quick else 4, agent_ms=scale_ms,
                                       learning=args.learning)
-                out["scale"].append({**rec, "plan_tasks": n})
+                out["scale"].append({**rec, "plan_tasks": n, "host": host})
                 _progress(args, f"scale {n}: makespan {rec['makespan_s']} s, cpu {rec['cpu_ms_per_task']} ms/task")
             if "burst" in args.only:
                 out["burst"] = await bench.burst(burst)
                 _progress(args, f"burst {burst}: lag p99 {out['burst']['projection_lag_p99_ms']} ms")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    out["host"]["end"] = host_speed()
     if out["scale"]:
         first, last = out["scale"][0], out["scale"][-1]
         out["cpu_growth_largest_over_smallest"] = round(last["cpu_ms_per_task"] / max(first["cpu_ms_per_task"], 1e-9),
                                                         2)
     return out
+
+
+def host_speed(repeats: int = 3) -> dict[str, float]:
+    """How fast this host runs the two kinds of work the orchestration is made of, right now: a fixed
+    pure-Python loop (its wall time, and the CPU time it took) and a fixed set of small-file writes
+    and removals, each the median of `repeats`. These machines are shared: a figure that moved
+    between two runs while these moved with it moved with the host, not with the code."""
+    samples = [_host_sample() for _ in range(repeats)]
+    return {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+
+
+def _host_sample(loops: int = 300_000, files: int = 200) -> dict[str, float]:
+    began, cpu = time.perf_counter(), time.process_time()
+    acc = 0
+    for i in range(loops):
+        acc += i * i % 7
+    loop_ms, loop_cpu_ms = (time.perf_counter() - began) * 1000, (time.process_time() - cpu) * 1000
+    folder = Path(tempfile.mkdtemp(prefix="yf-host-"))
+    try:
+        began = time.perf_counter()
+        for i in range(files):
+            path = folder / f"f{i}"
+            path.write_bytes(b"x" * 64)
+            path.unlink()
+        files_ms = (time.perf_counter() - began) * 1000
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"python_loop_ms": round(loop_ms, 1), "python_loop_cpu_ms": round(loop_cpu_ms, 1),
+            "small_files_ms": round(files_ms, 1)}
+
+
+def _host_line(when: str, h: dict[str, float]) -> str:
+    return (f"host at {when}: python loop {h['python_loop_ms']:.0f} ms (cpu {h['python_loop_cpu_ms']:.0f} ms), "
+            f"small files {h['small_files_ms']:.0f} ms")
 
 
 def _machine() -> str:
@@ -365,16 +401,20 @@ def table(out: dict[str, Any]) -> str:
              f"{'merge p50/p99 ms':>18}{'peak':>6}{'ev/s':>7}{'lag p99 ms':>11}{'cpu ms/task':>12}"]
     if not out["policies"]:
         lines = lines[:1]
+    host = out.get("host", {})
+    lines[1:1] = [_host_line(when, host[when]) for when in ("start", "end") if when in host]
     for name, r in out["policies"].items():
         lines.append(f"{name:<11}{r['makespan_s']:>11.2f}{r['lower_bound_s']:>9.2f}{r['efficiency']:>8.2f}"
                      f"{r['speedup']:>9.2f}{r['dispatch_p50_ms']:>12.0f}/{r['dispatch_p99_ms']:<8.0f}"
                      f"{r['merge_p50_ms']:>9.0f}/{r['merge_p99_ms']:<8.0f}{r['peak_agents']:>6}"
                      f"{r['events_per_s']:>7.0f}{r['projection_lag_p99_ms']:>11.0f}{r['cpu_ms_per_task']:>12.1f}")
     if out["scale"]:
-        lines += ["", f"{'tasks':>6}{'makespan s':>11}{'effic.':>8}{'peak':>6}{'cpu ms/task':>12}{'lag p99 ms':>11}"]
+        lines += ["", f"{'tasks':>6}{'makespan s':>11}{'effic.':>8}{'peak':>6}{'cpu ms/task':>12}{'lag p99 ms':>11}"
+                      f"{'host loop cpu ms':>17}"]
     for r in out["scale"]:
         lines.append(f"{r['tasks']:>6}{r['makespan_s']:>11.2f}{r['efficiency']:>8.2f}{r['peak_agents']:>6}"
-                     f"{r['cpu_ms_per_task']:>12.1f}{r['projection_lag_p99_ms']:>11.0f}")
+                     f"{r['cpu_ms_per_task']:>12.1f}{r['projection_lag_p99_ms']:>11.0f}"
+                     f"{r.get('host', {}).get('python_loop_cpu_ms', 0.0):>17.0f}")
     if "cpu_growth_largest_over_smallest" in out:
         lines.append(f"cpu per task, largest plan / smallest: {out['cpu_growth_largest_over_smallest']}")
     if b := out["burst"]:

@@ -40,3 +40,18 @@ def test_quick_benchmark_reports_every_policy_and_scale_point():
     for rec in out["scale"]:
         assert FIELDS <= set(rec) and rec["completed"] and rec["cpu_ms_per_task"] > 0
     assert out["burst"]["events"] == 200 and out["burst"]["publish_per_s"] > 0
+    # the host's speed beside the figures, at the start, the end and each scale point (shared machines)
+    for host in (out["host"]["start"], out["host"]["end"], *(r["host"] for r in out["scale"])):
+        assert host["python_loop_ms"] > 0 and host["python_loop_cpu_ms"] > 0 and host["small_files_ms"] > 0
+
+
+def test_the_table_shows_the_host_beside_the_figures():
+    from bench.scheduling import host_speed, table
+
+    host = host_speed(repeats=1)
+    out = {"machine": "m", "seed": 7, "learning": True, "host": {"start": host, "end": host}, "policies": {},
+           "scale": [{"tasks": 9, "makespan_s": 1.0, "efficiency": 0.5, "peak_agents": 2, "cpu_ms_per_task": 3.0,
+                      "projection_lag_p99_ms": 4.0, "host": host}], "burst": {}}
+    text = table(out)
+    assert text.count("host at ") == 2 and f"python loop {host['python_loop_ms']:.0f} ms" in text
+    assert text.splitlines()[-1].split()[-1] == f"{host['python_loop_cpu_ms']:.0f}"
