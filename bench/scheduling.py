@@ -341,9 +341,9 @@ async def benchmark(args) -> dict[str, Any]:
             if "burst" in args.only:
                 out["burst"] = await bench.burst(burst)
                 _progress(args, f"burst {burst}: lag p99 {out['burst']['projection_lag_p99_ms']} ms")
+            out["host"]["end"] = host_speed()  # before the clean-up's own file removals
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    out["host"]["end"] = host_speed()
     if out["scale"]:
         first, last = out["scale"][0], out["scale"][-1]
         out["cpu_growth_largest_over_smallest"] = round(last["cpu_ms_per_task"] / max(first["cpu_ms_per_task"], 1e-9),
