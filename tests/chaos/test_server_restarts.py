@@ -9,7 +9,7 @@ from shared import events as ev
 from shared.commands import start_run
 from shared.infra import EmbeddedNats
 from tests.chaos.invariants import check_invariants
-from tests.chaos.test_whole_system_faults import PLAN, SERVICES, Fleet, of_run
+from tests.chaos.test_whole_system_faults import PLAN, Fleet, of_run
 from tests.support.processes import service_env
 from tests.support.system import config, endpoint_for, next_event, wait_for_end
 

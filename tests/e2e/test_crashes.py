@@ -164,4 +164,6 @@ async def test_killed_merger_merges_each_branch_exactly_once(nats_server, databa
     merges = subprocess.run(["git", "log", "--merges", "--format=%s", "main"], cwd=git_repo, capture_output=True,
                             text=True).stdout.splitlines()
     assert sorted(merges) == sorted(f"Merge task t{i}: Task {i}" for i in range(8))  # each exactly once
+    # and the log says so once per task: a merge redone or re-announced after a kill would show twice
+    assert sorted(e.task_id for e in events if isinstance(e, ev.BranchMerged)) == sorted(f"t{i}" for i in range(8))
     assert subprocess.run(["git", "fsck", "--no-dangling"], cwd=git_repo).returncode == 0

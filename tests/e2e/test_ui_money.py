@@ -69,7 +69,7 @@ async def test_the_ui_shows_a_budget_stop_and_raising_it_in_the_page_finishes_th
                 await page.goto(f"{system.gateway_url}/?token={TOKEN}")
                 await page.evaluate(f"location.hash = 'run={run}'")
                 await page.reload()
-                await page.wait_for_selector(f"#budget .account[data-scope=run]")
+                await page.wait_for_selector("#budget .account[data-scope=run]")
                 assert "hard limit" in await page.text_content("#budget .budget-head")
 
                 # the run's budget stops it: the page says so, live, with what was spent

@@ -10,7 +10,6 @@ import json
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
 
 from shared import events as ev
 from tests.integration.test_gateway import AUTH, publish_and_project, run_events, running_gateway, task_event
