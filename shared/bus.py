@@ -41,6 +41,13 @@ EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject
 _SERVER_RESTARTING = (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError,
                       nats.errors.ConnectionReconnectingError)
 
+
+def outage(exc: BaseException) -> bool:
+    """Whether `exc` says the server is away for now (restarting, or not answering in time), so the
+    same request can be made again once it is back; a closed connection or a refusal is not one."""
+    return isinstance(exc, (*_SERVER_RESTARTING, nats.errors.TimeoutError))
+
+
 ACK_SWEEP_S = 0.25  # how often publishes in flight are checked for an overdue ack
 BIND_PATIENCE_S = 120.0  # how long a starting consumer waits for JetStream to answer
 READ_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)  # a patient read's waits for its server, one after another

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from shared import events as ev
 from shared import metrics, telemetry
-from shared.bus import Bus, ConcurrencyConflict, Delivery, retry_on_conflict
+from shared.bus import READ_BACKOFF_S, Bus, ConcurrencyConflict, Delivery, outage, retry_on_conflict
 from shared.config import Config
 from shared.plan import PlanError
 from services.planner.models import History
@@ -154,9 +154,9 @@ class Planner:
             self.aggregate_seq[key] = max(self.aggregate_seq.get(key, 0), done.seq)
             current.apply(event)
 
-    async def _reload(self, run_id: str) -> RunState:
+    async def _reload(self, run_id: str, *, patient: bool = False) -> RunState:
         self.runs.pop(run_id, None)
-        async for d in self.bus.read():
+        async for d in self.bus.read(patient=patient):
             e = d.event
             if getattr(e, "run_id", None) == run_id or (isinstance(e, ev.BudgetSet) and e.scope == "project"):
                 self.fold(d)
@@ -193,9 +193,29 @@ class Planner:
             if not state.ended:
                 with telemetry.span_from_headers("planner resume", self.resume_trace.get(state.run_id),
                                                  {"yf.run_id": state.run_id}):
-                    async with self._lock:
-                        await self._decide(state)
+                    await self._resume_run(state.run_id)
         self.resume_trace.clear()
+
+    async def _resume_run(self, run_id: str) -> None:
+        """A run's decisions at start. A NATS outage here (right after the catch-up) is waited out:
+        there is no message to redeliver them, so giving up would leave the run undecided until its
+        next event. Deciding again is safe: every decision is keyed by its identity."""
+        outages = 0
+        while True:
+            try:
+                async with self._lock:
+                    if run_id not in self.runs:  # a reload the outage cut short: the run from the log again
+                        await self._reload(run_id, patient=True)
+                    await self._decide(self.runs[run_id])
+                return
+            except Exception as exc:
+                if not outage(exc) or self.bus.closed:
+                    raise
+                wait = READ_BACKOFF_S[min(outages, len(READ_BACKOFF_S) - 1)]
+                outages += 1
+                log.warning("run %s: NATS not answering (%s) as the planner resumes it; deciding again in %gs",
+                            run_id, type(exc).__name__, wait)
+                await asyncio.sleep(wait)
 
     async def serve(self, stop: asyncio.Event) -> None:
         await self.catch_up()

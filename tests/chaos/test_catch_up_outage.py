@@ -131,3 +131,45 @@ async def test_a_read_that_is_not_patient_fails_on_an_outage_instead_of_ending_e
     finally:
         await bus.close()
         nats.stop()
+
+
+async def test_a_planner_that_loses_nats_as_it_resumes_decides_once_it_is_back(unique, tmp_path, git_repo, caplog):
+    """Between its catch-up and its first decisions (resume) the server goes away: the planner waits
+    for it and makes the run's decisions then, instead of dying with the run's first tasks undispatched."""
+    from shared.commands import start_run
+
+    caplog.set_level(logging.WARNING, logger="yokeflow.planner")
+    nats = EmbeddedNats(tmp_path / "nats").start()
+    bus = await connect(nats, unique)
+    restarted: list[asyncio.Task] = []
+    plan = {"name": "p", "epics": [{"id": "E", "name": "E", "tasks": [{"id": "a", "title": "A"}]}]}
+    try:
+        run = await start_run(bus, plan, git_repo, config())
+        planner = Planner(bus)
+        await planner.catch_up()
+        assert run.run_id in planner.runs and not planner.runs[run.run_id].ended
+
+        def restart_after(seconds: float) -> None:
+            time.sleep(seconds)
+            nats.start()  # same port, same file store
+
+        nats.stop()  # caught up, nothing decided yet
+        restarted.append(asyncio.create_task(asyncio.to_thread(restart_after, 1.5)))
+        await asyncio.wait_for(planner.resume(), 120)
+
+        ready = [e async for e in _events(bus) if isinstance(e, ev.TaskReady) and e.run_id == run.run_id]
+        assert [(e.task_id, e.attempt) for e in ready] == [("a", 1)]  # dispatched, once
+        waits = [r.getMessage() for r in caplog.records
+                 if r.name == "yokeflow.planner" and "as the planner resumes it" in r.getMessage()]
+        assert waits, "the outage was never met: nothing was proven"
+        assert all("Traceback" not in line for line in waits)
+    finally:
+        for task in restarted:
+            await task
+        await bus.close()
+        nats.stop()
+
+
+async def _events(bus: Bus):
+    async for d in bus.read():
+        yield d.event
