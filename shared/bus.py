@@ -42,10 +42,19 @@ _SERVER_RESTARTING = (nats.js.errors.ServiceUnavailableError, nats.errors.NoResp
                       nats.errors.ConnectionReconnectingError)
 
 
+# ... and what any request raises while the server is away: the same request may be made again later
+_OUTAGE = (*_SERVER_RESTARTING, nats.errors.TimeoutError)
+
+
 def outage(exc: BaseException) -> bool:
     """Whether `exc` says the server is away for now (restarting, or not answering in time), so the
     same request can be made again once it is back; a closed connection or a refusal is not one."""
-    return isinstance(exc, (*_SERVER_RESTARTING, nats.errors.TimeoutError))
+    return isinstance(exc, _OUTAGE)
+
+
+def outage_wait(outages: int) -> float:
+    """How long to wait before trying again after `outages` outages in a row (READ_BACKOFF_S)."""
+    return READ_BACKOFF_S[min(outages, len(READ_BACKOFF_S) - 1)]
 
 
 ACK_SWEEP_S = 0.25  # how often publishes in flight are checked for an overdue ack
@@ -185,7 +194,7 @@ class Bus:
         bus = cls(nc, **kwargs)
         try:
             await bus.ensure_streams(patience_s=patience_s)
-        except (*_SERVER_RESTARTING, nats.errors.TimeoutError) as exc:
+        except _OUTAGE as exc:
             await bus.close()
             raise BusError(f"NATS at {where} answers but its JetStream does not ({type(exc).__name__}): is "
                            f"JetStream enabled, and the server done starting?") from None
@@ -245,7 +254,7 @@ class Bus:
         while True:
             try:
                 return await self._ensure_streams()
-            except (*_SERVER_RESTARTING, nats.errors.TimeoutError) as exc:
+            except _OUTAGE as exc:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 log.warning("JetStream not answering yet (%s); trying again", type(exc).__name__)
@@ -512,11 +521,11 @@ class Bus:
                 finally:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
-            except (*_SERVER_RESTARTING, nats.errors.TimeoutError) as exc:
+            except _OUTAGE as exc:
                 name = ""  # its consumer goes by itself (inactive_threshold): no request to a server away
                 if not patient or self.nc.is_closed:
                     raise
-                wait = READ_BACKOFF_S[min(outages, len(READ_BACKOFF_S) - 1)]
+                wait = outage_wait(outages)
                 outages += 1
                 log.warning("reading %s: NATS not answering (%s); reading on from seq=%s in %gs",
                             stream, type(exc).__name__, at, wait)
@@ -733,7 +742,7 @@ class Bus:
                     else:
                         await self.js.add_consumer(self.stream, config=cfg)
                 return
-            except (*_SERVER_RESTARTING, nats.errors.TimeoutError) as exc:
+            except _OUTAGE as exc:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 log.warning("%s: cannot bind its consumer yet (%s); trying again", durable, type(exc).__name__)

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from shared import events as ev
 from shared import metrics, telemetry
-from shared.bus import READ_BACKOFF_S, Bus, ConcurrencyConflict, Delivery, outage, retry_on_conflict
+from shared.bus import Bus, ConcurrencyConflict, Delivery, outage, outage_wait, retry_on_conflict
 from shared.config import Config
 from shared.plan import PlanError
 from services.planner.models import History
@@ -211,7 +211,7 @@ class Planner:
             except Exception as exc:
                 if not outage(exc) or self.bus.closed:
                     raise
-                wait = READ_BACKOFF_S[min(outages, len(READ_BACKOFF_S) - 1)]
+                wait = outage_wait(outages)
                 outages += 1
                 log.warning("run %s: NATS not answering (%s) as the planner resumes it; deciding again in %gs",
                             run_id, type(exc).__name__, wait)

@@ -31,6 +31,11 @@ def started(n: int, run: str = "r") -> list[tuple[ev.Event, None]]:
                              task_id=str(i), expertise_given=["e1"]), None) for i in range(n)]
 
 
+def restart_after(nats: EmbeddedNats, seconds: float) -> None:
+    time.sleep(seconds)
+    nats.start()  # same port, same file store
+
+
 def retries(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if RETRY_LINE in r.getMessage()]
 
@@ -87,16 +92,12 @@ async def test_a_catch_up_that_loses_nats_half_way_reads_on_from_its_last_event(
         published = await bus.publish_all(started(600))  # more than one fetch's worth (256)
         read, delivered = bus.read, []
 
-        def restart_after(seconds: float) -> None:
-            time.sleep(seconds)
-            nats.start()  # same port, same file store
-
         async def read_through_an_outage(*args, **kwargs):
             async for d in read(*args, **kwargs):
                 delivered.append(d.seq)
                 if len(delivered) == 1:  # the server goes away while the read is under way
                     nats.stop()
-                    restarted.append(asyncio.create_task(asyncio.to_thread(restart_after, 1.0)))
+                    restarted.append(asyncio.create_task(asyncio.to_thread(restart_after, nats, 1.0)))
                 yield d
 
         bus.read = read_through_an_outage
@@ -149,12 +150,8 @@ async def test_a_planner_that_loses_nats_as_it_resumes_decides_once_it_is_back(u
         await planner.catch_up()
         assert run.run_id in planner.runs and not planner.runs[run.run_id].ended
 
-        def restart_after(seconds: float) -> None:
-            time.sleep(seconds)
-            nats.start()  # same port, same file store
-
         nats.stop()  # caught up, nothing decided yet
-        restarted.append(asyncio.create_task(asyncio.to_thread(restart_after, 1.5)))
+        restarted.append(asyncio.create_task(asyncio.to_thread(restart_after, nats, 1.5)))
         await asyncio.wait_for(planner.resume(), 120)
 
         ready = [e async for e in _events(bus) if isinstance(e, ev.TaskReady) and e.run_id == run.run_id]

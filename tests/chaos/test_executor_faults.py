@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-
 from shared import events as ev
 from shared.commands import start_run
 from tests.chaos.faults import crash_point, executor_name, freeze, redelivered, started_by, state_of, thaw, until
