@@ -56,7 +56,8 @@ def test_ordinary_text_is_left_alone():
 def test_every_secret_assignment_name_is_found_and_a_plain_key_field_is_not_one():
     for name in ("MY_API_KEY", "my_apikey", "PRIVATE_KEY", "GITHUB_TOKEN", "db_secret", "PGPASSWORD", "smtp_passwd",
                  "GITHUB_PAT"):
-        for form in (f"{name}=s3cr3tvalue", f'"{name}": "s3cr3tvalue"', f"{name}: s3cr3tvalue"):
+        for form in (f"{name}=s3cr3tvalue", f'"{name}": "s3cr3tvalue"', f"{name}: s3cr3tvalue", f"{name} = s3cr3tvalue",
+                     f"{name}\t:\ts3cr3tvalue", f"'{name}':'s3cr3tvalue'", f'\\"{name}\\": \\"s3cr3tvalue'):
             assert scrub(f"env {form} end", {}) == f"env {form.replace('s3cr3tvalue', REDACTED)} end", form
     doc = json.dumps({"entries": [{"key": f"src/module_{i}.py", "files": [f"src/module_{i}.py"]} for i in range(500)]})
     assert scrub(doc, {}) == doc
