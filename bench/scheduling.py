@@ -13,7 +13,9 @@ Each reports makespan, lower bound = max(critical path, total work / concurrency
 efficiency = bound / makespan, speed-up over sequential, dispatch latency (from the moment a
 task could start, its dependencies merged and an agent slot free, to its agent started), merge latency (agent finished -> merged), peak agents in
 flight, events/s, projection lag (event occurred -> its row in PostgreSQL) and the orchestration
-CPU of this process per task. A scale series (short agents, concurrency 20) shows CPU per task
+CPU of this process per task; beside each policy without a barrier, what its model allows
+(bench/model.py: the policy replayed with no cost, with the costs the run measured, and with each
+left out). A scale series (short agents, concurrency 20) shows CPU per task
 as the plan grows; a burst of events and a publish run measure the ledger and the bus alone.
 
 `--quick` is the suite's smoke test: a tiny plan, every figure present, no timing judged.
@@ -38,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.model import explain, measured_costs
 from shared import events as ev
 from shared.commands import start_run
 from shared.config import parse_config
@@ -198,7 +201,9 @@ class Bench:
                         bus_options={"prefix": f"b{tag}", "stream": f"B_{tag}", "log_stream": f"BL_{tag}"})
 
     async def run(self, plan: dict, *, concurrency: int, agent_ms: int, barrier: bool = False,
-                  strategy: str = "by_epic", learning: bool = True, processes: bool = False) -> dict[str, Any]:
+                  strategy: str = "by_epic", learning: bool = True, processes: bool = False,
+                  model: bool = False) -> dict[str, Any]:
+        """One run of `plan`; `model`: also what the policy's model allows with this run's costs (bench.model)."""
         endpoint = await self.endpoint()
         cfg = parse_config({"parallel": {"strategy": strategy, "max_concurrency": concurrency,
                                          "batch_barrier": barrier},
@@ -230,6 +235,10 @@ class Bench:
             await system.stop()
             shutil.rmtree(repo, ignore_errors=True)
         out = analyse(events, plan, agent_ms=agent_ms, concurrency=concurrency)
+        if model and not barrier:  # the model has no batch barrier
+            costs = measured_costs(events, plan, agent_ms / 1000)
+            out["model"] = explain(plan, concurrency=concurrency, agent_s=agent_ms / 1000, bound_s=out["lower_bound_s"],
+                                   costs=costs, strategy=strategy)
         out["projection_lag_p99_ms"] = round(_pct(lags, 0.99) * 1000, 1)
         out["cpu_ms_per_task"] = round(cpu * 1000 / out["tasks"], 1)
         return out
@@ -318,7 +327,7 @@ async def benchmark(args) -> dict[str, Any]:
                 # agents are 95 % of its minute, so it moves little.
                 repeats = 1 if c == 1 else args.repeats
                 runs = [await bench.run(plan, concurrency=c, agent_ms=agent_ms, barrier=barrier, learning=args.learning,
-                                        processes=processes)
+                                        processes=processes, model=True)
                         for _ in range(repeats)]
                 # by efficiency, the figure reported (by makespan, two runs whose makespans round alike
                 # could order their efficiencies the other way)
@@ -408,6 +417,13 @@ def table(out: dict[str, Any]) -> str:
                      f"{r['speedup']:>9.2f}{r['dispatch_p50_ms']:>12.0f}/{r['dispatch_p99_ms']:<8.0f}"
                      f"{r['merge_p50_ms']:>9.0f}/{r['merge_p99_ms']:<8.0f}{r['peak_agents']:>6}"
                      f"{r['events_per_s']:>7.0f}{r['projection_lag_p99_ms']:>11.0f}{r['cpu_ms_per_task']:>12.1f}")
+    for name, r in out["policies"].items():
+        if m := r.get("model"):
+            c = m["costs"]
+            without = " · ".join(f"{k} {v:.2f}" for k, v in m["efficiency_without"].items())
+            lines.append(f"  model of {name}: {m['efficiency_no_cost']:.2f} with no cost, {m['efficiency_with_costs']:.2f} "
+                         f"with this run's (slot +{c['slot_ms']:.0f} ms, handoff {c['handoff_ms']:.0f} ms, link "
+                         f"{c['link_ms']:.0f} ms, jitter {c['jitter_ms']:.0f} ms); without each: {without}")
     if out["scale"]:
         lines += ["", f"{'tasks':>6}{'makespan s':>11}{'effic.':>8}{'peak':>6}{'cpu ms/task':>12}{'lag p99 ms':>11}"
                       f"{'host loop cpu ms':>17}"]

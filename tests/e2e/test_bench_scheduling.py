@@ -35,6 +35,14 @@ def test_quick_benchmark_reports_every_policy_and_scale_point():
         assert rec["repeats"] == len(runs) == (1 if name == "sequential" else 3), name
         assert rec["efficiency"] == sorted(runs)[len(runs) // 2], name
     assert out["policies"]["sequential"]["peak_agents"] == 1
+    # beside each policy without a barrier, what its model allows with no cost and with the run's costs
+    assert "model" not in out["policies"]["barrier"]
+    for name in ("sequential", "default", "processes"):
+        model = out["policies"][name]["model"]
+        assert set(model["costs"]) == {"slot_ms", "handoff_ms", "link_ms", "jitter_ms"}, name
+        assert all(v >= 0 for v in model["costs"].values()) and model["costs"]["link_ms"] > 0, name
+        assert 0 < model["efficiency_with_costs"] <= model["efficiency_no_cost"] <= 1.0, name
+        assert set(model["efficiency_without"]) == {"slot", "handoff", "link", "jitter"}, name
     assert out["policies"]["sequential"]["speedup"] == 1.0
     assert [r["plan_tasks"] for r in out["scale"]] == [9, 18]
     for rec in out["scale"]:
