@@ -48,6 +48,9 @@ from services.executor import domain
 
 log = logging.getLogger("yokeflow.executor")
 
+ADMISSION_POLL_S = 2.0  # how often an attempt waiting for its slot reads the log without a live wake
+ADMISSION_RECHECK_S = 0.005  # first pause after a wake the log does not confirm yet (doubling to the poll)
+
 
 class Executor:
     def __init__(self, bus: Bus, config: Config, *, name: str | None = None, concurrency: int = 0,
@@ -67,7 +70,7 @@ class Executor:
         # shared with every other service of the process, and each agent's worktree waited its turn.
         self._git = Threads("yokeflow-executor-git", max_workers=32)
         # attempts waiting for their agent slot, woken by the scheduler's AgentAdmitted (a live message)
-        self._admissions: dict[tuple[str, str, int], asyncio.Future] = {}
+        self._admissions: dict[tuple[str, str, int], asyncio.Event] = {}
 
     # ------------------------------------------------------------------ history
     async def _task_history(self, e: ev.TaskReady) -> list[ev.Event]:
@@ -104,20 +107,32 @@ class Executor:
     def _admission_subject(self, e: ev.TaskReady) -> str:
         return self.bus.subjects.event(e.project_id, ev.AgentAdmitted.aggregate, e.aggregate_id, "AgentAdmitted")
 
-    async def _admission(self, e: ev.TaskReady, waiter: asyncio.Future, cancel: asyncio.Event) -> ev.Event | None:
-        """Wait for the scheduler to admit the attempt to an agent slot (its AgentAdmitted); None when it
-        was cancelled (or its lease lost) first. The live message wakes it; the log is read again now
-        and then, since a live message can be lost while the connection is re-established."""
+    async def _admission(self, e: ev.TaskReady, woken: asyncio.Event, cancel: asyncio.Event) -> ev.Event | None:
+        """Wait for the scheduler to admit the attempt to an agent slot (its AgentAdmitted, as the log
+        holds it); None when it was cancelled (or its lease lost) first. Only the log is believed: core
+        NATS delivers a publish the stream refused (a lost optimistic check) to live subscribers too.
+        The live message wakes it to read the log; the log is also read now and then, since a live
+        message can be lost while the connection is re-established."""
         cancelled = asyncio.ensure_future(cancel.wait())
+        pause = 0.0  # > 0: woken but the log did not hold the admission yet (its store is a moment behind)
         try:
-            while not waiter.done():
+            while True:
+                woken.clear()  # a wake from here on is news to the read below
                 found = await self.bus.last_event(self._admission_subject(e))
                 if isinstance(found, ev.AgentAdmitted) and found.attempt == e.attempt:
                     return found
-                await asyncio.wait({waiter, cancelled}, timeout=2.0, return_when=asyncio.FIRST_COMPLETED)
+                wake = asyncio.ensure_future(woken.wait())
+                try:
+                    await asyncio.wait({wake, cancelled}, timeout=pause or ADMISSION_POLL_S,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    wake.cancel()
                 if cancel.is_set():
                     return None
-            return waiter.result()
+                if woken.is_set():
+                    pause = ADMISSION_RECHECK_S
+                elif pause:
+                    pause = min(pause * 2, ADMISSION_POLL_S)
         finally:
             cancelled.cancel()
 
@@ -127,9 +142,9 @@ class Executor:
         except Exception:
             return
         if isinstance(e, ev.AgentAdmitted):
-            waiter = self._admissions.get((e.run_id, e.task_id, e.attempt))
-            if waiter is not None and not waiter.done():
-                waiter.set_result(e)
+            woken = self._admissions.get((e.run_id, e.task_id, e.attempt))
+            if woken is not None:
+                woken.set()
 
     async def _expertise(self, e: ev.TaskReady) -> tuple[str, list[str], dict[str, int]]:
         """The most useful entries of the domains the scheduler named, within the prompt budget;
@@ -229,19 +244,19 @@ class Executor:
         """Prepare the attempt's worktree, wait for its agent slot, run its agent under `lease`; False
         when the lease was lost (nothing published after)."""
         key = (e.run_id, e.task_id, e.attempt)
-        waiter = self._admissions[key] = asyncio.get_running_loop().create_future()
+        woken = self._admissions[key] = asyncio.Event()
         cancel = asyncio.Event()
         self.running[(e.run_id, e.task_id)] = cancel
         keeper = asyncio.create_task(self._keep(lease, cancel))
         try:
-            return await self._attempt(e, d, view, history, lease, waiter, cancel)
+            return await self._attempt(e, d, view, history, lease, woken, cancel)
         finally:
             self.running.pop((e.run_id, e.task_id), None)
             self._admissions.pop(key, None)
             keeper.cancel()
 
     async def _attempt(self, e: ev.TaskReady, d: Delivery, view: domain.AttemptView, history: list[ev.Event],
-                       lease: Lease, waiter: asyncio.Future, cancel: asyncio.Event) -> bool:
+                       lease: Lease, woken: asyncio.Event, cancel: asyncio.Event) -> bool:
         resumed_after = view.interrupted
         started = time.monotonic()
         parallel = self.config.parallel
@@ -314,7 +329,7 @@ class Executor:
         recorded: asyncio.Future = asyncio.get_running_loop().create_future()
         recorded.set_result(True)
         if not admitted:
-            admission = await self._admission(e, waiter, cancel)
+            admission = await self._admission(e, woken, cancel)
             if admission is None:
                 if not await self._still_holding(lease):
                     return False  # its new holder goes on with it

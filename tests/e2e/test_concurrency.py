@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import uuid
+
 import pytest
 
 from shared import events as ev
+from shared.bus import ConcurrencyConflict
 from shared.commands import start_run
-from tests.support.system import config, events_of, running_system, wait_for_end
+from tests.support.fake_anthropic import FakeAnthropic, tool, turn
+from tests.support.system import config, events_of, next_event, running_system, wait_for_end
 
 pytestmark = pytest.mark.e2e
 
@@ -72,3 +78,66 @@ async def test_worktrees_are_prepared_ahead_of_a_free_slot_and_the_cap_still_hol
         assert not events[finished].commit and events[finished].commit_follows
         assert events[committed].commit == next(e.commit for e in events if isinstance(e, ev.TaskCompleted)
                                                 and e.task_id == task)
+
+
+async def test_an_admission_the_log_refused_starts_no_agent(nats_server, database_url, unique, git_repo, bus,
+                                                            monkeypatch):
+    """JetStream hands a publish to core NATS subscribers even when the stream refuses to store it (a
+    lost optimistic check): the executor's live wake-up for AgentAdmitted may carry an admission the
+    log never held, and an agent started on it would break the cap."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    gate = threading.Event()  # every agent's first model call waits here: the first agent keeps the one slot
+
+    def answer(body: dict) -> dict:
+        if not any(m["role"] == "assistant" for m in body["messages"]):
+            gate.wait(120)
+            return turn(tool("write_file", path=f"{uuid.uuid4().hex}.txt", content="done\n"))
+        return turn(tool("finish", summary="wrote one file"))
+
+    plan = {"name": "two", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": "t0", "title": "Task 0"}, {"id": "t1", "title": "Task 1"}]}]}
+    with FakeAnthropic([answer] * 20) as api:
+        cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1},
+                     agent={"provider": "anthropic", "base_url": api.url})
+        try:
+            # `bus` (the operator's identity) may publish the scheduler's event; the system's own is the CLI's
+            async with running_system(nats_server.url, database_url, unique, cfg):
+                live: asyncio.Queue[ev.Event] = asyncio.Queue()
+
+                async def on_live(msg) -> None:
+                    live.put_nowait(ev.decode(msg.data))
+
+                await bus.subscribe_live(bus.type_filter("AgentAdmitted"), on_live)
+                run = (await start_run(bus, plan, git_repo, cfg)).run_id
+                first = await next_event(bus, lambda e: isinstance(e, ev.AgentStarted) and e.run_id == run)
+                # the other attempt is dispatched ahead, its worktree made: it waits for the slot
+                waiting = await next_event(bus, lambda e: isinstance(e, ev.WorktreeCreated) and e.run_id == run
+                                           and e.task_id != first.task_id)
+                assert not [e for e in await events_of(bus, run)
+                            if isinstance(e, ev.AgentAdmitted) and e.task_id == waiting.task_id]
+                forged = waiting.caused(ev.AgentAdmitted, aggregate_id=waiting.aggregate_id, run_id=run,
+                                        task_id=waiting.task_id, attempt=waiting.attempt)
+                with pytest.raises(ConcurrencyConflict):  # a stale view of the task: the stream refuses it
+                    await bus.publish(forged, expected_seq=await bus.aggregate_seq(forged) - 1)
+
+                async def delivered() -> ev.Event:
+                    while (e := await live.get()).event_id != forged.event_id:
+                        pass
+                    return e
+
+                await asyncio.wait_for(delivered(), 10)  # ... and yet core subscribers got it: the fault is there
+                # An executor that takes the live message for the admission starts its agent now; the
+                # pause lets that show (the assertions below do not depend on its length).
+                await asyncio.sleep(0.5)
+                gate.set()  # the first agent finishes, and the scheduler admits the waiting attempt itself
+                end = await wait_for_end(bus, run)
+                log = [(d.seq, d.event) async for d in bus.read() if getattr(d.event, "run_id", None) == run]
+        finally:
+            gate.set()
+    assert isinstance(end, ev.RunCompleted), end
+    assert forged.event_id not in {e.event_id for _, e in log}  # never stored
+    admitted = [seq for seq, e in log if isinstance(e, ev.AgentAdmitted) and e.task_id == waiting.task_id]
+    started = [seq for seq, e in log if isinstance(e, ev.AgentStarted) and e.task_id == waiting.task_id]
+    assert len(admitted) == 1 and len(started) == 1, (admitted, started)  # started on a stored admission...
+    assert admitted[0] < started[0]  # ... after it was stored
+    assert peak_in_flight([e for _, e in log]) == 1
