@@ -1,14 +1,16 @@
 """Running a service alone: `python -m services.<name>` connects to NATS (and PostgreSQL
-when the service needs it) from the environment and serves until SIGTERM/SIGINT."""
+when the service needs it) from the environment and serves until SIGTERM/SIGINT; and what
+every service's `serve(stop)` needs of that stop, alone or in one process with the others."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
 import sys
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from shared import probes, telemetry
 from shared.bus import Bus, BusError
@@ -20,6 +22,26 @@ CONNECT_PATIENCE_S = 60.0  # how long a starting service waits for its NATS serv
 
 
 _gc_settled = False
+
+
+async def unless_stopped(start_up: Awaitable[Any], stop: asyncio.Event) -> bool:
+    """Await a service's start-up (its catch-up, which waits out a NATS outage without limit) unless
+    `stop` is set first: it is then cancelled and False returned, so a SIGTERM during an outage ends
+    the service at once, not at the kill after its grace period (it holds no work yet). True: done."""
+    work = asyncio.ensure_future(start_up)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+    if work.cancelled():
+        return False
+    work.result()  # a start-up that failed fails the service
+    return True
 
 
 def settle_gc() -> None:

@@ -28,6 +28,7 @@ from shared.expertise.model import normalise
 from shared.expertise import store
 from shared.gitops.repo import BranchPaths
 from shared.plan import PlanError
+from shared.runner import unless_stopped
 
 log = logging.getLogger("yokeflow.learner")
 
@@ -224,8 +225,13 @@ class Learner:
         kinds = ("RunStarted", "AgentStarted", "AgentFinished", "DiscoveryReported", "BranchMerged", "RunCompleted",
                  "RunFailed", "RunCancelled")
         subjects = [self.bus.type_filter(k) for k in kinds]
-        async for d in self.bus.read(subjects, patient=True):  # a NATS outage at start is waited out
-            self.fold(d.event)
+
+        async def catch_up() -> None:
+            async for d in self.bus.read(subjects, patient=True):  # a NATS outage at start is waited out
+                self.fold(d.event)
+
+        if not await unless_stopped(catch_up(), stop):
+            return
         # several attempts at once: a dependent waits for its dependency's learning, so one slow
         # extraction or validation must not hold every other one up (appends are optimistic, keyed by attempt)
         await self.bus.consume("learner", subjects, self.handle, stop=stop, concurrency=8)

@@ -28,6 +28,7 @@ from shared.config import Config
 from shared.gitops import GitError, WorktreeManager, find_commit, head_of, merge_branch, set_aside
 from shared.gitops.merge import MergeResult
 from shared.gitops.resolved import commit_resolution
+from shared.runner import unless_stopped
 from services.merger import domain
 from services.merger.domain import RunView
 
@@ -232,11 +233,12 @@ class Merger:
             view.announced.add(index)
 
     async def serve(self, stop: asyncio.Event) -> None:
-        await self.catch_up()
         subjects = [self.bus.type_filter(t) for t in
                     ("RunStarted", "BatchesComputed", "AgentFinished", "WorkCommitted", "MergeRequested", "BranchMerged",
                      "BranchReset", "BatchMerged", "RunCompleted", "RunFailed", "RunCancelled")]
         try:
+            if not await unless_stopped(self.catch_up(), stop):
+                return
             # a few at once: merges' bus round trips (run check, BranchMerged, ack) overlap the others'
             # git work, which stays serial in order on the merger's one git thread (agents often end
             # together: the first tasks of a run, a wave of dependents)

@@ -15,6 +15,7 @@ from shared import metrics, telemetry
 from shared.bus import Bus, ConcurrencyConflict, Delivery, outage, outage_wait, retry_on_conflict
 from shared.config import Config
 from shared.plan import PlanError
+from shared.runner import unless_stopped
 from services.planner.models import History
 from services.planner.scheduler import RunState, decide
 
@@ -218,9 +219,13 @@ class Planner:
                 await asyncio.sleep(wait)
 
     async def serve(self, stop: asyncio.Event) -> None:
-        await self.catch_up()
-        await self.resume()
+        async def start_up() -> None:
+            await self.catch_up()
+            await self.resume()
+
         try:
+            if not await unless_stopped(start_up(), stop):
+                return
             await self.bus.consume_batches("planner", [self.bus.events_subject], self.handle_batch, stop=stop,
                                            max_batch=64, max_deliver=10)
         finally:

@@ -1,6 +1,7 @@
 """A service's start-up catch-up (the whole log folded before its consumer starts) outlasts a NATS
 outage: started while the server is down, or losing it half way, the service waits for it and
-reads on from the last event it folded, instead of dying or starting on a partial fold."""
+reads on from the last event it folded, instead of dying or starting on a partial fold; and
+stopped meanwhile, it stops without waiting for the server."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import contextlib
 import logging
 import time
 
+import pytest
 from nats import errors as nats_errors
 
 from services.learner.service import Learner
+from services.merger.service import Merger
 from services.planner.service import Planner
 from shared import events as ev
 from shared.bus import Bus
@@ -170,3 +173,60 @@ async def test_a_planner_that_loses_nats_as_it_resumes_decides_once_it_is_back(u
 async def _events(bus: Bus):
     async for d in bus.read():
         yield d.event
+
+
+def _service(name: str, bus: Bus):
+    return {"planner": Planner, "merger": Merger, "learner": lambda b: Learner(b, config())}[name](bus)
+
+
+@pytest.mark.parametrize("name, phase", [("planner", "catch-up"), ("merger", "catch-up"), ("learner", "catch-up"),
+                                         ("planner", "resume")])
+async def test_a_service_stopped_while_it_waits_out_an_outage_at_start_stops_without_nats(
+        name, phase, unique, tmp_path, git_repo, caplog):
+    """SIGTERM (the runner's `stop`) during the start-up's wait for NATS ends the service then: it holds
+    no work yet, and waiting for the server (possibly long) would only end in the kill after the grace."""
+    from shared.commands import start_run
+
+    caplog.set_level(logging.INFO)
+    nats = EmbeddedNats(tmp_path / "nats").start()
+    bus = await connect(nats, unique)
+    stop = asyncio.Event()
+    serving = None
+    plan = {"name": "p", "epics": [{"id": "E", "name": "E", "tasks": [{"id": "a", "title": "A"}]}]}
+    try:
+        await start_run(bus, plan, git_repo, config())  # an open run: the planner's resume has a decision to make
+        await bus.publish_all(started(3))
+        waiting_line = RETRY_LINE
+        if phase == "catch-up":
+            nats.stop()
+        else:  # the server goes away right after the catch-up's last event, before the first decisions
+            read = bus.read
+
+            async def read_then_lose_nats(*args, **kwargs):
+                async for d in read(*args, **kwargs):
+                    yield d
+                nats.stop()
+
+            bus.read = read_then_lose_nats
+            waiting_line = "as the planner resumes it"
+        serving = asyncio.create_task(_service(name, bus).serve(stop))
+
+        async def waiting() -> bool:
+            return any(waiting_line in r.getMessage() for r in caplog.records)
+
+        await until(waiting, serving, timeout=60)  # the fault is there: it waits for the server
+        stop.set()
+        await asyncio.wait_for(serving, 10)  # a hang guard: it returns without the server
+        assert nats.proc is None  # NATS was still down when it returned
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], \
+            [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    finally:
+        stop.set()
+        if serving is not None and not serving.done():
+            serving.cancel()
+            with contextlib.suppress(BaseException):
+                await serving
+        if nats.proc is None:
+            await asyncio.to_thread(nats.start)  # back, so the client closes cleanly
+        await bus.close()
+        nats.stop()
