@@ -71,6 +71,7 @@ class Executor:
         self._git = Threads("yokeflow-executor-git", max_workers=32)
         # attempts waiting for their agent slot, woken by the scheduler's AgentAdmitted (a live message)
         self._admissions: dict[tuple[str, str, int], asyncio.Event] = {}
+        self._checks: set[asyncio.Task] = set()  # live cancellations being looked up in the log
 
     # ------------------------------------------------------------------ history
     async def _task_history(self, e: ev.TaskReady) -> list[ev.Event]:
@@ -548,9 +549,35 @@ class Executor:
             e = ev.decode(msg.data)
         except Exception:
             return
-        for (run_id, task_id), cancel in list(self.running.items()):
-            if run_id == getattr(e, "run_id", None) and (isinstance(e, ev.RunCancelled) or task_id == e.task_id):
-                cancel.set()
+        hit = [cancel for (run_id, task_id), cancel in self.running.items()
+               if run_id == getattr(e, "run_id", None) and (isinstance(e, ev.RunCancelled) or task_id == e.task_id)]
+        if hit:  # believed once the log holds it (checked aside: one refused message holds up no other)
+            checking = asyncio.ensure_future(self._cancel_when_stored(e, hit))
+            self._checks.add(checking)
+            checking.add_done_callback(self._checks.discard)
+
+    async def _cancel_when_stored(self, e: ev.Event, hit: list[asyncio.Event]) -> None:
+        """Stop the agents once the cancellation is in the log: core NATS delivers a publish the stream
+        refused too, and an agent stopped by one would end its attempt as cancelled though nobody
+        cancelled its task. The store is normally a moment behind the live message; never there
+        within the poll (a refused publish), it is dropped."""
+        subject, pause, waited = self.bus.subject_of(e), ADMISSION_RECHECK_S, 0.0
+        while True:
+            try:
+                found = await self.bus.last_event(subject)
+            except Exception as exc:  # NATS away for a moment: the next look tries again
+                log.warning("cancellation of %s not checked yet: %s", getattr(e, "task_id", "") or e.run_id, exc)
+                found = None
+            if found is not None:  # this cancellation, or a later one of the same task or run
+                for cancel in hit:
+                    cancel.set()
+                return
+            if waited >= ADMISSION_POLL_S:
+                log.warning("%s %s: not in the log, not acted on", e.type, getattr(e, "task_id", "") or e.run_id)
+                return
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, ADMISSION_POLL_S)
 
     async def serve(self, stop: asyncio.Event) -> None:
         subs = [await self.bus.subscribe_live(self.bus.type_filter("RunCancelled"), self._on_cancel),

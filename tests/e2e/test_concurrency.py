@@ -80,6 +80,41 @@ async def test_worktrees_are_prepared_ahead_of_a_free_slot_and_the_cap_still_hol
                                                 and e.task_id == task)
 
 
+async def refusal(bus, event_type: str):
+    """A way to have the stream refuse an event that core NATS still delivers live: publish it against
+    a stale sequence of its aggregate. Checks both halves (the fault is there), given a live
+    subscription made before."""
+    live: asyncio.Queue[ev.Event] = asyncio.Queue()
+
+    async def on_live(msg) -> None:
+        live.put_nowait(ev.decode(msg.data))
+
+    await bus.subscribe_live(bus.type_filter(event_type), on_live)
+
+    async def refuse(forged: ev.Event) -> None:
+        with pytest.raises(ConcurrencyConflict):  # a stale view of the aggregate: the stream refuses it
+            await bus.publish(forged, expected_seq=await bus.aggregate_seq(forged) - 1)
+
+        async def delivered() -> None:
+            while (await live.get()).event_id != forged.event_id:
+                pass
+
+        await asyncio.wait_for(delivered(), 10)  # ... and yet core subscribers got it
+
+    return refuse
+
+
+def held_agents(gate: threading.Event):
+    """Fake model answers: every agent's first call waits for `gate`, then writes a file and finishes."""
+    def answer(body: dict) -> dict:
+        if not any(m["role"] == "assistant" for m in body["messages"]):
+            gate.wait(120)
+            return turn(tool("write_file", path=f"{uuid.uuid4().hex}.txt", content="done\n"))
+        return turn(tool("finish", summary="wrote one file"))
+
+    return [answer] * 20
+
+
 async def test_an_admission_the_log_refused_starts_no_agent(nats_server, database_url, unique, git_repo, bus,
                                                             monkeypatch):
     """JetStream hands a publish to core NATS subscribers even when the stream refuses to store it (a
@@ -87,27 +122,15 @@ async def test_an_admission_the_log_refused_starts_no_agent(nats_server, databas
     log never held, and an agent started on it would break the cap."""
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     gate = threading.Event()  # every agent's first model call waits here: the first agent keeps the one slot
-
-    def answer(body: dict) -> dict:
-        if not any(m["role"] == "assistant" for m in body["messages"]):
-            gate.wait(120)
-            return turn(tool("write_file", path=f"{uuid.uuid4().hex}.txt", content="done\n"))
-        return turn(tool("finish", summary="wrote one file"))
-
     plan = {"name": "two", "epics": [{"id": "E", "name": "E", "tasks": [
         {"id": "t0", "title": "Task 0"}, {"id": "t1", "title": "Task 1"}]}]}
-    with FakeAnthropic([answer] * 20) as api:
+    with FakeAnthropic(held_agents(gate)) as api:
         cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1},
                      agent={"provider": "anthropic", "base_url": api.url})
         try:
             # `bus` (the operator's identity) may publish the scheduler's event; the system's own is the CLI's
             async with running_system(nats_server.url, database_url, unique, cfg):
-                live: asyncio.Queue[ev.Event] = asyncio.Queue()
-
-                async def on_live(msg) -> None:
-                    live.put_nowait(ev.decode(msg.data))
-
-                await bus.subscribe_live(bus.type_filter("AgentAdmitted"), on_live)
+                refuse = await refusal(bus, "AgentAdmitted")
                 run = (await start_run(bus, plan, git_repo, cfg)).run_id
                 first = await next_event(bus, lambda e: isinstance(e, ev.AgentStarted) and e.run_id == run)
                 # the other attempt is dispatched ahead, its worktree made: it waits for the slot
@@ -117,15 +140,7 @@ async def test_an_admission_the_log_refused_starts_no_agent(nats_server, databas
                             if isinstance(e, ev.AgentAdmitted) and e.task_id == waiting.task_id]
                 forged = waiting.caused(ev.AgentAdmitted, aggregate_id=waiting.aggregate_id, run_id=run,
                                         task_id=waiting.task_id, attempt=waiting.attempt)
-                with pytest.raises(ConcurrencyConflict):  # a stale view of the task: the stream refuses it
-                    await bus.publish(forged, expected_seq=await bus.aggregate_seq(forged) - 1)
-
-                async def delivered() -> ev.Event:
-                    while (e := await live.get()).event_id != forged.event_id:
-                        pass
-                    return e
-
-                await asyncio.wait_for(delivered(), 10)  # ... and yet core subscribers got it: the fault is there
+                await refuse(forged)
                 # An executor that takes the live message for the admission starts its agent now; the
                 # pause lets that show (the assertions below do not depend on its length).
                 await asyncio.sleep(0.5)
@@ -141,3 +156,31 @@ async def test_an_admission_the_log_refused_starts_no_agent(nats_server, databas
     assert len(admitted) == 1 and len(started) == 1, (admitted, started)  # started on a stored admission...
     assert admitted[0] < started[0]  # ... after it was stored
     assert peak_in_flight([e for _, e in log]) == 1
+
+
+async def test_a_cancellation_the_log_refused_stops_no_agent(nats_server, database_url, unique, git_repo, bus,
+                                                             monkeypatch):
+    """The same for the executor's live TaskCancelled: a cancellation the stream refused would stop
+    an agent whose task nobody cancelled (its attempt then ends as cancelled, and is run again)."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    gate = threading.Event()
+    plan = {"name": "one", "epics": [{"id": "E", "name": "E", "tasks": [{"id": "t0", "title": "Task 0"}]}]}
+    with FakeAnthropic(held_agents(gate)) as api:
+        cfg = config(parallel={"max_concurrency": 1}, agent={"provider": "anthropic", "base_url": api.url})
+        try:
+            async with running_system(nats_server.url, database_url, unique, cfg):
+                refuse = await refusal(bus, "TaskCancelled")
+                run = (await start_run(bus, plan, git_repo, cfg)).run_id
+                started = await next_event(bus, lambda e: isinstance(e, ev.AgentStarted) and e.run_id == run)
+                await refuse(started.caused(ev.TaskCancelled, aggregate_id=started.aggregate_id, run_id=run,
+                                            task_id=started.task_id, reason="refused"))
+                await asyncio.sleep(0.5)  # an executor that believes the live message stops its agent now
+                gate.set()
+                end = await wait_for_end(bus, run)
+                events = await events_of(bus, run)
+        finally:
+            gate.set()
+    assert isinstance(end, ev.RunCompleted), end
+    assert not [e for e in events if isinstance(e, ev.TaskCancelled)]
+    finished = [e for e in events if isinstance(e, ev.AgentFinished)]
+    assert [(e.attempt, e.outcome) for e in finished] == [(1, "success")]  # the one agent ran to its end
