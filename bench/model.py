@@ -104,14 +104,19 @@ def efficiency(plan: Plan | dict, *, concurrency: int, agent_s: float, bound_s: 
 def measured_costs(events: list, plan: Plan | dict, agent_s: float) -> Costs:
     """The costs of one run, from its events in log order: slot = mean agent time over its work;
     jitter = the spread of agent times (a uniform of the same deviation); handoff = median wait of an
-    attempt that was ready before a slot came free; link = mean from a dependency's agent end to
-    its dependent's worktree ready (for the dependency that finished last)."""
+    attempt that was ready before a slot came free; link = mean, over dependents, of their last
+    dependency's agent end -> its merge and learning stored, plus the dependent's own worktree
+    preparation (`TaskReady` -> `WorktreeCreated`): what stood between the two, without the time a
+    ready dependent waited for the dispatch window (the model has no window)."""
     from shared import events as ev
 
     started: dict[str, float] = {}
     held: list[float] = []
     finished: dict[str, float] = {}
     prepared: dict[str, float] = {}
+    dispatched: dict[str, float] = {}
+    merged: dict[str, float] = {}
+    learned: dict[str, float] = {}
     handoffs: list[float] = []
     last_finished = float("-inf")
     t = _seconds
@@ -120,6 +125,12 @@ def measured_costs(events: list, plan: Plan | dict, agent_s: float) -> Costs:
             continue
         if isinstance(e, ev.WorktreeCreated):
             prepared.setdefault(e.task_id, t(e.occurred_at))
+        elif isinstance(e, ev.TaskReady) and e.purpose == "task":
+            dispatched.setdefault(e.task_id, t(e.occurred_at))
+        elif isinstance(e, ev.BranchMerged):
+            merged.setdefault(e.task_id, t(e.occurred_at))
+        elif isinstance(e, ev.LearningExtracted):
+            learned.setdefault(e.task_id, t(e.occurred_at))
         elif isinstance(e, ev.AgentStarted):
             started[e.task_id] = t(e.occurred_at)
             if e.task_id in prepared and prepared[e.task_id] < last_finished:
@@ -130,9 +141,13 @@ def measured_costs(events: list, plan: Plan | dict, agent_s: float) -> Costs:
     plan = parse_plan(plan) if isinstance(plan, dict) else plan
     links = []
     for tid, found in dependencies(plan).items():
-        ends = [finished[d] for d, _ in found if d in finished]
-        if ends and len(ends) == len(found) and tid in prepared:
-            links.append(prepared[tid] - max(ends))
+        if not found or tid not in prepared or tid not in dispatched or any(d not in merged for d, _ in found):
+            continue
+        # the dependency whose merge (and learning, when there is any) came last gated the dependent
+        satisfied = {d: max(merged[d], learned.get(d, merged[d])) for d, _ in found}
+        gate = max(satisfied, key=satisfied.__getitem__)
+        if gate in finished:
+            links.append(satisfied[gate] - finished[gate] + prepared[tid] - dispatched[tid])
     spread = statistics.pstdev(held) * 12 ** 0.5 if len(held) > 1 else 0.0
     return Costs(slot_s=max(0.0, statistics.fmean(held) - agent_s) if held else 0.0,
                  handoff_s=statistics.median(handoffs) if handoffs else 0.0,

@@ -84,12 +84,14 @@ def test_costs_are_read_back_from_a_runs_events():
         task_event(ev.WorktreeCreated, "a", 0.00), task_event(ev.WorktreeCreated, "c", 0.01),
         task_event(ev.AgentStarted, "a", 0.02), task_event(ev.AgentFinished, "a", 1.04),   # held 1.02
         task_event(ev.AgentStarted, "c", 1.05),   # prepared at 0.01, a slot came free at 1.04: handoff 0.01
-        task_event(ev.WorktreeCreated, "b", 1.14),   # link 0.10 after a's end
+        task_event(ev.LearningExtracted, "a", 1.08), task_event(ev.BranchMerged, "a", 1.10, branch="yf/a"),
+        task_event(ev.TaskReady, "b", 1.11), task_event(ev.WorktreeCreated, "b", 1.14),
+        # link: a's end -> its merge and learning stored (0.06), then b's worktree (0.03)
         task_event(ev.AgentFinished, "c", 2.03),   # held 0.98
         task_event(ev.AgentStarted, "b", 2.05), task_event(ev.AgentFinished, "b", 3.05),   # held 1.00
     ]
     costs = measured_costs(events, p, agent_s=1.0)
     assert costs.slot_s == pytest.approx(0.0, abs=1e-6)
     assert costs.handoff_s == pytest.approx(0.015, abs=1e-5)   # median of c's 0.01 and b's 0.02
-    assert costs.link_s == pytest.approx(0.10, abs=1e-5)   # (timestamps are floats of ~1.8e9 s)
+    assert costs.link_s == pytest.approx(0.09, abs=1e-5)   # (timestamps are floats of ~1.8e9 s)
     assert costs.jitter_s == pytest.approx(((0.02 ** 2 * 2 / 3) ** 0.5) * 12 ** 0.5, abs=1e-5)
