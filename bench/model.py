@@ -42,6 +42,8 @@ class Costs:
 def simulate(plan: Plan | dict, *, concurrency: int, agent_s: float, costs: Costs = Costs(),
              strategy: str = "by_epic", seed: int = 0) -> float:
     """The makespan of the plan under the default policy with these costs."""
+    if strategy not in ("by_epic", "by_task"):
+        raise ValueError(f"bench.model has the by_epic and by_task lanes, not {strategy!r} (shared/lanes.py)")
     plan = parse_plan(plan) if isinstance(plan, dict) else plan
     rng = random.Random(seed)
     deps = {tid: [d for d, _ in found] for tid, found in dependencies(plan).items()}

@@ -35,6 +35,11 @@ def test_independent_tasks_fill_every_slot_in_rounds():
     assert simulate(plan(tasks), concurrency=3, agent_s=1.0, costs=Costs(link_s=0.5)) == pytest.approx(7 + 6 * 0.5)
 
 
+def test_smart_lanes_are_not_modelled_and_say_so():
+    with pytest.raises(ValueError, match="not 'smart'"):
+        simulate(plan(chain("a", 2)), concurrency=2, agent_s=1.0, strategy="smart")
+
+
 def test_the_longest_remaining_path_goes_first():
     # one slot: the chain's head first, or the lone task would delay the whole chain by its length
     p = plan([("lone", [])], chain("c", 3))
