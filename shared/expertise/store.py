@@ -144,11 +144,5 @@ async def validate_domain(bus: Bus, project_id: str, domain: str, exists: Callab
             **{k: v for k, v in report.items() if k != "checked"}, "checked": len(report.get("checked", []))}
 
 
-def exists_in(paths: frozenset[str], path: str) -> bool:
-    """Whether `path` (a file, or a folder written "src/db/") is among a branch's paths."""
-    clean = path.strip().removeprefix("./")
-    return clean in paths or clean.rstrip("/") + "/" in paths
-
-
-__all__ = ["exists_in", "append", "document_of", "domains", "history", "import_folder", "latest", "line_count", "rollback",
+__all__ = ["append", "document_of", "domains", "history", "import_folder", "latest", "line_count", "rollback",
            "validate_domain"]

@@ -188,35 +188,26 @@ def main_worktree_branch(repo: Repo) -> bytes | None:
     return None
 
 
-def paths_on_branch(repo_path: Path | str, branch: str) -> frozenset[str]:
-    """Every file on a branch and every folder holding one ("src/db/", as expertise names folders);
-    empty when the branch does not exist."""
-    from dulwich.object_store import iter_tree_contents
-
-    with open_repo(repo_path) as repo:
-        sha = read_ref(repo, branch)
-        if sha is None:
-            return frozenset()
-        out: set[str] = set()
-        for entry in iter_tree_contents(repo.object_store, repo[sha].tree):
-            path = entry.path.decode("utf-8", "replace")
-            out.add(path)
-            parts = path.split("/")[:-1]
-            for i in range(1, len(parts) + 1):
-                out.add("/".join(parts[:i]) + "/")
-    return frozenset(out)
-
-
 class BranchPaths:
-    """Whether files and folders exist on a branch, each looked up in its tree when asked: what
-    `paths_on_branch` answers, without listing the whole branch (the learner asks after every merge
-    about the few files expertise names, and the listing grew with the repository)."""
+    """Whether files and folders exist on a branch, each looked up in its tree when asked, without
+    listing the whole branch (the learner asks after every merge about the few files expertise
+    names, and a listing grows with the repository)."""
 
-    def __init__(self, repo_path: Path | str, branch: str):
-        self.repo = open_repo(repo_path)
-        sha = read_ref(self.repo, branch)
+    def __init__(self, repo_path: Path | str | None, branch: str):
+        self.repo = open_repo(repo_path) if repo_path is not None else None
+        sha = read_ref(self.repo, branch) if self.repo is not None else None
         self.tree: bytes | None = self.repo[sha].tree if sha is not None else None
         self.known: dict[str, bool] = {}
+
+    @classmethod
+    def none(cls) -> "BranchPaths":
+        """Paths of no repository: nothing exists."""
+        return cls(None, "")
+
+    @property
+    def empty(self) -> bool:
+        """No such branch, or no file on it."""
+        return self.tree is None or len(self.repo[self.tree]) == 0
 
     def exists(self, path: str) -> bool:
         """`path` is a file or a folder on the branch ("src/db/" or "src/db" for a folder)."""
@@ -240,7 +231,8 @@ class BranchPaths:
         return stat.S_ISDIR(mode) or not clean.endswith("/")
 
     def close(self) -> None:
-        self.repo.close()
+        if self.repo is not None:
+            self.repo.close()
 
     def __enter__(self) -> "BranchPaths":
         return self

@@ -78,7 +78,8 @@ def test_seed_show_history_rollback_export_validate_and_bad_input(nats_server, u
     for args, says in [(["import", str(bad)], "not valid YAML"),
                        (["show", "nosuchdomain"], "no expertise for domain 'nosuchdomain'"),
                        (["show", "Bad Domain!"], "not a domain name"),
-                       (["rollback", "database", "99"], "has no version 99")]:
+                       (["rollback", "database", "99"], "has no version 99"),
+                       (["validate", "database", "--branch", "no-such-branch"], "has no files (or does not exist)")]:
         result = run(env, *args, *repo, cwd=tmp_path)
         assert result.returncode == 2 and says in one_line(result), (args, result.stderr)
     history_after = run(env, "history", "database", *repo, cwd=tmp_path).stdout.splitlines()

@@ -13,7 +13,7 @@ import msgspec
 
 from shared.commands import project_id_for
 from shared.expertise import ExpertiseError, check_domain, store
-from shared.gitops.repo import paths_on_branch
+from shared.gitops.repo import BranchPaths
 from yokeflow.commands.runtime import _config, _state_arg
 from yokeflow.errors import CliError
 from yokeflow.system import open_endpoint
@@ -150,18 +150,18 @@ async def cmd_validate(args: argparse.Namespace) -> int:
     project = _project(args)
     repo = args.repo.expanduser().resolve()
     branch = args.branch or _current_branch(repo)
-    paths = await asyncio.to_thread(paths_on_branch, repo, branch)
-    if not paths:
-        raise CliError(f"branch {branch!r} of {repo} has no files (or does not exist): pass --branch", code=2)
-    async with await _session(args) as endpoint:
-        bus = await endpoint.bus()
-        try:
-            await _latest_or_fail(bus, project, args.domain)
-            report = await store.validate_domain(bus, project, args.domain, lambda p: store.exists_in(paths, p),
-                                                 now=datetime.now(timezone.utc).isoformat(), branch=branch,
-                                                 max_lines=_config().learning.expertise_max_lines)
-        finally:
-            await bus.close()
+    with await asyncio.to_thread(BranchPaths, repo, branch) as paths:
+        if paths.empty:
+            raise CliError(f"branch {branch!r} of {repo} has no files (or does not exist): pass --branch", code=2)
+        async with await _session(args) as endpoint:
+            bus = await endpoint.bus()
+            try:
+                await _latest_or_fail(bus, project, args.domain)
+                report = await store.validate_domain(bus, project, args.domain, paths.exists,
+                                                     now=datetime.now(timezone.utc).isoformat(), branch=branch,
+                                                     max_lines=_config().learning.expertise_max_lines)
+            finally:
+                await bus.close()
     print(json.dumps(report, indent=2))
     return 0
 

@@ -19,7 +19,7 @@ from shared.config import Config, ConfigError, parse_config
 from shared.db import Database
 from shared.expertise import ExpertiseError, check_domain
 from shared.expertise import store as expertise_store
-from shared.gitops.repo import paths_on_branch
+from shared.gitops.repo import BranchPaths
 from shared.plan import PlanError, parse_plan, plan_to_dict
 from shared.resolver import resolve
 
@@ -241,11 +241,10 @@ class Operations:
         if project is None:
             raise OperationError("project_id", f"no project {project_id!r}")
         branch = project.get("target_branch") or "main"
-        paths = await asyncio.to_thread(paths_on_branch, project["repo_path"], branch)
-        return await expertise_store.validate_domain(
-            self.bus, project_id, domain, lambda p: expertise_store.exists_in(paths, p),
-            now=datetime.now(timezone.utc).isoformat(), branch=branch,
-            max_lines=self.config.learning.expertise_max_lines)
+        with await asyncio.to_thread(BranchPaths, project["repo_path"], branch) as paths:
+            return await expertise_store.validate_domain(
+                self.bus, project_id, domain, paths.exists, now=datetime.now(timezone.utc).isoformat(), branch=branch,
+                max_lines=self.config.learning.expertise_max_lines)
 
 
 def _plan_dict(plan: Any) -> dict[str, Any] | None:

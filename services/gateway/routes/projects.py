@@ -13,7 +13,7 @@ from shared import readmodel
 from shared.gitops.errors import GitError
 from shared.expertise import store
 from shared.expertise.model import ExpertiseError
-from shared.gitops.repo import paths_on_branch
+from shared.gitops.repo import BranchPaths
 from services.gateway.deps import ApiError, BusDep, ConfigDep, DatabaseDep, Domain, ProjectId
 from services.gateway.report import build_report, report_markdown
 
@@ -74,27 +74,29 @@ async def validate_expertise(project_id: ProjectId, domain: Domain, database: Da
     if update is None:
         raise ApiError(404, f"project {project_id} has no expertise for domain {domain!r} on the bus", "domain")
     branch = project.get("target_branch") or "main"
-    paths = await asyncio.to_thread(_paths, project["repo_path"], branch)
-    if not paths:
-        raise ApiError(409, f"branch {branch!r} of {project['repo_path']} has no files or does not exist", "project_id")
-    exists = lambda p: store.exists_in(paths, p)  # noqa: E731
-    entries = [{"id": e.id, "kind": e.kind, "files": list(e.files), "flagged": e.flagged,
-                "missing": [f for f in e.files if not exists(f)]} for e in store.document_of(update, domain).entries]
-    applied = None
-    if apply:
-        applied = await store.validate_domain(bus, project_id, domain, exists, now=datetime.now(timezone.utc).isoformat(),
-                                              branch=branch, max_lines=config.learning.expertise_max_lines)
+    with await asyncio.to_thread(_paths, project["repo_path"], branch) as paths:
+        if paths.empty:
+            raise ApiError(409, f"branch {branch!r} of {project['repo_path']} has no files or does not exist",
+                           "project_id")
+        entries = [{"id": e.id, "kind": e.kind, "files": list(e.files), "flagged": e.flagged,
+                    "missing": [f for f in e.files if not paths.exists(f)]}
+                   for e in store.document_of(update, domain).entries]
+        applied = None
+        if apply:
+            applied = await store.validate_domain(bus, project_id, domain, paths.exists,
+                                                  now=datetime.now(timezone.utc).isoformat(), branch=branch,
+                                                  max_lines=config.learning.expertise_max_lines)
     stale = [e for e in entries if e["missing"]]
     return {"project_id": project_id, "domain": domain, "version": update.version, "target_branch": branch,
             "checked": len(entries), "entries": entries, "missing": stale, "valid": not stale, "applied": applied,
             "checks": "each entry's files still exist on the target branch; not whether what it says is still true"}
 
 
-def _paths(repo_path: str, branch: str) -> frozenset[str]:
+def _paths(repo_path: str, branch: str) -> BranchPaths:
     try:
-        return paths_on_branch(repo_path, branch)
-    except GitError:
-        return frozenset()
+        return BranchPaths(repo_path, branch)
+    except GitError:  # no repository there any more: as empty as a branch that is gone
+        return BranchPaths.none()
 
 
 @router.get("/api/projects/{project_id}/report",
