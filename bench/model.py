@@ -22,8 +22,10 @@ import itertools
 import random
 import statistics
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
+from shared import events as ev
 from shared.plan import Plan, parse_plan
 from shared.resolver import dependencies, dispatch_order_key, remaining_minutes
 
@@ -110,8 +112,6 @@ def measured_costs(events: list, plan: Plan | dict, agent_s: float) -> Costs:
     dependency's agent end -> its merge and learning stored, plus the dependent's own worktree
     preparation (`TaskReady` -> `WorktreeCreated`): what stood between the two, without the time a
     ready dependent waited for the dispatch window (the model has no window)."""
-    from shared import events as ev
-
     started: dict[str, float] = {}
     held: list[float] = []
     finished: dict[str, float] = {}
@@ -121,7 +121,7 @@ def measured_costs(events: list, plan: Plan | dict, agent_s: float) -> Costs:
     learned: dict[str, float] = {}
     handoffs: list[float] = []
     last_finished = float("-inf")
-    t = _seconds
+    t = seconds
     for e in events:
         if getattr(e, "attempt", 1) > 1:  # first attempts (0: a WorktreeCreated of before attempts were recorded)
             continue
@@ -166,7 +166,6 @@ def explain(plan: dict, *, concurrency: int, agent_s: float, bound_s: float, cos
             "efficiency_without": {name[:-2]: eff(replace(costs, **{name: 0.0})) for name in vars(costs)}}
 
 
-def _seconds(iso: str) -> float:
-    from datetime import datetime
-
+def seconds(iso: str) -> float:
+    """An event's `occurred_at` as a POSIX timestamp."""
     return datetime.fromisoformat(iso).timestamp()

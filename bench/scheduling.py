@@ -36,11 +36,11 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bench.model import explain, measured_costs
+from bench.model import seconds as _t
 from shared import events as ev
 from shared.commands import start_run
 from shared.config import parse_config
@@ -95,10 +95,6 @@ def critical_path_tasks(plan: dict) -> int:
 
 
 # ---------------------------------------------------------------------- analysis (pure)
-def _t(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
-
-
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
