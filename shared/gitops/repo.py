@@ -193,16 +193,11 @@ class BranchPaths:
     listing the whole branch (the learner asks after every merge about the few files expertise
     names, and a listing grows with the repository)."""
 
-    def __init__(self, repo_path: Path | str | None, branch: str):
-        self.repo = open_repo(repo_path) if repo_path is not None else None
-        sha = read_ref(self.repo, branch) if self.repo is not None else None
+    def __init__(self, repo_path: Path | str, branch: str):
+        self.repo = open_repo(repo_path)
+        sha = read_ref(self.repo, branch)
         self.tree: bytes | None = self.repo[sha].tree if sha is not None else None
         self.known: dict[str, bool] = {}
-
-    @classmethod
-    def none(cls) -> "BranchPaths":
-        """Paths of no repository: nothing exists."""
-        return cls(None, "")
 
     @property
     def empty(self) -> bool:
@@ -231,8 +226,7 @@ class BranchPaths:
         return stat.S_ISDIR(mode) or not clean.endswith("/")
 
     def close(self) -> None:
-        if self.repo is not None:
-            self.repo.close()
+        self.repo.close()
 
     def __enter__(self) -> "BranchPaths":
         return self

@@ -40,5 +40,3 @@ def test_lookups_agree_with_the_whole_listing(git_repo):
             assert paths.exists(query) == in_listing(every, query), query
     with BranchPaths(git_repo, "no-such-branch") as none:
         assert none.empty and not none.exists("README.md")
-    with BranchPaths.none() as nothing:
-        assert nothing.empty and not nothing.exists("README.md")

@@ -74,10 +74,10 @@ async def validate_expertise(project_id: ProjectId, domain: Domain, database: Da
     if update is None:
         raise ApiError(404, f"project {project_id} has no expertise for domain {domain!r} on the bus", "domain")
     branch = project.get("target_branch") or "main"
-    with await asyncio.to_thread(_paths, project["repo_path"], branch) as paths:
-        if paths.empty:
-            raise ApiError(409, f"branch {branch!r} of {project['repo_path']} has no files or does not exist",
-                           "project_id")
+    paths = await asyncio.to_thread(_paths, project["repo_path"], branch)
+    if paths is None:
+        raise ApiError(409, f"branch {branch!r} of {project['repo_path']} has no files or does not exist", "project_id")
+    with paths:
         entries = [{"id": e.id, "kind": e.kind, "files": list(e.files), "flagged": e.flagged,
                     "missing": [f for f in e.files if not paths.exists(f)]}
                    for e in store.document_of(update, domain).entries]
@@ -92,11 +92,16 @@ async def validate_expertise(project_id: ProjectId, domain: Domain, database: Da
             "checks": "each entry's files still exist on the target branch; not whether what it says is still true"}
 
 
-def _paths(repo_path: str, branch: str) -> BranchPaths:
+def _paths(repo_path: str, branch: str) -> BranchPaths | None:
+    """The branch's paths; None when it is gone, bare of files, or its repository is gone."""
     try:
-        return BranchPaths(repo_path, branch)
-    except GitError:  # no repository there any more: as empty as a branch that is gone
-        return BranchPaths.none()
+        paths = BranchPaths(repo_path, branch)
+    except GitError:
+        return None
+    if paths.empty:
+        paths.close()
+        return None
+    return paths
 
 
 @router.get("/api/projects/{project_id}/report",
