@@ -48,8 +48,12 @@ from services.executor import domain
 
 log = logging.getLogger("yokeflow.executor")
 
-ADMISSION_POLL_S = 2.0  # how often an attempt waiting for its slot reads the log without a live wake
-ADMISSION_RECHECK_S = 0.005  # first pause after a wake the log does not confirm yet (doubling to the poll)
+# A live AgentAdmitted or cancellation is believed once read back from the log (core NATS also
+# delivers a publish the stream refused): the first pause when the log does not hold it yet, then
+# doubling up to the poll (an attempt waiting for its slot also reads the log this often unwoken;
+# a cancellation not there by then is dropped).
+LOG_RECHECK_S = 0.005
+LOG_POLL_S = 2.0
 
 
 class Executor:
@@ -124,16 +128,16 @@ class Executor:
                     return found
                 wake = asyncio.ensure_future(woken.wait())
                 try:
-                    await asyncio.wait({wake, cancelled}, timeout=pause or ADMISSION_POLL_S,
+                    await asyncio.wait({wake, cancelled}, timeout=pause or LOG_POLL_S,
                                        return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     wake.cancel()
                 if cancel.is_set():
                     return None
                 if woken.is_set():
-                    pause = ADMISSION_RECHECK_S
+                    pause = LOG_RECHECK_S
                 elif pause:
-                    pause = min(pause * 2, ADMISSION_POLL_S)
+                    pause = min(pause * 2, LOG_POLL_S)
         finally:
             cancelled.cancel()
 
@@ -561,7 +565,7 @@ class Executor:
         refused too, and an agent stopped by one would end its attempt as cancelled though nobody
         cancelled its task. The store is normally a moment behind the live message; never there
         within the poll (a refused publish), it is dropped."""
-        subject, pause, waited = self.bus.subject_of(e), ADMISSION_RECHECK_S, 0.0
+        subject, pause, waited = self.bus.subject_of(e), LOG_RECHECK_S, 0.0
         while True:
             try:
                 found = await self.bus.last_event(subject)
@@ -572,12 +576,12 @@ class Executor:
                 for cancel in hit:
                     cancel.set()
                 return
-            if waited >= ADMISSION_POLL_S:
+            if waited >= LOG_POLL_S:
                 log.warning("%s %s: not in the log, not acted on", e.type, getattr(e, "task_id", "") or e.run_id)
                 return
             await asyncio.sleep(pause)
             waited += pause
-            pause = min(pause * 2, ADMISSION_POLL_S)
+            pause = min(pause * 2, LOG_POLL_S)
 
     async def serve(self, stop: asyncio.Event) -> None:
         subs = [await self.bus.subscribe_live(self.bus.type_filter("RunCancelled"), self._on_cancel),
