@@ -134,12 +134,19 @@ class WorktreeManager:
                 meta = {"name": name, "branch": branch, "created_at": time.time(), **(spare or {})}
             if "port_base" not in meta:   # reading every other worktree's record once, not on every reuse
                 meta["port_base"] = self._allocate_port(dirname)
-            with Repo(str(path)) as wt:
-                clear_merge_state(wt)  # a resolution interrupted by a crash starts over
-                reset_to(wt, wt[wt.refs[ref]].tree)
-                head = (self._bring_in_target(repo, wt, ref, branch, target_tip) if update_from_target
-                        else wt.refs[ref])
-            meta.update(last_used_at=time.time(), base_commit=target_tip.decode())
+            meta["last_used_at"] = time.time()  # in use from now: its port taken, no prune removes it
+            self._write_meta(dirname, meta)
+        # The worktree's own files and its branch are its holder's alone (the attempt's lease and
+        # the lane keep anyone else out), as the agent's edits and commit_all are: making them
+        # clean and bringing the target in needs no lock, so the acquires of a plan's lanes no
+        # longer wait for each other's file work (at 1,000 tasks they queued here for ~250 ms each).
+        with open_repo(self.root) as repo, Repo(str(path)) as wt:
+            clear_merge_state(wt)  # a resolution interrupted by a crash starts over
+            reset_to(wt, wt[wt.refs[ref]].tree)
+            head = (self._bring_in_target(repo, wt, ref, branch, target_tip) if update_from_target
+                    else wt.refs[ref])
+        meta["base_commit"] = target_tip.decode()
+        with self._lock():
             self._write_meta(dirname, meta)
         if not meta.get("setup_done"):
             copy_included(self.root, path)

@@ -157,6 +157,45 @@ def test_reuse_brings_moved_target_in(git_repo):
     assert wm.acquire("t5", "task/5-ff").head == head_of(git_repo, "main") != wt5.head
 
 
+def test_reuse_does_its_file_work_with_the_repository_lock_free(git_repo, monkeypatch):
+    """A reused worktree is made clean and brought up to the target while the repository's lock is
+    free: the lock covers the bookkeeping only, so the acquires of other lanes never queue behind
+    this one's file work (at 1,000 tasks they did, for a quarter of a second each)."""
+    import fcntl
+
+    import shared.gitops.worktrees as worktrees
+
+    wm = WorktreeManager(git_repo)
+    wm.acquire("t6", "task/6-lock")
+    (git_repo / "moved.txt").write_text("moved\n")
+    git(git_repo, "add", "moved.txt")
+    git(git_repo, "commit", "-q", "-m", "main moved")
+    seen: list[tuple[str, str]] = []
+
+    def probe(step: str, fn):
+        def wrapped(*args, **kwargs):
+            fd = os.open(git_repo / ".git" / "yokeflow-worktrees.lock", os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while anyone holds it, this thread too
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                seen.append((step, "free"))
+            except BlockingIOError:
+                seen.append((step, "held"))
+            finally:
+                os.close(fd)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(worktrees, "reset_to", probe("reset", worktrees.reset_to))
+    monkeypatch.setattr(worktrees, "switch_tree", probe("bring in main", worktrees.switch_tree))
+    again = wm.acquire("t6", "task/6-lock")
+    assert seen == [("reset", "free"), ("bring in main", "free")]
+    assert again.reused and again.head == head_of(git_repo, "main")
+    assert (again.path / "moved.txt").read_text() == "moved\n"
+    assert git(again.path, "status", "--porcelain") == ""
+    assert wm.list()[0].base_commit == again.base_commit == head_of(git_repo, "main")
+
+
 def test_reuse_touches_only_the_paths_that_differ(git_repo):
     wm = WorktreeManager(git_repo)
     wt = wm.acquire("t7", "task/7-keep")
