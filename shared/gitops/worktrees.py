@@ -113,6 +113,7 @@ class WorktreeManager:
             target_tip = require_branch(repo, self.target)
             meta = self._read_meta(dirname)
             reused = (path / ".git").is_file() and self._admin(dirname).is_dir()
+            fresh = False
             if reused:
                 checked_out = (self._admin(dirname) / "HEAD").read_bytes().strip()
                 if checked_out != b"ref: " + ref:
@@ -129,17 +130,22 @@ class WorktreeManager:
                     raise GitError(f"cannot create worktree {path} on {branch}: the branch is already checked "
                                    f"out at {elsewhere}")
                 spare = self._adopt_spare(repo, path, dirname, ref)
-                if spare is None:
-                    self._add_worktree(repo, path, dirname, ref)
+                fresh = spare is None
+                if fresh:
+                    self._add_admin(path, dirname, ref)
                 meta = {"name": name, "branch": branch, "created_at": time.time(), **(spare or {})}
             if "port_base" not in meta:   # reading every other worktree's record once, not on every reuse
                 meta["port_base"] = self._allocate_port(dirname)
             meta["last_used_at"] = time.time()  # in use from now: its port taken, no prune removes it
             self._write_meta(dirname, meta)
         # The worktree's own files and its branch are its holder's alone (the attempt's lease and
-        # the lane keep anyone else out), as the agent's edits and commit_all are: making them
-        # clean and bringing the target in needs no lock, so the acquires of a plan's lanes no
-        # longer wait for each other's file work (at 1,000 tasks they queued here for ~250 ms each).
+        # the lane keep anyone else out), as the agent's edits and commit_all are: writing a new
+        # one's files, making it clean and bringing the target in need no lock, so the acquires of
+        # a plan's lanes no longer wait for each other's file work (at 1,000 tasks they queued here
+        # for ~250 ms each; a run's first tasks, each a new lane, for up to ~150 ms).
+        if fresh:
+            with open_repo(self.root) as repo:
+                self._check_out(repo, path, dirname, ref)
         with open_repo(self.root) as repo, Repo(str(path)) as wt:
             clear_merge_state(wt)  # a resolution interrupted by a crash starts over
             reset_to(wt, wt[wt.refs[ref]].tree)
@@ -156,17 +162,23 @@ class WorktreeManager:
                 self._write_meta(dirname, meta)
         return Worktree(name, path, branch, target_tip.decode(), head.decode(), reused, meta["port_base"])
 
-    def _add_worktree(self, repo: Repo, path: Path, dirname: str, ref: bytes) -> None:
-        """`git worktree add <path> <branch>` (the branch checked out nowhere else): the pointer files
-        both ways, HEAD on the branch, and one checkout of its tree written straight into the empty folder."""
+    def _add_admin(self, path: Path, dirname: str, ref: bytes) -> None:
+        """The bookkeeping half of `git worktree add <path> <branch>` (the branch checked out nowhere
+        else), under the lock: the empty folder, git's record of it and HEAD on the branch."""
         admin = self._admin(dirname)
         path.mkdir(parents=True)
         admin.mkdir(parents=True)
-        self._point(path, admin)
+        (admin / "gitdir").write_bytes(bytes(path / ".git") + b"\n")
         (admin / "commondir").write_bytes(b"../..\n")
         (admin / "HEAD").write_bytes(b"ref: " + ref + b"\n")
-        with Repo(str(path)) as wt:
-            checkout_new(str(path), wt.index_path(), repo.object_store, repo[repo.refs[ref]].tree)
+
+    def _check_out(self, repo: Repo, path: Path, dirname: str, ref: bytes) -> None:
+        """Its other half, outside the lock: one checkout of the branch's tree written straight into
+        the empty folder, then the folder's pointer to its record. Until that pointer is there the
+        folder is a half-made worktree, which the next acquire of the name removes and makes again."""
+        admin = self._admin(dirname)
+        checkout_new(str(path), str(admin / "index"), repo.object_store, repo[repo.refs[ref]].tree)
+        (path / ".git").write_bytes(b"gitdir: " + bytes(admin) + b"\n")
 
     def _checked_out_at(self, repo: Repo, ref: bytes) -> str | None:
         if main_worktree_branch(repo) == ref:

@@ -188,12 +188,43 @@ def test_reuse_does_its_file_work_with_the_repository_lock_free(git_repo, monkey
 
     monkeypatch.setattr(worktrees, "reset_to", probe("reset", worktrees.reset_to))
     monkeypatch.setattr(worktrees, "switch_tree", probe("bring in main", worktrees.switch_tree))
+    monkeypatch.setattr(worktrees, "checkout_new", probe("check out", worktrees.checkout_new))
     again = wm.acquire("t6", "task/6-lock")
     assert seen == [("reset", "free"), ("bring in main", "free")]
+    seen.clear()
+    new = wm.acquire("t7", "task/7-new")  # a new lane's worktree: its files are written with the lock free too
+    assert seen == [("check out", "free"), ("reset", "free")] and not new.reused
+    assert git(new.path, "status", "--porcelain") == "" and (new.path / "moved.txt").exists()
     assert again.reused and again.head == head_of(git_repo, "main")
     assert (again.path / "moved.txt").read_text() == "moved\n"
     assert git(again.path, "status", "--porcelain") == ""
     assert wm.list()[0].base_commit == again.base_commit == head_of(git_repo, "main")
+
+
+def test_a_new_worktree_half_written_by_a_crash_is_made_again(git_repo, monkeypatch):
+    """Its files are written outside the lock and its pointer last: a crash in between leaves a
+    folder that is no worktree yet, which the next acquire of the name removes and makes again."""
+    import shared.gitops.worktrees as worktrees
+
+    wm = WorktreeManager(git_repo)
+    real = worktrees.checkout_new
+
+    def crash(root, index_path, store, tree):
+        real(root, index_path, store, tree)
+        raise KeyboardInterrupt("killed after the files, before the pointer")
+
+    monkeypatch.setattr(worktrees, "checkout_new", crash)
+    with pytest.raises(KeyboardInterrupt):
+        wm.acquire("t8", "task/8-crash")
+    path = git_repo / ".worktrees" / "t8"
+    assert (path / "README.md").exists() and not (path / ".git").exists()
+    (path / "junk.txt").write_text("left by the crash\n")
+    monkeypatch.setattr(worktrees, "checkout_new", real)
+    wt = wm.acquire("t8", "task/8-crash")
+    assert not wt.reused and not (path / "junk.txt").exists()
+    assert git(wt.path, "status", "--porcelain") == ""
+    assert git(wt.path, "rev-parse", "--abbrev-ref", "HEAD") == "task/8-crash"
+    assert str(wt.path) in git(git_repo, "worktree", "list")
 
 
 def test_reuse_touches_only_the_paths_that_differ(git_repo):
