@@ -107,50 +107,21 @@ class WorktreeManager:
         dirname = worktree_dir_name(name)
         path = self.path_of(name)
         ref = branch_ref(branch)
-        with self._lock(), open_repo(self.root) as repo:
-            target_tip = require_branch(repo, self.target)
-            ensure_worktrees_ignored(repo, self.target, WORKTREES_DIR)
-            target_tip = require_branch(repo, self.target)
-            meta = self._read_meta(dirname)
-            reused = (path / ".git").is_file() and self._admin(dirname).is_dir()
-            fresh = False
-            if reused:
-                checked_out = (self._admin(dirname) / "HEAD").read_bytes().strip()
-                if checked_out != b"ref: " + ref:
-                    raise GitError(f"worktree {path} is on {checked_out[5:].decode()}, not {branch}; "
-                                   f"release it first (`yokeflow worktrees prune`) or use another name")
-            else:
-                shutil.rmtree(path, ignore_errors=True)  # a half-created worktree from a crash
-                shutil.rmtree(self._admin(dirname), ignore_errors=True)
-                if read_ref(repo, branch) is None:
-                    add_ref(repo, ref, target_tip)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                elsewhere = self._checked_out_at(repo, ref)
-                if elsewhere is not None:
-                    raise GitError(f"cannot create worktree {path} on {branch}: the branch is already checked "
-                                   f"out at {elsewhere}")
-                spare = self._adopt_spare(repo, path, dirname, ref)
-                fresh = spare is None
-                if fresh:
-                    self._add_admin(path, dirname, ref)
-                meta = {"name": name, "branch": branch, "created_at": time.time(), **(spare or {})}
-            if "port_base" not in meta:   # reading every other worktree's record once, not on every reuse
-                meta["port_base"] = self._allocate_port(dirname)
-            meta["last_used_at"] = time.time()  # in use from now: its port taken, no prune removes it
-            self._write_meta(dirname, meta)
-        # The worktree's own files and its branch are its holder's alone (the attempt's lease and
-        # the lane keep anyone else out), as the agent's edits and commit_all are: writing a new
-        # one's files, making it clean and bringing the target in need no lock, so the acquires of
-        # a plan's lanes no longer wait for each other's file work (at 1,000 tasks they queued here
-        # for ~250 ms each; a run's first tasks, each a new lane, for up to ~150 ms).
-        if fresh:
-            with open_repo(self.root) as repo:
+        with open_repo(self.root) as repo:  # once: a second open reads every pack index again
+            with self._lock():
+                target_tip, meta, reused, fresh = self._claim(repo, name, branch, dirname, path, ref)
+            # The worktree's own files and its branch are its holder's alone (the attempt's lease and
+            # the lane keep anyone else out), as the agent's edits and commit_all are: writing a new
+            # one's files, making it clean and bringing the target in need no lock, so the acquires
+            # of a plan's lanes no longer wait for each other's file work (at 1,000 tasks they queued
+            # here for ~250 ms each).
+            if fresh:
                 self._check_out(repo, path, dirname, ref)
-        with open_repo(self.root) as repo, Repo(str(path)) as wt:
-            clear_merge_state(wt)  # a resolution interrupted by a crash starts over
-            reset_to(wt, wt[wt.refs[ref]].tree)
-            head = (self._bring_in_target(repo, wt, ref, branch, target_tip) if update_from_target
-                    else wt.refs[ref])
+            with Repo(str(path)) as wt:
+                clear_merge_state(wt)  # a resolution interrupted by a crash starts over
+                reset_to(wt, wt[wt.refs[ref]].tree)
+                head = (self._bring_in_target(repo, wt, ref, branch, target_tip) if update_from_target
+                        else wt.refs[ref])
         meta["base_commit"] = target_tip.decode()
         with self._lock():
             self._write_meta(dirname, meta)
@@ -161,6 +132,42 @@ class WorktreeManager:
             with self._lock():
                 self._write_meta(dirname, meta)
         return Worktree(name, path, branch, target_tip.decode(), head.decode(), reused, meta["port_base"])
+
+    def _claim(self, repo: Repo, name: str, branch: str, dirname: str, path: Path,
+               ref: bytes) -> tuple[bytes, dict, bool, bool]:
+        """acquire's bookkeeping, under the lock: the target's tip, the worktree's record (port block
+        and last use written), whether it is reused, and whether its files are still to be written."""
+        target_tip = require_branch(repo, self.target)
+        ensure_worktrees_ignored(repo, self.target, WORKTREES_DIR)
+        target_tip = require_branch(repo, self.target)
+        meta = self._read_meta(dirname)
+        reused = (path / ".git").is_file() and self._admin(dirname).is_dir()
+        fresh = False
+        if reused:
+            checked_out = (self._admin(dirname) / "HEAD").read_bytes().strip()
+            if checked_out != b"ref: " + ref:
+                raise GitError(f"worktree {path} is on {checked_out[5:].decode()}, not {branch}; "
+                               f"release it first (`yokeflow worktrees prune`) or use another name")
+        else:
+            shutil.rmtree(path, ignore_errors=True)  # a half-created worktree from a crash
+            shutil.rmtree(self._admin(dirname), ignore_errors=True)
+            if read_ref(repo, branch) is None:
+                add_ref(repo, ref, target_tip)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            elsewhere = self._checked_out_at(repo, ref)
+            if elsewhere is not None:
+                raise GitError(f"cannot create worktree {path} on {branch}: the branch is already checked "
+                               f"out at {elsewhere}")
+            spare = self._adopt_spare(repo, path, dirname, ref)
+            fresh = spare is None
+            if fresh:
+                self._add_admin(path, dirname, ref)
+            meta = {"name": name, "branch": branch, "created_at": time.time(), **(spare or {})}
+        if "port_base" not in meta:   # reading every other worktree's record once, not on every reuse
+            meta["port_base"] = self._allocate_port(dirname)
+        meta["last_used_at"] = time.time()  # in use from now: its port taken, no prune removes it
+        self._write_meta(dirname, meta)
+        return target_tip, meta, reused, fresh
 
     def _add_admin(self, path: Path, dirname: str, ref: bytes) -> None:
         """The bookkeeping half of `git worktree add <path> <branch>` (the branch checked out nowhere
