@@ -13,6 +13,7 @@ import asyncio
 import logging
 from decimal import Decimal
 from dataclasses import dataclass, field
+from typing import Callable
 
 import msgspec
 
@@ -199,24 +200,33 @@ class Learner:
                      "y" if len(dropped) == 1 else "ies", "; ".join(dropped)[:500])
         return entries
 
-    def _unmerged(self, entry: Entry) -> bool:
-        """Whether the entry was learned from a task of an open run whose work is not merged yet: its
-        files are still in that task's worktree, and flagging them (then pruning them at the next
-        merge) would lose what a dependent is waiting to read."""
-        info = self.runs.get(entry.origin.run_id)
-        return info is not None and not info.ended and entry.origin.task_id not in info.merged
+    def _unmerged_as_of_now(self) -> Callable[[Entry], bool]:
+        """Whether an entry was learned from a task of an open run whose work was not merged when
+        this was called: its files are still in that task's worktree, and flagging them (then pruning
+        them at the next merge) would lose what a dependent is waiting to read. Taken before the
+        branch is read, so a merge that lands while a validation runs (the learner handles several
+        events at once) counts as unmerged for it: the branch it read does not hold that work."""
+        merged = {run_id: (info.ended, frozenset(info.merged)) for run_id, info in self.runs.items()}
+
+        def unmerged(entry: Entry) -> bool:
+            ended, done = merged.get(entry.origin.run_id, (True, frozenset()))
+            return not ended and entry.origin.task_id not in done
+
+        return unmerged
 
     async def validate_after_merge(self, info: RunInfo, e: ev.BranchMerged) -> None:
         repo, branch = info.started.repo_path, e.target_branch
+        pending = self._unmerged_as_of_now()  # first: every merge it counts is on the branch read next
         with await asyncio.to_thread(BranchPaths, repo, branch) as paths:
-            await self._validate_domains(info, e, paths, branch)
+            await self._validate_domains(info, e, paths, branch, pending)
 
-    async def _validate_domains(self, info: RunInfo, e: ev.BranchMerged, paths: BranchPaths, branch: str) -> None:
+    async def _validate_domains(self, info: RunInfo, e: ev.BranchMerged, paths: BranchPaths, branch: str,
+                                pending: Callable[[Entry], bool]) -> None:
         for domain in await store.domains(self.bus, e.project_id):
             async with self._lock(e.project_id, domain):
                 report = await store.validate_domain(
                     self.bus, e.project_id, domain, paths.exists, now=e.occurred_at,
-                    branch=branch, max_lines=info.max_lines, pending=self._unmerged)
+                    branch=branch, max_lines=info.max_lines, pending=pending)
             if report["flagged"] or report["pruned"]:
                 log.info("expertise %s after merge of %s: %d flagged, %d pruned", domain, e.task_id,
                          len(report["flagged"]), len(report["pruned"]))

@@ -8,6 +8,7 @@ from shared.bus import Delivery
 from shared.commands import start_run
 from shared.expertise import store
 from services.learner.service import Learner
+from tests.conftest import git
 from tests.support.system import config
 
 PLAN = {"name": "learn", "epics": [{"id": "E1", "name": "API", "tasks": [
@@ -46,3 +47,51 @@ async def test_other_merges_leave_an_unmerged_tasks_learning_alone_until_its_own
     # once a's own work is merged, its files are checked like any other's (calc.py is not on main here)
     await learner.handle(delivered(merged("a")))
     assert "calc.py not on main" in (await entry_of_a(bus, started.project_id)).flagged
+
+
+
+async def test_a_merge_landing_while_other_merges_are_validated_leaves_its_learning_alone(bus, git_repo, monkeypatch):
+    """The learner validates several merges at once. x's and y's validations both read main, then
+    a's merge lands (main gets calc.py, and its BranchMerged is handled) before their checks run:
+    main as they read it has none of a's work, so a's entry must be left alone there. It was
+    flagged there (a new version for nothing), and a second such validation before a's own one
+    pruned it: a's learning was lost."""
+    import asyncio
+    import threading
+
+    import services.learner.service as learner_service
+
+    cfg = config(parallel={"max_concurrency": 3})
+    learner = Learner(bus, cfg)
+    started = await start_run(bus, PLAN, git_repo, cfg)
+    learner.fold(started)
+    found = started.caused(ev.DiscoveryReported, aggregate_id="api", run_id=started.run_id, task_id="a", domain="api",
+                           text="calc.py holds the adder", files=["calc.py"])  # calc.py is in a's worktree only
+    await learner.handle(delivered(found))
+
+    def merged(task: str) -> ev.BranchMerged:
+        return started.caused(ev.BranchMerged, aggregate_id=f"{started.run_id}-{task}", run_id=started.run_id,
+                              task_id=task, branch=f"yokeflow/{task}", attempt=1)
+
+    real = learner_service.BranchPaths
+    both_read = threading.Barrier(2, timeout=10)
+    landed: list[str] = []
+
+    def read_then_a_lands(repo, branch):
+        paths = real(repo, branch)  # main as this validation reads it: without calc.py
+        if both_read.wait() == 0:  # once both validations have read main, a's merge lands
+            (git_repo / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+            git(git_repo, "add", "calc.py")
+            git(git_repo, "commit", "-q", "-m", "Merge task a")
+            learner.fold(merged("a"))
+            landed.append("a")
+        return paths
+
+    monkeypatch.setattr(learner_service, "BranchPaths", read_then_a_lands)
+    await asyncio.gather(*(learner.handle(delivered(merged(task))) for task in ("x", "y")))
+    assert landed == ["a"]
+    entry = await entry_of_a(bus, started.project_id)
+    assert entry.flagged == "" and entry.files == ["calc.py"]
+    monkeypatch.setattr(learner_service, "BranchPaths", real)
+    await learner.handle(delivered(merged("a")))  # a's own validation reads main with calc.py: nothing to flag
+    assert (await entry_of_a(bus, started.project_id)).flagged == ""
