@@ -3,10 +3,14 @@ worktree is not flagged (and then pruned) because other tasks' merges happen fir
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 from shared import events as ev
 from shared.bus import Delivery
 from shared.commands import start_run
 from shared.expertise import store
+import services.learner.service as learner_service
 from services.learner.service import Learner
 from tests.conftest import git
 from tests.support.system import config
@@ -21,33 +25,39 @@ def delivered(e: ev.Event) -> Delivery:
     return Delivery(event=e, seq=0, subject="", deliveries=1)
 
 
+async def a_learned_about_calc(bus, git_repo) -> tuple[Learner, ev.RunStarted]:
+    """A learner whose run's task a reported that calc.py (in a's worktree only) holds the adder."""
+    cfg = config(parallel={"max_concurrency": 3})
+    learner = Learner(bus, cfg)
+    started = await start_run(bus, PLAN, git_repo, cfg)
+    learner.fold(started)
+    found = started.caused(ev.DiscoveryReported, aggregate_id="api", run_id=started.run_id, task_id="a", domain="api",
+                           text="calc.py holds the adder", files=["calc.py"])
+    await learner.handle(delivered(found))
+    return learner, started
+
+
+def merge_of(started: ev.RunStarted, task: str) -> ev.BranchMerged:
+    return started.caused(ev.BranchMerged, aggregate_id=f"{started.run_id}-{task}", run_id=started.run_id,
+                          task_id=task, branch=f"yokeflow/{task}", attempt=1)
+
+
 async def entry_of_a(bus, project_id: str):
     doc = store.document_of(await store.latest(bus, project_id, "api"), "api")
     return next(e for e in doc.entries if e.origin.task_id == "a")
 
 
 async def test_other_merges_leave_an_unmerged_tasks_learning_alone_until_its_own_merge(bus, git_repo):
-    cfg = config(parallel={"max_concurrency": 3})
-    learner = Learner(bus, cfg)
-    started = await start_run(bus, PLAN, git_repo, cfg)
-    learner.fold(started)
-    found = started.caused(ev.DiscoveryReported, aggregate_id="api", run_id=started.run_id, task_id="a", domain="api",
-                           text="calc.py holds the adder", files=["calc.py"])  # calc.py is in a's worktree only
-    await learner.handle(delivered(found))
-
-    def merged(task: str) -> ev.BranchMerged:
-        return started.caused(ev.BranchMerged, aggregate_id=f"{started.run_id}-{task}", run_id=started.run_id,
-                              task_id=task, branch=f"yokeflow/{task}", attempt=1)
+    learner, started = await a_learned_about_calc(bus, git_repo)
 
     for task in ("x", "y"):  # two merges: the first used to flag a's entry, the second to prune it
-        await learner.handle(delivered(merged(task)))
+        await learner.handle(delivered(merge_of(started, task)))
     entry = await entry_of_a(bus, started.project_id)
     assert entry.flagged == "" and entry.files == ["calc.py"]
 
     # once a's own work is merged, its files are checked like any other's (calc.py is not on main here)
-    await learner.handle(delivered(merged("a")))
+    await learner.handle(delivered(merge_of(started, "a")))
     assert "calc.py not on main" in (await entry_of_a(bus, started.project_id)).flagged
-
 
 
 async def test_a_merge_landing_while_other_merges_are_validated_leaves_its_learning_alone(bus, git_repo, monkeypatch):
@@ -56,22 +66,7 @@ async def test_a_merge_landing_while_other_merges_are_validated_leaves_its_learn
     main as they read it has none of a's work, so a's entry must be left alone there. It was
     flagged there (a new version for nothing), and a second such validation before a's own one
     pruned it: a's learning was lost."""
-    import asyncio
-    import threading
-
-    import services.learner.service as learner_service
-
-    cfg = config(parallel={"max_concurrency": 3})
-    learner = Learner(bus, cfg)
-    started = await start_run(bus, PLAN, git_repo, cfg)
-    learner.fold(started)
-    found = started.caused(ev.DiscoveryReported, aggregate_id="api", run_id=started.run_id, task_id="a", domain="api",
-                           text="calc.py holds the adder", files=["calc.py"])  # calc.py is in a's worktree only
-    await learner.handle(delivered(found))
-
-    def merged(task: str) -> ev.BranchMerged:
-        return started.caused(ev.BranchMerged, aggregate_id=f"{started.run_id}-{task}", run_id=started.run_id,
-                              task_id=task, branch=f"yokeflow/{task}", attempt=1)
+    learner, started = await a_learned_about_calc(bus, git_repo)
 
     real = learner_service.BranchPaths
     both_read = threading.Barrier(2, timeout=10)
@@ -83,15 +78,15 @@ async def test_a_merge_landing_while_other_merges_are_validated_leaves_its_learn
             (git_repo / "calc.py").write_text("def add(a, b):\n    return a + b\n")
             git(git_repo, "add", "calc.py")
             git(git_repo, "commit", "-q", "-m", "Merge task a")
-            learner.fold(merged("a"))
+            learner.fold(merge_of(started, "a"))
             landed.append("a")
         return paths
 
     monkeypatch.setattr(learner_service, "BranchPaths", read_then_a_lands)
-    await asyncio.gather(*(learner.handle(delivered(merged(task))) for task in ("x", "y")))
+    await asyncio.gather(*(learner.handle(delivered(merge_of(started, task))) for task in ("x", "y")))
     assert landed == ["a"]
     entry = await entry_of_a(bus, started.project_id)
     assert entry.flagged == "" and entry.files == ["calc.py"]
     monkeypatch.setattr(learner_service, "BranchPaths", real)
-    await learner.handle(delivered(merged("a")))  # a's own validation reads main with calc.py: nothing to flag
+    await learner.handle(delivered(merge_of(started, "a")))  # a's own validation reads main with calc.py: nothing to flag
     assert (await entry_of_a(bus, started.project_id)).flagged == ""
