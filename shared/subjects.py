@@ -63,6 +63,10 @@ class Subjects:
         """Every event of one aggregate (the filter optimistic concurrency checks against)."""
         return ".".join((self.prefix, "evt", _part(project_id), aggregate, _part(aggregate_id), ANY))
 
+    def of_aggregate(self, aggregate: str, project: str = ANY) -> str:
+        """Every event of every aggregate of one kind."""
+        return ".".join((self.prefix, "evt", _part(project), aggregate, ">"))
+
     def of_type(self, event_type: str, project: str = ANY, aggregate: str = ANY) -> str:
         return ".".join((self.prefix, "evt", _part(project), aggregate, ANY, event_type))
 

@@ -22,7 +22,17 @@ from services.planner.scheduler import RunState, decide
 log = logging.getLogger("yokeflow.planner")
 
 # Folded (their stream sequences matter for appends) but never a reason to decide again.
-PASSIVE = (ev.AgentStarted, ev.ExpertiseUpdated, ev.BudgetWarning, ev.BatchMerged)
+PASSIVE = (ev.AgentStarted, ev.BudgetWarning, ev.BatchMerged)
+
+
+def planner_subjects(bus: Bus) -> list[str]:
+    """What the planner folds: every aggregate's events but the expertise documents' (each task's
+    version is tens of KB the scheduler never reads, and delivering and decoding it was work on the
+    way of every dispatch), and of those only LearningExtracted, the gate of a dependent's start.
+    From the event registry, so an aggregate added later is folded too."""
+    aggregates = sorted({cls.aggregate for cls in ev.EVENT_TYPES.values()} - {"expertise"})
+    return ([bus.subjects.of_aggregate(a) for a in aggregates]
+            + [bus.type_filter(ev.LearningExtracted.__name__, aggregate="expertise")])
 
 
 class Planner:
@@ -81,7 +91,7 @@ class Planner:
         return state
 
     async def catch_up(self) -> None:
-        async for d in self.bus.read(patient=True):  # a NATS outage at start is waited out
+        async for d in self.bus.read(planner_subjects(self.bus), patient=True):  # a NATS outage at start is waited out
             state = self.fold(d)
             if isinstance(state, RunState) and d.headers and "traceparent" in d.headers:
                 self.resume_trace[state.run_id] = d.headers
@@ -226,7 +236,7 @@ class Planner:
         try:
             if not await unless_stopped(start_up(), stop):
                 return
-            await self.bus.consume_batches("planner", [self.bus.events_subject], self.handle_batch, stop=stop,
+            await self.bus.consume_batches("planner", planner_subjects(self.bus), self.handle_batch, stop=stop,
                                            max_batch=64, max_deliver=10)
         finally:
             for timer in self._timers.values():

@@ -1,0 +1,78 @@
+"""The planner's consumer, on a real NATS server: every event it folds reaches it, and the expertise
+documents (tens of KB per task, which it never reads) do not."""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.js.errors import NotFoundError
+
+from services.planner.service import Planner
+from shared import events as ev
+from shared.expertise.model import new_document, render
+
+
+async def _settled(bus, durable: str, at_least: int):
+    """The consumer's info once everything it matches has been delivered and acknowledged."""
+    info = None
+    for _ in range(200):
+        try:
+            info = await bus.js.consumer_info(bus.stream, durable)
+        except NotFoundError:  # not bound yet: the planner reads the log before it consumes
+            await asyncio.sleep(0.05)
+            continue
+        if info.delivered.consumer_seq >= at_least and not info.num_pending and not info.num_ack_pending:
+            return info
+        await asyncio.sleep(0.05)
+    return info
+
+
+async def test_the_planner_folds_every_aggregate_but_is_sent_no_expertise_document(bus):
+    doc = new_document("api")
+    folded = [
+        ev.ProjectCreated(project_id="p", aggregate_id="p", name="p", repo_path="/tmp/p"),
+        ev.TaskReady(project_id="p", aggregate_id="r-a", run_id="r", task_id="a"),
+        ev.BranchMerged(project_id="p", aggregate_id="r-a", run_id="r", task_id="a", branch="b"),
+        ev.BudgetSet(project_id="p", aggregate_id="p", limit_exact="1"),
+        ev.LearningExtracted(project_id="p", aggregate_id="api", run_id="r", task_id="a", attempt=1),
+    ]
+    not_folded = [
+        ev.ExpertiseUpdated(project_id="p", aggregate_id="api", domain="api", version=1, content=render(doc),
+                            document=doc),
+        ev.DiscoveryReported(project_id="p", aggregate_id="api", run_id="r", task_id="a", text="x"),
+    ]
+    stop = asyncio.Event()
+    planner = asyncio.create_task(Planner(bus).serve(stop))
+    try:
+        for e in [*not_folded, *folded]:
+            await bus.publish(e)
+        info = await _settled(bus, "planner", len(folded))
+    finally:
+        stop.set()
+        await asyncio.wait_for(planner, 10)
+    assert await bus.last_seq() == len(folded) + len(not_folded)  # all of them are in the log
+    assert info.delivered.consumer_seq == len(folded)  # what it folds came, the documents did not
+
+
+def _matches(filter_subject: str, subject: str) -> bool:
+    """NATS subject matching: `*` one token, `>` the rest."""
+    f, s = filter_subject.split("."), subject.split(".")
+    for i, token in enumerate(f):
+        if token == ">":
+            return len(s) > i
+        if i >= len(s) or (token != "*" and token != s[i]):
+            return False
+    return len(f) == len(s)
+
+
+def test_every_event_type_but_the_expertise_documents_is_in_one_filter_of_the_planner(bus):
+    from services.planner.service import planner_subjects
+
+    filters = planner_subjects(bus)
+    for name, cls in ev.EVENT_TYPES.items():
+        subject = bus.subjects.event("p", cls.aggregate, "x", name)
+        hits = [f for f in filters if _matches(f, subject)]
+        if name in ("ExpertiseUpdated", "DiscoveryReported"):
+            assert hits == [], name
+        else:
+            assert len(hits) == 1, (name, hits)  # NATS refuses overlapping filters of one consumer
