@@ -25,12 +25,22 @@ from shared.gitops.locks import OBJECT_LOCK_STALE_S, retry_locked
 
 MAX_CACHED = 20_000  # commits and trees; a tree of a 100-file folder is a few KB
 _cache: OrderedDict[tuple[str, bytes], ShaFile] = OrderedDict()
+_cache_lock = threading.Lock()   # the merger's and the executor's git threads read and write it at once
 
 
 def _remember(key: tuple[str, bytes], obj: ShaFile) -> None:
-    _cache[key] = obj
-    if len(_cache) > MAX_CACHED:
-        _cache.popitem(last=False)
+    with _cache_lock:
+        _cache[key] = obj
+        if len(_cache) > MAX_CACHED:
+            _cache.popitem(last=False)
+
+
+def _cached(key: tuple[str, bytes]) -> ShaFile | None:
+    with _cache_lock:
+        obj = _cache.get(key)
+        if obj is not None:
+            _cache.move_to_end(key)
+        return obj
 
 
 def write_object(store: BaseObjectStore, obj: ShaFile, *, wait_s: float = 10.0) -> None:
@@ -52,9 +62,8 @@ class CachedStore:
 
     def __getitem__(self, sha: bytes) -> ShaFile:
         key = (self._key, sha)
-        obj = _cache.get(key)
+        obj = _cached(key)
         if obj is not None:
-            _cache.move_to_end(key)
             return obj
         obj = (self._loose(sha) if self._loose is not None and len(sha) == 40 else None) or self._store[sha]
         if isinstance(obj, (Commit, Tree)):
