@@ -14,7 +14,7 @@ import msgspec
 
 from shared.config import RunSettings, SandboxSettings
 from shared.subjects import Subjects, token
-from shared.expertise.model import Document, Entry
+from shared.expertise.model import Document, Entry, render
 from shared.plan.doc import PlanDoc
 from shared.plan.model import Complexity, Domain
 
@@ -580,16 +580,22 @@ class LearningExtracted(Event, frozen=True, kw_only=True):
 
 
 class ExpertiseUpdated(Event, frozen=True, kw_only=True):
-    """A new version of a domain's expertise document; `content` is its YAML, byte for byte."""
+    """A new version of a domain's expertise document: `document`, whose YAML `yaml()` renders.
+    Versions written before 2026-12-05 also carry that YAML as written (`content`); a version
+    carried it twice, a third of its bytes, and every task writes one."""
 
     aggregate: ClassVar[str] = "expertise"
     domain: str
     version: int
-    lines: int = 0
+    lines: int = 0  # of the YAML
     content: str = ""
     document: Document | None = None
     reason: ExpertiseReason = ""
     source: str = ""  # the attempt (run/task/attempt), seed folder or version it came from
+
+    def yaml(self) -> str:
+        """The version's YAML file, byte for byte as `render` writes it."""
+        return self.content or (render(self.document) if self.document is not None else "")
 
 
 class BudgetWarning(Event, frozen=True, kw_only=True):

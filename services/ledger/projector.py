@@ -217,7 +217,7 @@ def _budget_alert(e: ev.BudgetWarning | ev.BudgetExhausted) -> list[Change]:
 
 def _expertise_updated(e: ev.ExpertiseUpdated) -> list[Change]:
     return [Upsert("expertise_files", {"project_id": e.project_id, "domain": e.domain, "version": e.version,
-                                       "lines": e.lines, "content": e.content, "updated_at": e.occurred_at})]
+                                       "lines": e.lines, "content": e.yaml(), "updated_at": e.occurred_at})]
 
 
 def _delivery_failed(e: ev.DeliveryFailed) -> list[Change]:

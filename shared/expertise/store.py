@@ -75,7 +75,7 @@ async def append(bus: Bus, project_id: str, domain: str, change: Change, *, reas
         version = outcome["version"] + 1
         outcome["version"] = version
         fields: dict[str, Any] = dict(aggregate_id=domain, domain=domain, version=version, lines=content.count("\n"),
-                                      content=content, document=doc, reason=reason, source=source)
+                                      document=doc, reason=reason, source=source)
         update = (cause.caused(ev.ExpertiseUpdated, **fields) if cause is not None
                   else ev.ExpertiseUpdated(project_id=project_id, **fields))
         return [(update, msg_id)]
@@ -109,7 +109,7 @@ def _with_overview(doc: Document, overview: str) -> Document:
 
 
 async def rollback(bus: Bus, project_id: str, domain: str, version: int) -> ev.ExpertiseUpdated:
-    """A new version whose content is `version`'s, byte for byte."""
+    """A new version whose YAML is `version`'s, byte for byte."""
     versions = await history(bus, project_id, domain)
     if not versions:
         raise ExpertiseError(f"no expertise for domain {domain!r} in project {project_id}: "

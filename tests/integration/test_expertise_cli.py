@@ -86,3 +86,30 @@ def test_seed_show_history_rollback_export_validate_and_bad_input(nats_server, u
     assert len(history_after) == 4
     assert run(env, "show", "security", *repo, cwd=tmp_path).returncode == 2  # the valid file was not stored either
     assert git(git_repo, "status", "--porcelain") == ""
+
+
+async def test_a_version_carries_its_document_once_and_older_versions_read_as_written(bus):
+    """Since 2026-12-05 a version is its document alone and its YAML is rendered on read; a version
+    written before (its YAML carried beside the document) still reads as it was written."""
+    from shared import events as ev
+    from shared.expertise import store
+    from shared.expertise.curate import learn
+    from shared.expertise.model import Entry, parse, render
+
+    entry = Entry(kind="pattern", key="uuid-keys", text="Always use UUID for primary keys")
+    await store.append(bus, "p", "database", lambda doc: learn(doc, [entry], now="2026-12-05T00:00:00+00:00"),
+                       reason="learned", source="r/t/1", msg_id="p:database:1", max_lines=1000)
+    latest = await store.latest(bus, "p", "database")
+    data = ev.encode(latest)
+    assert latest.content == "" and b'"content":""' in data  # the YAML is not in the event...
+    assert latest.yaml() == render(latest.document) and "Always use UUID" in latest.yaml()  # ...it is rendered
+    assert latest.lines == latest.yaml().count("\n")
+
+    as_written = SEED + "# a comment the renderer would not write\n"
+    old = ev.ExpertiseUpdated(project_id="p", aggregate_id="database", domain="database", version=2,
+                              lines=as_written.count("\n"), content=as_written,
+                              document=parse(SEED, domain="database"))
+    await bus.publish(old)
+    latest = await store.latest(bus, "p", "database")
+    assert latest.yaml() == as_written  # byte for byte, as it was stored
+    assert store.document_of(latest, "database") == parse(SEED, domain="database")

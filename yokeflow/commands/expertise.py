@@ -83,7 +83,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps({"project_id": project, "domain": update.domain, "version": update.version,
                           "lines": update.lines, "document": msgspec.to_builtins(doc)}, indent=2))
     else:
-        print(update.content, end="")
+        print(update.yaml(), end="")
     return 0
 
 
@@ -114,7 +114,7 @@ async def cmd_export(args: argparse.Namespace) -> int:
     args.dir.mkdir(parents=True, exist_ok=True)
     for u in updates:
         if u is not None:
-            (args.dir / f"{u.domain}.yaml").write_text(u.content)
+            (args.dir / f"{u.domain}.yaml").write_text(u.yaml())
     print(f"exported {len(updates)} domain(s) to {args.dir}")
     return 0
 

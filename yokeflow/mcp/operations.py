@@ -232,7 +232,7 @@ class Operations:
             raise OperationError("domain", str(exc)) from None
         if update is None:
             raise OperationError("domain", f"project {project_id} has no expertise for {domain!r} yet")
-        return {"project_id": project_id, "domain": domain, "version": update.version, "content": update.content,
+        return {"project_id": project_id, "domain": domain, "version": update.version, "content": update.yaml(),
                 "document": msgspec.to_builtins(expertise_store.document_of(update, domain))}
 
     async def validate_expertise(self, project_id: str, domain: str) -> dict[str, Any]:
