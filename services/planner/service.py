@@ -22,7 +22,7 @@ from services.planner.scheduler import RunState, decide
 log = logging.getLogger("yokeflow.planner")
 
 # Folded (their stream sequences matter for appends) but never a reason to decide again.
-PASSIVE = (ev.AgentStarted, ev.BudgetWarning, ev.BatchMerged)
+PASSIVE = (ev.AgentStarted, ev.ExpertiseUpdated, ev.BudgetWarning, ev.BatchMerged)
 
 
 def planner_subjects(bus: Bus) -> list[str]:

@@ -7,7 +7,7 @@ import asyncio
 
 from nats.js.errors import NotFoundError
 
-from services.planner.service import Planner
+from services.planner.service import Planner, planner_subjects
 from shared import events as ev
 from shared.expertise.model import new_document, render
 
@@ -66,8 +66,6 @@ def _matches(filter_subject: str, subject: str) -> bool:
 
 
 def test_every_event_type_but_the_expertise_documents_is_in_one_filter_of_the_planner(bus):
-    from services.planner.service import planner_subjects
-
     filters = planner_subjects(bus)
     for name, cls in ev.EVENT_TYPES.items():
         subject = bus.subjects.event("p", cls.aggregate, "x", name)
@@ -76,3 +74,29 @@ def test_every_event_type_but_the_expertise_documents_is_in_one_filter_of_the_pl
             assert hits == [], name
         else:
             assert len(hits) == 1, (name, hits)  # NATS refuses overlapping filters of one consumer
+
+
+async def test_a_planner_consumer_made_by_an_earlier_version_takes_the_new_filters(bus):
+    """An installation upgraded in place: the durable consumer made with every event as its filter
+    is updated to the planner's subjects when the planner binds, and goes on from where it was."""
+    import nats.js.api as jsapi
+
+    await bus.js.add_consumer(bus.stream, config=jsapi.ConsumerConfig(
+        durable_name="planner", name="planner", ack_policy=jsapi.AckPolicy.ALL, ack_wait=30.0, max_deliver=10,
+        filter_subject=bus.events_subject, max_ack_pending=256))
+    doc = new_document("api")
+    await bus.publish(ev.ExpertiseUpdated(project_id="p", aggregate_id="api", domain="api", version=1, document=doc))
+    await bus.publish(ev.ProjectCreated(project_id="p", aggregate_id="p", name="p", repo_path="/tmp/p"))
+    stop = asyncio.Event()
+    planner = asyncio.create_task(Planner(bus).serve(stop))
+    try:
+        info = await _settled(bus, "planner", 1)
+        await bus.publish(ev.ExpertiseUpdated(project_id="p", aggregate_id="api", domain="api", version=2,
+                                              document=doc))
+        await bus.publish(ev.TaskReady(project_id="p", aggregate_id="r-a", run_id="r", task_id="a"))
+        info = await _settled(bus, "planner", 2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(planner, 10)
+    assert sorted(info.config.filter_subjects or []) == sorted(planner_subjects(bus))
+    assert info.delivered.consumer_seq == 2 and info.delivered.stream_seq == 4
