@@ -12,7 +12,7 @@ import msgspec
 from shared import events as ev
 from shared.bus import Bus
 from shared.expertise.curate import learn, prune, validate
-from shared.expertise.model import Document, Entry, ExpertiseError, check_domain, line_count, new_document, parse, render
+from shared.expertise.model import Document, Entry, ExpertiseError, check_domain, line_count, new_document, parse
 
 
 def _probe(project_id: str, domain: str) -> ev.ExpertiseUpdated:
@@ -71,10 +71,9 @@ async def append(bus: Bus, project_id: str, domain: str, change: Change, *, reas
         doc = prune(changed, max_lines, given=given)
         if current is not None and current.document == doc:
             return []
-        content = render(doc)
         version = outcome["version"] + 1
         outcome["version"] = version
-        fields: dict[str, Any] = dict(aggregate_id=domain, domain=domain, version=version, lines=content.count("\n"),
+        fields: dict[str, Any] = dict(aggregate_id=domain, domain=domain, version=version, lines=line_count(doc),
                                       document=doc, reason=reason, source=source)
         update = (cause.caused(ev.ExpertiseUpdated, **fields) if cause is not None
                   else ev.ExpertiseUpdated(project_id=project_id, **fields))
