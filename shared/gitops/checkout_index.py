@@ -557,4 +557,12 @@ def checkout_new(root: str, index_path: str, store: BaseObjectStore, tree: bytes
                     d = os.path.dirname(d)
             changed[p] = _write_entry(store, rootb + b"/" + p, p, mode, sha)
         empty = IndexFile(index_path, (0, 0, 0, 0, b""), [], {}, b"", [0], (0, 0))
-        write_index(lock, empty, set(), changed, tree)
+        index = write_index(lock, empty, set(), changed, tree)
+        # Just written, every file is as the index says and nothing else is there: the watch starts
+        # now, so the first check of this checkout reads the watch's news instead of hashing every
+        # file again (all of them written within the index's second, "racy" to a stat comparison).
+        state = _state(rootb)
+        state.verified = state.complete = None
+        state.refreshed, state.refreshed_for, state.judged_clean = {}, None, None
+        if _watch_all(rootb, state, index):
+            _complete(state, index.key)

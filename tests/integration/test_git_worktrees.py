@@ -245,6 +245,39 @@ def test_reuse_touches_only_the_paths_that_differ(git_repo):
     assert git(again.path, "status", "--porcelain") == ""
 
 
+def test_a_new_checkout_is_watched_from_the_start_and_never_hashed_again(git_repo, monkeypatch):
+    from dulwich.repo import Repo
+
+    from shared.gitops import checkout_index
+
+    for i in range(20):
+        (git_repo / "src" / f"m{i}.py").parent.mkdir(exist_ok=True)
+        (git_repo / "src" / f"m{i}.py").write_text(f"x = {i}\n")
+    git(git_repo, "add", "-A")
+    git(git_repo, "commit", "-q", "-m", "twenty files")
+    hashed: list[bytes] = []
+    real = checkout_index.content_matches
+
+    def counting(entry, full, st):
+        hashed.append(full)
+        return real(entry, full, st)
+
+    monkeypatch.setattr(checkout_index, "content_matches", counting)
+    wm = WorktreeManager(git_repo)
+    wt = wm.acquire("t9", "task/9-new")  # a fresh checkout, then the check every acquire makes
+    assert hashed == []  # every file was written within the index's second: a stat check would hash them all
+    # the watch runs from the checkout on: an edit of the same size in the same second is seen
+    (wt.path / "src" / "m3.py").write_text("y = 3\n")
+    (wt.path / "stray.txt").write_text("stray\n")
+    tree = git(git_repo, "rev-parse", "task/9-new^{tree}").encode()
+    with Repo(str(git_repo)) as repo:
+        assert not checkout_index.working_tree_clean(str(wt.path), str(wm._admin("t9") / "index"),
+                                                     repo.object_store, tree)
+    again = wm.acquire("t9", "task/9-new")  # a reuse resets it: the edit and the stray file go
+    assert (again.path / "src" / "m3.py").read_text() == "x = 3\n" and not (again.path / "stray.txt").exists()
+    assert git(again.path, "status", "--porcelain") == ""
+
+
 def test_reuse_with_conflicting_target_names_the_files(git_repo):
     wm = WorktreeManager(git_repo)
     wt = wm.acquire("t6", "task/6-c")
