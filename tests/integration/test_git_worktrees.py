@@ -278,6 +278,45 @@ def test_a_new_checkout_is_watched_from_the_start_and_never_hashed_again(git_rep
     assert git(again.path, "status", "--porcelain") == ""
 
 
+def test_lanes_work_side_by_side_in_threads_and_every_file_lands(git_repo):
+    """Eight lanes acquire, write, commit and merge from threads at once (the merges one at a time,
+    as the merger makes them, into a repository whose own checkout follows `main`): nothing is
+    lost, nothing is left dirty, and the repository checks out whole."""
+    import threading
+
+    wm = WorktreeManager(git_repo)
+    merging = threading.Lock()
+    errors: list[BaseException] = []
+
+    def lane(n: int) -> None:
+        try:
+            for round_ in range(6):
+                wt = wm.acquire(f"lane{n}", f"epic/lane-{n}")
+                (wt.path / f"lane{n}").mkdir(exist_ok=True)
+                (wt.path / f"lane{n}" / f"r{round_}.txt").write_text(f"{n}/{round_}\n")
+                assert wm.commit_all(wt, f"lane {n} round {round_}")
+                with merging:
+                    result = merge_branch(git_repo, f"epic/lane-{n}", into="main", message=f"merge {n}/{round_}")
+                assert result.status == "merged", result
+        except BaseException as exc:  # reported below, with the thread's failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=lane, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    files = set(git(git_repo, "ls-tree", "-r", "--name-only", "main").split())
+    assert {f"lane{n}/r{r}.txt" for n in range(8) for r in range(6)} <= files
+    assert git(git_repo, "status", "--porcelain") == ""  # main's own checkout followed every merge
+    for n in range(8):
+        wt = wm.acquire(f"lane{n}", f"epic/lane-{n}")  # every lane brought up to main, clean
+        assert {f"lane{m}/r5.txt" for m in range(8)} <= set(git(wt.path, "ls-files").split())
+        assert git(wt.path, "status", "--porcelain") == ""
+    git(git_repo, "fsck", "--no-progress")
+
+
 def test_reuse_with_conflicting_target_names_the_files(git_repo):
     wm = WorktreeManager(git_repo)
     wt = wm.acquire("t6", "task/6-c")
