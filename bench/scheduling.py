@@ -2,9 +2,12 @@
 sleep) against the limit the agents set.
 
     python -m bench.scheduling [--json] [--quick] [--seed 7] [--repeats 3] [--only burst]
+                               [--plan plan.yaml | --shape 12x10] [--agent-ms 500] [--concurrency 6]
 
 Policies on one PRD-shaped plan (foundation, feature and integration epics; chains inside
-epics; cross-epic dependencies; a fixed seed), side by side:
+epics; cross-epic dependencies; a fixed seed; 12 epics of 10 tasks unless --shape says otherwise),
+or on any plan file `yokeflow run` takes (--plan: every task an agent that sleeps --agent-ms, its
+checks left out, since a sleeping agent writes nothing for them to judge), side by side:
   sequential  max_concurrency 1
   barrier     the PRD's batch barrier at the default policy's concurrency
   default     YokeFlow's default (by_epic, no barrier)
@@ -45,6 +48,9 @@ from shared import events as ev
 from shared.commands import start_run
 from shared.config import parse_config
 from shared.infra import EmbeddedServers
+from shared.plan import PlanError, load_plan, parse_plan
+from shared.plan.model import plan_to_dict
+from shared.resolver import dependencies, resolve
 from yokeflow.system import Endpoint, System
 
 PARTS = ("policies", "scale", "burst")  # what --only may choose
@@ -81,17 +87,39 @@ def prd_plan(epics: int, per_epic: int, seed: int) -> dict:
 
 
 def critical_path_tasks(plan: dict) -> int:
-    """Tasks on the longest dependency chain."""
-    deps = {t["id"]: t.get("depends_on", []) for e in plan["epics"] for t in e["tasks"]}
-    memo: dict[str, int] = {}
+    """Tasks on the longest dependency chain, by the scheduler's own reading of the plan (a task's
+    `depends_on` and, for every task of an epic, every task of the epics it depends on)."""
+    deps = {tid: [d for d, _ in found] for tid, found in dependencies(parse_plan(plan)).items()}
+    depth: dict[str, int] = {}
+    for root in deps:  # iteratively: a chain of thousands of tasks is no recursion limit's business
+        stack = [root]
+        while stack:
+            tid = stack[-1]
+            if tid in depth:
+                stack.pop()
+                continue
+            waiting = [d for d in deps.get(tid, []) if d not in depth]
+            if waiting:
+                stack.extend(waiting)
+                continue
+            depth[tid] = 1 + max((depth[d] for d in deps.get(tid, [])), default=0)
+            stack.pop()
+    return max(depth.values(), default=0)
 
-    def depth(tid: str) -> int:
-        if tid not in memo:
-            memo[tid] = 1 + max((depth(d) for d in deps[tid]), default=0)
-        return memo[tid]
 
-    sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
-    return max(depth(t) for t in deps)
+def bench_plan(path: str) -> tuple[dict, int]:
+    """A plan file as the benchmark runs it, and how many task checks were left out: checked as
+    `yokeflow run` checks it (PlanError lists every problem), each task's checks dropped."""
+    plan = load_plan(path)
+    if problems := resolve(plan).errors:
+        raise PlanError(problems)
+    data = plan_to_dict(plan)
+    dropped = 0
+    for epic in data["epics"]:
+        for task in epic["tasks"]:
+            dropped += len(task["tests"])
+            task["tests"] = []
+    return data, dropped
 
 
 # ---------------------------------------------------------------------- analysis (pure)
@@ -305,13 +333,23 @@ async def _projection_lags(database, run_id: str) -> list[float]:
 async def benchmark(args) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="yf-sched-bench-"))
     if args.quick:
-        epics, per_epic, agent_ms, conc, scale, scale_ms, burst = 3, 3, 50, 3, [9, 18], 20, 200
+        (epics, per_epic), agent_ms, conc, scale, scale_ms, burst = args.shape or (3, 3), 50, 3, [9, 18], 20, 200
     else:
-        epics, per_epic, agent_ms, conc = 12, 10, 500, 6
+        (epics, per_epic), agent_ms, conc = args.shape or (12, 10), 500, 6
         scale, scale_ms, burst = args.scale, 50, 3000
+    agent_ms, conc = args.agent_ms or agent_ms, args.concurrency or conc
+    if args.plan:
+        plan, dropped = bench_plan(args.plan)
+        source = args.plan
+    else:
+        plan, dropped, source = prd_plan(epics, per_epic, args.seed), 0, f"generated {epics}x{per_epic}, seed {args.seed}"
     out: dict[str, Any] = {"machine": _machine(), "host": {"start": host_speed()}, "seed": args.seed,
-                           "learning": args.learning, "policies": {}, "scale": [], "burst": {}}
-    plan = prd_plan(epics, per_epic, args.seed)
+                           "learning": args.learning,
+                           "plan": {"name": plan["name"], "source": source, "epics": len(plan["epics"]),
+                                    "tasks": sum(len(e["tasks"]) for e in plan["epics"]),
+                                    "critical_path_tasks": critical_path_tasks(plan), "checks_left_out": dropped,
+                                    "agent_ms": agent_ms, "concurrency": conc},
+                           "policies": {}, "scale": [], "burst": {}}
     try:
         with Bench(root) as bench:
             policies = {"sequential": (1, False, False), "barrier": (conc, True, False), "default": (conc, False, False)}
@@ -406,6 +444,11 @@ def table(out: dict[str, Any]) -> str:
              f"{'merge p50/p99 ms':>18}{'peak':>6}{'ev/s':>7}{'lag p99 ms':>11}{'cpu ms/task':>12}"]
     if not out["policies"]:
         lines = lines[:1]
+    elif plan := out.get("plan"):
+        dropped = f", {plan['checks_left_out']} task checks left out" if plan["checks_left_out"] else ""
+        lines.insert(1, f"plan: {plan['source']} ({plan['tasks']} tasks in {plan['epics']} epics, critical path "
+                        f"{plan['critical_path_tasks']} tasks{dropped}); agents sleep {plan['agent_ms']} ms, "
+                        f"concurrency {plan['concurrency']}")
     host = out.get("host", {})
     lines[1:1] = [_host_line(when, host[when]) for when in ("start", "end") if when in host]
     for name, r in out["policies"].items():
@@ -437,12 +480,42 @@ def table(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _shape(value: str) -> tuple[int, int]:
+    epics, x, per_epic = value.lower().partition("x")
+    if not (x and epics.isdigit() and per_epic.isdigit() and int(epics) >= 1 and int(per_epic) >= 1):
+        raise argparse.ArgumentTypeError(f"{value!r} is not EPICSxTASKS, e.g. 12x10")
+    if int(epics) * int(per_epic) > 5000:
+        raise argparse.ArgumentTypeError(f"{value} is {int(epics) * int(per_epic):,} tasks; at most 5,000")
+    return int(epics), int(per_epic)
+
+
+def _bounded(low: int, high: int):
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"{n} is outside {low}..{high:,}")
+        return n
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scheduling", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="a tiny plan: the suite's smoke test")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=7, help="of the generated plans (default 7)")
+    parser.add_argument("--shape", type=_shape, default=None, metavar="EPICSxTASKS",
+                        help="the policies' generated plan: epics x tasks per epic (default 12x10; 3x3 with --quick)")
+    parser.add_argument("--plan", default=None, metavar="FILE",
+                        help="the policies' plan instead: a YAML or JSON plan file, as `yokeflow run` takes; "
+                             "each task's checks are left out")
+    parser.add_argument("--agent-ms", type=_bounded(1, 600_000), default=None,
+                        help="how long each agent of the policies sleeps (default 500; 50 with --quick)")
+    parser.add_argument("--concurrency", type=_bounded(1, 256), default=None,
+                        help="max_concurrency of the parallel policies (default 6; 3 with --quick)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="runs of each parallel policy; the median run is reported (default 3; 1 with --quick)")
     parser.add_argument("--scale", type=lambda v: [int(x) for x in v.split(",")], default=[120, 300, 1000],
@@ -461,6 +534,13 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats = 1 if args.quick else 3
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.plan and args.shape:
+        parser.error("give --plan or --shape, not both")
+    if args.plan:
+        try:
+            bench_plan(args.plan)
+        except PlanError as exc:
+            parser.error(f"--plan: {exc}")
     out = asyncio.run(benchmark(args))
     print(json.dumps(out, indent=2) if args.json else table(out))
     return 0

@@ -4,6 +4,7 @@ figure the benchmark promises (shape and sanity only: timings are the benchmark'
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,69 @@ def test_the_table_shows_the_host_beside_the_figures():
     text = table(out)
     assert text.count("host at ") == 2 and f"python loop {host['python_loop_ms']:.0f} ms" in text
     assert text.splitlines()[-1].split()[-1] == f"{host['python_loop_cpu_ms']:.0f}"
+
+
+PLAN_WITH_EPIC_DEPENDENCY = """\
+name: outside
+epics:
+  - id: api
+    name: API
+    tasks:
+      - {id: a1, title: routes, tests: ["pytest -q tests/test_routes.py"]}
+      - {id: a2, title: handlers, depends_on: [a1]}
+  - id: ui
+    name: UI
+    depends_on: [api]
+    tasks:
+      - {id: u1, title: pages, tests: ["npm test"]}
+  - id: docs
+    name: Docs
+    tasks:
+      - {id: d1, title: guide}
+      - {id: d2, title: reference}
+"""
+
+
+def test_a_plan_it_has_not_seen_runs_with_its_epic_dependencies_in_the_bound(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN_WITH_EPIC_DEPENDENCY)
+    proc = subprocess.run([sys.executable, "-m", "bench.scheduling", "--quick", "--json", "--only", "policies",
+                           "--repeats", "1", "--plan", str(plan), "--agent-ms", "40", "--concurrency", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    # ui waits for every task of api (its epic's dependency): a1 -> a2 -> u1 is the longest chain
+    assert out["plan"] == {"name": "outside", "source": str(plan), "epics": 3, "tasks": 5, "critical_path_tasks": 3,
+                           "checks_left_out": 2, "agent_ms": 40, "concurrency": 2}
+    assert set(out["policies"]) == {"sequential", "barrier", "default"}
+    for name, rec in out["policies"].items():
+        assert rec["completed"] and rec["tasks"] == 5, name
+        assert rec["lower_bound_s"] == max(3 * 0.040, 5 * 0.040 / rec["concurrency"]), name
+        assert rec["makespan_s"] >= rec["lower_bound_s"] and 0 < rec["efficiency"] <= 1.0, name
+    assert out["policies"]["default"]["concurrency"] == 2 and out["policies"]["default"]["peak_agents"] <= 2
+    assert out["policies"]["sequential"]["makespan_s"] >= 5 * 0.040
+    assert out["scale"] == [] and out["burst"] == {}
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--plan", "missing-plan.yaml"], "missing-plan.yaml does not exist"),
+    (["--shape", "12x"], "--shape: '12x' is not EPICSxTASKS"),
+    (["--shape", "100x100"], "10,000 tasks; at most 5,000"),
+    (["--agent-ms", "0"], "--agent-ms: 0 is outside 1..600,000"),
+    (["--concurrency", "six"], "--concurrency: 'six' is not a whole number"),
+    (["--plan", "x.yaml", "--shape", "2x2"], "give --plan or --shape, not both"),
+])
+def test_bad_arguments_get_one_line_naming_them_and_nothing_starts(args, names, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.scheduling", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert names in proc.stderr.splitlines()[-1] and "Traceback" not in proc.stderr
+
+
+def test_a_cyclic_plan_is_refused_before_any_server_starts(tmp_path):
+    plan = tmp_path / "cycle.json"
+    plan.write_text(json.dumps({"name": "c", "epics": [{"id": "e", "name": "E", "tasks": [
+        {"id": "t1", "title": "x", "depends_on": ["t2"]}, {"id": "t2", "title": "y", "depends_on": ["t1"]}]}]}))
+    proc = subprocess.run([sys.executable, "-m", "bench.scheduling", "--plan", str(plan)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "dependency cycle" in proc.stderr and "Traceback" not in proc.stderr
