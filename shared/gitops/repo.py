@@ -70,38 +70,44 @@ def head_of(repo_path: Path | str, branch: str) -> str | None:
 
 
 def merge_bases(repo: Repo, a: bytes, b: bytes) -> list[bytes]:
-    """Best common ancestors of two commits (git's paint-down walk, newest commits first)."""
+    """Best common ancestors of two commits: git's paint-down walk, in generation order (then newest
+    first), as git walks with a commit-graph, so a commit is taken only after every commit of the
+    queue it descends from. The walk ends once no waiting commit can still be reached from both
+    sides: a commit painted from one side only can become a base only through a waiting commit
+    painted from the other. At scale `main` is a long chain of merges of branches made from older
+    `main`s; painting on until every waiting commit went stale walked ~300 commits per merge."""
     if a == b:
         return [a]
     ONE, TWO, STALE = 1, 2, 4
+
+    def key(sha: bytes) -> tuple[int, int, bytes]:
+        return (-generation(repo, sha), -repo[sha].commit_time, sha)
+
     flags: dict[bytes, int] = {a: ONE, b: TWO}
-    heap = [(-repo[a].commit_time, a), (-repo[b].commit_time, b)]
+    waiting = {ONE: {a}, TWO: {b}}   # queued commits, not stale, painted from that side
+    heap = [key(a), key(b)]
     heapq.heapify(heap)
-    queued: dict[bytes, int] = {a: 1, b: 1}   # heap entries per commit
-    live = 2                                  # heap entries whose commit is not STALE (git's queue_has_nonstale)
     found: list[bytes] = []
-    while live:
-        _, sha = heapq.heappop(heap)
-        queued[sha] -= 1
+    while heap and waiting[ONE] and waiting[TWO]:
+        sha = heapq.heappop(heap)[2]
+        waiting[ONE].discard(sha)
+        waiting[TWO].discard(sha)
         f = flags[sha]
-        if not f & STALE:
-            live -= 1
         if f & (ONE | TWO) == (ONE | TWO) and not f & STALE:
             found.append(sha)
             f |= STALE
             flags[sha] = f
-            live -= queued[sha]
         for parent in repo[sha].parents:
             pf = flags.get(parent, 0)
             if pf & f == f:
                 continue
-            flags[parent] = pf | f
-            if f & STALE and not pf & STALE:
-                live -= queued.get(parent, 0)
-            heapq.heappush(heap, (-repo[parent].commit_time, parent))
-            queued[parent] = queued.get(parent, 0) + 1
-            if not (pf | f) & STALE:
-                live += 1
+            nf = flags[parent] = pf | f
+            heapq.heappush(heap, key(parent))
+            for side in (ONE, TWO):
+                if nf & side and not nf & STALE:
+                    waiting[side].add(parent)
+                else:
+                    waiting[side].discard(parent)
     if len(found) > 1:  # drop candidates that are ancestors of other candidates
         found = [c for c in found if not any(o != c and commit_is_ancestor(repo, c, o) for o in found)]
     return list(dict.fromkeys(found))

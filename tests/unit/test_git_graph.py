@@ -50,3 +50,40 @@ def test_merge_bases_and_ancestry_match_their_definition():
             common = below[a] & below[b]
             best = {c for c in common if not any(c != d and c in below[d] for d in common)}
             assert set(merge_bases(repo, a, b)) == best, (trial, a, b)
+
+
+class _CountingRepo(MemoryRepo):
+    reads = 0
+
+    def __getitem__(self, sha):
+        self.reads += 1
+        return super().__getitem__(sha)
+
+
+def test_the_merge_base_of_a_fresh_branch_is_found_near_the_tip_of_a_long_busy_history():
+    """`main` as a long run leaves it: a chain of merges, each of a task branched from an older
+    `main` (some from far back), every commit in the same second. The base of a task branched a
+    few merges ago is found by walking those few merges, not the history behind them."""
+    rng = random.Random(3)
+    repo, tree = _CountingRepo(), Tree()
+    repo.object_store.add_object(tree)
+
+    def commit(parents: list[bytes]) -> bytes:
+        c = Commit()
+        c.tree, c.parents = tree.id, parents
+        c.author = c.committer = b"A <a@example.com>"
+        c.commit_time = c.author_time = 1_700_000_000
+        c.commit_timezone = c.author_timezone = 0
+        c.message = b"%d" % len(repo.object_store._data)
+        repo.object_store.add_object(c)
+        return c.id
+
+    mains = [commit([])]
+    for i in range(400):
+        task = commit([mains[max(0, i - rng.randint(0, 120))]])
+        mains.append(commit([mains[-1], task]))
+    fresh = commit([mains[-6]])
+    merge_bases(repo, mains[-1], commit([mains[-2]]))  # generation numbers known from here on, as in a merger
+    repo.reads = 0
+    assert merge_bases(repo, mains[-1], fresh) == [mains[-6]]
+    assert repo.reads < 40, repo.reads  # 23; walking on until every waiting commit went stale read ~2,900
