@@ -123,16 +123,24 @@ def _linked_worktrees_on(repo: Repo, ref: bytes) -> list[Path]:
     with admins:
         for admin in admins:
             try:
-                with open(os.path.join(admin.path, "HEAD"), "rb") as f:
-                    if f.read().strip() != want:
-                        continue
-                with open(os.path.join(admin.path, "gitdir"), "rb") as f:
-                    path = Path(os.fsdecode(f.read().strip())).parent
+                if _small_file(os.path.join(admin.path, "HEAD")).strip() != want:
+                    continue
+                path = Path(os.fsdecode(_small_file(os.path.join(admin.path, "gitdir")).strip())).parent
             except OSError:   # a worktree being created or removed right now
                 continue
             if path.exists():
                 found.append(path)
     return found
+
+
+def _small_file(path: str) -> bytes:
+    """A file of git's bookkeeping (HEAD, gitdir: a line), read without a Python file object: at a
+    hundred worktrees, read at every merge, the buffered reader was half the cost."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
 
 
 def _validate(repo: Repo, tree: bytes, command: str, sandbox: SandboxSettings | None) -> tuple[bool, str]:
