@@ -218,10 +218,12 @@ class Merger:
     async def _cleanup_run(self, view: RunView) -> None:
         manager = WorktreeManager(view.started.repo_path, target_branch=view.started.target_branch)
         keep = view.started.settings.merge.keep_branches
-        for task_id in view.merged:
-            finished = view.finished.get(task_id)
-            if finished and finished.worktree_dir:
-                await self._git.run(_release_quietly, manager, _worktree_name(finished.worktree_dir), not keep)
+        # each worktree once: an epic's (or a lane's) tasks all name the same one (a 1,000-task run by
+        # epic released 100 worktrees 1,000 times, each a repository open and the lock)
+        names = {_worktree_name(finished.worktree_dir) for task_id in view.merged
+                 if (finished := view.finished.get(task_id)) and finished.worktree_dir}
+        for name in sorted(names):
+            await self._git.run(_release_quietly, manager, name, not keep)
         await self._git.run(manager.drop_spares)  # released checkouts kept for reuse: none after the run
 
     async def _announce_batches(self, view: RunView, cause: ev.Event) -> None:

@@ -516,3 +516,42 @@ def test_repository_map_from_the_index_equals_the_walked_one(git_repo):
         assert repo_map(wt.path, lines, tracked=tracked_files(wt.path)) == repo_map(wt.path, lines)
     assert "node_modules" not in repo_map(wt.path, tracked=tracked_files(wt.path))
     assert tracked_files(git_repo / "nowhere") is None   # no index: the caller walks
+
+
+def test_a_run_s_end_releases_each_worktree_once_however_many_tasks_used_it(git_repo, monkeypatch):
+    """By epic, every task of an epic names the epic's worktree: the merger's clean-up at the run's
+    end removes each one once (a 1,000-task run released 100 worktrees 1,000 times)."""
+    import services.merger.service as merger_service
+    from services.merger.domain import MergerState
+    from shared import events as ev
+    from shared.config import RunSettings
+    from shared.plan import PlanDoc
+
+    wm = WorktreeManager(git_repo)
+    paths = {e: wm.acquire(f"epic-{e}", branch_name("epic", e, e)).path for e in ("e1", "e2")}
+    plan = {"name": "p", "epics": [{"id": e, "name": e, "tasks": [{"id": f"{e}t{i}", "title": "t"} for i in range(3)]}
+                                   for e in ("e1", "e2")]}
+    state = MergerState()
+    events: list[ev.Event] = [ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PlanDoc.of(plan),
+                                            repo_path=str(git_repo), settings=RunSettings.of({}))]
+    for e, path in paths.items():
+        for i in range(3):
+            task = f"{e}t{i}"
+            events += [ev.AgentFinished(project_id="p", aggregate_id=f"r-{task}", run_id="r", task_id=task, attempt=1,
+                                        outcome="success", branch=f"epic/{e}", worktree_path=str(path)),
+                       ev.BranchMerged(project_id="p", aggregate_id=f"r-{task}", run_id="r", task_id=task, attempt=1,
+                                       branch=f"epic/{e}", commit="c0ffee")]
+    for e in events:
+        view = state.apply(e)
+    released: list[str] = []
+    real = merger_service._release_quietly
+    monkeypatch.setattr(merger_service, "_release_quietly",
+                        lambda manager, name, *a: (released.append(name), real(manager, name, *a)))
+    merger = merger_service.Merger(bus=None)  # the clean-up is git work only
+    try:
+        asyncio.run(merger._cleanup_run(view))
+    finally:
+        merger._git.close()
+    assert sorted(released) == ["epic-e1", "epic-e2"]
+    assert not any(p.exists() for p in paths.values())
+    assert "epic-e1" not in git(git_repo, "worktree", "list")
