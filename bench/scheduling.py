@@ -45,7 +45,7 @@ from typing import Any
 from bench.model import explain, measured_costs
 from bench.model import seconds as _t
 from shared import events as ev
-from shared.commands import start_run
+from shared.commands import CommandError, start_run
 from shared.config import parse_config
 from shared.infra import EmbeddedServers
 from shared.plan import PlanError, load_plan, parse_plan
@@ -541,7 +541,11 @@ def main(argv: list[str] | None = None) -> int:
             bench_plan(args.plan)
         except PlanError as exc:
             parser.error(f"--plan: {exc}")
-    out = asyncio.run(benchmark(args))
+    try:
+        out = asyncio.run(benchmark(args))
+    except CommandError as exc:  # a plan the run refuses (too large for one message, say): one line
+        print(f"{parser.prog}: error: --plan: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(out, indent=2) if args.json else table(out))
     return 0
 

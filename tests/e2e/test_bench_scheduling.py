@@ -130,3 +130,14 @@ def test_a_cyclic_plan_is_refused_before_any_server_starts(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench.scheduling", "--plan", str(plan)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "dependency cycle" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_plan_the_run_refuses_ends_the_benchmark_with_one_line(tmp_path):
+    """Too large for one NATS message as a RunStarted: known only once the bus is up; still one line."""
+    plan = tmp_path / "big.json"
+    plan.write_text(json.dumps({"name": "big", "epics": [{"id": f"e{e}", "name": f"E{e}", "tasks": [
+        {"id": f"e{e}t{t}", "title": "t", "description": "x" * 4000} for t in range(30)]} for e in range(10)]}))
+    proc = subprocess.run([sys.executable, "-m", "bench.scheduling", "--plan", str(plan), "--only", "policies",
+                           "--repeats", "1", "--agent-ms", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert "over the NATS max payload" in proc.stderr.splitlines()[-1]
