@@ -99,11 +99,19 @@ def _check_nesting(text: str, source: str) -> None:
             depth -= 1
 
 
+MAX_PLAN_FILE_BYTES = 64 << 20  # far past what one run can take (a plan travels in one NATS message)
+
+
 def load_plan(path: str | Path) -> Plan:
-    """Read, decode and check a plan file; PlanError lists every problem found."""
+    """Read, decode and check a plan file; PlanError lists every problem found. At most
+    MAX_PLAN_FILE_BYTES are read, whatever the file says its size is (a pipe, /dev/zero)."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_PLAN_FILE_BYTES + 1)
+        if len(raw) > MAX_PLAN_FILE_BYTES:
+            raise PlanFileUnreadable([invalid(f"plan file {path} is over {MAX_PLAN_FILE_BYTES >> 20} MB; a plan "
+                                               "lists epics and tasks, not their code or data")])
     except FileNotFoundError:
         raise PlanFileUnreadable([invalid(f"plan file {path} does not exist; give the path of a "
                                            "YAML or JSON plan")]) from None

@@ -59,8 +59,9 @@ def check_spec(spec: str) -> str:
     return spec
 
 
-def _too_large(size: int) -> str:
-    return (f"the spec is {size:,} bytes, over Session 0's limit of {MAX_SPEC_BYTES:,} bytes "
+def _too_large(size: int, *, at_least: bool = False) -> str:
+    return (f"the spec is {'more than ' if at_least else ''}{size:,} bytes, over Session 0's limit of "
+            f"{MAX_SPEC_BYTES:,} bytes "
             f"({MAX_SPEC_BYTES // 1000} KB): a spec says what to build, not the code or data itself; "
             "shorten it (move reference material to files in the repository and mention them), or "
             "split the application and plan each part with its own spec")
@@ -75,7 +76,11 @@ def read_spec(path: str | Path) -> str:
             raise SpecError(f"spec {path} is a folder: give the path of a text file (e.g. app_spec.txt)")
         if size > MAX_SPEC_BYTES:
             raise SpecError(f"spec {path}: {_too_large(size)}")
-        text = path.read_bytes().decode("utf-8-sig")
+        with path.open("rb") as f:  # a pipe or a device says size 0: read no more than the limit allows
+            raw = f.read(MAX_SPEC_BYTES + 1)
+        if len(raw) > MAX_SPEC_BYTES:
+            raise SpecError(f"spec {path}: {_too_large(MAX_SPEC_BYTES, at_least=True)}")
+        text = raw.decode("utf-8-sig")
     except FileNotFoundError:
         raise SpecError(f"spec {path} does not exist: give the path of your app_spec.txt with --spec") from None
     except UnicodeDecodeError as exc:

@@ -175,6 +175,23 @@ def test_missing_files_and_folders_are_unreadable_with_the_path(tmp_path):
         load_plan(tmp_path)
 
 
+def test_a_file_without_end_is_refused_by_what_was_read_not_what_it_claims(tmp_path):
+    """/dev/zero (and a pipe) says its size is 0: reading it whole would never end."""
+    with pytest.raises(PlanFileUnreadable, match=r"plan file /dev/zero is over 64 MB"):
+        load_plan("/dev/zero")
+    import os
+    import threading
+
+    pipe = tmp_path / "plan.fifo"  # a plan from a pipe (`yokeflow run <(make-plan)`) still loads
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=lambda: pipe.write_text(TODO_YAML))
+    writer.start()
+    try:
+        assert load_plan(pipe).name == "todo-api"
+    finally:
+        writer.join(timeout=10)
+
+
 @pytest.mark.parametrize("content", [b"", b"   \n\n\t", b"# only a comment\n"])
 def test_an_empty_file_is_a_clear_error(tmp_path, content):
     path = tmp_path / "empty.yaml"

@@ -135,6 +135,9 @@ def test_spec_files_that_cannot_be_specs_are_refused(tmp_path):
         read_spec(tmp_path / "missing.txt")
     with pytest.raises(SpecError, match="is a folder"):
         read_spec(tmp_path)
+    # a device or a pipe says size 0: what it gives is counted, not what it claims
+    with pytest.raises(SpecError, match=r"spec /dev/zero: the spec is more than 200,000 bytes, over"):
+        read_spec("/dev/zero")
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00plan")
     with pytest.raises(SpecError, match="not UTF-8"):
         read_spec(tmp_path / "bin.txt")
