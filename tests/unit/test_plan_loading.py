@@ -184,7 +184,7 @@ def test_a_file_without_end_is_refused_by_what_was_read_not_what_it_claims(tmp_p
 
     pipe = tmp_path / "plan.fifo"  # a plan from a pipe (`yokeflow run <(make-plan)`) still loads
     os.mkfifo(pipe)
-    writer = threading.Thread(target=lambda: pipe.write_text(TODO_YAML))
+    writer = threading.Thread(target=lambda: pipe.write_text(TODO_YAML), daemon=True)  # never holds pytest up
     writer.start()
     try:
         assert load_plan(pipe).name == "todo-api"
