@@ -25,6 +25,7 @@ from shared.gitops.repo import (
     open_repo,
     read_ref,
     require_branch,
+    shallow_commits,
     timezone_offset,
 )
 from shared.gitops.treemerge import merge_trees
@@ -71,13 +72,14 @@ def make_commit(repo: Repo, tree: bytes, parents: list[bytes], message: str, aut
 
 
 def _first_parent_walk(repo: Repo, start: bytes, limit: int = _HISTORY_SCAN):
+    shallow = shallow_commits(repo)
     sha: bytes | None = start
     for _ in range(limit):
         if sha is None:
             return
         commit = repo[sha]
         yield commit
-        sha = commit.parents[0] if commit.parents else None
+        sha = commit.parents[0] if commit.parents and sha not in shallow else None
 
 
 def _commit_that_brought_in(repo: Repo, target_tip: bytes, head: bytes) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import os
 import stat
 from pathlib import Path
 
@@ -79,9 +80,10 @@ def merge_bases(repo: Repo, a: bytes, b: bytes) -> list[bytes]:
     if a == b:
         return [a]
     ONE, TWO, STALE = 1, 2, 4
+    shallow = shallow_commits(repo)
 
     def key(sha: bytes) -> tuple[int, int, bytes]:
-        return (-generation(repo, sha), -repo[sha].commit_time, sha)
+        return (-generation(repo, sha, shallow), -repo[sha].commit_time, sha)
 
     flags: dict[bytes, int] = {a: ONE, b: TWO}
     waiting = {ONE: {a}, TWO: {b}}   # queued commits, not stale, painted from that side
@@ -97,7 +99,7 @@ def merge_bases(repo: Repo, a: bytes, b: bytes) -> list[bytes]:
             found.append(sha)
             f |= STALE
             flags[sha] = f
-        for parent in repo[sha].parents:
+        for parent in parents_of(repo, sha, shallow):
             pf = flags.get(parent, 0)
             if pf & f == f:
                 continue
@@ -109,17 +111,48 @@ def merge_bases(repo: Repo, a: bytes, b: bytes) -> list[bytes]:
                 else:
                     waiting[side].discard(parent)
     if len(found) > 1:  # drop candidates that are ancestors of other candidates
-        found = [c for c in found if not any(o != c and commit_is_ancestor(repo, c, o) for o in found)]
+        found = [c for c in found if not any(o != c and commit_is_ancestor(repo, c, o, shallow) for o in found)]
     return list(dict.fromkeys(found))
+
+
+def shallow_commits(repo: Repo) -> frozenset[bytes]:
+    """The commits a shallow clone holds without their parents (`.git/shallow`, in the common folder
+    of a linked worktree too): git takes them as roots, and so does every walk here."""
+    common = getattr(repo, "commondir", None)
+    if common is None:   # an in-memory repository
+        return frozenset(repo.get_shallow())
+    try:
+        with open(os.path.join(common(), "shallow"), "rb") as f:
+            return frozenset(line.strip() for line in f if line.strip())
+    except FileNotFoundError:
+        return frozenset()
+
+
+def parents_of(repo: Repo, sha: bytes, shallow: frozenset[bytes]) -> list[bytes]:
+    """A commit's parents as the repository has them: none for a commit at a shallow clone's edge."""
+    return [] if sha in shallow else repo[sha].parents
 
 
 _generations: dict[bytes, int] = {}   # commit -> 1 + its parents' highest (commits never change)
 _MAX_GENERATIONS = 500_000
+# A shallow clone numbers its commits from the roots it has: the same commit gets another number in
+# a complete history, so each cut keeps its own (the few last ones).
+_shallow_generations: dict[frozenset[bytes], dict[bytes, int]] = {}
 
 
-def generation(repo: Repo, sha: bytes) -> int:
-    """The commit's generation number: 1 for a root, else one more than its highest parent."""
-    known = _generations
+def generation(repo: Repo, sha: bytes, shallow: frozenset[bytes] | None = None) -> int:
+    """The commit's generation number: 1 for a root, else one more than its highest parent.
+    `shallow`: shallow_commits(repo), when the caller has it."""
+    if shallow is None:
+        shallow = shallow_commits(repo)
+    if shallow:
+        known = _shallow_generations.get(shallow)
+        if known is None:
+            while len(_shallow_generations) >= 8:
+                _shallow_generations.pop(next(iter(_shallow_generations)))
+            known = _shallow_generations[shallow] = {}
+    else:
+        known = _generations
     if sha in known:
         return known[sha]
     if len(known) > _MAX_GENERATIONS:
@@ -130,7 +163,7 @@ def generation(repo: Repo, sha: bytes) -> int:
         if c in known:
             stack.pop()
             continue
-        parents = repo[c].parents
+        parents = parents_of(repo, c, shallow)
         missing = [p for p in parents if p not in known]
         if missing:
             stack.extend(missing)
@@ -140,20 +173,23 @@ def generation(repo: Repo, sha: bytes) -> int:
     return known[sha]
 
 
-def commit_is_ancestor(repo: Repo, ancestor: bytes, descendant: bytes) -> bool:
+def commit_is_ancestor(repo: Repo, ancestor: bytes, descendant: bytes,
+                       shallow: frozenset[bytes] | None = None) -> bool:
     """Walks back from `descendant` only through commits of a higher generation than `ancestor`
     (what git's commit-graph does): the commits made since, not the whole history."""
     if ancestor == descendant:
         return True
-    floor = generation(repo, ancestor)
-    if generation(repo, descendant) <= floor:
+    if shallow is None:
+        shallow = shallow_commits(repo)
+    floor = generation(repo, ancestor, shallow)
+    if generation(repo, descendant, shallow) <= floor:
         return False
     seen, stack = {descendant}, [descendant]
     while stack:
-        for parent in repo[stack.pop()].parents:
+        for parent in parents_of(repo, stack.pop(), shallow):
             if parent == ancestor:
                 return True
-            if parent not in seen and generation(repo, parent) > floor:
+            if parent not in seen and generation(repo, parent, shallow) > floor:
                 seen.add(parent)
                 stack.append(parent)
     return False

@@ -181,3 +181,32 @@ def test_epic_branch_gets_main_before_its_next_task(git_repo):
     second = merge_branch(git_repo, "epic/1-auth")
     assert second.status == "merged"
     assert (git_repo / "auth.py").read_text() == "def login(): return True\n"
+
+
+def test_a_shallow_clone_is_worked_and_merged_like_a_complete_one(git_repo, tmp_path):
+    """`git clone --depth 2`: the commits at its edge are roots, as git takes them (.git/shallow).
+    Walks that went past them (generation numbers, merge bases, the first-parent scans) met an
+    object the clone does not have: the first acquire failed with a bare KeyError."""
+    from shared.gitops import find_commit
+    from shared.gitops.repo import merge_bases, open_repo, read_ref
+    for i in range(5):
+        _commit_on_main(git_repo, f"h{i}.txt", f"{i}\n")
+    clone = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "2", f"file://{git_repo}", str(clone))
+    assert (clone / ".git" / "shallow").is_file()
+    wm = WorktreeManager(clone)
+    for i in range(3):
+        for lane in ("a", "b"):
+            wt = wm.acquire(f"lane-{lane}", f"epic/{lane}")
+            (wt.path / f"{lane}{i}.txt").write_text(f"{lane}{i}\n")
+            wm.commit_all(wt, f"task {lane}{i}")
+            result = merge_branch(clone, f"epic/{lane}", message=f"merge {lane}{i}\n\nYokeFlow-Task: {lane}{i}\n")
+            assert result.status == "merged", result
+    assert {f"{lane}{i}.txt" for lane in "ab" for i in range(3)} <= set(git(clone, "ls-tree", "--name-only", "main").split())
+    with open_repo(clone) as repo:
+        for lane in ("a", "b"):
+            ours = sorted(c.decode() for c in merge_bases(repo, read_ref(repo, "main"), read_ref(repo, f"epic/{lane}")))
+            assert ours == sorted(git(clone, "merge-base", "--all", "main", f"epic/{lane}").split())
+    assert find_commit(clone, "main", {"YokeFlow-Task": "a0"}) is not None
+    assert find_commit(clone, "main", {"YokeFlow-Task": "never"}) is None  # scans to the clone's edge, no further
+    git(clone, "fsck", "--no-progress")
