@@ -134,6 +134,8 @@ def parents_of(repo: Repo, sha: bytes, shallow: frozenset[bytes]) -> list[bytes]
 
 
 _generations: dict[bytes, int] = {}   # commit -> 1 + its parents' highest (commits never change)
+# Forgotten all at once past this many (a process that met many repositories); raised to twice the
+# history just walked when one history alone is larger, or every later call would walk it all again.
 _MAX_GENERATIONS = 500_000
 # A shallow clone numbers its commits from the roots it has: the same commit gets another number in
 # a complete history, so each cut keeps its own (the few last ones).
@@ -155,6 +157,7 @@ def generation(repo: Repo, sha: bytes, shallow: frozenset[bytes] | None = None) 
         known = _generations
     if sha in known:
         return known[sha]
+    global _MAX_GENERATIONS
     if len(known) > _MAX_GENERATIONS:
         known.clear()
     stack = [sha]
@@ -170,6 +173,8 @@ def generation(repo: Repo, sha: bytes, shallow: frozenset[bytes] | None = None) 
             continue
         known[c] = 1 + max((known[p] for p in parents), default=0)
         stack.pop()
+    if len(known) > _MAX_GENERATIONS:
+        _MAX_GENERATIONS = 2 * len(known)
     return known[sha]
 
 

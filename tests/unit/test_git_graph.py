@@ -87,3 +87,34 @@ def test_the_merge_base_of_a_fresh_branch_is_found_near_the_tip_of_a_long_busy_h
     repo.reads = 0
     assert merge_bases(repo, mains[-1], fresh) == [mains[-6]]
     assert repo.reads < 40, repo.reads  # 23; walking on until every waiting commit went stale read ~2,900
+
+
+def test_a_history_larger_than_the_cache_is_walked_once_not_at_every_call(monkeypatch):
+    """Past its size the cache of generation numbers is forgotten at once; a history larger than
+    that alone used to be walked again at every call (a repository of 600,000 commits: every
+    acquire and merge). The cap now rises to twice the history."""
+    import shared.gitops.repo as repo_module
+
+    monkeypatch.setattr(repo_module, "_generations", {})
+    monkeypatch.setattr(repo_module, "_MAX_GENERATIONS", 50)
+    repo, tree = _CountingRepo(), Tree()
+    repo.object_store.add_object(tree)
+    head = None
+
+    def commit_on_top(i: int) -> bytes:
+        c = Commit()
+        c.tree, c.parents = tree.id, [head] if head else []
+        c.author = c.committer = b"A <a@example.com>"
+        c.commit_time = c.author_time = i
+        c.commit_timezone = c.author_timezone = 0
+        c.message = b"%d" % i
+        repo.object_store.add_object(c)
+        return c.id
+
+    for i in range(200):
+        head = commit_on_top(i)
+    assert repo_module.generation(repo, head) == 200
+    for i in range(200, 210):  # a merge at a time, as a merger makes them: each new commit is one step
+        head = commit_on_top(i)
+        repo.reads = 0
+        assert repo_module.generation(repo, head) == i + 1 and repo.reads == 1, (i, repo.reads)
