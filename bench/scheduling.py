@@ -50,7 +50,7 @@ from shared.config import parse_config
 from shared.infra import EmbeddedServers
 from shared.plan import PlanError, load_plan, parse_plan
 from shared.plan.model import plan_to_dict
-from shared.resolver import dependencies, resolve
+from shared.resolver import remaining_minutes, resolve
 from yokeflow.system import Endpoint, System
 
 PARTS = ("policies", "scale", "burst")  # what --only may choose
@@ -87,24 +87,12 @@ def prd_plan(epics: int, per_epic: int, seed: int) -> dict:
 
 
 def critical_path_tasks(plan: dict) -> int:
-    """Tasks on the longest dependency chain, by the scheduler's own reading of the plan (a task's
-    `depends_on` and, for every task of an epic, every task of the epics it depends on)."""
-    deps = {tid: [d for d, _ in found] for tid, found in dependencies(parse_plan(plan)).items()}
-    depth: dict[str, int] = {}
-    for root in deps:  # iteratively: a chain of thousands of tasks is no recursion limit's business
-        stack = [root]
-        while stack:
-            tid = stack[-1]
-            if tid in depth:
-                stack.pop()
-                continue
-            waiting = [d for d in deps.get(tid, []) if d not in depth]
-            if waiting:
-                stack.extend(waiting)
-                continue
-            depth[tid] = 1 + max((depth[d] for d in deps.get(tid, [])), default=0)
-            stack.pop()
-    return max(depth.values(), default=0)
+    """Tasks on the longest dependency chain, as the scheduler reads the plan (`remaining_minutes`: a
+    task's `depends_on`, and every task of the epics its epic depends on). Every agent of the
+    benchmark takes the same time, so each task weighs one, whatever its estimate."""
+    unit = {**plan, "epics": [{**e, "tasks": [{**t, "estimate_minutes": 1} for t in e["tasks"]]}
+                              for e in plan["epics"]]}
+    return round(max(remaining_minutes(parse_plan(unit)).values(), default=0))
 
 
 def bench_plan(path: str) -> tuple[dict, int]:
@@ -339,7 +327,7 @@ async def benchmark(args) -> dict[str, Any]:
         scale, scale_ms, burst = args.scale, 50, 3000
     agent_ms, conc = args.agent_ms or agent_ms, args.concurrency or conc
     if args.plan:
-        plan, dropped = bench_plan(args.plan)
+        plan, dropped = args.loaded_plan
         source = args.plan
     else:
         plan, dropped, source = prd_plan(epics, per_epic, args.seed), 0, f"generated {epics}x{per_epic}, seed {args.seed}"
@@ -536,9 +524,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats must be at least 1")
     if args.plan and args.shape:
         parser.error("give --plan or --shape, not both")
+    args.loaded_plan = None
     if args.plan:
         try:
-            bench_plan(args.plan)
+            args.loaded_plan = bench_plan(args.plan)  # read once, before any server starts
         except PlanError as exc:
             parser.error(f"--plan: {exc}")
     try:
