@@ -12,20 +12,30 @@ from dulwich.repo import MemoryRepo
 from shared.gitops.repo import commit_is_ancestor, merge_bases
 
 
-def _graph(rng: random.Random, n: int, skewed: bool) -> tuple[MemoryRepo, list[bytes]]:
-    repo, tree = MemoryRepo(), Tree()
+def _empty_repo(repo: MemoryRepo) -> tuple[MemoryRepo, Tree]:
+    tree = Tree()
     repo.object_store.add_object(tree)
+    return repo, tree
+
+
+def _commit(repo: MemoryRepo, tree: Tree, parents: list[bytes], when: int, message: bytes) -> bytes:
+    c = Commit()
+    c.tree, c.parents = tree.id, parents
+    c.author = c.committer = b"A <a@example.com>"
+    c.commit_time = c.author_time = when
+    c.commit_timezone = c.author_timezone = 0
+    c.message = message
+    repo.object_store.add_object(c)
+    return c.id
+
+
+def _graph(rng: random.Random, n: int, skewed: bool) -> tuple[MemoryRepo, list[bytes]]:
+    repo, tree = _empty_repo(MemoryRepo())
     commits: list[bytes] = []
     for i in range(n):
-        c = Commit()
-        c.tree = tree.id
-        c.parents = rng.sample(commits, min(rng.choice([1, 1, 1, 2, 2, 3]), len(commits))) if commits else []
-        c.author = c.committer = b"A <a@example.com>"
-        c.commit_time = c.author_time = rng.choice([i, 1000 - i, 5]) if skewed else i // 3
-        c.commit_timezone = c.author_timezone = 0
-        c.message = b"commit %d" % i
-        repo.object_store.add_object(c)
-        commits.append(c.id)
+        parents = rng.sample(commits, min(rng.choice([1, 1, 1, 2, 2, 3]), len(commits))) if commits else []
+        commits.append(_commit(repo, tree, parents, rng.choice([i, 1000 - i, 5]) if skewed else i // 3,
+                               b"commit %d" % i))
     return repo, commits
 
 
@@ -65,18 +75,10 @@ def test_the_merge_base_of_a_fresh_branch_is_found_near_the_tip_of_a_long_busy_h
     `main` (some from far back), every commit in the same second. The base of a task branched a
     few merges ago is found by walking those few merges, not the history behind them."""
     rng = random.Random(3)
-    repo, tree = _CountingRepo(), Tree()
-    repo.object_store.add_object(tree)
+    repo, tree = _empty_repo(_CountingRepo())
 
-    def commit(parents: list[bytes]) -> bytes:
-        c = Commit()
-        c.tree, c.parents = tree.id, parents
-        c.author = c.committer = b"A <a@example.com>"
-        c.commit_time = c.author_time = 1_700_000_000
-        c.commit_timezone = c.author_timezone = 0
-        c.message = b"%d" % len(repo.object_store._data)
-        repo.object_store.add_object(c)
-        return c.id
+    def commit(parents: list[bytes]) -> bytes:  # every commit in the same second
+        return _commit(repo, tree, parents, 1_700_000_000, b"%d" % len(repo.object_store._data))
 
     mains = [commit([])]
     for i in range(400):
@@ -97,19 +99,11 @@ def test_a_history_larger_than_the_cache_is_walked_once_not_at_every_call(monkey
 
     monkeypatch.setattr(repo_module, "_generations", {})
     monkeypatch.setattr(repo_module, "_MAX_GENERATIONS", 50)
-    repo, tree = _CountingRepo(), Tree()
-    repo.object_store.add_object(tree)
+    repo, tree = _empty_repo(_CountingRepo())
     head = None
 
     def commit_on_top(i: int) -> bytes:
-        c = Commit()
-        c.tree, c.parents = tree.id, [head] if head else []
-        c.author = c.committer = b"A <a@example.com>"
-        c.commit_time = c.author_time = i
-        c.commit_timezone = c.author_timezone = 0
-        c.message = b"%d" % i
-        repo.object_store.add_object(c)
-        return c.id
+        return _commit(repo, tree, [head] if head else [], i, b"%d" % i)
 
     for i in range(200):
         head = commit_on_top(i)
