@@ -30,6 +30,7 @@ from shared.gitops.repo import (
     open_repo,
     read_ref,
     require_branch,
+    shallow_commits,
 )
 from shared.gitops.treemerge import merge_trees
 from shared.config import SandboxSettings
@@ -201,10 +202,11 @@ class WorktreeManager:
 
     def _bring_in_target(self, repo: Repo, wt: Repo, ref: bytes, branch: str, target_tip: bytes) -> bytes:
         head = repo.refs[ref]
-        if commit_is_ancestor(repo, target_tip, head):
+        shallow = shallow_commits(repo)  # read once for both checks
+        if commit_is_ancestor(repo, target_tip, head, shallow):
             return head
         old_tree = repo[head].tree
-        if commit_is_ancestor(repo, head, target_tip):
+        if commit_is_ancestor(repo, head, target_tip, shallow):
             new = target_tip
         else:
             base = merge_bases(repo, head, target_tip)
