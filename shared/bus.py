@@ -444,12 +444,13 @@ class Bus:
         """Optimistic write to one aggregate: read its events, decide, append the first new
         event with the sequence seen, retry on conflict. `probe` names the aggregate.
         `latest`: a subject whose last event is all `decide` needs (it gets that one event, or none),
-        read by direct get instead of replaying the aggregate's whole history."""
+        read by one direct get instead of replaying the aggregate's whole history; the append then
+        expects that subject's sequence, not the aggregate's: only an event on it can change the
+        decision (a domain's next version, not the learnings and discoveries beside it)."""
 
         async def write() -> list[Published]:
             if latest is not None:
-                seq = await self.aggregate_seq(probe)  # first: a version landing after it fails the append
-                last = await self.last_event(latest)
+                seq, last = await self.last_event_at(latest)
                 events = [last] if last is not None else []
             else:
                 history = [d async for d in self.read([self.aggregate_filter(probe)])]
@@ -457,7 +458,8 @@ class Bus:
                 events = [d.event for d in history]
             out: list[Published] = []
             for i, (event, msg_id) in enumerate(decide(events)):
-                out.append(await self.publish(event, msg_id=msg_id, expected_seq=seq if i == 0 else None))
+                out.append(await self.publish(event, msg_id=msg_id, expected_seq=seq if i == 0 else None,
+                                              expected_subject=latest if i == 0 else None))
             return out
 
         return await retry_on_conflict(write, reload=lambda: asyncio.sleep(0.01), attempts=attempts,
@@ -578,11 +580,15 @@ class Bus:
 
     async def last_event(self, subject: str) -> Event | None:
         """The latest event on a subject (e.g. a domain's ExpertiseUpdated), or None."""
+        return (await self.last_event_at(subject))[1]
+
+    async def last_event_at(self, subject: str) -> tuple[int, Event | None]:
+        """The latest event on a subject and its stream sequence; (0, None) when it has none."""
         try:
             msg = await self.js.get_last_msg(self.stream, subject, direct=True)
         except NotFoundError:
-            return None
-        return decode(msg.data) if msg.data else None
+            return 0, None
+        return msg.seq or 0, decode(msg.data) if msg.data else None
 
     # ------------------------------------------------------------------ durable consumers
     async def consume(self, durable: str, filter_subjects: Sequence[str], handler: Handler, *,

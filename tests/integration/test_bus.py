@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from shared.bus import ConcurrencyConflict
-from shared.events import DeliveryFailed, ProjectCreated, TaskReady, TaskCompleted, task_aggregate_id
+from shared.events import (DeliveryFailed, ExpertiseUpdated, LearningExtracted, ProjectCreated, TaskReady,
+                           TaskCompleted, task_aggregate_id)
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +59,42 @@ async def test_concurrent_write_to_same_aggregate_is_rejected_then_retried(bus):
     attempts = [d.event.attempt for d in await all_events(bus) if d.event.task_id == "1"]
     assert attempts == [1, 2, 3]
 
+
+
+async def test_an_append_on_a_subjects_latest_event_minds_only_that_subject(bus, monkeypatch):
+    """A domain's next version is decided on its latest ExpertiseUpdated alone (`latest`). The
+    learnings and discoveries published beside it on the same aggregate cannot change that decision,
+    yet each one refused the append and cost a read and a decision again; only another version may."""
+    def version(n: int) -> ExpertiseUpdated:
+        return ExpertiseUpdated(project_id="p", aggregate_id="api", domain="api", version=n)
+
+    probe = version(0)
+    await bus.publish(version(1))
+    real, landing, reads = bus.js.get_last_msg, [], []
+
+    async def read_then_another_lands(*args, **kwargs):
+        msg = await real(*args, **kwargs)
+        reads.append(msg.seq)
+        if landing:
+            await bus.publish(landing.pop(0))
+        return msg
+
+    monkeypatch.setattr(bus.js, "get_last_msg", read_then_another_lands)
+
+    def decide(events):
+        (last,) = events
+        return [(version(last.version + 1), None)]
+
+    landing.append(LearningExtracted(project_id="p", aggregate_id="api", domain="api", task_id="t", attempt=1))
+    await bus.append(decide, probe, latest=bus.subject_of(probe))
+    assert len(reads) == 1  # the learning beside it did not refuse the append
+
+    reads.clear()
+    landing.append(version(3))  # another writer's version lands between the read and the append
+    await bus.append(decide, probe, latest=bus.subject_of(probe))
+    assert len(reads) == 2  # refused once, read and decided again on top of it
+    versions = [d.event.version for d in await all_events(bus) if isinstance(d.event, ExpertiseUpdated)]
+    assert versions == [1, 2, 3, 4]
 
 async def test_redelivered_event_is_applied_once(bus):
     applied: list[int] = []
