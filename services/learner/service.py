@@ -223,10 +223,12 @@ class Learner:
     async def _validate_domains(self, info: RunInfo, e: ev.BranchMerged, paths: BranchPaths, branch: str,
                                 pending: Callable[[Entry], bool]) -> None:
         for domain in await store.domains(self.bus, e.project_id):
-            async with self._lock(e.project_id, domain):
-                report = await store.validate_domain(
-                    self.bus, e.project_id, domain, paths.exists, now=e.occurred_at,
-                    branch=branch, max_lines=info.max_lines, pending=pending)
+            # not under the domain's lock: most checks change nothing and write nothing, and one that
+            # does is an optimistic append like any other. Held, every merge kept the learnings of
+            # the attempts that finished with it waiting (a run's dependents wait for those).
+            report = await store.validate_domain(
+                self.bus, e.project_id, domain, paths.exists, now=e.occurred_at,
+                branch=branch, max_lines=info.max_lines, pending=pending)
             if report["flagged"] or report["pruned"]:
                 log.info("expertise %s after merge of %s: %d flagged, %d pruned", domain, e.task_id,
                          len(report["flagged"]), len(report["pruned"]))

@@ -90,3 +90,39 @@ async def test_a_merge_landing_while_other_merges_are_validated_leaves_its_learn
     monkeypatch.setattr(learner_service, "BranchPaths", real)
     await learner.handle(delivered(merge_of(started, "a")))  # a's own validation reads main with calc.py: nothing to flag
     assert (await entry_of_a(bus, started.project_id)).flagged == ""
+
+
+async def test_a_merges_validation_does_not_hold_up_a_learning(bus, git_repo, monkeypatch):
+    """A run's dependents wait for their dependencies' learnings, and every merge is followed by a
+    validation of the domain. The validation held the domain's lock while it read and checked, so
+    the learnings of the attempts that finished with the merge waited behind it (in a run's first
+    seconds, dozens of milliseconds per dependency). Here the validation cannot finish until b's
+    learning is stored: with the lock held across it, neither ever finished."""
+    learner, started = await a_learned_about_calc(bus, git_repo)
+    real = store.validate_domain
+    learned = asyncio.Event()
+    validating = asyncio.Event()
+
+    async def after_the_learning(*args, **kwargs):
+        validating.set()
+        await learned.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "validate_domain", after_the_learning)
+    finished = started.caused(ev.AgentFinished, aggregate_id=f"{started.run_id}-b", run_id=started.run_id,
+                              task_id="b", attempt=1, outcome="failure",
+                              checks=[ev.CheckResult(command="pytest -q", exit_code=1, output="E   ImportError: add")])
+    await bus.log(started.project_id, finished.aggregate_id, "attempt_end",
+                  {"run_id": started.run_id, "task_id": "b", "attempt": 1, "outcome": "failure"}, stored=True)
+
+    async def learning() -> None:
+        await validating.wait()  # the validation is under way first
+        await learner.handle(delivered(finished))
+        learned.set()
+
+    await asyncio.wait_for(asyncio.gather(learner.handle(delivered(merge_of(started, "x"))), learning()), 15)
+    extracted = await bus.last_event(bus.subjects.event(started.project_id, "expertise", "api", "LearningExtracted"))
+    assert isinstance(extracted, ev.LearningExtracted) and extracted.task_id == "b" and extracted.entries
+    doc = store.document_of(await store.latest(bus, started.project_id, "api"), "api")
+    assert {e.origin.task_id for e in doc.entries} == {"a", "b"}
+    assert (await entry_of_a(bus, started.project_id)).flagged == ""  # a is unmerged: left alone
