@@ -60,6 +60,8 @@ def outage_wait(outages: int) -> float:
 ACK_SWEEP_S = 0.25  # how often publishes in flight are checked for an overdue ack
 BIND_PATIENCE_S = 120.0  # how long a starting consumer waits for JetStream to answer
 READ_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)  # a patient read's waits for its server, one after another
+DIRECT_BATCH = 256  # messages one batched direct get asks for (a bounded read of one subject)
+DIRECT_READ_WAIT_S = 5.0  # how long such a read waits for the server's next answer
 
 
 RUN_FINAL = ("RunCompleted", "RunFailed")  # nothing at all is appended for a run after these
@@ -156,6 +158,9 @@ class Bus:
         self._ack_tokens = itertools.count(1)
         self._acks: dict[str, tuple[asyncio.Future, float]] = {}  # reply subject -> its publish's ack and deadline
         self._sweeper: asyncio.TimerHandle | None = None  # expires overdue acks (see _sweep)
+        self._batch_prefix: str | None = None  # the reply subjects of batched direct gets (see _direct_read)
+        self._batch_tokens = itertools.count(1)
+        self._batches: dict[str, asyncio.Queue] = {}  # reply subject -> the answers of one read
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "yokeflow", connect_timeout: float = 5.0,
@@ -477,6 +482,10 @@ class Bus:
         outage: events left unread are an error, not the end of the log."""
         stream = self.log_stream if logs else self.stream
         subjects = list(filter_subjects or [self.events_subject])
+        if stop_at_end and not patient and len(subjects) == 1:
+            async for d in self._direct_read(stream, subjects[0], start_seq, logs=logs):
+                yield d
+            return
         at, outages = start_seq, 0  # the next sequence to read; outages met in a row
         while True:
             name = ""
@@ -509,7 +518,7 @@ class Bus:
                             meta = msg.metadata
                             pending, at = meta.num_pending, meta.sequence.stream + 1
                             try:
-                                body = _log_record(msg) if logs else decode(msg.data)
+                                body = _log_record(msg.subject, msg.data) if logs else decode(msg.data)
                             except UnknownEvent as exc:  # written by a newer version: not this reader's to fold
                                 log.warning("skipping seq=%s on %s: %s", meta.sequence.stream, msg.subject, exc)
                                 continue
@@ -536,6 +545,67 @@ class Bus:
                 if name:
                     with contextlib.suppress(Exception):
                         await self.js.delete_consumer(stream, name)
+
+    async def _direct_read(self, stream: str, subject: str, start_seq: int, *,
+                           logs: bool) -> AsyncIterator[Delivery]:
+        """`read` of one subject to the end of the log, by batched direct gets (JetStream's ADR-31,
+        NATS 2.11+): the stored messages come straight back, up to DIRECT_BATCH per request. A read
+        through a consumer made and deleted one on the server each time, three requests, which cost
+        the two sides ~1.4 ms of CPU against ~0.5 (the learner reads twice for every attempt)."""
+        reply = (self._batch_prefix or await self._batch_inbox()) + str(next(self._batch_tokens))
+        answers: asyncio.Queue[Msg] = asyncio.Queue()
+        self._batches[reply] = answers
+        api = f"{self.js._prefix}.DIRECT.GET.{stream}"
+        at = start_seq
+        try:
+            while True:
+                request = {"seq": max(at, 1), "next_by_subj": subject, "batch": DIRECT_BATCH}
+                await self.nc.publish(api, json.dumps(request).encode(), reply=reply)
+                more = False
+                while True:
+                    msg = answers.get_nowait() if not answers.empty() else await asyncio.wait_for(
+                        answers.get(), DIRECT_READ_WAIT_S)
+                    headers = msg.headers or {}
+                    status = headers.get("Status")
+                    if status is None:
+                        seq, where = int(headers["Nats-Sequence"]), headers["Nats-Subject"]
+                        at, more = seq + 1, headers.get("Nats-Num-Pending", "0") != "0"
+                        try:
+                            body = _log_record(where, msg.data) if logs else decode(msg.data)
+                        except UnknownEvent as exc:  # written by a newer version: not this reader's to fold
+                            log.warning("skipping seq=%s on %s: %s", seq, where, exc)
+                            continue
+                        if not logs and self.forged(where, body, seq, "read"):
+                            continue
+                        yield Delivery(body, seq, where, 1, headers=headers)  # type: ignore[arg-type]
+                    elif status == "204":  # the end of this batch
+                        break
+                    elif status == "404":  # nothing (more) on the subject
+                        return
+                    elif status == "503":
+                        raise nats.errors.NoRespondersError
+                    else:
+                        raise BusError(f"reading {subject} on {stream}: {status} {headers.get('Description', '')}")
+                if not more:
+                    return
+        except asyncio.TimeoutError:
+            raise nats.errors.TimeoutError from None  # the server went away: an outage, as a fetch's
+        finally:
+            self._batches.pop(reply, None)
+
+    async def _batch_inbox(self) -> str:
+        async with self._ack_lock:  # one subscription, made by the first read
+            if self._batch_prefix is None:
+                prefix = self.nc.new_inbox() + "."
+                await self.nc.subscribe(prefix + "*", cb=self._on_batch, pending_msgs_limit=-1,
+                                        pending_bytes_limit=-1)
+                self._batch_prefix = prefix
+        return self._batch_prefix
+
+    async def _on_batch(self, msg: Msg) -> None:
+        answers = self._batches.get(msg.subject)
+        if answers is not None:  # none: a read that ended or gave up
+            answers.put_nowait(msg)
 
     async def _read_done(self, stream: str, name: str) -> bool:
         """Whether a reader's consumer has nothing left (a fetch that timed out with events pending may
@@ -1007,12 +1077,12 @@ class LogRecord:
     data: dict[str, Any]
 
 
-def _log_record(msg: Msg) -> LogRecord:
+def _log_record(subject: str, payload: bytes) -> LogRecord:
     try:
-        data = json.loads(msg.data)
+        data = json.loads(payload)
     except ValueError:
         data = {}
-    return LogRecord(Subjects.last_token(msg.subject), data if isinstance(data, dict) else {})
+    return LogRecord(Subjects.last_token(subject), data if isinstance(data, dict) else {})
 
 
 async def _fetch(sub, *, batch: int, timeout: float) -> list[Msg]:

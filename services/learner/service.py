@@ -42,6 +42,7 @@ class RunInfo:
     tasks: dict[str, tuple[str, str]] = field(default_factory=dict)  # task id -> (domain, title)
     merged: set[str] = field(default_factory=set)  # tasks whose work is on the target branch
     ended: bool = False
+    seq: int = 1  # where the run starts in the log: nothing of its attempts comes before it
 
     @property
     def enabled(self) -> bool:
@@ -64,9 +65,9 @@ class Learner:
     def _lock(self, project_id: str, domain: str) -> asyncio.Lock:
         return self._domain_locks.setdefault((project_id, domain), asyncio.Lock())
 
-    def fold(self, e: ev.Event) -> RunInfo | None:
+    def fold(self, e: ev.Event, seq: int = 1) -> RunInfo | None:
         if isinstance(e, ev.RunStarted) and e.run_id not in self.runs:
-            info = RunInfo(e)
+            info = RunInfo(e, seq=seq)
             try:
                 plan = e.plan.to_plan()
                 info.tasks = {t.id: (t.domain or "general", t.title) for t in plan.tasks()}
@@ -87,7 +88,7 @@ class Learner:
 
     async def handle(self, d: Delivery) -> None:
         e = d.event
-        info = self.fold(e)
+        info = self.fold(e, d.seq)
         if info is None or info.ended or not info.enabled:
             return
         if isinstance(e, ev.AgentFinished):
@@ -118,17 +119,20 @@ class Learner:
             source=source, msg_id=f"{e.event_id}:ExpertiseUpdated", cause=e, max_lines=info.max_lines,
             given=self.given.get(e.project_id), applied=lambda versions: any(v.source == source for v in versions))
 
-    async def _discoveries(self, e: ev.AgentFinished, domain: str) -> list[ev.DiscoveryReported]:
+    async def _discoveries(self, info: RunInfo, e: ev.AgentFinished) -> list[ev.DiscoveryReported]:
+        """The attempt's discoveries as the log holds them, read from its run's start (not the
+        project's every discovery since its first run)."""
         subject = self.bus.type_filter("DiscoveryReported", project=ev.subject_token(e.project_id),
                                        aggregate="expertise")
-        return [d.event async for d in self.bus.read([subject]) if isinstance(d.event, ev.DiscoveryReported)
+        return [d.event async for d in self.bus.read([subject], start_seq=info.seq)
+                if isinstance(d.event, ev.DiscoveryReported)
                 and (d.event.run_id, d.event.task_id, d.event.attempt) == (e.run_id, e.task_id, e.attempt)]
 
     async def learn_from(self, info: RunInfo, e: ev.AgentFinished, *, redelivered: bool = True) -> None:
         """`redelivered` False: this is the event's first delivery, so no earlier learner stored its
         learning, and the domain's latest version is all there is to read."""
         domain, title = info.tasks.get(e.task_id, ("general", ""))
-        for found in await self._discoveries(e, domain):  # stored before this attempt's learning is announced
+        for found in await self._discoveries(info, e):  # stored before this attempt's learning is announced
             await self.store_discovery(info, found)
         origin = Origin(run_id=e.run_id, task_id=e.task_id, attempt=e.attempt)
         attempt_log = await self._attempt_log(e)
@@ -240,7 +244,7 @@ class Learner:
 
         async def catch_up() -> None:
             async for d in self.bus.read(subjects, patient=True):  # a NATS outage at start is waited out
-                self.fold(d.event)
+                self.fold(d.event, d.seq)
 
         if not await unless_stopped(catch_up(), stop):
             return

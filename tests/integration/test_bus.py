@@ -176,6 +176,35 @@ async def test_read_filters_and_starts_at_sequence(bus):
     assert tail == [3, 4]
 
 
+
+async def test_a_bounded_read_of_one_subject_needs_no_consumer_and_reads_past_a_batch(bus, monkeypatch):
+    """A read of one subject to the end of the log (the learner reads an attempt's log and its
+    discoveries that way twice per attempt) comes by batched direct gets: no consumer is made and
+    deleted on the server. A read longer than one batch goes on where the batch ended; every event
+    comes once, in log order, with its own sequence and subject; a log read gets the records."""
+    from shared import bus as bus_module
+
+    for i in range(bus_module.DIRECT_BATCH + 44):
+        await bus.publish(ready(task="1", attempt=i + 1))
+        if i % 100 == 0:
+            await bus.publish(ready(task="2", attempt=i + 1))
+    for kind in ("tool_call", "tool_result", "attempt_end"):
+        await bus.log("p", task_aggregate_id("r", "1"), kind, {"attempt": 1, "kind": kind})
+
+    async def no_consumer(*args, **kwargs):
+        raise AssertionError("a bounded read of one subject made a consumer")
+
+    monkeypatch.setattr(bus.js, "add_consumer", no_consumer)
+    one = [d async for d in bus.read([bus.aggregate_filter(ready(task="1"))])]
+    assert [d.event.attempt for d in one] == list(range(1, bus_module.DIRECT_BATCH + 45))
+    assert [d.seq for d in one] == sorted({d.seq for d in one})
+    assert {d.subject for d in one} == {bus.subject_of(ready(task="1"))} and {d.deliveries for d in one} == {1}
+    two = [d async for d in bus.read([bus.aggregate_filter(ready(task="2"))], start_seq=one[50].seq)]
+    assert [d.event.attempt for d in two] == [101, 201]
+    records = [d.event async for d in bus.read([bus.log_subject("p", task_aggregate_id("r", "1"))], logs=True)]
+    assert [(r.kind, r.data["kind"]) for r in records] == [(k, k) for k in ("tool_call", "tool_result", "attempt_end")]
+    assert [d async for d in bus.read([bus.aggregate_filter(ready(task="3"))])] == []
+
 async def test_consumer_survives_a_bare_timeout_from_fetch(bus, monkeypatch):
     """nats-py's fetch(batch>1) can raise a plain asyncio.TimeoutError; a consumer must not die of it."""
     real_bind = bus.js.pull_subscribe_bind
