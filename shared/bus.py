@@ -552,42 +552,58 @@ class Bus:
         NATS 2.11+): the stored messages come straight back, up to DIRECT_BATCH per request. A read
         through a consumer made and deleted one on the server each time, three requests, which cost
         the two sides ~1.4 ms of CPU against ~0.5 (the learner reads twice for every attempt)."""
+        at, more = start_seq, True
+        while more:
+            more = False
+            async for msg in self._direct_get(stream, {"seq": max(at, 1), "next_by_subj": subject,
+                                                       "batch": DIRECT_BATCH}):
+                headers = msg.headers
+                seq, where = int(headers["Nats-Sequence"]), headers["Nats-Subject"]
+                at, more = seq + 1, headers.get("Nats-Num-Pending", "0") != "0"
+                try:
+                    body = _log_record(where, msg.data) if logs else decode(msg.data)
+                except UnknownEvent as exc:  # written by a newer version: not this reader's to fold
+                    log.warning("skipping seq=%s on %s: %s", seq, where, exc)
+                    continue
+                if not logs and self.forged(where, body, seq, "read"):
+                    continue
+                yield Delivery(body, seq, where, 1, headers=headers)  # type: ignore[arg-type]
+
+    async def last_events(self, subjects: Sequence[str]) -> list[Event]:
+        """The latest event on each of `subjects` that has one, in log order: one request
+        (a batched direct get of each subject's last message) instead of one each."""
+        found: list[tuple[int, Event]] = []
+        async for msg in self._direct_get(self.stream, {"multi_last": list(subjects), "batch": len(subjects)}):
+            seq, where = int(msg.headers["Nats-Sequence"]), msg.headers["Nats-Subject"]
+            try:
+                event = decode(msg.data)
+            except UnknownEvent as exc:
+                log.warning("skipping seq=%s on %s: %s", seq, where, exc)
+                continue
+            if not self.forged(where, event, seq, "read"):
+                found.append((seq, event))
+        return [event for _, event in sorted(found, key=lambda f: f[0])]
+
+    async def _direct_get(self, stream: str, request: dict[str, Any]) -> AsyncIterator[Msg]:
+        """The stored messages one batched direct get answers (each with the Nats-Sequence and
+        Nats-Subject headers), until the server's end of batch; none when nothing matches."""
         reply = (self._batch_prefix or await self._batch_inbox()) + str(next(self._batch_tokens))
         answers: asyncio.Queue[Msg] = asyncio.Queue()
         self._batches[reply] = answers
-        api = f"{self.js._prefix}.DIRECT.GET.{stream}"
-        at = start_seq
         try:
+            await self.nc.publish(f"{self.js._prefix}.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=reply)
             while True:
-                request = {"seq": max(at, 1), "next_by_subj": subject, "batch": DIRECT_BATCH}
-                await self.nc.publish(api, json.dumps(request).encode(), reply=reply)
-                more = False
-                while True:
-                    msg = answers.get_nowait() if not answers.empty() else await asyncio.wait_for(
-                        answers.get(), DIRECT_READ_WAIT_S)
-                    headers = msg.headers or {}
-                    status = headers.get("Status")
-                    if status is None:
-                        seq, where = int(headers["Nats-Sequence"]), headers["Nats-Subject"]
-                        at, more = seq + 1, headers.get("Nats-Num-Pending", "0") != "0"
-                        try:
-                            body = _log_record(where, msg.data) if logs else decode(msg.data)
-                        except UnknownEvent as exc:  # written by a newer version: not this reader's to fold
-                            log.warning("skipping seq=%s on %s: %s", seq, where, exc)
-                            continue
-                        if not logs and self.forged(where, body, seq, "read"):
-                            continue
-                        yield Delivery(body, seq, where, 1, headers=headers)  # type: ignore[arg-type]
-                    elif status == "204":  # the end of this batch
-                        break
-                    elif status == "404":  # nothing (more) on the subject
-                        return
-                    elif status == "503":
-                        raise nats.errors.NoRespondersError
-                    else:
-                        raise BusError(f"reading {subject} on {stream}: {status} {headers.get('Description', '')}")
-                if not more:
+                msg = answers.get_nowait() if not answers.empty() else await asyncio.wait_for(
+                    answers.get(), DIRECT_READ_WAIT_S)
+                status = msg.headers.get("Status") if msg.headers else None
+                if status is None:
+                    yield msg
+                elif status in ("204", "404"):  # the end of the batch; nothing (more) matches
                     return
+                elif status == "503":
+                    raise nats.errors.NoRespondersError
+                else:
+                    raise BusError(f"direct get on {stream}: {status} {msg.headers.get('Description', '')}")
         except asyncio.TimeoutError:
             raise nats.errors.TimeoutError from None  # the server went away: an outage, as a fetch's
         finally:

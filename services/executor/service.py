@@ -103,11 +103,11 @@ class Executor:
         can change the decision; only the run's endings (each the last event on its own subject) can.
         None: the task moved on since (a redelivery, a cancellation): read its whole history."""
         subjects = self.bus.subjects
-        last, *endings = await asyncio.gather(self.bus.aggregate_seq(e), *(
-            self.bus.last_event(subjects.event(e.project_id, "run", e.run_id, t.__name__)) for t in domain.RUN_ENDINGS))
+        last, endings = await asyncio.gather(self.bus.aggregate_seq(e), self.bus.last_events(
+            [subjects.event(e.project_id, "run", e.run_id, t.__name__) for t in domain.RUN_ENDINGS]))
         if last != seq:  # (an admission too: a slot goes only to an attempt whose worktree was made)
             return None
-        return domain.fold([x for x in endings if x is not None], e)
+        return domain.fold(endings, e)
 
     def _admission_subject(self, e: ev.TaskReady) -> str:
         return self.bus.subjects.event(e.project_id, ev.AgentAdmitted.aggregate, e.aggregate_id, "AgentAdmitted")

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from shared.bus import ConcurrencyConflict
-from shared.events import (DeliveryFailed, ExpertiseUpdated, LearningExtracted, ProjectCreated, TaskReady,
-                           TaskCompleted, task_aggregate_id)
+from shared.events import (DeliveryFailed, ExpertiseUpdated, LearningExtracted, ProjectCreated, RunCancelled,
+                           RunCompleted, RunFailed, TaskReady, TaskCompleted, task_aggregate_id)
 
 pytestmark = pytest.mark.integration
 
@@ -204,6 +204,31 @@ async def test_a_bounded_read_of_one_subject_needs_no_consumer_and_reads_past_a_
     records = [d.event async for d in bus.read([bus.log_subject("p", task_aggregate_id("r", "1"))], logs=True)]
     assert [(r.kind, r.data["kind"]) for r in records] == [(k, k) for k in ("tool_call", "tool_result", "attempt_end")]
     assert [d async for d in bus.read([bus.aggregate_filter(ready(task="3"))])] == []
+
+
+async def test_the_last_events_of_several_subjects_come_in_one_request_in_log_order(bus, monkeypatch):
+    """An executor checks a run's three endings before every attempt: one batched direct get of
+    each subject's last message, not a request each."""
+    def ending(kind, run="r", **kw):
+        return kind(project_id="p", aggregate_id=run, run_id=run, **kw)
+
+    endings = [bus.subject_of(ending(kind)) for kind in (RunCompleted, RunFailed, RunCancelled)]
+    assert await bus.last_events(endings) == []
+    await bus.publish(ending(RunCancelled, reason="first"))
+    await bus.publish(ending(RunCancelled, run="other", reason="another run"))
+    await bus.publish(ending(RunFailed, reason="after the cancel"))
+    await bus.publish(ending(RunCancelled, reason="again"))
+    requests = []
+    real = bus.nc.publish
+
+    async def counted(subject, *args, **kwargs):
+        requests.append(subject)
+        return await real(subject, *args, **kwargs)
+
+    monkeypatch.setattr(bus.nc, "publish", counted)
+    found = await bus.last_events(endings)
+    assert [(type(e).__name__, e.reason) for e in found] == [("RunFailed", "after the cancel"), ("RunCancelled", "again")]
+    assert len(requests) == 1 and ".DIRECT.GET." in requests[0]
 
 async def test_consumer_survives_a_bare_timeout_from_fetch(bus, monkeypatch):
     """nats-py's fetch(batch>1) can raise a plain asyncio.TimeoutError; a consumer must not die of it."""
