@@ -482,7 +482,9 @@ class Bus:
         outage: events left unread are an error, not the end of the log."""
         stream = self.log_stream if logs else self.stream
         subjects = list(filter_subjects or [self.events_subject])
-        if stop_at_end and not patient and len(subjects) == 1:
+        if stop_at_end and not patient and len(subjects) == 1 and self.replicas == 1:
+            # (a replicated stream's direct gets may be answered by a follower a moment behind its
+            # leader; a consumer reads what the leader holds, as deciding from a read needs)
             async for d in self._direct_read(stream, subjects[0], start_seq, logs=logs):
                 yield d
             return

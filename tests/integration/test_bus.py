@@ -205,6 +205,20 @@ async def test_a_bounded_read_of_one_subject_needs_no_consumer_and_reads_past_a_
     assert [(r.kind, r.data["kind"]) for r in records] == [(k, k) for k in ("tool_call", "tool_result", "attempt_end")]
     assert [d async for d in bus.read([bus.aggregate_filter(ready(task="3"))])] == []
 
+    # a replicated stream's direct gets may come from a follower a moment behind: read as before
+    monkeypatch.undo()
+    made = []
+    real = bus.js.add_consumer
+
+    async def counted(*args, **kwargs):
+        made.append(args)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(bus.js, "add_consumer", counted)
+    monkeypatch.setattr(bus, "replicas", 3)
+    again = [d async for d in bus.read([bus.aggregate_filter(ready(task="1"))])]
+    assert [d.seq for d in again] == [d.seq for d in one] and len(made) == 1
+
 
 async def test_the_last_events_of_several_subjects_come_in_one_request_in_log_order(bus, monkeypatch):
     """An executor checks a run's three endings before every attempt: one batched direct get of
