@@ -19,13 +19,13 @@ from shared.gitops.refwrite import set_ref
 from shared.gitops.objects import write_object
 from shared.gitops.repo import (
     branch_ref,
+    first_parent_walk,
     identity,
     main_worktree_branch,
     merge_bases,
     open_repo,
     read_ref,
     require_branch,
-    shallow_commits,
     timezone_offset,
 )
 from shared.gitops.treemerge import merge_trees
@@ -71,19 +71,8 @@ def make_commit(repo: Repo, tree: bytes, parents: list[bytes], message: str, aut
     return c
 
 
-def _first_parent_walk(repo: Repo, start: bytes, limit: int = _HISTORY_SCAN):
-    shallow = shallow_commits(repo)
-    sha: bytes | None = start
-    for _ in range(limit):
-        if sha is None:
-            return
-        commit = repo[sha]
-        yield commit
-        sha = commit.parents[0] if commit.parents and sha not in shallow else None
-
-
 def _commit_that_brought_in(repo: Repo, target_tip: bytes, head: bytes) -> bytes:
-    for commit in _first_parent_walk(repo, target_tip):
+    for commit in first_parent_walk(repo, target_tip, _HISTORY_SCAN):
         if commit.id == head or head in commit.parents[1:]:
             return commit.id
     return target_tip
@@ -91,7 +80,7 @@ def _commit_that_brought_in(repo: Repo, target_tip: bytes, head: bytes) -> bytes
 
 def _squash_commit_for(repo: Repo, target_tip: bytes, head: bytes) -> bytes | None:
     needle = f"{SQUASH_TRAILER}: {head.decode()}".encode()
-    for commit in _first_parent_walk(repo, target_tip):
+    for commit in first_parent_walk(repo, target_tip, _HISTORY_SCAN):
         if needle in commit.message:
             return commit.id
     return None

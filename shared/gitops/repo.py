@@ -133,6 +133,19 @@ def parents_of(repo: Repo, sha: bytes, shallow: frozenset[bytes]) -> list[bytes]
     return [] if sha in shallow else repo[sha].parents
 
 
+def first_parent_walk(repo: Repo, start: bytes | None, limit: int):
+    """The commits of `start`'s first-parent line, newest first, at most `limit` of them; a shallow
+    clone's line ends at its edge."""
+    shallow = shallow_commits(repo)
+    sha = start
+    for _ in range(limit):
+        if sha is None:
+            return
+        commit = repo[sha]
+        yield commit
+        sha = commit.parents[0] if commit.parents and sha not in shallow else None
+
+
 _generations: dict[bytes, int] = {}   # commit -> 1 + its parents' highest (commits never change)
 # Forgotten all at once past this many (a process that met many repositories); raised to twice the
 # history just walked when one history alone is larger, or every later call would walk it all again.

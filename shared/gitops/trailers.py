@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.gitops.repo import open_repo, read_ref, shallow_commits
+from shared.gitops.repo import first_parent_walk, open_repo, read_ref
 
 _SCAN = 5000  # first-parent commits searched: far more merges than one run makes
 
@@ -20,14 +20,8 @@ def find_commit(repo_path: Path | str, branch: str, wanted: dict[str, str], *,
                 limit: int = _SCAN) -> tuple[str, str] | None:
     """(commit, tree) of the newest commit on `branch`'s first-parent line whose trailers include `wanted`."""
     with open_repo(repo_path) as repo:
-        shallow = shallow_commits(repo)
-        sha = read_ref(repo, branch)
-        for _ in range(limit):
-            if sha is None:
-                return None
-            commit = repo[sha]
+        for commit in first_parent_walk(repo, read_ref(repo, branch), limit):
             fields = trailers_of(commit.message.decode("utf-8", "replace"))
             if all(fields.get(k) == v for k, v in wanted.items()):
-                return sha.decode(), commit.tree.decode()
-            sha = commit.parents[0] if commit.parents and sha not in shallow else None
+                return commit.id.decode(), commit.tree.decode()
     return None
