@@ -519,12 +519,8 @@ class Bus:
                         for msg in msgs:
                             meta = msg.metadata
                             pending, at = meta.num_pending, meta.sequence.stream + 1
-                            try:
-                                body = _log_record(msg.subject, msg.data) if logs else decode(msg.data)
-                            except UnknownEvent as exc:  # written by a newer version: not this reader's to fold
-                                log.warning("skipping seq=%s on %s: %s", meta.sequence.stream, msg.subject, exc)
-                                continue
-                            if not logs and self.forged(msg.subject, body, meta.sequence.stream, "read"):
+                            body = self._readable(msg.subject, msg.data, meta.sequence.stream, logs)
+                            if body is None:
                                 continue
                             outages = 0
                             yield Delivery(body, meta.sequence.stream, msg.subject,  # type: ignore[arg-type]
@@ -562,14 +558,9 @@ class Bus:
                 headers = msg.headers
                 seq, where = int(headers["Nats-Sequence"]), headers["Nats-Subject"]
                 at, more = seq + 1, headers.get("Nats-Num-Pending", "0") != "0"
-                try:
-                    body = _log_record(where, msg.data) if logs else decode(msg.data)
-                except UnknownEvent as exc:  # written by a newer version: not this reader's to fold
-                    log.warning("skipping seq=%s on %s: %s", seq, where, exc)
-                    continue
-                if not logs and self.forged(where, body, seq, "read"):
-                    continue
-                yield Delivery(body, seq, where, 1, headers=headers)  # type: ignore[arg-type]
+                body = self._readable(where, msg.data, seq, logs)
+                if body is not None:
+                    yield Delivery(body, seq, where, 1, headers=headers)  # type: ignore[arg-type]
 
     async def last_events(self, subjects: Sequence[str]) -> list[Event]:
         """The latest event on each of `subjects` that has one, in log order: one request
@@ -577,14 +568,22 @@ class Bus:
         found: list[tuple[int, Event]] = []
         async for msg in self._direct_get(self.stream, {"multi_last": list(subjects), "batch": len(subjects)}):
             seq, where = int(msg.headers["Nats-Sequence"]), msg.headers["Nats-Subject"]
-            try:
-                event = decode(msg.data)
-            except UnknownEvent as exc:
-                log.warning("skipping seq=%s on %s: %s", seq, where, exc)
-                continue
-            if not self.forged(where, event, seq, "read"):
+            event = self._readable(where, msg.data, seq, logs=False)
+            if event is not None:
                 found.append((seq, event))
         return [event for _, event in sorted(found, key=lambda f: f[0])]
+
+    def _readable(self, subject: str, payload: bytes, seq: int, logs: bool) -> Any:
+        """What a read hands out for a stored message: its event (its LogRecord on the log stream);
+        None for an event written by a newer version (not this reader's to fold) or a forged one."""
+        try:
+            body = _log_record(subject, payload) if logs else decode(payload)
+        except UnknownEvent as exc:
+            log.warning("skipping seq=%s on %s: %s", seq, subject, exc)
+            return None
+        if not logs and self.forged(subject, body, seq, "read"):
+            return None
+        return body
 
     async def _direct_get(self, stream: str, request: dict[str, Any]) -> AsyncIterator[Msg]:
         """The stored messages one batched direct get answers (each with the Nats-Sequence and
