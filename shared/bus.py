@@ -153,14 +153,14 @@ class Bus:
         self._leases = None  # the lease bucket, created on first use
         self._kv_buckets: dict[str, Any] = {}
         self._runs: dict[str, tuple[int, str]] = {}  # run aggregate -> (sequence, type) of its latest event seen
-        self._ack_prefix: str | None = None  # the reply subjects of publish acks (see _stored)
-        self._ack_lock = asyncio.Lock()
-        self._ack_tokens = itertools.count(1)
+        # One reply subscription for the bus's own requests: publish acks (see _stored) and batched
+        # direct gets (see _direct_get), each answer routed by its reply subject.
+        self._reply_prefix: str | None = None
+        self._reply_lock = asyncio.Lock()
+        self._reply_tokens = itertools.count(1)
         self._acks: dict[str, tuple[asyncio.Future, float]] = {}  # reply subject -> its publish's ack and deadline
         self._sweeper: asyncio.TimerHandle | None = None  # expires overdue acks (see _sweep)
-        self._batch_prefix: str | None = None  # the reply subjects of batched direct gets (see _direct_read)
-        self._batch_tokens = itertools.count(1)
-        self._batches: dict[str, asyncio.Queue] = {}  # reply subject -> the answers of one read
+        self._batches: dict[str, asyncio.Queue] = {}  # reply subject -> the answers of one direct get
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "yokeflow", connect_timeout: float = 5.0,
@@ -340,7 +340,7 @@ class Bus:
         """js.publish without its cost per message (a new id, a wait_for and a JSON parse into a
         dataclass each): one reply subscription for every publish of this bus, acks decoded by msgspec.
         Returns once the stream has stored the message, as js.publish does."""
-        reply = (self._ack_prefix or await self._ack_inbox()) + str(next(self._ack_tokens))
+        reply = (self._reply_prefix or await self._reply_inbox()) + str(next(self._reply_tokens))
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         self._acks[reply] = (waiter, loop.time() + timeout)
@@ -358,18 +358,27 @@ class Bus:
             raise APIError.from_error(ack.error)
         return ack
 
-    async def _ack_inbox(self) -> str:
-        async with self._ack_lock:  # one subscription, made by the first publish
-            if self._ack_prefix is None:
+    async def _reply_inbox(self) -> str:
+        """The prefix of the bus's one reply subscription (each request's reply subject is the prefix
+        and a number of its own), made by the first request."""
+        async with self._reply_lock:
+            if self._reply_prefix is None:
                 prefix = self.nc.new_inbox() + "."
-                await self.nc.subscribe(prefix + "*", cb=self._on_ack)
-                self._ack_prefix = prefix
-        return self._ack_prefix
+                # no pending limit: a direct get answers up to DIRECT_BATCH stored messages at once
+                await self.nc.subscribe(prefix + "*", cb=self._on_reply, pending_msgs_limit=-1,
+                                        pending_bytes_limit=-1)
+                self._reply_prefix = prefix
+        return self._reply_prefix
 
-    async def _on_ack(self, msg: Msg) -> None:
+    async def _on_reply(self, msg: Msg) -> None:
         waiting = self._acks.get(msg.subject)
-        if waiting is not None and not waiting[0].done():
-            waiting[0].set_result(msg)
+        if waiting is not None:
+            if not waiting[0].done():
+                waiting[0].set_result(msg)
+            return
+        answers = self._batches.get(msg.subject)
+        if answers is not None:  # none: a read that ended or gave up
+            answers.put_nowait(msg)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         """Fail the publishes whose ack is overdue; look again while any is in flight."""
@@ -588,7 +597,7 @@ class Bus:
     async def _direct_get(self, stream: str, request: dict[str, Any]) -> AsyncIterator[Msg]:
         """The stored messages one batched direct get answers (each with the Nats-Sequence and
         Nats-Subject headers), until the server's end of batch; none when nothing matches."""
-        reply = (self._batch_prefix or await self._batch_inbox()) + str(next(self._batch_tokens))
+        reply = (self._reply_prefix or await self._reply_inbox()) + str(next(self._reply_tokens))
         answers: asyncio.Queue[Msg] = asyncio.Queue()
         self._batches[reply] = answers
         try:
@@ -609,20 +618,6 @@ class Bus:
             raise nats.errors.TimeoutError from None  # the server went away: an outage, as a fetch's
         finally:
             self._batches.pop(reply, None)
-
-    async def _batch_inbox(self) -> str:
-        async with self._ack_lock:  # one subscription, made by the first read
-            if self._batch_prefix is None:
-                prefix = self.nc.new_inbox() + "."
-                await self.nc.subscribe(prefix + "*", cb=self._on_batch, pending_msgs_limit=-1,
-                                        pending_bytes_limit=-1)
-                self._batch_prefix = prefix
-        return self._batch_prefix
-
-    async def _on_batch(self, msg: Msg) -> None:
-        answers = self._batches.get(msg.subject)
-        if answers is not None:  # none: a read that ended or gave up
-            answers.put_nowait(msg)
 
     async def _read_done(self, stream: str, name: str) -> bool:
         """Whether a reader's consumer has nothing left (a fetch that timed out with events pending may
