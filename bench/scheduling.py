@@ -178,6 +178,19 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+class RunNotCompleted(RuntimeError):
+    """A run of the benchmark failed or was cancelled (e.g. no sandbox to run its agents in)."""
+
+
+def require_completed(events: list[ev.Event], plan: dict) -> None:
+    """A run that failed or was cancelled has no figures: they would describe work that never ran
+    (a run whose agents could not start ends in milliseconds: "efficiency 705")."""
+    end = next((e for e in events if isinstance(e, (ev.RunCompleted, ev.RunFailed, ev.RunCancelled))), None)
+    if not isinstance(end, ev.RunCompleted):
+        why = f": {end.reason}" if getattr(end, "reason", "") else ""
+        raise RunNotCompleted(f"a run of {plan['name']} ended with {type(end).__name__}{why}; no figures reported")
+
+
 def _repo(root: Path) -> Path:
     repo = Path(tempfile.mkdtemp(prefix="repo-", dir=root))
     git = ["git", "-C", str(repo), "-c", "user.email=bench@yokeflow", "-c", "user.name=Bench"]
@@ -246,6 +259,7 @@ class Bench:
             await bus.close()
             await system.stop()
             shutil.rmtree(repo, ignore_errors=True)
+        require_completed(events, plan)
         out = analyse(events, plan, agent_ms=agent_ms, concurrency=concurrency)
         if model and not barrier:  # the model has no batch barrier
             costs = measured_costs(events, plan, agent_ms / 1000)
@@ -535,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as exc:  # a plan the run refuses (too large for one message, say): one line
         print(f"{parser.prog}: error: --plan: {exc}", file=sys.stderr)
         return 2
+    except RunNotCompleted as exc:  # one line, and no figures at all
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(out, indent=2) if args.json else table(out))
     return 0
 

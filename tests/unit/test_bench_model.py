@@ -100,3 +100,27 @@ def test_costs_are_read_back_from_a_runs_events():
     assert costs.handoff_s == pytest.approx(0.015, abs=1e-5)   # median of c's 0.01 and b's 0.02
     assert costs.link_s == pytest.approx(0.09, abs=1e-5)   # (timestamps are floats of ~1.8e9 s)
     assert costs.jitter_s == pytest.approx(((0.02 ** 2 * 2 / 3) ** 0.5) * 12 ** 0.5, abs=1e-5)
+
+
+def test_a_run_that_did_not_complete_has_no_figures_and_ends_the_benchmark_with_one_line(monkeypatch, capsys):
+    from bench import scheduling
+
+    from shared.plan import PlanDoc
+
+    started = ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PlanDoc(name="p"), repo_path="/repo")
+    failed = ev.RunFailed(project_id="p", aggregate_id="r", run_id="r", reason="task a: bubblewrap is not installed")
+    with pytest.raises(scheduling.RunNotCompleted, match="ended with RunFailed: task a: bubblewrap is not installed"):
+        scheduling.require_completed([started, failed], {"name": "p"})
+    with pytest.raises(scheduling.RunNotCompleted, match="ended with RunCancelled"):
+        scheduling.require_completed([started, ev.RunCancelled(project_id="p", aggregate_id="r", run_id="r")],
+                                     {"name": "p"})
+    scheduling.require_completed([started, ev.RunCompleted(project_id="p", aggregate_id="r", run_id="r")],
+                                 {"name": "p"})
+
+    async def fails(args):
+        scheduling.require_completed([started, failed], {"name": "prd-12x10-seed7"})
+
+    monkeypatch.setattr(scheduling, "benchmark", fails)
+    assert scheduling.main(["--json"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "prd-12x10-seed7 ended with RunFailed" in err
