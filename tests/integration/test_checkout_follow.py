@@ -206,6 +206,27 @@ def test_a_clean_linked_worktree_on_the_target_follows_and_a_dirty_one_refuses(l
     assert head_of(layout, "main") == before
 
 
+def test_a_linked_worktree_that_moves_onto_the_target_between_merges_follows_the_next_one(layout: Path):
+    git(layout, "checkout", "-q", "-b", "person")
+    elsewhere = layout.parent / "elsewhere"
+    git(layout, "worktree", "add", "-q", "-b", "side", str(elsewhere), "main")
+    assert merge_branch(layout, "task/big").warnings == []
+    assert not (elsewhere / "newlink").exists()   # on a branch of its own: left alone
+    git(elsewhere, "checkout", "-q", "main")   # its HEAD changes between two merges
+    git(layout, "checkout", "-q", "-b", "task/more", "task/big")
+    write(layout, "more.txt", "more\n")
+    commit_all(layout, "more")
+    assert merge_branch(layout, "task/more").warnings == []
+    assert (elsewhere / "more.txt").read_text() == "more\n"
+    assert_git_sees_head(elsewhere)
+    git(elsewhere, "checkout", "-q", "side")   # and off it again: the next merge leaves it alone
+    git(layout, "checkout", "-q", "-b", "task/last", "task/more")
+    write(layout, "last.txt", "last\n")
+    commit_all(layout, "last")
+    assert merge_branch(layout, "task/last").warnings == []
+    assert not (elsewhere / "last.txt").exists() and git(elsewhere, "status", "--porcelain") == ""
+
+
 def test_a_git_command_holding_the_index_lock_stops_the_follow_and_keeps_its_lock(layout: Path):
     lock = layout / ".git/index.lock"
     lock.write_bytes(b"git is writing")
