@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,9 +105,9 @@ def _base_tree(repo: Repo, ours: bytes, theirs: bytes, bases: list[bytes] | None
 
 def _linked_worktrees_on(repo: Repo, ref: bytes) -> list[Path]:
     """Linked worktrees (not the main one) that have `ref` checked out: git reads every worktree's
-    HEAD for this too. A worktree's HEAD and gitdir are read again only when its HEAD file changed
-    (its inode, size or time): a hundred epics' worktrees are looked at on every merge, and a stat
-    costs a third of an open, a read and a close."""
+    HEAD for this too. A worktree's HEAD (and, when it is on `ref`, its gitdir) is read again only
+    when the file changed (inode, size or times): a hundred epics' worktrees are looked at on every
+    merge, and a stat costs a third of an open, a read and a close."""
     found = []
     want = b"ref: " + ref
     try:
@@ -115,26 +116,36 @@ def _linked_worktrees_on(repo: Repo, ref: bytes) -> list[Path]:
         return found
     with admins:
         for admin in admins:
-            head = os.path.join(admin.path, "HEAD")
+            head, gitdir = os.path.join(admin.path, "HEAD"), os.path.join(admin.path, "gitdir")
             try:
-                st = os.stat(head)
-                key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                known = _heads.get(head)
-                if known is None or known[0] != key:
-                    on = _small_file(head).strip() == want
-                    path = Path(os.fsdecode(_small_file(os.path.join(admin.path, "gitdir")).strip())).parent if on else None
-                    known = _heads[head] = (key, path)
-                    while len(_heads) > _HEADS_KEPT:
-                        _heads.pop(next(iter(_heads)))
+                head_key = _stat_key(head)
+                known = _heads.get((head, want))
+                if known is None or known[0] != head_key or (known[1] is not None and known[1] != _stat_key(gitdir)):
+                    if _small_file(head).strip() != want:
+                        known = (head_key, None, None)
+                    else:   # its gitdir's stat first: a change after it is seen next time
+                        gitdir_key = _stat_key(gitdir)
+                        known = (head_key, gitdir_key, Path(os.fsdecode(_small_file(gitdir).strip())).parent)
+                    with _heads_lock:
+                        _heads[(head, want)] = known
+                        while len(_heads) > _HEADS_KEPT:
+                            _heads.pop(next(iter(_heads)))
             except OSError:   # a worktree being created or removed right now
                 continue
-            if known[1] is not None and known[1].exists():
-                found.append(known[1])
+            if known[2] is not None and known[2].exists():
+                found.append(known[2])
     return found
 
 
+def _stat_key(path: str) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 _HEADS_KEPT = 4096
-_heads: dict[str, tuple[tuple[int, int, int, int], Path | None]] = {}   # HEAD file -> (its stat, worktree on the ref)
+# (HEAD file, the ref looked for) -> (its stat, its gitdir's stat and the worktree when on the ref, else None, None)
+_heads: dict[tuple[str, bytes], tuple[tuple[int, int, int, int], tuple[int, int, int, int] | None, Path | None]] = {}
+_heads_lock = threading.Lock()
 
 
 def _small_file(path: str) -> bytes:

@@ -225,6 +225,20 @@ def test_a_linked_worktree_that_moves_onto_the_target_between_merges_follows_the
     commit_all(layout, "last")
     assert merge_branch(layout, "task/last").warnings == []
     assert not (elsewhere / "last.txt").exists() and git(elsewhere, "status", "--porcelain") == ""
+    # a merge into another target asks about that one: the worktree on `side` follows a merge into side
+    git(layout, "checkout", "-q", "-b", "task/side", "side")
+    write(layout, "side.txt", "side\n")
+    commit_all(layout, "side work")
+    assert merge_branch(layout, "task/side", into="side").warnings == []
+    assert (elsewhere / "side.txt").read_text() == "side\n"
+    moved = layout.parent / "moved"   # git moves it (its gitdir rewritten, HEAD untouched): found there
+    git(layout, "worktree", "move", str(elsewhere), str(moved))
+    git(layout, "checkout", "-q", "-b", "task/side2", "task/side")
+    write(layout, "side2.txt", "side 2\n")
+    commit_all(layout, "more side work")
+    assert merge_branch(layout, "task/side2", into="side").warnings == []
+    assert (moved / "side2.txt").read_text() == "side 2\n"
+    assert_git_sees_head(moved)
 
 
 def test_a_git_command_holding_the_index_lock_stops_the_follow_and_keeps_its_lock(layout: Path):
