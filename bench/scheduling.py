@@ -33,6 +33,7 @@ import os
 import random
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -503,6 +504,10 @@ def _bounded(low: int, high: int):
     return parse
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scheduling", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -544,8 +549,12 @@ def main(argv: list[str] | None = None) -> int:
             args.loaded_plan = bench_plan(args.plan)  # read once, before any server starts
         except PlanError as exc:
             parser.error(f"--plan: {exc}")
+    signal.signal(signal.SIGTERM, _terminate)  # through the clean-up, as Ctrl-C: no server is left running
     try:
         out = asyncio.run(benchmark(args))
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
     except CommandError as exc:  # a plan the run refuses (too large for one message, say): one line
         print(f"{parser.prog}: error: --plan: {exc}", file=sys.stderr)
         return 2

@@ -174,7 +174,11 @@ class EmbeddedNats:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
-        wait_for_port(self.port, timeout, self.proc, "nats-server")
+        try:
+            wait_for_port(self.port, timeout, self.proc, "nats-server")
+        except BaseException:  # not up in time, or interrupted meanwhile (Ctrl-C, SIGTERM): never left running
+            self.stop()
+            raise
         _KNOWN_NATS[("127.0.0.1", self.port)] = dict(self.passwords)
         return self
 
@@ -306,14 +310,18 @@ class EmbeddedPostgres:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **run_as,
         )
         log.close()
-        wait_for_port(self.port, timeout, self.proc, "postgres")
-        self._wait_ready(timeout)
-        if upgrade:  # a folder made before passwords: give the superuser its password, then close trust
-            self._psql(f"ALTER ROLE {PG_SUPERUSER} PASSWORD {_literal(self.passwords[PG_SUPERUSER])};",
-                       password=None)
-            hba.write_text(_HBA)
-            self._psql("SELECT pg_reload_conf();")
-        self._ensure_roles()
+        try:
+            wait_for_port(self.port, timeout, self.proc, "postgres")
+            self._wait_ready(timeout)
+            if upgrade:  # a folder made before passwords: give the superuser its password, then close trust
+                self._psql(f"ALTER ROLE {PG_SUPERUSER} PASSWORD {_literal(self.passwords[PG_SUPERUSER])};",
+                           password=None)
+                hba.write_text(_HBA)
+                self._psql("SELECT pg_reload_conf();")
+            self._ensure_roles()
+        except BaseException:  # not ready, or interrupted meanwhile (Ctrl-C, SIGTERM): never left running
+            self.stop()
+            raise
         _KNOWN_ROLES[("127.0.0.1", self.port)] = dict(self.passwords)
         return self
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,42 @@ def test_a_plan_the_run_refuses_ends_the_benchmark_with_one_line(tmp_path):
                            "--repeats", "1", "--agent-ms", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
     assert "over the NATS max payload" in proc.stderr.splitlines()[-1]
+
+
+def _servers_under(folder: Path) -> list[str]:
+    """Command lines of the processes whose command line names `folder` (the embedded servers')."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(folder) in cmd:
+            found.append(cmd)
+    return found
+
+
+@pytest.mark.parametrize("moment", ["starting", "running"])
+def test_a_terminated_benchmark_stops_its_servers(tmp_path, moment):
+    """SIGTERM (a CI timeout, `kill`) ends it like Ctrl-C: one line, and no server left running, whether
+    it came while the servers started or while a run was under way."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.scheduling", "--quick", "--only", "scale"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def there() -> bool:
+        if moment == "starting":
+            return any("nats-server" in c for c in _servers_under(tmp_path))
+        return any(tmp_path.glob("yf-sched-bench-*/repo-*/.git"))   # a run's repository: every server up
+
+    try:
+        deadline = time.monotonic() + 60
+        while not there():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else moment
+            time.sleep(0.02)
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip().splitlines()[-1].endswith("interrupted") and "Traceback" not in err
+    assert _servers_under(tmp_path) == []
