@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from shared import events as ev
 from shared import metrics, telemetry
-from shared.bus import Bus, ConcurrencyConflict, Delivery, outage, outage_wait, retry_on_conflict
+from shared.bus import Bus, ConcurrencyConflict, Delivery, Published, outage, outage_wait, retry_on_conflict
 from shared.config import Config
 from shared.plan import PlanError
 from shared.runner import unless_stopped
@@ -159,8 +159,16 @@ class Planner:
         from the log: what did land is there, and deciding again sends it with the same Msg-Id."""
         if not group:
             return
-        published = await asyncio.gather(*(self.bus.publish(event, msg_id=msg_id, expected_seq=expected)
-                                           for event, msg_id, _, expected in group))
+
+        async def append(event: ev.Event, msg_id: str, expected: int | None) -> Published:
+            if isinstance(event, ev.AgentAdmitted):  # a slot: checked against the run's own events as it lands
+                done = await self.bus.publish_in_run(event, current.run_id, msg_id=msg_id)
+                if done is None:
+                    raise ConcurrencyConflict(f"run {current.run_id} was cancelled or ended")  # reload: no slot now
+                return done
+            return await self.bus.publish(event, msg_id=msg_id, expected_seq=expected)
+
+        published = await asyncio.gather(*(append(event, msg_id, expected) for event, msg_id, _, expected in group))
         for (event, _, key, _), done in zip(group, published):
             self.aggregate_seq[key] = max(self.aggregate_seq.get(key, 0), done.seq)
             current.apply(event)

@@ -100,3 +100,31 @@ async def test_a_planner_consumer_made_by_an_earlier_version_takes_the_new_filte
         await asyncio.wait_for(planner, 10)
     assert sorted(info.config.filter_subjects or []) == sorted(planner_subjects(bus))
     assert info.delivered.consumer_seq == 2 and info.delivered.stream_seq == 4
+
+
+async def test_no_agent_slot_is_given_once_the_run_is_cancelled_even_by_a_planner_that_has_not_read_it(bus):
+    """A RunCancelled in the log that this planner has not folded yet: its admission of a prepared
+    attempt is checked against the run's events when appended, so no AgentAdmitted lands after it."""
+    from services.planner.scheduler import decide
+    from shared.config import RunSettings
+    from shared.plan import PlanDoc
+
+    plan = PlanDoc.of({"name": "p", "epics": [{"id": "E", "name": "E", "tasks": [{"id": "a", "title": "A"}]}]})
+    run = ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=plan, repo_path="/repo",
+                        settings=RunSettings.of({"parallel": {"strategy": "by_task", "max_concurrency": 1}}))
+    planner = Planner(bus)
+    await bus.publish(run)
+    await planner._reload("r")
+    state = planner.runs["r"]
+    [ready] = [e for e, _ in decide(state) if isinstance(e, ev.TaskReady)]
+    await bus.publish(ready)
+    await bus.publish(ev.WorktreeCreated(project_id="p", aggregate_id="r-a", run_id="r", task_id="a", attempt=1,
+                                         path="/repo/.worktrees/a", branch="task/a"))
+    await planner._reload("r")   # it has the prepared attempt: its next decision is the slot
+    cancelled = ev.RunCancelled(project_id="p", aggregate_id="r", run_id="r")
+    await bus.publish(cancelled)   # in the log, not folded by this planner
+    await planner._decide(planner.runs["r"])
+    log = [d.event async for d in bus.read()]
+    at = next(i for i, e in enumerate(log) if e.event_id == cancelled.event_id)
+    assert not [e for e in log[at:] if isinstance(e, ev.AgentAdmitted)]
+    assert planner.runs["r"].cancelled   # it read the run again and decided on what the log holds
