@@ -549,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             args.loaded_plan = bench_plan(args.plan)  # read once, before any server starts
         except PlanError as exc:
             parser.error(f"--plan: {exc}")
-    signal.signal(signal.SIGTERM, _terminate)  # through the clean-up, as Ctrl-C: no server is left running
+    before = signal.signal(signal.SIGTERM, _terminate)  # through the clean-up, as Ctrl-C: no server left running
     try:
         out = asyncio.run(benchmark(args))
     except KeyboardInterrupt:
@@ -561,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     except RunNotCompleted as exc:  # one line, and no figures at all
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, before)
     print(json.dumps(out, indent=2) if args.json else table(out))
     return 0
 
