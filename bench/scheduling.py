@@ -52,6 +52,7 @@ from shared.infra import EmbeddedServers
 from shared.plan import PlanError, load_plan, parse_plan
 from shared.plan.model import plan_to_dict
 from shared.resolver import remaining_minutes, resolve
+from yokeflow.cli import sigterm_as_interrupt
 from yokeflow.system import Endpoint, System
 
 PARTS = ("policies", "scale", "burst")  # what --only may choose
@@ -504,10 +505,6 @@ def _bounded(low: int, high: int):
     return parse
 
 
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scheduling", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -549,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             args.loaded_plan = bench_plan(args.plan)  # read once, before any server starts
         except PlanError as exc:
             parser.error(f"--plan: {exc}")
-    before = signal.signal(signal.SIGTERM, _terminate)  # through the clean-up, as Ctrl-C: no server left running
+    before = signal.signal(signal.SIGTERM, sigterm_as_interrupt)  # through the clean-up, as Ctrl-C: no server left running
     try:
         out = asyncio.run(benchmark(args))
     except KeyboardInterrupt:

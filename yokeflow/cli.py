@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum, frame) -> None:
+def sigterm_as_interrupt(signum, frame) -> None:
+    """A SIGTERM handler: the process ends as on Ctrl-C, through its clean-up (also bench.scheduling's)."""
     raise KeyboardInterrupt
 
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"yokeflow: {exc}", file=sys.stderr)
             return 2
     # SIGTERM ends a command like Ctrl-C does: through its cleanup (embedded servers stop, nothing leaks).
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, sigterm_as_interrupt)
     try:
         # Every command traces (so events carry traceparent); export follows the OTEL_* variables.
         telemetry.setup("yokeflow", console=bool(getattr(args, "trace_console", False)))
