@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -87,10 +88,24 @@ async def open_endpoint(config: Config, state_dir: Path, *, need_database: bool 
     if not start_embedded:
         raise CliError(f"no `yokeflow up` is running on {state_dir}: start one, or set YOKEFLOW_NATS_URL")
     servers = EmbeddedServers(state_dir)
+    started = threading.Event()
+
+    def start() -> None:
+        try:
+            servers.start()
+        finally:
+            started.set()
+
     try:
-        await asyncio.to_thread(servers.start)
+        await asyncio.to_thread(start)
     except (InfraError, OSError) as exc:
         raise CliError(f"could not start the embedded servers in {state_dir}: {exc}") from None
+    except BaseException:
+        # Stopped (Ctrl-C, SIGTERM) while the servers start on their thread, which goes on: they
+        # would outlive this process. Their start ends within seconds either way; then stop them.
+        started.wait()
+        servers.stop()
+        raise
     try:
         assert servers.nats and servers.postgres
         yield Endpoint(servers.nats.url, servers.postgres.url, "embedded", servers=servers)

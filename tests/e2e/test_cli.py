@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,40 @@ def one_clear_line(result: subprocess.CompletedProcess) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     return lines[0]
+
+
+def _embedded_servers_in(folder: Path) -> list[int]:
+    """Pids of the NATS and PostgreSQL servers running in `folder` (embedded servers run in the
+    command's folder, PostgreSQL in its data folder under it)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            continue
+        if exe in ("nats-server", "postgres") and (cwd == folder or folder in cwd.parents):
+            found.append(int(pid))
+    return found
+
+
+def test_a_command_terminated_while_its_servers_start_leaves_none_running(tmp_path):
+    """SIGTERM as the embedded servers start (NATS up, PostgreSQL being made on another thread)
+    once ended the command and left both servers running for good."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("YOKEFLOW_")}
+    proc = subprocess.Popen([sys.executable, "-m", "yokeflow", "status", "--json"], cwd=tmp_path, env=clean,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _embedded_servers_in(tmp_path):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.terminate()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert _embedded_servers_in(tmp_path) == []
 
 
 def test_bad_input_gives_one_clear_line_and_a_non_zero_exit(tmp_path, git_repo):
