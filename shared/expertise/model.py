@@ -70,7 +70,9 @@ def new_document(domain: str) -> Document:
                     overview=f"What YokeFlow agents learned about {domain} in this project; verify against the code.")
 
 
+@functools.lru_cache(maxsize=16_384)
 def entry_id(kind: str, key: str) -> str:
+    """Remembered: every version's learning, pruning and validation asks each entry's id again."""
     return hashlib.sha1(f"{kind}\0{key}".encode()).hexdigest()[:12]
 
 
