@@ -22,7 +22,7 @@ import msgspec
 
 from shared import events as ev
 from shared import metrics, telemetry
-from shared.threads import Threads
+from shared.threads import Priority, Threads
 from shared.bus import Bus, Delivery, Lease, Published
 from shared.config import Config, process_env
 from shared.gitops import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
@@ -275,15 +275,28 @@ class Executor:
         resolving = e.purpose == "resolve_conflict"
         working_copy = await self._working_copy(e)
 
-        def acquire() -> tuple[WorktreeManager, Worktree]:  # opening the repository is git work too: off the loop
+        async def on_log(kind: str, data: dict[str, Any]) -> None:
+            await self.bus.log(e.project_id, e.aggregate_id, kind,
+                               {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, **data})
+
+        def acquire() -> tuple[WorktreeManager, Worktree, Any]:  # opening the repository is git work too: off the loop
             manager = WorktreeManager(working_copy, target_branch=e.target_branch,
                                       setup_command=parallel.setup_command or None, port_base=parallel.port_base,
                                       sandbox=jail, env_allow=env_allow, tool_path=_tool_path())
-            return manager, manager.acquire(e.worktree, e.branch, update_from_target=not resolving)
+            wt = manager.acquire(e.worktree, e.branch, update_from_target=not resolving)
+            if resolving:  # (a resolution's map is of a tree mid-merge: made once the merge is under way, in `agent`)
+                return manager, wt, None
+            # The provider and the repository map in the same turn, before the slot: the first use
+            # imports the provider's SDK (about a second), and the map reads the clean worktree's index.
+            try:
+                return manager, wt, (make_provider(e.provider, _provider_options(e.provider, options, wt, on_log)),
+                                     repo_map(wt.path, tracked=tracked_files(wt.path)))
+            except Exception as exc:  # a provider that cannot start is the task's failure, not the consumer's
+                return manager, wt, exc
 
         reading = asyncio.ensure_future(self._expertise(e))  # read while the worktree is made: neither needs the other
         try:
-            manager, wt = await self._git.run(acquire)
+            manager, wt, prepared = await self._git.run_in_turn(Priority.AGENT, acquire)
         except GitError as exc:  # e.g. a failing setup_command: the attempt fails with its output, never hangs
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
@@ -295,21 +308,10 @@ class Executor:
             reading.cancel()
             raise
         expertise, given, versions = await reading
-
-        async def on_log(kind: str, data: dict[str, Any]) -> None:
-            await self.bus.log(e.project_id, e.aggregate_id, kind,
-                               {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, **data})
-
-        # The provider and the repository map too, off the event loop in one hop, before the slot: the
-        # first use imports the provider's SDK (about a second), and the map reads the clean worktree's
-        # index (a resolution's is mid-merge: walked once the merge is under way, in `agent`).
-        try:
-            prepared = None if resolving else await self._git.run(
-                lambda: (make_provider(e.provider, _provider_options(e.provider, options, wt, on_log)),
-                         repo_map(wt.path, tracked=tracked_files(wt.path))))
-        except Exception as exc:  # a provider that cannot start is the task's failure, not the consumer's
-            log.exception("task %s attempt %s: agent could not start", e.task_id, e.attempt)
-            await self._finish(e, AgentResult(outcome="failure", summary="", error=f"{type(exc).__name__}: {exc}"),
+        if isinstance(prepared, Exception):
+            log.error("task %s attempt %s: agent could not start", e.task_id, e.attempt, exc_info=prepared)
+            await self._finish(e, AgentResult(outcome="failure", summary="",
+                                              error=f"{type(prepared).__name__}: {prepared}"),
                                commit="", wt=wt, started=started)
             return True
         cancelled = AgentResult(outcome="cancelled", summary="", error="cancelled before start")
@@ -386,7 +388,8 @@ class Executor:
         budget = BudgetGate(self.bus, e, e.cost) if e.cost else None
 
         async def agent(task_prompt: str, verify=None) -> AgentResult:
-            provider, tree = prepared or await self._git.run(
+            provider, tree = prepared or await self._git.run_in_turn(
+                Priority.AGENT,
                 lambda: (make_provider(e.provider, _provider_options(e.provider, options, wt, on_log)),
                          repo_map(wt.path, tracked=None)))
             with telemetry.span(f"invoke_agent {e.task_id}", {
@@ -445,7 +448,8 @@ class Executor:
             return await self._commit_work(e, result, manager, wt.path, wt.branch, lease)
         elif result.outcome == "budget" and not resolving:
             # Stopped by the budget: the work so far stays on the branch for the next attempt.
-            commit = await self._git.run(manager.commit_all, wt, _commit_message(e, result, partial=True)) or ""
+            commit = await self._git.run_in_turn(Priority.FLOW, manager.commit_all, wt,
+                                                 _commit_message(e, result, partial=True)) or ""
         elif resolving:
             await self._git.run(_abort_quietly, wt.path)
         if not await self._still_holding(lease):
@@ -464,8 +468,8 @@ class Executor:
         if path is not None and path.is_dir():
             # Nothing new to commit (e.g. committed by a holder that died before announcing it): the
             # branch's head stands.
-            commit = await self._git.run(lambda: manager.commit_all(path, _commit_message(e, done))
-                                         or head_of(path, branch) or "")
+            commit = await self._git.run_in_turn(
+                Priority.FLOW, lambda: manager.commit_all(path, _commit_message(e, done)) or head_of(path, branch) or "")
             error = ""
             if self.remote is not None:  # the merger merges from the canonical repository
                 await self._git.run(self.remote.push, e.repo_path, branch)

@@ -22,7 +22,7 @@ import msgspec
 
 from shared import events as ev
 from shared import gitserve, metrics, telemetry
-from shared.threads import Threads
+from shared.threads import Priority, Threads
 from shared.bus import Bus, Delivery
 from shared.config import Config
 from shared.gitops import GitError, WorktreeManager, find_commit, head_of, merge_branch, set_aside
@@ -103,12 +103,13 @@ class Merger:
         # The usual merge (the branch as the agent left it) is one job on the git thread with the read of
         # its head: when several agents end at once, each waited for the others' merges twice.
         plain = not action.files and not action.commit
-        head, result, failed = await self._git.run(_head_then, run.repo_path, action.branch, merge if plain else None)
+        head, result, failed = await self._git.run_in_turn(Priority.FLOW, _head_then, run.repo_path, action.branch,
+                                                           merge if plain else None)
         if failed is not None:
             await self._conflicted(view, action, cause, [], failed, head)
             return
         if head is None:  # released after a merge whose event was lost, or never there
-            found = await self._git.run(find_commit, run.repo_path, target, trailers)
+            found = await self._git.run_in_turn(Priority.FLOW, find_commit, run.repo_path, target, trailers)
             if found:
                 await self._merged(view, action, cause, commit=found[0], tree=found[1], status="merged")
             else:
@@ -125,7 +126,7 @@ class Merger:
                                status="merged", warnings=list(result.warnings))
         elif result.status == "up_to_date":
             # its own merge commit if this attempt was merged before a crash; else nothing of its own
-            found = await self._git.run(find_commit, run.repo_path, target, trailers)
+            found = await self._git.run_in_turn(Priority.FLOW, find_commit, run.repo_path, target, trailers)
             await self._merged(view, action, cause, commit=found[0] if found else "",
                                tree=found[1] if found else (result.tree or ""),
                                status="merged" if found else "up_to_date")
@@ -140,8 +141,9 @@ class Merger:
         run = view.started
         if action.files:
             try:
-                head = await self._git.run(commit_resolution, run.repo_path, action.branch, target=run.target_branch,
-                                           files=action.files, expected_head=action.commit)
+                head = await self._git.run_in_turn(Priority.FLOW, commit_resolution, run.repo_path, action.branch,
+                                                   target=run.target_branch, files=action.files,
+                                                   expected_head=action.commit)
             except GitError as exc:
                 await self._conflicted(view, action, cause, [], f"resolution not committed: {exc}", head)
                 return None
@@ -151,7 +153,7 @@ class Merger:
                                    f"{action.branch} is at {head[:12]}: accept its head, or retry the merge", head)
             return None
         try:
-            return await self._git.run(merge)
+            return await self._git.run_in_turn(Priority.FLOW, merge)
         except GitError as exc:
             await self._conflicted(view, action, cause, [], str(exc), head)
             return None
@@ -163,8 +165,8 @@ class Merger:
         run = view.started
         keep = domain.set_aside_ref(run.run_id, action.task_id, action.attempt)
         try:
-            old, new = await self._git.run(set_aside, run.repo_path, action.branch, onto=run.target_branch,
-                                               keep_ref=keep)
+            old, new = await self._git.run_in_turn(Priority.FLOW, set_aside, run.repo_path, action.branch,
+                                                   onto=run.target_branch, keep_ref=keep)
         except GitError as exc:
             await self._conflicted(view, domain.Merge(action.task_id, action.branch, action.attempt), cause, [],
                                    f"rerun refused: {exc}")
@@ -212,7 +214,7 @@ class Merger:
         manager = WorktreeManager(view.started.repo_path, target_branch=view.started.target_branch)
         path = view.finished[task_id].worktree_dir if task_id in view.finished else ""
         if path:  # kept as a spare: the next epic's or lane's new worktree takes it over
-            await self._git.run(_release_quietly, manager, _worktree_name(path),
+            await self._git.run_in_turn(Priority.LATER, _release_quietly, manager, _worktree_name(path),
                                 not view.started.settings.merge.keep_branches, True)
 
     async def _cleanup_run(self, view: RunView) -> None:
@@ -223,8 +225,9 @@ class Merger:
         names = {_worktree_name(finished.worktree_dir) for task_id in view.merged
                  if (finished := view.finished.get(task_id)) and finished.worktree_dir}
         for name in sorted(names):
-            await self._git.run(_release_quietly, manager, name, not keep)
-        await self._git.run(manager.drop_spares)  # released checkouts kept for reuse: none after the run
+            await self._git.run_in_turn(Priority.LATER, _release_quietly, manager, name, not keep)
+        # released checkouts kept for reuse: none after the run
+        await self._git.run_in_turn(Priority.LATER, manager.drop_spares)
 
     async def _announce_batches(self, view: RunView, cause: ev.Event) -> None:
         run = view.started

@@ -106,6 +106,21 @@ async def test_a_failing_setup_command_fails_the_attempt_with_its_output(nats_se
     assert finished.outcome == "failure" and "the-setup-said-no" in finished.error and "exit 3" in finished.error
 
 
+async def test_a_provider_that_cannot_start_fails_the_attempt_with_its_reason(nats_server, database_url, unique,
+                                                                             git_repo):
+    """(made in the same turn as the worktree, before the agent's slot)"""
+    cfg = config(parallel={"strategy": "by_task", "max_attempts": 1}, agent={"provider": "replay"})
+    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
+        started = await start_run(bus, ONE, git_repo, cfg)
+        end = await wait_for_end(bus, started.run_id, timeout=60)
+        events = await events_of(bus, started.run_id)
+    assert isinstance(end, ev.RunFailed), end
+    [finished] = [e for e in events if isinstance(e, ev.AgentFinished)]
+    assert finished.outcome == "failure" and "ProviderUnavailable" in finished.error
+    assert "the replay provider needs a transcript" in finished.error
+    assert not any(isinstance(e, ev.AgentStarted) for e in events)  # refused before any slot was given
+
+
 async def test_cjk_only_ids_and_titles_get_distinct_branches_and_all_reach_main(nats_server, database_url, unique,
                                                                                git_repo):
     plan = {"name": "漢字", "epics": [{"id": "甲", "name": "甲", "tasks": [
