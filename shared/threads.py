@@ -67,22 +67,22 @@ class Turns:
         return turn
 
     def _next(self) -> None:
-        self._waiting = [w for w in self._waiting if not w[3].done()]  # (a cancelled waiter left its entry)
+        self._waiting = [w for w in self._waiting if not w[-1].done()]  # (a cancelled waiter left its entry)
         if self.running or not self._waiting:
             return
         starved = asyncio.get_running_loop().time() - self.starve_s
 
-        def rank(waiting: tuple[int, int, float, asyncio.Future]) -> tuple[int, ...]:
+        def order(waiting: tuple[int, int, float, asyncio.Future]) -> tuple[int, ...]:
             priority, arrival, since, _ = waiting
             return (0, arrival) if since <= starved else (1, priority, arrival)
 
-        first = min(self._waiting, key=rank)
+        first = min(self._waiting, key=order)
         self._waiting.remove(first)
-        first[3].set_result(self._start())
+        first[-1].set_result(self._start())
 
     @property
     def waiting(self) -> int:
-        return sum(1 for w in self._waiting if not w[3].done())
+        return sum(1 for w in self._waiting if not w[-1].done())
 
 
 class Turn:
@@ -120,8 +120,11 @@ def turns() -> Turns:
 
 
 class Threads:
-    def __init__(self, name: str, max_workers: int):
+    def __init__(self, name: str, max_workers: int, *, turns: Turns | None = None):
+        """`turns`: whose turns `run_in_turn` takes (default: the running event loop's, shared by
+        every service of the process)."""
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
+        self._turns = turns
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)` on one of these threads, in the caller's context (its trace), as
@@ -138,7 +141,7 @@ class Threads:
     async def run_in_turn(self, priority: Priority, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`run`, once the process's turn for blocking work comes to `priority` (see the module's
         docstring). For work that costs the interpreter's time; not for waiting on a network."""
-        turn = await turns().take(priority)
+        turn = await (self._turns or turns()).take(priority)
         try:
             return await self.run(fn, *args, **kwargs)
         finally:

@@ -57,8 +57,8 @@ async def _held_turn(threads: Threads, release: threading.Event, priority: Prior
 
 
 async def test_waiting_jobs_run_one_at_a_time_most_urgent_first_then_in_order_of_arrival():
-    threads = Threads("yf-test", max_workers=8)
-    turns().patience_s = 30  # (none is overdue here)
+    mine = Turns(patience_s=30)  # (none is overdue here)
+    threads = Threads("yf-test", max_workers=8, turns=mine)
     release = threading.Event()
     holder = await _held_turn(threads, release)
     ran: list[str] = []
@@ -75,19 +75,19 @@ async def test_waiting_jobs_run_one_at_a_time_most_urgent_first_then_in_order_of
                 ("merge a", Priority.FLOW), ("start", Priority.AGENT)]
     waiting = [asyncio.ensure_future(threads.run_in_turn(p, job, name)) for name, p in arrivals]
     await asyncio.sleep(0.02)
-    assert ran == [] and turns().waiting == 5  # all wait while the turn is held
+    assert ran == [] and mine.waiting == 5  # all wait while the turn is held
     release.set()
     assert await holder == "held"
     assert await asyncio.gather(*waiting) == [name for name, _ in arrivals]
     assert ran == ["worktree", "start", "commit a", "merge a", "clean-up"]
-    assert turns().running == 0 and turns().waiting == 0
+    assert mine.running == 0 and mine.waiting == 0
     threads.close()
 
 
 async def test_a_job_that_runs_past_the_patience_lets_the_next_one_start_beside_it():
     """(e.g. a lock held by someone else's git): it does not hold the process's git work back."""
-    threads = Threads("yf-test", max_workers=4)
-    turns().patience_s = 0.05
+    mine = Turns(patience_s=0.05)
+    threads = Threads("yf-test", max_workers=4, turns=mine)
     release = threading.Event()
     stuck = await _held_turn(threads, release, Priority.FLOW)
     try:
@@ -97,14 +97,13 @@ async def test_a_job_that_runs_past_the_patience_lets_the_next_one_start_beside_
     finally:
         release.set()
     assert await stuck == "held"
-    assert turns().running == 0
+    assert mine.running == 0
     threads.close()
 
 
 async def test_a_job_that_waited_past_the_starvation_limit_goes_before_more_urgent_ones():
     """(a process whose agents and merges never stop still gets its clean-up done)"""
-    threads = Threads("yf-test", max_workers=4)
-    turns().patience_s, turns().starve_s = 30, 0.05
+    threads = Threads("yf-test", max_workers=4, turns=Turns(patience_s=30, starve_s=0.05))
     release = threading.Event()
     holder = await _held_turn(threads, release)
     ran: list[str] = []
@@ -119,15 +118,15 @@ async def test_a_job_that_waited_past_the_starvation_limit_goes_before_more_urge
 
 
 async def test_a_failing_job_or_a_cancelled_waiter_gives_its_turn_back():
-    threads = Threads("yf-test", max_workers=4)
-    turns().patience_s = 30
+    mine = Turns(patience_s=30)
+    threads = Threads("yf-test", max_workers=4, turns=mine)
 
     def failing() -> None:
         raise ValueError("the job's own error")
 
     with pytest.raises(ValueError, match="the job's own error"):
         await threads.run_in_turn(Priority.FLOW, failing)
-    assert turns().running == 0
+    assert mine.running == 0
     release = threading.Event()
     holder = await _held_turn(threads, release)
     given_up = asyncio.ensure_future(threads.run_in_turn(Priority.AGENT, lambda: "never"))
@@ -136,7 +135,7 @@ async def test_a_failing_job_or_a_cancelled_waiter_gives_its_turn_back():
     given_up.cancel()
     release.set()
     assert await holder == "held" and await asyncio.wait_for(later, 5) == "later"
-    assert given_up.cancelled() and turns().running == 0 and turns().waiting == 0
+    assert given_up.cancelled() and mine.running == 0 and mine.waiting == 0
     threads.close()
 
 
