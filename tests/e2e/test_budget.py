@@ -86,9 +86,14 @@ async def test_a_hard_budget_holds_with_three_agents_and_raising_it_lets_the_run
             assert {e.reason for e in deferred_events if isinstance(e, ev.TaskDeferred)} == {"budget"}
             stops = [e for e in events if isinstance(e, ev.AgentFinished) and e.outcome != "success"]
             assert {e.outcome for e in stops} == {"budget"} and {e.task_id for e in stops} == stopped
-            # the work so far is kept on each task's branch
+            # the work so far is kept on each task's branch; an attempt whose first call was already
+            # refused (it started after the others had spent the room) has nothing to keep
             for stop in stops:
-                assert stop.commit and "work so far" in git(git_repo, "log", "-1", "--format=%s", stop.commit)
+                if stop.turns:
+                    assert stop.commit and "work so far" in git(git_repo, "log", "-1", "--format=%s", stop.commit)
+                else:
+                    assert stop.commit == "" and stop.cost_exact == "0"
+            assert any(stop.turns for stop in stops)
             requests_when_stopped = len(api.requests)
             # `yokeflow run` following the run returns here, saying the budget stopped it
             followed = await asyncio.wait_for(follow_run(bus, started, quiet=True), 30)
