@@ -53,6 +53,8 @@ class Turns:
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         self._waiting.append((int(priority), next(self._order), loop.time(), waiter))
+        if self.running == 0:  # (only entries of cancelled waiters were left: this one goes now)
+            self._next()
         try:
             return await waiter
         except asyncio.CancelledError:

@@ -215,7 +215,7 @@ class Merger:
         path = view.finished[task_id].worktree_dir if task_id in view.finished else ""
         if path:  # kept as a spare: the next epic's or lane's new worktree takes it over
             await self._git.run_in_turn(Priority.LATER, _release_quietly, manager, _worktree_name(path),
-                                not view.started.settings.merge.keep_branches, True)
+                                        not view.started.settings.merge.keep_branches, True)
 
     async def _cleanup_run(self, view: RunView) -> None:
         manager = WorktreeManager(view.started.repo_path, target_branch=view.started.target_branch)

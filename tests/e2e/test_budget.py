@@ -66,11 +66,23 @@ async def test_a_hard_budget_holds_with_three_agents_and_raising_it_lets_the_run
             run = started.run_id
             exhausted = await next_event(bus, lambda e: isinstance(e, ev.BudgetExhausted) and e.run_id == run, 120)
             # every agent stops at its next call, and no new attempt starts; an agent that ran ahead
-            # of the others (a slow start) may have finished inside the budget: which ones is timing
-            def settled(es) -> bool:
-                return bool(_deferred(es)) and _deferred(es) | _succeeded(es) == {"t1", "t2", "t3"}
+            # of the others (a slow start) may have finished inside the budget, and one whose worktree
+            # was still being made may not have been given its slot: which ones is timing. Settled:
+            # every task in one of those states, the same on two reads in a row.
+            seen: list[tuple] = []
 
-            deferred_events = await asyncio.wait_for(_until(bus, run, settled), 60)
+            def settled(es) -> bool:
+                state = (_deferred(es), _succeeded(es), _never_admitted(es))
+                seen.append(state)
+                return (bool(state[0]) and set().union(*state) == {"t1", "t2", "t3"}
+                        and len(seen) > 1 and seen[-2] == state)
+
+            try:
+                deferred_events = await asyncio.wait_for(_until(bus, run, settled), 60)
+            except asyncio.TimeoutError:
+                last = await events_of(bus, run)
+                pytest.fail(f"not settled in 60 s: (deferred, succeeded, never admitted) = {seen[-1] if seen else None}; "
+                            f"events: {[(e.type, getattr(e, 'task_id', '')) for e in last][-40:]}")
             stopped, finished = _deferred(deferred_events), _succeeded(deferred_events)
             events = await events_of(bus, run)
             stopped_at = spent(events)
@@ -123,6 +135,12 @@ async def test_a_hard_budget_holds_with_three_agents_and_raising_it_lets_the_run
 
 def _deferred(events) -> set[str]:
     return {e.task_id for e in events if isinstance(e, ev.TaskDeferred)}
+
+
+def _never_admitted(events) -> set[str]:
+    """Tasks dispatched whose attempt never got an agent slot (it waits for the budget to be raised)."""
+    admitted = {e.task_id for e in events if isinstance(e, ev.AgentAdmitted)}
+    return {e.task_id for e in events if isinstance(e, ev.TaskReady)} - admitted
 
 
 def _succeeded(events) -> set[str]:
