@@ -48,13 +48,10 @@ class Turns:
         self._order = itertools.count()
 
     async def take(self, priority: Priority) -> "Turn":
-        if self.running == 0 and not self._waiting:
-            return self._start()
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         self._waiting.append((int(priority), next(self._order), loop.time(), waiter))
-        if self.running == 0:  # (only entries of cancelled waiters were left: this one goes now)
-            self._next()
+        self._next()  # nothing running: this one goes now
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -94,7 +91,7 @@ class Turn:
         self.timer: asyncio.TimerHandle | None = None
 
     def overdue(self) -> None:
-        """Still running after the patience: it stops counting, the next waiter goes."""
+        """Still running after the patience (or ended): it stops counting, the next waiter goes."""
         if self.counts:
             self.counts = False
             self.turns.running -= 1
@@ -103,10 +100,7 @@ class Turn:
     def end(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        if self.counts:
-            self.counts = False
-            self.turns.running -= 1
-            self.turns._next()
+        self.overdue()
 
 
 _turns: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Turns]" = weakref.WeakKeyDictionary()
