@@ -93,30 +93,32 @@ async def test_the_target_branch_is_read_from_the_repository(nats_server, databa
     assert "Merge task t" in git(repo, "log", "--format=%s", branch)
 
 
-async def test_a_failing_setup_command_fails_the_attempt_with_its_output(nats_server, database_url, unique,
-                                                                          git_repo):
-    cfg = config(parallel={"strategy": "by_task", "max_attempts": 1,
-                           "setup_command": "echo the-setup-said-no; exit 3"}, agent={"provider": "sleep:10"})
+async def _the_failed_attempt(nats_server, database_url, unique, git_repo, cfg) -> tuple[ev.AgentFinished, list]:
+    """Run ONE, which fails: its one attempt's AgentFinished and the run's events."""
     async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
         started = await start_run(bus, ONE, git_repo, cfg)
         end = await wait_for_end(bus, started.run_id, timeout=60)
         events = await events_of(bus, started.run_id)
     assert isinstance(end, ev.RunFailed), end
     [finished] = [e for e in events if isinstance(e, ev.AgentFinished)]
-    assert finished.outcome == "failure" and "the-setup-said-no" in finished.error and "exit 3" in finished.error
+    assert finished.outcome == "failure"
+    return finished, events
+
+
+async def test_a_failing_setup_command_fails_the_attempt_with_its_output(nats_server, database_url, unique,
+                                                                          git_repo):
+    cfg = config(parallel={"strategy": "by_task", "max_attempts": 1,
+                           "setup_command": "echo the-setup-said-no; exit 3"}, agent={"provider": "sleep:10"})
+    finished, _ = await _the_failed_attempt(nats_server, database_url, unique, git_repo, cfg)
+    assert "the-setup-said-no" in finished.error and "exit 3" in finished.error
 
 
 async def test_a_provider_that_cannot_start_fails_the_attempt_with_its_reason(nats_server, database_url, unique,
                                                                              git_repo):
     """(made in the same turn as the worktree, before the agent's slot)"""
     cfg = config(parallel={"strategy": "by_task", "max_attempts": 1}, agent={"provider": "replay"})
-    async with running_system(nats_server.url, database_url, unique, cfg) as (_, bus):
-        started = await start_run(bus, ONE, git_repo, cfg)
-        end = await wait_for_end(bus, started.run_id, timeout=60)
-        events = await events_of(bus, started.run_id)
-    assert isinstance(end, ev.RunFailed), end
-    [finished] = [e for e in events if isinstance(e, ev.AgentFinished)]
-    assert finished.outcome == "failure" and "ProviderUnavailable" in finished.error
+    finished, events = await _the_failed_attempt(nats_server, database_url, unique, git_repo, cfg)
+    assert "ProviderUnavailable" in finished.error
     assert "the replay provider needs a transcript" in finished.error
     assert not any(isinstance(e, ev.AgentStarted) for e in events)  # refused before any slot was given
 
