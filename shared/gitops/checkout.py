@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from dulwich.diff_tree import tree_changes
-from dulwich.ignore import IgnoreFilterManager
+from dulwich.ignore import IgnoreFilter, IgnoreFilterManager
 from dulwich.index import (
     Index,
     build_index_from_tree,
@@ -20,6 +20,7 @@ from dulwich.objects import Blob
 from dulwich.repo import Repo
 
 from shared.gitops.objects import write_object
+from shared.gitops.refwrite import repo_settings
 
 from shared.gitops.checkout_index import (
     remove_untracked,
@@ -53,6 +54,19 @@ def is_clean(repo: Repo, tree: bytes) -> bool:
         return index.commit(repo.object_store) == tree and next(iter(get_unstaged_changes(index, repo.path)), None) is None
 
 
+def ignore_rules(repo: Repo) -> IgnoreFilterManager:
+    """dulwich's IgnoreFilterManager.from_repo, with the configuration read once per change of its
+    files (`repo_settings`); the ignore files themselves are read each time, as git does."""
+    settings = repo_settings(repo)
+    global_filters = []
+    for p in (os.path.join(repo.controldir(), "info", "exclude"), settings.user_ignore):
+        try:
+            global_filters.append(IgnoreFilter.from_path(os.path.expanduser(p)))
+        except OSError:
+            pass
+    return IgnoreFilterManager(repo.path, global_filters, settings.ignorecase)
+
+
 def _mode_of(st: os.stat_result) -> int:
     if stat.S_ISLNK(st.st_mode):
         return 0o120000
@@ -62,7 +76,7 @@ def _mode_of(st: os.stat_result) -> int:
 def stage_all(repo: Repo) -> bytes:
     """Like `git add -A`: adds, edits, deletions and mode changes; honours .gitignore.
     Writes the index and returns the tree it describes."""
-    ignore = IgnoreFilterManager.from_repo(repo)
+    ignore = ignore_rules(repo)
     head = head_tree(repo)
     if head is not None:
         try:   # the usual case: the index lists HEAD, so only what changed is hashed and rebuilt
@@ -156,7 +170,7 @@ def reset_hard(repo: Repo, tree: bytes) -> None:
     index_file = Path(repo.index_path())
     if index_file.exists():
         index_file.unlink()
-    ignore = IgnoreFilterManager.from_repo(repo)  # read before .gitignore itself is removed
+    ignore = ignore_rules(repo)  # read before .gitignore itself is removed
     for child in root.iterdir():
         if child.name == ".git":
             continue
@@ -180,7 +194,7 @@ def reset_to(repo: Repo, tree: bytes) -> bool:
 
     def is_ignored(path: str) -> bool | None:  # the rules read only if something is untracked (1.2 ms)
         if not ignore:
-            ignore.append(IgnoreFilterManager.from_repo(repo))
+            ignore.append(ignore_rules(repo))
         return ignore[0].is_ignored(path)
 
     try:

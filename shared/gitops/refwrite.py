@@ -5,9 +5,11 @@ compared under the lock (compare-and-set), written into the lock file and rename
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
+from dulwich.ignore import default_user_ignore_filter_path
 from dulwich.refs import SYMREF, ZERO_SHA, check_ref_format, is_per_worktree_ref
 from dulwich.reflog import format_reflog_line
 from dulwich.repo import Repo, get_user_identity
@@ -18,7 +20,7 @@ from shared.gitops.locks import LockFile, ref_update
 
 # git's core.fsync component names (config.c, fsync_component_names) -> do they include references
 _REF_COMPONENTS = {"reference", "committed", "added", "all"}
-_settings: dict[tuple, tuple[bool, bytes]] = {}   # config files' stats -> (fsync refs, reflog identity)
+_settings: dict[tuple, "Settings"] = {}   # config files' stats -> what was read from them
 
 
 def fsync_references(value: str | None) -> bool:
@@ -60,11 +62,20 @@ def _stat_key(path: str) -> tuple:
     return (path, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _repo_settings(repo: Repo) -> tuple[bool, bytes]:
-    """(fsync references?, the identity reflog lines carry), read again only when a config file
-    changes (reading git's config stack on every ref write cost more than the write)."""
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What git work reads from the configuration stack (repository, user, system)."""
+    fsync_refs: bool          # core.fsync names references
+    identity: bytes           # who reflog lines name
+    user_ignore: str          # core.excludesFile, or git's default user ignore file
+    ignorecase: bool          # core.ignorecase
+
+
+def repo_settings(repo: Repo) -> Settings:
+    """The repository's `Settings`, read again only when a config file changes (reading git's
+    config stack cost more than a ref write, and most of a commit's staging)."""
     key = tuple(_stat_key(p) for p in _config_files(repo)) + tuple(
-        process_env().get(v) for v in ("GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "HOME"))
+        process_env().get(v) for v in ("GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "HOME", "XDG_CONFIG_HOME"))
     found = _settings.get(key)
     if found is None:
         config = repo.get_config_stack()
@@ -72,7 +83,8 @@ def _repo_settings(repo: Repo) -> tuple[bool, bytes]:
             raw = config.get((b"core",), b"fsync")
         except KeyError:
             raw = None
-        found = (fsync_references(raw.decode() if isinstance(raw, bytes) else raw), get_user_identity(config))
+        found = Settings(fsync_references(raw.decode() if isinstance(raw, bytes) else raw), get_user_identity(config),
+                         default_user_ignore_filter_path(config), config.get_boolean(b"core", b"ignorecase", False))
         if len(_settings) > 64:
             _settings.clear()
         _settings[key] = found
@@ -123,7 +135,8 @@ def _write(repo: Repo, name: bytes, expect, new: bytes, message: bytes | None) -
         if parent in packed:
             raise GitError(f"cannot write {real.decode()}: {parent.decode()} exists; delete it or pick another name")
         parent = parent.rpartition(b"/")[0]
-    fsync, who = _repo_settings(repo)
+    settings = repo_settings(repo)
+    fsync, who = settings.fsync_refs, settings.identity
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with LockFile(path) as lock:   # removed unless committed
         current = _current(repo, real)   # read again under the lock: the compare in compare-and-set

@@ -107,3 +107,24 @@ def test_a_ref_write_is_flushed_only_when_core_fsync_asks(git_repo, monkeypatch)
         git(git_repo, "config", "core.fsync", "committed")
         assert set_ref(repo, b"refs/heads/main", first, second)
         assert len(flushed) == 1
+
+
+def test_staging_follows_a_change_of_the_ignore_settings_as_git_does(git_repo, tmp_path):
+    """The configuration is read once per change of its files: a commit made after core.excludesFile
+    is set, changed or dropped stages what the git command would."""
+    wm = WorktreeManager(git_repo)
+    wt = wm.acquire("w1", "task/w1")
+    excludes = tmp_path / "excludes"
+    excludes.write_text("*.secret\n")
+    git(git_repo, "config", "core.excludesFile", str(excludes))
+    (wt.path / "a.secret").write_text("s\n")
+    (wt.path / "a.txt").write_text("a\n")
+    first = wm.commit_all(wt, "one")
+    assert git(wt.path, "ls-files").split() == git(wt.path, "ls-files", "--cached").split()
+    assert "a.secret" not in git(git_repo, "ls-tree", "-r", "--name-only", first).split()
+    assert git(wt.path, "status", "--porcelain", "--ignored").split() == ["!!", "a.secret"]
+    git(git_repo, "config", "--unset", "core.excludesFile")
+    (wt.path / "b.txt").write_text("b\n")
+    second = wm.commit_all(wt, "two")
+    assert "a.secret" in git(git_repo, "ls-tree", "-r", "--name-only", second).split()
+    assert git(wt.path, "status", "--porcelain") == ""
