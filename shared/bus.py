@@ -1021,6 +1021,13 @@ class Bus:
         """Core NATS subscription for live views (gateway, `events tail`); not durable."""
         return await self.nc.subscribe(subject, cb=callback)
 
+    async def follow(self, subject: str, callback: Callable[[Event, int], Awaitable[None]], *,
+                     heartbeat_s: float = 1.0) -> "Follower":
+        """`callback(event, seq)` for each event on `subject` the stream stores from now on, as it is
+        stored. Unlike a live subscription, a publish the stream refused never arrives, so what
+        arrives needs no reading back. See `Follower`."""
+        return await Follower(self, subject, callback, heartbeat_s).start()
+
     # ------------------------------------------------------------------ key-value (compare-and-set)
     async def _kv(self, bucket: str):
         """The bucket `<stream>_<bucket>` (one per event stream, so tests stay isolated), made on first use."""
@@ -1158,3 +1165,92 @@ async def _heartbeat(msg: Msg, every: float) -> None:
         while True:
             await asyncio.sleep(every)
             await msg.in_progress()
+
+
+class Follower:
+    """The events on one subject as the stream stores them: an ephemeral push consumer (no acks,
+    in memory, heartbeats when idle), made again from the last sequence handed on when its
+    heartbeats stop (a server restart, a consumer removed), so nothing stored meanwhile is missed
+    and nothing is handed on twice."""
+
+    def __init__(self, bus: Bus, subject: str, callback: Callable[[Event, int], Awaitable[None]], heartbeat_s: float):
+        self.bus, self.subject, self.callback, self.heartbeat_s = bus, subject, callback, heartbeat_s
+        self.last = 0  # the stream sequence handed on last (or the stream's end when it started)
+        self.name = ""
+        self.remade = 0  # how many times the consumer was made again
+        self._sub = None
+        self._heard = 0.0
+        self._watch: asyncio.Task | None = None
+
+    async def start(self) -> "Follower":
+        self.last = await self.bus.stream_last_seq(self.bus.stream)
+        await self._make()
+        self._watch = asyncio.create_task(self._watchdog())
+        return self
+
+    async def _make(self) -> None:
+        inbox = self.bus.nc.new_inbox()
+        sub = await self.bus.nc.subscribe(inbox, cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1)
+        try:
+            info = await self.bus.js.add_consumer(self.bus.stream, config=jsapi.ConsumerConfig(
+                deliver_subject=inbox, deliver_policy=jsapi.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=self.last + 1, ack_policy=jsapi.AckPolicy.NONE, filter_subject=self.subject,
+                mem_storage=True, idle_heartbeat=self.heartbeat_s, inactive_threshold=max(30.0, self.heartbeat_s * 10)))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            raise
+        self._sub, self.name = sub, info.name
+        self._heard = asyncio.get_running_loop().time()
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._heard = asyncio.get_running_loop().time()
+        if not msg.data and msg.headers and "Status" in msg.headers:
+            return  # an idle heartbeat
+        try:
+            seq = msg.metadata.sequence.stream
+        except Exception:
+            return
+        if seq <= self.last:
+            return  # handed on before the consumer was made again
+        self.last = seq
+        try:
+            event = decode(msg.data)
+        except Exception as exc:
+            log.error("follow %s: undecodable message seq=%s: %s", self.subject, seq, exc)
+            return
+        if self.bus.forged(msg.subject, event, seq, f"follow {self.subject}"):
+            return
+        try:
+            await self.callback(event, seq)
+        except Exception:
+            log.exception("follow %s: the handler failed on %s seq=%s", self.subject, event.type, seq)
+
+    async def _watchdog(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            if loop.time() - self._heard < self.heartbeat_s * 3:
+                continue
+            log.warning("follow %s: no heartbeat for %.1fs; making its consumer again from seq %s",
+                        self.subject, loop.time() - self._heard, self.last + 1)
+            await self._drop()
+            try:
+                await self._make()
+                self.remade += 1
+            except Exception as exc:  # NATS still away: the next beat tries again
+                log.warning("follow %s: consumer not made again yet: %s", self.subject, exc)
+
+    async def _drop(self) -> None:
+        sub, name, self._sub, self.name = self._sub, self.name, None, ""
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if name:
+            await self.bus.close_tail(self.bus.stream, name)
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        await self._drop()

@@ -417,3 +417,65 @@ async def test_batches_come_once_each_in_log_order_and_a_stopped_consumer_hands_
     handled = [s for batch in first for s in batch] + second
     assert len(first) == 1 and len(first[0]) <= 50 and first[0] == sorted(first[0])
     assert sorted(handled) == [p.seq for p in published] and len(set(handled)) == len(handled)  # each once
+
+
+async def test_a_follower_hands_on_what_the_stream_stores_and_never_what_it_refuses(bus):
+    """`follow` is the stored counterpart of a live subscription: core NATS delivers a publish the
+    stream refused (a lost optimistic check) to live subscribers; a follower never sees it."""
+    before = ready(task="old")
+    await bus.publish(before)  # stored before the follower began: not handed on
+    live, followed = [], []
+
+    async def on_live(msg) -> None:
+        live.append(msg.data)
+
+    await bus.subscribe_live(bus.type_filter("TaskReady"), on_live)
+    follower = await bus.follow(bus.type_filter("TaskReady"), lambda e, seq: _append(followed, (e, seq)))
+    try:
+        stored = await bus.publish(ready(task="a"))
+        refused = ready(task="a", attempt=2)
+        with pytest.raises(ConcurrencyConflict):
+            await bus.publish(refused, expected_seq=stored.seq - 1)
+        after = await bus.publish(ready(task="b"))
+        for _ in range(200):
+            if len(followed) >= 2 and len(live) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert len(live) == 3  # the fault is there: the refused publish reached the live subscriber
+        assert [(e.task_id, e.attempt, seq) for e, seq in followed] == [("a", 1, stored.seq), ("b", 1, after.seq)]
+    finally:
+        await follower.stop()
+
+
+async def test_a_follower_whose_consumer_is_lost_makes_it_again_and_misses_nothing(bus):
+    followed = []
+    follower = await bus.follow(bus.type_filter("TaskReady"), lambda e, seq: _append(followed, (e, seq)),
+                                heartbeat_s=0.2)
+    try:
+        first = await bus.publish(ready(task="1"))
+        lost = follower.name
+        await bus.js.delete_consumer(bus.stream, lost)  # the fault: as a server restart loses it
+        with pytest.raises(Exception):
+            await bus.js.consumer_info(bus.stream, lost)
+        meanwhile = await bus.publish(ready(task="2"))  # stored while no consumer exists
+        for _ in range(300):
+            if follower.remade and len(followed) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert follower.remade >= 1 and follower.name != lost
+        assert [seq for _, seq in followed] == [first.seq, meanwhile.seq]  # nothing missed, nothing twice
+        later = await bus.publish(ready(task="3"))
+        for _ in range(200):
+            if len(followed) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert [seq for _, seq in followed] == [first.seq, meanwhile.seq, later.seq]
+        remade = follower.name
+    finally:
+        await follower.stop()
+    with pytest.raises(Exception):  # stopped: its consumer is gone from the server
+        await bus.js.consumer_info(bus.stream, remade)
+
+
+async def _append(into: list, item) -> None:
+    into.append(item)
