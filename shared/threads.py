@@ -143,5 +143,15 @@ class Threads:
         finally:
             turn.end()
 
+    async def run_in_worker(self, priority: Priority, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`run_in_turn`, in the process's git worker (shared.gitworker) instead of on a thread: for
+        a module-level `fn` whose arguments and result pickle."""
+        from shared.gitworker import git_worker
+        turn = await (self._turns or turns()).take(priority)
+        try:
+            return await git_worker().run(fn, *args, **kwargs)
+        finally:
+            turn.end()
+
     def close(self) -> None:
         self._pool.shutdown(wait=False)

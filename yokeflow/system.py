@@ -161,6 +161,27 @@ def _ends_with_parent():
     return lambda: prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU so far of the live processes `pids` and their descendants (Linux /proc;
+    0 for what cannot be read)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+                stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+            except (OSError, IndexError, ValueError):
+                continue
+    counted, todo = set(), [p for p in pids if p in stats]
+    while todo:
+        pid = todo.pop()
+        if pid not in counted:
+            counted.add(pid)
+            todo += [child for child, (parent, _) in stats.items() if parent == pid]
+    return sum(stats[p][1] for p in counted)
+
+
 class ServiceProcesses:
     """The services as child processes of this one: each connects as its own NATS identity (the
     ledger alone gets its database role), reads this process's settings from a private folder
@@ -210,15 +231,9 @@ class ServiceProcesses:
         return None
 
     def cpu_seconds(self) -> float:
-        """User and system CPU of the live children so far (Linux /proc; 0 where it cannot be read)."""
-        total = 0.0
-        for child in self.children.values():
-            try:
-                fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            except (OSError, IndexError, ValueError):
-                continue
-        return total
+        """User and system CPU of the live children and theirs (each one's git worker) so far
+        (Linux /proc; 0 where it cannot be read)."""
+        return tree_cpu_seconds([child.pid for child in self.children.values()])
 
     async def stop(self, drain_s: float) -> None:
         """SIGTERM (each drains as it does in a deployment), then SIGKILL after `drain_s` + 15 s."""
@@ -306,6 +321,10 @@ class System:
                 except BaseException:
                     await self.stop()  # nothing is left running by a start that failed
                     raise
+        if {"executor", "merger"} & (set(self.services) - set(apart)):
+            # the git worker of the services in this process, ready before the first event reaches them
+            from shared.gitworker import git_worker
+            await git_worker().warm("services.executor.gitjobs", "services.merger.gitjobs")
         for name in self.services:
             if name not in apart:
                 bus = await self._bus(name)
@@ -372,8 +391,11 @@ class System:
         return self.children.failed() if self.children is not None else None
 
     def children_cpu_seconds(self) -> float:
-        """CPU used so far by the services' own processes (0 when they run in this one)."""
-        return self.children.cpu_seconds() if self.children is not None else 0.0
+        """CPU used so far by the services' own processes and by this process's git worker."""
+        from shared.gitworker import git_worker
+        own = git_worker().pid
+        return (self.children.cpu_seconds() if self.children is not None else 0.0) + (
+            tree_cpu_seconds([own]) if own is not None else 0.0)
 
     async def stop(self) -> None:
         self.stop_event.set()

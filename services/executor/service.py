@@ -23,12 +23,12 @@ import msgspec
 from shared import events as ev
 from shared import metrics, telemetry
 from shared.threads import Priority, Threads
+from shared.gitworker import git_worker
 from shared.bus import Bus, Delivery, Lease, Published
 from shared.config import Config, process_env
-from shared.gitops import GitError, Worktree, WorktreeManager, abort_resolution, begin_resolution, unresolved
+from shared.gitops import GitError, Worktree, abort_resolution, begin_resolution, unresolved
 from shared.expertise import for_prompt
-from shared.gitops.checkout import tracked_files
-from shared.gitops.repo import changed_paths, head_of
+from shared.gitops.repo import changed_paths
 from shared.expertise import store as expertise_store
 from shared.budget import BudgetGate
 from shared.llm import make_provider
@@ -44,14 +44,14 @@ from services.executor.agent.prompt import (
 )
 from services.executor.agent.tools import Sandbox
 from shared.sandbox import unavailable_reason, warn_if_off
-from services.executor import domain
+from services.executor import domain, gitjobs
 
 log = logging.getLogger("yokeflow.executor")
 
-# A live AgentAdmitted or cancellation is believed once read back from the log (core NATS also
-# delivers a publish the stream refused): the first pause when the log does not hold it yet, then
-# doubling up to the poll (an attempt waiting for its slot also reads the log this often unwoken;
-# a cancellation not there by then is dropped).
+# A live cancellation is believed once read back from the log (core NATS also delivers a publish
+# the stream refused): the first pause when the log does not hold it yet, then doubling up to the
+# poll (a cancellation not there by then is dropped). An attempt waiting for its slot also reads
+# the log this often.
 LOG_RECHECK_S = 0.005
 LOG_POLL_S = 2.0
 
@@ -75,6 +75,7 @@ class Executor:
         self._git = Threads("yokeflow-executor-git", max_workers=32)
         # attempts waiting for their agent slot, woken by the scheduler's AgentAdmitted (a live message)
         self._admissions: dict[tuple[str, str, int], asyncio.Event] = {}
+        self._admitted: dict[tuple[str, str, int], ev.AgentAdmitted] = {}  # as the stream stored them
         self._checks: set[asyncio.Task] = set()  # live cancellations being looked up in the log
 
     # ------------------------------------------------------------------ history
@@ -114,41 +115,35 @@ class Executor:
 
     async def _admission(self, e: ev.TaskReady, woken: asyncio.Event, cancel: asyncio.Event) -> ev.Event | None:
         """Wait for the scheduler to admit the attempt to an agent slot (its AgentAdmitted, as the log
-        holds it); None when it was cancelled (or its lease lost) first. Only the log is believed: core
-        NATS delivers a publish the stream refused (a lost optimistic check) to live subscribers too.
-        The live message wakes it to read the log; the log is also read now and then, since a live
-        message can be lost while the connection is re-established."""
+        holds it); None when it was cancelled (or its lease lost) first. Admissions come as the
+        stream stores them (`Bus.follow`: a publish the stream refused, a lost optimistic check,
+        never arrives, so none is read back); the log is also read when the wait begins and now
+        and then after, should the follower be making its consumer again."""
+        key = (e.run_id, e.task_id, e.attempt)
         cancelled = asyncio.ensure_future(cancel.wait())
-        pause = 0.0  # > 0: woken but the log did not hold the admission yet (its store is a moment behind)
         try:
             while True:
-                woken.clear()  # a wake from here on is news to the read below
-                found = await self.bus.last_event(self._admission_subject(e))
+                woken.clear()  # a wake from here on is news to the check below
+                found = self._admitted.get(key) or await self.bus.last_event(self._admission_subject(e))
                 if isinstance(found, ev.AgentAdmitted) and found.attempt == e.attempt:
                     return found
                 wake = asyncio.ensure_future(woken.wait())
                 try:
-                    await asyncio.wait({wake, cancelled}, timeout=pause or LOG_POLL_S,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait({wake, cancelled}, timeout=LOG_POLL_S, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     wake.cancel()
                 if cancel.is_set():
                     return None
-                if woken.is_set():
-                    pause = LOG_RECHECK_S
-                elif pause:
-                    pause = min(pause * 2, LOG_POLL_S)
         finally:
             cancelled.cancel()
 
-    async def _on_admitted(self, msg) -> None:
-        try:
-            e = ev.decode(msg.data)
-        except Exception:
-            return
+    async def _on_admitted(self, e: ev.Event, seq: int) -> None:
+        """An AgentAdmitted the stream stored: the attempt waiting for it starts."""
         if isinstance(e, ev.AgentAdmitted):
-            woken = self._admissions.get((e.run_id, e.task_id, e.attempt))
+            key = (e.run_id, e.task_id, e.attempt)
+            woken = self._admissions.get(key)
             if woken is not None:
+                self._admitted[key] = e
                 woken.set()
 
     async def _expertise(self, e: ev.TaskReady) -> tuple[str, list[str], dict[str, int]]:
@@ -183,11 +178,23 @@ class Executor:
         e = d.event
         if not isinstance(e, ev.TaskReady):
             return
-        lease = await self._hold(e, d.seq)  # the view is read once, under the lease (a skip costs a lease, not a read)
+        # The view is read under the lease (a skip costs a lease, not a read): a previous holder may
+        # have finished before its lease expired. A first delivery has had no holder (each attempt
+        # is one TaskReady, appended once against its task's events), so its view is read while
+        # its lease is taken: one round trip on the way to every agent's start.
+        viewing = asyncio.ensure_future(self._view(e, d.seq)) if d.deliveries == 1 else None
+        try:
+            lease = await self._hold(e, d.seq)
+        except BaseException:
+            if viewing is not None:
+                viewing.cancel()
+            raise
         if lease is None:
+            if viewing is not None:
+                viewing.cancel()
             return  # its live holder finished it while this delivery waited
         try:
-            view, history = await self._view(e, d.seq)  # a previous holder may have finished before it expired
+            view, history = await (viewing or self._view(e, d.seq))
             if await self._act_without_agent(e, view, lease):
                 return
             if not await self._execute(e, d, view=view, history=history, lease=lease):
@@ -258,6 +265,7 @@ class Executor:
         finally:
             self.running.pop((e.run_id, e.task_id), None)
             self._admissions.pop(key, None)
+            self._admitted.pop(key, None)
             keeper.cancel()
 
     async def _attempt(self, e: ev.TaskReady, d: Delivery, view: domain.AttemptView, history: list[ev.Event],
@@ -279,24 +287,21 @@ class Executor:
             await self.bus.log(e.project_id, e.aggregate_id, kind,
                                {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, **data})
 
-        def acquire() -> tuple[WorktreeManager, Worktree, Any]:  # opening the repository is git work too: off the loop
-            manager = WorktreeManager(working_copy, target_branch=e.target_branch,
-                                      setup_command=parallel.setup_command or None, port_base=parallel.port_base,
-                                      sandbox=jail, env_allow=env_allow, tool_path=_tool_path())
-            wt = manager.acquire(e.worktree, e.branch, update_from_target=not resolving)
-            if resolving:  # (a resolution's map is of a tree mid-merge: made once the merge is under way, in `agent`)
-                return manager, wt, None
-            # The provider and the repository map in the same turn, before the slot: the first use
-            # imports the provider's SDK (about a second), and the map reads the clean worktree's index.
+        def provider() -> Any:  # the first use imports the provider's SDK (about a second): off the loop
             try:
-                return manager, wt, (make_provider(e.provider, _provider_options(e.provider, options, wt, on_log)),
-                                     repo_map(wt.path, tracked=tracked_files(wt.path)))
+                return make_provider(e.provider, _provider_options(e.provider, options, wt, on_log))
             except Exception as exc:  # a provider that cannot start is the task's failure, not the consumer's
-                return manager, wt, exc
+                return exc
 
+        setup = dict(setup_command=parallel.setup_command or None, port_base=parallel.port_base, sandbox=jail,
+                     env_allow=env_allow, tool_path=_tool_path())
+        # In the git worker with the repository map (it reads the clean worktree's index), unless a
+        # setup command may run: it can take minutes, so on a thread of its own beside the worker.
+        prepare = self._git.run_in_turn if parallel.setup_command else self._git.run_in_worker
         reading = asyncio.ensure_future(self._expertise(e))  # read while the worktree is made: neither needs the other
         try:
-            manager, wt, prepared = await self._git.run_in_turn(Priority.AGENT, acquire)
+            wt, tree = await prepare(Priority.AGENT, gitjobs.prepare, working_copy, e.target_branch, setup,
+                                     e.worktree, e.branch, not resolving, not resolving)
         except GitError as exc:  # e.g. a failing setup_command: the attempt fails with its output, never hangs
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
@@ -308,6 +313,7 @@ class Executor:
             reading.cancel()
             raise
         expertise, given, versions = await reading
+        prepared = None if resolving else await self._git.run(provider)
         if isinstance(prepared, Exception):
             log.error("task %s attempt %s: agent could not start", e.task_id, e.attempt, exc_info=prepared)
             await self._finish(e, AgentResult(outcome="failure", summary="",
@@ -388,7 +394,7 @@ class Executor:
         budget = BudgetGate(self.bus, e, e.cost) if e.cost else None
 
         async def agent(task_prompt: str, verify=None) -> AgentResult:
-            provider, tree = prepared or await self._git.run_in_turn(
+            made, repository = (prepared, tree) if prepared is not None else await self._git.run_in_turn(
                 Priority.AGENT,
                 lambda: (make_provider(e.provider, _provider_options(e.provider, options, wt, on_log)),
                          repo_map(wt.path, tracked=None)))
@@ -398,8 +404,8 @@ class Executor:
                 metrics.AGENTS_IN_FLIGHT.add(1)
                 try:
                     result = await run_agent(
-                        budget=budget, prices=prices, provider=provider, model=e.model,
-                        system=build_system_prompt(expertise=expertise, repo_map=tree),
+                        budget=budget, prices=prices, provider=made, model=e.model,
+                        system=build_system_prompt(expertise=expertise, repo_map=repository),
                         task_prompt=task_prompt, sandbox=sandbox, checks=list(e.tests),
                         max_turns=options.max_turns, max_fix_rounds=options.max_fix_rounds,
                         on_call=on_call, on_log=on_log, cancel=cancel, verify=verify,
@@ -439,17 +445,25 @@ class Executor:
             # The agent's slot frees as its agent ends: AgentFinished goes first, and the work is
             # committed after it, announced by WorkCommitted (which the merger merges on). A holder
             # that dies in between leaves the commit to the attempt's next delivery (domain.decide).
+            # The commit is made while AgentFinished is appended (a round trip on the way to every
+            # dependent) when the lease is surely still ours; it is announced only after it.
+            early = None
+            if lease.fresh() and not self.config.runtime.executor_crash_after_finish:
+                early = asyncio.ensure_future(self._commit(e, result, wt.path, wt.branch))
+                early.add_done_callback(lambda f: f.cancelled() or f.exception())  # (read later, or not needed)
             if await self._finish(e, result, commit="", wt=wt, started=started, commit_follows=True) is None:
+                if early is not None:
+                    await asyncio.gather(early, return_exceptions=True)
                 return True  # the run is over: nothing to merge
             if self.config.runtime.executor_crash_after_finish:
                 log.critical("crash point: task %s attempt %s finished; dying before its commit", e.task_id,
                              e.attempt)
                 os._exit(17)
-            return await self._commit_work(e, result, manager, wt.path, wt.branch, lease)
+            return await self._commit_work(e, result, wt.path, wt.branch, lease, early)
         elif result.outcome == "budget" and not resolving:
             # Stopped by the budget: the work so far stays on the branch for the next attempt.
-            commit = await self._git.run_in_turn(Priority.FLOW, manager.commit_all, wt,
-                                                 _commit_message(e, result, partial=True)) or ""
+            commit = await self._git.run_in_worker(Priority.FLOW, gitjobs.commit, str(wt.path),
+                                                   _commit_message(e, result, partial=True))
         elif resolving:
             await self._git.run(_abort_quietly, wt.path)
         if not await self._still_holding(lease):
@@ -459,17 +473,21 @@ class Executor:
         await self._finish(e, result, commit=commit, wt=wt, started=started)
         return True
 
-    async def _commit_work(self, e: ev.TaskReady, done: AgentResult | ev.AgentFinished, manager: WorktreeManager,
-                           path: Path | None, branch: str, lease: Lease) -> bool:
-        """Commit a successful attempt's work on its branch and announce it (WorkCommitted), after its
-        AgentFinished; False when the lease was lost first (its new holder commits)."""
-        if not await self._still_holding(lease):
+    async def _commit(self, e: ev.TaskReady, done: AgentResult | ev.AgentFinished, path: Path, branch: str) -> str:
+        """The worktree's work committed on its branch; with nothing new to commit (e.g. committed by
+        a holder that died before announcing it) the branch's head stands."""
+        return await self._git.run_in_worker(Priority.FLOW, gitjobs.commit, str(path), _commit_message(e, done), branch,
+                                             head_if_nothing=True)
+
+    async def _commit_work(self, e: ev.TaskReady, done: AgentResult | ev.AgentFinished,
+                           path: Path | None, branch: str, lease: Lease, early: asyncio.Future | None = None) -> bool:
+        """Commit a successful attempt's work on its branch (or take the commit `early` made) and
+        announce it (WorkCommitted), after its AgentFinished; False when the lease was lost first
+        (its new holder commits)."""
+        if early is None and not await self._still_holding(lease):
             return False
-        if path is not None and path.is_dir():
-            # Nothing new to commit (e.g. committed by a holder that died before announcing it): the
-            # branch's head stands.
-            commit = await self._git.run_in_turn(
-                Priority.FLOW, lambda: manager.commit_all(path, _commit_message(e, done)) or head_of(path, branch) or "")
+        if path is not None and (early is not None or path.is_dir()):
+            commit = await (early or self._commit(e, done, path, branch))
             error = ""
             if self.remote is not None:  # the merger merges from the canonical repository
                 await self._git.run(self.remote.push, e.repo_path, branch)
@@ -486,12 +504,10 @@ class Executor:
     async def _commit_after_crash(self, e: ev.TaskReady, finished: ev.AgentFinished, lease: Lease) -> None:
         """The attempt's AgentFinished is in the log without its WorkCommitted (its holder died in
         between): commit what its worktree holds, as the holder would have."""
-        working_copy = await self._working_copy(e)
-        manager = await self._git.run(lambda: WorktreeManager(working_copy, target_branch=e.target_branch))
         log.warning("task %s attempt %s: finished without its commit; committing its worktree now",
                     e.task_id, e.attempt)
         path = Path(finished.worktree_dir) if finished.worktree_dir else None
-        await self._commit_work(e, finished, manager, path, finished.branch, lease)
+        await self._commit_work(e, finished, path, finished.branch, lease)
 
     async def _working_copy(self, e: ev.TaskReady) -> str:
         """The repository the attempt's worktree lives in: the run's own (shared disk), or this
@@ -588,9 +604,10 @@ class Executor:
             pause = min(pause * 2, LOG_POLL_S)
 
     async def serve(self, stop: asyncio.Event) -> None:
+        await git_worker().warm(gitjobs.__name__)
         subs = [await self.bus.subscribe_live(self.bus.type_filter("RunCancelled"), self._on_cancel),
-                await self.bus.subscribe_live(self.bus.type_filter("TaskCancelled"), self._on_cancel),
-                await self.bus.subscribe_live(self.bus.type_filter("AgentAdmitted"), self._on_admitted)]
+                await self.bus.subscribe_live(self.bus.type_filter("TaskCancelled"), self._on_cancel)]
+        admissions = await self.bus.follow(self.bus.type_filter("AgentAdmitted"), self._on_admitted)
         try:
             await self.bus.consume("executor", [self.bus.type_filter("TaskReady")], self.handle, stop=stop,
                                    concurrency=self.concurrency, ack_wait=self.ack_wait, max_deliver=5,
@@ -601,6 +618,8 @@ class Executor:
             for sub in subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await admissions.stop()
             self._git.close()
 
 

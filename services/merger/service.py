@@ -23,13 +23,14 @@ import msgspec
 from shared import events as ev
 from shared import gitserve, metrics, telemetry
 from shared.threads import Priority, Threads
+from shared.gitworker import git_worker
 from shared.bus import Bus, Delivery
 from shared.config import Config
-from shared.gitops import GitError, WorktreeManager, find_commit, head_of, merge_branch, set_aside
+from shared.gitops import GitError, WorktreeManager, find_commit, set_aside
 from shared.gitops.merge import MergeResult
 from shared.gitops.resolved import commit_resolution
 from shared.runner import unless_stopped
-from services.merger import domain
+from services.merger import domain, gitjobs
 from services.merger.domain import RunView
 
 log = logging.getLogger("yokeflow.merger")
@@ -85,26 +86,34 @@ class Merger:
         message = f"Merge task {action.task_id}: {title}\n\n" + "".join(f"{k}: {v}\n" for k, v in trailers.items())
         settings = run.settings
 
-        def merge() -> MergeResult:  # on the git thread, in the handler's trace
+        merging = dict(into=target, mode=settings.merge.mode, message=message,
+                       validate_command=settings.merge.validate_command or None, sandbox=settings.agent.sandbox)
+        # In the git worker, unless a validate command runs (it can take minutes: on the merger's thread).
+        job = self._git.run_in_turn if settings.merge.validate_command else self._git.run_in_worker
+
+        async def merge() -> tuple[str | None, MergeResult | None, str | None]:
+            """The branch's head and its merge into the target, in one job: (head, result, refusal)."""
             began = time.monotonic()
             with telemetry.span(f"merge {action.branch}", {"yf.run_id": run.run_id, "yf.task_id": action.task_id,
                                                            "yf.merge.target": target}) as span:
-                result = merge_branch(run.repo_path, action.branch, into=target, mode=settings.merge.mode,
-                                      message=message, validate_command=settings.merge.validate_command or None,
-                                      sandbox=settings.agent.sandbox)
-                telemetry.set_attributes(span, {"yf.merge.status": result.status, "yf.merge.commit": result.commit})
-            metrics.MERGE_DURATION.record(time.monotonic() - began, {"status": result.status})
-            if self.crash_after_ref_update and result.status == "merged":  # on the git thread: no next merge begins
-                log.critical("crash point: %s moved to %s for task %s; dying before the event and the ack",
-                             target, result.commit, action.task_id)
-                os._exit(17)
-            return result
+                head, result, refusal = await job(Priority.FLOW, gitjobs.head_then_merge, run.repo_path,
+                                                  action.branch, merging)
+                if result is not None:
+                    telemetry.set_attributes(span, {"yf.merge.status": result.status,
+                                                    "yf.merge.commit": result.commit})
+            if result is not None:
+                metrics.MERGE_DURATION.record(time.monotonic() - began, {"status": result.status})
+                if self.crash_after_ref_update and result.status == "merged":  # before anything else happens
+                    log.critical("crash point: %s moved to %s for task %s; dying before the event and the ack",
+                                 target, result.commit, action.task_id)
+                    os._exit(17)
+            return head, result, refusal
 
-        # The usual merge (the branch as the agent left it) is one job on the git thread with the read of
-        # its head: when several agents end at once, each waited for the others' merges twice.
+        # The usual merge (the branch as the agent left it) is one job with the read of its head: when
+        # several agents end at once, each waited for the others' merges twice.
         plain = not action.files and not action.commit
-        head, result, failed = await self._git.run_in_turn(Priority.FLOW, _head_then, run.repo_path, action.branch,
-                                                           merge if plain else None)
+        head, result, failed = await (merge() if plain else job(Priority.FLOW, gitjobs.head_then_merge,
+                                                                run.repo_path, action.branch, None))
         if failed is not None:
             await self._conflicted(view, action, cause, [], failed, head)
             return
@@ -152,11 +161,10 @@ class Merger:
             await self._conflicted(view, action, cause, [], f"the resolution accepted is {action.commit[:12]} but "
                                    f"{action.branch} is at {head[:12]}: accept its head, or retry the merge", head)
             return None
-        try:
-            return await self._git.run_in_turn(Priority.FLOW, merge)
-        except GitError as exc:
-            await self._conflicted(view, action, cause, [], str(exc), head)
-            return None
+        _, result, refusal = await merge()
+        if result is None:
+            await self._conflicted(view, action, cause, [], refusal or f"branch {action.branch} does not exist", head)
+        return result
 
     async def set_aside(self, view: RunView, action: domain.Reset, cause: ev.Event) -> None:
         """Point the task's branch at the target for a new attempt; the old work stays at its own ref."""
@@ -238,6 +246,7 @@ class Merger:
             view.announced.add(index)
 
     async def serve(self, stop: asyncio.Event) -> None:
+        await git_worker().warm(gitjobs.__name__)
         subjects = [self.bus.type_filter(t) for t in
                     ("RunStarted", "BatchesComputed", "AgentFinished", "WorkCommitted", "MergeRequested", "BranchMerged",
                      "BranchReset", "BatchMerged", "RunCompleted", "RunFailed", "RunCancelled")]
@@ -251,17 +260,6 @@ class Merger:
                                    concurrency=4)
         finally:
             self._git.close()
-
-
-def _head_then(repo_path: str, branch: str, merge) -> tuple[str | None, MergeResult | None, str | None]:
-    """The branch's head, then `merge()` if given and the branch exists: (head, result, refusal)."""
-    head = head_of(repo_path, branch)
-    if head is None or merge is None:
-        return head, None, None
-    try:
-        return head, merge(), None
-    except GitError as exc:
-        return head, None, str(exc)
 
 
 def _worktree_name(path: str) -> str:

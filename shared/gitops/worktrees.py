@@ -244,21 +244,9 @@ class WorktreeManager:
     # -- commit / release / list / prune -------------------------------------------
     def commit_all(self, wt: Worktree | Path, message: str, *,
                    author: str = "YokeFlow Agent <agent@yokeflow.dev>") -> str | None:
-        """Stage every change in the worktree and commit it on its branch; None when nothing changed.
-        With a merge under way (MERGE_HEAD) the commit is that merge, even if no file changed."""
-        path = wt.path if isinstance(wt, Worktree) else Path(wt)
-        with Repo(str(path)) as repo:
-            head = repo.head()
-            merging = merge_parent(repo)
-            tree = stage_all(repo)
-            if tree == head_tree(repo) and merging is None:
-                return None
-            commit = make_commit(repo, tree, [head] + ([merging] if merging else []), message, author)
-            if not set_ref(repo, b"HEAD", head, commit.id):
-                raise GitError(f"the branch of {path} moved while committing; commit again")
-            clear_merge_state(repo)
-        # no record rewritten for the time: prune reads it from the index and the branch's ref file
-        return commit.id.decode()
+        """Stage every change in the worktree and commit it on its branch; None when nothing changed
+        (`commit_worktree`)."""
+        return commit_worktree(wt.path if isinstance(wt, Worktree) else Path(wt), message, author=author)
 
     def release(self, name: str, *, delete_branch: bool = True, keep_for_reuse: bool = False) -> None:
         """Remove the worktree (files and git's bookkeeping) and, by default, its branch.
@@ -406,3 +394,20 @@ class WorktreeManager:
             self.release(path.name, delete_branch=not keep_branch)
             removed.append(meta.get("name", path.name))
         return removed
+
+
+def commit_worktree(path: Path | str, message: str, *, author: str = "YokeFlow Agent <agent@yokeflow.dev>") -> str | None:
+    """Stage every change in the checkout at `path` and commit it on its branch; None when nothing
+    changed. With a merge under way (MERGE_HEAD) the commit is that merge, even if no file changed."""
+    with Repo(str(path)) as repo:
+        head = repo.head()
+        merging = merge_parent(repo)
+        tree = stage_all(repo)
+        if tree == head_tree(repo) and merging is None:
+            return None
+        commit = make_commit(repo, tree, [head] + ([merging] if merging else []), message, author)
+        if not set_ref(repo, b"HEAD", head, commit.id):
+            raise GitError(f"the branch of {path} moved while committing; commit again")
+        clear_merge_state(repo)
+    # no record rewritten for the time: prune reads it from the index and the branch's ref file
+    return commit.id.decode()
