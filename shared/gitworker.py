@@ -198,7 +198,10 @@ def main() -> None:
             value, ok = fn(*args, **kwargs), True
         except BaseException as exc:  # noqa: BLE001 (the job's failure is its caller's to handle)
             value, ok = exc, False
-        _answer(out, job, ok, value)
+        try:
+            _answer(out, job, ok, value)
+        except OSError:  # the parent is gone (its pipe closed): nothing is waiting for the answer
+            return
 
 
 if __name__ == "__main__":
