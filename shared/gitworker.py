@@ -90,6 +90,7 @@ class GitWorker:
                     waiter.set_result(value) if ok else waiter.set_exception(value)
         except asyncio.CancelledError:  # the event loop is closing: the worker ends with its pipe
             proc.stdin.close()
+            self._fail_pending("the git worker's reader was stopped (its event loop is closing)")
             raise
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -97,13 +98,18 @@ class GitWorker:
             log.exception("git worker: unreadable answer; starting a new worker for the next job")
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-        from shared.gitops.errors import GitError
         code = await proc.wait()
+        self._fail_pending(f"the git worker process stopped (exit {code}) before the job finished; it is started "
+                           f"again for the next one")
+
+    def _fail_pending(self, why: str) -> None:
+        """Every job sent and not answered fails with GitError: no caller waits for an answer that
+        cannot come."""
+        from shared.gitops.errors import GitError
         failed, self._pending = self._pending, {}
         for waiter in failed.values():
             if not waiter.done():
-                waiter.set_exception(GitError(f"the git worker process stopped (exit {code}) before the job "
-                                              f"finished; it is started again for the next one"))
+                waiter.set_exception(GitError(why))
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)` in the worker; its result, or its exception raised here."""

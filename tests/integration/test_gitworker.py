@@ -121,3 +121,13 @@ def test_a_closing_event_loop_leaves_no_worker_and_does_not_hang(tmp_path):
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(pid)
+
+
+async def test_a_job_in_hand_when_the_reader_stops_fails_rather_than_waits(worker):
+    await worker.run(workerjobs.pid_and, None)
+    job = asyncio.ensure_future(worker.run(workerjobs.sleep_then, 30))
+    await asyncio.sleep(0.2)
+    worker._reader.cancel()  # as an event loop that closes cancels its tasks
+    with pytest.raises(GitError, match="reader was stopped"):
+        await asyncio.wait_for(job, 10)
+    assert (await worker.run(workerjobs.pid_and, "next"))[1] == "next"  # a new worker for the next job
