@@ -28,10 +28,10 @@ import os
 import pickle
 import struct
 import sys
-import weakref
 from typing import Any, Callable, TypeVar
 
 from shared.config import process_env
+from shared.threads import PerLoop
 
 T = TypeVar("T")
 _LENGTH = struct.Struct("!I")
@@ -142,29 +142,8 @@ class GitWorker:
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
 
-    def cpu_seconds(self) -> float:
-        """CPU the running worker has used (user + system), from /proc; 0 when none runs."""
-        pid = self.pid
-        if pid is None:
-            return 0.0
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return 0.0
 
-
-_workers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GitWorker]" = weakref.WeakKeyDictionary()
-
-
-def git_worker() -> GitWorker:
-    """The running event loop's git worker: every service in this loop (one process's) shares it."""
-    loop = asyncio.get_running_loop()
-    found = _workers.get(loop)
-    if found is None:
-        found = _workers[loop] = GitWorker()
-    return found
+git_worker = PerLoop(GitWorker)  # the running event loop's git worker
 
 
 def _preload(modules: tuple[str, ...]) -> None:

@@ -21,7 +21,7 @@ import enum
 import functools
 import itertools
 import weakref
-from typing import Any, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -103,16 +103,23 @@ class Turn:
         self.overdue()
 
 
-_turns: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Turns]" = weakref.WeakKeyDictionary()
+class PerLoop(Generic[T]):
+    """One `factory()` per running event loop, made on first use: what every service in that loop
+    (one process's) shares."""
+
+    def __init__(self, factory: Callable[[], T]):
+        self._factory = factory
+        self._made: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T]" = weakref.WeakKeyDictionary()
+
+    def __call__(self) -> T:
+        loop = asyncio.get_running_loop()
+        found = self._made.get(loop)
+        if found is None:
+            found = self._made[loop] = self._factory()
+        return found
 
 
-def turns() -> Turns:
-    """The running event loop's turns: every service in this loop (one process's) shares them."""
-    loop = asyncio.get_running_loop()
-    found = _turns.get(loop)
-    if found is None:
-        found = _turns[loop] = Turns()
-    return found
+turns = PerLoop(Turns)  # the running event loop's turns
 
 
 class Threads:
@@ -137,19 +144,18 @@ class Threads:
     async def run_in_turn(self, priority: Priority, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`run`, once the process's turn for blocking work comes to `priority` (see the module's
         docstring). For work that costs the interpreter's time; not for waiting on a network."""
-        turn = await (self._turns or turns()).take(priority)
-        try:
-            return await self.run(fn, *args, **kwargs)
-        finally:
-            turn.end()
+        return await self._in_turn(priority, lambda: self.run(fn, *args, **kwargs))
 
     async def run_in_worker(self, priority: Priority, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`run_in_turn`, in the process's git worker (shared.gitworker) instead of on a thread: for
         a module-level `fn` whose arguments and result pickle."""
         from shared.gitworker import git_worker
+        return await self._in_turn(priority, lambda: git_worker().run(fn, *args, **kwargs))
+
+    async def _in_turn(self, priority: Priority, work: Callable[[], Awaitable[T]]) -> T:
         turn = await (self._turns or turns()).take(priority)
         try:
-            return await git_worker().run(fn, *args, **kwargs)
+            return await work()
         finally:
             turn.end()
 

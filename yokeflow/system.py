@@ -165,21 +165,24 @@ def tree_cpu_seconds(pids: list[int]) -> float:
     """User and system CPU so far of the live processes `pids` and their descendants (Linux /proc;
     0 for what cannot be read)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    cpu: dict[int, float] = {}
+    children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
                 fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
-                stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+                pid, parent, used = int(entry.name), int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks
             except (OSError, IndexError, ValueError):
                 continue
-    counted, todo = set(), [p for p in pids if p in stats]
+            cpu[pid] = used
+            children.setdefault(parent, []).append(pid)
+    counted, todo = set(), [p for p in pids if p in cpu]
     while todo:
         pid = todo.pop()
         if pid not in counted:
             counted.add(pid)
-            todo += [child for child, (parent, _) in stats.items() if parent == pid]
-    return sum(stats[p][1] for p in counted)
+            todo += children.get(pid, [])
+    return sum(cpu[p] for p in counted)
 
 
 class ServiceProcesses:
