@@ -27,6 +27,7 @@ from shared.gitops.repo import (
     open_repo,
     read_ref,
     require_branch,
+    target_merge_bases,
     timezone_offset,
 )
 from shared.gitops.treemerge import merge_trees
@@ -186,7 +187,7 @@ def merge_branch(repo_path: Path | str, branch: str, *, into: str = "main", mode
             require_branch(repo, into)
         for _ in range(_MAX_RACES):
             ours = require_branch(repo, into)
-            bases = merge_bases(repo, ours, theirs)
+            bases = target_merge_bases(repo, ours, theirs)
             if theirs in bases:
                 done = _commit_that_brought_in(repo, ours, theirs)
                 return MergeResult("up_to_date", done.decode(), repo[done].tree.decode())

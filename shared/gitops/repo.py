@@ -5,6 +5,8 @@ from __future__ import annotations
 import heapq
 import os
 import stat
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from dulwich.errors import NotGitRepository
@@ -113,6 +115,103 @@ def merge_bases(repo: Repo, a: bytes, b: bytes) -> list[bytes]:
     if len(found) > 1:  # drop candidates that are ancestors of other candidates
         found = [c for c in found if not any(o != c and commit_is_ancestor(repo, c, o, shallow) for o in found)]
     return list(dict.fromkeys(found))
+
+
+def target_merge_bases(repo: Repo, target: bytes, other: bytes) -> list[bytes]:
+    """`merge_bases(repo, target, other)` for a target branch's tip: the branch's history is known
+    as a set (`TargetHistory`), so the walk covers only `other`'s commits that are not in it. A
+    branch made from an old `main` (a lane that merges into `main` without bringing `main` back in)
+    has commits of a low generation, and the paint-down walk read every commit of `main` made since
+    that generation: ~300 per merge at 1,000 tasks. Several candidates, or a history too large to
+    keep: the general walk."""
+    if target == other:
+        return [target]
+    shallow = shallow_commits(repo)
+    with _histories_lock:
+        history = _target_history(repo, target, shallow)
+        if history is None:
+            hits = None
+        elif other in history:
+            return [other]
+        else:
+            hits, seen, stack = set(), {other}, [other]
+            while stack:
+                for parent in parents_of(repo, stack.pop(), shallow):
+                    if parent in seen:
+                        continue
+                    seen.add(parent)
+                    (hits.add if parent in history else stack.append)(parent)
+    if hits is not None and len(hits) <= 1:
+        return list(hits)   # the first commits of `main` met are common ancestors; one is the best
+    return merge_bases(repo, target, other)
+
+
+def in_target_history(repo: Repo, target: bytes, sha: bytes) -> bool:
+    """`commit_is_ancestor(repo, sha, target)` for a target branch's tip (see target_merge_bases)."""
+    shallow = shallow_commits(repo)
+    with _histories_lock:
+        history = _target_history(repo, target, shallow)
+        if history is not None:
+            return sha in history
+    return commit_is_ancestor(repo, sha, target, shallow)
+
+
+# The commits reachable from the last tip seen of a repository's target branch, kept per repository
+# and brought forward as the branch moves on (merges add a commit at a time along its first-parent
+# line); read and changed under the lock: a set brought forward for a newer tip would hold commits a
+# caller with an older tip must not count.
+_HISTORY_MAX = 300_000       # commits; a larger history uses the general walks (~25 MB per 300,000)
+_HISTORY_LOOKBACK = 10_000   # first-parent steps searched for the previous tip before reading it all again
+_HISTORIES_KEPT = 8
+_histories: OrderedDict[tuple[str, frozenset[bytes]], tuple[bytes, set[bytes] | None]] = OrderedDict()
+_histories_lock = threading.Lock()
+
+
+def _target_history(repo: Repo, tip: bytes, shallow: frozenset[bytes]) -> set[bytes] | None:
+    store = repo.object_store
+    key = (str(getattr(store, "path", None) or id(store)), shallow)
+    known = _histories.get(key)
+    if known is not None:
+        _histories.move_to_end(key)
+        old_tip, history = known
+        if history is None:
+            return None   # too large for this process
+        if old_tip == tip:
+            return history
+        line, sha = [], tip
+        for _ in range(_HISTORY_LOOKBACK):
+            if sha == old_tip or sha in history:
+                break
+            line.append(sha)
+            parents = parents_of(repo, sha, shallow)
+            sha = parents[0] if parents else None
+            if sha is None:
+                break
+        if sha == old_tip:   # moved on: what it reaches beyond the old history is added
+            if _add_reachable(repo, line, history, shallow):
+                _histories[key] = (tip, history)
+                return history
+    history = set()
+    found = _add_reachable(repo, [tip], history, shallow)
+    _histories[key] = (tip, history if found else None)
+    while len(_histories) > _HISTORIES_KEPT:
+        _histories.popitem(last=False)
+    return history if found else None
+
+
+def _add_reachable(repo: Repo, starts: list[bytes], history: set[bytes], shallow: frozenset[bytes]) -> bool:
+    """Every commit reachable from `starts` into `history` (which holds its own commits' ancestors);
+    False once it would pass _HISTORY_MAX."""
+    stack = [s for s in starts if s not in history]
+    while stack:
+        sha = stack.pop()
+        if sha in history:
+            continue
+        if len(history) >= _HISTORY_MAX:
+            return False
+        history.add(sha)
+        stack.extend(p for p in parents_of(repo, sha, shallow) if p not in history)
+    return True
 
 
 def shallow_commits(repo: Repo) -> frozenset[bytes]:

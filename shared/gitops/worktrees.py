@@ -25,12 +25,13 @@ from shared.gitops.resolution import clear_merge_state, merge_parent
 from shared.gitops.repo import (
     branch_ref,
     commit_is_ancestor,
+    in_target_history,
     main_worktree_branch,
-    merge_bases,
     open_repo,
     read_ref,
     require_branch,
     shallow_commits,
+    target_merge_bases,
 )
 from shared.gitops.treemerge import merge_trees
 from shared.config import SandboxSettings
@@ -206,10 +207,10 @@ class WorktreeManager:
         if commit_is_ancestor(repo, target_tip, head, shallow):
             return head
         old_tree = repo[head].tree
-        if commit_is_ancestor(repo, head, target_tip, shallow):
+        if in_target_history(repo, target_tip, head):
             new = target_tip
         else:
-            base = merge_bases(repo, head, target_tip)
+            base = target_merge_bases(repo, target_tip, head)
             tm = merge_trees(repo.object_store, repo[base[0]].tree if base else None, old_tree,
                              repo[target_tip].tree, labels=(branch, self.target))
             if tm.conflicts:

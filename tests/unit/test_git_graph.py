@@ -112,3 +112,73 @@ def test_a_history_larger_than_the_cache_is_walked_once_not_at_every_call(monkey
         head = commit_on_top(i)
         repo.reads = 0
         assert repo_module.generation(repo, head) == i + 1 and repo.reads == 1, (i, repo.reads)
+
+
+def test_merge_bases_against_a_target_tip_match_their_definition_as_the_tip_moves(monkeypatch):
+    """`target_merge_bases` and `in_target_history` keep the target's history as a set brought
+    forward as the tip moves; it moves on, jumps back (a reset) and to unrelated commits here, and
+    every answer must still be the definition's."""
+    import shared.gitops.repo as repo_module
+    from shared.gitops.repo import in_target_history, target_merge_bases
+
+    monkeypatch.setattr(repo_module, "_histories", type(repo_module._histories)())
+    rng = random.Random(23)
+    for trial in range(30):
+        repo, commits = _graph(rng, rng.randint(3, 60), skewed=trial % 2 == 1)
+        below = {c: _ancestors(repo, c) for c in commits}
+        tip = commits[0]
+        for _ in range(40):
+            # mostly forward (a descendant of the tip, as merges move `main`), sometimes anywhere
+            later = [c for c in commits if tip in below[c]]
+            tip = rng.choice(later if later and rng.random() < 0.8 else commits)
+            other = rng.choice(commits)
+            common = below[tip] & below[other]
+            best = {c for c in common if not any(c != d and c in below[d] for d in common)}
+            assert set(target_merge_bases(repo, tip, other)) == best, (trial, tip, other)
+            assert in_target_history(repo, tip, other) == (other in below[tip])
+
+
+def test_a_history_too_large_to_keep_falls_back_to_the_walks(monkeypatch):
+    import shared.gitops.repo as repo_module
+    from shared.gitops.repo import in_target_history, target_merge_bases
+
+    monkeypatch.setattr(repo_module, "_histories", type(repo_module._histories)())
+    monkeypatch.setattr(repo_module, "_HISTORY_MAX", 3)
+    rng = random.Random(5)
+    repo, commits = _graph(rng, 40, skewed=False)
+    below = {c: _ancestors(repo, c) for c in commits}
+    for tip in [c for c in commits if len(below[c]) > 3][-5:]:
+        for other in commits[::3]:
+            common = below[tip] & below[other]
+            best = {c for c in common if not any(c != d and c in below[d] for d in common)}
+            assert set(target_merge_bases(repo, tip, other)) == best
+            assert in_target_history(repo, tip, other) == (other in below[tip])
+    assert [history for _, history in repo_module._histories.values()] == [None]  # not kept: too large
+
+
+def test_the_base_of_a_lane_made_long_ago_is_found_without_walking_main_since_then(monkeypatch):
+    """Lanes that merge into `main` without bringing `main` back in: each lane's commits descend
+    from the `main` of the lane's start, so their generation is low, and the paint-down walk read
+    every commit of `main` made since; with `main`'s history kept, only the lane's new commit is read."""
+    import shared.gitops.repo as repo_module
+    from shared.gitops.repo import merge_bases, target_merge_bases
+
+    monkeypatch.setattr(repo_module, "_histories", type(repo_module._histories)())
+    repo, tree = _empty_repo(_CountingRepo())
+
+    def commit(parents: list[bytes]) -> bytes:
+        return _commit(repo, tree, parents, 1_700_000_000, b"%d" % len(repo.object_store._data))
+
+    mains = [commit([])]
+    lanes = [commit([mains[0]]) for _ in range(20)]
+    for step in range(15):   # each lane's task merged in turn; the lane goes on from its own commit
+        for i in range(len(lanes)):
+            mains.append(commit([mains[-1], lanes[i]]))
+            lanes[i] = commit([lanes[i]])
+    target_merge_bases(repo, mains[-2], commit([mains[-2]]))   # main's history known, as in a merger
+    repo.reads = 0
+    assert target_merge_bases(repo, mains[-1], lanes[3]) == [repo[lanes[3]].parents[0]]
+    assert repo.reads < 15, repo.reads
+    repo.reads = 0
+    assert merge_bases(repo, mains[-1], lanes[3]) == [repo[lanes[3]].parents[0]]
+    assert repo.reads > 200, repo.reads   # the paint-down walk: every merge since the lane's last one, and more
