@@ -301,7 +301,7 @@ class Executor:
         reading = asyncio.ensure_future(self._expertise(e))  # read while the worktree is made: neither needs the other
         try:
             wt, tree = await prepare(Priority.AGENT, gitjobs.prepare, working_copy, e.target_branch, setup,
-                                     e.worktree, e.branch, not resolving, not resolving)
+                                     e.worktree, e.branch, not resolving and e.update_from_target, not resolving)
         except GitError as exc:  # e.g. a failing setup_command: the attempt fails with its output, never hangs
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)

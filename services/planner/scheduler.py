@@ -813,6 +813,20 @@ def _worktree_name(branch: str) -> str:
     return slugify(branch.replace("/", "-"), 80)
 
 
+def _needs_target(state: RunState, t: TaskState, branch: str) -> bool:
+    """Whether the attempt's worktree must bring the target branch in: unless the task depends on
+    something and every dependency was done on its own branch, which holds their work already (an
+    epic's chain under `by_epic`, a smart lane's; the lane's first task brought the target in).
+    Bringing `main` in before each task wrote every other lane's merged files into the worktree
+    (~100 a task at 1,000 tasks, growing with the plan) for work the task does not depend on. A
+    squash merge leaves the branch's commits outside the target, so with it the target always
+    comes in, as before."""
+    deps = state.deps.get(t.id, [])
+    if state.settings.merge.mode != "merge" or not deps:
+        return True
+    return any(d not in state.tasks or _branch_of(state, state.tasks[d]) != branch for d, _ in deps)
+
+
 def _ready_fields(state: RunState, t: TaskState, *, resolving: bool = False) -> dict[str, Any]:
     """A TaskReady's fields; `resolving`: a conflict resolution (its own transcript, its own model ladder)."""
     task = state.plan.task(t.id)
@@ -836,6 +850,7 @@ def _ready_fields(state: RunState, t: TaskState, *, resolving: bool = False) -> 
         **money.attempt_fields(state, t, task, tries=t.resolution_tries + 1 if resolving else t.tries + 1),
         provider=provider, provider_options=options, repo_path=state.repo_path,
         target_branch=state.target_branch, branch=branch, worktree=_worktree_name(branch),
+        update_from_target=_needs_target(state, t, branch),
         dependency_summaries=deps, previous_attempt=msgspec.convert(t.last_failure, ev.PreviousAttempt),
         expertise_domains=list(dict.fromkeys([task.domain or "general", "general"])) if state.learning else [],
     )

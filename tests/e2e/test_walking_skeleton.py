@@ -68,3 +68,21 @@ async def test_a_diamond_runs_through_every_service_and_lands_on_main(strategy, 
     assert "VALUE = LEFT + RIGHT + 1" in out
     log = subprocess.run(["git", "log", "--format=%s", "main"], cwd=git_repo, capture_output=True, text=True).stdout
     assert "task top: Top" in log
+    # what each task's work was made on: `left` needs only `base`, done before it on the same branch
+    # under by_epic, so its branch went on from base's work without bringing main in; `top` needs
+    # `left` from the other epic's branch, so main came in first (a fast-forward: nothing of its own yet)
+    merges = dict(line.split(" ", 1)[::-1] for line in subprocess.run(
+        ["git", "log", "--merges", "--first-parent", "--format=%H %s", "main"], cwd=git_repo, capture_output=True,
+        text=True, check=True).stdout.splitlines())
+
+    def parents(sha: str) -> list[str]:
+        return subprocess.run(["git", "rev-parse", f"{sha}^@"], cwd=git_repo, capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    work = {tid: parents(merges[next(m for m in merges if m.startswith(f"Merge task {tid}:"))])[1]
+            for tid in ("base", "left", "right", "top")}
+    if strategy == "by_epic":
+        assert parents(work["left"]) == [work["base"]]
+        assert parents(work["top"])[0] in {sha for m, sha in merges.items() if "task left" in m or "task right" in m}
+    else:   # every task on a branch of its own, made from main
+        assert all(parents(work[tid])[0] in merges.values() for tid in ("left", "right", "top"))

@@ -182,3 +182,11 @@ def test_a_setting_a_newer_version_added_is_read_past_in_events_and_refused_in_a
         parse_config({"parallel": {"future_knob": 1}})
     with pytest.raises(ConfigError, match=r"agent\.sandbox: Object contains unknown field `later`"):
         parse_config({"agent": {"sandbox": {"later": 2}}})
+
+
+def test_a_task_ready_written_before_update_from_target_still_brings_the_target_in():
+    """An attempt dispatched by an older scheduler (a redelivery after an upgrade) prepares its
+    worktree as that scheduler meant: with the target brought in."""
+    ready = ev.decode((V1 / "TaskReady.json").read_bytes())
+    assert "update_from_target" not in json.loads((V1 / "TaskReady.json").read_bytes())
+    assert ready.update_from_target is True

@@ -486,3 +486,33 @@ def test_an_executor_that_gives_up_on_a_commit_fails_the_attempt():
     state.apply(delivery_failed(ready))
     out = apply_all(state, decide(state))
     assert out[0].type == "TaskFailed" and out[0].final and out[-1].type == "RunFailed"
+
+
+def _ready_in_order(state) -> dict[str, ev.TaskReady]:
+    """Each task finished and merged as soon as it is dispatched; the TaskReady of each."""
+    out: dict[str, ev.TaskReady] = {}
+    while True:
+        new = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)]
+        if not new:
+            return out
+        for e in new:
+            out[e.task_id] = e
+            finish(state, e.task_id)
+            apply_all(state, decide(state))
+            merge(state, e.task_id)
+
+
+def test_a_chain_on_its_own_branch_does_not_bring_the_target_in():
+    """Under by_epic, b needs only a, done on E1's branch before it: b's worktree keeps to its branch.
+    c needs a from another epic's branch, d needs b from another: they bring `main` in, as a lane's
+    first task and a task without dependencies do. With squash merges, and under by_task, always."""
+    def run(strategy: str, mode: str = "merge") -> dict[str, bool]:
+        settings = {"parallel": {"max_concurrency": 3, "strategy": strategy}, "merge": {"mode": mode},
+                    "agent": {"provider": "replay", "transcripts": "/t"}, "learning": {"enabled": False}}
+        state = RunState.start(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PlanDoc.of(DIAMOND),
+                                             repo_path="/repo", settings=RunSettings.of(settings)))
+        return {tid: e.update_from_target for tid, e in sorted(_ready_in_order(state).items())}
+
+    assert run("by_epic") == {"a": True, "b": False, "c": True, "d": True}
+    assert run("by_epic", mode="squash") == {"a": True, "b": True, "c": True, "d": True}
+    assert run("by_task") == {"a": True, "b": True, "c": True, "d": True}
