@@ -14,7 +14,7 @@ from dulwich.objects import Commit
 from dulwich.repo import Repo
 
 from shared.gitops.errors import GitError
-from shared.gitops.objects import cached
+from shared.gitops.objects import cached, tree_entries
 
 
 def open_repo(repo_path: Path | str) -> Repo:
@@ -378,10 +378,13 @@ class BranchPaths:
         for part in parts:
             if not stat.S_ISDIR(mode):
                 return False  # a file named as if it were a folder
-            try:
-                mode, tree = self.repo[tree][part.encode()]
-            except KeyError:
+            # the folder's entries as a dict kept by its id: after a merge only the folders it
+            # changed are read, and each name is one lookup (the learner asks about every file its
+            # expertise names after every merge, on the event loop)
+            found = tree_entries(self.repo.object_store, tree).get(part.encode())
+            if found is None:
                 return False
+            mode, tree = found
         return stat.S_ISDIR(mode) or not clean.endswith("/")
 
     def close(self) -> None:
