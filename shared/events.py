@@ -338,9 +338,10 @@ class TaskReady(TaskEvent, frozen=True, kw_only=True):
     target_branch: str = "main"
     branch: str = ""
     worktree: str = ""  # the worktree's folder name under the repository's worktrees folder (not a path)
-    # Whether the worktree brings the target branch in before the agent starts. False when every
-    # dependency of the task was done on this same branch (an epic's chain): the branch holds them
-    # already, and other lanes' work reaches it when its merges do (merge mode "merge" only).
+    # Whether the worktree brings the target branch in before the agent starts. False when the task
+    # has dependencies and every one was done on this same branch (an epic's chain): the branch holds
+    # them already, and other lanes' work reaches it through a later task that needs it (merge mode
+    # "merge" only).
     update_from_target: bool = True
     dependency_summaries: list[DependencySummary] = []
     previous_attempt: PreviousAttempt = msgspec.field(default_factory=PreviousAttempt)

@@ -119,7 +119,7 @@ def merge_bases(repo: Repo, a: bytes, b: bytes) -> list[bytes]:
 
 def target_merge_bases(repo: Repo, target: bytes, other: bytes) -> list[bytes]:
     """`merge_bases(repo, target, other)` for a target branch's tip: the branch's history is known
-    as a set (`TargetHistory`), so the walk covers only `other`'s commits that are not in it. A
+    as a set (`_target_history`), so the walk covers only `other`'s commits that are not in it. A
     branch made from an old `main` (a lane that merges into `main` without bringing `main` back in)
     has commits of a low generation, and the paint-down walk read every commit of `main` made since
     that generation: ~300 per merge at 1,000 tasks. Several candidates, or a history too large to
