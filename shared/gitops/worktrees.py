@@ -48,7 +48,7 @@ class Worktree:
     name: str
     path: Path
     branch: str
-    base_commit: str   # the target-branch commit this worktree's branch contains (as of acquire)
+    base_commit: str   # the newest commit of the target's history the branch holds (as of acquire)
     head: str          # the branch head after acquire
     reused: bool
     port_base: int
@@ -124,7 +124,10 @@ class WorktreeManager:
                 reset_to(wt, wt[wt.refs[ref]].tree)
                 head = (self._bring_in_target(repo, wt, ref, branch, target_tip) if update_from_target
                         else wt.refs[ref])
-        meta["base_commit"] = target_tip.decode()
+            # the newest commit of the target's history the branch holds: the target's tip once it
+            # was brought in; without it, where the branch last met the target
+            base = target_tip if update_from_target else next(iter(target_merge_bases(repo, target_tip, head)), b"")
+        meta["base_commit"] = base.decode()
         with self._lock():
             self._write_meta(dirname, meta)
         if not meta.get("setup_done"):
@@ -133,7 +136,7 @@ class WorktreeManager:
             meta["setup_done"] = True
             with self._lock():
                 self._write_meta(dirname, meta)
-        return Worktree(name, path, branch, target_tip.decode(), head.decode(), reused, meta["port_base"])
+        return Worktree(name, path, branch, base.decode(), head.decode(), reused, meta["port_base"])
 
     def _claim(self, repo: Repo, name: str, branch: str, dirname: str, path: Path,
                ref: bytes) -> tuple[bytes, dict, bool, bool]:

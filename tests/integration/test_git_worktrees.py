@@ -157,6 +157,27 @@ def test_reuse_brings_moved_target_in(git_repo):
     assert wm.acquire("t5", "task/5-ff").head == head_of(git_repo, "main") != wt5.head
 
 
+def test_reuse_without_the_target_keeps_the_branch_and_names_where_it_last_met_the_target(git_repo):
+    """An epic's next task (`update_from_target=False`): its branch as the previous task left it,
+    none of what main got since; its base is the newest commit of main's history the branch holds,
+    the one git merge-base names."""
+    wm = WorktreeManager(git_repo)
+    wt = wm.acquire("epic", "epic/e")
+    (wt.path / "one.txt").write_text("one\n")
+    first = wm.commit_all(wt, "first task")
+    assert merge_branch(git_repo, "epic/e", into="main").status == "merged"
+    (git_repo / "other.txt").write_text("another lane's\n")
+    git(git_repo, "add", "other.txt")
+    git(git_repo, "commit", "-q", "-m", "main moved")
+    again = wm.acquire("epic", "epic/e", update_from_target=False)
+    assert again.head == first and not (again.path / "other.txt").exists()
+    assert again.base_commit == git(git_repo, "merge-base", "main", "epic/e") == first
+    assert wm.list()[0].base_commit == first
+    brought = wm.acquire("epic", "epic/e")   # with the target: main's tip, fast-forwarded
+    assert brought.base_commit == brought.head == head_of(git_repo, "main")
+    assert (brought.path / "other.txt").exists()
+
+
 def test_reuse_does_its_file_work_with_the_repository_lock_free(git_repo, monkeypatch):
     """A reused worktree is made clean and brought up to the target while the repository's lock is
     free: the lock covers the bookkeeping only, so the acquires of other lanes never queue behind
