@@ -73,9 +73,8 @@ class Executor:
         # Threads of its own for worktree work (made as needed): the default pool has cpu+4 of them,
         # shared with every other service of the process, and each agent's worktree waited its turn.
         self._git = Threads("yokeflow-executor-git", max_workers=32)
-        # attempts waiting for their agent slot, woken by the scheduler's AgentAdmitted (a live message)
-        self._admissions: dict[tuple[str, str, int], asyncio.Event] = {}
-        self._admitted: dict[tuple[str, str, int], ev.AgentAdmitted] = {}  # as the stream stored them
+        # attempts waiting for their agent slot: each future gets its AgentAdmitted as the stream stored it
+        self._admissions: dict[tuple[str, str, int], asyncio.Future] = {}
         self._checks: set[asyncio.Task] = set()  # live cancellations being looked up in the log
 
     # ------------------------------------------------------------------ history
@@ -113,25 +112,19 @@ class Executor:
     def _admission_subject(self, e: ev.TaskReady) -> str:
         return self.bus.subjects.event(e.project_id, ev.AgentAdmitted.aggregate, e.aggregate_id, "AgentAdmitted")
 
-    async def _admission(self, e: ev.TaskReady, woken: asyncio.Event, cancel: asyncio.Event) -> ev.Event | None:
+    async def _admission(self, e: ev.TaskReady, stored: asyncio.Future, cancel: asyncio.Event) -> ev.Event | None:
         """Wait for the scheduler to admit the attempt to an agent slot (its AgentAdmitted, as the log
         holds it); None when it was cancelled (or its lease lost) first. Admissions come as the
         stream stores them (`Bus.follow`: a publish the stream refused, a lost optimistic check,
         never arrives, so none is read back); the log is also read when the wait begins and now
         and then after, should the follower be making its consumer again."""
-        key = (e.run_id, e.task_id, e.attempt)
         cancelled = asyncio.ensure_future(cancel.wait())
         try:
             while True:
-                woken.clear()  # a wake from here on is news to the check below
-                found = self._admitted.get(key) or await self.bus.last_event(self._admission_subject(e))
+                found = stored.result() if stored.done() else await self.bus.last_event(self._admission_subject(e))
                 if isinstance(found, ev.AgentAdmitted) and found.attempt == e.attempt:
                     return found
-                wake = asyncio.ensure_future(woken.wait())
-                try:
-                    await asyncio.wait({wake, cancelled}, timeout=LOG_POLL_S, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    wake.cancel()
+                await asyncio.wait({stored, cancelled}, timeout=LOG_POLL_S, return_when=asyncio.FIRST_COMPLETED)
                 if cancel.is_set():
                     return None
         finally:
@@ -140,11 +133,9 @@ class Executor:
     async def _on_admitted(self, e: ev.Event, seq: int) -> None:
         """An AgentAdmitted the stream stored: the attempt waiting for it starts."""
         if isinstance(e, ev.AgentAdmitted):
-            key = (e.run_id, e.task_id, e.attempt)
-            woken = self._admissions.get(key)
-            if woken is not None:
-                self._admitted[key] = e
-                woken.set()
+            waiting = self._admissions.get((e.run_id, e.task_id, e.attempt))
+            if waiting is not None and not waiting.done():
+                waiting.set_result(e)
 
     async def _expertise(self, e: ev.TaskReady) -> tuple[str, list[str], dict[str, int]]:
         """The most useful entries of the domains the scheduler named, within the prompt budget;
@@ -256,20 +247,19 @@ class Executor:
         """Prepare the attempt's worktree, wait for its agent slot, run its agent under `lease`; False
         when the lease was lost (nothing published after)."""
         key = (e.run_id, e.task_id, e.attempt)
-        woken = self._admissions[key] = asyncio.Event()
+        stored = self._admissions[key] = asyncio.get_running_loop().create_future()
         cancel = asyncio.Event()
         self.running[(e.run_id, e.task_id)] = cancel
         keeper = asyncio.create_task(self._keep(lease, cancel))
         try:
-            return await self._attempt(e, d, view, history, lease, woken, cancel)
+            return await self._attempt(e, d, view, history, lease, stored, cancel)
         finally:
             self.running.pop((e.run_id, e.task_id), None)
             self._admissions.pop(key, None)
-            self._admitted.pop(key, None)
             keeper.cancel()
 
     async def _attempt(self, e: ev.TaskReady, d: Delivery, view: domain.AttemptView, history: list[ev.Event],
-                       lease: Lease, woken: asyncio.Event, cancel: asyncio.Event) -> bool:
+                       lease: Lease, stored: asyncio.Future, cancel: asyncio.Event) -> bool:
         resumed_after = view.interrupted
         started = time.monotonic()
         parallel = self.config.parallel
@@ -342,7 +332,7 @@ class Executor:
         recorded: asyncio.Future = asyncio.get_running_loop().create_future()
         recorded.set_result(True)
         if not admitted:
-            admission = await self._admission(e, woken, cancel)
+            admission = await self._admission(e, stored, cancel)
             if admission is None:
                 if not await self._still_holding(lease):
                     return False  # its new holder goes on with it
