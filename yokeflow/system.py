@@ -233,10 +233,9 @@ class ServiceProcesses:
                 return f"{name}: its process exited with code {child.returncode}"
         return None
 
-    def cpu_seconds(self) -> float:
-        """User and system CPU of the live children and theirs (each one's git worker) so far
-        (Linux /proc; 0 where it cannot be read)."""
-        return tree_cpu_seconds([child.pid for child in self.children.values()])
+    def pids(self) -> list[int]:
+        """The services' processes (each one's git worker is a child of its own)."""
+        return [child.pid for child in self.children.values()]
 
     async def stop(self, drain_s: float) -> None:
         """SIGTERM (each drains as it does in a deployment), then SIGKILL after `drain_s` + 15 s."""
@@ -394,11 +393,12 @@ class System:
         return self.children.failed() if self.children is not None else None
 
     def children_cpu_seconds(self) -> float:
-        """CPU used so far by the services' own processes and by this process's git worker."""
+        """CPU used so far by the services' own processes (with their git workers) and by this
+        process's git worker: one reading of /proc for them all."""
         from shared.gitworker import git_worker
         own = git_worker().pid
-        return (self.children.cpu_seconds() if self.children is not None else 0.0) + (
-            tree_cpu_seconds([own]) if own is not None else 0.0)
+        return tree_cpu_seconds((self.children.pids() if self.children is not None else []) +
+                                ([own] if own is not None else []))
 
     async def stop(self) -> None:
         self.stop_event.set()
