@@ -117,16 +117,17 @@ def merge_bases(repo: Repo, a: bytes, b: bytes) -> list[bytes]:
     return list(dict.fromkeys(found))
 
 
-def target_merge_bases(repo: Repo, target: bytes, other: bytes) -> list[bytes]:
+def target_merge_bases(repo: Repo, target: bytes, other: bytes, shallow: frozenset[bytes] | None = None) -> list[bytes]:
     """`merge_bases(repo, target, other)` for a target branch's tip: the branch's history is known
     as a set (`_target_history`), so the walk covers only `other`'s commits that are not in it. A
     branch made from an old `main` (a lane that merges into `main` without bringing `main` back in)
     has commits of a low generation, and the paint-down walk read every commit of `main` made since
     that generation: ~300 per merge at 1,000 tasks. Several candidates, or a history too large to
-    keep: the general walk."""
+    keep: the general walk. `shallow`: shallow_commits(repo), when the caller has it."""
     if target == other:
         return [target]
-    shallow = shallow_commits(repo)
+    if shallow is None:
+        shallow = shallow_commits(repo)
     with _histories_lock:
         history = _target_history(repo, target, shallow)
         if history is None:
@@ -146,9 +147,10 @@ def target_merge_bases(repo: Repo, target: bytes, other: bytes) -> list[bytes]:
     return merge_bases(repo, target, other)
 
 
-def in_target_history(repo: Repo, target: bytes, sha: bytes) -> bool:
+def in_target_history(repo: Repo, target: bytes, sha: bytes, shallow: frozenset[bytes] | None = None) -> bool:
     """`commit_is_ancestor(repo, sha, target)` for a target branch's tip (see target_merge_bases)."""
-    shallow = shallow_commits(repo)
+    if shallow is None:
+        shallow = shallow_commits(repo)
     with _histories_lock:
         history = _target_history(repo, target, shallow)
         if history is not None:

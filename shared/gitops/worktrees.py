@@ -210,10 +210,10 @@ class WorktreeManager:
         if commit_is_ancestor(repo, target_tip, head, shallow):
             return head
         old_tree = repo[head].tree
-        if in_target_history(repo, target_tip, head):
+        if in_target_history(repo, target_tip, head, shallow):
             new = target_tip
         else:
-            base = target_merge_bases(repo, target_tip, head)
+            base = target_merge_bases(repo, target_tip, head, shallow)
             tm = merge_trees(repo.object_store, repo[base[0]].tree if base else None, old_tree,
                              repo[target_tip].tree, labels=(branch, self.target))
             if tm.conflicts:
