@@ -79,6 +79,18 @@ class _PubAck(msgspec.Struct):
 
 _ack_decoder = msgspec.json.Decoder(_PubAck)
 
+# The latest event of a subject as last seen in this process, by (server, stream, its creation,
+# subject): (stream sequence, event). The event stream's messages are never changed or removed
+# (deny_delete, deny_purge, no limits), so a remembered event is still its subject's latest
+# exactly when no message on the subject follows its sequence: `Bus.last_event_at(remembered=True)`
+# asks that with a next-by-subject direct get, answered by a short "not found" instead of the
+# whole event (an expertise document is tens of kB, read by the learner and the executor for every
+# task while only the learner's own append changed it). Shared by the process's buses: the
+# services of one process see each other's appends.
+_LATEST: dict[tuple[str, str, str, str], tuple[int, Event]] = {}
+LATEST_KEPT = 512  # subjects remembered (an expertise domain each, per project); the oldest go first
+LATEST_FOLLOW = 4  # newer messages taken one by one before reading the subject's last at once
+
 
 def _expire(waiter: asyncio.Future) -> None:
     if not waiter.done():  # the same error js.publish gives when no ack comes in time
@@ -161,6 +173,7 @@ class Bus:
         self._acks: dict[str, tuple[asyncio.Future, float]] = {}  # reply subject -> its publish's ack and deadline
         self._sweeper: asyncio.TimerHandle | None = None  # expires overdue acks (see _sweep)
         self._batches: dict[str, asyncio.Queue] = {}  # reply subject -> the answers of one direct get
+        self._events_created = ""  # the event stream's creation time, once ensure_streams has run
 
     @classmethod
     async def connect(cls, url: str, *, name: str = "yokeflow", connect_timeout: float = 5.0,
@@ -280,12 +293,14 @@ class Bus:
         )
         for cfg in (events, logs):
             try:
-                await self.js.add_stream(cfg)
+                info = await self.js.add_stream(cfg)
             except APIError as exc:
                 if exc.err_code == 10058:  # stream name already in use with a different configuration
-                    await self.js.update_stream(cfg)
+                    info = await self.js.update_stream(cfg)
                 else:
                     raise
+            if cfg is events:  # a stream made again under the same name is another log
+                self._events_created = str(getattr(info, "created", "") or "")
 
     async def subjects_in(self, filter_subject: str) -> list[str]:
         """The subjects of the event stream that match `filter_subject` and hold messages (one request)."""
@@ -464,7 +479,7 @@ class Bus:
 
         async def write() -> list[Published]:
             if latest is not None:
-                seq, last = await self.last_event_at(latest)
+                seq, last = await self.last_event_at(latest, remembered=True)
                 events = [last] if last is not None else []
             else:
                 history = [d async for d in self.read([self.aggregate_filter(probe)])]
@@ -474,6 +489,10 @@ class Bus:
             for i, (event, msg_id) in enumerate(decide(events)):
                 out.append(await self.publish(event, msg_id=msg_id, expected_seq=seq if i == 0 else None,
                                               expected_subject=latest if i == 0 else None))
+                # the subject's new latest, as stored (scrubbed): the next reader here need not fetch it
+                if i == 0 and latest is not None and not out[0].duplicate and self.subject_of(event) == latest:
+                    if (key := self._latest_key(latest)) is not None:
+                        self._remember(key, out[0].seq, out[0].event)
             return out
 
         return await retry_on_conflict(write, reload=lambda: asyncio.sleep(0.01), attempts=attempts,
@@ -660,17 +679,52 @@ class Bus:
                 await self.js.delete_consumer(self.log_stream, info.name)
         return entries, pending > 0
 
-    async def last_event(self, subject: str) -> Event | None:
+    async def last_event(self, subject: str, *, remembered: bool = False) -> Event | None:
         """The latest event on a subject (e.g. a domain's ExpertiseUpdated), or None."""
-        return (await self.last_event_at(subject))[1]
+        return (await self.last_event_at(subject, remembered=remembered))[1]
 
-    async def last_event_at(self, subject: str) -> tuple[int, Event | None]:
-        """The latest event on a subject and its stream sequence; (0, None) when it has none."""
+    async def last_event_at(self, subject: str, *, remembered: bool = False) -> tuple[int, Event | None]:
+        """The latest event on a subject and its stream sequence; (0, None) when it has none.
+        `remembered`: for a subject whose events are large and read often, the event this process
+        saw last is handed out again when the stream holds nothing newer on the subject (a short
+        question instead of the event; see _LATEST)."""
+        key = self._latest_key(subject) if remembered else None
+        kept = _LATEST.get(key) if key is not None else None
+        if kept is not None:
+            for _ in range(LATEST_FOLLOW):
+                try:
+                    msg = await self.js.get_msg(self.stream, seq=kept[0] + 1, subject=subject, direct=True, next=True)
+                except NotFoundError:
+                    return kept  # nothing after it: still the latest
+                if not msg.data:
+                    break
+                kept = (msg.seq or 0, decode(msg.data))
+                self._remember(key, *kept)
         try:
             msg = await self.js.get_last_msg(self.stream, subject, direct=True)
         except NotFoundError:
             return 0, None
-        return msg.seq or 0, decode(msg.data) if msg.data else None
+        seq, event = msg.seq or 0, decode(msg.data) if msg.data else None
+        if key is not None and event is not None:
+            self._remember(key, seq, event)
+        return seq, event
+
+    def _latest_key(self, subject: str) -> tuple[str, str, str, str] | None:
+        """Where the subject's latest event is remembered; None when it cannot be (a replicated
+        stream's direct gets may be answered by a follower a moment behind its leader)."""
+        if self.replicas != 1 or not self._events_created:
+            return None
+        url = self.nc.connected_url
+        return (url.netloc if url is not None else "", self.stream, self._events_created, subject)
+
+    @staticmethod
+    def _remember(key: tuple[str, str, str, str], seq: int, event: Event) -> None:
+        if key in _LATEST and _LATEST[key][0] >= seq:
+            return
+        _LATEST.pop(key, None)
+        _LATEST[key] = (seq, event)
+        while len(_LATEST) > LATEST_KEPT:
+            del _LATEST[next(iter(_LATEST))]
 
     # ------------------------------------------------------------------ durable consumers
     async def consume(self, durable: str, filter_subjects: Sequence[str], handler: Handler, *,
@@ -913,6 +967,10 @@ class Bus:
             self._leases = await self.js.create_key_value(bucket=f"{self.stream}_LEASES", history=1,
                                                           replicas=self.replicas)
         return self._leases
+
+    async def ready_leases(self) -> None:
+        """Make (or find) the lease bucket now, so the first lease is one round trip like the rest."""
+        await self._lease_bucket()
 
     async def lease_acquire(self, key: str, holder: str, ttl: float) -> Lease | None:
         """Take `key` for `ttl` seconds if nobody holds it (create-only); None while another holds it."""

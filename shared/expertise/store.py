@@ -26,7 +26,7 @@ async def history(bus: Bus, project_id: str, domain: str) -> list[ev.ExpertiseUp
 
 async def latest(bus: Bus, project_id: str, domain: str) -> ev.ExpertiseUpdated | None:
     subject = bus.subject_of(_probe(project_id, check_domain(domain)))
-    found = await bus.last_event(subject)
+    found = await bus.last_event(subject, remembered=True)
     return found if isinstance(found, ev.ExpertiseUpdated) else None
 
 

@@ -70,16 +70,21 @@ async def test_an_append_on_a_subjects_latest_event_minds_only_that_subject(bus,
 
     probe = version(0)
     await bus.publish(version(1))
-    real, landing, reads = bus.js.get_last_msg, [], []
+    landing, reads = [], []
 
-    async def read_then_another_lands(*args, **kwargs):
-        msg = await real(*args, **kwargs)
-        reads.append(msg.seq)
-        if landing:
-            await bus.publish(landing.pop(0))
-        return msg
+    def read_then_another_lands(real):
+        async def read(*args, **kwargs):  # the whole latest event, or the question whether one followed it
+            try:
+                return await real(*args, **kwargs)
+            finally:
+                if real.__name__ == "get_last_msg" or kwargs.get("next"):  # (get_last_msg calls get_msg)
+                    reads.append(real.__name__)
+                    if landing:
+                        await bus.publish(landing.pop(0))
+        return read
 
-    monkeypatch.setattr(bus.js, "get_last_msg", read_then_another_lands)
+    monkeypatch.setattr(bus.js, "get_last_msg", read_then_another_lands(bus.js.get_last_msg))
+    monkeypatch.setattr(bus.js, "get_msg", read_then_another_lands(bus.js.get_msg))
 
     def decide(events):
         (last,) = events
@@ -92,9 +97,60 @@ async def test_an_append_on_a_subjects_latest_event_minds_only_that_subject(bus,
     reads.clear()
     landing.append(version(3))  # another writer's version lands between the read and the append
     await bus.append(decide, probe, latest=bus.subject_of(probe))
-    assert len(reads) == 2  # refused once, read and decided again on top of it
+    # refused once, read and decided again on top of it. The version this bus wrote was remembered:
+    # the first read asked whether one followed it (none yet); the second found version 3 and asked
+    # again after it (none); the whole latest event was never fetched
+    assert reads == ["get_msg", "get_msg", "get_msg"]
     versions = [d.event.version for d in await all_events(bus) if isinstance(d.event, ExpertiseUpdated)]
     assert versions == [1, 2, 3, 4]
+
+
+async def test_a_subjects_latest_event_seen_in_this_process_is_asked_about_not_read_again(bus, nats_server, unique,
+                                                                                        monkeypatch):
+    """An expertise document is tens of kB, and the learner and the executor read its latest version
+    for every task while only the learner's own append changed it. A version this process wrote or
+    read is handed out again when no message on its subject follows it (a short "not found"), by any
+    bus of the process; anything newer is read."""
+    from shared.bus import Bus
+
+    other = await Bus.connect(nats_server.url, identity="admin", prefix=f"t{unique}", stream=f"EV_{unique}",
+                              log_stream=f"LOG_{unique}")
+    try:
+        def version(n: int, **kw) -> ExpertiseUpdated:
+            return ExpertiseUpdated(project_id="p", aggregate_id="api", domain="api", version=n, **kw)
+
+        subject = bus.subject_of(version(0))
+        whole = []
+        real = other.js.get_last_msg
+
+        async def counted(*args, **kwargs):
+            whole.append(args)
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(other.js, "get_last_msg", counted)
+
+        assert await other.last_event_at(subject, remembered=True) == (0, None)
+        [written] = await bus.append(lambda events: [(version(1), None)], version(0), latest=subject)
+        whole.clear()
+        for _ in range(3):
+            seq, event = await other.last_event_at(subject, remembered=True)
+            assert (seq, event) == (written.seq, written.event) and event.version == 1
+        assert whole == []  # asked three times, read not once
+
+        # a version published without append (another process's, say) is found and read
+        newer = await bus.publish(version(2))
+        assert await other.last_event_at(subject, remembered=True) == (newer.seq, newer.event)
+        assert await other.last_event_at(subject, remembered=True) == (newer.seq, newer.event)
+
+        # what is remembered is what the stream holds: the scrubbed event, never the secret
+        secret = "sk-ant-" + "x" * 30
+        [scrubbed] = await bus.append(lambda events: [(version(3, source=f"key {secret}"), None)], version(0),
+                                      latest=subject)
+        seq, event = await other.last_event_at(subject, remembered=True)
+        assert seq == scrubbed.seq and secret not in event.source and "[REDACTED]" in event.source
+        assert event == (await other.last_event_at(subject))[1]  # a plain read: the same event
+    finally:
+        await other.close()
 
 async def test_redelivered_event_is_applied_once(bus):
     applied: list[int] = []
