@@ -105,6 +105,35 @@ async def test_gap_in_delivery_is_filled_from_the_log(bus, database_url):
     await database.dispose()
 
 
+async def test_an_expertise_version_is_projected_whole_and_indexed_without_its_document(bus, database_url):
+    """expertise_files holds each version's YAML; event_log names the version without its document
+    (tens of kB a task, most of the bytes the ledger wrote, for an index nothing reads them from)."""
+    from shared.expertise.model import Entry, Origin, new_document, render
+
+    doc = new_document("api")
+    doc = type(doc)(domain="api", overview="the API", entries=[Entry(
+        kind="core_file", key="api/app.py", path="api/app.py", text="the app", files=["api/app.py"],
+        origin=Origin(run_id="r", task_id="a", attempt=1), learned_at="2026-12-06T10:00:00+00:00")])
+    version = ev.ExpertiseUpdated(project_id="p", aggregate_id="api", domain="api", version=1, lines=12, document=doc,
+                                  reason="learned", source="r/a/1")
+    old = ev.ExpertiseUpdated(project_id="p", aggregate_id="api", domain="api", version=2, lines=3,
+                              content="domain: api\noverview: ''\n", reason="import", source="seed")
+    for e in (version, old):
+        await bus.publish(e)
+    database = db.Database(database_url)
+    await project_all(bus, database, await bus.last_seq())
+    files = {r["version"]: r for r in await database.fetch(select(db.expertise_files))}
+    assert files[1]["content"] == render(doc) and "api/app.py" in files[1]["content"]
+    assert files[2]["content"] == "domain: api\noverview: ''\n"
+    logged = {r["data"]["version"]: r for r in await database.fetch(select(db.event_log))}
+    for n in (1, 2):
+        data = logged[n]["data"]
+        assert logged[n]["type"] == "ExpertiseUpdated" and data["domain"] == "api"
+        assert data.get("document") is None and not data.get("content")
+    assert logged[1]["data"]["source"] == "r/a/1" and logged[1]["data"]["lines"] == 12
+    await database.dispose()
+
+
 async def test_a_database_from_before_attempt_purposes_is_migrated(database_url):
     from sqlalchemy import text
 
