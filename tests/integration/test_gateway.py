@@ -163,10 +163,12 @@ async def test_eta_uses_plan_estimates_before_any_task_finished(gateway, bus, da
 
 async def test_expertise_lists_latest_content_and_versions(gateway, bus, database_url):
     await publish_and_project(bus, database_url, run_events()[:1] + [
-        ev.ExpertiseUpdated(project_id="p", aggregate_id="p-api", domain="api", version=v, lines=v,
-                            content=f"v{v}") for v in (1, 2)])
-    [api] = (await gateway.get("/api/projects/p/expertise")).json()["domains"]
-    assert api["content"] == "v2" and [v["version"] for v in api["versions"]] == [1, 2]
+        ev.ExpertiseUpdated(project_id="p", aggregate_id=f"p-{d}", domain=d, version=v, lines=v,
+                            content=f"{d} v{v}") for d, v in (("api", 1), ("ui", 1), ("api", 2), ("api", 3))])
+    api, ui = (await gateway.get("/api/projects/p/expertise")).json()["domains"]
+    assert api["content"] == "api v3" and [v["version"] for v in api["versions"]] == [1, 2, 3]
+    assert api["version"] == 3 and api["lines"] == 3
+    assert ui["content"] == "ui v1" and [v["version"] for v in ui["versions"]] == [1]
 
 
 async def test_health_reports_both_servers(gateway):
