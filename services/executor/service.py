@@ -595,6 +595,7 @@ class Executor:
 
     async def serve(self, stop: asyncio.Event) -> None:
         await git_worker().warm(gitjobs.__name__)
+        await self.bus.ready_leases()  # a run's first agent waited for the bucket's creation
         subs = [await self.bus.subscribe_live(self.bus.type_filter("RunCancelled"), self._on_cancel),
                 await self.bus.subscribe_live(self.bus.type_filter("TaskCancelled"), self._on_cancel)]
         admissions = await self.bus.follow(self.bus.type_filter("AgentAdmitted"), self._on_admitted)

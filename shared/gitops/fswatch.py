@@ -5,7 +5,6 @@ merger need not lstat every tracked file before each merge. Not available elsewh
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import struct
@@ -27,7 +26,9 @@ _libc = None
 def _inotify():
     global _libc
     if _libc is None and sys.platform.startswith("linux"):
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        # the process's own symbols, libc's among them: find_library runs `ldconfig -p` (~3 ms, on
+        # the first worktree job of every process)
+        lib = ctypes.CDLL(None, use_errno=True)
         _libc = lib if hasattr(lib, "inotify_init1") else False
     return _libc or None
 
