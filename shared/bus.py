@@ -88,7 +88,7 @@ _ack_decoder = msgspec.json.Decoder(_PubAck)
 # task while only the learner's own append changed it). Shared by the process's buses: the
 # services of one process see each other's appends.
 _LATEST: dict[tuple[str, str, str, str], tuple[int, Event]] = {}
-LATEST_KEPT = 512  # subjects remembered (an expertise domain each, per project); the oldest go first
+LATEST_KEPT = 128  # subjects remembered (an expertise domain each, per project); the oldest go first
 LATEST_FOLLOW = 4  # newer messages taken one by one before reading the subject's last at once
 
 

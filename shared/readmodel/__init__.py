@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, case, func, select
 
 from shared import db
 from shared import events as ev
@@ -162,23 +162,20 @@ async def run_events(database: Database, run_id: str, after: int = 0, limit: int
 async def expertise(database: Database, project_id: str) -> list[dict[str, Any]]:
     """Per domain: the latest version's content and the list of versions."""
     x = db.expertise_files
-    # every version's number, the latest one's content: a document is tens of kB and each task writes
-    # a version, so reading every version's content read the whole history for one page
-    rows = await database.fetch(select(x.c.domain, x.c.version, x.c.lines, x.c.updated_at)
+    # every version's number, the latest one's content (one statement: one snapshot): a document is
+    # tens of kB and each task writes a version, so reading every version's content read the whole
+    # history for one page
+    newest = select(x.c.domain, func.max(x.c.version).label("version")).where(
+        x.c.project_id == project_id).group_by(x.c.domain).subquery()
+    content = case((x.c.version == newest.c.version, x.c.content), else_=None).label("content")
+    rows = await database.fetch(select(x.c.domain, x.c.version, x.c.lines, x.c.updated_at, content)
+                                .join(newest, x.c.domain == newest.c.domain)
                                 .where(x.c.project_id == project_id).order_by(x.c.domain, x.c.version))
     domains: dict[str, dict[str, Any]] = {}
     for row in rows:
         entry = domains.setdefault(row["domain"], {"domain": row["domain"], "versions": []})
         entry["versions"].append({"version": row["version"], "lines": row["lines"], "updated_at": row["updated_at"]})
-        entry.update(version=row["version"], lines=row["lines"], updated_at=row["updated_at"])
-    if domains:
-        newest = select(x.c.domain, func.max(x.c.version).label("version")).where(
-            x.c.project_id == project_id).group_by(x.c.domain).subquery()
-        latest = await database.fetch(select(x.c.domain, x.c.content).join(
-            newest, and_(x.c.domain == newest.c.domain, x.c.version == newest.c.version)).where(
-            x.c.project_id == project_id))
-        for row in latest:
-            domains[row["domain"]]["content"] = row["content"]
+        entry.update(version=row["version"], lines=row["lines"], content=row["content"], updated_at=row["updated_at"])
     return list(domains.values())
 
 
