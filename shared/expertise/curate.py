@@ -10,7 +10,7 @@ from typing import Callable
 
 import msgspec
 
-from shared.expertise.model import Document, Entry, entry_item, render
+from shared.expertise.model import Document, Entry, head_lines, item_lines
 
 REINFORCE = 1.0
 
@@ -43,30 +43,26 @@ def value_order(given: dict[str, int]) -> Callable[[Entry], tuple]:
     return lambda e: (not e.flagged, e.score, given.get(e.id, 0), e.confirmed_at or e.learned_at, e.id)
 
 
-def _lines(e: Entry) -> int:
-    return entry_item(e).count("\n")
-
-
 def prune(doc: Document, max_lines: int, *, given: dict[str, int] | None = None) -> Document:
-    """Keep the most valuable entries that fit in `max_lines` of YAML, in their original order."""
-    header = render(msgspec.structs.replace(doc, entries=[])).count("\n")
-    costs = {e.id: _lines(e) for e in doc.entries}
-    if header + sum(costs.values()) <= max_lines:
+    """Keep the most valuable entries that fit in `max_lines` of YAML, in their original order.
+    Lines are counted without rendering (as `line_count` does): the head, then each entry's item."""
+    header = head_lines(doc)
+    sizes = [item_lines(e) for e in doc.entries]
+    if header + sum(sizes) <= max_lines:
         return doc
-    given = given or {}
+    order = value_order(given or {})
     budget = max_lines - header
-    keep: set[str] = set()
+    keep: set[int] = set()
     used = 0
-    for e in sorted(doc.entries, key=value_order(given), reverse=True):
-        cost = costs[e.id]
-        if used + cost <= budget:
-            keep.add(e.id)
-            used += cost
-    pruned = msgspec.structs.replace(doc, entries=[e for e in doc.entries if e.id in keep])
-    while pruned.entries and render(pruned).count("\n") > max_lines:  # a long overview: drop the least valuable
-        worst = min(pruned.entries, key=value_order(given))
-        pruned = msgspec.structs.replace(pruned, entries=[e for e in pruned.entries if e.id != worst.id])
-    return pruned
+    for i in sorted(range(len(doc.entries)), key=lambda i: order(doc.entries[i]), reverse=True):
+        if used + sizes[i] <= budget:
+            keep.add(i)
+            used += sizes[i]
+    kept = sorted(keep)
+    # a long overview alone can leave too little room: drop the least valuable until the rest fits
+    while kept and header + sum(sizes[i] for i in kept) > max_lines:
+        kept.remove(min(kept, key=lambda i: order(doc.entries[i])))
+    return msgspec.structs.replace(doc, entries=[doc.entries[i] for i in kept])
 
 
 def validate(doc: Document, exists: Callable[[str], bool], *, now: str, branch: str = "main",

@@ -133,20 +133,40 @@ def entry_item(e: Entry) -> str:
     return _item(_PACK.encode(e))
 
 
+@functools.lru_cache(maxsize=256)
+def _head(domain: str, overview: str) -> str:
+    return _dump({"domain": domain, "overview": overview})
+
+
 def render(doc: Document) -> str:
     """The document as YAML in the PRD's shape (stable: the same document renders the same bytes).
     The bytes are those of dumping the whole mapping at once: a section's block sequence is not
     indented under its key, so it is the concatenation of its entries' items."""
-    out = [_dump({"domain": doc.domain, "overview": doc.overview})]
+    out = [_head(doc.domain, doc.overview)]
     for kind in KINDS:
         items = [entry_item(e) for e in doc.entries if e.kind == kind]
         out.append(f"{SECTION[kind]}:\n{''.join(items)}" if items else f"{SECTION[kind]}: []\n")
     return "".join(out)
 
 
+def head_lines(doc: Document) -> int:
+    """Lines of the document without its entries: the domain and overview, one line per section."""
+    return _head(doc.domain, doc.overview).count("\n") + len(KINDS)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _item_lines(packed: bytes) -> int:
+    return _item(packed).count("\n")
+
+
+def item_lines(e: Entry) -> int:
+    """Lines of the entry's list item (0 for a kind no section renders)."""
+    return _item_lines(_PACK.encode(e)) if e.kind in SECTION else 0
+
 
 def line_count(doc: Document) -> int:
-    return render(doc).count("\n")
+    """render(doc).count("\\n"), without rendering: a section's line, then its items, or `[]` on it."""
+    return head_lines(doc) + sum(item_lines(e) for e in doc.entries)
 
 
 def _parse_origin(label: Any) -> Origin:

@@ -88,6 +88,33 @@ def test_flooding_a_domain_keeps_it_under_the_cap_valid_and_keeps_the_most_valua
     assert parse(text) == capped  # the YAML carries the whole document
 
 
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=150)
+_entries = st.lists(st.builds(
+    Entry, kind=st.sampled_from(["core_file", "pattern", "best_practice", "failure", "effective_pattern"]),
+    key=st.text(min_size=1, max_size=30), text=_text, path=st.text(max_size=40), issue=_text, error=_text,
+    solution=_text, files=st.lists(st.text(max_size=40), max_size=3), flagged=st.text(max_size=20),
+    score=st.floats(0, 100)), max_size=25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(entries=_entries, overview=_text, cap=st.integers(10, 400), given_counts=st.dictionaries(
+    st.text(max_size=12), st.integers(0, 5), max_size=5))
+def test_lines_are_counted_as_rendered_and_pruning_keeps_to_the_cap(entries, overview, cap, given_counts):
+    """The learner counts a version's lines (and prunes by them) without rendering it: the count is the
+    rendered YAML's, however long or multi-line its texts, and a pruned document fits its cap."""
+    from shared.expertise.model import line_count
+
+    doc = Document(domain="api", overview=overview, entries=entries)
+    assert line_count(doc) == render(doc).count("\n")
+    pruned = prune(doc, cap, given=given_counts)
+    assert line_count(pruned) == render(pruned).count("\n")
+    assert line_count(pruned) <= cap or not pruned.entries
+    rest = iter(doc.entries)
+    assert all(any(e is x for x in rest) for e in pruned.entries)  # some of them, in their original order
+    if line_count(doc) <= cap:
+        assert pruned == doc
+
+
 def test_prune_prefers_entries_given_to_agents():
     a = Entry(kind="pattern", key="a", text="a")
     b = Entry(kind="pattern", key="b", text="b")
