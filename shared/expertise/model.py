@@ -154,14 +154,9 @@ def head_lines(doc: Document) -> int:
     return _head(doc.domain, doc.overview).count("\n") + len(KINDS)
 
 
-@functools.lru_cache(maxsize=16_384)
-def _item_lines(packed: bytes) -> int:
-    return _item(packed).count("\n")
-
-
 def item_lines(e: Entry) -> int:
     """Lines of the entry's list item (0 for a kind no section renders)."""
-    return _item_lines(_PACK.encode(e)) if e.kind in SECTION else 0
+    return entry_item(e).count("\n") if e.kind in SECTION else 0
 
 
 def line_count(doc: Document) -> int:
