@@ -18,6 +18,19 @@ def ready(task="1", attempt=1, **kw):
                      attempt=attempt, **kw)
 
 
+def calls_to(monkeypatch, obj, name: str) -> list[tuple]:
+    """The positional arguments of each call of the coroutine method `obj.name` from now on."""
+    calls: list[tuple] = []
+    real = getattr(obj, name)
+
+    async def counted(*args, **kwargs):
+        calls.append(args)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, counted)
+    return calls
+
+
 async def all_events(bus):
     return [d async for d in bus.read()]
 
@@ -120,14 +133,7 @@ async def test_a_subjects_latest_event_seen_in_this_process_is_asked_about_not_r
             return ExpertiseUpdated(project_id="p", aggregate_id="api", domain="api", version=n, **kw)
 
         subject = bus.subject_of(version(0))
-        whole = []
-        real = other.js.get_last_msg
-
-        async def counted(*args, **kwargs):
-            whole.append(args)
-            return await real(*args, **kwargs)
-
-        monkeypatch.setattr(other.js, "get_last_msg", counted)
+        whole = calls_to(monkeypatch, other.js, "get_last_msg")
 
         assert await other.last_event_at(subject, remembered=True) == (0, None)
         [written] = await bus.append(lambda events: [(version(1), None)], version(0), latest=subject)
@@ -263,14 +269,7 @@ async def test_a_bounded_read_of_one_subject_needs_no_consumer_and_reads_past_a_
 
     # a replicated stream's direct gets may come from a follower a moment behind: read as before
     monkeypatch.undo()
-    made = []
-    real = bus.js.add_consumer
-
-    async def counted(*args, **kwargs):
-        made.append(args)
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(bus.js, "add_consumer", counted)
+    made = calls_to(monkeypatch, bus.js, "add_consumer")
     monkeypatch.setattr(bus, "replicas", 3)
     again = [d async for d in bus.read([bus.aggregate_filter(ready(task="1"))])]
     assert [d.seq for d in again] == [d.seq for d in one] and len(made) == 1
@@ -288,17 +287,10 @@ async def test_the_last_events_of_several_subjects_come_in_one_request_in_log_or
     await bus.publish(ending(RunCancelled, run="other", reason="another run"))
     await bus.publish(ending(RunFailed, reason="after the cancel"))
     await bus.publish(ending(RunCancelled, reason="again"))
-    requests = []
-    real = bus.nc.publish
-
-    async def counted(subject, *args, **kwargs):
-        requests.append(subject)
-        return await real(subject, *args, **kwargs)
-
-    monkeypatch.setattr(bus.nc, "publish", counted)
+    requests = calls_to(monkeypatch, bus.nc, "publish")
     found = await bus.last_events(endings)
     assert [(type(e).__name__, e.reason) for e in found] == [("RunFailed", "after the cancel"), ("RunCancelled", "again")]
-    assert len(requests) == 1 and ".DIRECT.GET." in requests[0]
+    assert len(requests) == 1 and ".DIRECT.GET." in requests[0][0]
 
 async def test_consumer_survives_a_bare_timeout_from_fetch(bus, monkeypatch):
     """nats-py's fetch(batch>1) can raise a plain asyncio.TimeoutError; a consumer must not die of it."""
