@@ -19,7 +19,8 @@ flight, events/s, projection lag (event occurred -> its row in PostgreSQL) and t
 CPU of this process per task; beside each policy without a barrier, what its model allows
 (bench/model.py: the policy replayed with no cost, with the costs the run measured, and with each
 left out). A scale series (short agents, concurrency 20) shows CPU per task
-as the plan grows; a burst of events and a publish run measure the ledger and the bus alone.
+as the plan grows (the smaller plans run before and after the largest, their figure the mean of
+the two); a burst of events and a publish run measure the ledger and the bus alone.
 
 `--quick` is the suite's smoke test: a tiny plan, every figure present, no timing judged.
 """
@@ -377,14 +378,24 @@ async def benchmark(args) -> dict[str, Any]:
             seq = out["policies"]["sequential"]["makespan_s"] if out["policies"] else 0.0
             for rec in out["policies"].values():
                 rec["speedup"] = round(seq / rec["makespan_s"], 2) if rec["makespan_s"] else 0.0
-            for n in (scale if "scale" in args.only else ()):
+            sizes = list(scale if "scale" in args.only else ())
+            runs_of: dict[int, list[dict[str, Any]]] = {}
+            # The smaller plans run again after the largest, in reverse (120, 300, 1000, 300, 120): the
+            # host these machines share changes speed over the minutes the series takes, and a figure
+            # of the smallest plan (seconds long) taken once moved by a fifth between two series; the
+            # mean of a run before and one after the largest is the one compared with it.
+            for n in sizes + sorted(set(sizes) - {max(sizes, default=0)}, reverse=True):
                 per = 10 if n >= 30 else 3
                 big = prd_plan(max(1, n // per), per, args.seed)
                 host = host_speed()  # the host as this point began: the series runs minutes apart
                 rec = await bench.run(big, concurrency=20 if not args.quick else 4, agent_ms=scale_ms,
                                       learning=args.learning)
-                out["scale"].append({**rec, "plan_tasks": n, "host": host})
+                runs_of.setdefault(n, []).append({**rec, "plan_tasks": n, "host": host})
                 _progress(args, f"scale {n}: makespan {rec['makespan_s']} s, cpu {rec['cpu_ms_per_task']} ms/task")
+            for n in sizes:
+                first, cpus = runs_of[n][0], [r["cpu_ms_per_task"] for r in runs_of[n]]
+                out["scale"].append({**first, "cpu_ms_per_task": round(statistics.fmean(cpus), 1),
+                                     "cpu_ms_per_task_of_each_run": cpus, "runs": len(cpus)})
             if "burst" in args.only:
                 out["burst"] = await bench.burst(burst)
                 _progress(args, f"burst {burst}: lag p99 {out['burst']['projection_lag_p99_ms']} ms")
@@ -469,11 +480,12 @@ def table(out: dict[str, Any]) -> str:
                          f"{c['link_ms']:.0f} ms, jitter {c['jitter_ms']:.0f} ms); without each: {without}")
     if out["scale"]:
         lines += ["", f"{'tasks':>6}{'makespan s':>11}{'effic.':>8}{'peak':>6}{'cpu ms/task':>12}{'lag p99 ms':>11}"
-                      f"{'host loop cpu ms':>17}"]
+                      f"{'host loop cpu ms':>17}  each run's cpu ms/task (before, after the largest)"]
     for r in out["scale"]:
+        each = ", ".join(f"{c:.1f}" for c in r.get("cpu_ms_per_task_of_each_run", []))
         lines.append(f"{r['tasks']:>6}{r['makespan_s']:>11.2f}{r['efficiency']:>8.2f}{r['peak_agents']:>6}"
                      f"{r['cpu_ms_per_task']:>12.1f}{r['projection_lag_p99_ms']:>11.0f}"
-                     f"{r.get('host', {}).get('python_loop_cpu_ms', 0.0):>17.0f}")
+                     f"{r.get('host', {}).get('python_loop_cpu_ms', 0.0):>17.0f}  {each}")
     if "cpu_growth_largest_over_smallest" in out:
         lines.append(f"cpu per task, largest plan / smallest: {out['cpu_growth_largest_over_smallest']}")
     if b := out["burst"]:

@@ -49,6 +49,12 @@ def test_quick_benchmark_reports_every_policy_and_scale_point():
     assert [r["plan_tasks"] for r in out["scale"]] == [9, 18]
     for rec in out["scale"]:
         assert FIELDS <= set(rec) and rec["completed"] and rec["cpu_ms_per_task"] > 0
+    # the smaller plan ran before and after the largest: its figure is the mean of the two runs'
+    small, large = out["scale"]
+    assert small["runs"] == 2 and large["runs"] == 1 and len(small["cpu_ms_per_task_of_each_run"]) == 2
+    assert small["cpu_ms_per_task"] == round(sum(small["cpu_ms_per_task_of_each_run"]) / 2, 1)
+    assert large["cpu_ms_per_task_of_each_run"] == [large["cpu_ms_per_task"]]
+    assert out["cpu_growth_largest_over_smallest"] == round(large["cpu_ms_per_task"] / small["cpu_ms_per_task"], 2)
     assert out["burst"]["events"] == 200 and out["burst"]["publish_per_s"] > 0
     # the host's speed beside the figures, at the start, the end and each scale point (shared machines)
     for host in (out["host"]["start"], out["host"]["end"], *(r["host"] for r in out["scale"])):
