@@ -116,6 +116,8 @@ class _Merger:
     # -- renames ----------------------------------------------------------------
     def _renames(self, mine: dict, other: dict, my_tree: bytes) -> tuple[dict[str, str], set[str]]:
         deleted = {p: o for p, (o, n) in mine.items() if n is None and o is not None}
+        if not deleted:  # nothing moved away on this side (most merges, on the target's side): no rename
+            return {}, set()
         added = {p: n for p, (o, n) in mine.items() if o is None and n is not None}
         relevant = {p for p in deleted if p in other}  # the other side changed what this side moved away
         # like merge-ort, a directory matters for directory renames only when the other side adds a file
