@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -52,7 +53,7 @@ def test_quick_benchmark_reports_every_policy_and_scale_point():
     # the smaller plan ran before and after the largest: its figure is the mean of the two runs'
     small, large = out["scale"]
     assert small["runs"] == 2 and large["runs"] == 1 and len(small["cpu_ms_per_task_of_each_run"]) == 2
-    assert small["cpu_ms_per_task"] == round(sum(small["cpu_ms_per_task_of_each_run"]) / 2, 1)
+    assert small["cpu_ms_per_task"] == round(statistics.fmean(small["cpu_ms_per_task_of_each_run"]), 1)
     assert large["cpu_ms_per_task_of_each_run"] == [large["cpu_ms_per_task"]]
     assert out["cpu_growth_largest_over_smallest"] == round(large["cpu_ms_per_task"] / small["cpu_ms_per_task"], 2)
     assert out["burst"]["events"] == 200 and out["burst"]["publish_per_s"] > 0
