@@ -18,9 +18,10 @@ task could start, its dependencies merged and an agent slot free, to its agent s
 flight, events/s, projection lag (event occurred -> its row in PostgreSQL) and the orchestration
 CPU of this process per task; beside each policy without a barrier, what its model allows
 (bench/model.py: the policy replayed with no cost, with the costs the run measured, and with each
-left out). A scale series (short agents, concurrency 20) shows CPU per task
-as the plan grows (the smaller plans run before and after the largest, their CPU per task the
-mean of the two, their other figures the first run's); a burst of events and a publish run measure the ledger and the bus alone.
+left out). A scale series (short agents, concurrency 20) shows CPU per task as the plan grows
+(the smaller plans run before and after the largest, their CPU per task the mean of the two,
+their other figures the first run's); a burst of events and a publish run measure the ledger
+and the bus alone.
 
 `--quick` is the suite's smoke test: a tiny plan, every figure present, no timing judged.
 """
