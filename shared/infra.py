@@ -59,10 +59,39 @@ def load_or_create_secrets(path: Path, names: list[str]) -> dict[str, str]:
     return data
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default when the setting cannot be read
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, for a server a child process will bind later.
+
+    Taken from below the kernel's ephemeral range: a port the kernel hands out for `bind(0)`
+    can meanwhile become the local end of some process's outgoing connection (to NATS, to
+    PostgreSQL), and the child's bind then fails with "address already in use". Below the
+    range only another listener can take it; this process never hands the same port out twice.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        # a kernel whose ephemeral range starts low leaves no such room: its own pick, then
+        port = secrets.randbelow(low - 10_000) + 10_000 if low > 11_000 else 0
+        if port in _handed_out:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("0.0.0.0", port))  # the widest bind a child may make (the probes bind all addresses)
+                port = s.getsockname()[1]
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    raise InfraError("no free TCP port below the ephemeral range (tried 200)")
 
 
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = "server") -> None:

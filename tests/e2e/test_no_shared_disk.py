@@ -4,13 +4,13 @@ in worktrees there and push their task branches; the merger merges each task int
 
 from __future__ import annotations
 
-import socket
 import subprocess
 
 import pytest
 
 from shared import events as ev
 from shared.commands import start_run
+from shared.infra import free_port
 from tests.support.processes import ServiceProcess, service_env
 from tests.support.system import config, endpoint_for, events_of, start_system, wait_for_end
 
@@ -22,12 +22,6 @@ PLAN = {"name": "remote", "epics": [{"id": "E", "name": "E", "tasks": [
     {"id": "t1", "title": "Task 1", "tests": ["test -d yokeflow-sleep"]},
     {"id": "t2", "title": "Task 2", "tests": ["test -d yokeflow-sleep"]},
     {"id": "t3", "title": "Task 3", "depends_on": ["t0", "t1"], "tests": ["test -d yokeflow-sleep"]}]}]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_executors_with_their_own_disks_reach_the_repository_only_over_git_http(

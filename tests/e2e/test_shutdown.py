@@ -5,7 +5,6 @@ the next executor completes it once."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -14,6 +13,7 @@ import pytest
 
 from shared import events as ev
 from shared.commands import start_run
+from shared.infra import free_port
 from tests.support.processes import ServiceProcess, service_env
 from tests.support.system import config, endpoint_for, events_of, next_event, start_system, wait_for_end
 
@@ -21,12 +21,6 @@ pytestmark = pytest.mark.e2e
 
 PLAN = {"name": "one", "epics": [{"id": "E", "name": "E", "tasks": [
     {"id": "t0", "title": "Task 0", "tests": ["test -d yokeflow-sleep"]}]}]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def probe(port: int, path: str) -> tuple[int, dict]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.infra import free_port
 from tests.support.fake_anthropic import tool, turn
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.processes import ServiceProcess, service_env
@@ -135,13 +136,10 @@ async def test_services_as_processes_make_one_trace_per_run(nats_server, databas
 
 def test_up_with_trace_console_prints_spans_and_a_bad_otel_setting_is_one_line(tmp_path, state_dir):
     import signal
-    import socket
     import time
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("YOKEFLOW_", "OTEL_"))}
     refused = subprocess.run([sys.executable, "-m", "yokeflow", "up", "--state-dir", str(state_dir)],
                              cwd=tmp_path, env={**clean, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",

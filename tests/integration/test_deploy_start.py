@@ -16,18 +16,13 @@ import uuid
 
 import pytest
 
+from shared.infra import free_port
 from tests.support.k8s import ROOT, SERVICES, container, container_env, deployments, render
 from tests.support.otlp import OtlpReceiver
 from tests.support.processes import as_identity, service_env
 
 pytestmark = pytest.mark.integration
 PORT_SETTINGS = {"http": "YOKEFLOW_GATEWAY_PORT", "health": "YOKEFLOW_HEALTH_PORT", "git": "YOKEFLOW_GIT_HTTP_PORT"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def swap_endpoint(url: str, test_url: str) -> str:
