@@ -172,6 +172,23 @@ async def test_cancellation_kills_a_running_command_within_two_seconds(server, p
     assert await wait_dead(int(pid_file.read_text()), within_s=2.0)
 
 
+async def test_a_file_tool_asked_for_after_a_cancellation_does_not_run(server, provider, worktree):
+    cancel = asyncio.Event()
+
+    class CancelOnAnswer:  # the run is cancelled while the model's answer comes back
+        name = provider.name
+
+        async def create(self, **kw):
+            turn_ = await provider.create(**kw)
+            cancel.set()
+            return turn_
+
+    server.add_turns(turn(tool("write_file", path="late.txt", content="no\n")))
+    result = await agent(CancelOnAnswer(), worktree, cancel=cancel)
+    assert result.outcome == "cancelled"
+    assert not (worktree / "late.txt").exists()
+
+
 async def test_a_task_whose_checks_fail_is_not_a_success(server, provider, worktree):
     server.add_turns(turn(tool("write_file", path="ok.txt", content="x")), turn(tool("finish", summary="done")))
     result = await agent(provider, worktree, checks=["test -f ok.txt", "echo 'missing.txt absent' >&2; exit 1"],

@@ -102,22 +102,40 @@ class _Run:
             provider.meter(self.meter)
 
     async def guarded(self, work: Coroutine[Any, Any, T]) -> T:
-        """Run `work` unless or until cancellation: then stop it (and the sandbox's commands)."""
+        """Run `work` unless or until cancellation: then stop it (and the sandbox's commands).
+
+        `work` runs in this task, as asyncio.timeout runs what it guards: a cancellation cancels this
+        task and is turned into _Cancelled here. (Run as a task of its own and waited for, every call
+        cost two more turns of the event loop before the agent went on: on a busy loop, a millisecond
+        or more on each model call and tool call.)"""
         if self.cancel.is_set():
             work.close()
             raise _Cancelled
-        task = asyncio.ensure_future(work)
+        current = asyncio.current_task()
+        assert current is not None
+        state = {"active": True, "fired": False}
+
+        def stop(waited: asyncio.Future) -> None:
+            if state["active"] and not waited.cancelled():
+                state["fired"] = True
+                self.sandbox.cancel()
+                current.cancel()
+
         waiter = asyncio.ensure_future(self.cancel.wait())
+        waiter.add_done_callback(stop)
         try:
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            result = await work
+        except asyncio.CancelledError:
+            if state["fired"] and current.uncancel() == 0:  # ours, not the task's own cancellation
+                raise _Cancelled from None
+            raise
         finally:
+            state["active"] = False
             waiter.cancel()
-        if task.done():
-            return task.result()
-        self.sandbox.cancel()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        raise _Cancelled
+        if state["fired"]:  # the work swallowed our cancellation: it still stands
+            current.uncancel()
+            raise _Cancelled
+        return result
 
     async def log(self, kind: str, data: dict) -> None:
         if self.on_log is not None:
