@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from shared import events as ev
 from shared import metrics, telemetry
-from shared.bus import Bus, ConcurrencyConflict, Delivery, Published, outage, outage_wait, retry_on_conflict
+from shared.bus import Bus, ConcurrencyConflict, Delivery, Published, outage, outage_wait, retry_on_conflict, together
 from shared.config import Config
 from shared.plan import PlanError
 from shared.runner import unless_stopped
@@ -168,7 +168,7 @@ class Planner:
                 return done
             return await self.bus.publish(event, msg_id=msg_id, expected_seq=expected)
 
-        published = await asyncio.gather(*(append(event, msg_id, expected) for event, msg_id, _, expected in group))
+        published = await together([append(event, msg_id, expected) for event, msg_id, _, expected in group])
         for (event, _, key, _), done in zip(group, published):
             self.aggregate_seq[key] = max(self.aggregate_seq.get(key, 0), done.seq)
             current.apply(event)

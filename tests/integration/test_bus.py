@@ -467,6 +467,30 @@ async def test_batches_come_once_each_in_log_order_and_a_stopped_consumer_hands_
     assert sorted(handled) == [p.seq for p in published] and len(set(handled)) == len(handled)  # each once
 
 
+async def test_a_pull_waits_out_expired_requests_and_takes_what_comes_after_them(bus, monkeypatch):
+    """The open request expires (the server answers 408) while nothing comes: the waiting take asks
+    again at once and still hands on an event stored later; an empty wait ends at its timeout."""
+    from shared.pull import Pull
+
+    await bus._ensure_durable("pulled", [bus.events_subject], 30.0, 5, 64, False)
+    pull = await Pull(bus.nc, bus.js._prefix, bus.stream, "pulled", window=8, expires=0.2).open()
+    sent = calls_to(monkeypatch, bus.nc, "publish")
+    try:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        assert await pull.take(8, timeout=0.3) == []
+        assert loop.time() - began < 2.0
+        later = loop.call_later(0.7, lambda: asyncio.ensure_future(bus.publish(ready(task="late"))))
+        got = await pull.take(8, timeout=5.0)  # past three expiries of the request
+        later.cancel()
+        assert [m.subject.rsplit(".", 1)[-1] for m in got] == ["TaskReady"]
+        assert sum(1 for args in sent if args[0] == pull.next_subject) >= 4  # asked again after each expiry
+        for m in got:
+            await m.ack()
+    finally:
+        await pull.close()
+
+
 async def test_a_follower_hands_on_what_the_stream_stores_and_never_what_it_refuses(bus):
     """`follow` is the stored counterpart of a live subscription: core NATS delivers a publish the
     stream refused (a lost optimistic check) to live subscribers; a follower never sees it."""
