@@ -4,6 +4,7 @@ per-aggregate optimistic concurrency, durable pull consumers, replay, agent logs
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -172,7 +173,7 @@ class Bus:
         self._reply_tokens = itertools.count(1)
         self._acks: dict[str, tuple[asyncio.Future, float]] = {}  # reply subject -> its publish's ack and deadline
         self._sweeper: asyncio.TimerHandle | None = None  # expires overdue acks (see _sweep)
-        self._batches: dict[str, asyncio.Queue] = {}  # reply subject -> the answers of one direct get
+        self._batches: dict[str, _Answers] = {}  # reply subject -> the answers of one direct get
         self._events_created = ""  # the event stream's creation time, once ensure_streams has run
 
     @classmethod
@@ -380,12 +381,11 @@ class Bus:
             if self._reply_prefix is None:
                 prefix = self.nc.new_inbox() + "."
                 # no pending limit: a direct get answers up to DIRECT_BATCH stored messages at once
-                await self.nc.subscribe(prefix + "*", cb=self._on_reply, pending_msgs_limit=-1,
-                                        pending_bytes_limit=-1)
+                await self.nc.subscribe_direct(prefix + "*", self._on_reply)  # handled as read: see nats_client
                 self._reply_prefix = prefix
         return self._reply_prefix
 
-    async def _on_reply(self, msg: Msg) -> None:
+    def _on_reply(self, msg: Msg) -> None:
         waiting = self._acks.get(msg.subject)
         if waiting is not None:
             if not waiting[0].done():
@@ -393,7 +393,7 @@ class Bus:
             return
         answers = self._batches.get(msg.subject)
         if answers is not None:  # none: a read that ended or gave up
-            answers.put_nowait(msg)
+            answers.put(msg)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         """Fail the publishes whose ack is overdue; look again while any is in flight."""
@@ -617,13 +617,12 @@ class Bus:
         """The stored messages one batched direct get answers (each with the Nats-Sequence and
         Nats-Subject headers), until the server's end of batch; none when nothing matches."""
         reply = (self._reply_prefix or await self._reply_inbox()) + str(next(self._reply_tokens))
-        answers: asyncio.Queue[Msg] = asyncio.Queue()
+        answers = _Answers()
         self._batches[reply] = answers
         try:
             await self.nc.publish(f"{self.js._prefix}.DIRECT.GET.{stream}", json.dumps(request).encode(), reply=reply)
             while True:
-                msg = answers.get_nowait() if not answers.empty() else await asyncio.wait_for(
-                    answers.get(), DIRECT_READ_WAIT_S)
+                msg = await answers.next(DIRECT_READ_WAIT_S)
                 status = msg.headers.get("Status") if msg.headers else None
                 if status is None:
                     yield msg
@@ -1123,6 +1122,35 @@ class Bus:
 
 
 T = TypeVar("T")
+
+
+class _Answers:
+    """The answers to one direct get, as the reply subscription reads them: a list and a bare future
+    for the reader to wait on (an asyncio.Queue waited for through wait_for made a task of each wait)."""
+
+    def __init__(self) -> None:
+        self.got: collections.deque[Msg] = collections.deque()
+        self.wake: asyncio.Future | None = None
+
+    def put(self, msg: Msg) -> None:
+        self.got.append(msg)
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
+
+    async def next(self, timeout: float) -> Msg:
+        """The next answer; asyncio.TimeoutError when none comes within `timeout` seconds."""
+        if not self.got:
+            loop = asyncio.get_running_loop()
+            wake = self.wake = loop.create_future()
+            timer = loop.call_later(timeout, lambda: wake.done() or wake.set_result(None))
+            try:
+                await wake
+            finally:
+                timer.cancel()
+                self.wake = None
+            if not self.got:
+                raise asyncio.TimeoutError
+        return self.got.popleft()
 
 
 async def together(calls: list[Awaitable[T]]) -> list[T]:

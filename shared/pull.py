@@ -49,11 +49,10 @@ class Pull:
 
     async def open(self) -> "Pull":
         self.inbox = self.nc.new_inbox()
-        self.sub = await self.nc.subscribe(self.inbox, cb=self._on_msg, pending_msgs_limit=-1,
-                                           pending_bytes_limit=-1)
+        self.sub = await self.nc.subscribe_direct(self.inbox, self._on_msg)  # handled as read: see nats_client
         return self
 
-    async def _on_msg(self, msg: Msg) -> None:
+    def _on_msg(self, msg: Msg) -> None:
         if msg.data or not msg.headers or STATUS not in msg.headers:
             self.buffer.append(msg)
             self.owed -= 1

@@ -491,6 +491,31 @@ async def test_a_pull_waits_out_expired_requests_and_takes_what_comes_after_them
         await pull.close()
 
 
+async def test_a_direct_subscription_hands_each_message_on_as_read_and_outlives_a_failing_handler(bus):
+    got: list[bytes] = []
+
+    def handle(msg):
+        got.append(msg.data)
+        if msg.data == b"2":
+            raise RuntimeError("a handler that fails")  # logged; the reading loop goes on
+
+    inbox = bus.nc.new_inbox()
+    sub = await bus.nc.subscribe_direct(inbox, handle)
+    for i in range(5):
+        await bus.nc.publish(inbox, str(i).encode())
+    await bus.nc.flush()
+    for _ in range(100):
+        if len(got) == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert got == [b"0", b"1", b"2", b"3", b"4"]
+    await sub.unsubscribe()
+    await bus.nc.publish(inbox, b"after")
+    await bus.nc.flush()
+    await asyncio.sleep(0.05)
+    assert got[-1] == b"4" and sub._id not in bus.nc._direct
+
+
 async def test_a_follower_hands_on_what_the_stream_stores_and_never_what_it_refuses(bus):
     """`follow` is the stored counterpart of a live subscription: core NATS delivers a publish the
     stream refused (a lost optimistic check) to live subscribers; a follower never sees it."""
