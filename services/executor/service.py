@@ -358,7 +358,8 @@ class Executor:
         async def on_call(record: CallRecord) -> None:
             nonlocal calls
             calls += 1
-            await asyncio.wait([recorded])  # a cost follows its agent's start in the log
+            if not recorded.done():  # (asyncio.wait costs two turns of the loop even on a done future)
+                await asyncio.wait([recorded])  # a cost follows its agent's start in the log
             metrics.COST.add(record.cost_usd, {"model": record.model})
             u = record.usage
             costs.append(asyncio.ensure_future(self.bus.publish_in_run(
