@@ -25,7 +25,7 @@ from shared import metrics, nats_client, telemetry
 from shared.events import Event, UnknownEvent, decode, delivery_failed, encode, subject_token
 from shared.subjects import Subjects
 from shared.payload import fit
-from shared.pull import Pull, PullClosed, position
+from shared.pull import Pull, PullClosed, Wakeup, position
 from shared.scrub import scrub, scrub_bytes
 
 log = logging.getLogger("yokeflow.bus")
@@ -1125,29 +1125,20 @@ T = TypeVar("T")
 
 
 class _Answers:
-    """The answers to one direct get, as the reply subscription reads them: a list and a bare future
-    for the reader to wait on (an asyncio.Queue waited for through wait_for made a task of each wait)."""
+    """The answers to one direct get, as the reply subscription reads them."""
 
     def __init__(self) -> None:
         self.got: collections.deque[Msg] = collections.deque()
-        self.wake: asyncio.Future | None = None
+        self.arrival = Wakeup()
 
     def put(self, msg: Msg) -> None:
         self.got.append(msg)
-        if self.wake is not None and not self.wake.done():
-            self.wake.set_result(None)
+        self.arrival.wake()
 
     async def next(self, timeout: float) -> Msg:
         """The next answer; asyncio.TimeoutError when none comes within `timeout` seconds."""
         if not self.got:
-            loop = asyncio.get_running_loop()
-            wake = self.wake = loop.create_future()
-            timer = loop.call_later(timeout, lambda: wake.done() or wake.set_result(None))
-            try:
-                await wake
-            finally:
-                timer.cancel()
-                self.wake = None
+            await self.arrival.wait(timeout)
             if not self.got:
                 raise asyncio.TimeoutError
         return self.got.popleft()

@@ -25,6 +25,31 @@ DESCRIPTION = "Description"
 PENDING_MESSAGES = "Nats-Pending-Messages"
 
 
+class Wakeup:
+    """One waiter woken by a plain call from a message handler: `wait(timeout)` returns once `wake()`
+    is called or `timeout` seconds pass. A bare future: `wait_for(event.wait())` (or a queue's get)
+    made a task of each wait and woke its caller only after that task's callbacks ran, two more
+    turns of a busy event loop on the way to every message."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future | None = None
+
+    def wake(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        future = self._future = loop.create_future()
+        timer = loop.call_later(max(0.0, timeout), self.wake)
+        try:
+            await future
+        finally:
+            timer.cancel()
+            if self._future is future:
+                self._future = None
+
+
 class PullClosed(Exception):
     """The connection closed under the consumer: nothing more will come."""
 
@@ -45,7 +70,7 @@ class Pull:
         self.owed = 0  # messages the open request may still bring (0: no request open)
         self.asked_at = 0.0  # when the open request was sent (a lost one is replaced after its expiry)
         self.pause_until = 0.0  # after an error status: when to ask again
-        self._wake: asyncio.Future | None = None  # what a waiting take() or close() awaits
+        self._arrival = Wakeup()  # what a waiting take() or close() awaits
 
     async def open(self) -> "Pull":
         self.inbox = self.nc.new_inbox()
@@ -56,7 +81,7 @@ class Pull:
         if msg.data or not msg.headers or STATUS not in msg.headers:
             self.buffer.append(msg)
             self.owed -= 1
-            self._arrived()
+            self._arrival.wake()
             return
         status = msg.headers[STATUS]
         if status == "100":  # an idle heartbeat (not asked for): nothing to do
@@ -69,26 +94,7 @@ class Pull:
                         msg.headers.get(DESCRIPTION, ""))
             self.owed = 0
             self.pause_until = asyncio.get_running_loop().time() + 0.5
-        self._arrived()
-
-    def _arrived(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
-
-    async def _next_arrival(self, timeout: float) -> None:
-        """Until the next message or status arrives, or `timeout` seconds. A bare future the
-        subscription's callback completes: `wait_for(event.wait())` made a task of the wait and woke
-        its caller only after that task's callbacks ran (two more turns of a busy event loop on the
-        way to every batch)."""
-        loop = asyncio.get_running_loop()
-        wake = self._wake = loop.create_future()
-        timer = loop.call_later(max(0.0, timeout), self._arrived)
-        try:
-            await wake
-        finally:
-            timer.cancel()
-            if self._wake is wake:
-                self._wake = None
+        self._arrival.wake()
 
     async def _ask(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -119,7 +125,7 @@ class Pull:
                 left = deadline - loop.time()
                 if left <= 0:
                     return []
-                await self._next_arrival(min(left, self.expires))
+                await self._arrival.wait(min(left, self.expires))
                 if self.nc.is_closed:
                     raise PullClosed
                 await self._ask()  # the request expired or failed: another one, while waiting
@@ -133,7 +139,7 @@ class Pull:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.expires + 0.2
         while self.owed > 0 and not self.nc.is_closed and loop.time() < deadline:
-            await self._next_arrival(deadline - loop.time())
+            await self._arrival.wait(deadline - loop.time())
         left, self.buffer = self.buffer, []
         if self.sub is not None:
             with contextlib.suppress(Exception):
