@@ -13,6 +13,12 @@ agents), where the only costs are the ones given:
 With every cost at zero it gives the plan's own ceiling under list scheduling; with the costs
 a run measured, what that run could have reached; the gap between the two is the orchestration's,
 and each cost set to zero in turn says which part of it. Pure and deterministic (a seed).
+
+Its slots end together more than a system's do (every agent takes the same time, every link the
+mean): a dependent whose link ends just after a round's slots came free waits a whole round here,
+where in a run the slots' ends have spread and it finds one. So on some plans it understates what
+a run reaches (seed 8: 0.871 against 0.904-0.914 measured), and it overstates a change that acts
+on rounds ending together (bench/README.md, 2026-12-06 17:02).
 """
 
 from __future__ import annotations
