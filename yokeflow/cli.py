@@ -49,7 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def sigterm_as_interrupt(signum, frame) -> None:
-    """A SIGTERM handler: the process ends as on Ctrl-C, through its clean-up (also bench.scheduling's)."""
+    """A SIGTERM handler: the process ends as on Ctrl-C, through its clean-up (also bench.scheduling's).
+
+    Inside `asyncio.run` it does what Ctrl-C does there: asyncio's own SIGINT handler cancels the
+    main task, whose clean-up runs and `asyncio.run` then raises KeyboardInterrupt. An exception
+    raised here instead could be lost: a signal handler runs wherever the interpreter is, and an
+    exception raised inside a weakref callback or a `__del__` (the garbage collector's) is printed
+    and dropped, which left `yokeflow events tail` running after its SIGTERM."""
+    on_interrupt = signal.getsignal(signal.SIGINT)
+    if callable(on_interrupt) and on_interrupt is not signal.default_int_handler:
+        on_interrupt(signal.SIGINT, frame)
+        return
     raise KeyboardInterrupt
 
 
