@@ -51,14 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
 def sigterm_as_interrupt(signum, frame) -> None:
     """A SIGTERM handler: the process ends as on Ctrl-C, through its clean-up (also bench.scheduling's).
 
-    Inside `asyncio.run` it does what Ctrl-C does there: asyncio's own SIGINT handler cancels the
-    main task, whose clean-up runs and `asyncio.run` then raises KeyboardInterrupt. An exception
-    raised here instead could be lost: a signal handler runs wherever the interpreter is, and an
-    exception raised inside a weakref callback or a `__del__` (the garbage collector's) is printed
-    and dropped, which left `yokeflow events tail` running after its SIGTERM."""
+    When Python code of the process handles SIGINT (inside `asyncio.run`, asyncio's own handler,
+    which cancels the main task: its clean-up runs and `asyncio.run` then raises KeyboardInterrupt;
+    or a loop's `add_signal_handler`), the signal goes to it, as Ctrl-C's would. Otherwise (the
+    default handler, or SIGINT ignored, as in a background job) KeyboardInterrupt is raised here.
+    Raised inside `asyncio.run` it could be lost: a signal handler runs wherever the interpreter
+    is, and an exception raised inside a weakref callback or a `__del__` (the garbage collector's)
+    is printed and dropped, which left `yokeflow events tail` running after its SIGTERM."""
     on_interrupt = signal.getsignal(signal.SIGINT)
     if callable(on_interrupt) and on_interrupt is not signal.default_int_handler:
-        on_interrupt(signal.SIGINT, frame)
+        signal.raise_signal(signal.SIGINT)
         return
     raise KeyboardInterrupt
 

@@ -61,3 +61,32 @@ def test_a_sigterm_outside_an_event_loop_is_a_keyboard_interrupt():
             print("interrupted")
     """)
     assert seen == ["interrupted"]
+
+
+def test_a_sigterm_reaches_a_loop_that_handles_sigint_itself():
+    seen = run("""
+        async def main():
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.wait_for(stop.wait(), 10)
+            print("stopped")
+
+        asyncio.run(main())
+    """)
+    assert seen == ["stopped"]
+
+
+def test_a_sigterm_with_sigint_ignored_is_still_a_keyboard_interrupt():
+    # a background job of a non-interactive shell starts with SIGINT ignored
+    seen = run("""
+        import time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)
+            print("slept-on")
+        except KeyboardInterrupt:
+            print("interrupted")
+    """)
+    assert seen == ["interrupted"]
