@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 HEADER = """
 import asyncio, os, signal, weakref
 from yokeflow.cli import sigterm_as_interrupt
@@ -50,9 +52,13 @@ def test_a_sigterm_landing_in_a_weakref_callback_still_ends_the_command_through_
     assert seen == ["cleaned-up", "interrupted"]
 
 
-def test_a_sigterm_outside_an_event_loop_is_a_keyboard_interrupt():
-    seen = run("""
+# SIGINT left to Python's default handler, or ignored (a background job of a non-interactive shell
+# starts with SIGINT ignored)
+@pytest.mark.parametrize("sigint", ["", "signal.signal(signal.SIGINT, signal.SIG_IGN)"], ids=["default", "ignored"])
+def test_a_sigterm_outside_an_event_loop_is_a_keyboard_interrupt(sigint):
+    seen = run(f"""
         import time
+        {sigint}
         try:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(10)
@@ -75,18 +81,3 @@ def test_a_sigterm_reaches_a_loop_that_handles_sigint_itself():
         asyncio.run(main())
     """)
     assert seen == ["stopped"]
-
-
-def test_a_sigterm_with_sigint_ignored_is_still_a_keyboard_interrupt():
-    # a background job of a non-interactive shell starts with SIGINT ignored
-    seen = run("""
-        import time
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(10)
-            print("slept-on")
-        except KeyboardInterrupt:
-            print("interrupted")
-    """)
-    assert seen == ["interrupted"]
