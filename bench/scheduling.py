@@ -144,7 +144,7 @@ def analyse(events: list[ev.Event], plan: dict, *, agent_ms: int, concurrency: i
         if isinstance(e, ev.TaskReady) and e.attempt == 1 and e.purpose == "task":
             ready_at[e.task_id] = _t(trigger.occurred_at)
             ready_lat.append(_t(e.occurred_at) - _t(trigger.occurred_at))
-        elif isinstance(e, ev.AgentAdmitted) and e.attempt == 1:
+        elif isinstance(e, ev.AgentAdmitted) and e.attempt == 1 and not e.candidate:
             # slots come free only as agents finish: an attempt that waited for one was admitted after the last
             slot_at[e.task_id] = last_finished
         elif isinstance(e, ev.AgentStarted):
@@ -157,6 +157,8 @@ def analyse(events: list[ev.Event], plan: dict, *, agent_ms: int, concurrency: i
         elif isinstance(e, ev.AgentFinished):
             running -= 1
             last_finished = _t(e.occurred_at)
+            if e.slot_to and e.slot_to_attempt == 1:  # the slot it handed over came free here
+                slot_at[e.slot_to] = last_finished
             finished_at[(e.task_id, e.attempt)] = _t(e.occurred_at)
         elif isinstance(e, ev.BranchMerged):
             done = [v for (tid, _), v in finished_at.items() if tid == e.task_id]

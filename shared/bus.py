@@ -418,9 +418,13 @@ class Bus:
         return done[0] if done else None
 
     async def publish_all_in_run(self, items: Sequence[tuple[Event, str | None]], run_id: str, *,
-                                 after_cancel: bool = False) -> list[Published] | None:
+                                 after_cancel: bool = False,
+                                 refit: Callable[[str], Sequence[tuple[Event, str | None]]] | None = None,
+                                 ) -> list[Published] | None:
         """`publish_in_run` for several events in one round trip (as `publish_all`); None when the
-        run closed first (those appended before it closed stay, each at most once by its Msg-Id)."""
+        run closed first (those appended before it closed stay, each at most once by its Msg-Id).
+        `refit(kind)`: the events to append given the type of the run's latest event, as the append
+        is checked against it (e.g. without what must not land while the run is paused)."""
         run_filter = self.subjects.aggregate(items[0][0].project_id, "run", run_id)
         # The run's latest event as last seen: appending against its sequence is still checked by the
         # server, so a stale one costs a conflict and a fresh read, never an append after the run's end;
@@ -440,11 +444,16 @@ class Bus:
             try:
                 return await together([
                     self.publish(event, msg_id=msg_id, expected_seq=seq, expected_subject=run_filter)
-                    for event, msg_id in items])
+                    for event, msg_id in (refit(kind) if refit is not None else items)])
             except ConcurrencyConflict:
                 known = None
                 self._runs.pop(run_filter, None)
         raise BusError(f"run {run_id} kept moving while {items[0][0].type} waited to be appended")
+
+    def run_last_known(self, project_id: str, run_id: str) -> str:
+        """The type of the run's latest event as this bus last saw it appending ("" if not seen)."""
+        known = self._runs.get(self.subjects.aggregate(project_id, "run", run_id))
+        return known[1] if known else ""
 
     def _remember_run(self, run_filter: str, known: tuple[int, str]) -> None:
         if len(self._runs) >= RUNS_REMEMBERED:  # the oldest first: runs end, few are open at once

@@ -39,6 +39,10 @@ class Parallel(msgspec.Struct, kw_only=True):
     max_attempts: int = 2
     setup_command: str = ""
     port_base: int = 20000
+    # While every slot is busy, attempts ready to start are admitted as candidates: an executor gives
+    # the slot of an agent that ends there to its best candidate of the run at once (AgentFinished
+    # names it) instead of a round trip through the scheduler. false: every slot is given once free.
+    slot_handover: bool = True
 
     @property
     def concurrency(self) -> int:

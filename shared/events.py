@@ -357,8 +357,13 @@ class TaskReady(TaskEvent, frozen=True, kw_only=True):
 class AgentAdmitted(TaskEvent, frozen=True, kw_only=True):
     """The scheduler gives a dispatched attempt an agent slot: its executor may start the agent.
     An attempt is dispatched (`TaskReady`) ahead of a free slot so that its worktree is ready when
-    one frees; at most `max_concurrency` attempts are admitted and not finished at any time."""
+    one frees; at most `max_concurrency` attempts are admitted and not finished at any time.
+    A candidate (`candidate`): no slot yet, but the executor holding the attempt may give it the
+    slot of an agent of the same run that ends there (its `AgentFinished` names it in `slot_to`),
+    the candidate of lowest `rank` (its place in dispatch order) first."""
     attempt: int = 1
+    candidate: bool = False
+    rank: int = 0
 
 
 class AgentStarted(TaskEvent, frozen=True, kw_only=True):
@@ -397,6 +402,10 @@ class AgentFinished(TaskEvent, frozen=True, kw_only=True):
     # here): the agent's slot frees as its agent ends, not after the commit. False: `commit` says it
     # all (other outcomes, and logs of versions that committed before AgentFinished).
     commit_follows: bool = False
+    # The attempt its executor gave this agent's slot as it ended (an admitted candidate of the same
+    # run there, `AgentAdmitted.candidate`): it holds the slot from this event on, and starts at once.
+    slot_to: str = ""
+    slot_to_attempt: int = 0
 
     @property
     def worktree_dir(self) -> str:

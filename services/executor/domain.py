@@ -25,7 +25,7 @@ class AttemptView:
     cancelled: bool = False  # the task or the run was cancelled
     run_ended: bool = False  # RunCompleted or RunFailed: nothing more may be published for the run
     interrupted: int = 0  # AgentStarted for this attempt without its AgentFinished (a crashed holder)
-    admitted: bool = False  # the scheduler gave the attempt an agent slot (AgentAdmitted, or it started)
+    admitted: bool = False  # the scheduler gave the attempt a free agent slot (AgentAdmitted, or it started)
     uncommitted: ev.AgentFinished | None = None  # its success, whose WorkCommitted is not in the log
 
 
@@ -45,8 +45,8 @@ def fold(events: Iterable[ev.Event], ready: ev.TaskReady) -> AttemptView:
                 committed = True
             case ev.AgentStarted() if e.task_id == ready.task_id and e.attempt == ready.attempt:
                 started += 1
-            case ev.AgentAdmitted() if e.task_id == ready.task_id and e.attempt == ready.attempt:
-                admitted = True
+            case ev.AgentAdmitted() if e.task_id == ready.task_id and e.attempt == ready.attempt and not e.candidate:
+                admitted = True  # (a candidate waits for a slot handed over, or for an admission that gives one)
             case ev.TaskCancelled() if e.task_id == ready.task_id:
                 cancelled = True
             case ev.RunCancelled():

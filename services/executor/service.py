@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import msgspec
 
@@ -45,6 +45,27 @@ from services.executor.agent.prompt import (
 from services.executor.agent.tools import Sandbox
 from shared.sandbox import unavailable_reason, warn_if_off
 from services.executor import domain, gitjobs
+
+_AGAIN = object()  # _attempt: wait for a slot again (a handed slot the log did not record)
+
+
+class Handover(NamedTuple):
+    """The slot of an agent of the same run that ended here, handed to a candidate: when it ended,
+    and the append of its AgentFinished with the candidate's AgentStarted (True once both are in)."""
+    at: str
+    recorded: asyncio.Future
+
+
+class _Candidate(NamedTuple):
+    rank: int
+    handed: asyncio.Future  # gets its Handover
+    agent_started: Callable[[], tuple[ev.Event, str]]
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
 
 log = logging.getLogger("yokeflow.executor")
 
@@ -75,6 +96,8 @@ class Executor:
         self._git = Threads("yokeflow-executor-git", max_workers=32)
         # attempts waiting for their agent slot: each future gets its AgentAdmitted as the stream stored it
         self._admissions: dict[tuple[str, str, int], asyncio.Future] = {}
+        # attempts here admitted as candidates, by run: (task, attempt) -> the candidate
+        self._candidates: dict[str, dict[tuple[str, int], _Candidate]] = {}
         self._checks: set[asyncio.Task] = set()  # live cancellations being looked up in the log
 
     # ------------------------------------------------------------------ history
@@ -112,23 +135,56 @@ class Executor:
     def _admission_subject(self, e: ev.TaskReady) -> str:
         return self.bus.subjects.event(e.project_id, ev.AgentAdmitted.aggregate, e.aggregate_id, "AgentAdmitted")
 
-    async def _admission(self, e: ev.TaskReady, stored: asyncio.Future, cancel: asyncio.Event) -> ev.Event | None:
-        """Wait for the scheduler to admit the attempt to an agent slot (its AgentAdmitted, as the log
-        holds it); None when it was cancelled (or its lease lost) first. Admissions come as the
-        stream stores them (`Bus.follow`: a publish the stream refused, a lost optimistic check,
-        never arrives, so none is read back); the log is also read when the wait begins and now
-        and then after, should the follower be making its consumer again."""
+    async def _admission(self, e: ev.TaskReady, cancel: asyncio.Event,
+                         agent_started: Callable[[], tuple[ev.Event, str]]) -> ev.AgentAdmitted | Handover | None:
+        """Wait for the attempt's agent slot: its AgentAdmitted as the log holds it, or, admitted as a
+        candidate, the slot of an agent of the run that ended here (`_finish`); None when it was
+        cancelled (or its lease lost) first. Admissions come as the stream stores them (`Bus.follow`:
+        a publish the stream refused, a lost optimistic check, never arrives, so none is read
+        back); the log is also read when the wait begins and now and then after, should the
+        follower be making its consumer again."""
+        key = (e.run_id, e.task_id, e.attempt)
+        loop = asyncio.get_running_loop()
+        handed: asyncio.Future | None = None
         cancelled = asyncio.ensure_future(cancel.wait())
         try:
             while True:
+                stored = self._admissions[key]
                 found = stored.result() if stored.done() else await self.bus.last_event(self._admission_subject(e))
                 if isinstance(found, ev.AgentAdmitted) and found.attempt == e.attempt:
-                    return found
-                await asyncio.wait({stored, cancelled}, timeout=LOG_POLL_S, return_when=asyncio.FIRST_COMPLETED)
+                    if not found.candidate:
+                        return found
+                    if handed is None:  # an agent of the run that ends here may hand it its slot
+                        handed = loop.create_future()
+                        self._candidates.setdefault(e.run_id, {})[(e.task_id, e.attempt)] = _Candidate(
+                            found.rank, handed, agent_started)
+                    if stored.done():  # then wait for the next admission, one that gives a slot
+                        stored = self._admissions[key] = loop.create_future()
+                await asyncio.wait({stored, cancelled, *([handed] if handed else [])}, timeout=LOG_POLL_S,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if handed is not None and handed.done():
+                    return handed.result()
                 if cancel.is_set():
                     return None
         finally:
             cancelled.cancel()
+            if handed is not None:
+                pool = self._candidates.get(e.run_id, {})
+                pool.pop((e.task_id, e.attempt), None)
+                if not pool:
+                    self._candidates.pop(e.run_id, None)
+
+    def _heir(self, e: ev.TaskReady) -> tuple[tuple[str, int], _Candidate] | None:
+        """The candidate of `e`'s run here to hand a slot to (the lowest rank), taken from the pool;
+        none while the run is paused or cancelled as this executor last saw it."""
+        pool = self._candidates.get(e.run_id)
+        if not pool or self.bus.run_last_known(e.project_id, e.run_id) in ("RunPaused", "RunCancelled"):
+            return None
+        waiting = [(c.rank, k) for k, c in pool.items() if not c.handed.done() and k[0] != e.task_id]
+        if not waiting:
+            return None
+        _, k = min(waiting)
+        return k, pool.pop(k)
 
     async def _on_admitted(self, e: ev.Event, seq: int) -> None:
         """An AgentAdmitted the stream stored: the attempt waiting for it starts."""
@@ -247,19 +303,25 @@ class Executor:
         """Prepare the attempt's worktree, wait for its agent slot, run its agent under `lease`; False
         when the lease was lost (nothing published after)."""
         key = (e.run_id, e.task_id, e.attempt)
-        stored = self._admissions[key] = asyncio.get_running_loop().create_future()
+        self._admissions[key] = asyncio.get_running_loop().create_future()
         cancel = asyncio.Event()
         self.running[(e.run_id, e.task_id)] = cancel
         keeper = asyncio.create_task(self._keep(lease, cancel))
         try:
-            return await self._attempt(e, d, view, history, lease, stored, cancel)
+            tries = 0
+            while (done := await self._attempt(e, d, view, history, lease, cancel, tries)) is _AGAIN:
+                tries += 1  # a slot handed over that the log did not record (the run paused meanwhile)
+                view, history = await self._view(e)
+                if await self._act_without_agent(e, view, lease):
+                    return True
+            return done
         finally:
             self.running.pop((e.run_id, e.task_id), None)
             self._admissions.pop(key, None)
             keeper.cancel()
 
     async def _attempt(self, e: ev.TaskReady, d: Delivery, view: domain.AttemptView, history: list[ev.Event],
-                       lease: Lease, stored: asyncio.Future, cancel: asyncio.Event) -> bool:
+                       lease: Lease, cancel: asyncio.Event, tries: int = 0) -> bool | object:
         resumed_after = view.interrupted
         started = time.monotonic()
         parallel = self.config.parallel
@@ -314,7 +376,7 @@ class Executor:
         created = (e.caused(ev.WorktreeCreated, aggregate_id=ev.task_aggregate_id(e.run_id, e.task_id), run_id=e.run_id,
                             task_id=e.task_id, path=str(wt.path), branch=wt.branch, base_commit=wt.base_commit,
                             reused=wt.reused, attempt=e.attempt),
-                   f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:WorktreeCreated")
+                   f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:WorktreeCreated" + (f":{tries}" if tries else ""))
 
         def agent_started() -> tuple[ev.Event, str]:  # made when it happens: its time is the agent's start
             return (e.caused(ev.AgentStarted, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id,
@@ -331,19 +393,30 @@ class Executor:
             return True
         recorded: asyncio.Future = asyncio.get_running_loop().create_future()
         recorded.set_result(True)
+        # what stops the agent: the attempt's cancellation, or a handed slot the log did not record
+        agent_cancel = asyncio.Event()
+        relay = asyncio.ensure_future(_relay(cancel, agent_cancel))
+        handover = None
         if not admitted:
-            admission = await self._admission(e, stored, cancel)
+            admission = await self._admission(e, cancel, agent_started)
             if admission is None:
+                relay.cancel()
                 if not await self._still_holding(lease):
                     return False  # its new holder goes on with it
                 await self._finish(e, cancelled, commit="", wt=wt, started=started)
                 return True
-            # The agent starts while its AgentStarted is appended (a round trip of the slot's time):
-            # its first call's cost waits for the append, and a run found over stops it at once.
-            recorded = asyncio.ensure_future(self.bus.publish_all_in_run([agent_started()], e.run_id))
-            recorded.add_done_callback(lambda f: None if f.cancelled() or (f.exception() is None and f.result())
-                                       else cancel.set())
-            slot_at = admission.occurred_at
+            if isinstance(admission, Handover):
+                # An agent here ended and handed this attempt its slot: its AgentFinished and this
+                # AgentStarted are appended together, and the agent starts meanwhile, as below.
+                handover, recorded, slot_at = admission, admission.recorded, admission.at
+                recorded.add_done_callback(lambda f: None if not f.cancelled() and f.result() else agent_cancel.set())
+            else:
+                # The agent starts while its AgentStarted is appended (a round trip of the slot's time):
+                # its first call's cost waits for the append, and a run found over stops it at once.
+                recorded = asyncio.ensure_future(self.bus.publish_all_in_run([agent_started()], e.run_id))
+                recorded.add_done_callback(lambda f: None if f.cancelled() or (f.exception() is None and f.result())
+                                           else cancel.set())
+                slot_at = admission.occurred_at
         metrics.DISPATCH_LATENCY.record(metrics.seconds_since(slot_at), {"yf.resumed": bool(resumed_after)})
         previous = msgspec.to_builtins(e.previous_attempt) if e.previous_attempt.attempt else {}
         if resumed_after:
@@ -369,7 +442,8 @@ class Executor:
                          cache_write_tokens=u.cache_write_tokens, cost_usd=record.cost_usd, call=record.call,
                          cost_exact=usd(record.cost)), e.run_id, after_cancel=True,  # paid: recorded even if cancelled
                 # keyed by the call: each holder's calls were made (and paid) once each
-                msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:{record.call}:CostRecorded")))
+                msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:{lease.holder}:{record.call}:CostRecorded"
+                + (f":{tries}" if tries else ""))))
             await d.in_progress()
             # the model answered after a pause (e.g. the process was stopped): no tool runs unless still ours
             if not lease.fresh() and not await self._still_holding(lease):
@@ -399,7 +473,7 @@ class Executor:
                         system=build_system_prompt(expertise=expertise, repo_map=repository),
                         task_prompt=task_prompt, sandbox=sandbox, checks=list(e.tests),
                         max_turns=options.max_turns, max_fix_rounds=options.max_fix_rounds,
-                        on_call=on_call, on_log=on_log, cancel=cancel, verify=verify,
+                        on_call=on_call, on_log=on_log, cancel=agent_cancel, verify=verify,
                         task_tools=None if resolving else self._task_tools(e))
                 finally:
                     metrics.AGENTS_IN_FLIGHT.add(-1)
@@ -413,16 +487,22 @@ class Executor:
 
         try:
             if resolving:
-                result = await self._resolve(e, wt, task, agent, sandbox, on_log, cancel, history)
+                result = await self._resolve(e, wt, task, agent, sandbox, on_log, agent_cancel, history)
             else:
                 result = await agent(build_task_prompt(task, {"id": e.epic_id}, msgspec.to_builtins(e.dependency_summaries),
                                                        previous or None))
         except Exception as exc:  # a provider that cannot start is the task's failure, not the consumer's
             log.exception("task %s attempt %s: agent could not run", e.task_id, e.attempt)
             result = AgentResult(outcome="failure", summary="", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            relay.cancel()
         # every call's cost is in the log before the attempt's end (the calls were made and paid either way)
         lost = [x for x in await asyncio.gather(*costs, return_exceptions=True) if isinstance(x, BaseException)]
         if not await recorded:  # the run ended before the agent's start was appended: it was stopped
+            if handover is not None and not cancel.is_set():
+                log.info("task %s attempt %s: the slot handed to it was not recorded (the run paused or ended "
+                         "meanwhile); it waits for a slot again", e.task_id, e.attempt)
+                return _AGAIN
             await self._finish(e, cancelled, commit="", wt=wt, started=started)
             return True
         if lost:
@@ -442,7 +522,8 @@ class Executor:
             if lease.fresh() and not self.config.runtime.executor_crash_after_finish:
                 early = asyncio.ensure_future(self._commit(e, result, wt.path, wt.branch))
                 early.add_done_callback(lambda f: f.cancelled() or f.exception())  # (read later, or not needed)
-            if await self._finish(e, result, commit="", wt=wt, started=started, commit_follows=True) is None:
+            if await self._finish(e, result, commit="", wt=wt, started=started, commit_follows=True,
+                                  held_slot=True) is None:
                 if early is not None:
                     await asyncio.gather(early, return_exceptions=True)
                 return True  # the run is over: nothing to merge
@@ -461,7 +542,7 @@ class Executor:
             return False
         if commit and self.remote is not None:  # the merger merges from the canonical repository
             await self._git.run(self.remote.push, e.repo_path, wt.branch)
-        await self._finish(e, result, commit=commit, wt=wt, started=started)
+        await self._finish(e, result, commit=commit, wt=wt, started=started, held_slot=True)
         return True
 
     async def _commit(self, e: ev.TaskReady, done: AgentResult | ev.AgentFinished, path: Path, branch: str) -> str:
@@ -536,8 +617,11 @@ class Executor:
                            verify=no_markers_left)
 
     async def _finish(self, e: ev.TaskReady, result: AgentResult, *, commit: str, wt: Worktree | None,
-                      started: float, commit_follows: bool = False) -> Published | None:
+                      started: float, commit_follows: bool = False, held_slot: bool = False) -> Published | None:
         u = result.usage
+        # The slot this agent held goes on to the best candidate of the run here, named in its end.
+        heir = self._heir(e) if held_slot and result.outcome in ("success", "failure") else None
+        msg_id = f"{e.run_id}:{e.task_id}:{e.attempt}:AgentFinished"
         finished = e.caused(
             ev.AgentFinished, aggregate_id=e.aggregate_id, run_id=e.run_id, task_id=e.task_id, attempt=e.attempt,
             outcome=result.outcome, summary=result.summary, error=result.error, commit=commit,
@@ -546,7 +630,31 @@ class Executor:
             input_tokens=u.input_tokens, output_tokens=u.output_tokens, cache_read_tokens=u.cache_read_tokens,
             cache_write_tokens=u.cache_write_tokens, cost_usd=result.cost_usd, checks=result.checks,
             cost_exact=usd(result.cost), commit_follows=commit_follows,
-            retry_after_s=float(getattr(result, "retry_after_s", None) or 0.0))
+            retry_after_s=float(getattr(result, "retry_after_s", None) or 0.0),
+            slot_to=heir[0][0] if heir else "", slot_to_attempt=heir[0][1] if heir else 0)
+        items: list[tuple[ev.Event, str | None]] = [(finished, msg_id)]
+        recorded: asyncio.Future | None = None
+        if heir is not None:
+            # Its start goes in the same append, after this end, unless the run is paused or
+            # cancelled when it lands (then this end alone, naming no one); the heir's agent starts now.
+            items.append(heir[1].agent_started())
+            alone = [(msgspec.structs.replace(finished, slot_to="", slot_to_attempt=0), msg_id)]
+            recorded = asyncio.get_running_loop().create_future()
+            heir[1].handed.set_result(Handover(finished.occurred_at, recorded))
+
+        async def append() -> Published | None:
+            try:
+                done = await self.bus.publish_all_in_run(
+                    items, e.run_id, after_cancel=True,
+                    refit=(lambda kind: alone if kind in ("RunPaused", "RunCancelled") else items) if heir else None)
+            except BaseException:
+                if recorded is not None and not recorded.done():
+                    recorded.set_result(False)
+                raise
+            if recorded is not None and not recorded.done():
+                recorded.set_result(done is not None and len(done) == 2)
+            return done[0] if done else None
+
         # The log's end mark and AgentFinished in one round trip: the learner reads the attempt's
         # log until its end mark is there, so it learns from the whole log either way. After a
         # cancellation the scheduler still needs the attempt's end; after the run's end nothing.
@@ -554,8 +662,7 @@ class Executor:
             self.bus.log(e.project_id, e.aggregate_id, "attempt_end",
                          {"run_id": e.run_id, "task_id": e.task_id, "attempt": e.attempt, "outcome": result.outcome},
                          stored=True),
-            self.bus.publish_in_run(finished, e.run_id, after_cancel=True,
-                                    msg_id=f"{e.run_id}:{e.task_id}:{e.attempt}:AgentFinished"))
+            append())
         return published
 
     # ------------------------------------------------------------------ cancellation

@@ -67,6 +67,11 @@ class TaskState:
     delivery_failures: dict[int, str] = field(default_factory=dict)  # attempt -> why a consumer gave up on it
     running: bool = False  # its dispatched attempt holds an agent slot (admitted, not finished)
     prepared: bool = False  # its dispatched attempt's worktree is ready (WorktreeCreated)
+    candidate: bool = False  # its dispatched attempt is admitted as a candidate for a slot handed over
+    handed: bool = False  # its attempt was handed a slot (an AgentFinished named it) and has not started
+    started: bool = False  # its dispatched attempt's AgentStarted is in
+    readmit: bool = False  # handed a slot, its executor made the worktree again: it never started there
+    readmits: int = 0
     owner: Any = field(default=None, repr=False, compare=False)  # the RunState whose indexes follow `status`
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -132,11 +137,13 @@ class RunState:
     dispatched: int = 0                                       # attempts in flight (staged or running)
     running: int = 0                                          # of those, attempts holding an agent slot
     staged: set[str] = field(default_factory=set)             # dispatched, waiting for an agent slot
+    to_readmit: set[str] = field(default_factory=set)         # handed a slot, to be admitted for a new holder
     lane_load: dict[str, int] = field(default_factory=dict)   # lane -> members whose branch is in use
     open_in_batch: list[int] = field(default_factory=list)    # batch -> tasks not terminal
     open_tasks: int = 0                                       # tasks not terminal
     satisfies: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # task -> (as hard dep, as soft dep)
     position: dict[str, int] = field(default_factory=dict)    # task -> plan order
+    rank: dict[str, int] = field(default_factory=dict)        # task -> place in dispatch order
     order_key: dict[str, tuple] = field(default_factory=dict)  # task -> dispatch order key
 
     @property
@@ -227,6 +234,7 @@ class RunState:
     def _build_indexes(self) -> None:
         self.position = {tid: i for i, tid in enumerate(self.tasks)}
         self.order_key = {tid: dispatch_order_key(self.plan, tid, self.remaining) for tid in self.tasks}
+        self.rank = {tid: i for i, tid in enumerate(sorted(self.tasks, key=self.order_key.__getitem__))}
         self.open_in_batch = [0] * len(self.batches)
         self.lane_load = {lane: 0 for lane in self.lane_members}
         self.satisfies = {tid: (t.status == MERGED and self.learned(t), t.status in FINISHED)
@@ -291,6 +299,7 @@ class RunState:
         """Its attempt neither holds an agent slot nor waits for one (it ended, or the task moved on)."""
         self._stop_running(t)
         self.staged.discard(t.id)
+        self.to_readmit.discard(t.id)
 
     def _touch(self, t: TaskState) -> None:
         """Re-derive what dependents see of `t` (hard: merged and its learning stored; soft: finished)."""
@@ -345,7 +354,7 @@ class RunState:
             case ev.TaskReady() if task:
                 task.attempt = max(task.attempt, e.attempt)
                 self._stop_running(task)  # a new attempt waits for a slot of its own
-                task.prepared = False
+                task.prepared = task.candidate = task.handed = task.started = task.readmit = False
                 task.status = DISPATCHED
                 self.staged.add(task.id)
                 task.ready_at = e.occurred_at
@@ -357,11 +366,32 @@ class RunState:
                     self._record_ready_latency(task, e.occurred_at)
             case ev.WorktreeCreated() if task and task.status == DISPATCHED and e.attempt in (0, task.attempt):
                 task.prepared = True  # its holder waits for a slot
-            case ev.AgentAdmitted() | ev.AgentStarted() if task and e.attempt == task.attempt:
-                self._start_running(task)  # (AgentStarted: an attempt of a version that started without admission)
+                if task.handed:  # handed a slot, it never started: its new holder starts on an admission
+                    task.readmit = True
+                    self.to_readmit.add(task.id)
+            case ev.AgentAdmitted() if task and e.attempt == task.attempt and e.candidate:
+                if task.status == DISPATCHED and not task.running:
+                    task.candidate = True
+            case ev.AgentAdmitted() if task and e.attempt == task.attempt:
+                self._start_running(task)
+                if task.readmit:
+                    task.readmit = False
+                    task.readmits += 1
+                    self.to_readmit.discard(task.id)
+            case ev.AgentStarted() if task and e.attempt == task.attempt:
+                self._start_running(task)  # (an attempt of a version that started without admission)
+                task.started, task.handed, task.readmit = True, False, False
+                self.to_readmit.discard(task.id)
             case ev.AgentFinished() if task:
                 if e.attempt == task.attempt:
                     self._leave_slot(task)
+                if e.slot_to:  # the slot went on to a candidate there
+                    heir = self._task(e.slot_to)
+                    if heir is not None and heir.status == DISPATCHED and heir.attempt == e.slot_to_attempt \
+                            and not heir.running:
+                        self._start_running(heir)
+                        heir.handed = True
+                        heir.candidate = False
                 task.finished_attempts[e.attempt] = e.outcome
                 if e.outcome == "rate_limited":
                     task.throttled += 1
@@ -793,10 +823,21 @@ def _admit(state: RunState) -> list[Decision]:
     The scheduler alone decides how many agents run."""
     out: list[Decision] = []
     ready = sorted((tid for tid in state.staged if state.tasks[tid].prepared), key=state.order_key.__getitem__)
-    for t in (state.tasks[tid] for tid in ready[:max(0, state.max_concurrency - state.running)]):
+    free = max(0, state.max_concurrency - state.running)
+    for t in (state.tasks[tid] for tid in ready[:free]):
         e = _task_event(state, ev.AgentAdmitted, t.id, attempt=t.attempt)
         out.append((e, f"{state.run_id}:{t.id}:{t.attempt}:AgentAdmitted"))
         state.apply(e)
+    for tid in sorted(state.to_readmit):
+        t = state.tasks[tid]  # it holds its slot already: an admission for its new holder
+        e = _task_event(state, ev.AgentAdmitted, t.id, attempt=t.attempt)
+        out.append((e, f"{state.run_id}:{t.id}:{t.attempt}:AgentAdmitted:again:{t.readmits}"))
+        state.apply(e)
+    if state.settings.parallel.slot_handover:
+        for t in (state.tasks[tid] for tid in ready[free:] if not state.tasks[tid].candidate):
+            e = _task_event(state, ev.AgentAdmitted, t.id, attempt=t.attempt, candidate=True, rank=state.rank[t.id])
+            out.append((e, f"{state.run_id}:{t.id}:{t.attempt}:AgentAdmitted:candidate"))
+            state.apply(e)
     return out
 
 

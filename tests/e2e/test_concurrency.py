@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import uuid
 
 import pytest
 
 from shared import events as ev
-from shared.bus import ConcurrencyConflict
+from shared.bus import Bus, ConcurrencyConflict
 from shared.commands import start_run
 from tests.support.fake_anthropic import FakeAnthropic, tool, turn
 from tests.support.system import config, events_of, next_event, running_system, wait_for_end
@@ -70,6 +71,13 @@ async def test_worktrees_are_prepared_ahead_of_a_free_slot_and_the_cap_still_hol
     assert len(costs) == 12  # two calls per sleep agent
     for i in costs:
         assert position[("AgentStarted", events[i].task_id)] < i
+    # a slot is handed over as its agent ends: the AgentFinished names the candidate that takes it,
+    # whose AgentStarted follows it in the log, with no admission of its own that gives a slot
+    handed = [e for e in events if isinstance(e, ev.AgentFinished) and e.slot_to]
+    assert handed, "no slot was handed over"
+    for e in handed:
+        assert position[("AgentFinished", e.task_id)] < position[("AgentStarted", e.slot_to)]
+        assert not [a for a in events if isinstance(a, ev.AgentAdmitted) and a.task_id == e.slot_to and not a.candidate]
     # a success's work is committed after its AgentFinished (which frees its slot: the scheduler's unit
     # tests), announced by WorkCommitted, and merged after that; the task completes on that commit
     for task in admitted:
@@ -136,8 +144,8 @@ async def test_an_admission_the_log_refused_starts_no_agent(nats_server, databas
                 # the other attempt is dispatched ahead, its worktree made: it waits for the slot
                 waiting = await next_event(bus, lambda e: isinstance(e, ev.WorktreeCreated) and e.run_id == run
                                            and e.task_id != first.task_id)
-                assert not [e for e in await events_of(bus, run)
-                            if isinstance(e, ev.AgentAdmitted) and e.task_id == waiting.task_id]
+                assert not [e for e in await events_of(bus, run)  # (a candidate for a slot handed over, at most)
+                            if isinstance(e, ev.AgentAdmitted) and e.task_id == waiting.task_id and not e.candidate]
                 forged = waiting.caused(ev.AgentAdmitted, aggregate_id=waiting.aggregate_id, run_id=run,
                                         task_id=waiting.task_id, attempt=waiting.attempt)
                 await refuse(forged)
@@ -184,3 +192,58 @@ async def test_a_cancellation_the_log_refused_stops_no_agent(nats_server, databa
     assert not [e for e in events if isinstance(e, ev.TaskCancelled)]
     finished = [e for e in events if isinstance(e, ev.AgentFinished)]
     assert [(e.attempt, e.outcome) for e in finished] == [(1, "success")]  # the one agent ran to its end
+
+
+async def test_a_slot_handed_over_as_the_run_pauses_starts_no_agent_until_it_resumes(
+        nats_server, database_url, unique, git_repo, bus, monkeypatch, caplog):
+    """The executor hands an ending agent's slot to its candidate in the same append as that agent's
+    AgentFinished, starting the candidate meanwhile. A pause stored first leaves the candidate out of
+    that append: its agent stops, and it waits for a slot again. (The executor hands over only while
+    the run is not paused as it last saw it, which the agent's cost records keep fresh: the pause
+    must land in the moment between its last one and its end. Here it is made to have missed it.)"""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    monkeypatch.setattr(Bus, "run_last_known", lambda self, project_id, run_id: "")
+    caplog.set_level(logging.INFO, logger="yokeflow.executor")
+    first_gate, later_gate = threading.Event(), threading.Event()
+    calls = []
+
+    def answer(body: dict) -> dict:
+        if not any(m["role"] == "assistant" for m in body["messages"]):
+            calls.append(body)
+            (first_gate if len(calls) == 1 else later_gate).wait(120)
+            return turn(tool("write_file", path=f"{uuid.uuid4().hex}.txt", content="done\n"))
+        return turn(tool("finish", summary="wrote one file"))
+
+    plan = {"name": "two", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": "t0", "title": "Task 0"}, {"id": "t1", "title": "Task 1"}]}]}
+    with FakeAnthropic([answer] * 20) as api:
+        cfg = config(parallel={"strategy": "by_task", "max_concurrency": 1},
+                     agent={"provider": "anthropic", "base_url": api.url})
+        try:
+            async with running_system(nats_server.url, database_url, unique, cfg):
+                run = (await start_run(bus, plan, git_repo, cfg)).run_id
+                first = await next_event(bus, lambda e: isinstance(e, ev.AgentStarted) and e.run_id == run)
+                other = "t1" if first.task_id == "t0" else "t0"
+                await next_event(bus, lambda e: isinstance(e, ev.AgentAdmitted) and e.run_id == run
+                                 and e.task_id == other and e.candidate)
+                await asyncio.sleep(0.5)  # its executor takes it as a candidate as the admission reaches it
+                # the planner's circuit breaker, as it pauses a run; it resumes the run after 2 s
+                await bus.publish(ev.RunPaused(project_id=first.project_id, aggregate_id=run, run_id=run,
+                                               reason="test pause", resume_after_s=2.0))
+                first_gate.set()  # the first agent ends while the run is paused
+                ended = await next_event(bus, lambda e: isinstance(e, ev.AgentFinished) and e.run_id == run)
+                resumed = await next_event(bus, lambda e: isinstance(e, ev.RunResumed) and e.run_id == run)
+                later_gate.set()
+                end = await wait_for_end(bus, run)
+                log = [(d.seq, d.event) async for d in bus.read() if getattr(d.event, "run_id", None) == run]
+        finally:
+            first_gate.set(), later_gate.set()
+    assert isinstance(end, ev.RunCompleted), end
+    assert ended.task_id == first.task_id and not ended.slot_to  # appended after the pause: it hands no slot over
+    seq_of = {e.event_id: seq for seq, e in log}
+    starts = [seq for seq, e in log if isinstance(e, ev.AgentStarted) and e.task_id == other]
+    assert len(starts) == 1 and starts[0] > seq_of[resumed.event_id]  # its agent started once, after the resume
+    # the fault happened: its agent had begun on the slot handed over, and stopped as that append was refused
+    assert [r for r in caplog.records if "the slot handed to it was not recorded" in r.getMessage()
+            and f"task {other} attempt 1" in r.getMessage()]
+    assert peak_in_flight([e for _, e in log]) == 1

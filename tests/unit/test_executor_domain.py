@@ -67,3 +67,10 @@ def test_a_success_whose_holder_died_before_the_commit_is_committed_by_its_next_
     assert domain.decide(domain.fold([finished, run_failed], READY)) == "skip"  # nothing is merged after the end
     # an AgentFinished that carries its commit (other outcomes, older versions) has nothing left to do
     assert domain.decide(domain.fold([task_event(ev.AgentFinished, attempt=2, commit="c0ffee")], READY)) == "skip"
+
+
+def test_only_an_admission_that_gives_a_slot_lets_a_redelivered_attempt_start_at_once():
+    candidate = task_event(ev.AgentAdmitted, attempt=2, candidate=True, rank=4)
+    assert not domain.fold([READY, candidate], READY).admitted  # it waits for a slot handed over, or given
+    assert domain.fold([READY, candidate, task_event(ev.AgentAdmitted, attempt=2)], READY).admitted
+    assert domain.fold([READY, candidate, task_event(ev.AgentStarted, attempt=2)], READY).admitted

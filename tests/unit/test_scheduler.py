@@ -39,7 +39,12 @@ def ready_ids(events):
 
 
 def admitted_ids(events):
-    return [e.task_id for e in events if isinstance(e, ev.AgentAdmitted)]
+    """Attempts given a free agent slot (not candidates, which wait for a slot handed over)."""
+    return [e.task_id for e in events if isinstance(e, ev.AgentAdmitted) and not e.candidate]
+
+
+def candidate_ids(events):
+    return [e.task_id for e in events if isinstance(e, ev.AgentAdmitted) and e.candidate]
 
 
 def prepared(state, task, attempt=0):
@@ -48,9 +53,10 @@ def prepared(state, task, attempt=0):
                                    path=f"/w/{task}", branch=f"task/{task}", attempt=attempt))
 
 
-def finish(state, task, outcome="success", attempt=1, error=""):
+def finish(state, task, outcome="success", attempt=1, error="", slot_to=""):
     e = ev.AgentFinished(project_id="p", aggregate_id=f"r-{task}", run_id="r", task_id=task, attempt=attempt,
-                         outcome=outcome, summary=f"did {task}", error=error, commit="c" + task)
+                         outcome=outcome, summary=f"did {task}", error=error, commit="c" + task,
+                         slot_to=slot_to, slot_to_attempt=1 if slot_to else 0)
     state.apply(e)
     return e
 
@@ -87,11 +93,23 @@ def test_concurrency_cap_and_by_epic_exclusivity():
     assert ready_ids(first) == ["x0", "x1", "x2", "x3", "x4", "y0"] and admitted_ids(first) == []
     for task in ready_ids(first):
         prepared(state, task)
-    assert admitted_ids(apply_all(state, decide(state))) == ["x0", "x1", "x2"]
-    assert decide(state) == []  # the cap holds until something finishes
+    given = apply_all(state, decide(state))
+    # the cap holds; the next three are candidates for a slot an ending agent hands over, ranked
+    assert admitted_ids(given) == ["x0", "x1", "x2"] and candidate_ids(given) == ["x3", "x4", "y0"]
+    assert [e.rank for e in given if isinstance(e, ev.AgentAdmitted) and e.candidate] == [3, 4, 5]
+    assert state.in_flight() == 3 and decide(state) == []
     finish(state, "x0")
     after = apply_all(state, decide(state))
-    assert ready_ids(after) == ["y1"] and admitted_ids(after) == ["x3"]  # the slot goes to the earliest ready
+    assert ready_ids(after) == ["y1"] and admitted_ids(after) == ["x3"]  # no handover: the earliest ready
+    finish(state, "x1", slot_to="y0")  # x1's executor handed its slot to its candidate y0
+    assert state.tasks["y0"].running and state.in_flight() == 3
+    assert admitted_ids(apply_all(state, decide(state))) == []  # y0 holds the slot: none is free
+
+    state = RunState.start(started(wide, max_concurrency=3, slot_handover=False))
+    for task in ready_ids(apply_all(state, decide(state))):
+        prepared(state, task)
+    given = apply_all(state, decide(state))
+    assert admitted_ids(given) == ["x0", "x1", "x2"] and candidate_ids(given) == []  # slots only once free
 
     state = RunState.start(started(wide, strategy="by_epic", max_concurrency=3))
     first = ready_ids(apply_all(state, decide(state)))
@@ -516,3 +534,42 @@ def test_a_chain_on_its_own_branch_does_not_bring_the_target_in():
     assert run("by_epic") == {"a": True, "b": False, "c": True, "d": True}
     assert run("by_epic", mode="squash") == {"a": True, "b": True, "c": True, "d": True}
     assert run("by_task") == {"a": True, "b": True, "c": True, "d": True}
+
+
+def test_a_slot_handed_over_is_held_by_its_heir_and_given_again_to_a_new_holder_of_it():
+    wide = {"name": "w", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": f"x{i}", "title": f"X{i}"} for i in range(3)]}]}
+    state = RunState.start(started(wide, max_concurrency=1))
+    for task in ready_ids(apply_all(state, decide(state))):
+        prepared(state, task)
+    given = apply_all(state, decide(state))
+    assert admitted_ids(given) == ["x0"] and candidate_ids(given) == ["x1"]  # the window: two dispatched
+    finish(state, "x0", slot_to="x1")
+    assert state.tasks["x1"].running and state.in_flight() == 1
+    out = apply_all(state, decide(state))
+    assert admitted_ids(out) == [] and ready_ids(out) == ["x2"]  # x1 holds x0's slot; x2 takes x0's place
+    # x1's executor died before its start was appended: its attempt's new holder made the worktree again
+    prepared(state, "x1", attempt=1)
+    [(again, msg_id)] = [(e, k) for e, k in decide(state) if isinstance(e, ev.AgentAdmitted) and not e.candidate]
+    assert again.task_id == "x1" and msg_id == "r:x1:1:AgentAdmitted:again:0"
+    state.apply(again)
+    assert state.in_flight() == 1 and not [e for e in decide(state) if isinstance(e, ev.AgentAdmitted)
+                                          and not e.candidate]  # the slot it held, not another one
+    state.apply(ev.AgentStarted(project_id="p", aggregate_id="r-x1", run_id="r", task_id="x1", attempt=1))
+    prepared(state, "x1", attempt=1)  # a worktree made again after its start says nothing new
+    assert state.in_flight() == 1 and not admitted_ids(apply_all(state, decide(state)))
+
+
+def test_a_slot_handed_to_an_attempt_already_admitted_is_free_again():
+    wide = {"name": "w", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": f"x{i}", "title": f"X{i}"} for i in range(4)]}]}
+    state = RunState.start(started(wide, max_concurrency=2))
+    for task in ready_ids(apply_all(state, decide(state))):
+        prepared(state, task)
+    given = apply_all(state, decide(state))
+    assert admitted_ids(given) == ["x0", "x1"] and candidate_ids(given) == ["x2", "x3"]
+    finish(state, "x0")  # no handover there: the scheduler gives x0's slot to x2
+    assert admitted_ids(apply_all(state, decide(state))) == ["x2"]
+    finish(state, "x1", slot_to="x2")  # x1's executor had not seen that admission: it named x2 too
+    assert state.in_flight() == 1  # x2 runs once, in one slot: x1's is free
+    assert admitted_ids(apply_all(state, decide(state))) == ["x3"] and state.in_flight() == 2

@@ -53,12 +53,12 @@ def from_indexes(state: RunState) -> dict:
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 14), strategy=st.sampled_from(["by_task", "by_epic"]),
-       barrier=st.booleans(), concurrency=st.integers(1, 4), learning=st.booleans())
-def test_incremental_ready_set_equals_full_recomputation(seed, n, strategy, barrier, concurrency, learning):
+       barrier=st.booleans(), concurrency=st.integers(1, 4), learning=st.booleans(), handover=st.booleans())
+def test_incremental_ready_set_equals_full_recomputation(seed, n, strategy, barrier, concurrency, learning, handover):
     rng = random.Random(seed)
     plan = random_plan(rng, n)
     settings_ = {"parallel": {"max_concurrency": concurrency, "strategy": strategy, "batch_barrier": barrier,
-                              "max_attempts": 2}, "agent": {"provider": "sleep:1"},
+                              "max_attempts": 2, "slot_handover": handover}, "agent": {"provider": "sleep:1"},
                  "learning": {"enabled": learning}}
     state = RunState.start(ev.RunStarted(project_id="p", aggregate_id="r", run_id="r", plan=PlanDoc.of(plan),
                                          repo_path="/repo", settings=RunSettings.of(settings_)))
@@ -94,8 +94,14 @@ def test_incremental_ready_set_equals_full_recomputation(seed, n, strategy, barr
         elif running:
             t = rng.choice(running)
             outcome = "success" if rng.random() < 0.8 else "failure"
+            # its executor may hand its slot to a candidate there (one whose slot is not yet given)
+            heirs = [h for h in running if h.candidate and not h.running and h.id != t.id] if t.running else []
+            heir = rng.choice(heirs) if heirs and rng.random() < 0.7 else None
             state.apply(ev.AgentFinished(project_id="p", aggregate_id=f"r-{t.id}", run_id="r", task_id=t.id,
-                                         attempt=t.attempt, outcome=outcome, commit="c"))
+                                         attempt=t.attempt, outcome=outcome, commit="c",
+                                         slot_to=heir.id if heir else "", slot_to_attempt=heir.attempt if heir else 0))
+            assert state.in_flight() <= concurrency  # a slot handed over is the one that freed
+            assert heir is None or state.tasks[heir.id].running
         elif not finished:
             conflicted = [t for t in state.tasks.values() if t.status == "conflict"]
             if not conflicted:
