@@ -36,12 +36,17 @@ def describe(e: ev.Event) -> str:
             return f"task {task} resolution agent queued (attempt {e.attempt}, {e.model}) for: {paths}"
         case ev.TaskReady():
             return f"task {task} ready (attempt {e.attempt}, {e.model or e.provider}, branch {e.branch})"
+        case ev.AgentAdmitted() if e.candidate:
+            return f"task {task} waits for a slot handed over (attempt {e.attempt}, rank {e.rank})"
+        case ev.AgentAdmitted():
+            return f"task {task} given an agent slot (attempt {e.attempt})"
         case ev.AgentStarted():
             return f"task {task} agent started ({e.provider}/{e.model}) on {e.executor}"
         case ev.AgentFinished():
             extra = f", error: {e.error[:160]}" if e.error else ""
+            handed = f"; its slot to task {e.slot_to}" if e.slot_to else ""
             return (f"task {task} agent finished: {e.outcome} in {e.duration_s:.1f}s, {e.turns} turns, "
-                    f"{e.input_tokens}+{e.output_tokens} tokens, ${e.cost_usd:.4f}{extra}")
+                    f"{e.input_tokens}+{e.output_tokens} tokens, ${e.cost_usd:.4f}{extra}{handed}")
         case ev.WorkCommitted() if e.error:
             return f"task {task} work not committed (attempt {e.attempt}): {e.error[:160]}"
         case ev.BranchMerged():
