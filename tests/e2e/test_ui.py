@@ -65,7 +65,7 @@ def bookshop_events(run: str = "rui") -> list[ev.Event]:
             t(ev.TaskReady, "6", model="haiku"), t(ev.AgentStarted, "6", model="haiku"),
             t(ev.TaskFailed, "6", reason="tests failed: test_checkout.py", final=True),
             t(ev.TaskBlocked, "8", reason="depends on failed task 6", blocked_by=["6"]),
-            t(ev.TaskReady, "7", model="sonnet")]
+            t(ev.TaskReady, "7", model="sonnet"), t(ev.AgentAdmitted, "7", candidate=True, rank=6)]
     return out
 
 
@@ -96,6 +96,7 @@ async def test_ui_shows_lanes_cards_and_statuses(bus, database_url, tmp_path):
         assert len(re.findall(r'<path [^>]*class="dep dep-hard"', dom)) == 7  # one arrow per dependency
         assert 'data-status="running"' in dom and html.escape("bookshop") in dom
         assert "seed.sql changed on main" in dom  # the conflict's reason on its card
+        assert "task 7 waits for a slot handed over (rank 6)" in dom  # the feed's line for a candidate
         assert not re.search(r">[^<]*\b(null|undefined|NaN)", dom), "a missing value leaked into the page"
         # task 7 was handed out and no executor ever asked for work: the page says so, as `status` does
         notice = re.search(r'<div id="waiting" class="message message-warn" role="status">([^<]*)</div>', dom)

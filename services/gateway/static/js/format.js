@@ -57,8 +57,10 @@ export function describe(e) {
       ? `${task} resolution agent queued for ${((d.conflict || {}).conflicts || []).length} conflicting file(s) (attempt ${d.attempt})`
       : `${task} ready (attempt ${d.attempt}${d.model ? ", " + d.model : ""})`;
     case "WorktreeCreated": return `${task} worktree ${d.branch}${d.reused ? " (reused)" : ""}`;
+    case "AgentAdmitted": return d.candidate ? `${task} waits for a slot handed over (rank ${d.rank})`
+      : `${task} given an agent slot`;
     case "AgentStarted": return `${task} agent started${d.model ? " · " + d.model : ""}`;
-    case "AgentFinished": return `${task} agent ${d.outcome} · ${money(d.cost_usd)}`;
+    case "AgentFinished": return `${task} agent ${d.outcome} · ${money(d.cost_usd)}${d.slot_to ? ` · its slot to task ${d.slot_to}` : ""}`;
     case "WorkCommitted": return d.error ? `${task} work not committed: ${d.error}`
       : `${task} work committed ${String(d.commit || "").slice(0, 8)} on ${d.branch}`;
     case "CostRecorded": return `${task} ${count((d.input_tokens || 0) + (d.output_tokens || 0))} tokens · ${money(d.cost_usd)}`;
