@@ -27,6 +27,8 @@ async def test_run_cancelled_mid_task_stops_the_agent_within_two_seconds(nats_se
         end = await wait_for_end(bus, started.run_id)
         finished = await next_event(bus, lambda e: isinstance(e, ev.AgentFinished), 10)
         waited = time.monotonic() - t0
+        # the running task is cancelled as its agent's end is judged, a moment after that end
+        await next_event(bus, lambda e: isinstance(e, ev.TaskCancelled) and e.task_id == "slow", 10)
         events = await events_of(bus, started.run_id)
     assert isinstance(end, ev.RunCancelled)
     assert finished.outcome == "cancelled"
