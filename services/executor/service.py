@@ -47,6 +47,7 @@ from shared.sandbox import unavailable_reason, warn_if_off
 from services.executor import domain, gitjobs
 
 _AGAIN = object()  # _attempt: wait for a slot again (a handed slot the log did not record)
+_NO_HANDOVER = ("RunPaused", "RunCancelled")  # the run's latest event types under which no slot is handed over
 
 
 class Handover(NamedTuple):
@@ -178,7 +179,7 @@ class Executor:
         """The candidate of `e`'s run here to hand a slot to (the lowest rank), taken from the pool;
         none while the run is paused or cancelled as this executor last saw it."""
         pool = self._candidates.get(e.run_id)
-        if not pool or self.bus.run_last_known(e.project_id, e.run_id) in ("RunPaused", "RunCancelled"):
+        if not pool or self.bus.run_last_known(e.project_id, e.run_id) in _NO_HANDOVER:
             return None
         waiting = [(c.rank, k) for k, c in pool.items() if not c.handed.done() and k[0] != e.task_id]
         if not waiting:
@@ -646,7 +647,7 @@ class Executor:
             try:
                 done = await self.bus.publish_all_in_run(
                     items, e.run_id, after_cancel=True,
-                    refit=(lambda kind: alone if kind in ("RunPaused", "RunCancelled") else items) if heir else None)
+                    refit=(lambda kind: alone if kind in _NO_HANDOVER else items) if heir else None)
             except BaseException:
                 if recorded is not None and not recorded.done():
                     recorded.set_result(False)

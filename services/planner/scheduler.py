@@ -69,9 +69,7 @@ class TaskState:
     prepared: bool = False  # its dispatched attempt's worktree is ready (WorktreeCreated)
     candidate: bool = False  # its dispatched attempt is admitted as a candidate for a slot handed over
     handed: bool = False  # its attempt was handed a slot (an AgentFinished named it) and has not started
-    started: bool = False  # its dispatched attempt's AgentStarted is in
-    readmit: bool = False  # handed a slot, its executor made the worktree again: it never started there
-    readmits: int = 0
+    readmits: int = 0  # admissions of its attempt to a slot it was handed (for a new holder of the attempt)
     owner: Any = field(default=None, repr=False, compare=False)  # the RunState whose indexes follow `status`
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -354,7 +352,8 @@ class RunState:
             case ev.TaskReady() if task:
                 task.attempt = max(task.attempt, e.attempt)
                 self._stop_running(task)  # a new attempt waits for a slot of its own
-                task.prepared = task.candidate = task.handed = task.started = task.readmit = False
+                task.prepared = task.candidate = task.handed = False
+                self.to_readmit.discard(task.id)
                 task.status = DISPATCHED
                 self.staged.add(task.id)
                 task.ready_at = e.occurred_at
@@ -367,20 +366,18 @@ class RunState:
             case ev.WorktreeCreated() if task and task.status == DISPATCHED and e.attempt in (0, task.attempt):
                 task.prepared = True  # its holder waits for a slot
                 if task.handed:  # handed a slot, it never started: its new holder starts on an admission
-                    task.readmit = True
                     self.to_readmit.add(task.id)
             case ev.AgentAdmitted() if task and e.attempt == task.attempt and e.candidate:
                 if task.status == DISPATCHED and not task.running:
                     task.candidate = True
             case ev.AgentAdmitted() if task and e.attempt == task.attempt:
                 self._start_running(task)
-                if task.readmit:
-                    task.readmit = False
-                    task.readmits += 1
+                if task.id in self.to_readmit:
                     self.to_readmit.discard(task.id)
+                    task.readmits += 1
             case ev.AgentStarted() if task and e.attempt == task.attempt:
                 self._start_running(task)  # (an attempt of a version that started without admission)
-                task.started, task.handed, task.readmit = True, False, False
+                task.handed = False
                 self.to_readmit.discard(task.id)
             case ev.AgentFinished() if task:
                 if e.attempt == task.attempt:
