@@ -53,6 +53,21 @@ def prepared(state, task, attempt=0):
                                    path=f"/w/{task}", branch=f"task/{task}", attempt=attempt))
 
 
+def wide(n):
+    """One epic of `n` tasks that need nothing of each other: x0, x1, ..."""
+    return {"name": "w", "epics": [{"id": "E", "name": "E", "tasks": [
+        {"id": f"x{i}", "title": f"X{i}"} for i in range(n)]}]}
+
+
+def all_prepared(n, **parallel):
+    """A run of `wide(n)` whose dispatched attempts all made their worktrees: its state, and what
+    it decides next (folded in)."""
+    state = RunState.start(started(wide(n), **parallel))
+    for task in ready_ids(apply_all(state, decide(state))):
+        prepared(state, task)
+    return state, apply_all(state, decide(state))
+
+
 def finish(state, task, outcome="success", attempt=1, error="", slot_to=""):
     e = ev.AgentFinished(project_id="p", aggregate_id=f"r-{task}", run_id="r", task_id=task, attempt=attempt,
                          outcome=outcome, summary=f"did {task}", error=error, commit="c" + task,
@@ -83,11 +98,11 @@ def test_dependents_wait_for_merge_not_just_success():
 
 
 def test_concurrency_cap_and_by_epic_exclusivity():
-    wide = {"name": "w", "epics": [
+    two_epics = {"name": "w", "epics": [
         {"id": "E1", "name": "One", "tasks": [{"id": f"x{i}", "title": f"X{i}"} for i in range(5)]},
         {"id": "E2", "name": "Two", "tasks": [{"id": f"y{i}", "title": f"Y{i}"} for i in range(5)]},
     ]}
-    state = RunState.start(started(wide, max_concurrency=3))
+    state = RunState.start(started(two_epics, max_concurrency=3))
     first = apply_all(state, decide(state))
     # three agents' worth, and three more attempts whose worktrees are made meanwhile
     assert ready_ids(first) == ["x0", "x1", "x2", "x3", "x4", "y0"] and admitted_ids(first) == []
@@ -105,13 +120,13 @@ def test_concurrency_cap_and_by_epic_exclusivity():
     assert state.tasks["y0"].running and state.in_flight() == 3
     assert admitted_ids(apply_all(state, decide(state))) == []  # y0 holds the slot: none is free
 
-    state = RunState.start(started(wide, max_concurrency=3, slot_handover=False))
+    state = RunState.start(started(two_epics, max_concurrency=3, slot_handover=False))
     for task in ready_ids(apply_all(state, decide(state))):
         prepared(state, task)
     given = apply_all(state, decide(state))
     assert admitted_ids(given) == ["x0", "x1", "x2"] and candidate_ids(given) == []  # slots only once free
 
-    state = RunState.start(started(wide, strategy="by_epic", max_concurrency=3))
+    state = RunState.start(started(two_epics, strategy="by_epic", max_concurrency=3))
     first = ready_ids(apply_all(state, decide(state)))
     assert first == ["x0", "y0"]  # one task per epic at a time
     assert ready_ids(apply_all(state, decide(state))) == []
@@ -406,9 +421,7 @@ def test_decide_leaves_the_state_it_is_given_as_it_was():
 
 
 def test_a_free_slot_goes_only_to_a_staged_attempt_whose_worktree_is_ready():
-    wide = {"name": "w", "epics": [{"id": "E", "name": "E", "tasks": [
-        {"id": f"x{i}", "title": f"X{i}"} for i in range(4)]}]}
-    state = RunState.start(started(wide, max_concurrency=2))
+    state = RunState.start(started(wide(4), max_concurrency=2))
     first = apply_all(state, decide(state))
     assert ready_ids(first) == ["x0", "x1", "x2", "x3"] and admitted_ids(first) == []
     prepared(state, "x1")
@@ -428,12 +441,8 @@ def test_a_free_slot_goes_only_to_a_staged_attempt_whose_worktree_is_ready():
     assert state.tasks["x3"].running
 
 def test_no_agent_is_admitted_while_the_run_is_paused_and_a_cancelled_staged_attempt_frees_its_place():
-    wide = {"name": "w", "epics": [{"id": "E", "name": "E", "tasks": [
-        {"id": f"x{i}", "title": f"X{i}"} for i in range(5)]}]}
-    state = RunState.start(started(wide, max_concurrency=2))
-    for task in ready_ids(apply_all(state, decide(state))):
-        prepared(state, task)
-    assert admitted_ids(apply_all(state, decide(state))) == ["x0", "x1"]
+    state, given = all_prepared(5, max_concurrency=2)
+    assert admitted_ids(given) == ["x0", "x1"]
     state.apply(ev.RunPaused(project_id="p", aggregate_id="r", run_id="r", reason="a person paused it"))
     finish(state, "x0")
     out = apply_all(state, decide(state))
@@ -448,9 +457,7 @@ def test_no_agent_is_admitted_while_the_run_is_paused_and_a_cancelled_staged_att
 
 
 def test_an_attempt_started_by_a_version_without_admission_holds_its_slot():
-    wide = {"name": "w", "epics": [{"id": "E", "name": "E", "tasks": [
-        {"id": f"x{i}", "title": f"X{i}"} for i in range(4)]}]}
-    log = [started(wide, max_concurrency=1)]
+    log = [started(wide(4), max_concurrency=1)]
     state = RunState.start(log[0])
     ready = [e for e in apply_all(state, decide(state)) if isinstance(e, ev.TaskReady)]
     old = RunState.start(log[0])  # the same run folded from a log an older planner wrote: no AgentAdmitted
@@ -471,9 +478,9 @@ def finish_then_commit(state, task, attempt=1):
 
 
 def test_a_success_is_completed_on_its_commit_while_its_slot_frees_at_its_agents_end():
-    wide = {"name": "w", "epics": [{"id": "E", "name": "E", "tasks": [
+    plan = {"name": "w", "epics": [{"id": "E", "name": "E", "tasks": [
         {"id": "a", "title": "A"}, {"id": "b", "title": "B"}, {"id": "c", "title": "C", "depends_on": ["a"]}]}]}
-    state = RunState.start(started(wide, max_concurrency=1))
+    state = RunState.start(started(plan, max_concurrency=1))
     apply_all(state, decide(state))
     prepared(state, "a"), prepared(state, "b")
     assert admitted_ids(apply_all(state, decide(state))) == ["a"]
@@ -537,12 +544,7 @@ def test_a_chain_on_its_own_branch_does_not_bring_the_target_in():
 
 
 def test_a_slot_handed_over_is_held_by_its_heir_and_given_again_to_a_new_holder_of_it():
-    wide = {"name": "w", "epics": [{"id": "E", "name": "E", "tasks": [
-        {"id": f"x{i}", "title": f"X{i}"} for i in range(3)]}]}
-    state = RunState.start(started(wide, max_concurrency=1))
-    for task in ready_ids(apply_all(state, decide(state))):
-        prepared(state, task)
-    given = apply_all(state, decide(state))
+    state, given = all_prepared(3, max_concurrency=1)
     assert admitted_ids(given) == ["x0"] and candidate_ids(given) == ["x1"]  # the window: two dispatched
     finish(state, "x0", slot_to="x1")
     assert state.tasks["x1"].running and state.in_flight() == 1
@@ -561,12 +563,7 @@ def test_a_slot_handed_over_is_held_by_its_heir_and_given_again_to_a_new_holder_
 
 
 def test_a_slot_handed_to_an_attempt_already_admitted_is_free_again():
-    wide = {"name": "w", "epics": [{"id": "E", "name": "E", "tasks": [
-        {"id": f"x{i}", "title": f"X{i}"} for i in range(4)]}]}
-    state = RunState.start(started(wide, max_concurrency=2))
-    for task in ready_ids(apply_all(state, decide(state))):
-        prepared(state, task)
-    given = apply_all(state, decide(state))
+    state, given = all_prepared(4, max_concurrency=2)
     assert admitted_ids(given) == ["x0", "x1"] and candidate_ids(given) == ["x2", "x3"]
     finish(state, "x0")  # no handover there: the scheduler gives x0's slot to x2
     assert admitted_ids(apply_all(state, decide(state))) == ["x2"]
